@@ -1,0 +1,19 @@
+#ifndef LAYERGATE_CSYSTEMSHIMS_H
+#define LAYERGATE_CSYSTEMSHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE).
+/// Returns 0 or -1 with errno set (EEXIST when the new name is taken,
+/// EINVAL/ENOSYS where the filesystem or kernel lacks the flag).
+int lg_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+
+/// CRC-32C (Castagnoli), continuing from `crc` (start with 0).
+/// Uses the SSE4.2 instruction when the CPU has it, a table otherwise.
+uint32_t lg_crc32c(uint32_t crc, const void *data, size_t length);
+
+/// The table implementation, exposed so tests can check both agree.
+uint32_t lg_crc32c_portable(uint32_t crc, const void *data, size_t length);
+
+#endif

@@ -1,0 +1,119 @@
+/// The on-disk layout of a layer file. Every block is 8 KiB.
+///
+///     block 0          summary (fields below, CRC-32C over them)
+///     blocks 1…        value blobs: [u32 payload length][u32 crc32c(payload)][payload],
+///                      packed; a blob header never straddles a block boundary
+///     index blocks     [u32 crc32c(rest of block)][u16 count][entry × count], entries
+///                      sorted by (key, lsn): key 17, lsn 8, blob offset 8, blob length 4, flags 1
+///     fence blocks     [u32 crc32c][u32 count][(key 17, lsn 8) × count]: the first
+///                      entry of each index block, so a lookup reads one index block
+///
+/// Image payloads are the 8192 page bytes; delta payloads are `ValueCodec`'s.
+enum LayerFormat {
+    static let blockSize = PageCache.blockSize
+    static let magic: UInt64 = 0x4C47_4C41_5945_5231  // "LGLAYER1"
+    static let version: UInt32 = 1
+    static let entrySize = 38
+    static let indexHeaderSize = 6
+    static let entriesPerIndexBlock = (blockSize - indexHeaderSize) / entrySize
+    static let fenceSize = 25
+    static let blobHeaderSize = 8
+
+    /// Index entry flags.
+    static let flagBase: UInt8 = 1
+    static let flagImage: UInt8 = 2
+}
+
+struct LayerFormatProblem: Error {
+    var reason: String
+}
+
+struct LayerSummary: Equatable {
+    var kind: LayerName.Kind
+    var tenant: TenantId
+    var keys: KeyRange
+    var lsnStart: Lsn
+    var lsnEnd: Lsn
+    var valueCount: UInt64
+    var dataEnd: UInt64
+    var indexStartBlock: UInt64
+    var indexBlockCount: UInt64
+    var fenceStartBlock: UInt64
+    var fenceBlockCount: UInt64
+    var fileSize: UInt64
+
+    func encode() -> [UInt8] {
+        var w = ByteWriter(capacity: LayerFormat.blockSize)
+        w.u64(LayerFormat.magic)
+        w.u32(LayerFormat.version)
+        w.u8(kind.rawValue)
+        w.u64(tenant.high); w.u64(tenant.low)
+        keys.first.write(to: &w); keys.last.write(to: &w)
+        w.u64(lsnStart.rawValue); w.u64(lsnEnd.rawValue)
+        w.u64(valueCount); w.u64(dataEnd)
+        w.u64(indexStartBlock); w.u64(indexBlockCount)
+        w.u64(fenceStartBlock); w.u64(fenceBlockCount)
+        w.u64(fileSize)
+        let crc = Checksum.crc32c(w.bytes)
+        w.u32(crc)
+        w.zeros(LayerFormat.blockSize - w.count)
+        return w.bytes
+    }
+
+    /// Decodes and validates block 0; `reason` says what is wrong.
+    static func decode(_ block: UnsafeRawBufferPointer) -> Result<LayerSummary, LayerFormatProblem> {
+        var r = ByteReader(block)
+        do throws(ByteReader.Underflow) {
+            guard try r.u64() == LayerFormat.magic else { return .failure(LayerFormatProblem(reason: "bad magic (not a layer file)")) }
+            let version = try r.u32()
+            guard version == LayerFormat.version else { return .failure(LayerFormatProblem(reason: "unsupported format version \(version)")) }
+            guard let kind = LayerName.Kind(rawValue: try r.u8()) else { return .failure(LayerFormatProblem(reason: "unknown layer kind")) }
+            let tenant = TenantId(high: try r.u64(), low: try r.u64())
+            let keys = KeyRange(first: try PageKey.read(from: &r), last: try PageKey.read(from: &r))
+            let s = LayerSummary(
+                kind: kind, tenant: tenant, keys: keys, lsnStart: Lsn(try r.u64()), lsnEnd: Lsn(try r.u64()),
+                valueCount: try r.u64(), dataEnd: try r.u64(), indexStartBlock: try r.u64(),
+                indexBlockCount: try r.u64(), fenceStartBlock: try r.u64(), fenceBlockCount: try r.u64(),
+                fileSize: try r.u64())
+            let covered = r.offset
+            let crc = try r.u32()
+            guard crc == Checksum.crc32c(UnsafeRawBufferPointer(rebasing: block[0..<covered])) else {
+                return .failure(LayerFormatProblem(reason: "summary checksum mismatch"))
+            }
+            return .success(s)
+        } catch {
+            return .failure(LayerFormatProblem(reason: "summary block too short"))
+        }
+    }
+}
+
+/// One index entry: where the value of (key, lsn) lives.
+struct IndexEntry: Equatable {
+    var key: PageKey
+    var lsn: Lsn
+    var offset: UInt64
+    var length: UInt32
+    var flags: UInt8
+
+    var isBase: Bool { flags & LayerFormat.flagBase != 0 }
+    var isImage: Bool { flags & LayerFormat.flagImage != 0 }
+
+    func write(to w: inout ByteWriter) {
+        key.write(to: &w)
+        w.u64(lsn.rawValue)
+        w.u64(offset)
+        w.u32(length)
+        w.u8(flags)
+    }
+
+    static func read(_ buf: UnsafeRawBufferPointer, at pos: Int) -> IndexEntry {
+        var r = ByteReader(UnsafeRawBufferPointer(rebasing: buf[pos..<pos + LayerFormat.entrySize]))
+        // The block was bounds- and checksum-validated when it entered the cache.
+        do throws(ByteReader.Underflow) {
+            return IndexEntry(key: try PageKey.read(from: &r), lsn: Lsn(try r.u64()), offset: try r.u64(),
+                              length: try r.u32(), flags: try r.u8())
+        } catch {
+            preconditionFailure("index entry read past its 38 bytes")
+        }
+    }
+}

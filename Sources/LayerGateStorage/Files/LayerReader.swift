@@ -1,0 +1,274 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// An open, validated, read-only layer file.
+///
+/// The file is opened O_RDONLY and never written. Every offset it follows
+/// comes from this file's own summary or index and is bounds-checked against
+/// the summary first; every index block is checksummed when it enters the
+/// cache and every value blob when it is read, so damage is an error naming
+/// the file, never wrong bytes.
+///
+/// A removed layer (compaction, GC) is marked with `deleteWhenUnused()`: the
+/// file is unlinked when the last reference — the layer map's or an in-flight
+/// read's — goes away.
+public final class LayerReader: Sendable {
+    public let descriptor: LayerDescriptor
+    public let path: String
+    /// Process-wide unique id of this open file: the page cache key.
+    public let fileId: UInt64
+    let summary: LayerSummary
+    private let file: RawFile
+    private let fences: [UInt8]
+    private let cache: PageCache
+    private let deleteOnDeinit = Atomic<Bool>(false)
+
+    private static let nextFileId = Atomic<UInt64>(1)
+
+    /// Opens and validates `directory/name`. `expectedSize` (from the index) must match.
+    public init(directory: String, name: LayerName, tenant: TenantId, cache: PageCache, expectedSize: Int? = nil)
+        throws(StorageError)
+    {
+        let fileName = name.description
+        path = directory + "/" + fileName
+        file = try RawFile.openReadOnly(path)
+        let size = try file.size()
+        if let expectedSize, expectedSize != size {
+            throw .corruptLayer(file: path, reason: "size is \(size) bytes, the index says \(expectedSize)")
+        }
+        guard size >= 2 * LayerFormat.blockSize, size % LayerFormat.blockSize == 0 else {
+            throw .corruptLayer(file: path, reason: "size \(size) is not a whole number of 8 KiB blocks (truncated?)")
+        }
+        let block0 = try Self.readBlock(file, 0)
+        let summary: LayerSummary
+        switch block0.withUnsafeBytes({ LayerSummary.decode($0) }) {
+        case .success(let s): summary = s
+        case .failure(let problem): throw .corruptLayer(file: path, reason: problem.reason)
+        }
+        let blocks = UInt64(size / LayerFormat.blockSize)
+        guard summary.fileSize == UInt64(size) else {
+            throw .corruptLayer(file: path, reason: "summary says \(summary.fileSize) bytes, file has \(size)")
+        }
+        guard summary.kind == name.kind, summary.keys == name.keys, summary.lsnStart == name.lsnStart,
+              summary.lsnEnd == name.lsnEnd
+        else { throw .corruptLayer(file: path, reason: "summary does not match the file name") }
+        guard summary.tenant == tenant else {
+            throw .corruptLayer(file: path, reason: "belongs to tenant \(summary.tenant), not \(tenant)")
+        }
+        guard summary.dataEnd >= UInt64(LayerFormat.blockSize),
+              summary.dataEnd <= summary.indexStartBlock * UInt64(LayerFormat.blockSize),
+              summary.indexBlockCount >= 1,
+              summary.indexStartBlock + summary.indexBlockCount == summary.fenceStartBlock,
+              summary.fenceBlockCount >= 1, summary.fenceStartBlock + summary.fenceBlockCount == blocks,
+              summary.valueCount <= summary.indexBlockCount * UInt64(LayerFormat.entriesPerIndexBlock)
+        else { throw .corruptLayer(file: path, reason: "summary offsets are inconsistent with the file") }
+        // Fences: one per index block, read once at open (a few bytes per 200 values).
+        var fenceArea = [UInt8](repeating: 0, count: Int(summary.fenceBlockCount) * LayerFormat.blockSize)
+        var failure: StorageError?
+        let f = file
+        fenceArea.withUnsafeMutableBytes { buf in
+            do throws(StorageError) {
+                try f.read(into: buf, at: Int(summary.fenceStartBlock) * LayerFormat.blockSize)
+            } catch { failure = error }
+        }
+        if let failure { throw failure }
+        let fenceCount = fenceArea.withUnsafeBytes { b in b.load(fromByteOffset: 4, as: UInt32.self).bigEndian }
+        let fenceBytes = Int(fenceCount) * LayerFormat.fenceSize
+        guard UInt64(fenceCount) == summary.indexBlockCount, 8 + fenceBytes <= fenceArea.count else {
+            throw .corruptLayer(file: path, reason: "fence count \(fenceCount) does not match \(summary.indexBlockCount) index blocks")
+        }
+        let storedCrc = fenceArea.withUnsafeBytes { b in b.load(fromByteOffset: 0, as: UInt32.self).bigEndian }
+        let crc = fenceArea.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[4..<8 + fenceBytes])) }
+        guard crc == storedCrc else { throw .corruptLayer(file: path, reason: "fence checksum mismatch") }
+        fences = Array(fenceArea[8..<8 + fenceBytes])
+        self.summary = summary
+        self.cache = cache
+        descriptor = LayerDescriptor(name: name, size: size)
+        fileId = Self.nextFileId.add(1, ordering: .relaxed).newValue
+    }
+
+    deinit {
+        cache.dropFile(fileId)
+        if deleteOnDeinit.load(ordering: .acquiring) {
+            // Only unlink the name if it is still this file (never someone else's).
+            var st = stat()
+            if let mine = file.inode(), stat(path, &st) == 0, UInt64(st.st_dev) == mine.dev, UInt64(st.st_ino) == mine.ino {
+                unlink(path)
+            }
+        }
+    }
+
+    public func deleteWhenUnused() { deleteOnDeinit.store(true, ordering: .releasing) }
+
+    private static func readBlock(_ file: RawFile, _ n: Int) throws(StorageError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: LayerFormat.blockSize)
+        var failure: StorageError?
+        out.withUnsafeMutableBytes { buf in
+            do throws(StorageError) { try file.read(into: buf, at: n * LayerFormat.blockSize) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
+    /// Runs `body` over block `n` through the page cache.
+    private func withBlock<R>(_ n: UInt64, isIndex: Bool, _ body: (UnsafeRawBufferPointer) throws(StorageError) -> R)
+        throws(StorageError) -> R
+    {
+        let file = self.file
+        let path = self.path
+        return try cache.withBlock(
+            file: fileId, block: n,
+            load: { buf throws(StorageError) in
+                try file.read(into: buf, at: Int(n) * LayerFormat.blockSize)
+                if isIndex {
+                    let stored = UInt32(bigEndian: buf.load(fromByteOffset: 0, as: UInt32.self))
+                    let crc = Checksum.crc32c(UnsafeRawBufferPointer(rebasing: buf[4...]))
+                    let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+                    guard stored == crc, count >= 1, count <= LayerFormat.entriesPerIndexBlock else {
+                        throw .corruptLayer(file: path, reason: "index block \(n) checksum mismatch")
+                    }
+                }
+            },
+            body: body)
+    }
+
+    /// Compares the 25-byte (key, lsn) at `p` with `target`: byte order is key order.
+    @inline(__always)
+    private static func compare(_ p: UnsafeRawPointer, _ target: UnsafeRawPointer) -> Int32 {
+        memcmp(p, target, LayerFormat.fenceSize)
+    }
+
+    /// Visits the entries for `key` with LSN ≤ `upTo`, newest first, until
+    /// `visitor` returns false. Reads at most the index blocks those entries sit in.
+    func visit(key: PageKey, upTo: Lsn, _ visitor: (IndexEntry) throws(StorageError) -> Bool) throws(StorageError) {
+        guard summary.keys.contains(key), upTo >= summary.lsnStart else { return }
+        try withUnsafeTemporaryAllocation(byteCount: LayerFormat.fenceSize, alignment: 8) { target throws(StorageError) in
+            Self.encodeTarget(key: key, lsn: upTo, into: target)
+            let t = UnsafeRawPointer(target.baseAddress!)
+            // Last index block whose first entry is ≤ target.
+            let blockCount = fences.count / LayerFormat.fenceSize
+            var lo = 0, hi = blockCount
+            fences.withUnsafeBytes { f in
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if Self.compare(f.baseAddress! + mid * LayerFormat.fenceSize, t) <= 0 { lo = mid + 1 } else { hi = mid }
+                }
+            }
+            var block = lo - 1
+            guard block >= 0 else { return }
+            var startAtEnd = false
+            while block >= 0 {
+                let keepGoing = try withBlock(summary.indexStartBlock + UInt64(block), isIndex: true) {
+                    buf throws(StorageError) -> Bool in
+                    let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+                    var j: Int
+                    if startAtEnd {
+                        j = count - 1
+                    } else {
+                        var lo = 0, hi = count
+                        while lo < hi {
+                            let mid = (lo + hi) / 2
+                            let p = buf.baseAddress! + LayerFormat.indexHeaderSize + mid * LayerFormat.entrySize
+                            if Self.compare(p, t) <= 0 { lo = mid + 1 } else { hi = mid }
+                        }
+                        j = lo - 1
+                    }
+                    while j >= 0 {
+                        let p = buf.baseAddress! + LayerFormat.indexHeaderSize + j * LayerFormat.entrySize
+                        guard memcmp(p, t, PageKey.packedSize) == 0 else { return false }
+                        let e = IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)
+                        guard try visitor(e) else { return false }
+                        j -= 1
+                    }
+                    return true
+                }
+                guard keepGoing else { return }
+                block -= 1
+                startAtEnd = true
+            }
+        }
+    }
+
+    private static func encodeTarget(key: PageKey, lsn: Lsn, into buf: UnsafeMutableRawBufferPointer) {
+        var i = 0
+        func put(_ v: UInt64, _ n: Int) {
+            for s in stride(from: (n - 1) * 8, through: 0, by: -8) {
+                buf[i] = UInt8(truncatingIfNeeded: v >> UInt64(s))
+                i += 1
+            }
+        }
+        put(UInt64(key.spcOid), 4); put(UInt64(key.dbOid), 4); put(UInt64(key.relNumber), 4)
+        put(UInt64(key.fork), 1); put(UInt64(key.block), 4); put(lsn.rawValue, 8)
+    }
+
+    /// Copies the payload of `entry` into `dest` (exactly the payload size),
+    /// verifying bounds, length and checksum.
+    func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        let bs = UInt64(LayerFormat.blockSize)
+        let payloadLength = Int(entry.length) - LayerFormat.blobHeaderSize
+        guard entry.offset >= bs, entry.length >= UInt32(LayerFormat.blobHeaderSize),
+              entry.offset + UInt64(entry.length) <= summary.dataEnd,
+              entry.offset % bs <= bs - UInt64(LayerFormat.blobHeaderSize),
+              payloadLength == dest.count
+        else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
+        let header = try withBlock(entry.offset / bs, isIndex: false) { buf throws(StorageError) -> (UInt32, UInt32) in
+            let at = Int(entry.offset % bs)
+            return (UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at, as: UInt32.self)),
+                    UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self)))
+        }
+        guard Int(header.0) == payloadLength else {
+            throw .corruptLayer(file: path, reason: "blob at offset \(entry.offset) has length \(header.0), index says \(payloadLength)")
+        }
+        var crc: UInt32 = 0
+        var pos = entry.offset + UInt64(LayerFormat.blobHeaderSize)
+        var copied = 0
+        while copied < payloadLength {
+            let inBlock = Int(pos % bs)
+            let n = min(LayerFormat.blockSize - inBlock, payloadLength - copied)
+            let c = crc
+            crc = try withBlock(pos / bs, isIndex: false) { buf throws(StorageError) -> UInt32 in
+                let src = UnsafeRawBufferPointer(rebasing: buf[inBlock..<inBlock + n])
+                (dest.baseAddress! + copied).copyMemory(from: src.baseAddress!, byteCount: n)
+                return Checksum.crc32c(src, seed: c)
+            }
+            copied += n
+            pos += UInt64(n)
+        }
+        guard crc == header.1 else {
+            throw .corruptLayer(file: path, reason: "checksum mismatch in the value of \(entry.key) at \(entry.lsn)")
+        }
+    }
+
+    /// Every entry in file order; for compaction and checks, not the read path.
+    func allEntries() throws(StorageError) -> [IndexEntry] {
+        var out: [IndexEntry] = []
+        out.reserveCapacity(Int(summary.valueCount))
+        for b in 0..<summary.indexBlockCount {
+            try withBlock(summary.indexStartBlock + b, isIndex: true) { buf throws(StorageError) in
+                let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+                for j in 0..<count { out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)) }
+            }
+        }
+        return out
+    }
+
+    /// Reads a whole value back as a `RecordValue`.
+    func value(of entry: IndexEntry) throws(StorageError) -> RecordValue {
+        var bytes = [UInt8](repeating: 0, count: max(0, Int(entry.length) - LayerFormat.blobHeaderSize))
+        var failure: StorageError?
+        bytes.withUnsafeMutableBytes { buf in
+            do throws(StorageError) { try readPayload(entry, into: buf) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        if entry.isImage {
+            guard bytes.count == pageSize else { throw .corruptLayer(file: path, reason: "image of \(bytes.count) bytes") }
+            return .image(bytes)
+        }
+        guard let v = bytes.withUnsafeBytes({ ValueCodec.decode($0) }) else {
+            throw .corruptLayer(file: path, reason: "undecodable delta for \(entry.key) at \(entry.lsn)")
+        }
+        return v
+    }
+}

@@ -1,0 +1,201 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Writes one delta or image layer to a `*.___temp` file and publishes it
+/// through the gate. Delta and image layers share every step, and every
+/// failure — a write error, a failpoint, a taken name, cancellation, or a
+/// writer simply dropped — goes through `discard()`, which removes the temp
+/// file. So no failure leaves a temp or half-published file behind.
+public final class LayerWriter {
+    public let directory: String
+    public let kind: LayerName.Kind
+    let tenant: TenantId
+    let lsnStart: Lsn
+    let lsnEnd: Lsn
+    let generation: UInt32
+    private let failpoints: Failpoints
+    private let mechanism: GatedPublish.Mechanism
+
+    let tempName: String
+    private var file: RawFile?
+    private var buffer = ByteWriter(capacity: 1 << 20)
+    private var bufferStart = LayerFormat.blockSize
+    private var entries: [IndexEntry] = []
+    private var lastKey: (PageKey, Lsn)?
+    private var done = false
+
+    private static let tempCounter = Atomic<UInt64>(0)
+
+    /// Creates the temp file. For an image layer `lsnStart == lsnEnd`, the image LSN.
+    public convenience init(
+        directory: String, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
+        failpoints: Failpoints = .shared
+    ) throws(StorageError) {
+        try self.init(directory: directory, tenant: tenant, kind: kind, lsnStart: lsnStart, lsnEnd: lsnEnd,
+                      generation: generation, failpoints: failpoints, mechanism: .automatic)
+    }
+
+    init(
+        directory: String, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
+        failpoints: Failpoints, mechanism: GatedPublish.Mechanism
+    ) throws(StorageError) {
+        precondition(lsnStart <= lsnEnd && (kind == .delta || lsnStart == lsnEnd), "bad layer LSN range")
+        self.directory = directory
+        self.kind = kind
+        self.tenant = tenant
+        self.lsnStart = lsnStart
+        self.lsnEnd = lsnEnd
+        self.generation = generation
+        self.failpoints = failpoints
+        self.mechanism = mechanism
+        var name = ""
+        var created: RawFile?
+        while created == nil {
+            let n = Self.tempCounter.add(1, ordering: .relaxed).newValue
+            name = "layer-\(getpid())-\(n).___temp"
+            do {
+                created = try RawFile.createExclusive(directory + "/" + name)
+            } catch .io(_, _, let e) where e == EEXIST {
+                continue  // left by an earlier process with the same pid; swept at load
+            }
+        }
+        tempName = name
+        file = created
+    }
+
+    deinit { if !done { discard() } }
+
+    public var valueCount: Int { entries.count }
+
+    /// Appends the value of (key, lsn). Calls must come in strictly increasing
+    /// (key, lsn) order; image layers take images at `lsnStart` only.
+    public func append(key: PageKey, lsn: Lsn, value: RecordValue) throws(StorageError) {
+        do throws(StorageError) {
+            precondition(!done, "append after finish")
+            if let (k, l) = lastKey { precondition((k, l.rawValue) < (key, lsn.rawValue), "layer values out of order") }
+            precondition(lsn >= lsnStart && lsn <= lsnEnd, "value LSN \(lsn) outside layer range")
+            try failpoints.hit("layer-writer-put-value")
+            if Task.isCancelled { throw StorageError.cancelled("layer write to \(directory)") }
+            var flags: UInt8 = value.isBase ? LayerFormat.flagBase : 0
+            let payloadSize: Int
+            switch value {
+            case .image(let bytes):
+                precondition(bytes.count == pageSize)
+                flags |= LayerFormat.flagImage
+                payloadSize = bytes.count
+            case .delta:
+                precondition(kind == .delta, "image layers hold images only")
+                payloadSize = ValueCodec.encodedSize(value)
+            }
+            // Keep the 8-byte blob header inside one block.
+            let pos = bufferStart + buffer.count
+            let room = LayerFormat.blockSize - pos % LayerFormat.blockSize
+            if room < LayerFormat.blobHeaderSize { buffer.zeros(room) }
+            let offset = bufferStart + buffer.count
+            let headerAt = buffer.count
+            buffer.u32(UInt32(payloadSize))
+            buffer.u32(0)
+            let payloadAt = buffer.count
+            switch value {
+            case .image(let bytes): buffer.bytes(bytes)
+            case .delta: ValueCodec.encode(value, into: &buffer)
+            }
+            let crc = buffer.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[payloadAt...])) }
+            for i in 0..<4 { buffer.bytes[headerAt + 4 + i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
+            entries.append(IndexEntry(key: key, lsn: lsn, offset: UInt64(offset),
+                                      length: UInt32(LayerFormat.blobHeaderSize + payloadSize), flags: flags))
+            lastKey = (key, lsn)
+            if buffer.count >= 1 << 20 { try flushBuffer() }
+        } catch {
+            discard()
+            throw error
+        }
+    }
+
+    /// Writes index, fences and summary, fsyncs, publishes through the gate and
+    /// fsyncs the directory. On any failure the temp file is gone when this throws.
+    public func finish() throws(StorageError) -> LayerDescriptor {
+        precondition(!done, "finish twice")
+        precondition(!entries.isEmpty, "an empty layer is never written")
+        do throws(StorageError) {
+            try failpoints.hit("layer-writer-before-finish")
+            if Task.isCancelled { throw StorageError.cancelled("layer write to \(directory)") }
+            let name = LayerName(kind: kind, keys: KeyRange(first: entries.first!.key, last: entries.last!.key),
+                                 lsnStart: lsnStart, lsnEnd: lsnEnd, generation: generation)
+            let dataEnd = bufferStart + buffer.count
+            buffer.zeros((LayerFormat.blockSize - dataEnd % LayerFormat.blockSize) % LayerFormat.blockSize)
+            let indexStart = (bufferStart + buffer.count) / LayerFormat.blockSize
+            var fences = ByteWriter()
+            var blocks = 0
+            for chunkStart in stride(from: 0, to: entries.count, by: LayerFormat.entriesPerIndexBlock) {
+                let chunk = entries[chunkStart..<min(chunkStart + LayerFormat.entriesPerIndexBlock, entries.count)]
+                var block = ByteWriter(capacity: LayerFormat.blockSize)
+                block.u32(0)
+                block.u16(UInt16(chunk.count))
+                for e in chunk { e.write(to: &block) }
+                block.zeros(LayerFormat.blockSize - block.count)
+                let crc = block.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[4...])) }
+                for i in 0..<4 { block.bytes[i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
+                buffer.bytes(block.bytes)
+                chunk.first!.key.write(to: &fences)
+                fences.u64(chunk.first!.lsn.rawValue)
+                blocks += 1
+                if buffer.count >= 1 << 20 { try flushBuffer() }
+            }
+            let fenceStart = (bufferStart + buffer.count) / LayerFormat.blockSize
+            var fenceBlock = ByteWriter()
+            fenceBlock.u32(Checksum.crc32c(withCount: UInt32(blocks), fences.bytes))
+            fenceBlock.u32(UInt32(blocks))
+            fenceBlock.bytes(fences.bytes)
+            fenceBlock.zeros((LayerFormat.blockSize - fenceBlock.count % LayerFormat.blockSize) % LayerFormat.blockSize)
+            buffer.bytes(fenceBlock.bytes)
+            let fileSize = bufferStart + buffer.count
+            try flushBuffer()
+            let summary = LayerSummary(
+                kind: kind, tenant: tenant, keys: name.keys, lsnStart: lsnStart, lsnEnd: lsnEnd,
+                valueCount: UInt64(entries.count), dataEnd: UInt64(dataEnd), indexStartBlock: UInt64(indexStart),
+                indexBlockCount: UInt64(blocks), fenceStartBlock: UInt64(fenceStart),
+                fenceBlockCount: UInt64(fenceBlock.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))
+            guard let file else { throw StorageError.cancelled("layer writer already discarded") }
+            try file.write(summary.encode(), at: 0)
+            file.sync()
+            file.close()
+            try failpoints.hit("layer-writer-before-publish")
+            try GatedPublish.publish(directory: directory, temp: tempName, final: name.description, mechanism: mechanism)
+            done = true
+            self.file = nil
+            return LayerDescriptor(name: name, size: fileSize)
+        } catch {
+            discard()
+            throw error
+        }
+    }
+
+    /// Abandons the layer: closes and removes the temp file. Idempotent.
+    public func discard() {
+        guard !done else { return }
+        done = true
+        file?.close()
+        file = nil
+        _ = unlink(directory + "/" + tempName)
+    }
+
+    private func flushBuffer() throws(StorageError) {
+        guard let file else { throw StorageError.cancelled("layer writer already discarded") }
+        try file.write(buffer.bytes, at: bufferStart)
+        bufferStart += buffer.count
+        buffer.bytes.removeAll(keepingCapacity: true)
+    }
+}
+
+extension Checksum {
+    /// CRC over a u32 count followed by bytes, as the fence area stores them.
+    static func crc32c(withCount count: UInt32, _ bytes: [UInt8]) -> UInt32 {
+        var w = ByteWriter(capacity: 4 + bytes.count)
+        w.u32(count)
+        w.bytes(bytes)
+        return crc32c(w.bytes)
+    }
+}

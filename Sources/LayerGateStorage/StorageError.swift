@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every failure the storage engine reports, with the context an operator
+/// needs: which tenant, which file, which LSN.
+public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A tenant id that is not 32 hex digits.
+    case invalidTenantId(String)
+    /// A record or batch that breaks the rules of `PutRecords`.
+    case invalidRecord(String)
+    /// No tenant with that id.
+    case tenantNotFound(TenantId)
+    /// `createTenant` for an id that exists.
+    case tenantExists(TenantId)
+    /// The tenant is loading or resetting; try again.
+    case tenantUnavailable(TenantId, state: String)
+    /// The tenant failed to load and serves nothing until reset.
+    case tenantBroken(TenantId, reason: String)
+    /// No record for the key at or below the LSN.
+    case pageNotFound(TenantId, PageKey, Lsn)
+    /// The LSN is beyond what has been ingested, and the wait ran out.
+    case lsnNotAvailable(TenantId, requested: Lsn, lastRecordLsn: Lsn)
+    /// The LSN is below the GC cutoff: its history is gone.
+    case lsnBelowGcHorizon(TenantId, requested: Lsn, cutoff: Lsn)
+    /// A gated publish found the final name taken; the existing file is untouched.
+    case layerExists(file: String)
+    /// A layer file failed validation (magic, version, checksum, size, offsets).
+    case corruptLayer(file: String, reason: String)
+    /// The WAL has damage that is not a torn tail.
+    case corruptWal(file: String, reason: String)
+    /// `index.json` cannot be read or does not parse.
+    case corruptIndex(file: String, reason: String)
+    /// A system call failed.
+    case io(operation: String, path: String, errno: Int32)
+    /// A failpoint with action `return` fired.
+    case failpoint(String)
+    /// The operation was cancelled or the tenant is shutting down.
+    case cancelled(String)
+
+    public var description: String {
+        switch self {
+        case .invalidTenantId(let s): return "invalid tenant id '\(s)': expected 32 hex digits"
+        case .invalidRecord(let s): return "invalid record: \(s)"
+        case .tenantNotFound(let t): return "tenant \(t) not found"
+        case .tenantExists(let t): return "tenant \(t) already exists"
+        case .tenantUnavailable(let t, let state): return "tenant \(t) is \(state), try again"
+        case .tenantBroken(let t, let reason): return "tenant \(t) is broken: \(reason)"
+        case .pageNotFound(let t, let k, let l): return "tenant \(t): no page \(k) at or below LSN \(l)"
+        case .lsnNotAvailable(let t, let r, let last):
+            return "tenant \(t): LSN \(r) not available (last record LSN \(last))"
+        case .lsnBelowGcHorizon(let t, let r, let c): return "tenant \(t): LSN \(r) is below the GC cutoff \(c)"
+        case .layerExists(let f): return "layer file already exists: \(f)"
+        case .corruptLayer(let f, let r): return "corrupt layer file \(f): \(r)"
+        case .corruptWal(let f, let r): return "corrupt WAL \(f): \(r)"
+        case .corruptIndex(let f, let r): return "corrupt index \(f): \(r)"
+        case .io(let op, let p, let e): return "\(op) \(p): \(String(cString: strerror(e))) (errno \(e))"
+        case .failpoint(let n): return "failpoint \(n) returned an error"
+        case .cancelled(let s): return "cancelled: \(s)"
+        }
+    }
+}

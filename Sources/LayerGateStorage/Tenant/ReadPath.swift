@@ -1,0 +1,125 @@
+/// GetPage@LSN: the newest base (image or will_init delta) at or below the
+/// LSN, then every later delta in LSN order, gathered from the open and
+/// frozen in-memory layers and then the layer files.
+enum ReadPath {
+    private enum Step {
+        case memory(RecordValue)
+        case disk(LayerReader, IndexEntry)
+    }
+
+    /// `frozen` is oldest first, as the tenant keeps it. Returns nil when the
+    /// key has no record at or below `lsn`.
+    static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap)
+        throws(StorageError) -> [UInt8]?
+    {
+        var pending: [Step] = []  // deltas above the base, newest first; empty (no allocation) for a plain image
+        var found = false
+        var failure: StorageError?
+        let page = [UInt8](unsafeUninitializedCapacity: pageSize) { raw, count in
+            count = pageSize
+            let buf = UnsafeMutableRawBufferPointer(raw)
+            do throws(StorageError) {
+                found = try gather(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, page: buf, pending: &pending)
+                if !found {
+                    if pending.isEmpty { return }
+                    // Deltas with no base below them start from a zero page.
+                    buf.initializeMemory(as: UInt8.self, repeating: 0)
+                    found = true
+                }
+                for step in pending.reversed() { try apply(step, to: buf) }
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+        return found ? page : nil
+    }
+
+    private static func gather(
+        key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
+        page: UnsafeMutableRawBufferPointer, pending: inout [Step]
+    ) throws(StorageError) -> Bool {
+        for i in stride(from: frozen.count, through: 0, by: -1) {
+            let mem = i == frozen.count ? open : frozen[i]
+            guard let versions = mem.versions(of: key) else { continue }
+            for v in versions.reversed() where v.lsn <= lsn {
+                if v.value.isBase {
+                    try apply(.memory(v.value), to: page)
+                    return true
+                }
+                pending.append(.memory(v.value))
+            }
+        }
+        var cursor = lsn
+        var based = false
+        while !based {
+            // The newest delta and the newest image that can hold (key, ≤ cursor).
+            var delta: LayerReader?
+            var image: LayerReader?
+            for layer in layers.layers {
+                let n = layer.descriptor.name
+                guard n.lsnStart <= cursor, n.keys.contains(key) else { continue }
+                if n.kind == .image {
+                    if image == nil || n.lsnStart > image!.descriptor.name.lsnStart { image = layer }
+                } else if delta == nil {
+                    delta = layer  // layers are sorted by end LSN, so the first is the newest
+                }
+                if delta != nil && image != nil { break }
+            }
+            let imageLsn = image?.descriptor.name.lsnStart
+            if let image, let imageLsn,
+               delta == nil || imageLsn >= min(delta!.descriptor.name.lsnEnd, cursor) {
+                try image.visit(key: key, upTo: cursor) { e throws(StorageError) in
+                    try apply(.disk(image, e), to: page)
+                    based = true
+                    return false
+                }
+                guard imageLsn.rawValue > 0 else { break }
+                cursor = imageLsn.previous
+            } else if let delta {
+                let start = delta.descriptor.name.lsnStart
+                // Below an image inside this delta's range, the image serves: stop there.
+                let lowerExclusive = imageLsn.map { $0 >= start ? $0 : start.previous } ?? start.previous
+                try delta.visit(key: key, upTo: cursor) { e throws(StorageError) in
+                    guard e.lsn > lowerExclusive else { return false }
+                    if e.isBase {
+                        try apply(.disk(delta, e), to: page)
+                        based = true
+                        return false
+                    }
+                    pending.append(.disk(delta, e))
+                    return true
+                }
+                guard !based, lowerExclusive < cursor else { break }
+                cursor = lowerExclusive
+            } else {
+                break
+            }
+        }
+        return based
+    }
+
+    private static func apply(_ step: Step, to page: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        switch step {
+        case .memory(.image(let bytes)):
+            bytes.withUnsafeBytes { page.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: pageSize) }
+        case .memory(.delta(let d)):
+            Redo.apply(d, to: page)
+        case .disk(let layer, let e):
+            if e.isImage {
+                try layer.readPayload(e, into: page)
+            } else {
+                let ok = try withUnsafeTemporaryAllocation(byteCount: Int(e.length), alignment: 8) {
+                    scratch throws(StorageError) -> Bool in
+                    let payload = UnsafeMutableRawBufferPointer(
+                        rebasing: scratch[0..<Int(e.length) - LayerFormat.blobHeaderSize])
+                    try layer.readPayload(e, into: payload)
+                    return Redo.applyEncoded(UnsafeRawBufferPointer(payload), to: page)
+                }
+                guard ok else {
+                    throw .corruptLayer(file: layer.path, reason: "undecodable delta for \(e.key) at \(e.lsn)")
+                }
+            }
+        }
+    }
+}

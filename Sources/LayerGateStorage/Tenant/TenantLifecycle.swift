@@ -1,0 +1,56 @@
+/// A tenant's lifecycle as a pure state machine: each event either moves it
+/// to a new state or is refused, and the tenant performs the I/O.
+///
+///     loading ──loaded──▶ active ──reset──▶ resetting ──loaded──▶ active
+///        │                  │                   │
+///        └──failed──▶ broken ◀──────failed──────┘      broken ──reset──▶ resetting
+///     any ──stop──▶ stopped
+public enum TenantState: Equatable, Sendable {
+    case loading
+    case active
+    case resetting
+    case broken(reason: String)
+    case stopped
+
+    /// The wire name (`TenantStatus.state`).
+    public var name: String {
+        switch self {
+        case .loading: return "loading"
+        case .active: return "active"
+        case .resetting: return "resetting"
+        case .broken: return "broken"
+        case .stopped: return "stopped"
+        }
+    }
+}
+
+enum TenantEvent: Equatable {
+    case loaded
+    case loadFailed(String)
+    case resetRequested
+    case stop
+}
+
+enum TenantLifecycle {
+    /// The next state, or nil when the event is not allowed now.
+    static func next(_ state: TenantState, on event: TenantEvent) -> TenantState? {
+        switch (state, event) {
+        case (.loading, .loaded), (.resetting, .loaded): return .active
+        case (.loading, .loadFailed(let r)), (.resetting, .loadFailed(let r)): return .broken(reason: r)
+        case (.active, .resetRequested), (.broken, .resetRequested): return .resetting
+        case (.stopped, _): return nil
+        case (_, .stop): return .stopped
+        default: return nil
+        }
+    }
+
+    /// Whether reads and writes are served in this state; else the error to answer with.
+    static func admission(_ state: TenantState, tenant: TenantId) -> StorageError? {
+        switch state {
+        case .active: return nil
+        case .loading, .resetting: return .tenantUnavailable(tenant, state: state.name)
+        case .broken(let reason): return .tenantBroken(tenant, reason: reason)
+        case .stopped: return .tenantUnavailable(tenant, state: "stopped")
+        }
+    }
+}

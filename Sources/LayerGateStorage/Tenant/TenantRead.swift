@@ -1,0 +1,70 @@
+/// GetPage@LSN on a tenant, including the wait for an LSN not yet ingested.
+extension Tenant {
+    /// Reads the page of `key` as of `lsn` (nil: as of last_record_lsn).
+    /// An LSN beyond last_record_lsn waits up to `waitTimeout` (nil: the
+    /// configured default) for ingest. Returns the page and the LSN read at.
+    public func getPage(key: PageKey, lsn requested: Lsn?, waitTimeout: Duration? = nil) async throws(StorageError)
+        -> (page: [UInt8], lsn: Lsn)
+    {
+        var snap = try snapshot()
+        let lsn = requested ?? snap.lastRecordLsn
+        if lsn > snap.lastRecordLsn {
+            try await waitForLsn(lsn, timeout: waitTimeout ?? config.waitLsnTimeout)
+            snap = try snapshot()
+        }
+        guard lsn >= snap.gcCutoff else { throw .lsnBelowGcHorizon(id, requested: lsn, cutoff: snap.gcCutoff) }
+        guard let page = try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers)
+        else { throw .pageNotFound(id, key, lsn) }
+        return (page, lsn)
+    }
+
+    private struct Snapshot {
+        var lastRecordLsn: Lsn
+        var gcCutoff: Lsn
+        var open: InMemoryLayer
+        var frozen: [InMemoryLayer]
+        var layers: LayerMap
+    }
+
+    private func snapshot() throws(StorageError) -> Snapshot {
+        try state.withLock { s throws(StorageError) -> Snapshot in
+            if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { throw e }
+            return Snapshot(lastRecordLsn: s.lastRecordLsn, gcCutoff: s.gcCutoff, open: s.open, frozen: s.frozen,
+                            layers: s.layers)
+        }
+    }
+
+    /// Suspends until last_record_lsn reaches `lsn`, or fails with lsnNotAvailable after `timeout`.
+    func waitForLsn(_ lsn: Lsn, timeout: Duration) async throws(StorageError) {
+        let result: Result<Void, StorageError> = await withCheckedContinuation { c in
+            let registered = state.withLock { s -> Result<UInt64, StorageError>? in
+                if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { return .failure(e) }
+                if s.lastRecordLsn >= lsn { return nil }
+                let waiterId = s.nextWaiterId
+                s.nextWaiterId += 1
+                s.waiters[waiterId] = LsnWaiter(lsn: lsn, continuation: c, timer: nil)
+                return .success(waiterId)
+            }
+            switch registered {
+            case nil: c.resume(returning: .success(()))
+            case .failure(let e)?: c.resume(returning: .failure(e))
+            case .success(let waiterId)?:
+                let timer = Task { [weak self] in
+                    try? await Task.sleep(for: timeout)
+                    self?.expireWaiter(waiterId)
+                }
+                state.withLock { s in s.waiters[waiterId]?.timer = timer }
+            }
+        }
+        try result.get()
+    }
+
+    private func expireWaiter(_ waiterId: UInt64) {
+        let expired = state.withLock { s -> (LsnWaiter, Lsn)? in
+            guard let w = s.waiters.removeValue(forKey: waiterId) else { return nil }
+            return (w, s.lastRecordLsn)
+        }
+        guard let (w, last) = expired else { return }
+        w.continuation.resume(returning: .failure(.lsnNotAvailable(id, requested: w.lsn, lastRecordLsn: last)))
+    }
+}

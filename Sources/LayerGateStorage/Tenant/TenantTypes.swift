@@ -1,0 +1,50 @@
+/// Knobs of a tenant's storage (the server's flags map onto these).
+public struct TenantConfig: Sendable {
+    /// In-memory bytes at which the open layer is frozen and flushed to an L0 layer.
+    public var checkpointDistanceBytes = 64 << 20
+    /// How long `getPage` waits for an LSN beyond last_record_lsn by default.
+    public var waitLsnTimeout: Duration = .seconds(10)
+    /// Frozen layers waiting for flush before puts wait for the flush (back-pressure).
+    public var maxFrozenLayers = 4
+    /// How long the background flush waits after a failure before trying again.
+    public var flushRetryDelay: Duration = .seconds(1)
+
+    public init() {}
+}
+
+public struct LayerInfo: Equatable, Sendable {
+    public var name: String
+    public var isImage: Bool
+    public var lsnStart: Lsn
+    public var lsnEnd: Lsn
+    public var size: Int
+}
+
+public struct TenantStatus: Sendable {
+    public var tenantId: TenantId
+    public var state: TenantState
+    public var lastRecordLsn: Lsn
+    public var diskConsistentLsn: Lsn
+    public var gcCutoffLsn: Lsn
+    public var generation: UInt32
+    public var layers: [LayerInfo]
+    /// Records in the open and frozen in-memory layers.
+    public var inMemoryRecords: Int
+    public var lastFlushError: String?
+}
+
+public struct ResetResult: Equatable, Sendable {
+    public var generation: UInt32
+    public var filesSwept: Int
+}
+
+/// What a load read from disk: the index (with its new generation), the open
+/// layers it lists, the WAL, and what the sweep removed.
+struct LoadedTenant: Sendable {
+    var index: IndexFile
+    var layers: LayerMap
+    var wal: Wal
+    var replayed: [Record]
+    var filesSwept: Int
+    var tornWalBytes: Int
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+@testable import LayerGateStorage
+
+@Suite("Index file and tenant load")
+struct IndexTests {
+    /// Invariant 4: a failure before the rename leaves the old index whole.
+    @Test func invariant4_indexIsReplacedAtomically() async throws {
+        let f = try await TenantFixture.make()
+        let before = try IndexFile.read(directory: f.tenantDir)
+        try f.failpoints.configure("index-before-rename", .return)
+        _ = try await f.tenant.put([image(key(1), 5)])
+        await #expect(throws: StorageError.failpoint("index-before-rename")) { try await f.tenant.flush() }
+        #expect(try IndexFile.read(directory: f.tenantDir) == before)
+        // The layer the failed flush published is gone again; no temp either.
+        #expect(f.layerFiles().isEmpty)
+        try f.failpoints.configure("index-before-rename", .off)
+        try await f.tenant.flush()
+        let after = try IndexFile.read(directory: f.tenantDir)
+        #expect(after.layers.count == 1 && after.diskConsistentLsn == 5)
+        await f.manager.shutdown()
+    }
+
+    /// Invariant 4: at load, temp files and unlisted layer files are deleted
+    /// and counted; listed ones stay.
+    @Test func invariant4_loadSweepsTempAndUnlistedFiles() async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 5)])
+        try await f.tenant.flush()
+        let listed = f.layerFiles()
+        #expect(listed.count == 1)
+        let stray = try writeLayer(f.tenantDir, [image(key(2), 9)], generation: 77)
+        _ = FileManager.default.createFile(atPath: f.tenantDir + "/layer-1-1.___temp", contents: Data([1]))
+        _ = FileManager.default.createFile(atPath: f.tenantDir + "/index.json.___temp", contents: Data([1]))
+        _ = FileManager.default.createFile(atPath: f.tenantDir + "/wal/x.___temp", contents: Data([1]))
+        let gen = f.tenant.status().generation
+        let result = try await f.tenant.reset(dropCache: true)
+        #expect(result.filesSwept == 4)
+        #expect(result.generation == gen + 1)
+        #expect(f.layerFiles() == listed)
+        #expect(!f.layerFiles().contains(stray.fileName))
+        #expect(try await f.tenant.getPage(key: key(1), lsn: Lsn(5)).page == page(UInt64(1) << 32 | 5))
+        await f.manager.shutdown()
+    }
+
+    @Test(arguments: ["missing", "wrong size"])
+    func invariant4_aListedFileMissingOrWrongSizeMakesTheTenantBroken(damage: String) async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 5)])
+        try await f.tenant.flush()
+        let name = f.layerFiles()[0]
+        let path = f.tenantDir + "/" + name
+        if damage == "missing" {
+            unlink(path)
+        } else {
+            truncate(path, 8192)
+        }
+        await #expect(throws: StorageError.self) { _ = try await f.tenant.reset(dropCache: true) }
+        guard case .broken(let reason) = f.tenant.lifecycle else {
+            Issue.record("tenant should be broken")
+            return
+        }
+        #expect(reason.contains(name))
+        await #expect(throws: StorageError.tenantBroken(testTenant, reason: reason)) {
+            _ = try await f.tenant.getPage(key: key(1), lsn: Lsn(5))
+        }
+        await f.manager.shutdown()
+    }
+
+    @Test func invariant4_generationGrowsAtEveryLoadAndNamesNewLayers() async throws {
+        let f = try await TenantFixture.make()
+        let g1 = f.tenant.status().generation
+        #expect(g1 == 1)
+        let (m2, t2) = try await f.reopen()
+        #expect(t2.status().generation == g1 + 1)
+        _ = try await t2.put([image(key(1), 5)])
+        try await t2.flush()
+        #expect(t2.status().layers[0].name.hasSuffix("-g" + String(format: "%08x", g1 + 1)))
+        let r = try await t2.reset(dropCache: false)
+        #expect(r.generation == g1 + 2)
+        #expect(try IndexFile.read(directory: t2.directory).generation == g1 + 2)
+        await m2.shutdown()
+    }
+
+    @Test func aGarbledIndexBreaksTheTenantWithoutSweepingAnything() async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 5)])
+        try await f.tenant.flush()
+        let files = f.layerFiles()
+        try Data("{not json".utf8).write(to: URL(fileURLWithPath: f.tenantDir + "/index.json"))
+        await #expect(throws: StorageError.self) { _ = try await f.tenant.reset(dropCache: true) }
+        #expect(f.tenant.status().state.name == "broken")
+        #expect(f.layerFiles() == files)
+        await f.manager.shutdown()
+    }
+
+    @Test func tenantManagerCreatesListsAndRefusesDuplicates() async throws {
+        let f = try await TenantFixture.make()
+        #expect(f.manager.tenantIds == [testTenant])
+        await #expect(throws: StorageError.tenantExists(testTenant)) { _ = try await f.manager.create(testTenant) }
+        let other = try TenantId(parsing: "00000000000000000000000000000001")
+        #expect(throws: StorageError.tenantNotFound(other)) { _ = try f.manager.tenant(other) }
+        // A half-created tenant directory is removed at startup.
+        try FileManager.default.createDirectory(atPath: f.manager.directory(of: other) + ".___temp", withIntermediateDirectories: true)
+        let (m2, _) = try await f.reopen()
+        #expect(m2.tenantIds == [testTenant])
+        #expect(!FileManager.default.fileExists(atPath: f.manager.directory(of: other) + ".___temp"))
+        await m2.shutdown()
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import Testing
+
+@testable import LayerGateStorage
+
+/// Writes a layer of `records` (sorted here) and returns its descriptor.
+func writeLayer(
+    _ dir: String, _ records: [Record], kind: LayerName.Kind = .delta, generation: UInt32 = 1,
+    failpoints: Failpoints = Failpoints(), mechanism: GatedPublish.Mechanism = .automatic
+) throws -> LayerDescriptor {
+    let sorted = records.sorted { ($0.key, $0.lsn.rawValue) < ($1.key, $1.lsn.rawValue) }
+    let lo = records.map(\.lsn).min()!, hi = records.map(\.lsn).max()!
+    let w = try LayerWriter(directory: dir, tenant: testTenant, kind: kind, lsnStart: lo, lsnEnd: hi,
+                            generation: generation, failpoints: failpoints, mechanism: mechanism)
+    for r in sorted { try w.append(key: r.key, lsn: r.lsn, value: r.value) }
+    return try w.finish()
+}
+
+func readAll(_ reader: LayerReader) throws -> [Record] {
+    try reader.allEntries().map { Record(key: $0.key, lsn: $0.lsn, value: try reader.value(of: $0)) }
+}
+
+func tempFiles(_ dir: TempDir) -> [String] { dir.files().filter { $0.hasSuffix("___temp") } }
+
+@Suite("Layer files: format, validation, gated publish, cleanup")
+struct LayerFileTests {
+    @Test func deltaLayerRoundTripsManyValuesAcrossIndexBlocks() throws {
+        let dir = TempDir()
+        var records: [Record] = []
+        for b in 0..<300 as Range<UInt32> {
+            records.append(image(key(b), 10))
+            records.append(delta(key(b), 11, offset: Int(b), bytes: [UInt8(b & 0xFF), 1, 2]))
+        }
+        let d = try writeLayer(dir.path, records)
+        #expect(d.size % 8192 == 0)
+        let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 64))
+        let back = try readAll(reader)
+        #expect(back == records.sorted { ($0.key, $0.lsn.rawValue) < ($1.key, $1.lsn.rawValue) })
+        // Point lookups: newest first, bounded by the LSN.
+        var seen: [Lsn] = []
+        try reader.visit(key: key(150), upTo: Lsn(11)) { e in seen.append(e.lsn); return true }
+        #expect(seen == [Lsn(11), Lsn(10)])
+        seen = []
+        try reader.visit(key: key(150), upTo: Lsn(10)) { e in seen.append(e.lsn); return true }
+        #expect(seen == [Lsn(10)])
+        seen = []
+        try reader.visit(key: key(9999), upTo: Lsn(11)) { e in seen.append(e.lsn); return true }
+        #expect(seen.isEmpty)
+        #expect(tempFiles(dir).isEmpty)
+    }
+
+    @Test func imageLayerRoundTrips() throws {
+        let dir = TempDir()
+        let records = (0..<50 as Range<UInt32>).map { image(key($0), 42) }
+        let d = try writeLayer(dir.path, records, kind: .image)
+        #expect(d.name.kind == .image && d.name.lsnStart == Lsn(42))
+        let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 8))
+        #expect(try readAll(reader) == records)
+    }
+
+    @Test func truncatedOrCorruptedFilesGiveErrorsNamingTheFile() throws {
+        let dir = TempDir()
+        let records = (0..<40 as Range<UInt32>).map { image(key($0), 5) }
+        let d = try writeLayer(dir.path, records)
+        let path = dir.path + "/" + d.fileName
+        let original = try Data(contentsOf: URL(fileURLWithPath: path))
+
+        func expectCorrupt(_ mutate: (inout Data) -> Void, readValues: Bool = false) throws {
+            var bytes = original
+            mutate(&bytes)
+            try bytes.write(to: URL(fileURLWithPath: path))
+            do {
+                let r = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 16))
+                _ = try readAll(r)
+                Issue.record("expected a corruption error")
+            } catch let e as StorageError {
+                guard case .corruptLayer(let file, _) = e else { Issue.record("wrong error \(e)"); return }
+                #expect(file == path)
+            }
+        }
+        try expectCorrupt { $0 = $0.prefix(8192 * 3) }                 // truncated
+        try expectCorrupt { $0 = $0.prefix(100) }                      // less than a block
+        try expectCorrupt { $0[0] ^= 0xFF }                            // magic
+        try expectCorrupt { $0[20] ^= 0x01 }                           // summary checksum
+        try expectCorrupt { $0[8192 + 100] ^= 0x01 }                   // a value's bytes
+        try expectCorrupt { $0[$0.count - 8192 * 2 + 50] ^= 0x01 }     // an index block
+        try expectCorrupt { $0[$0.count - 8192 + 20] ^= 0x01 }         // the fences
+        // Untouched bytes read fine.
+        try original.write(to: URL(fileURLWithPath: path))
+        let r = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 16))
+        #expect(try readAll(r) == records)
+    }
+
+    @Test func aLayerOfAnotherTenantOrWithTheWrongNameIsRejected() throws {
+        let dir = TempDir()
+        let d = try writeLayer(dir.path, [image(key(1), 5)])
+        let other = try TenantId(parsing: "ffffffffffffffffffffffffffffffff")
+        #expect(throws: StorageError.self) {
+            try LayerReader(directory: dir.path, name: d.name, tenant: other, cache: PageCache(capacity: 4))
+        }
+        var renamed = d.name
+        renamed.lsnEnd = Lsn(6)
+        rename(dir.path + "/" + d.fileName, dir.path + "/" + renamed.description)
+        #expect(throws: StorageError.self) {
+            try LayerReader(directory: dir.path, name: renamed, tenant: testTenant, cache: PageCache(capacity: 4))
+        }
+    }
+
+    /// Invariant 1, and the fixed version of Neon's `image_layer_rewrite`:
+    /// writing an image layer whose name exists fails, the original file is
+    /// bit-identical, the temp file is gone, and reads through the cache still
+    /// return the original data.
+    @Test(arguments: [GatedPublish.Mechanism.automatic, .linkUnlink])
+    func invariant1_imageLayerRewriteIsRefused(mechanism: GatedPublish.Mechanism) throws {
+        let dir = TempDir()
+        let cache = PageCache(capacity: 64)
+        let originals = (0..<20 as Range<UInt32>).map { image(key($0), 100, seed: UInt64($0)) }
+        let d = try writeLayer(dir.path, originals, kind: .image, mechanism: mechanism)
+        let path = dir.path + "/" + d.fileName
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: cache)
+        #expect(try readAll(reader) == originals)  // now cached
+
+        // Same keys and LSN, different bytes: the same name.
+        let rewrite = (0..<20 as Range<UInt32>).map { image(key($0), 100, seed: 1000 + UInt64($0)) }
+        #expect(throws: StorageError.layerExists(file: path)) {
+            _ = try writeLayer(dir.path, rewrite, kind: .image, mechanism: mechanism)
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+        #expect(tempFiles(dir).isEmpty)
+        #expect(try readAll(reader) == originals)
+        let fresh = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: cache)
+        #expect(fresh.fileId != reader.fileId)
+        #expect(try readAll(fresh) == originals)
+    }
+
+    @Test func invariant1_publishedFilesAreReadOnlyToTheProcess() throws {
+        // The reader opens O_RDONLY: a write through its descriptor fails.
+        let dir = TempDir()
+        let d = try writeLayer(dir.path, [image(key(1), 5)])
+        let f = try RawFile.openReadOnly(dir.path + "/" + d.fileName)
+        #expect(throws: StorageError.self) { try f.write([1, 2, 3], at: 0) }
+    }
+
+    /// Invariant 2: every way a write can fail leaves no temp file and no
+    /// published file, for delta and image layers alike.
+    @Test(arguments: [LayerName.Kind.delta, .image], ["layer-writer-put-value", "layer-writer-before-finish", "layer-writer-before-publish"])
+    func invariant2_failpointsLeaveNothingBehind(kind: LayerName.Kind, failpoint: String) throws {
+        let dir = TempDir()
+        let fp = Failpoints()
+        try fp.enable(environment: "\(failpoint)=return")
+        let records = (0..<10 as Range<UInt32>).map { image(key($0), 7) }
+        #expect(throws: StorageError.failpoint(failpoint)) { _ = try writeLayer(dir.path, records, kind: kind, failpoints: fp) }
+        #expect(dir.files().isEmpty)
+        // The same layer can be written once the failure is gone.
+        try fp.configure(failpoint, .off)
+        _ = try writeLayer(dir.path, records, kind: kind, failpoints: fp)
+        #expect(dir.files().count == 1)
+    }
+
+    @Test(arguments: [LayerName.Kind.delta, .image])
+    func invariant2_abandonedAndCancelledWritersLeaveNothing(kind: LayerName.Kind) async throws {
+        let dir = TempDir()
+        do {
+            let w = try LayerWriter(directory: dir.path, tenant: testTenant, kind: kind, lsnStart: Lsn(3), lsnEnd: Lsn(3),
+                                    generation: 1, failpoints: Failpoints())
+            try w.append(key: key(1), lsn: Lsn(3), value: .image(page(1)))
+            #expect(dir.files().count == 1)
+        }  // dropped without finish
+        #expect(dir.files().isEmpty)
+
+        let path = dir.path
+        let task = Task {
+            let w = try LayerWriter(directory: path, tenant: testTenant, kind: kind, lsnStart: Lsn(3), lsnEnd: Lsn(3),
+                                    generation: 1, failpoints: Failpoints())
+            while !Task.isCancelled { await Task.yield() }
+            try w.append(key: key(1), lsn: Lsn(3), value: .image(page(1)))
+            _ = try w.finish()
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        task.cancel()
+        let result = await task.result
+        #expect(throws: (any Error).self) { try result.get() }
+        #expect(dir.files().isEmpty)
+    }
+
+    @Test func invariant2_aTakenNameLeavesNoTempForDeltasEither() throws {
+        let dir = TempDir()
+        let records = [delta(key(1), 5, offset: 0, bytes: [1], willInit: true), delta(key(1), 6, offset: 1, bytes: [2])]
+        let d = try writeLayer(dir.path, records)
+        #expect(throws: StorageError.layerExists(file: dir.path + "/" + d.fileName)) { _ = try writeLayer(dir.path, records) }
+        #expect(dir.files() == [d.fileName])
+    }
+}
+
+extension GatedPublish.Mechanism: CustomTestStringConvertible {
+    public var testDescription: String { self == .automatic ? "renameat2" : "link+unlink" }
+}

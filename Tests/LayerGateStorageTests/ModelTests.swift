@@ -1,0 +1,111 @@
+import CSystemShims
+import Testing
+
+@testable import LayerGateStorage
+
+@Suite("Model: ids, keys, records, redo")
+struct ModelTests {
+    @Test func tenantIdParsesEitherCaseAndPrintsLowercase() throws {
+        let id = try TenantId(parsing: "0123456789ABCDEFfedcba9876543210")
+        #expect(id.description == "0123456789abcdeffedcba9876543210")
+        #expect(try TenantId(parsing: id.description) == id)
+    }
+
+    @Test(arguments: ["", "0123", "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcdef0", " 123456789abcdef0123456789abcdef"])
+    func tenantIdRejectsMalformed(_ text: String) {
+        #expect(throws: StorageError.invalidTenantId(text)) { try TenantId(parsing: text) }
+    }
+
+    @Test func pageKeyOrderEqualsPackedByteOrder() {
+        var rng = SeededRandom(seed: 7)
+        let keys = (0..<500).map { _ in
+            PageKey(spcOid: UInt32.random(in: 0...3, using: &rng), dbOid: UInt32.random(in: 0...3, using: &rng),
+                    relNumber: UInt32.random(in: 0...3, using: &rng), fork: UInt8.random(in: 0...3, using: &rng),
+                    block: UInt32.random(in: 0...UInt32.max, using: &rng))
+        }
+        let byKey = keys.sorted()
+        let byHex = keys.sorted { $0.hex < $1.hex }
+        #expect(byKey == byHex)
+        for k in keys { #expect(PageKey(hex: Substring(k.hex)) == k) }
+    }
+
+    @Test func forkAbove255IsRejected() throws {
+        #expect(throws: StorageError.self) { try PageKey(spcOid: 1, dbOid: 1, relNumber: 1, wireFork: 256, block: 0) }
+        #expect(try PageKey(spcOid: 1, dbOid: 1, relNumber: 1, wireFork: 255, block: 0).fork == 255)
+    }
+
+    @Test func recordValidation() {
+        let k = key(1)
+        #expect(throws: StorageError.self) { try Record(key: k, lsn: Lsn(1), value: .image([0])).validate() }
+        #expect(throws: StorageError.self) { try Record(key: k, lsn: Lsn(1), value: .image([UInt8](repeating: 0, count: 8193))).validate() }
+        #expect(throws: StorageError.self) { try Record(key: k, lsn: Lsn(0), value: .image(page(1))).validate() }
+        #expect(throws: StorageError.self) { try Record(key: k, lsn: Lsn(1), value: .delta(Delta(willInit: false, patches: []))).validate() }
+        #expect(throws: StorageError.self) { try delta(k, 1, offset: 8190, bytes: [1, 2, 3]).validate() }
+        #expect(throws: StorageError.self) { try delta(k, 1, offset: 8192, bytes: [1]).validate() }
+        #expect(throws: StorageError.self) { try delta(k, 1, offset: -1, bytes: [1]).validate() }
+        #expect(throws: StorageError.self) { try delta(k, 1, offset: 0, bytes: []).validate() }
+        // An offset near Int.max must not overflow offset + length.
+        #expect(throws: StorageError.self) { try delta(k, 1, offset: Int.max - 1, bytes: [1, 2]).validate() }
+        #expect(throws: Never.self) { try delta(k, 1, offset: 8191, bytes: [9]).validate() }
+        #expect(throws: Never.self) { try Record(key: k, lsn: Lsn(1), value: .delta(Delta(willInit: true, patches: []))).validate() }
+    }
+
+    @Test func redoAppliesPatchesInOrderAndWillInitZeroes() {
+        var p = [UInt8](repeating: 7, count: pageSize)
+        let d = Delta(willInit: true, patches: [Patch(offset: 10, data: [1, 2, 3]), Patch(offset: 11, data: [9])])
+        p.withUnsafeMutableBytes { Redo.apply(d, to: $0) }
+        #expect(p[0] == 0 && p[10] == 1 && p[11] == 9 && p[12] == 3 && p[13] == 0)
+        // The encoded form gives the same page.
+        var w = ByteWriter()
+        ValueCodec.encode(.delta(d), into: &w)
+        var q = [UInt8](repeating: 7, count: pageSize)
+        let ok = w.bytes.withUnsafeBytes { enc in q.withUnsafeMutableBytes { Redo.applyEncoded(enc, to: $0) } }
+        #expect(ok && q == p)
+    }
+
+    @Test func valueCodecRoundTripsAndRejectsGarbage() {
+        let values: [RecordValue] = [.image(page(3)), .delta(Delta(willInit: false, patches: [Patch(offset: 5, data: [1])]))]
+        for v in values {
+            var w = ByteWriter()
+            ValueCodec.encode(v, into: &w)
+            #expect(w.count == ValueCodec.encodedSize(v))
+            #expect(w.bytes.withUnsafeBytes { ValueCodec.decode($0) } == v)
+            let cut = Array(w.bytes.dropLast())
+            #expect(cut.withUnsafeBytes { ValueCodec.decode($0) } == nil)
+        }
+    }
+
+    @Test func crc32cHardwareAndTableAgree() {
+        var rng = SeededRandom(seed: 11)
+        for n in [0, 1, 7, 8, 9, 63, 8192, 8201] {
+            let bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let a = bytes.withUnsafeBytes { lg_crc32c(0, $0.baseAddress, n) }
+            let b = bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress, n) }
+            #expect(a == b)
+        }
+        // The standard check value of CRC-32C.
+        #expect(Checksum.crc32c(Array("123456789".utf8)) == 0xE306_9283)
+    }
+
+    @Test func layerNamesRoundTrip() {
+        let keys = KeyRange(first: key(1), last: key(99))
+        let d = LayerName(kind: .delta, keys: keys, lsnStart: Lsn(5), lsnEnd: Lsn(0x1234), generation: 3)
+        let i = LayerName(kind: .image, keys: keys, lsnStart: Lsn(9), lsnEnd: Lsn(9), generation: 4)
+        #expect(LayerName(parsing: d.description) == d)
+        #expect(LayerName(parsing: i.description) == i)
+        #expect(LayerName(parsing: "index.json") == nil)
+        #expect(LayerName(parsing: d.description + ".___temp") == nil)
+    }
+
+    @Test func lifecycleTransitions() {
+        #expect(TenantLifecycle.next(.loading, on: .loaded) == .active)
+        #expect(TenantLifecycle.next(.active, on: .resetRequested) == .resetting)
+        #expect(TenantLifecycle.next(.resetting, on: .loadFailed("x")) == .broken(reason: "x"))
+        #expect(TenantLifecycle.next(.broken(reason: "x"), on: .resetRequested) == .resetting)
+        #expect(TenantLifecycle.next(.resetting, on: .resetRequested) == nil)
+        #expect(TenantLifecycle.next(.active, on: .loaded) == nil)
+        #expect(TenantLifecycle.next(.stopped, on: .resetRequested) == nil)
+        #expect(TenantLifecycle.admission(.active, tenant: testTenant) == nil)
+        #expect(TenantLifecycle.admission(.resetting, tenant: testTenant) == .tenantUnavailable(testTenant, state: "resetting"))
+    }
+}

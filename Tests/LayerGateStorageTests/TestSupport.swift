@@ -1,0 +1,140 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import LayerGateStorage
+
+/// A temp directory removed when the test ends.
+final class TempDir: @unchecked Sendable {
+    let path: String
+
+    init(_ label: String = "lg") {
+        let template = NSTemporaryDirectory() + "layergate-\(label)-XXXXXX"
+        var bytes = Array(template.utf8CString)
+        let made = bytes.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(made != nil, "mkdtemp failed")
+        path = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    deinit { Directory.removeTree(path) }
+
+    func files(_ sub: String = "") -> [String] {
+        ((try? Directory.list(sub.isEmpty ? path : path + "/" + sub)) ?? [])
+    }
+}
+
+/// Deterministic random numbers (SplitMix64), so a failing seed can be replayed.
+struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+let testTenant = try! TenantId(parsing: "0123456789abcdef0123456789ABCDEF")
+
+func key(_ block: UInt32, rel: UInt32 = 1000) -> PageKey {
+    PageKey(spcOid: 1663, dbOid: 5, relNumber: rel, fork: 0, block: block)
+}
+
+/// A page whose bytes say which (key, lsn) made it.
+func page(_ seed: UInt64) -> [UInt8] {
+    var rng = SeededRandom(seed: seed)
+    return (0..<pageSize / 8).flatMap { _ in withUnsafeBytes(of: rng.next()) { Array($0) } }
+}
+
+func image(_ k: PageKey, _ lsn: UInt64, seed: UInt64? = nil) -> Record {
+    Record(key: k, lsn: Lsn(lsn), value: .image(page(seed ?? (UInt64(k.block) << 32 | lsn))))
+}
+
+func delta(_ k: PageKey, _ lsn: UInt64, offset: Int, bytes: [UInt8], willInit: Bool = false) -> Record {
+    Record(key: k, lsn: Lsn(lsn), value: .delta(Delta(willInit: willInit, patches: [Patch(offset: offset, data: bytes)])))
+}
+
+/// The plain in-memory model the engine must agree with.
+struct PageModel {
+    var history: [PageKey: [(Lsn, RecordValue)]] = [:]
+
+    mutating func apply(_ records: [Record]) {
+        for r in records { history[r.key, default: []].append((r.lsn, r.value)) }
+    }
+
+    func page(_ key: PageKey, at lsn: Lsn) -> [UInt8]? {
+        guard let versions = history[key] else { return nil }
+        let visible = versions.filter { $0.0 <= lsn }
+        guard !visible.isEmpty else { return nil }
+        // From the newest base, or from a zero page when there is none.
+        let start = visible.lastIndex { $0.1.isBase } ?? 0
+        var out = [UInt8](repeating: 0, count: pageSize)
+        for (_, v) in visible[start...] {
+            switch v {
+            case .image(let b): out = b
+            case .delta(let d):
+                if d.willInit { out = [UInt8](repeating: 0, count: pageSize) }
+                for p in d.patches { out.replaceSubrange(p.offset..<p.offset + p.data.count, with: p.data) }
+            }
+        }
+        return out
+    }
+}
+
+func quietLogger() -> Logger {
+    var l = Logger(label: "test")
+    l.logLevel = .critical
+    return l
+}
+
+/// A tenant in a fresh directory, with its own failpoint registry (tests run in parallel).
+struct TenantFixture {
+    let dir: TempDir
+    let manager: TenantManager
+    let tenant: Tenant
+    let failpoints: Failpoints
+    let cache: PageCache
+
+    static func make(
+        checkpointBytes: Int = 64 << 20, cacheSlots: Int = 1024, waitTimeout: Duration = .seconds(5)
+    ) async throws -> TenantFixture {
+        let dir = TempDir("tenant")
+        let failpoints = Failpoints()
+        try failpoints.enable(environment: nil)
+        var config = TenantConfig()
+        config.checkpointDistanceBytes = checkpointBytes
+        config.waitLsnTimeout = waitTimeout
+        config.flushRetryDelay = .milliseconds(20)
+        let cache = PageCache(capacity: cacheSlots)
+        let manager = try TenantManager(dataDirectory: dir.path, config: config, cache: cache, failpoints: failpoints,
+                                        logger: quietLogger())
+        let tenant = try await manager.create(testTenant)
+        return TenantFixture(dir: dir, manager: manager, tenant: tenant, failpoints: failpoints, cache: cache)
+    }
+
+    var tenantDir: String { tenant.directory }
+
+    /// Closes the tenant and opens it again from disk, as a restart would.
+    func reopen() async throws -> (TenantManager, Tenant) {
+        await manager.shutdown()
+        let m = try TenantManager(dataDirectory: dir.path, config: manager.config, cache: cache, failpoints: failpoints,
+                                  logger: quietLogger())
+        try await m.loadAll()
+        return (m, try m.tenant(testTenant))
+    }
+
+    /// Layer and temp files in the tenant directory.
+    func layerFiles() -> [String] {
+        dir.files("tenants/\(testTenant)").filter { $0 != IndexFile.fileName && $0 != "wal" }
+    }
+}
+
+func readResult(_ t: Tenant, _ k: PageKey, _ lsn: Lsn) async -> Result<[UInt8], StorageError> {
+    do {
+        return .success(try await t.getPage(key: k, lsn: lsn).page)
+    } catch {
+        return .failure(error)
+    }
+}
