@@ -28,14 +28,19 @@ let package = Package(
             name: "layergate-storage-bench",
             dependencies: ["LayerGateStorage"]
         ),
+        // The deterministic workload that the crash helper writes and the tests check.
+        .target(
+            name: "LayerGateTestSupport",
+            dependencies: ["LayerGateStorage"]
+        ),
         // Subprocess driven by the crash tests: ingests, flushes, and dies on cue.
         .executableTarget(
             name: "layergate-testhelper",
-            dependencies: ["LayerGateStorage"]
+            dependencies: ["LayerGateStorage", "LayerGateTestSupport"]
         ),
         .testTarget(
             name: "LayerGateStorageTests",
-            dependencies: ["LayerGateStorage", "layergate-testhelper"]
+            dependencies: ["LayerGateStorage", "LayerGateTestSupport", "layergate-testhelper"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -28,7 +28,7 @@ public final class Failpoints: Sendable {
                    let ms = Int(text.dropFirst(6).dropLast()), ms >= 0, ms <= 3_600_000 {
                     self = .sleep(milliseconds: ms)
                 } else {
-                    throw .invalidRecord("unknown failpoint action '\(text)'")
+                    throw .invalidArgument("unknown failpoint action '\(text)'")
                 }
             }
         }
@@ -54,7 +54,6 @@ public final class Failpoints: Sendable {
         "flush-before-index",
         "flush-after-index-before-wal-truncate",
         "wal-before-fsync",
-        "compaction-after-first-output",
     ]
 
     public static let shared = Failpoints()
@@ -76,7 +75,7 @@ public final class Failpoints: Sendable {
         guard let environment, !environment.isEmpty else { return }
         for item in environment.split(separator: ";") where !item.isEmpty {
             let parts = item.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2 else { throw .invalidRecord("LAYERGATE_FAILPOINTS: '\(item)' is not name=action") }
+            guard parts.count == 2 else { throw .invalidArgument("LAYERGATE_FAILPOINTS: '\(item)' is not name=action") }
             try configure(String(parts[0]), Action(parsing: String(parts[1])))
         }
     }
@@ -84,7 +83,7 @@ public final class Failpoints: Sendable {
     public var isEnabled: Bool { state.withLock { $0.enabled } }
 
     public func configure(_ name: String, _ action: Action) throws(StorageError) {
-        guard Self.known.contains(name) else { throw .invalidRecord("unknown failpoint '\(name)'") }
+        guard Self.known.contains(name) else { throw .invalidArgument("unknown failpoint '\(name)'") }
         let ok = state.withLock { s -> Bool in
             guard s.enabled else { return false }
             if action == .off { s.actions[name] = nil } else { s.actions[name] = action }
@@ -92,7 +91,7 @@ public final class Failpoints: Sendable {
             anyActive.store(!s.actions.isEmpty, ordering: .releasing)
             return true
         }
-        guard ok else { throw .invalidRecord("failpoints are not enabled") }
+        guard ok else { throw .invalidArgument("failpoints are not enabled") }
     }
 
     public func reset() {

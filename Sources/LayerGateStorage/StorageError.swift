@@ -7,8 +7,8 @@ import Glibc
 public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A tenant id that is not 32 hex digits.
     case invalidTenantId(String)
-    /// A record or batch that breaks the rules of `PutRecords`.
-    case invalidRecord(String)
+    /// A request that breaks the rules: a bad record or batch, an unknown failpoint.
+    case invalidArgument(String)
     /// No tenant with that id.
     case tenantNotFound(TenantId)
     /// `createTenant` for an id that exists.
@@ -41,7 +41,7 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidTenantId(let s): return "invalid tenant id '\(s)': expected 32 hex digits"
-        case .invalidRecord(let s): return "invalid record: \(s)"
+        case .invalidArgument(let s): return "invalid argument: \(s)"
         case .tenantNotFound(let t): return "tenant \(t) not found"
         case .tenantExists(let t): return "tenant \(t) already exists"
         case .tenantUnavailable(let t, let state): return "tenant \(t) is \(state), try again"

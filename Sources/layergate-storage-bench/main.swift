@@ -1,1 +1,183 @@
-print("bench")
+// Measurements of the storage engine, release-built, in one process:
+//   1. ingest of 8 KiB images including the flush to layer files (MiB/s)
+//   2. page cache hit cost (ns per lookup, 1 and 2 threads)
+//   3. getPage latency: cached, uncached (cache of 16 slots), and across 200 L0 layers
+// Not a test: numbers vary with the machine. Run: make bench  (or BENCH_ARGS="--ingest-mib 1024")
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import LayerGateStorage
+import Foundation
+import Logging
+import Synchronization
+
+func argument(_ name: String, _ fallback: Int) -> Int {
+    let a = CommandLine.arguments
+    guard let i = a.firstIndex(of: name), i + 1 < a.count, let v = Int(a[i + 1]) else { return fallback }
+    return v
+}
+
+let ingestMiB = argument("--ingest-mib", 512)
+let writers = argument("--writers", 4)
+let batchPages = argument("--batch-pages", 64)
+let readOps = argument("--read-ops", 200_000)
+/// `--only cache|ingest|read` runs one part (for profiling).
+let only: String? = CommandLine.arguments.firstIndex(of: "--only").flatMap { i in
+    i + 1 < CommandLine.arguments.count ? CommandLine.arguments[i + 1] : nil
+}
+func runs(_ part: String) -> Bool { only == nil || only == part }
+
+func tempDir() -> String {
+    var t = Array("/tmp/layergate-bench-XXXXXX".utf8CString)
+    return t.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+}
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+func percentiles(_ samples: inout [Duration]) -> String {
+    samples.sort()
+    func p(_ q: Double) -> String {
+        let ns = seconds(samples[min(samples.count - 1, Int(Double(samples.count) * q))]) * 1e9
+        return ns >= 10_000 ? String(format: "%.1f µs", ns / 1000) : String(format: "%.0f ns", ns)
+    }
+    let slow = samples.filter { $0 > .milliseconds(1) }.count
+    return "p50 \(p(0.5))  p99 \(p(0.99))  p99.9 \(p(0.999))  max \(p(1.0))  (>1 ms: \(slow))"
+}
+
+func key(_ n: Int) -> PageKey { PageKey(spcOid: 1663, dbOid: 5, relNumber: UInt32(n / 100_000), fork: 0, block: UInt32(n % 100_000)) }
+
+func imagePage(_ seed: Int) -> [UInt8] {
+    var p = [UInt8](repeating: UInt8(truncatingIfNeeded: seed), count: pageSize)
+    withUnsafeBytes(of: seed) { p.replaceSubrange(0..<8, with: $0) }
+    return p
+}
+
+let logger: Logger = {
+    var l = Logger(label: "bench")
+    l.logLevel = .error
+    return l
+}()
+let tenantId = try TenantId(parsing: "be0c0000000000000000000000000001")
+
+print("layergate-storage-bench: \(ProcessInfo.processInfo.processorCount) cores; data in /tmp")
+
+// 1. Ingest, including the flush of every in-memory layer to L0 files.
+if runs("ingest") {
+    let dir = tempDir()
+    defer { system("rm -rf \(dir)") }
+    let manager = try TenantManager(dataDirectory: dir, cache: PageCache(capacity: 16384), logger: logger)
+    let tenant = try await manager.create(tenantId)
+    let totalPages = ingestMiB * 128
+    let perWriter = totalPages / writers
+    let lsns = LsnSource()
+    let start = ContinuousClock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for w in 0..<writers {
+            group.addTask {
+                var done = 0
+                while done < perWriter {
+                    let n = min(batchPages, perWriter - done)
+                    while true {
+                        let base = lsns.take(n)
+                        let batch = (0..<n).map { i in
+                            Record(key: key(w * perWriter + done + i), lsn: Lsn(base + UInt64(i)), value: .image(imagePage(done + i)))
+                        }
+                        do {
+                            _ = try await tenant.put(batch)
+                            break
+                        } catch StorageError.invalidArgument {
+                            continue  // lost the LSN race to another writer: take new LSNs
+                        }
+                    }
+                    done += n
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    let ingested = ContinuousClock.now
+    try await tenant.flush()
+    let end = ContinuousClock.now
+    let mib = Double(perWriter * writers) / 128
+    let st = tenant.status()
+    print(String(format: "ingest: %.0f MiB of 8 KiB images, %d writers × %d pages/put: %.1f MiB/s including flush (%.1f MiB/s before the final flush); %d L0 layers",
+                 mib, writers, batchPages, mib / seconds(end - start), mib / seconds(ingested - start), st.layers.count))
+    await manager.shutdown()
+}
+
+// 2. Page cache hits.
+func cacheBench() throws {
+    let cache = PageCache(capacity: 16384)
+    let hot = 4096
+    for b in 0..<hot { try cache.withBlock(file: 1, block: UInt64(b), load: { $0.storeBytes(of: b, as: Int.self) }, body: { _ in }) }
+    let iterations = 5_000_000
+    @Sendable func loop(_ seed: Int, _ n: Int) throws(StorageError) -> Int {
+        var x = seed, sum = 0
+        for _ in 0..<n {
+            x = (x &* 1103515245 &+ 12345) & 0x7fff_ffff
+            sum &+= try cache.withBlock(file: 1, block: UInt64(x % hot), load: { _ in }, body: { $0.load(as: Int.self) })
+        }
+        return sum
+    }
+    var t0 = ContinuousClock.now
+    _ = try loop(1, iterations)
+    let single = seconds(ContinuousClock.now - t0) / Double(iterations) * 1e9
+    t0 = ContinuousClock.now
+    DispatchQueue.concurrentPerform(iterations: 2) { i in _ = try? loop(i + 7, iterations) }
+    let dual = seconds(ContinuousClock.now - t0) / Double(2 * iterations) * 1e9
+    print(String(format: "page cache hit: %.0f ns/lookup on 1 thread; %.0f ns/lookup of wall time with 2 threads (%.2fx throughput)",
+                 single, dual, single / dual))
+}
+if runs("cache") { try cacheBench() }
+
+// 3. getPage latency.
+func readBench(label: String, cacheSlots: Int, layers: Int, keys: Int) async throws {
+    let dir = tempDir()
+    defer { system("rm -rf \(dir)") }
+    let cache = PageCache(capacity: cacheSlots)
+    let manager = try TenantManager(dataDirectory: dir, cache: cache, logger: logger)
+    let tenant = try await manager.create(tenantId)
+    var lsn: UInt64 = 0
+    let perLayer = keys / layers
+    for l in 0..<layers {
+        var batch: [Record] = []
+        for k in 0..<perLayer {
+            lsn += 1
+            batch.append(Record(key: key(l * perLayer + k), lsn: Lsn(lsn), value: .image(imagePage(Int(lsn)))))
+        }
+        _ = try await tenant.put(batch)
+        try await tenant.flush()
+    }
+    let at = Lsn(lsn)
+    for k in 0..<keys { _ = try await tenant.getPage(key: key(k), lsn: at) }  // warm
+    let before = cache.stats
+    var samples: [Duration] = []
+    samples.reserveCapacity(readOps)
+    var x = 17
+    let clock = ContinuousClock()
+    for _ in 0..<readOps {
+        x = (x &* 1103515245 &+ 12345) & 0x7fff_ffff
+        let k = key(x % keys)
+        let t0 = clock.now
+        _ = try await tenant.getPage(key: k, lsn: at)
+        samples.append(clock.now - t0)
+    }
+    let after = cache.stats
+    let hits = after.hits - before.hits, misses = after.misses - before.misses
+    let rate = Double(hits) / Double(max(1, hits + misses)) * 100
+    let mean = samples.reduce(Duration.zero, +) / samples.count
+    print("getPage \(label): \(percentiles(&samples))  mean \(String(format: "%.0f ns", seconds(mean) * 1e9))  (\(layers) layers, \(keys) keys, block hit rate \(String(format: "%.1f", rate))%)")
+    await manager.shutdown()
+}
+
+if runs("read") {
+    try await readBench(label: "cached", cacheSlots: 16384, layers: 4, keys: 4000)
+    try await readBench(label: "uncached (16-slot cache, OS page cache warm)", cacheSlots: 16, layers: 4, keys: 4000)
+    try await readBench(label: "cached, 200 L0 layers", cacheSlots: 16384, layers: 200, keys: 4000)
+}
+
+final class LsnSource: Sendable {
+    private let next = Mutex<UInt64>(1)
+    func take(_ n: Int) -> UInt64 { next.withLock { v in defer { v += UInt64(n) }; return v } }
+}

@@ -123,3 +123,30 @@ struct PageCacheTests {
         #expect(!cache.contains(file: 2, block: 7))
     }
 }
+
+@Suite("Block table")
+struct BlockTableTests {
+    /// Random inserts and removals with heavy collisions agree with Dictionary.
+    @Test func matchesDictionaryUnderChurn() {
+        var rng = SeededRandom(seed: 99)
+        var table = BlockTable(capacity: 64)
+        var model: [BlockKey: Int] = [:]
+        for step in 0..<200_000 {
+            let k = BlockKey(file: UInt64.random(in: 1...3, using: &rng), block: UInt64.random(in: 0..<60, using: &rng))
+            if Bool.random(using: &rng), model.count < 64 || model[k] != nil {
+                table[k] = step
+                model[k] = step
+            } else {
+                table[k] = nil
+                model[k] = nil
+            }
+            #expect(table.count == model.count)
+        }
+        for f in 1...3 as ClosedRange<UInt64> {
+            for b in 0..<60 as Range<UInt64> {
+                let k = BlockKey(file: f, block: b)
+                #expect(table[k] == model[k])
+            }
+        }
+    }
+}

@@ -68,7 +68,7 @@ struct TenantTests {
                         do {
                             _ = try await t.put([image(key(UInt32(i)), lsns.next())])
                             return
-                        } catch StorageError.invalidRecord {
+                        } catch StorageError.invalidArgument {
                             continue
                         }
                     }

@@ -3,6 +3,7 @@ import Synchronization
 /// One lock's worth of the page cache: a map from block to slot, and the
 /// S3-FIFO queues that decide what to evict. Slots are global indices into
 /// the shared `SlotMemory`.
+@usableFromInline
 final class Shard: Sendable {
     private let state: Mutex<ShardState>
 
@@ -10,14 +11,15 @@ final class Shard: Sendable {
         state = Mutex(ShardState(firstSlot: firstSlot, count: count))
     }
 
-    func pinIfPresent(_ key: BlockKey) -> Int? {
+    @usableFromInline
+    func pinIfPresent(_ key: BlockKey, memory: SlotMemory) -> Int? {
         state.withLock { s in
             guard let local = s.map[key] else {
                 s.misses += 1
                 return nil
             }
             s.hits += 1
-            s.meta[local].pins += 1
+            memory.pin(s.firstSlot + local)
             if s.meta[local].freq < 3 { s.meta[local].freq += 1 }
             return s.firstSlot + local
         }
@@ -25,24 +27,22 @@ final class Shard: Sendable {
 
     func contains(_ key: BlockKey) -> Bool { state.withLock { $0.map[key] != nil } }
 
-    func unpin(_ slot: Int) {
-        state.withLock { s in s.meta[slot - s.firstSlot].pins -= 1 }
-    }
-
     /// Installs a block read from disk and returns its pinned slot, or nil
     /// when no slot can be freed (all pinned).
+    @usableFromInline
     func install(_ key: BlockKey, from bytes: UnsafeRawBufferPointer, memory: SlotMemory) -> Int? {
         state.withLock { s in
             if let local = s.map[key] {
                 // Another reader installed it meanwhile; the bytes are the same file's.
-                s.meta[local].pins += 1
+                memory.pin(s.firstSlot + local)
                 return s.firstSlot + local
             }
             // Ask the ghost list before evicting: an eviction adds to it and may push this key out.
             let seenBefore = s.ghost.remove(key)
-            guard let local = s.takeFreeSlot() else { return nil }
+            guard let local = s.takeFreeSlot(memory: memory) else { return nil }
             memory.fill(s.firstSlot + local, from: bytes)
-            s.meta[local] = SlotMeta(key: key, freq: 0, pins: 1, live: true)
+            memory.pin(s.firstSlot + local)
+            s.meta[local] = SlotMeta(key: key, freq: 0, live: true)
             s.map[key] = local
             if seenBefore {
                 s.main.push(local)
@@ -70,14 +70,13 @@ final class Shard: Sendable {
 struct SlotMeta {
     var key = BlockKey(file: 0, block: 0)
     var freq: UInt8 = 0
-    var pins: Int32 = 0
     /// False for a never-used or dropped slot: it can be reused at once.
     var live = false
 }
 
 struct ShardState {
     let firstSlot: Int
-    var map: [BlockKey: Int] = [:]
+    var map: BlockTable
     var meta: [SlotMeta]
     /// Never-used slots; dropped slots stay in their queue and are reused when they reach its head.
     var unused: [Int]
@@ -91,16 +90,16 @@ struct ShardState {
 
     init(firstSlot: Int, count: Int) {
         self.firstSlot = firstSlot
+        map = BlockTable(capacity: count)
         meta = Array(repeating: SlotMeta(), count: count)
         unused = Array((0..<count).reversed())
         small = SlotRing(capacity: count)
         main = SlotRing(capacity: count)
         ghost = GhostSet(capacity: count)
         smallTarget = Swift.max(1, count / 10)
-        map.reserveCapacity(count)
     }
 
-    mutating func takeFreeSlot() -> Int? {
+    mutating func takeFreeSlot(memory: SlotMemory) -> Int? {
         if let s = unused.popLast() { return s }
         // Every slot sits in exactly one queue; bound the walk so pinned slots cannot spin us.
         var budget = 4 * meta.count + 8
@@ -108,7 +107,7 @@ struct ShardState {
             budget -= 1
             if small.count > smallTarget || main.count == 0 {
                 guard let s = small.pop() else { return nil }
-                if meta[s].pins > 0 { main.push(s); continue }
+                if memory.isPinned(firstSlot + s) { main.push(s); continue }
                 if !meta[s].live { return s }
                 if meta[s].freq > 0 {
                     meta[s].freq = 0
@@ -119,7 +118,7 @@ struct ShardState {
                 return evict(s)
             } else {
                 guard let s = main.pop() else { return nil }
-                if meta[s].pins > 0 { main.push(s); continue }
+                if memory.isPinned(firstSlot + s) { main.push(s); continue }
                 if !meta[s].live { return s }
                 if meta[s].freq > 0 {
                     meta[s].freq -= 1

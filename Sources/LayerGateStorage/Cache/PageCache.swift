@@ -16,7 +16,10 @@ import Synchronization
 /// Eviction is S3-FIFO per shard: new blocks enter a small probation FIFO and
 /// are promoted to the main FIFO only if touched again, so a one-time scan of a
 /// large layer passes through probation without flushing the hot set.
-public final class PageCache: Sendable {
+public final class PageCache: @unchecked Sendable {
+    // @unchecked: every stored property is immutable after init; `shardRefs`
+    // and `memoryRef` are unretained copies of `shards` and `memory`, which
+    // this object owns for its whole life.
     public static let blockSize = 8192
 
     public struct Stats: Sendable, Equatable {
@@ -28,14 +31,19 @@ public final class PageCache: Sendable {
     }
 
     public let capacity: Int
-    private let shards: [Shard]
-    private let memory: SlotMemory
+    // Unmanaged copies for the hit path: `self` keeps both alive, and taking
+    // strong references there made two threads fight over their refcounts.
+    @usableFromInline let shards: [Shard]
+    @usableFromInline let memory: SlotMemory
+    @usableFromInline let shardRefs: UnsafeMutableBufferPointer<Unmanaged<Shard>>
+    @usableFromInline let memoryRef: Unmanaged<SlotMemory>
 
     /// - Parameter capacity: number of 8 KiB slots (at least 1).
     public init(capacity: Int) {
         precondition(capacity >= 1, "page cache needs at least one slot")
         self.capacity = capacity
-        let shardCount = Swift.max(1, Swift.min(32, capacity / 64))
+        // Many small shards: two readers rarely meet on one lock.
+        let shardCount = Swift.max(1, Swift.min(256, capacity / 32))
         memory = SlotMemory(slots: capacity, slotSize: Self.blockSize)
         var shards: [Shard] = []
         var start = 0
@@ -45,33 +53,47 @@ public final class PageCache: Sendable {
             start += n
         }
         self.shards = shards
+        shardRefs = .allocate(capacity: shards.count)
+        _ = shardRefs.initialize(from: shards.map { Unmanaged.passUnretained($0) })
+        memoryRef = Unmanaged.passUnretained(memory)
     }
 
-    private func shard(for key: BlockKey) -> Shard {
-        var h = key.file &* 0x9E37_79B9_7F4A_7C15 ^ key.block &* 0xC2B2_AE3D_27D4_EB4F
-        h ^= h >> 29
-        return shards[Int(h % UInt64(shards.count))]
+    deinit { shardRefs.deallocate() }
+
+    /// High bits pick the shard; the shard's table uses the low bits.
+    @inlinable
+    func shard(for key: BlockKey) -> Shard {
+        shards[Int(truncatingIfNeeded: key.mixed >> 40) % shards.count]
+    }
+
+    @inlinable
+    func shardRef(for key: BlockKey) -> Unmanaged<Shard> {
+        shardRefs[Int(truncatingIfNeeded: key.mixed >> 40) % shardRefs.count]
     }
 
     /// Runs `body` over the block's 8192 bytes. On a miss, `load` fills a
     /// buffer from disk (and validates it); the result is cached unless every
     /// slot is pinned, in which case it is served once without caching.
+    @inlinable
     public func withBlock<R>(
         file: UInt64, block: UInt64,
         load: (UnsafeMutableRawBufferPointer) throws(StorageError) -> Void,
         body: (UnsafeRawBufferPointer) throws(StorageError) -> R
     ) throws(StorageError) -> R {
         let key = BlockKey(file: file, block: block)
-        let shard = shard(for: key)
-        if let slot = shard.pinIfPresent(key) {
-            defer { shard.unpin(slot) }
-            return try body(memory.slot(slot))
+        let hit = shardRef(for: key)._withUnsafeGuaranteedRef { shard in
+            memoryRef._withUnsafeGuaranteedRef { shard.pinIfPresent(key, memory: $0) }
         }
+        if let slot = hit {
+            defer { memoryRef._withUnsafeGuaranteedRef { $0.unpin(slot) } }
+            return try body(memoryRef._withUnsafeGuaranteedRef { $0.slot(slot) })
+        }
+        let shard = shard(for: key)
         return try withUnsafeTemporaryAllocation(byteCount: Self.blockSize, alignment: 16) { temp throws(StorageError) -> R in
             try load(temp)
             let installed = shard.install(key, from: UnsafeRawBufferPointer(temp), memory: memory)
             guard let slot = installed else { return try body(UnsafeRawBufferPointer(temp)) }
-            defer { shard.unpin(slot) }
+            defer { memory.unpin(slot) }
             return try body(memory.slot(slot))
         }
     }
@@ -106,25 +128,58 @@ public final class PageCache: Sendable {
 }
 
 /// Cache key: a file id (never reused) and a block number in that file.
+@usableFromInline
 struct BlockKey: Hashable, Sendable {
-    var file: UInt64
-    var block: UInt64
+    @usableFromInline var file: UInt64
+    @usableFromInline var block: UInt64
+
+    @inlinable init(file: UInt64, block: UInt64) {
+        self.file = file
+        self.block = block
+    }
+
+    /// A well-mixed 64-bit hash (the murmur3 finalizer over both fields).
+    @inlinable var mixed: UInt64 {
+        var h = file &* 0x9E37_79B9_7F4A_7C15 ^ block
+        h ^= h >> 33
+        h &*= 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        h &*= 0xC4CE_B9FE_1A85_EC53
+        h ^= h >> 33
+        return h
+    }
 }
 
-/// The slab of slot memory, allocated once.
+/// The slab of slot memory, allocated once, and each slot's pin count.
+///
+/// Pins only grow under the slot's shard lock (a hit or an install), and a
+/// slot is only reused under that lock when its count is zero; so unpinning
+/// can be a lock-free decrement, with release ordering so the reader's last
+/// read of the bytes happens before any reuse.
+@usableFromInline
 final class SlotMemory: @unchecked Sendable {
     // @unchecked: a slot's bytes are written only while it is unpinned and out
     // of the map, under its shard's lock; readers only touch pinned slots.
     private let base: UnsafeMutableRawPointer
+    private let pins: UnsafeMutablePointer<Atomic<Int32>>
+    private let slots: Int
     private let slotSize: Int
 
     init(slots: Int, slotSize: Int) {
+        self.slots = slots
         self.slotSize = slotSize
         base = UnsafeMutableRawPointer.allocate(byteCount: slots * slotSize, alignment: 4096)
+        pins = .allocate(capacity: slots)
+        for i in 0..<slots { (pins + i).initialize(to: Atomic(0)) }
     }
 
-    deinit { base.deallocate() }
+    deinit {
+        pins.deinitialize(count: slots)
+        pins.deallocate()
+        base.deallocate()
+    }
 
+    @usableFromInline
     func slot(_ i: Int) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: base + i * slotSize, count: slotSize)
     }
@@ -132,4 +187,13 @@ final class SlotMemory: @unchecked Sendable {
     func fill(_ i: Int, from src: UnsafeRawBufferPointer) {
         (base + i * slotSize).copyMemory(from: src.baseAddress!, byteCount: slotSize)
     }
+
+    /// Only under the shard lock.
+    func pin(_ i: Int) { pins[i].add(1, ordering: .relaxed) }
+
+    @usableFromInline
+    func unpin(_ i: Int) { pins[i].subtract(1, ordering: .releasing) }
+
+    /// Under the shard lock: nobody can pin it meanwhile.
+    func isPinned(_ i: Int) -> Bool { pins[i].load(ordering: .acquiring) != 0 }
 }

@@ -213,17 +213,25 @@ public final class LayerReader: Sendable {
               entry.offset % bs <= bs - UInt64(LayerFormat.blobHeaderSize),
               payloadLength == dest.count
         else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
-        let header = try withBlock(entry.offset / bs, isIndex: false) { buf throws(StorageError) -> (UInt32, UInt32) in
-            let at = Int(entry.offset % bs)
-            return (UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at, as: UInt32.self)),
-                    UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self)))
-        }
-        guard Int(header.0) == payloadLength else {
-            throw .corruptLayer(file: path, reason: "blob at offset \(entry.offset) has length \(header.0), index says \(payloadLength)")
-        }
-        var crc: UInt32 = 0
+        // The header and the first part of the payload share a block: one visit.
         var pos = entry.offset + UInt64(LayerFormat.blobHeaderSize)
-        var copied = 0
+        let firstInBlock = Int(pos % bs)
+        let firstPart = min(LayerFormat.blockSize - firstInBlock, payloadLength)
+        let path = self.path
+        let (storedCrc, firstCrc) = try withBlock(entry.offset / bs, isIndex: false) {
+            buf throws(StorageError) -> (UInt32, UInt32) in
+            let at = Int(entry.offset % bs)
+            let length = UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at, as: UInt32.self))
+            guard Int(length) == payloadLength else {
+                throw .corruptLayer(file: path, reason: "blob at offset \(entry.offset) has length \(length), index says \(payloadLength)")
+            }
+            let src = UnsafeRawBufferPointer(rebasing: buf[firstInBlock..<firstInBlock + firstPart])
+            if firstPart > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: firstPart) }
+            return (UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self)), Checksum.crc32c(src))
+        }
+        var crc = firstCrc
+        var copied = firstPart
+        pos += UInt64(firstPart)
         while copied < payloadLength {
             let inBlock = Int(pos % bs)
             let n = min(LayerFormat.blockSize - inBlock, payloadLength - copied)
@@ -236,7 +244,7 @@ public final class LayerReader: Sendable {
             copied += n
             pos += UInt64(n)
         }
-        guard crc == header.1 else {
+        guard crc == storedCrc else {
             throw .corruptLayer(file: path, reason: "checksum mismatch in the value of \(entry.key) at \(entry.lsn)")
         }
     }

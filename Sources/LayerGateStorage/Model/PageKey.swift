@@ -24,7 +24,7 @@ public struct PageKey: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// Checks a fork number as it arrives on the wire (u32) against Postgres' u8.
     public init(spcOid: UInt32, dbOid: UInt32, relNumber: UInt32, wireFork fork: UInt32, block: UInt32) throws(StorageError) {
-        guard let f = UInt8(exactly: fork) else { throw .invalidRecord("fork \(fork) is above 255") }
+        guard let f = UInt8(exactly: fork) else { throw .invalidArgument("fork \(fork) is above 255") }
         self.init(spcOid: spcOid, dbOid: dbOid, relNumber: relNumber, fork: f, block: block)
     }
 

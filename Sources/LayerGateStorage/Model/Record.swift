@@ -51,24 +51,24 @@ public struct Record: Hashable, Sendable {
 
     /// Checks the value's shape (the part that does not depend on the tenant).
     public func validate() throws(StorageError) {
-        guard lsn.rawValue >= 1 else { throw .invalidRecord("record for \(key) has LSN 0") }
+        guard lsn.rawValue >= 1 else { throw .invalidArgument("record for \(key) has LSN 0") }
         switch value {
         case .image(let bytes):
             guard bytes.count == pageSize else {
-                throw .invalidRecord("image for \(key) at \(lsn) is \(bytes.count) bytes, not \(pageSize)")
+                throw .invalidArgument("image for \(key) at \(lsn) is \(bytes.count) bytes, not \(pageSize)")
             }
         case .delta(let d):
             guard d.willInit || !d.patches.isEmpty else {
-                throw .invalidRecord("delta for \(key) at \(lsn) has no patch and no will_init")
+                throw .invalidArgument("delta for \(key) at \(lsn) has no patch and no will_init")
             }
             guard d.patches.count <= Int(UInt16.max) else {
-                throw .invalidRecord("delta for \(key) at \(lsn) has \(d.patches.count) patches")
+                throw .invalidArgument("delta for \(key) at \(lsn) has \(d.patches.count) patches")
             }
             for p in d.patches {
                 // Checked as Int: offset and count are each ≤ Int.max / 2 in practice, but
                 // compare without adding first so no input can overflow.
                 guard !p.data.isEmpty, p.offset >= 0, p.offset < pageSize, p.data.count <= pageSize - p.offset else {
-                    throw .invalidRecord(
+                    throw .invalidArgument(
                         "delta for \(key) at \(lsn) has a patch at offset \(p.offset) of \(p.data.count) bytes outside the page or empty")
                 }
             }

@@ -102,6 +102,7 @@ extension Tenant {
         }
         let descriptor = try writer.finish()
         do throws(StorageError) {
+            try failpoints.hit("after-layer-publish-before-index")
             let reader = try LayerReader(directory: directory, name: descriptor.name, tenant: tenant, cache: cache,
                                          expectedSize: descriptor.size)
             try failpoints.hit("flush-before-index")

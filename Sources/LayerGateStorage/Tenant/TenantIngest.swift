@@ -16,7 +16,7 @@ extension Tenant {
                 if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { return .failure(e) }
                 let first = records[0].lsn
                 guard first > s.reservedLsn else {
-                    return .failure(.invalidRecord(
+                    return .failure(.invalidArgument(
                         "tenant \(id): LSN \(first) is not above the last record LSN \(s.reservedLsn)"))
                 }
                 s.reservedLsn = records[records.count - 1].lsn
@@ -36,19 +36,19 @@ extension Tenant {
 
     /// The whole-batch rules of PutRecords that do not depend on the tenant.
     static func validateBatch(_ records: [Record]) throws(StorageError) {
-        guard !records.isEmpty else { throw .invalidRecord("a put needs at least one record") }
+        guard !records.isEmpty else { throw .invalidArgument("a put needs at least one record") }
         var sameLsnKeys: Set<PageKey> = []
         for (i, r) in records.enumerated() {
             try r.validate()
             if i > 0 {
                 let prev = records[i - 1]
                 guard prev.lsn <= r.lsn else {
-                    throw .invalidRecord("records out of LSN order: \(r.lsn) after \(prev.lsn)")
+                    throw .invalidArgument("records out of LSN order: \(r.lsn) after \(prev.lsn)")
                 }
                 if prev.lsn == r.lsn {
                     if sameLsnKeys.isEmpty { sameLsnKeys.insert(prev.key) }
                     guard sameLsnKeys.insert(r.key).inserted else {
-                        throw .invalidRecord("record for \(r.key) at \(r.lsn) appears twice")
+                        throw .invalidArgument("record for \(r.key) at \(r.lsn) appears twice")
                     }
                 } else {
                     sameLsnKeys.removeAll(keepingCapacity: true)

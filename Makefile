@@ -1,0 +1,30 @@
+# LayerGate build glue. `make test` is what CI runs (.ci/run).
+SWIFT ?= swift
+BENCH_ARGS ?=
+
+.PHONY: test build deps bench clean
+
+# Everything needed to build: the Swift toolchain (preinstalled on our machines)
+# and a C compiler for the CSystemShims target (clang ships with Swift).
+deps:
+	@command -v $(SWIFT) >/dev/null || { echo "make: the Swift toolchain (swift 6.1+) is required and not on PATH"; exit 1; }
+	@echo "make: using $$($(SWIFT) --version 2>&1 | head -1)"
+
+build: deps
+	$(SWIFT) build
+
+# Builds every target (the crash tests need the layergate-testhelper binary), then
+# runs every test: unit, model-based, and the subprocess crash tests.
+test: deps
+	@echo "make: building all targets and tests"
+	$(SWIFT) build --build-tests
+	@echo "make: running the test suite"
+	$(SWIFT) test --skip-build
+
+# Release-built storage measurements (not a test); see README.
+bench: deps
+	$(SWIFT) build -c release --product layergate-storage-bench
+	.build/release/layergate-storage-bench $(BENCH_ARGS)
+
+clean:
+	rm -rf .build
