@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import LayerGateStorage
@@ -31,6 +32,32 @@ struct LayerMapTests {
         #expect(f.tenant.status().layers.count == 1)
         #expect(try await f.tenant.getPage(key: key(1), lsn: Lsn(5)).page == image(key(1), 5).valueBytes)
         await f.manager.shutdown()
+    }
+
+    /// Invariant 4's second half: a removed layer's file goes only when no
+    /// reader holds it any more, and never takes a newer file of the same name with it.
+    @Test func invariant4_removedLayerIsDeletedOnlyWhenNoReaderHoldsIt() throws {
+        let dir = TempDir()
+        let cache = PageCache(capacity: 8)
+        let d = try writeLayer(dir.path, [image(key(1), 5)])
+        let path = dir.path + "/" + d.fileName
+        var map = LayerMap()
+        map.insert(try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: cache))
+        var inFlight: LayerReader? = map.layers[0]  // a read holding the layer
+        map.remove(named: d.fileName)?.deleteWhenUnused()
+        #expect(FileManager.default.fileExists(atPath: path))
+        #expect(try readAll(inFlight!) == [image(key(1), 5)])
+        inFlight = nil
+        #expect(!FileManager.default.fileExists(atPath: path))
+
+        // A file that took the name meanwhile is someone else's: it stays.
+        let again = try writeLayer(dir.path, [image(key(1), 5)])
+        var old: LayerReader? = try LayerReader(directory: dir.path, name: again.name, tenant: testTenant, cache: cache)
+        old!.deleteWhenUnused()
+        unlink(path)
+        let replacement = try writeLayer(dir.path, [image(key(1), 5)])
+        old = nil
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/" + replacement.fileName))
     }
 
     @Test func ordersNewestFirstWithImagesBeforeDeltasAtTheSameEnd() throws {
