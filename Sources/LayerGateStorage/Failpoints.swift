@@ -54,6 +54,8 @@ public final class Failpoints: Sendable {
         "flush-before-index",
         "flush-after-index-before-wal-truncate",
         "wal-before-fsync",
+        // `return` here makes the WAL's fsync report EIO: the process must stop.
+        "wal-fsync-error",
     ]
 
     public static let shared = Failpoints()

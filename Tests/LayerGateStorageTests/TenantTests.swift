@@ -82,6 +82,16 @@ struct TenantTests {
         await f.manager.shutdown()
     }
 
+    /// Invariant 6: an fsync error stops the process instead of acknowledging
+    /// (a retried fsync can report success for data the kernel dropped).
+    @Test func invariant6_anFsyncErrorStopsTheProcess() async {
+        await #expect(processExitsWith: .signal(SIGABRT)) {
+            let f = try await TenantFixture.make()
+            try f.failpoints.configure("wal-fsync-error", .return)
+            _ = try await f.tenant.put([image(key(1), 10)])
+        }
+    }
+
     @Test func invariant6_aFailedWalWriteStoresNothingAndTheNextPutWorks() async throws {
         let f = try await TenantFixture.make()
         let t = f.tenant

@@ -91,6 +91,9 @@ final class Wal: Sendable {
             }
             throw error
         }
+        do throws(StorageError) { try failpoints.hit("wal-fsync-error") } catch {
+            FatalIO.fsyncFailed(path: file.path, errno: EIO)
+        }
         file.sync()
         syncCount.add(1, ordering: .relaxed)
         state.withLock { $0.currentSize = at + bytes.count }
