@@ -54,6 +54,8 @@ public final class Failpoints: Sendable {
         "flush-before-index",
         "flush-after-index-before-wal-truncate",
         "wal-before-fsync",
+        // Hit for each value written after the first compaction output is published.
+        "compaction-after-first-output",
         // `return` here makes the WAL's fsync report EIO: the process must stop.
         "wal-fsync-error",
     ]

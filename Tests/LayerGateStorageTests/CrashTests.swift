@@ -28,12 +28,14 @@ struct CrashRun {
 
 /// Runs the helper; kills it with SIGKILL once `killAfterAcks` puts are acknowledged (if set).
 func runHelper(dataDir: String, puts: Int, checkpointBytes: Int = 60_000, flushEvery: Int = 0, armAfter: Int = 0,
-               failpoint: String? = nil, killAfterAcks: Int? = nil) async throws -> CrashRun {
+               failpoint: String? = nil, killAfterAcks: Int? = nil, compactEvery: Int = 0,
+               targetBytes: Int = 40_000) async throws -> CrashRun {
     let acks = dataDir + "/acks.txt"
     let p = Process()
     p.executableURL = try helperExecutable()
     var args = ["--data", dataDir, "--acks", acks, "--puts", "\(puts)", "--checkpoint-bytes", "\(checkpointBytes)",
-                "--flush-every", "\(flushEvery)", "--arm-after", "\(armAfter)"]
+                "--flush-every", "\(flushEvery)", "--arm-after", "\(armAfter)",
+                "--compact-every", "\(compactEvery)", "--target-bytes", "\(targetBytes)"]
     if let failpoint { args += ["--failpoint", failpoint] }
     p.arguments = args
     let errPipe = Pipe()
@@ -117,11 +119,14 @@ private func verifyLoaded(manager: TenantManager, acked: [UInt64], comment: Comm
         case .failure(let e): Issue.record("\(r.key) at \(lsn): \(e) (\(comment))")
         }
     }
-    // And it keeps working: more puts, a flush.
+    // And it keeps working: more puts, a flush, a compaction that succeeds.
     let more = CrashWorkload.batch(startingAt: tenant.status().lastRecordLsn.rawValue + 1)
     _ = try await tenant.put(more)
     try await tenant.flush()
     #expect(tenant.status().inMemoryRecords == 0, comment)
+    _ = try await tenant.compact(forceImageLayers: true)
+    #expect(tenant.status().compactionFailures == 0, comment)
+    #expect(tenant.status().layers.filter(\.isImage).count >= 1, comment)
 }
 
 @Suite("Crash tests (subprocess)", .serialized)
@@ -151,6 +156,19 @@ struct CrashTests {
         #expect(run.killed, "helper finished before the kill: \(run.stderr)")
         #expect(run.acked.count >= afterAcks)
         try await verifyAfterCrash(dataDir: dir.path, acked: run.acked, comment: "SIGKILL after \(afterAcks) acks")
+    }
+
+    /// A failpoint `exit` at each compaction failpoint, then a reopen: pages
+    /// equal the model, no temp or unlisted file remains, the next compaction succeeds.
+    @Test(arguments: ["layer-writer-put-value", "layer-writer-before-finish", "compaction-after-first-output",
+                      "after-layer-publish-before-index", "index-before-rename"])
+    func crashDuringCompactionThenReopen(point: String) async throws {
+        let dir = TempDir("compact-crash")
+        let run = try await runHelper(dataDir: dir.path, puts: 400, checkpointBytes: 50_000, armAfter: 150,
+                                      failpoint: "\(point)=exit", compactEvery: 60)
+        #expect(run.exitStatus == 99, "helper should die at \(point): \(run.stderr)")
+        #expect(run.acked.count >= 150)
+        try await verifyAfterCrash(dataDir: dir.path, acked: run.acked, comment: "crash in compaction at \(point)")
     }
 
     /// Two crashes in a row, the second while the first's leftovers are being recovered.

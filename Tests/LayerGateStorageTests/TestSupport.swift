@@ -98,7 +98,8 @@ struct TenantFixture {
     let cache: PageCache
 
     static func make(
-        checkpointBytes: Int = 64 << 20, cacheSlots: Int = 1024, waitTimeout: Duration = .seconds(5)
+        checkpointBytes: Int = 64 << 20, cacheSlots: Int = 1024, waitTimeout: Duration = .seconds(5),
+        configure: (inout TenantConfig) -> Void = { _ in }
     ) async throws -> TenantFixture {
         let dir = TempDir("tenant")
         let failpoints = Failpoints()
@@ -107,6 +108,8 @@ struct TenantFixture {
         config.checkpointDistanceBytes = checkpointBytes
         config.waitLsnTimeout = waitTimeout
         config.flushRetryDelay = .milliseconds(20)
+        config.compactionPeriod = .seconds(3600)  // tests compact explicitly unless they say otherwise
+        configure(&config)
         let cache = PageCache(capacity: cacheSlots)
         let manager = try TenantManager(dataDirectory: dir.path, config: config, cache: cache, failpoints: failpoints,
                                         logger: quietLogger())

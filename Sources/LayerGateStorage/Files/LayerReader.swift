@@ -249,6 +249,16 @@ public final class LayerReader: Sendable {
         }
     }
 
+    var indexBlockCount: Int { Int(summary.indexBlockCount) }
+
+    /// The entries of one index block, in order: compaction reads a layer block by block.
+    func indexEntries(block b: Int) throws(StorageError) -> [IndexEntry] {
+        try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true) { buf throws(StorageError) in
+            let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+            return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * LayerFormat.entrySize) }
+        }
+    }
+
     /// Every entry in file order; for compaction and checks, not the read path.
     func allEntries() throws(StorageError) -> [IndexEntry] {
         var out: [IndexEntry] = []

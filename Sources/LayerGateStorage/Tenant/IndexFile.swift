@@ -13,6 +13,14 @@ public struct IndexFile: Codable, Equatable, Sendable {
     public struct Layer: Codable, Equatable, Sendable {
         public var name: String
         public var size: Int
+        /// 0 for L0 deltas (flushes), 1 for compaction output. Absent means 0.
+        public var level: Int?
+
+        public init(name: String, size: Int, level: Int) {
+            self.name = name
+            self.size = size
+            self.level = level
+        }
     }
 
     public var formatVersion: Int

@@ -44,6 +44,11 @@ public final class Tenant: Sendable {
         var waiters: [UInt64: LsnWaiter] = [:]
         var nextWaiterId: UInt64 = 0
         var lastFlushError: String?
+        var compactionFailures = 0
+        var lastCompactionError: String?
+        var compactionNotBefore: ContinuousClock.Instant?
+        /// Set by reset and close: a running compaction stops at its next value.
+        var compactionCancelled = false
 
         var generation: UInt32 { index.generation }
         var diskConsistentLsn: Lsn { Lsn(index.diskConsistentLsn) }
@@ -52,6 +57,8 @@ public final class Tenant: Sendable {
 
     let state: Mutex<Inner>
     let maintenance = AsyncLock()
+    /// One compaction at a time; it takes `maintenance` only to commit.
+    let compactionLock = AsyncLock()
     let flushSignal: AsyncStream<Void>.Continuation
     let flushSignalsStream: AsyncStream<Void>
 
@@ -80,6 +87,7 @@ public final class Tenant: Sendable {
         _ = try? await tenant.loadLocked()
         tenant.maintenance.unlock()
         tenant.startBackgroundFlush()
+        tenant.startBackgroundCompaction()
         return tenant
     }
 
@@ -96,7 +104,8 @@ public final class Tenant: Sendable {
                                      lsnEnd: n.lsnEnd, size: l.descriptor.size)
                 },
                 inMemoryRecords: s.open.recordCount + s.frozen.reduce(0) { $0 + $1.recordCount },
-                lastFlushError: s.lastFlushError)
+                lastFlushError: s.lastFlushError, compactionFailures: s.compactionFailures,
+                lastCompactionError: s.lastCompactionError)
         }
     }
 
@@ -104,9 +113,18 @@ public final class Tenant: Sendable {
     /// WAL is closed. Unflushed records stay in the WAL for the next load.
     public func close() async {
         await maintenance.lock()
-        defer { maintenance.unlock() }
+        await closeLocked()
+        maintenance.unlock()
+        // A running compaction stops at its next value (or finds the tenant
+        // stopped when it commits, which needs `maintenance`): wait for it.
+        await compactionLock.lock()
+        compactionLock.unlock()
+    }
+
+    private func closeLocked() async {
         let waiters = state.withLock { s -> [LsnWaiter] in
             s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .stop) ?? s.lifecycle
+            s.compactionCancelled = true
             defer { s.waiters = [:] }
             return Array(s.waiters.values)
         }

@@ -107,7 +107,7 @@ extension Tenant {
                                          expectedSize: descriptor.size)
             try failpoints.hit("flush-before-index")
             var newIndex = index
-            newIndex.layers.append(IndexFile.Layer(name: descriptor.fileName, size: descriptor.size))
+            newIndex.layers.append(IndexFile.Layer(name: descriptor.fileName, size: descriptor.size, level: 0))
             newIndex.diskConsistentLsn = layer.endLsn.rawValue
             try newIndex.write(directory: directory, failpoints: failpoints)
             return (reader, newIndex)

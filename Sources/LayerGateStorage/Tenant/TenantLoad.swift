@@ -18,6 +18,7 @@ extension Tenant {
                 throw TenantLifecycle.admission(s.lifecycle, tenant: id) ?? .tenantUnavailable(id, state: s.lifecycle.name)
             }
             s.lifecycle = next
+            s.compactionCancelled = true
             defer { s.waiters = [:] }
             return Array(s.waiters.values)
         }
@@ -61,6 +62,7 @@ extension Tenant {
             s.reservedLsn = s.lastRecordLsn
             s.pending = []
             s.lastFlushError = nil
+            s.compactionCancelled = false
             s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .loaded) ?? s.lifecycle
             let froze = s.open.approximateBytes >= config.checkpointDistanceBytes
             if froze { Self.freeze(&s) }

@@ -8,6 +8,18 @@ public struct TenantConfig: Sendable {
     public var maxFrozenLayers = 4
     /// How long the background flush waits after a failure before trying again.
     public var flushRetryDelay: Duration = .seconds(1)
+    /// L0 layers that make the background loop merge them into L1.
+    public var compactionThreshold = 10
+    /// Delta layers above the newest image that make compaction write images.
+    public var imageCreationThreshold = 3
+    /// Compaction output is split at about this size (at key boundaries).
+    public var targetFileBytes = 128 << 20
+    /// GC keeps every page readable at LSNs at most this far below last_record_lsn.
+    public var gcHorizonLsn: UInt64 = 64 << 20
+    /// How often the background loop looks for work.
+    public var compactionPeriod: Duration = .seconds(20)
+    /// Back-off after consecutive failures doubles up to this.
+    public var compactionMaxBackoff: Duration = .seconds(300)
 
     public init() {}
 }
@@ -31,6 +43,24 @@ public struct TenantStatus: Sendable {
     /// Records in the open and frozen in-memory layers.
     public var inMemoryRecords: Int
     public var lastFlushError: String?
+    /// Consecutive compaction failures (0 after a success).
+    public var compactionFailures: Int
+    public var lastCompactionError: String?
+}
+
+/// What one compaction did.
+public struct CompactionResult: Equatable, Sendable {
+    public var layersCreated = 0
+    public var layersRemoved = 0
+    public var bytesWritten = 0
+
+    public init() {}
+
+    mutating func add(_ o: CompactionResult) {
+        layersCreated += o.layersCreated
+        layersRemoved += o.layersRemoved
+        bytesWritten += o.bytesWritten
+    }
 }
 
 public struct ResetResult: Equatable, Sendable {

@@ -1,0 +1,116 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The files one compaction step writes: a run of layers of one kind and LSN
+/// range, split at key boundaries near the target size.
+///
+/// Every file is published through the gate as it fills, but none is listed
+/// until the step commits. If anything fails before that, `discardAll()`
+/// deletes the published ones too, so the next attempt can write the same
+/// names — the gap that left Neon's compaction stuck.
+final class CompactionOutputs {
+    private let directory: String
+    private let tenant: TenantId
+    private let kind: LayerName.Kind
+    private let lsnStart: Lsn
+    private let lsnEnd: Lsn
+    private let generation: UInt32
+    private let targetBytes: Int
+    private let failpoints: Failpoints
+    private let isCancelled: () -> Bool
+
+    private(set) var published: [LayerDescriptor] = []
+    private var writer: LayerWriter?
+    private var writerBytes = 0
+    private var lastKey: PageKey?
+
+    init(directory: String, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
+         targetBytes: Int, failpoints: Failpoints, isCancelled: @escaping () -> Bool)
+    {
+        self.directory = directory
+        self.tenant = tenant
+        self.kind = kind
+        self.lsnStart = lsnStart
+        self.lsnEnd = lsnEnd
+        self.generation = generation
+        self.targetBytes = targetBytes
+        self.failpoints = failpoints
+        self.isCancelled = isCancelled
+    }
+
+    deinit { if writer != nil { discardAll() } }
+
+    /// Values come in (key, lsn) order. A new file starts only at a new key, so
+    /// all versions of a key stay in one file.
+    func append(key: PageKey, lsn: Lsn, value: RecordValue) throws(StorageError) {
+        if isCancelled() { throw .cancelled("compaction of tenant \(tenant) (tenant is resetting or stopping)") }
+        if writer != nil, writerBytes >= targetBytes, key != lastKey { try finishCurrent() }
+        if !published.isEmpty { try failpoints.hit("compaction-after-first-output") }
+        if writer == nil {
+            writer = try LayerWriter(directory: directory, tenant: tenant, kind: kind, lsnStart: lsnStart, lsnEnd: lsnEnd,
+                                     generation: generation, failpoints: failpoints)
+            writerBytes = 0
+        }
+        try writer!.append(key: key, lsn: lsn, value: value)
+        writerBytes += ValueCodec.encodedSize(value) + LayerFormat.blobHeaderSize + LayerFormat.entrySize
+        lastKey = key
+    }
+
+    /// Publishes the last file and returns everything published.
+    func finish() throws(StorageError) -> [LayerDescriptor] {
+        if writer != nil { try finishCurrent() }
+        return published
+    }
+
+    private func finishCurrent() throws(StorageError) {
+        guard let w = writer else { return }
+        writer = nil
+        published.append(try w.finish())
+    }
+
+    /// Removes the file being written and every published, unlisted output.
+    func discardAll() {
+        writer?.discard()
+        writer = nil
+        for d in published { _ = unlink(directory + "/" + d.fileName) }
+        if !published.isEmpty { Directory.fsync(directory) }
+        published = []
+    }
+}
+
+/// Walks a layer's entries in (key, lsn) order, one index block at a time,
+/// so a merge holds one block per input whatever the layer sizes.
+struct LayerCursor {
+    let layer: LayerReader
+    private var block = 0
+    private var entries: [IndexEntry] = []
+    private var position = 0
+
+    init(_ layer: LayerReader) throws(StorageError) {
+        self.layer = layer
+        entries = try layer.indexEntries(block: 0)
+    }
+
+    var current: IndexEntry? { position < entries.count ? entries[position] : nil }
+
+    mutating func advance() throws(StorageError) {
+        position += 1
+        if position >= entries.count && block + 1 < layer.indexBlockCount {
+            block += 1
+            entries = try layer.indexEntries(block: block)
+            position = 0
+        }
+    }
+}
+
+/// The index of the cursor with the smallest (key, lsn), or nil when all are done.
+func smallestCursor(_ cursors: [LayerCursor]) -> Int? {
+    var best: Int?
+    for (i, c) in cursors.enumerated() {
+        guard let e = c.current else { continue }
+        if let b = best, let be = cursors[b].current, (be.key, be.lsn.rawValue) <= (e.key, e.lsn.rawValue) { continue }
+        best = i
+    }
+    return best
+}

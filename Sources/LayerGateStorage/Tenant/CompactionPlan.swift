@@ -1,0 +1,48 @@
+/// What compaction should do, decided from layer descriptors alone (pure,
+/// so every rule is testable without files).
+struct CompactionPlan {
+    struct Layer: Equatable {
+        var name: LayerName
+        var level: Int
+        var fileName: String { name.description }
+    }
+
+    /// L0 deltas to merge, oldest first; empty when below the threshold.
+    static func l0ToMerge(_ layers: [Layer], threshold: Int) -> [Layer] {
+        let l0 = layers.filter { $0.level == 0 && $0.name.kind == .delta }.sorted { $0.name.lsnStart < $1.name.lsnStart }
+        return l0.count >= max(2, threshold) ? l0 : []
+    }
+
+    /// The LSN of the newest image set, if any.
+    static func newestImageLsn(_ layers: [Layer]) -> Lsn? {
+        layers.filter { $0.name.kind == .image }.map(\.name.lsnStart).max()
+    }
+
+    /// The LSN to write images at, or nil: only when at least `threshold` delta
+    /// runs (distinct LSN ranges) sit above the newest image, or `force`; never
+    /// at an LSN that already has images (that name would be taken).
+    static func imageLsn(_ layers: [Layer], diskConsistentLsn: Lsn, threshold: Int, force: Bool) -> Lsn? {
+        guard diskConsistentLsn > .zero else { return nil }
+        let newest = newestImageLsn(layers)
+        if let newest, newest >= diskConsistentLsn { return nil }
+        let deltaRuns = Set(layers.filter { $0.name.kind == .delta && $0.name.lsnEnd > (newest ?? .zero) }
+            .map { [$0.name.lsnStart.rawValue, $0.name.lsnEnd.rawValue] })
+        guard !deltaRuns.isEmpty, force || deltaRuns.count >= threshold else { return nil }
+        return diskConsistentLsn
+    }
+
+    /// GC: the new cutoff and the layers no read at or above it can need. An
+    /// image set at L ≤ cutoff holds every page as of L, so deltas ending at or
+    /// below L and older images are garbage.
+    static func garbage(_ layers: [Layer], lastRecordLsn: Lsn, horizon: UInt64, currentCutoff: Lsn)
+        -> (cutoff: Lsn, remove: [Layer])
+    {
+        let cutoff = max(currentCutoff, Lsn(lastRecordLsn.rawValue > horizon ? lastRecordLsn.rawValue - horizon : 0))
+        guard let base = layers.filter({ $0.name.kind == .image && $0.name.lsnStart <= cutoff }).map(\.name.lsnStart).max()
+        else { return (cutoff, []) }
+        let remove = layers.filter { l in
+            l.name.kind == .image ? l.name.lsnStart < base : l.name.lsnEnd <= base
+        }
+        return (cutoff, remove)
+    }
+}
