@@ -22,7 +22,7 @@ let ingestMiB = argument("--ingest-mib", 512)
 let writers = argument("--writers", 4)
 let batchPages = argument("--batch-pages", 64)
 let readOps = argument("--read-ops", 200_000)
-/// `--only cache|ingest|read` runs one part (for profiling).
+/// `--only ingest|cache|read|compaction` runs one part.
 let only: String? = CommandLine.arguments.firstIndex(of: "--only").flatMap { i in
     i + 1 < CommandLine.arguments.count ? CommandLine.arguments[i + 1] : nil
 }
@@ -175,6 +175,88 @@ if runs("read") {
     try await readBench(label: "cached", cacheSlots: 16384, layers: 4, keys: 4000)
     try await readBench(label: "uncached (16-slot cache, OS page cache warm)", cacheSlots: 16, layers: 4, keys: 4000)
     try await readBench(label: "cached, 200 L0 layers", cacheSlots: 16384, layers: 200, keys: 4000)
+}
+
+// 4. Compaction of ≥1 GiB of L0 input: merge throughput, peak memory, reads before and after.
+func residentMiB(_ field: String) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return -1 }
+    return kb / 1024
+}
+
+func latestReads(_ tenant: Tenant, keys: Int, ops: Int) async throws -> String {
+    var samples: [Duration] = []
+    var x = 5
+    let clock = ContinuousClock()
+    for _ in 0..<ops {
+        x = (x &* 1103515245 &+ 12345) & 0x7fff_ffff
+        let t0 = clock.now
+        _ = try await tenant.getPage(key: key(x % keys), lsn: nil)
+        samples.append(clock.now - t0)
+    }
+    return percentiles(&samples)
+}
+
+if runs("compaction") {
+    let dir = tempDir()
+    defer { system("rm -rf \(dir)") }
+    var config = TenantConfig()
+    config.checkpointDistanceBytes = 16 << 20
+    config.imageCreationThreshold = .max  // the merge alone first; images are timed separately
+    config.targetFileBytes = 128 << 20
+    config.compactionPeriod = .seconds(3600)
+    let manager = try TenantManager(dataDirectory: dir, config: config, cache: PageCache(capacity: 4096), logger: logger)
+    let tenant = try await manager.create(tenantId)
+    let keys = 4000
+    var lsn: UInt64 = 0
+    var round = 0
+    let targetBytes = argument("--compaction-mib", 1024) << 20
+    var written = 0
+    while written < targetBytes {
+        var batch: [Record] = []
+        for k in 0..<keys {
+            lsn += 1
+            if round % 16 == 0 {
+                batch.append(Record(key: key(k), lsn: Lsn(lsn), value: .image(imagePage(Int(lsn)))))
+                written += pageSize
+            } else {
+                let patch = Patch(offset: (round * 512) % (pageSize - 512), data: [UInt8](repeating: UInt8(round & 0xFF), count: 512))
+                batch.append(Record(key: key(k), lsn: Lsn(lsn), value: .delta(Delta(willInit: false, patches: [patch]))))
+                written += 520
+            }
+            if batch.count == 256 {
+                _ = try await tenant.put(batch)
+                batch = []
+            }
+        }
+        if !batch.isEmpty { _ = try await tenant.put(batch) }
+        round += 1
+    }
+    try await tenant.flush()
+    let before = tenant.status().layers
+    let inputBytes = before.reduce(0) { $0 + $1.size }
+    let readsBefore = try await latestReads(tenant, keys: keys, ops: 20_000)
+    let rssBefore = residentMiB("VmRSS")
+    _ = try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)  // resets VmHWM
+    var t0 = ContinuousClock.now
+    let merged = try await tenant.compact()
+    let mergeTime = seconds(ContinuousClock.now - t0)
+    let peak = residentMiB("VmHWM")
+    t0 = ContinuousClock.now
+    let images = try await tenant.compact(forceImageLayers: true)
+    let imageTime = seconds(ContinuousClock.now - t0)
+    let after = tenant.status().layers
+    let readsAfter = try await latestReads(tenant, keys: keys, ops: 20_000)
+    print(String(format: "compaction: %d L0 layers, %.0f MiB (%d records in %d rounds) merged into %d L1 layers in %.1f s: %.0f MiB/s of L0 input; RSS %.0f MiB before, peak %.0f MiB during the merge (+%.0f MiB; the 32 MiB page cache was already resident)",
+                 before.count, Double(inputBytes) / 1048576, Int(lsn), round, merged.layersCreated, mergeTime,
+                 Double(inputBytes) / 1048576 / mergeTime, rssBefore, peak, peak - rssBefore))
+    print(String(format: "image layers: %d written (%.0f MiB) in %.1f s", images.layersCreated,
+                 Double(images.bytesWritten) / 1048576, imageTime))
+    print("getPage at latest, \(before.count) layers (before): \(readsBefore)")
+    print("getPage at latest, \(after.count) layers (after):  \(readsAfter)")
+    await manager.shutdown()
 }
 
 final class LsnSource: Sendable {

@@ -349,6 +349,8 @@ struct CompactionTests {
         // Reads and ingest are unaffected by the failing compaction.
         await expectPagesMatch(t, model, lsns: [end - 1])
         _ = try await t.put([image(key(1), end)])
+        // Deep in back-off (so the background loop cannot get there first), an explicit compact runs at once.
+        t.state.withLock { $0.compactionNotBefore = .now + .seconds(600) }
         try f.failpoints.configure("compaction-after-first-output", .off)
         let r = try await t.compact()
         #expect(r.layersCreated >= 1)

@@ -49,6 +49,31 @@ struct LayerFileTests {
         #expect(tempFiles(dir).isEmpty)
     }
 
+    /// Blob headers placed at every offset around a block boundary, including
+    /// a header that ends exactly where the block does (its payload starts in
+    /// the next block) and one that would straddle it (padding).
+    @Test func blobsAroundBlockBoundariesReadBack() async throws {
+        // The first blob starts at 8192; one patch of n bytes is a blob of 16 + n,
+        // so the second header lands at 8192 + 16 + n.
+        for n in 8150...8176 {
+            let dir = TempDir()
+            let records = [
+                delta(key(1), 5, offset: 0, bytes: [UInt8](repeating: 0xA5, count: n), willInit: true),
+                delta(key(1), 6, offset: 8, bytes: Array("after the boundary".utf8)),
+                image(key(2), 6),
+            ]
+            let d = try writeLayer(dir.path, records)
+            let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 16))
+            #expect(try readAll(reader) == records, "patch of \(n) bytes")
+            var model = PageModel()
+            model.apply(records)
+            var map = LayerMap()
+            map.insert(reader)
+            let page = try ReadPath.reconstruct(key: key(1), lsn: Lsn(6), open: InMemoryLayer(startLsn: Lsn(7)), frozen: [], layers: map)
+            #expect(page == model.page(key(1), at: Lsn(6)), "patch of \(n) bytes")
+        }
+    }
+
     @Test func imageLayerRoundTrips() throws {
         let dir = TempDir()
         let records = (0..<50 as Range<UInt32>).map { image(key($0), 42) }

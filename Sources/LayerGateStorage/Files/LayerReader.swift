@@ -214,8 +214,9 @@ public final class LayerReader: Sendable {
               payloadLength == dest.count
         else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
         // The header and the first part of the payload share a block: one visit.
+        // A header that ends exactly at the block's end has its payload in the next block.
         var pos = entry.offset + UInt64(LayerFormat.blobHeaderSize)
-        let firstInBlock = Int(pos % bs)
+        let firstInBlock = Int(entry.offset % bs) + LayerFormat.blobHeaderSize
         let firstPart = min(LayerFormat.blockSize - firstInBlock, payloadLength)
         let path = self.path
         let (storedCrc, firstCrc) = try withBlock(entry.offset / bs, isIndex: false) {
