@@ -74,6 +74,31 @@ struct LayerFileTests {
         }
     }
 
+    /// Thousands of values of random sizes: every blob reads back through the cache.
+    @Test(arguments: [21] as [UInt64])
+    func randomValueSizesRoundTrip(seed: UInt64) throws {
+        let dir = TempDir()
+        var rng = SeededRandom(seed: seed)
+        var records: [Record] = []
+        for i in 0..<3000 {
+            let k = key(UInt32(i / 3))
+            let lsn = UInt64(10 + i % 3)
+            if Int.random(in: 0..<10, using: &rng) == 0 {
+                records.append(image(k, lsn, seed: rng.next()))
+            } else {
+                let patches = (0..<Int.random(in: 1...3, using: &rng)).map { _ in
+                    let len = Int.random(in: 1...Int.random(in: 1...8192, using: &rng), using: &rng)
+                    return Patch(offset: Int.random(in: 0...(pageSize - len), using: &rng),
+                                 data: (0..<len).map { _ in UInt8.random(in: 0...255, using: &rng) })
+                }
+                records.append(Record(key: k, lsn: Lsn(lsn), value: .delta(Delta(willInit: false, patches: patches))))
+            }
+        }
+        let d = try writeLayer(dir.path, records)
+        let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 32))
+        #expect(try readAll(reader) == records)
+    }
+
     @Test func imageLayerRoundTrips() throws {
         let dir = TempDir()
         let records = (0..<50 as Range<UInt32>).map { image(key($0), 42) }
