@@ -58,6 +58,8 @@ struct TenantTests {
     @Test func invariant6_concurrentPutsShareFsyncs() async throws {
         let f = try await TenantFixture.make()
         let t = f.tenant
+        // A slow disk (each fsync 20 ms) so puts surely queue behind one in flight.
+        try f.failpoints.configure("wal-before-fsync", .sleep(milliseconds: 20))
         let puts = 400
         let lsns = LsnCounter()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -77,7 +79,7 @@ struct TenantTests {
             try await group.waitForAll()
         }
         let syncs = t.state.withLock { $0.wal }!.syncCount.load(ordering: .relaxed)
-        #expect(syncs < puts, "every put paid its own fsync: \(syncs) for \(puts)")
+        #expect(syncs <= puts / 10, "puts did not share fsyncs: \(syncs) for \(puts)")
         #expect(t.status().inMemoryRecords == puts)
         await f.manager.shutdown()
     }
