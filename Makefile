@@ -2,13 +2,23 @@
 SWIFT ?= swift
 BENCH_ARGS ?=
 
-.PHONY: test build deps bench clean
+.PHONY: test build deps bench proto clean
 
-# Everything needed to build: the Swift toolchain (preinstalled on our machines)
-# and a C compiler for the CSystemShims target (clang ships with Swift).
+# Everything needed to build: the Swift toolchain (preinstalled on our machines;
+# clang ships with it for the C targets) and the protobuf-c runtime library,
+# installed from Debian's packages when missing.
 deps:
 	@command -v $(SWIFT) >/dev/null || { echo "make: the Swift toolchain (swift 6.1+) is required and not on PATH"; exit 1; }
 	@echo "make: using $$($(SWIFT) --version 2>&1 | head -1)"
+	@if ! pkg-config --exists libprotobuf-c 2>/dev/null; then \
+		echo "make: installing libprotobuf-c-dev and pkg-config (apt-get)"; \
+		apt-get update -qq && apt-get install -y -qq libprotobuf-c-dev pkg-config >/dev/null; \
+	fi
+	@echo "make: protobuf-c $$(pkg-config --modversion libprotobuf-c)"
+
+# Regenerates Sources/CLayerGateProto from Protocol/layergate.proto (installs protoc-c if missing).
+proto:
+	scripts/gen-proto.sh
 
 build: deps
 	$(SWIFT) build

@@ -6,15 +6,37 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "LayerGateStorage", targets: ["LayerGateStorage"]),
+        .library(name: "LayerGateWire", targets: ["LayerGateWire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C functions Swift cannot reach from Glibc: renameat2 and hardware CRC32C.
         .target(
             name: "CSystemShims",
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+        ),
+        // libprotobuf-c, found through pkg-config (Debian: libprotobuf-c-dev).
+        .systemLibrary(
+            name: "CProtobufC",
+            pkgConfig: "libprotobuf-c",
+            providers: [.apt(["libprotobuf-c-dev"])]
+        ),
+        // protoc-c output for Protocol/layergate.proto (scripts/gen-proto.sh; never edited by hand).
+        .target(
+            name: "CLayerGateProto",
+            dependencies: ["CProtobufC"],
+            cSettings: [.unsafeFlags(["-Wno-missing-braces"])]
+        ),
+        // Swift values for every wire message, their protobuf-c conversion, and the frame codec.
+        .target(
+            name: "LayerGateWire",
+            dependencies: [
+                "CLayerGateProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .target(
             name: "LayerGateStorage",
@@ -37,6 +59,14 @@ let package = Package(
         .executableTarget(
             name: "layergate-testhelper",
             dependencies: ["LayerGateStorage", "LayerGateTestSupport"]
+        ),
+        .testTarget(
+            name: "LayerGateWireTests",
+            dependencies: [
+                "LayerGateWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "LayerGateStorageTests",
