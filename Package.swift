@@ -7,10 +7,15 @@ let package = Package(
     products: [
         .library(name: "LayerGateStorage", targets: ["LayerGateStorage"]),
         .library(name: "LayerGateWire", targets: ["LayerGateWire"]),
+        .library(name: "LayerGateClient", targets: ["LayerGateClient"]),
+        .executable(name: "layergated", targets: ["layergated"]),
+        .executable(name: "layergate", targets: ["layergate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C functions Swift cannot reach from Glibc: renameat2 and hardware CRC32C.
@@ -36,6 +41,42 @@ let package = Package(
             dependencies: [
                 "CLayerGateProto",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // The SwiftNIO server: connections, dispatch to storage, admin checks.
+        .target(
+            name: "LayerGateServer",
+            dependencies: [
+                "LayerGateWire", "LayerGateStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "layergated",
+            dependencies: [
+                "LayerGateServer", "LayerGateStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The Swift client: one connection, pipelined requests, async/await.
+        .target(
+            name: "LayerGateClient",
+            dependencies: [
+                "LayerGateWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "layergate",
+            dependencies: [
+                "LayerGateClient", "LayerGateWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .target(
@@ -67,6 +108,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "LayerGateServerTests",
+            dependencies: ["LayerGateClient", "LayerGateWire", "layergated", "layergate"]
         ),
         .testTarget(
             name: "LayerGateStorageTests",

@@ -1,0 +1,120 @@
+import LayerGateWire
+import Logging
+import NIOCore
+
+/// One client connection, after the frame decoder: decodes each frame as a
+/// `Request`, runs it in its own task (so a slow disk read or a compaction
+/// never holds up cache hits behind it), and writes responses as they finish,
+/// in any order, each with its request's id.
+///
+/// Back-pressure: with `maxInFlight` requests running, the handler stops
+/// asking the socket for more bytes until one finishes, so a client that
+/// sends without reading cannot make the server buffer without bound.
+final class ConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let dispatcher: Dispatcher
+    private let peer: PeerIdentity
+    private let maxInFlight: Int
+    private let tracker: InFlightTracker
+    private let logger: Logger
+    private var inFlight = 0
+    private var readPending = false
+    private var closing = false
+
+    init(dispatcher: Dispatcher, peer: PeerIdentity, maxInFlight: Int, tracker: InFlightTracker, logger: Logger) {
+        self.dispatcher = dispatcher
+        self.peer = peer
+        self.maxInFlight = maxInFlight
+        self.tracker = tracker
+        self.logger = logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        dispatcher.connectionCount.add(1, ordering: .relaxed)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        dispatcher.connectionCount.subtract(1, ordering: .relaxed)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        let frame = unwrapInboundIn(data)
+        let request: Wire.Request
+        do {
+            request = try frame.withUnsafeReadableBytes { raw in try Wire.decodeRequest(raw) }
+        } catch {
+            // Bytes that are not a Request: say so (request id 0) and close.
+            fail(context: context, code: .invalidArgument, message: "frame does not decode as a layergate.v1.Request")
+            return
+        }
+        inFlight += 1
+        tracker.started()
+        let dispatcher = self.dispatcher, peer = self.peer
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        Task {
+            let response = await dispatcher.handle(request, peer: peer)
+            let bytes = Wire.encode(response)
+            bound.eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.finished(context: context, bytes: bytes)
+            }
+        }
+    }
+
+    private func finished(context: ChannelHandlerContext, bytes: [UInt8]) {
+        inFlight -= 1
+        tracker.finished()
+        if context.channel.isActive {
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
+        }
+        if readPending && inFlight < maxInFlight {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if inFlight >= maxInFlight {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let e = error as? FrameError, case .frameTooLarge = e {
+            fail(context: context, code: .frameTooLarge, message: "\(e)")
+        } else if !closing {
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+            closing = true
+            context.close(promise: nil)
+        }
+    }
+
+    /// Answers with an Error for request id 0, then closes the connection.
+    private func fail(context: ChannelHandlerContext, code: Wire.ErrorCode, message: String) {
+        guard !closing else { return }
+        closing = true
+        let bytes = Wire.encode(Wire.Response(requestId: 0, body: .error(Wire.Error(code: code, message: message))))
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(bytes: bytes))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Counts requests in flight across all connections, for graceful shutdown.
+final class InFlightTracker: Sendable {
+    private let count = Atomic<Int>(0)
+    func started() { count.add(1, ordering: .relaxed) }
+    func finished() { count.subtract(1, ordering: .relaxed) }
+    var current: Int { count.load(ordering: .relaxed) }
+}
+
+import Synchronization

@@ -1,0 +1,135 @@
+import LayerGateStorage
+import LayerGateWire
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who is on the other end of a connection (SO_PEERCRED).
+public struct PeerIdentity: Sendable, Equatable {
+    public var uid: UInt32
+    public var pid: Int32
+}
+
+/// Turns one request into one response: validation of what came off the
+/// socket, admin checks, the storage call, and errors as wire codes.
+/// Nothing a client sends can crash it.
+public final class Dispatcher: Sendable {
+    let manager: TenantManager
+    let config: ServerConfig
+    let failpoints: Failpoints
+    let requestCount = Atomic<UInt64>(0)
+    let connectionCount = Atomic<Int>(0)
+    private let serverUid = getuid()
+
+    public init(manager: TenantManager, config: ServerConfig, failpoints: Failpoints) {
+        self.manager = manager
+        self.config = config
+        self.failpoints = failpoints
+    }
+
+    public func handle(_ request: Wire.Request, peer: PeerIdentity) async -> Wire.Response {
+        requestCount.add(1, ordering: .relaxed)
+        let body: Wire.Response.Body
+        do throws(StorageError) {
+            body = try await respond(to: request, peer: peer)
+        } catch {
+            body = .error(ErrorMapping.wire(error))
+        }
+        return Wire.Response(requestId: request.requestId, body: body)
+    }
+
+    private func isAdmin(_ peer: PeerIdentity) -> Bool { peer.uid == serverUid || peer.uid == 0 }
+
+    private func denied(_ what: String) -> Wire.Response.Body {
+        .error(Wire.Error(code: .permissionDenied, message: "\(what) needs the server's uid (\(serverUid)) or root"))
+    }
+
+    private func tenant(_ text: String) throws(StorageError) -> Tenant {
+        try manager.tenant(TenantId(parsing: text))
+    }
+
+    private func respond(to request: Wire.Request, peer: PeerIdentity) async throws(StorageError) -> Wire.Response.Body {
+        guard let body = request.body else { throw .invalidArgument("a Request needs a body") }
+        switch body {
+        case .getPage(let r):
+            let t = try tenant(r.tenantId)
+            guard let k = r.key else { throw .invalidArgument("GetPage needs a key") }
+            let key = try Self.pageKey(k)
+            let wait: Duration? = r.waitMs == 0 ? nil : .milliseconds(Int(r.waitMs))
+            let (page, lsn) = try await t.getPage(key: key, lsn: r.latest ? nil : Lsn(r.lsn), waitTimeout: wait)
+            return .getPage(Wire.GetPageResponse(page: page, lsn: lsn.rawValue))
+        case .putRecords(let r):
+            let t = try tenant(r.tenantId)
+            var records: [Record] = []
+            records.reserveCapacity(r.records.count)
+            for w in r.records { records.append(try Self.record(w)) }
+            let lsn = try await t.put(records)
+            return .putRecords(Wire.PutRecordsResponse(lastRecordLsn: lsn.rawValue))
+        case .compact(let r):
+            guard isAdmin(peer) else { return denied("Compact") }
+            let result = try await tenant(r.tenantId).compact(forceImageLayers: r.forceImageLayers)
+            return .compact(Wire.CompactResponse(layersCreated: UInt32(result.layersCreated),
+                                                 layersRemoved: UInt32(result.layersRemoved),
+                                                 bytesWritten: UInt64(result.bytesWritten)))
+        case .resetTenant(let r):
+            guard isAdmin(peer) else { return denied("ResetTenant") }
+            let result = try await tenant(r.tenantId).reset(dropCache: r.dropCache)
+            return .resetTenant(Wire.ResetTenantResponse(generation: UInt64(result.generation),
+                                                         filesSwept: UInt32(result.filesSwept)))
+        case .createTenant(let r):
+            guard isAdmin(peer) else { return denied("CreateTenant") }
+            _ = try await manager.create(TenantId(parsing: r.tenantId))
+            return .createTenant(Wire.CreateTenantResponse())
+        case .tenantStatus(let r):
+            let s = try tenant(r.tenantId).status()
+            return .tenantStatus(Wire.TenantStatusResponse(
+                tenantId: s.tenantId.description, state: s.state.name, lastRecordLsn: s.lastRecordLsn.rawValue,
+                diskConsistentLsn: s.diskConsistentLsn.rawValue, generation: UInt64(s.generation),
+                layers: s.layers.map {
+                    Wire.LayerInfo(name: $0.name, isImage: $0.isImage, lsnStart: $0.lsnStart.rawValue,
+                                   lsnEnd: $0.lsnEnd.rawValue, size: UInt64($0.size))
+                },
+                compactionFailures: UInt32(clamping: s.compactionFailures), lastCompactionError: s.lastCompactionError ?? ""))
+        case .listTenants:
+            return .listTenants(Wire.ListTenantsResponse(tenantIds: manager.tenantIds.map(\.description)))
+        case .serverStatus:
+            let c = manager.cache.stats
+            return .serverStatus(Wire.ServerStatusResponse(
+                pageCacheCapacity: UInt64(c.capacity), pageCacheHits: c.hits, pageCacheMisses: c.misses,
+                requests: requestCount.load(ordering: .relaxed),
+                connections: UInt32(clamping: connectionCount.load(ordering: .relaxed)), version: ServerConfig.version))
+        case .configureFailpoints(let r):
+            guard isAdmin(peer) else { return denied("ConfigureFailpoints") }
+            guard config.enableFailpoints else {
+                return .error(Wire.Error(code: .permissionDenied, message: "failpoints are off: start the server with --enable-failpoints"))
+            }
+            // Check all first, so a bad entry changes nothing.
+            let parsed = try r.failpoints.map { f throws(StorageError) -> (String, Failpoints.Action) in
+                guard Failpoints.known.contains(f.name) else { throw .invalidArgument("unknown failpoint '\(f.name)'") }
+                return (f.name, try Failpoints.Action(parsing: f.action))
+            }
+            for (name, action) in parsed { try failpoints.configure(name, action) }
+            return .configureFailpoints(Wire.ConfigureFailpointsResponse())
+        }
+    }
+
+    static func pageKey(_ k: Wire.PageKey) throws(StorageError) -> PageKey {
+        try PageKey(spcOid: k.spcOid, dbOid: k.dbOid, relNumber: k.relNumber, wireFork: k.fork, block: k.block)
+    }
+
+    static func record(_ w: Wire.Record) throws(StorageError) -> Record {
+        guard let k = w.key else { throw .invalidArgument("record at LSN \(w.lsn) has no key") }
+        let key = try pageKey(k)
+        switch w.value {
+        case nil:
+            throw .invalidArgument("record for \(key) at LSN \(w.lsn) has neither image nor delta")
+        case .image(let bytes)?:
+            return Record(key: key, lsn: Lsn(w.lsn), value: .image(bytes))
+        case .delta(let d)?:
+            return Record(key: key, lsn: Lsn(w.lsn), value: .delta(Delta(
+                willInit: d.willInit, patches: d.patches.map { Patch(offset: Int($0.offset), data: $0.data) })))
+        }
+    }
+}

@@ -1,0 +1,139 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import LayerGateStorage
+import LayerGateWire
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// Why the server would not start.
+public enum ServerError: Error, CustomStringConvertible {
+    /// A live server answers on the socket path already.
+    case alreadyRunning(socket: String)
+    case socket(String)
+
+    public var description: String {
+        switch self {
+        case .alreadyRunning(let s): return "another layergated is serving on \(s); refusing to start"
+        case .socket(let s): return s
+        }
+    }
+}
+
+/// `struct ucred` (Glibc hides it behind _GNU_SOURCE): what SO_PEERCRED returns.
+struct PeerCredentials: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = .max
+    var gid: UInt32 = .max
+}
+
+/// layergated: the tenants, their storage and the Unix socket, as a service
+/// whose graceful shutdown stops accepting, lets in-flight requests finish
+/// (within `shutdownGrace`), closes the tenants and removes the socket file.
+public final class Server: Service, Sendable {
+    public let config: ServerConfig
+    let logger: Logger
+    let failpoints: Failpoints
+
+    public init(config: ServerConfig, logger: Logger, failpoints: Failpoints = .shared) {
+        self.config = config
+        self.logger = logger
+        self.failpoints = failpoints
+    }
+
+    public func run() async throws {
+        if config.enableFailpoints { try failpoints.enable() }
+        let cache = PageCache(capacity: max(1, config.pageCacheMiB * 128))
+        let manager = try TenantManager(dataDirectory: config.dataDirectory, config: config.tenant, cache: cache,
+                                        failpoints: failpoints, logger: logger)
+        let tenants = try await manager.loadAll()
+        let dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints)
+        let tracker = InFlightTracker()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel: Channel
+        do {
+            channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker)
+        } catch {
+            await manager.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        logger.info("layergated \(ServerConfig.version) serving", metadata: [
+            "socket": "\(config.socketPath)", "data_dir": "\(config.dataDirectory)",
+            "tenants": "\(tenants.count)", "page_cache_pages": "\(cache.capacity)",
+            "failpoints": "\(config.enableFailpoints ? "enabled" : "off")",
+        ])
+        // Serve until asked to stop (SIGTERM/SIGINT through the service group).
+        try? await gracefulShutdown()
+        logger.info("shutting down: no new connections, finishing in-flight requests")
+        try? await channel.close()
+        let deadline = ContinuousClock.now + config.shutdownGrace
+        while tracker.current > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        if tracker.current > 0 { logger.warning("stopping with \(tracker.current) requests still running") }
+        try? await group.shutdownGracefully()
+        await manager.shutdown()
+        unlink(config.socketPath)
+        logger.info("stopped")
+    }
+
+    private func bind(group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker) async throws -> Channel {
+        let path = config.socketPath
+        if let dir = path.range(of: "/", options: .backwards).map({ String(path[..<$0.lowerBound]) }), !dir.isEmpty {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        if Self.someoneListens(on: path) { throw ServerError.alreadyRunning(socket: path) }
+        let maxFrame = config.maxFrameBytes, maxInFlight = config.maxInFlightPerConnection, logger = self.logger
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                guard let provider = channel as? SocketOptionProvider else {
+                    return channel.eventLoop.makeFailedFuture(ServerError.socket("no socket options on \(channel)"))
+                }
+                let cred: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+                    level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(17 /* SO_PEERCRED */))
+                return cred.flatMapThrowing { c in
+                    let peer = PeerIdentity(uid: c.uid, pid: c.pid)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame)),
+                        MessageToByteHandler(FrameEncoder()),
+                        ConnectionHandler(dispatcher: dispatcher, peer: peer, maxInFlight: maxInFlight, tracker: tracker,
+                                          logger: logger),
+                    ])
+                }
+            }
+        // Bind with a tight umask, then open up to the configured mode.
+        let old = umask(0o177)
+        defer { umask(old) }
+        let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        guard chmod(path, mode_t(config.socketMode)) == 0 else {
+            try? await channel.close()
+            throw ServerError.socket("chmod \(path): errno \(errno)")
+        }
+        return channel
+    }
+
+    /// True when a live server accepts connections on `path` (a stale file does not).
+    static func someoneListens(on path: String) -> Bool {
+        guard access(path, F_OK) == 0 else { return false }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { dst in
+            for (i, b) in bytes.enumerated() { dst[i] = b }
+        }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return ok == 0
+    }
+}

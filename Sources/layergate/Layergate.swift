@@ -1,0 +1,274 @@
+// layergate: the admin CLI for layergated. Every request of the wire
+// protocol, plus `bench`. Human-readable output, `--json` for scripts; the exit
+// status is non-zero on any error, with the server's message.
+import ArgumentParser
+import Foundation
+import LayerGateClient
+import LayerGateWire
+
+@main
+struct Layergate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "layergate",
+        abstract: "Talk to a LayerGate page server.",
+        subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
+                      FailpointCommand.self, Bench.self])
+}
+
+struct GlobalOptions: ParsableArguments {
+    @Option(help: "The server's Unix socket.") var socket = "./.layergate/layergate.sock"
+    @Flag(help: "Print JSON instead of text.") var json = false
+
+    func connect() async throws -> LayerGateClient {
+        do {
+            return try await LayerGateClient.connect(socketPath: socket)
+        } catch {
+            throw CLIError("cannot connect to \(socket): \(error) (is layergated running?)")
+        }
+    }
+
+    /// Runs `body` with a connection, turning server errors into a clear exit.
+    func with<T>(_ body: (LayerGateClient) async throws -> T) async throws -> T {
+        let c = try await connect()
+        do {
+            let r = try await body(c)
+            await c.close()
+            return r
+        } catch let e as ClientError {
+            await c.close()
+            throw CLIError("\(e)")
+        } catch {
+            await c.close()
+            throw error
+        }
+    }
+
+    func printJSON(_ object: Any) {
+        if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
+           let s = String(data: data, encoding: .utf8) { print(s) }
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+struct KeyOptions: ParsableArguments {
+    @Option(help: "Tablespace OID.") var spc: UInt32 = 1663
+    @Option(help: "Database OID.") var db: UInt32 = 5
+    @Option(help: "Relation number.") var rel: UInt32
+    @Option(help: "Fork number.") var fork: UInt32 = 0
+    @Option(help: "Block number.") var block: UInt32
+    var key: Wire.PageKey { Wire.PageKey(spcOid: spc, dbOid: db, relNumber: rel, fork: fork, block: block) }
+}
+
+struct CreateTenant: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a tenant (32 hex digits).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String
+    func run() async throws {
+        try await global.with { try await $0.createTenant(tenant) }
+        if global.json { global.printJSON(["tenant_id": tenant.lowercased()]) } else { print("created tenant \(tenant.lowercased())") }
+    }
+}
+
+struct Tenants: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List tenants.")
+    @OptionGroup var global: GlobalOptions
+    func run() async throws {
+        let ids = try await global.with { try await $0.listTenants() }
+        if global.json { global.printJSON(["tenant_ids": ids]) } else { ids.forEach { print($0) } }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "A tenant's status, or the server's without a tenant.")
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String?
+    func run() async throws {
+        if let tenant {
+            let s = try await global.with { try await $0.tenantStatus(tenant) }
+            if global.json {
+                global.printJSON([
+                    "tenant_id": s.tenantId, "state": s.state, "last_record_lsn": s.lastRecordLsn,
+                    "disk_consistent_lsn": s.diskConsistentLsn, "generation": s.generation,
+                    "compaction_failures": s.compactionFailures, "last_compaction_error": s.lastCompactionError,
+                    "layers": s.layers.map { ["name": $0.name, "is_image": $0.isImage, "lsn_start": $0.lsnStart,
+                                              "lsn_end": $0.lsnEnd, "size": $0.size] as [String: Any] },
+                ])
+                return
+            }
+            print("tenant \(s.tenantId): \(s.state), generation \(s.generation)")
+            print("  last_record_lsn \(s.lastRecordLsn), disk_consistent_lsn \(s.diskConsistentLsn)")
+            print("  \(s.layers.count) layers, \(s.layers.reduce(0) { $0 + $1.size }) bytes; compaction failures \(s.compactionFailures)"
+                  + (s.lastCompactionError.isEmpty ? "" : " (last: \(s.lastCompactionError))"))
+            for l in s.layers { print("    \(l.isImage ? "image" : "delta") \(l.lsnStart)-\(l.lsnEnd) \(l.size) \(l.name)") }
+        } else {
+            let s = try await global.with { try await $0.serverStatus() }
+            if global.json {
+                global.printJSON(["version": s.version, "page_cache_capacity": s.pageCacheCapacity, "page_cache_hits": s.pageCacheHits,
+                                  "page_cache_misses": s.pageCacheMisses, "requests": s.requests, "connections": s.connections])
+                return
+            }
+            print("layergated \(s.version): \(s.connections) connections, \(s.requests) requests")
+            print("  page cache \(s.pageCacheCapacity) pages, \(s.pageCacheHits) hits, \(s.pageCacheMisses) misses")
+        }
+    }
+}
+
+struct Put: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Store records: JSON lines from a file (or -), or --generate N synthetic images.",
+        discussion: """
+        A line: {"key": {"spc_oid": 1663, "db_oid": 5, "rel_number": 1000, "fork": 0, "block": 7}, "lsn": 42,
+                 "image": "<base64 of 8192 bytes>"}
+             or ... "delta": {"will_init": false, "patches": [{"offset": 0, "data": "<base64>"}]}
+        """)
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String
+    @Option(help: "JSON lines file, or - for standard input.") var file: String?
+    @Option(help: "Put N synthetic 8 KiB images (blocks 0..<keys of rel 1000) instead of a file.") var generate: Int?
+    @Option(help: "With --generate: how many distinct blocks.") var keys = 1000
+    @Option(help: "Records per PutRecords request.") var batch = 64
+
+    func run() async throws {
+        guard (file == nil) != (generate == nil) else { throw ValidationError("give either --file or --generate") }
+        let last = try await global.with { c in
+            if let n = generate {
+                var lsn = try await c.tenantStatus(tenant).lastRecordLsn
+                var done = 0
+                let start = Date()
+                while done < n {
+                    let records = (0..<min(batch, n - done)).map { i -> Wire.Record in
+                        lsn += 1
+                        let b = UInt32((done + i) % keys)
+                        var page = [UInt8](repeating: UInt8(truncatingIfNeeded: lsn), count: 8192)
+                        withUnsafeBytes(of: lsn.bigEndian) { page.replaceSubrange(0..<8, with: $0) }
+                        return Wire.Record(key: Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: b), lsn: lsn,
+                                           value: .image(page))
+                    }
+                    lsn = try await c.putRecords(tenant: tenant, records)
+                    done += records.count
+                    if !global.json {
+                        let mib = Double(done) * 8192 / 1048576
+                        FileHandle.standardError.write(String(format: "\rput %d/%d records (%.1f MiB, %.1f MiB/s)", done, n, mib,
+                                                              mib / max(0.001, Date().timeIntervalSince(start))).data(using: .utf8)!)
+                    }
+                }
+                if !global.json { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+                return (lsn, done)
+            }
+            let text: String
+            if file == "-" {
+                text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            } else {
+                text = try String(contentsOfFile: file!, encoding: .utf8)
+            }
+            var records: [Wire.Record] = []
+            for (n, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+                records.append(try Self.parse(line, line: n + 1))
+            }
+            var last: UInt64 = 0
+            for start in stride(from: 0, to: records.count, by: batch) {
+                last = try await c.putRecords(tenant: tenant, Array(records[start..<min(start + batch, records.count)]))
+            }
+            return (last, records.count)
+        }
+        if global.json { global.printJSON(["last_record_lsn": last.0, "records": last.1]) } else {
+            print("stored \(last.1) records; last_record_lsn \(last.0)")
+        }
+    }
+
+    static func parse(_ line: Substring, line n: Int) throws -> Wire.Record {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw CLIError("line \(n): not a JSON object")
+        }
+        func u32(_ d: [String: Any], _ k: String) throws -> UInt32 {
+            guard let v = d[k] as? NSNumber, let u = UInt32(exactly: v.int64Value) else { throw CLIError("line \(n): \(k) must be a u32") }
+            return u
+        }
+        guard let k = obj["key"] as? [String: Any] else { throw CLIError("line \(n): missing key") }
+        let key = Wire.PageKey(spcOid: try u32(k, "spc_oid"), dbOid: try u32(k, "db_oid"), relNumber: try u32(k, "rel_number"),
+                               fork: try u32(k, "fork"), block: try u32(k, "block"))
+        guard let lsn = (obj["lsn"] as? NSNumber)?.uint64Value else { throw CLIError("line \(n): missing lsn") }
+        if let image = obj["image"] as? String {
+            guard let bytes = Data(base64Encoded: image) else { throw CLIError("line \(n): image is not base64") }
+            return Wire.Record(key: key, lsn: lsn, value: .image(Array(bytes)))
+        }
+        guard let d = obj["delta"] as? [String: Any] else { throw CLIError("line \(n): needs image or delta") }
+        let patches = try ((d["patches"] as? [[String: Any]]) ?? []).map { p -> Wire.Patch in
+            guard let data = (p["data"] as? String).flatMap({ Data(base64Encoded: $0) }) else {
+                throw CLIError("line \(n): patch data is not base64")
+            }
+            return Wire.Patch(offset: try u32(p, "offset"), data: Array(data))
+        }
+        return Wire.Record(key: key, lsn: lsn, value: .delta(Wire.DeltaRecord(willInit: (d["will_init"] as? Bool) ?? false,
+                                                                                 patches: patches)))
+    }
+}
+
+struct GetPage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Read a page as of an LSN (or the latest).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String
+    @OptionGroup var key: KeyOptions
+    @Option(help: "LSN to read at (default: the latest).") var lsn: UInt64?
+    @Option(help: "How long (ms) to wait for an LSN not yet ingested (0: the server's default).") var waitMs: UInt32 = 0
+    @Option(name: .shortAndLong, help: "Write the 8192 bytes to this file (- for standard output).") var output: String?
+
+    func run() async throws {
+        let p = try await global.with { try await $0.getPage(tenant: tenant, key: key.key, lsn: lsn, waitMs: waitMs) }
+        if let output {
+            if output == "-" { FileHandle.standardOutput.write(Data(p.page)) } else {
+                try Data(p.page).write(to: URL(fileURLWithPath: output))
+            }
+            return
+        }
+        if global.json {
+            global.printJSON(["lsn": p.lsn, "page": Data(p.page).base64EncodedString()])
+            return
+        }
+        print("page \(key.key.relNumber).\(key.key.fork)#\(key.key.block) at LSN \(p.lsn): \(p.page.count) bytes")
+        for row in stride(from: 0, to: min(64, p.page.count), by: 16) {
+            print(String(format: "  %04x  ", row) + p.page[row..<row + 16].map { String(format: "%02x", $0) }.joined(separator: " "))
+        }
+        print("  …  (\(p.page.filter { $0 != 0 }.count) non-zero bytes)")
+    }
+}
+
+struct Compact: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Flush and compact a tenant now.")
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String
+    @Flag(help: "Write image layers regardless of the threshold.") var forceImageLayers = false
+    func run() async throws {
+        let r = try await global.with { try await $0.compact(tenant: tenant, forceImageLayers: forceImageLayers) }
+        if global.json { global.printJSON(["layers_created": r.layersCreated, "layers_removed": r.layersRemoved, "bytes_written": r.bytesWritten]) }
+        else { print("created \(r.layersCreated) layers, removed \(r.layersRemoved), wrote \(r.bytesWritten) bytes") }
+    }
+}
+
+struct ResetTenant: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Reload a tenant from its index and WAL (sweeping unlisted files).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String
+    @Flag(help: "Also drop its cached pages.") var dropCache = false
+    func run() async throws {
+        let r = try await global.with { try await $0.resetTenant(tenant, dropCache: dropCache) }
+        if global.json { global.printJSON(["generation": r.generation, "files_swept": r.filesSwept]) }
+        else { print("tenant reset: generation \(r.generation), \(r.filesSwept) files swept") }
+    }
+}
+
+struct FailpointCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "failpoint",
+                                                    abstract: "Set a failpoint (server needs --enable-failpoints).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Failpoint name, e.g. compaction-after-first-output.") var name: String
+    @Argument(help: "off, return, exit, sleep(MS) or pause.") var action: String
+    func run() async throws {
+        try await global.with { try await $0.configureFailpoints([Wire.Failpoint(name: name, action: action)]) }
+        if global.json { global.printJSON(["name": name, "action": action]) } else { print("failpoint \(name) = \(action)") }
+    }
+}

@@ -1,0 +1,74 @@
+// layergated: the LayerGate page server. Runs with no flags on DESIGN.md's
+// defaults; SIGTERM or SIGINT shut it down gracefully.
+import ArgumentParser
+import LayerGateServer
+import LayerGateStorage
+import Logging
+import ServiceLifecycle
+
+@main
+struct LayerGated: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "layergated",
+        abstract: "Serve LayerGate tenants' pages over a Unix domain socket.",
+        version: ServerConfig.version)
+
+    @Option(help: "Unix socket path.") var socket = "./.layergate/layergate.sock"
+    @Option(help: "Socket file mode, octal (660 lets a compute-node group connect; admin stays with this uid).")
+    var socketMode = "600"
+    @Option(help: "Where tenants' layer files, indexes and WALs live.") var dataDir = "./.layergate/data"
+    @Option(help: "Page cache size in MiB (8 KiB pages).") var pageCacheMib = 128
+    @Option(help: "In-memory MiB per tenant before a flush to an L0 layer.") var checkpointDistanceMib = 64
+    @Option(help: "L0 layers that trigger an L0→L1 compaction.") var compactionThreshold = 10
+    @Option(help: "Delta layers above the newest image that trigger image layers.") var imageCreationThreshold = 3
+    @Option(help: "Seconds between background compaction runs.") var compactionPeriodS = 20
+    @Option(help: "GC keeps this many MiB of LSN below last_record_lsn readable.") var gcHorizonMib = 64
+    @Option(help: "Default wait (ms) for a GetPage LSN beyond last_record_lsn.") var waitLsnTimeoutMs = 10_000
+    @Option(help: "Largest frame accepted, MiB.") var maxFrameMib = 16
+    @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
+    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+
+    func validate() throws {
+        guard UInt16(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
+            throw ValidationError("--socket-mode must be octal permission bits, like 600 or 660")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
+                          ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
+                          ("--compaction-period-s", compactionPeriodS), ("--max-frame-mib", maxFrameMib)] where v < 1 {
+            throw ValidationError("\(name) must be at least 1")
+        }
+        guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0 else { throw ValidationError("negative durations are not allowed") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "layergated")
+        var config = ServerConfig()
+        config.socketPath = socket
+        config.socketMode = UInt16(socketMode, radix: 8) ?? 0o600
+        config.dataDirectory = dataDir
+        config.pageCacheMiB = pageCacheMib
+        config.maxFrameBytes = maxFrameMib << 20
+        config.enableFailpoints = enableFailpoints
+        config.tenant.checkpointDistanceBytes = checkpointDistanceMib << 20
+        config.tenant.compactionThreshold = compactionThreshold
+        config.tenant.imageCreationThreshold = imageCreationThreshold
+        config.tenant.compactionPeriod = .seconds(compactionPeriodS)
+        config.tenant.gcHorizonLsn = UInt64(gcHorizonMib) << 20
+        config.tenant.waitLsnTimeout = .milliseconds(waitLsnTimeoutMs)
+        let server = Server(config: config, logger: logger)
+        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        do {
+            try await group.run()
+        } catch let e as ServerError {
+            logger.critical("\(e)")
+            throw ExitCode(2)
+        }
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import LayerGateClient
+import LayerGateWire
+import Testing
+
+/// A binary built next to this test bundle.
+func builtExecutable(_ name: String) throws -> URL {
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [dir, dir.deletingLastPathComponent()] {
+        let url = candidate.appendingPathComponent(name)
+        if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+    }
+    throw MissingBinary(name: name)
+}
+
+struct MissingBinary: Error, CustomStringConvertible {
+    var name: String
+    var description: String { "\(name) is not built: run `swift build` first" }
+}
+
+/// A temp directory for one server: socket, data dir, logs. Removed at the end.
+final class ServerDir: @unchecked Sendable {
+    let path: String
+    init() {
+        var t = Array((NSTemporaryDirectory() + "lgsrv-XXXXXX").utf8CString)
+        path = t.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        chmod(path, 0o755)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    var socket: String { path + "/s.sock" }
+    var data: String { path + "/data" }
+}
+
+/// The real layergated as a subprocess.
+final class ServerProcess: @unchecked Sendable {
+    let dir: ServerDir
+    let process = Process()
+    let stderrFile: String
+
+    /// Starts layergated and waits until its socket answers.
+    init(dir: ServerDir, extraArgs: [String] = [], environment: [String: String] = [:]) async throws {
+        self.dir = dir
+        stderrFile = dir.path + "/server-\(UUID().uuidString.prefix(8)).log"
+        _ = FileManager.default.createFile(atPath: stderrFile, contents: nil)
+        process.executableURL = try builtExecutable("layergated")
+        process.arguments = ["--socket", dir.socket, "--data-dir", dir.data, "--page-cache-mib", "16",
+                             "--log-level", "warning"] + extraArgs
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        process.standardError = FileHandle(forWritingAtPath: stderrFile)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if !process.isRunning { throw StartFailure(log: log) }
+            if let c = try? await LayerGateClient.connect(socketPath: dir.socket) {
+                await c.close()
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.terminate()
+        throw StartFailure(log: log)
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+
+    var log: String { (try? String(contentsOfFile: stderrFile, encoding: .utf8)) ?? "" }
+
+    func client() async throws -> LayerGateClient { try await LayerGateClient.connect(socketPath: dir.socket) }
+
+    /// Sends a signal and waits for the exit status.
+    func stop(_ signal: Int32 = SIGTERM) async -> Int32 {
+        kill(process.processIdentifier, signal)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+struct StartFailure: Error, CustomStringConvertible {
+    var log: String
+    var description: String { "layergated did not start:\n\(log)" }
+}
+
+let tenantA = "0123456789abcdef0123456789abcdef"
+
+func wkey(_ block: UInt32) -> Wire.PageKey { Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: block) }
+
+func wpage(_ seed: UInt64) -> [UInt8] {
+    var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    return (0..<8192).map { _ in x ^= x << 13; x ^= x >> 7; x ^= x << 17; return UInt8(truncatingIfNeeded: x) }
+}
+
+func wimage(_ block: UInt32, _ lsn: UInt64) -> Wire.Record {
+    Wire.Record(key: wkey(block), lsn: lsn, value: .image(wpage(UInt64(block) << 32 | lsn)))
+}
+
+/// Expects a call to fail with the server error `code`.
+func expectServerError<T>(_ code: Wire.ErrorCode, _ body: () async throws -> T, sourceLocation: SourceLocation = #_sourceLocation) async {
+    do {
+        _ = try await body()
+        Issue.record("expected \(code.name)", sourceLocation: sourceLocation)
+    } catch let ClientError.server(got, message) {
+        #expect(got == code, "\(message)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(code.name), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+/// A raw socket for sending bytes no well-behaved client would.
+final class RawConnection {
+    let fd: Int32
+    init(_ path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in path.utf8.enumerated() { dst[i] = b } }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard ok == 0 else { throw MissingBinary(name: "socket \(path)") }
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+
+    /// Reads one frame, or nil at end of stream.
+    func readFrame() -> [UInt8]? {
+        guard let header = readExactly(4) else { return nil }
+        let n = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
+        return readExactly(n)
+    }
+
+    /// True when the server has closed the connection.
+    func isClosed() -> Bool { readExactly(1) == nil }
+
+    private func readExactly(_ n: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: n)
+        var got = 0
+        while got < n {
+            let r = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, n - got) }
+            if r <= 0 { return nil }
+            got += r
+        }
+        return out
+    }
+}
