@@ -7,9 +7,11 @@ import NIOCore
 /// never holds up cache hits behind it), and writes responses as they finish,
 /// in any order, each with its request's id.
 ///
-/// Back-pressure: with `maxInFlight` requests running, the handler stops
-/// asking the socket for more bytes until one finishes, so a client that
-/// sends without reading cannot make the server buffer without bound.
+/// Back-pressure: the handler stops asking the socket for more bytes while
+/// `maxInFlight` requests are running or while the channel is not writable
+/// (responses the client has not read fill NIO's write buffer past its high
+/// water mark). So a client that sends without reading cannot make the server
+/// buffer without bound: its own socket buffers fill and its writes block.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -73,16 +75,25 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if context.channel.isActive {
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
         }
-        if readPending && inFlight < maxInFlight {
-            readPending = false
+        resumeReadingIfPossible(context: context)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if inFlight >= maxInFlight || !context.channel.isWritable {
+            readPending = true
+        } else {
             context.read()
         }
     }
 
-    func read(context: ChannelHandlerContext) {
-        if inFlight >= maxInFlight {
-            readPending = true
-        } else {
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resumeReadingIfPossible(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func resumeReadingIfPossible(context: ChannelHandlerContext) {
+        if readPending && inFlight < maxInFlight && context.channel.isWritable {
+            readPending = false
             context.read()
         }
     }

@@ -130,6 +130,12 @@ final class RawConnection {
 
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
 
+    /// Writes without blocking; returns how many bytes went out (0 when the socket is full).
+    func sendNonBlocking(_ bytes: [UInt8]) -> Int {
+        let r = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        return max(0, r)
+    }
+
     /// Reads one frame, or nil at end of stream.
     func readFrame() -> [UInt8]? {
         guard let header = readExactly(4) else { return nil }

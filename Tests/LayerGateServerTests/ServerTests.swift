@@ -119,6 +119,40 @@ struct ServerTests {
         #expect(await server.stop() == 0)
     }
 
+    /// A client that sends requests and never reads: the server stops reading
+    /// from it (its socket fills and writes would block) instead of buffering
+    /// responses without bound, and keeps serving everyone else.
+    @Test func aClientThatNeverReadsIsHeldBack() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        let greedy = try RawConnection(dir.socket)
+        let request = Wire.frame(Wire.encode(Wire.Request(requestId: 1, body: .getPage(
+            Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), lsn: 10)))))
+        var sent = 0, stalls = 0
+        let deadline = ContinuousClock.now + .seconds(20)
+        // Keep sending until the socket stays full: the server has stopped reading.
+        while stalls < 50 && ContinuousClock.now < deadline {
+            let n = greedy.sendNonBlocking(request)
+            if n == 0 {
+                stalls += 1
+                try await Task.sleep(for: .milliseconds(10))
+            } else {
+                stalls = 0
+                sent += n
+            }
+        }
+        #expect(stalls >= 50, "the server kept reading")
+        // Each request asks for 8 KiB; unbounded buffering would have taken every byte we offered.
+        let requests = sent / request.count
+        #expect(requests < 20_000, "\(requests) requests accepted from a client that reads nothing")
+        #expect(try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 10).page == wpage(1 << 32 | 10))
+        await c.close()
+        #expect(await server.stop(SIGKILL) != 0)
+    }
+
     @Test func sigtermFinishesInFlightRequestsAndRemovesTheSocket() async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir)
