@@ -2,7 +2,17 @@
 SWIFT ?= swift
 BENCH_ARGS ?=
 
-.PHONY: test build deps bench proto clean
+.PHONY: run test build deps bench proto clean
+
+# Runs layergated on DESIGN.md's defaults: socket ./.layergate/layergate.sock,
+# data in ./.layergate/data. Stop it with Ctrl-C (graceful shutdown).
+# Talk to it with: .build/release/layergate --help
+run: deps
+	@echo "make: building layergated and layergate (release)"
+	$(SWIFT) build -c release --product layergated
+	$(SWIFT) build -c release --product layergate
+	@echo "make: starting layergated; try: .build/release/layergate create-tenant 0123456789abcdef0123456789abcdef"
+	.build/release/layergated $(RUN_ARGS)
 
 # Everything needed to build: the Swift toolchain (preinstalled on our machines;
 # clang ships with it for the C targets) and the protobuf-c runtime library,

@@ -64,10 +64,11 @@ public final class LayerGateClient: Sendable {
     /// response throws `ClientError.server`.
     public func call(_ body: Wire.Request.Body, authToken: String = "") async throws -> Wire.Response.Body {
         let id = nextId.add(1, ordering: .relaxed).oldValue
-        let promise = channel.eventLoop.makePromise(of: Wire.Response.self)
+        let slot = ResponseSlot(channel.eventLoop.makePromise(of: Wire.Response.self))
+        // A write that fails (the connection is gone) must fail the call, or it would wait forever.
         channel.writeAndFlush(PipelinedResponses.Outgoing(request: Wire.Request(requestId: id, authToken: authToken, body: body),
-                                                          promise: promise), promise: nil)
-        let response = try await promise.futureResult.get()
+                                                          slot: slot)).whenFailure { slot.fail($0) }
+        let response = try await slot.promise.futureResult.get()
         switch response.body {
         case .error(let e)?: throw ClientError.server(code: e.code, message: e.message)
         case let b?: return b
@@ -138,14 +139,14 @@ final class PipelinedResponses: ChannelDuplexHandler {
 
     struct Outgoing {
         var request: Wire.Request
-        var promise: EventLoopPromise<Wire.Response>
+        var slot: ResponseSlot
     }
 
-    private var pending: [UInt64: EventLoopPromise<Wire.Response>] = [:]
+    private var pending: [UInt64: ResponseSlot] = [:]
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let out = unwrapOutboundIn(data)
-        pending[out.request.requestId] = out.promise
+        pending[out.request.requestId] = out.slot
         context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: Wire.encode(out.request))), promise: promise)
     }
 
@@ -178,5 +179,25 @@ final class PipelinedResponses: ChannelDuplexHandler {
         let all = pending
         pending = [:]
         for p in all.values { p.fail(error) }
+    }
+}
+
+/// A call's response promise, completed exactly once whoever gets there
+/// first: the response, a failed write, or the connection closing.
+final class ResponseSlot: Sendable {
+    let promise: EventLoopPromise<Wire.Response>
+    private let done = Mutex(false)
+
+    init(_ promise: EventLoopPromise<Wire.Response>) { self.promise = promise }
+
+    func succeed(_ r: Wire.Response) { if claim() { promise.succeed(r) } }
+    func fail(_ e: Error) { if claim() { promise.fail(e) } }
+
+    private func claim() -> Bool {
+        done.withLock { d in
+            if d { return false }
+            d = true
+            return true
+        }
     }
 }

@@ -13,6 +13,35 @@ struct Layergate: AsyncParsableCommand {
         abstract: "Talk to a LayerGate page server.",
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
                       FailpointCommand.self, Bench.self])
+
+    /// Global options (`--socket`, `--json`) may come before the subcommand
+    /// too (`layergate --socket S status`): move them after it, where each
+    /// subcommand declares them.
+    static func main() async {
+        var args = Array(CommandLine.arguments.dropFirst())
+        var globals: [String] = []
+        while let first = args.first {
+            if first == "--json" || first.hasPrefix("--socket=") {
+                globals.append(args.removeFirst())
+            } else if first == "--socket", args.count >= 2 {
+                globals += args[0...1]
+                args.removeFirst(2)
+            } else {
+                break
+            }
+        }
+        if args.isEmpty { args = globals } else { args.insert(contentsOf: globals, at: 1) }
+        do {
+            var command = try parseAsRoot(args)
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 struct GlobalOptions: ParsableArguments {

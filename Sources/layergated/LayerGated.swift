@@ -22,6 +22,7 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "L0 layers that trigger an L0→L1 compaction.") var compactionThreshold = 10
     @Option(help: "Delta layers above the newest image that trigger image layers.") var imageCreationThreshold = 3
     @Option(help: "Seconds between background compaction runs.") var compactionPeriodS = 20
+    @Option(help: "Compaction splits its output files at about this many MiB.") var compactionTargetMib = 128
     @Option(help: "GC keeps this many MiB of LSN below last_record_lsn readable.") var gcHorizonMib = 64
     @Option(help: "Default wait (ms) for a GetPage LSN beyond last_record_lsn.") var waitLsnTimeoutMs = 10_000
     @Option(help: "Largest frame accepted, MiB.") var maxFrameMib = 16
@@ -35,7 +36,8 @@ struct LayerGated: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
                           ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
-                          ("--compaction-period-s", compactionPeriodS), ("--max-frame-mib", maxFrameMib)] where v < 1 {
+                          ("--compaction-period-s", compactionPeriodS), ("--max-frame-mib", maxFrameMib),
+                          ("--compaction-target-mib", compactionTargetMib)] where v < 1 {
             throw ValidationError("\(name) must be at least 1")
         }
         guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0 else { throw ValidationError("negative durations are not allowed") }
@@ -60,6 +62,7 @@ struct LayerGated: AsyncParsableCommand {
         config.tenant.compactionThreshold = compactionThreshold
         config.tenant.imageCreationThreshold = imageCreationThreshold
         config.tenant.compactionPeriod = .seconds(compactionPeriodS)
+        config.tenant.targetFileBytes = compactionTargetMib << 20
         config.tenant.gcHorizonLsn = UInt64(gcHorizonMib) << 20
         config.tenant.waitLsnTimeout = .milliseconds(waitLsnTimeoutMs)
         let server = Server(config: config, logger: logger)

@@ -1,6 +1,7 @@
 import Foundation
 import LayerGateClient
 import LayerGateWire
+import Synchronization
 import Testing
 
 @Suite("layergated over a real socket", .serialized)
@@ -201,4 +202,146 @@ struct ServerTests {
         let third = try await ServerProcess(dir: dir)
         #expect(await third.stop() == 0)
     }
+}
+
+@Suite("layergated crashes and compaction over the socket", .serialized)
+struct ServerCrashTests {
+    /// SIGKILL during a stream of puts, restart: every acknowledged record reads back.
+    @Test func sigkillDuringPutsThenRestart() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--checkpoint-distance-mib", "1"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        let acked = AckLog()
+        let writer = Task {
+            var lsn: UInt64 = 0
+            while true {
+                lsn += 1
+                do { _ = try await c.putRecords(tenant: tenantA, [wimage(UInt32(lsn % 40), lsn)]) } catch { return }
+                acked.record(lsn)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(700))
+        #expect(await server.stop(SIGKILL) != 0)
+        await writer.value
+        // A call on a connection whose server is gone fails; it does not wait forever.
+        await #expect(throws: (any Error).self) { _ = try await c.listTenants() }
+        await c.close()
+        let last = acked.last
+        #expect(last > 20)
+        let restarted = try await ServerProcess(dir: dir)
+        let r = try await restarted.client()
+        #expect(try await r.tenantStatus(tenantA).lastRecordLsn >= last)
+        for lsn in 1...last {
+            let p = try await r.getPage(tenant: tenantA, key: wkey(UInt32(lsn % 40)), lsn: lsn)
+            #expect(p.page == wpage(UInt64(lsn % 40) << 32 | lsn), "LSN \(lsn)")
+        }
+        await r.close()
+        #expect(await restarted.stop() == 0)
+    }
+
+    /// The stuck-compaction scenario of #3, driven over the socket: the second
+    /// output fails mid-way, the failpoint goes off, the next compaction succeeds.
+    @Test func stuckCompactionScenarioOverTheSocket() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--enable-failpoints", "--compaction-period-s", "3600",
+                                                                   "--compaction-target-mib", "1"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        // 300 keys of 8 KiB make 2.4 MiB per image set: with 1 MiB outputs a compaction writes three.
+        for round in 0..<4 as Range<UInt64> {
+            let records = (0..<300 as Range<UInt32>).map { wimage($0, round * 300 + UInt64($0) + 1) }
+            for start in stride(from: 0, to: records.count, by: 50) {
+                try await c.putRecords(tenant: tenantA, Array(records[start..<start + 50]))
+            }
+            _ = try await c.compact(tenant: tenantA)  // flushes; merges once there are two L0s
+        }
+        try await c.configureFailpoints([Wire.Failpoint(name: "compaction-after-first-output", action: "return")])
+        let more = (0..<300 as Range<UInt32>).map { wimage($0, 1200 + UInt64($0) + 1) }
+        for start in stride(from: 0, to: more.count, by: 50) { try await c.putRecords(tenant: tenantA, Array(more[start..<start + 50])) }
+        await expectServerError(.internal) { try await c.compact(tenant: tenantA, forceImageLayers: true) }
+        let failed = try await c.tenantStatus(tenantA)
+        #expect(failed.compactionFailures == 1 && failed.lastCompactionError.contains("compaction-after-first-output"))
+        try await c.configureFailpoints([Wire.Failpoint(name: "compaction-after-first-output", action: "off")])
+        let ok = try await c.compact(tenant: tenantA, forceImageLayers: true)
+        #expect(ok.layersCreated >= 2)
+        #expect(try await c.tenantStatus(tenantA).compactionFailures == 0)
+        for b in stride(from: 0, to: 300, by: 37) as StrideTo<UInt32> {
+            #expect(try await c.getPage(tenant: tenantA, key: wkey(b)).page == wpage(UInt64(b) << 32 | (1200 + UInt64(b) + 1)))
+        }
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// A failpoint `exit` during compaction, then a restart: pages intact, compaction works.
+    @Test func failpointExitDuringCompactionThenRestart() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--enable-failpoints", "--compaction-period-s", "3600"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        for round in 0..<3 as Range<UInt64> {
+            let records = (0..<100 as Range<UInt32>).map { wimage($0, round * 100 + UInt64($0) + 1) }
+            try await c.putRecords(tenant: tenantA, records)
+            _ = try await c.compact(tenant: tenantA)
+        }
+        try await c.configureFailpoints([Wire.Failpoint(name: "after-layer-publish-before-index", action: "exit")])
+        try await c.putRecords(tenant: tenantA, (0..<100 as Range<UInt32>).map { wimage($0, 300 + UInt64($0) + 1) })
+        await #expect(throws: (any Error).self) { _ = try await c.compact(tenant: tenantA, forceImageLayers: true) }
+        #expect(await server.stop() == 99)  // it died at the failpoint
+        await c.close()
+        let restarted = try await ServerProcess(dir: dir)
+        let r = try await restarted.client()
+        for b in stride(from: 0, to: 100, by: 9) as StrideTo<UInt32> {
+            #expect(try await r.getPage(tenant: tenantA, key: wkey(b)).page == wpage(UInt64(b) << 32 | (300 + UInt64(b) + 1)))
+        }
+        let result = try await r.compact(tenant: tenantA, forceImageLayers: true)
+        #expect(result.layersCreated >= 1)
+        await r.close()
+        #expect(await restarted.stop() == 0)
+    }
+
+    /// Admin requests from another uid get PERMISSION_DENIED (reads still work).
+    @Test func aNonAdminPeerIsDeniedAdminRequests() async throws {
+        guard getuid() == 0 else {
+            print("skipped aNonAdminPeerIsDeniedAdminRequests: needs root to run the CLI as nobody (uid \(getuid()))")
+            return
+        }
+        guard let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            print("skipped aNonAdminPeerIsDeniedAdminRequests: setpriv is not installed")
+            return
+        }
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--socket-mode", "666", "--enable-failpoints"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        let cli = try builtExecutable("layergate").path
+        func asNobody(_ args: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: setpriv)
+            p.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", cli, "--socket", dir.socket] + args
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+        for args in [["create-tenant", "ffffffffffffffffffffffffffffffff"], ["compact", tenantA], ["reset-tenant", tenantA],
+                     ["failpoint", "index-before-rename", "off"]] {
+            let (status, err) = try asNobody(args)
+            #expect(status != 0 && err.contains("PERMISSION_DENIED"), "\(args): \(err)")
+        }
+        let (status, err) = try asNobody(["get-page", tenantA, "--rel", "1000", "--block", "1", "--lsn", "10"])
+        #expect(status == 0, "reads are for everyone who can connect: \(err)")
+        #expect(try await c.listTenants() == [tenantA])
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+}
+
+final class AckLog: Sendable {
+    private let value = Mutex<UInt64>(0)
+    func record(_ lsn: UInt64) { value.withLock { $0 = max($0, lsn) } }
+    var last: UInt64 { value.withLock { $0 } }
 }
