@@ -1,0 +1,57 @@
+import Foundation
+import LayerGateWire
+import Testing
+
+/// Runs the layergate CLI; returns exit status, stdout and stderr.
+func runCLI(_ args: [String], stdin: String? = nil) throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = try builtExecutable("layergate")
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    let input = Pipe()
+    p.standardInput = input
+    try p.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+@Suite("layergate CLI", .serialized)
+struct CLITests {
+    @Test func putFromJSONLinesThenReadBack() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let s = ["--socket", dir.socket]
+        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        let image = Data(wpage(7)).base64EncodedString()
+        let lines = """
+            {"key": {"spc_oid": 1663, "db_oid": 5, "rel_number": 1000, "fork": 0, "block": 7}, "lsn": 10, "image": "\(image)"}
+            {"key": {"spc_oid": 1663, "db_oid": 5, "rel_number": 1000, "fork": 0, "block": 7}, "lsn": 11,
+            """.replacingOccurrences(of: ",\n", with: ", ") + #" "delta": {"will_init": false, "patches": [{"offset": 0, "data": "AAEC"}]}}"#
+        let (status, out, err) = try runCLI(["--socket", dir.socket, "--json", "put", tenantA, "--file", "-"], stdin: lines)
+        #expect(status == 0, "\(err)")
+        #expect(out.contains("\"last_record_lsn\":11") && out.contains("\"records\":2"))
+        let file = dir.path + "/page.bin"
+        #expect(try runCLI(s + ["get-page", tenantA, "--rel", "1000", "--block", "7", "--lsn", "10", "-o", file]).0 == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)) == Data(wpage(7)))
+        var expected = wpage(7)
+        expected.replaceSubrange(0..<3, with: [0, 1, 2])
+        let (_, latest, _) = try runCLI(s + ["--json", "get-page", tenantA, "--rel", "1000", "--block", "7"])
+        #expect(latest.contains("\"lsn\":11") && latest.contains(Data(expected).base64EncodedString().prefix(40)))
+        let (_, status2, _) = try runCLI(s + ["--json", "status", tenantA])
+        #expect(status2.contains("\"state\":\"active\"") && status2.contains("\"last_record_lsn\":11"))
+        // Errors: non-zero exit and the server's message.
+        let (bad, _, message) = try runCLI(s + ["get-page", tenantA, "--rel", "1000", "--block", "8", "--lsn", "10"])
+        #expect(bad != 0 && message.contains("PAGE_NOT_FOUND"))
+        let (bad2, _, message2) = try runCLI(s + ["put", tenantA, "--file", "-"], stdin: "{not json}\n")
+        #expect(bad2 != 0 && message2.contains("line 1"))
+        // --generate with a progress line.
+        let (gen, _, progress) = try runCLI(s + ["put", tenantA, "--generate", "100", "--keys", "10"])
+        #expect(gen == 0 && progress.contains("put 100/100 records"))
+        #expect(await server.stop() == 0)
+    }
+}
