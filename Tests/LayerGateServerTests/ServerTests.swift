@@ -161,6 +161,7 @@ struct ServerTests {
         try await c.createTenant(tenantA)
         try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
         // In flight when SIGTERM arrives: a read that waits 500 ms for an LSN that never comes.
+        let before = try await c.serverStatus().requests
         let waiting = Task { () -> Wire.ErrorCode? in
             do {
                 _ = try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 20, waitMs: 500)
@@ -171,7 +172,10 @@ struct ServerTests {
                 return .unspecified
             }
         }
-        try await Task.sleep(for: .milliseconds(150))
+        // Signal only once the server has the read (the status call itself counts one more).
+        let probe = try await server.client()
+        while try await probe.serverStatus().requests < before + 3 { try await Task.sleep(for: .milliseconds(5)) }
+        await probe.close()
         kill(server.process.processIdentifier, SIGTERM)
         // It is answered (not cut off) before the server exits.
         #expect(await waiting.value == .lsnNotAvailable)

@@ -350,8 +350,11 @@ struct CompactionTests {
         await expectPagesMatch(t, model, lsns: [end - 1])
         _ = try await t.put([image(key(1), end)])
         // Deep in back-off (so the background loop cannot get there first), an explicit compact runs at once.
+        // Holding the compaction lock meanwhile: no background run is half-way when the failpoint goes.
+        await t.compactionLock.lock()
         t.state.withLock { $0.compactionNotBefore = .now + .seconds(600) }
         try f.failpoints.configure("compaction-after-first-output", .off)
+        t.compactionLock.unlock()
         let r = try await t.compact()
         #expect(r.layersCreated >= 1)
         #expect(t.status().compactionFailures == 0)
