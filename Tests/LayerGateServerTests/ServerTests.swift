@@ -116,6 +116,12 @@ struct ServerTests {
         }
         let s = try await c.serverStatus()
         #expect(s.pageCacheHits > 0 && s.pageCacheMisses > 0)
+        // A slow request (waiting 1.5 s for an LSN) does not hold up the hits queued behind it.
+        let slow = Task { try? await c.getPage(tenant: tenantA, key: wkey(1), lsn: 999, waitMs: 1500) }
+        let start = ContinuousClock.now
+        for b in 1...20 as ClosedRange<UInt32> { _ = try await c.getPage(tenant: tenantA, key: wkey(b), lsn: 50) }
+        #expect(ContinuousClock.now - start < .milliseconds(1000), "hits waited behind the slow read")
+        _ = await slow.value
         await c.close()
         #expect(await server.stop() == 0)
     }
