@@ -25,6 +25,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var inFlight = 0
     private var readPending = false
     private var closing = false
+    private var needsFlush = false
 
     init(dispatcher: Dispatcher, peer: PeerIdentity, maxInFlight: Int, tracker: InFlightTracker, logger: Logger) {
         self.dispatcher = dispatcher
@@ -55,6 +56,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
             fail(context: context, code: .invalidArgument, message: "frame does not decode as a layergate.v1.Request")
             return
         }
+        if let response = dispatcher.handleInline(request) {
+            // Served from memory and cached blocks: no task, no hand-off; flushed once per read batch.
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: Wire.encode(response))), promise: nil)
+            needsFlush = true
+            return
+        }
         inFlight += 1
         tracker.started()
         let dispatcher = self.dispatcher, peer = self.peer
@@ -76,6 +83,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
         }
         resumeReadingIfPossible(context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {

@@ -15,7 +15,7 @@ enum ErrorMapping {
         case .lsnNotAvailable: code = .lsnNotAvailable
         case .lsnBelowGcHorizon: code = .lsnBelowGcHorizon
         case .layerExists: code = .layerExists
-        case .corruptLayer, .corruptWal, .corruptIndex, .io, .failpoint, .cancelled: code = .internal
+        case .corruptLayer, .corruptWal, .corruptIndex, .io, .failpoint, .cancelled, .notCached: code = .internal
         }
         return Wire.Error(code: code, message: e.description)
     }

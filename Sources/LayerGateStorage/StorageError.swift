@@ -37,6 +37,9 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case failpoint(String)
     /// The operation was cancelled or the tenant is shutting down.
     case cancelled(String)
+    /// A cached-only read (`Tenant.getPageFromCache`) needed a block from disk.
+    /// Internal: callers fall back to the ordinary read; never sent to a client.
+    case notCached
 
     public var description: String {
         switch self {
@@ -57,6 +60,7 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .io(let op, let p, let e): return "\(op) \(p): \(String(cString: strerror(e))) (errno \(e))"
         case .failpoint(let n): return "failpoint \(n) returned an error"
         case .cancelled(let s): return "cancelled: \(s)"
+        case .notCached: return "the page needs a disk read"
         }
     }
 }

@@ -29,6 +29,25 @@ struct TenantTests {
         await f.manager.shutdown()
     }
 
+    /// The cached-only read the server answers on its event loop: pages from
+    /// memory and cached blocks, nil when a disk read or a wait would be needed.
+    @Test func getPageFromCacheNeverReadsTheDisk() async throws {
+        let f = try await TenantFixture.make(cacheSlots: 64)
+        let t = f.tenant
+        _ = try await t.put([image(key(1), 10), image(key(2), 10)])
+        #expect(try t.getPageFromCache(key: key(1), lsn: Lsn(10))?.page == page(UInt64(1) << 32 | 10))  // in memory
+        #expect(try t.getPageFromCache(key: key(1), lsn: Lsn(11)) == nil)                             // would wait
+        try await t.flush()
+        _ = try await t.reset(dropCache: true)                                                         // nothing cached
+        let before = f.cache.stats
+        #expect(try t.getPageFromCache(key: key(1), lsn: Lsn(10)) == nil)
+        #expect(f.cache.stats.misses == before.misses)  // a peek, not a miss
+        #expect(try await t.getPage(key: key(1), lsn: Lsn(10)).page == page(UInt64(1) << 32 | 10))     // loads the blocks
+        #expect(try t.getPageFromCache(key: key(1), lsn: Lsn(10))?.page == page(UInt64(1) << 32 | 10))
+        #expect(throws: StorageError.pageNotFound(testTenant, key(9), Lsn(10))) { try t.getPageFromCache(key: key(9), lsn: Lsn(10)) }
+        await f.manager.shutdown()
+    }
+
     /// Invariant 8 (storage side): every bad batch is rejected whole and stores nothing.
     @Test func badBatchesAreRejectedWholeAndStoreNothing() async throws {
         let f = try await TenantFixture.make()

@@ -12,10 +12,10 @@ final class Shard: Sendable {
     }
 
     @usableFromInline
-    func pinIfPresent(_ key: BlockKey, memory: SlotMemory) -> Int? {
+    func pinIfPresent(_ key: BlockKey, memory: SlotMemory, countMiss: Bool = true) -> Int? {
         state.withLock { s in
             guard let local = s.map[key] else {
-                s.misses += 1
+                if countMiss { s.misses += 1 }
                 return nil
             }
             s.hits += 1

@@ -98,6 +98,21 @@ public final class PageCache: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` over the block if it is cached; nil (and no I/O, no miss
+    /// counted) when it is not. For callers that must not touch the disk.
+    @inlinable
+    public func withCachedBlock<R>(
+        file: UInt64, block: UInt64, body: (UnsafeRawBufferPointer) throws(StorageError) -> R
+    ) throws(StorageError) -> R? {
+        let key = BlockKey(file: file, block: block)
+        let hit = shardRef(for: key)._withUnsafeGuaranteedRef { shard in
+            memoryRef._withUnsafeGuaranteedRef { shard.pinIfPresent(key, memory: $0, countMiss: false) }
+        }
+        guard let slot = hit else { return nil }
+        defer { memoryRef._withUnsafeGuaranteedRef { $0.unpin(slot) } }
+        return try body(memoryRef._withUnsafeGuaranteedRef { $0.slot(slot) })
+    }
+
     /// True when the block is cached (does not count as a hit).
     public func contains(file: UInt64, block: UInt64) -> Bool {
         let key = BlockKey(file: file, block: block)

@@ -116,6 +116,10 @@ public final class LayerReader: Sendable {
     private func withBlock<R>(_ n: UInt64, isIndex: Bool, _ body: (UnsafeRawBufferPointer) throws(StorageError) -> R)
         throws(StorageError) -> R
     {
+        if ReadMode.cachedOnly {
+            guard let r = try cache.withCachedBlock(file: fileId, block: n, body: body) else { throw .notCached }
+            return r
+        }
         let file = self.file
         let path = self.path
         return try cache.withBlock(

@@ -18,6 +18,30 @@ extension Tenant {
         return (page, lsn)
     }
 
+    /// GetPage without waiting and without disk I/O: the page when it can be
+    /// built from memory and cached blocks alone; nil when it needs a disk read
+    /// or an LSN not yet ingested (then use `getPage`). Errors are the same as
+    /// `getPage`'s (unknown page, GC horizon, tenant state).
+    public func getPageFromCache(key: PageKey, lsn requested: Lsn?) throws(StorageError) -> (page: [UInt8], lsn: Lsn)? {
+        let snap = try snapshot()
+        let lsn = requested ?? snap.lastRecordLsn
+        guard lsn <= snap.lastRecordLsn else { return nil }
+        guard lsn >= snap.gcCutoff else { throw .lsnBelowGcHorizon(id, requested: lsn, cutoff: snap.gcCutoff) }
+        let result = ReadMode.$cachedOnly.withValue(true) { () -> Result<[UInt8]?, StorageError> in
+            do throws(StorageError) {
+                return .success(try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers))
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch result {
+        case .success(let page?): return (page, lsn)
+        case .success(nil): throw .pageNotFound(id, key, lsn)
+        case .failure(.notCached): return nil
+        case .failure(let e): throw e
+        }
+    }
+
     private struct Snapshot {
         var lastRecordLsn: Lsn
         var gcCutoff: Lsn
