@@ -83,6 +83,21 @@ struct ModelTests {
             let b = bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress, n) }
             #expect(a == b)
         }
+        // Every length around the 3-lane chunk (6144 bytes) and its multiples, and odd tails.
+        var lengths = Array(0..<80) + [6143, 6144, 6145, 6151, 8191, 8192, 12287, 12288, 12296, 18433, 20000]
+        lengths += (0..<40).map { _ in Int.random(in: 0...30_000, using: &rng) }
+        for n in lengths {
+            let bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let seed = UInt32.random(in: 0...UInt32.max, using: &rng)
+            let a = bytes.withUnsafeBytes { lg_crc32c(seed, $0.baseAddress, n) }
+            let b = bytes.withUnsafeBytes { lg_crc32c_portable(seed, $0.baseAddress, n) }
+            #expect(a == b, "length \(n)")
+            // combine(crc(A), crc(B), |B|) == crc(A || B)
+            let cut = n / 3
+            let ca = bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress, cut) }
+            let cb = bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress! + cut, n - cut) }
+            #expect(lg_crc32c_combine(ca, cb, n - cut) == bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress, n) })
+        }
         // The standard check value of CRC-32C.
         #expect(Checksum.crc32c(Array("123456789".utf8)) == 0xE306_9283)
     }

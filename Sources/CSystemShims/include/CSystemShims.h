@@ -13,6 +13,10 @@ int lg_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const c
 /// Uses the SSE4.2 instruction when the CPU has it, a table otherwise.
 uint32_t lg_crc32c(uint32_t crc, const void *data, size_t length);
 
+/// CRC-32C of `a` followed by `b`, from the CRC of each and the length of `b`
+/// (as zlib's crc32_combine). Exposed so tests can check the shift arithmetic.
+uint32_t lg_crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t length_b);
+
 /// The table implementation, exposed so tests can check both agree.
 uint32_t lg_crc32c_portable(uint32_t crc, const void *data, size_t length);
 
