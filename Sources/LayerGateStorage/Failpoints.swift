@@ -84,8 +84,6 @@ public final class Failpoints: Sendable {
         }
     }
 
-    public var isEnabled: Bool { state.withLock { $0.enabled } }
-
     public func configure(_ name: String, _ action: Action) throws(StorageError) {
         guard Self.known.contains(name) else { throw .invalidArgument("unknown failpoint '\(name)'") }
         let ok = state.withLock { s -> Bool in
@@ -96,14 +94,6 @@ public final class Failpoints: Sendable {
             return true
         }
         guard ok else { throw .invalidArgument("failpoints are not enabled") }
-    }
-
-    public func reset() {
-        state.withLock { s in
-            s.actions = [:]
-            s.pausedGeneration += 1
-        }
-        anyActive.store(false, ordering: .releasing)
     }
 
     /// Called at a failpoint. Blocks the calling thread for `sleep` and `pause`,
