@@ -11,7 +11,9 @@ struct ModelTests {
         #expect(try TenantId(parsing: id.description) == id)
     }
 
-    @Test(arguments: ["", "0123", "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcdef0", " 123456789abcdef0123456789abcdef"])
+    @Test(arguments: ["", "0123", "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcdef0", " 123456789abcdef0123456789abcdef",
+                       // 32 UTF-8 bytes, the middle inside a two-byte character.
+                       "0123456é89abcdef0123456789abcde", String(repeating: "é", count: 16), "0x23456789abcdef0123456789abcdef"])
     func tenantIdRejectsMalformed(_ text: String) {
         #expect(throws: StorageError.invalidTenantId(text)) { try TenantId(parsing: text) }
     }

@@ -33,9 +33,16 @@ enum Hex {
         return out
     }
 
+    /// Exactly `count` (≤ 16) hex digits as a number; nil on anything else.
+    /// Allocates nothing: tenant ids are parsed this way on every GetPage.
     static func parseUInt64(_ text: Substring, digits count: Int) -> UInt64? {
-        guard let bytes = decode(text, byteCount: count / 2), count % 2 == 0 else { return nil }
-        return bytes.reduce(0) { $0 << 8 | UInt64($1) }
+        guard count <= 16, text.utf8.count == count else { return nil }
+        var v: UInt64 = 0
+        for c in text.utf8 {
+            guard let n = nibble(c) else { return nil }
+            v = v << 4 | UInt64(n)
+        }
+        return v
     }
 
     private static func nibble(_ c: UInt8) -> UInt8? {

@@ -11,11 +11,14 @@ public struct TenantId: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// Parses 32 hex digits; anything else is `StorageError.invalidTenantId`.
     public init(parsing text: String) throws(StorageError) {
-        guard let bytes = Hex.decode(Substring(text), byteCount: 16) else {
+        let all = Substring(text)
+        guard all.utf8.count == 32 else { throw .invalidTenantId(text) }
+        let middle = all.utf8.index(all.startIndex, offsetBy: 16)
+        guard let high = Hex.parseUInt64(all[..<middle], digits: 16), let low = Hex.parseUInt64(all[middle...], digits: 16) else {
             throw .invalidTenantId(text)
         }
-        high = bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
-        low = bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+        self.high = high
+        self.low = low
     }
 
     public var description: String { Hex.fixed(high, digits: 16) + Hex.fixed(low, digits: 16) }
