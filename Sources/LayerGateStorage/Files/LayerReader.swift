@@ -41,7 +41,7 @@ public final class LayerReader: Sendable {
         guard size >= 2 * LayerFormat.blockSize, size % LayerFormat.blockSize == 0 else {
             throw .corruptLayer(file: path, reason: "size \(size) is not a whole number of 8 KiB blocks (truncated?)")
         }
-        let block0 = try Self.readBlock(file, 0)
+        let block0 = try file.read(count: LayerFormat.blockSize, at: 0)
         let summary: LayerSummary
         switch block0.withUnsafeBytes({ LayerSummary.decode($0) }) {
         case .success(let s): summary = s
@@ -65,15 +65,8 @@ public final class LayerReader: Sendable {
               summary.valueCount <= summary.indexBlockCount * UInt64(LayerFormat.entriesPerIndexBlock)
         else { throw .corruptLayer(file: path, reason: "summary offsets are inconsistent with the file") }
         // Fences: one per index block, read once at open (a few bytes per 200 values).
-        var fenceArea = [UInt8](repeating: 0, count: Int(summary.fenceBlockCount) * LayerFormat.blockSize)
-        var failure: StorageError?
-        let f = file
-        fenceArea.withUnsafeMutableBytes { buf in
-            do throws(StorageError) {
-                try f.read(into: buf, at: Int(summary.fenceStartBlock) * LayerFormat.blockSize)
-            } catch { failure = error }
-        }
-        if let failure { throw failure }
+        let fenceArea = try file.read(count: Int(summary.fenceBlockCount) * LayerFormat.blockSize,
+                                      at: Int(summary.fenceStartBlock) * LayerFormat.blockSize)
         let fenceCount = fenceArea.withUnsafeBytes { b in b.load(fromByteOffset: 4, as: UInt32.self).bigEndian }
         let fenceBytes = Int(fenceCount) * LayerFormat.fenceSize
         guard UInt64(fenceCount) == summary.indexBlockCount, 8 + fenceBytes <= fenceArea.count else {
@@ -101,16 +94,6 @@ public final class LayerReader: Sendable {
     }
 
     public func deleteWhenUnused() { deleteOnDeinit.store(true, ordering: .releasing) }
-
-    private static func readBlock(_ file: RawFile, _ n: Int) throws(StorageError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: LayerFormat.blockSize)
-        var failure: StorageError?
-        out.withUnsafeMutableBytes { buf in
-            do throws(StorageError) { try file.read(into: buf, at: n * LayerFormat.blockSize) } catch { failure = error }
-        }
-        if let failure { throw failure }
-        return out
-    }
 
     /// Runs `body` over block `n` through the page cache.
     private func withBlock<R>(_ n: UInt64, isIndex: Bool, _ body: (UnsafeRawBufferPointer) throws(StorageError) -> R)

@@ -64,18 +64,20 @@ final class RawFile: @unchecked Sendable {
         }
     }
 
-    func readAll() throws(StorageError) -> [UInt8] {
-        let n = try size()
-        var out = [UInt8](repeating: 0, count: n)
-        if n > 0 {
-            var failure: StorageError?
-            out.withUnsafeMutableBytes { buf in
-                do throws(StorageError) { try read(into: buf, at: 0) } catch { failure = error }
-            }
-            if let failure { throw failure }
+    /// Exactly `count` bytes at `offset`, as a new array.
+    func read(count: Int, at offset: Int) throws(StorageError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        // withUnsafeMutableBytes rethrows untyped errors: carry the typed one out.
+        var failure: StorageError?
+        out.withUnsafeMutableBytes { buf in
+            do throws(StorageError) { try read(into: buf, at: offset) } catch { failure = error }
         }
+        if let failure { throw failure }
         return out
     }
+
+    func readAll() throws(StorageError) -> [UInt8] { try read(count: try size(), at: 0) }
 
     func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         var done = 0
