@@ -26,7 +26,7 @@ deps:
 	fi
 	@echo "make: protobuf-c $$(pkg-config --modversion libprotobuf-c)"
 
-# Regenerates Sources/CLayerGateProto from Protocol/layergate.proto (installs protoc-c if missing).
+# Regenerates Protocol/c (the protoc-c output) from Protocol/layergate.proto (installs protoc-c if missing).
 proto:
 	scripts/gen-proto.sh
 

@@ -30,9 +30,11 @@ let package = Package(
             providers: [.apt(["libprotobuf-c-dev"])]
         ),
         // protoc-c output for Protocol/layergate.proto (scripts/gen-proto.sh; never edited by hand).
+        // It lives in Protocol/c so that the Swift server and the C client compile the same files.
         .target(
             name: "CLayerGateProto",
             dependencies: ["CProtobufC"],
+            path: "Protocol/c",
             cSettings: [.unsafeFlags(["-Wno-missing-braces"])]
         ),
         // Swift values for every wire message, their protobuf-c conversion, and the frame codec.
