@@ -1,0 +1,87 @@
+/* Internals of liblayergate, shared by its source files; not installed. */
+#ifndef LAYERGATE_INTERNAL_H
+#define LAYERGATE_INTERNAL_H
+
+#include "layergate.h"
+#include "layergate.pb-c.h"
+
+#include <stdarg.h>
+
+typedef Layergate__V1__Request Request;
+typedef Layergate__V1__Response Response;
+
+/*
+ * A bump allocator handed to protobuf-c: a request's scratch structs and an
+ * answer's unpacked message live here until the next reset, so a GetPage in
+ * steady state calls malloc not at all.
+ */
+typedef struct lg_arena_chunk lg_arena_chunk;
+typedef struct lg_arena {
+    unsigned char *base;
+    size_t used, cap;
+    lg_arena_chunk *overflow;   /* extra chunks since the last reset */
+    size_t overflow_bytes;
+    bool failed;                /* an allocation failed since the last reset */
+    ProtobufCAllocator allocator;
+} lg_arena;
+
+bool lg__arena_init(lg_arena *a, size_t cap);
+void lg__arena_reset(lg_arena *a);
+void lg__arena_free(lg_arena *a);
+void *lg__arena_alloc(lg_arena *a, size_t size);
+
+/* A growable byte buffer: bytes [start, end) are pending. */
+typedef struct lg_buf {
+    unsigned char *data;
+    size_t start, end, cap;
+} lg_buf;
+
+struct lg_conn {
+    int fd;                   /* -1 when closed */
+    int timeout_ms;           /* < 0: no limit */
+    uint32_t wait_lsn_ms;
+    uint64_t next_id;
+    lg_status last_status;
+    int server_code;
+    char message[512];
+    char closed_reason[200];  /* why fd is -1, for later calls' messages */
+    lg_buf out;               /* frames not yet written */
+    lg_buf in;                /* bytes read, not yet a whole frame */
+    lg_arena arena;
+};
+
+/*
+ * One exchange: requests with ids [first_id, first_id + count) are queued in
+ * conn->out; lg__exchange writes them while it reads answers and passes each
+ * answer for one of those ids to on_answer (others are late answers to
+ * timed-out calls, and are dropped). on_answer returns true when the answer
+ * completes request `index` (false for a second answer to the same index).
+ * refill, when set, may queue more requests whenever conn->out runs low.
+ */
+typedef struct lg_exchange {
+    uint64_t first_id;
+    size_t count;
+    size_t answered;
+    bool (*on_answer)(lg_conn *conn, void *ctx, size_t index, const Response *r);
+    lg_status (*refill)(lg_conn *conn, void *ctx);
+    void *ctx;
+} lg_exchange;
+
+lg_status lg__exchange(lg_conn *conn, lg_exchange *x);
+
+/* Appends one frame (length + packed request) to conn->out. */
+lg_status lg__queue(lg_conn *conn, Request *req);
+
+/* Records the outcome of a call: status, message (printf-style), server code. */
+lg_status lg__fail(lg_conn *conn, lg_status status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+lg_status lg__ok(lg_conn *conn);
+/* Starts a call: clears the last error and checks the connection is usable. */
+lg_status lg__begin(lg_conn *conn);
+/* The status for a server Error, with its message recorded on the connection. */
+lg_status lg__server_error(lg_conn *conn, const Layergate__V1__Error *e, const char *context);
+lg_status lg__status_for_code(int code);
+
+/* One request, one answer: queue req, exchange, check the answer's body case. */
+lg_status lg__call(lg_conn *conn, Request *req, Layergate__V1__Response__BodyCase expected, const Response **answer);
+
+#endif

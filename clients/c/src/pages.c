@@ -1,0 +1,123 @@
+/* GetPage, one at a time or pipelined: both are one exchange over a run of request ids. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define PENDING ((lg_status)-1)
+/* Requests queued ahead of the socket; more are encoded as these drain. */
+#define QUEUE_AHEAD_BYTES ((size_t)256 << 10)
+
+typedef struct reads_ctx {
+    const char *tenant_id;
+    lg_page_read *reads;
+    size_t count, queued;
+    size_t first_failed;   /* lowest index that failed so far; count when none */
+    bool batch;            /* name the read in messages */
+} reads_ctx;
+
+static lg_status queue_read(lg_conn *c, reads_ctx *x) {
+    const lg_page_read *rd = &x->reads[x->queued];
+    Layergate__V1__PageKey key;
+    layergate__v1__page_key__init(&key);
+    key.spc_oid = rd->key.spc_oid, key.db_oid = rd->key.db_oid, key.rel_number = rd->key.rel_number;
+    key.fork = rd->key.fork, key.block = rd->key.block;
+    Layergate__V1__GetPageRequest get;
+    layergate__v1__get_page_request__init(&get);
+    get.tenant_id = (char *)x->tenant_id;  /* protobuf-c's field is not const; packing only reads it */
+    get.key = &key;
+    if (rd->lsn == LG_LSN_LATEST) get.latest = 1;
+    else get.lsn = rd->lsn;
+    get.wait_ms = c->wait_lsn_ms;
+    Request req;
+    layergate__v1__request__init(&req);
+    req.request_id = c->next_id++;
+    req.body_case = LAYERGATE__V1__REQUEST__BODY_GET_PAGE;
+    req.get_page = &get;
+    lg_status s = lg__queue(c, &req);
+    if (s == LG_OK) x->queued++;
+    return s;
+}
+
+static lg_status refill(lg_conn *c, void *ctx) {
+    reads_ctx *x = ctx;
+    while (x->queued < x->count && c->out.end - c->out.start < QUEUE_AHEAD_BYTES) {
+        lg_status s = queue_read(c, x);
+        if (s != LG_OK) return s;
+    }
+    return LG_OK;
+}
+
+static void note_failure(lg_conn *c, reads_ctx *x, size_t i, const Response *r) {
+    lg_page_read *rd = &x->reads[i];
+    if (i >= x->first_failed) return;  /* the message stays with the first failed read */
+    x->first_failed = i;
+    char context[64] = "";
+    if (x->batch) snprintf(context, sizeof context, "read %zu of %zu: ", i, x->count);
+    if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR) lg__server_error(c, r->error, context);
+    else if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_GET_PAGE)
+        lg__fail(c, rd->status, "%sthe server sent a page of %zu bytes, not %d", context, r->get_page->page.len, LG_PAGE_SIZE);
+    else lg__fail(c, rd->status, "%sthe server answered a GetPage with body %d", context, (int)r->body_case);
+}
+
+static bool page_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
+    reads_ctx *x = ctx;
+    lg_page_read *rd = &x->reads[i];
+    if (rd->status != PENDING) return false;
+    if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_GET_PAGE && r->get_page->page.len == LG_PAGE_SIZE) {
+        memcpy(rd->page, r->get_page->page.data, LG_PAGE_SIZE);
+        rd->read_lsn = r->get_page->lsn;
+        rd->status = LG_OK;
+        return true;
+    }
+    rd->status = r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR ? lg__status_for_code((int)r->error->code)
+                                                                      : LG_PROTOCOL_ERROR;
+    note_failure(c, x, i, r);
+    return true;
+}
+
+static lg_status read_pages(lg_conn *c, const char *tenant_id, lg_page_read *reads, size_t count, bool batch) {
+    lg_status s = lg__begin(c);
+    if (s != LG_OK) return s;
+    if (tenant_id == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "tenant id is NULL");
+    if (count > 0 && reads == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "reads is NULL");
+    for (size_t i = 0; i < count; i++) {
+        if (reads[i].page == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "read %zu of %zu: page buffer is NULL", i, count);
+        reads[i].status = PENDING;
+        reads[i].read_lsn = 0;
+    }
+    if (count == 0) return lg__ok(c);
+    reads_ctx ctx = {.tenant_id = tenant_id, .reads = reads, .count = count, .first_failed = count, .batch = batch};
+    lg_exchange x = {.first_id = c->next_id, .count = count, .on_answer = page_answer, .refill = refill, .ctx = &ctx};
+    s = lg__exchange(c, &x);
+    if (s != LG_OK) {
+        for (size_t i = 0; i < count; i++)
+            if (reads[i].status == PENDING) reads[i].status = s;
+        c->next_id = x.first_id + count;  /* ids of requests never sent are not reused */
+        return s;
+    }
+    if (ctx.first_failed < count) {
+        c->last_status = reads[ctx.first_failed].status;
+        return c->last_status;
+    }
+    return lg__ok(c);
+}
+
+lg_status lg_get_pages(lg_conn *c, const char *tenant_id, lg_page_read *reads, size_t count) {
+    return read_pages(c, tenant_id, reads, count, true);
+}
+
+lg_status lg_get_page(lg_conn *c, const char *tenant_id, lg_page_key key, uint64_t lsn, void *page, size_t page_len,
+                      uint64_t *read_lsn) {
+    if (page == NULL || page_len < LG_PAGE_SIZE) {
+        lg_status s = lg__begin(c);
+        if (s != LG_OK) return s;
+        return lg__fail(c, LG_INVALID_ARGUMENT, "page buffer is %s%zu bytes; a page needs %d", page ? "" : "NULL, ",
+                        page ? page_len : 0, LG_PAGE_SIZE);
+    }
+    /* page_answer copies into the caller's buffer only on success. */
+    lg_page_read one = {.key = key, .lsn = lsn, .page = page};
+    lg_status s = read_pages(c, tenant_id, &one, 1, false);
+    if (s == LG_OK && read_lsn != NULL) *read_lsn = one.read_lsn;
+    return s;
+}
