@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BENCH_ARGS ?=
 
-.PHONY: run test build deps bench proto clean
+.PHONY: run test build deps bench proto testdata c-client clean
 
 # Runs layergated on DESIGN.md's defaults: socket ./.layergate/layergate.sock,
 # data in ./.layergate/data. Stop it with Ctrl-C (graceful shutdown).
@@ -25,21 +25,35 @@ deps:
 		apt-get update -qq && apt-get install -y -qq libprotobuf-c-dev pkg-config >/dev/null; \
 	fi
 	@echo "make: protobuf-c $$(pkg-config --modversion libprotobuf-c)"
+	@command -v cc >/dev/null || { echo "make: installing a C compiler for clients/c (apt-get install gcc)"; \
+		apt-get update -qq && apt-get install -y -qq gcc >/dev/null; }
 
 # Regenerates Protocol/c (the protoc-c output) from Protocol/layergate.proto (installs protoc-c if missing).
 proto:
 	scripts/gen-proto.sh
 
+# Re-encodes the wire test vectors (Protocol/testdata/*.txtpb -> .bin) with protoc's encoder.
+testdata:
+	scripts/gen-testdata.sh
+
+# The C client library, its example and its bench (clients/c/build).
+c-client: deps
+	$(MAKE) -C clients/c
+
 build: deps
 	$(SWIFT) build
 
 # Builds every target (the crash tests need the layergate-testhelper binary), then
-# runs every test: unit, model-based, and the subprocess crash tests.
+# runs every test: unit, model-based, the subprocess crash tests, the server
+# integration tests, and the C client's tests (under valgrind) against the
+# layergated just built.
 test: deps
 	@echo "make: building all targets and tests"
 	$(SWIFT) build --build-tests
-	@echo "make: running the test suite"
+	@echo "make: running the Swift test suite"
 	$(SWIFT) test --skip-build
+	@echo "make: building and testing the C client (clients/c)"
+	$(MAKE) -C clients/c test LAYERGATED=$(CURDIR)/.build/debug/layergated
 
 # Release-built storage measurements (not a test); see README.
 bench: deps
@@ -48,3 +62,4 @@ bench: deps
 
 clean:
 	rm -rf .build
+	$(MAKE) -C clients/c clean

@@ -229,6 +229,37 @@ static void test_batch(lg_conn *c) {
     CHECK(reads[0].status == LG_TENANT_NOT_FOUND && reads[2].status == LG_TENANT_NOT_FOUND, "each read failed");
 }
 
+/* The example program, run as a reader would run it, against this server. */
+static const char *server_socket;
+
+static void test_example_program(lg_conn *c) {
+    (void)c;
+    const char *prog = getenv("COMPUTE_NODE");
+    if (prog == NULL) { printf("  skipped: COMPUTE_NODE is not set\n"); return; }
+    char cmd[1024], line[128];
+    snprintf(cmd, sizeof cmd, "%s --socket %s --lsn 1099 %s 1663 5 3000 1000 10 2>&1", prog, server_socket, T);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    while (p != NULL && fgets(line, sizeof line, p) != NULL) {
+        unsigned char page[LG_PAGE_SIZE];
+        fill_page(page, 1000 + (uint32_t)n);
+        uint32_t sum = 0;
+        for (int k = 0; k < LG_PAGE_SIZE; k++) sum = sum * 31 + page[k];
+        char want[64];
+        snprintf(want, sizeof want, "block %d: %08x\n", 1000 + n, sum);
+        CHECK(strcmp(line, want) == 0, "line %d: %s", n, line);
+        n++;
+    }
+    int status = p ? pclose(p) : -1;
+    CHECK(n == 10 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "%d lines, status %#x", n, status);
+    snprintf(cmd, sizeof cmd, "%s --socket %s %s 1663 5 3000 1000 1 2>&1", prog, server_socket, UNKNOWN);
+    p = popen(cmd, "r");
+    bool said = false;
+    while (p != NULL && fgets(line, sizeof line, p) != NULL) said |= strstr(line, "TENANT_NOT_FOUND") != NULL;
+    status = p ? pclose(p) : -1;
+    CHECK(said && WIFEXITED(status) && WEXITSTATUS(status) == 1, "an unknown tenant: status %#x", status);
+}
+
 static void test_compact_status_reset(lg_conn *c) {
     lg_tenant_info before, after;
     EXPECT(c, lg_tenant_status(c, T, &before), LG_OK);
@@ -320,6 +351,7 @@ static void test_server_gone_mid_request(void) {
     test_server s = {0};
     if (!server_start(&s)) { CHECK(0, "server start"); server_cleanup(&s); return; }
     lg_conn *c = connect_or_die(&s);
+    lg_conn *idle = connect_or_die(&s);  /* open while the server dies; its next call writes to a dead peer */
     EXPECT(c, lg_create_tenant(c, T), LG_OK);
     EXPECT(c, lg_configure_failpoint(c, "wal-before-fsync", "exit"), LG_OK);
     unsigned char image[LG_PAGE_SIZE];
@@ -333,6 +365,9 @@ static void test_server_gone_mid_request(void) {
     EXPECT(c, lg_get_page(c, T, key(1), 1, page, sizeof page, NULL), LG_CONNECTION_CLOSED);
     CHECK(strstr(lg_errmsg(c), "connection is closed") != NULL, "later calls say why: %s", lg_errmsg(c));
     lg_close(c);
+    /* No SIGPIPE (SIG_DFL here would kill the test): the write fails, or the read sees the close. */
+    EXPECT(idle, lg_get_page(idle, T, key(1), 1, page, sizeof page, NULL), LG_CONNECTION_CLOSED);
+    lg_close(idle);
     lg_conn *d;
     EXPECT(d, lg_connect(s.socket, 1000, &d), LG_CONNECT_FAILED);
     lg_close(d);
@@ -400,6 +435,7 @@ int main(void) {
         {"put records and get pages", test_put_and_get},
         {"put records errors", test_put_errors},
         {"pipelined batch of 1,000", test_batch},
+        {"examples/compute_node", test_example_program},
         {"compact, tenant status, reset", test_compact_status_reset},
         {"server status and failpoints", test_server_status_and_failpoints},
         {"timeout, then the connection is usable", test_timeout_then_usable},
@@ -415,6 +451,7 @@ int main(void) {
         server_cleanup(&s);
         return 1;
     }
+    server_socket = s.socket;
     lg_conn *c = connect_or_die(&s);
     for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
         int before = failures;
