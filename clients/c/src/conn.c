@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,26 +114,32 @@ lg_status lg_connect(const char *path, int timeout_ms, lg_conn **out) {
                         sizeof addr.sun_path - 1);
     memcpy(addr.sun_path, path, len + 1);
 
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* A blocking connect: on a Unix socket it only waits while the server's accept backlog is full,
+     * and SO_SNDTIMEO bounds that wait (EAGAIN when it runs out). A non-blocking connect would
+     * answer EAGAIN at once, with no connection in progress to poll for. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return lg__fail(c, LG_IO_ERROR, "socket: %s", strerror(errno));
     int64_t deadline = deadline_after(c->timeout_ms);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        int err = errno;
-        if (err == EAGAIN || err == EINPROGRESS) {  /* the server's backlog is full: wait for it */
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            int n;
-            do n = poll(&p, 1, remaining_ms(deadline)); while (n < 0 && errno == EINTR);
-            socklen_t sl = sizeof err;
-            if (n == 0) err = ETIMEDOUT;
-            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0) err = errno;
-        }
-        if (err != 0) {
-            close(fd);
-            if (err == ETIMEDOUT)
-                return lg__fail(c, LG_TIMEOUT, "connecting to %s: no answer within %d ms", path, c->timeout_ms);
-            return lg__fail(c, LG_CONNECT_FAILED, "connecting to %s: %s%s", path, strerror(err),
-                            err == ENOENT || err == ECONNREFUSED ? " (is layergated running on that socket?)" : "");
-        }
+    int rc, err = 0;
+    do {
+        int left = remaining_ms(deadline);
+        if (left == 0) { rc = -1, errno = EAGAIN; break; }
+        struct timeval tv = {.tv_sec = left > 0 ? left / 1000 : 0, .tv_usec = left > 0 ? (left % 1000) * 1000 : 0};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0 && errno == EISCONN) rc = 0;  /* an interrupted attempt that had completed */
+    if (rc < 0) err = errno;
+    struct timeval none = {0};
+    if (rc == 0 && (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none) < 0 ||
+                    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0))
+        err = errno;
+    if (err != 0) {
+        close(fd);
+        if (err == EAGAIN || err == EINPROGRESS)
+            return lg__fail(c, LG_TIMEOUT, "connecting to %s: the server did not accept within %d ms", path, c->timeout_ms);
+        return lg__fail(c, LG_CONNECT_FAILED, "connecting to %s: %s%s", path, strerror(err),
+                        err == ENOENT || err == ECONNREFUSED ? " (is layergated running on that socket?)" : "");
     }
     c->fd = fd;
     return lg__ok(c);

@@ -1,0 +1,273 @@
+/*
+ * Answers from a peer that is not a well-behaved layergated: the client trusts
+ * nothing it reads. A scripted peer on a temp socket reads the client's request
+ * frames and sends bytes written out by hand from the protobuf rules (so these
+ * are also independent of the library's own decoding). Run under valgrind.
+ */
+#define _GNU_SOURCE
+#include "layergate.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static int failures, checks;
+
+#define CHECK(cond, ...)                                                  \
+    do {                                                                  \
+        checks++;                                                         \
+        if (!(cond)) {                                                    \
+            failures++;                                                   \
+            printf("  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);      \
+            printf(__VA_ARGS__);                                          \
+            printf("\n");                                                 \
+        }                                                                 \
+    } while (0)
+
+static const char *T = "0123456789abcdef0123456789abcdef";
+
+/* What the peer does on its one connection: read `frames` request frames, send `reply`, then maybe close. */
+typedef struct peer {
+    char dir[64], path[128];
+    int listener;
+    int frames;
+    unsigned char reply[1 << 16];
+    size_t reply_len;
+    bool close_after;
+    bool hold_open;     /* keep the connection until the client closes it */
+    pthread_t thread;
+} peer;
+
+static bool read_full(int fd, unsigned char *buf, size_t n) {
+    while (n > 0) {
+        ssize_t r = read(fd, buf, n);
+        if (r <= 0) return false;
+        buf += r, n -= (size_t)r;
+    }
+    return true;
+}
+
+static void *peer_main(void *arg) {
+    peer *p = arg;
+    int fd = accept(p->listener, NULL, NULL);
+    if (fd < 0) return NULL;
+    for (int i = 0; i < p->frames; i++) {
+        unsigned char len[4], body[1 << 16];
+        if (!read_full(fd, len, 4)) break;
+        size_t n = (size_t)len[0] << 24 | (size_t)len[1] << 16 | (size_t)len[2] << 8 | len[3];
+        if (n > sizeof body || !read_full(fd, body, n)) break;
+    }
+    if (p->reply_len > 0 && write(fd, p->reply, p->reply_len) != (ssize_t)p->reply_len) perror("peer write");
+    if (p->hold_open) {
+        unsigned char sink[4096];
+        while (read(fd, sink, sizeof sink) > 0) {}
+    }
+    close(fd);
+    return NULL;
+}
+
+static void peer_start(peer *p) {
+    snprintf(p->dir, sizeof p->dir, "/tmp/lgc-peer-XXXXXX");
+    if (mkdtemp(p->dir) == NULL) { perror("mkdtemp"); exit(1); }
+    snprintf(p->path, sizeof p->path, "%s/peer.sock", p->dir);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    memcpy(a.sun_path, p->path, strlen(p->path) + 1);
+    p->listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (bind(p->listener, (struct sockaddr *)&a, sizeof a) < 0 || listen(p->listener, 4) < 0) { perror("listen"); exit(1); }
+    pthread_create(&p->thread, NULL, peer_main, p);
+}
+
+static void peer_stop(peer *p) {
+    pthread_join(p->thread, NULL);
+    close(p->listener);
+    unlink(p->path);
+    rmdir(p->dir);
+}
+
+/* Appends a frame: 4-byte big-endian length, then the body. */
+static void frame(peer *p, const unsigned char *body, size_t n) {
+    if (p->reply_len + 4 + n > sizeof p->reply) { printf("test bug: the peer's script is too long\n"); exit(1); }
+    unsigned char *o = p->reply + p->reply_len;
+    o[0] = (unsigned char)(n >> 24), o[1] = (unsigned char)(n >> 16), o[2] = (unsigned char)(n >> 8), o[3] = (unsigned char)n;
+    memcpy(o + 4, body, n);
+    p->reply_len += 4 + n;
+}
+
+/* Response{request_id = id, get_page = {page = `len` bytes of `fill`, lsn = 5}} */
+static void page_answer(peer *p, unsigned id, size_t len, unsigned char fill) {
+    unsigned char b[9000];
+    size_t inner = 3 + len + 2, n = 0;  /* 0a <len varint (2 bytes)> page, 10 05 */
+    b[n++] = 0x08, b[n++] = (unsigned char)id;
+    b[n++] = 0x52;  /* field 10, length-delimited */
+    b[n++] = (unsigned char)(inner | 0x80), b[n++] = (unsigned char)(inner >> 7);
+    b[n++] = 0x0a, b[n++] = (unsigned char)(len | 0x80), b[n++] = (unsigned char)(len >> 7);
+    memset(b + n, fill, len), n += len;
+    b[n++] = 0x10, b[n++] = 0x05;
+    frame(p, b, n);
+}
+
+static lg_conn *connect_to(peer *p, int timeout_ms) {
+    lg_conn *c;
+    lg_status s = lg_connect(p->path, timeout_ms, &c);
+    CHECK(s == LG_OK, "connect: %s", lg_errmsg(c));
+    return c;
+}
+
+static unsigned char page[LG_PAGE_SIZE];
+static const lg_page_key K = {.rel_number = 1};
+
+static void garbage_frame(void) {
+    peer p = {.frames = 1, .hold_open = true};
+    frame(&p, (const unsigned char[]){0xFF, 0xFF, 0xFF}, 3);
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    lg_status s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_PROTOCOL_ERROR && strstr(lg_errmsg(c), "not a Response"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_CONNECTION_CLOSED, "a stream that failed to decode is not read again: %s", lg_status_name(s));
+    lg_close(c);
+    peer_stop(&p);
+}
+
+static void oversized_frame(void) {
+    peer p = {.frames = 1, .hold_open = true};
+    memcpy(p.reply, (const unsigned char[]){0x7F, 0xFF, 0xFF, 0xFF}, 4);
+    p.reply_len = 4;
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    lg_status s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_PROTOCOL_ERROR && strstr(lg_errmsg(c), "2147483647"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&p);
+}
+
+/* The peer answers all four after the first request: later calls find theirs already read. */
+static void wrong_answers(void) {
+    peer p = {.frames = 1, .hold_open = true};
+    frame(&p, (const unsigned char[]){0x08, 0x01, 0x72, 0x00}, 4);                  /* id 1: a CreateTenantResponse */
+    page_answer(&p, 2, 100, 0xAB);                                                   /* id 2: a 100-byte page */
+    frame(&p, (const unsigned char[]){0x08, 0x03, 0x12, 0x04, 0x08, 0x63, 0x12, 0x00}, 8);  /* id 3: error code 99 */
+    page_answer(&p, 4, LG_PAGE_SIZE, 0x5A);                                          /* id 4: fine */
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    memset(page, 0xEE, sizeof page);
+    lg_status s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_PROTOCOL_ERROR && page[0] == 0xEE, "wrong body: %s: %s", lg_status_name(s), lg_errmsg(c));
+    s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_PROTOCOL_ERROR && strstr(lg_errmsg(c), "100 bytes") && page[0] == 0xEE, "short page: %s: %s",
+          lg_status_name(s), lg_errmsg(c));
+    s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_UNKNOWN_SERVER_ERROR && lg_server_code(c) == 99 && strstr(lg_errmsg(c), "ERROR_CODE_99"),
+          "unknown code: %s: %s (%d)", lg_status_name(s), lg_errmsg(c), lg_server_code(c));
+    uint64_t lsn = 0;
+    s = lg_get_page(c, T, K, 1, page, sizeof page, &lsn);
+    CHECK(s == LG_OK && page[0] == 0x5A && page[LG_PAGE_SIZE - 1] == 0x5A && lsn == 5, "then a good page: %s: %s",
+          lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&p);
+}
+
+/* Answers in any order, one for an id never asked, one twice: each read gets its own page. */
+static void batch_out_of_order(void) {
+    peer p = {.frames = 3, .hold_open = true};
+    page_answer(&p, 77, LG_PAGE_SIZE, 0x77);
+    page_answer(&p, 3, LG_PAGE_SIZE, 0x33);
+    page_answer(&p, 1, LG_PAGE_SIZE, 0x11);
+    page_answer(&p, 3, LG_PAGE_SIZE, 0x99);  /* a second answer for id 3 changes nothing */
+    page_answer(&p, 2, LG_PAGE_SIZE, 0x22);
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    static unsigned char pages[3][LG_PAGE_SIZE];
+    lg_page_read reads[3];
+    for (int i = 0; i < 3; i++) reads[i] = (lg_page_read){.key = K, .lsn = 1, .page = pages[i]};
+    lg_status s = lg_get_pages(c, T, reads, 3);
+    CHECK(s == LG_OK && pages[0][0] == 0x11 && pages[1][0] == 0x22 && pages[2][8191] == 0x33, "%s: %s, %02x %02x %02x",
+          lg_status_name(s), lg_errmsg(c), pages[0][0], pages[1][0], pages[2][8191]);
+    lg_close(c);
+    peer_stop(&p);
+}
+
+/* request id 0 carries an error for the whole stream (FRAME_TOO_LARGE): every waiting read gets it; then closed. */
+static void connection_level_error(void) {
+    peer p = {.frames = 2, .close_after = true};
+    frame(&p, (const unsigned char[]){0x12, 0x05, 0x08, 0x08, 0x12, 0x01, 0x78}, 7);
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    static unsigned char pages[2][LG_PAGE_SIZE];
+    lg_page_read reads[2] = {{.key = K, .lsn = 1, .page = pages[0]}, {.key = K, .lsn = 1, .page = pages[1]}};
+    lg_status s = lg_get_pages(c, T, reads, 2);
+    CHECK(s == LG_FRAME_TOO_LARGE && reads[0].status == LG_FRAME_TOO_LARGE && reads[1].status == LG_FRAME_TOO_LARGE &&
+          strstr(lg_errmsg(c), "FRAME_TOO_LARGE: x"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_CONNECTION_CLOSED && strstr(lg_errmsg(c), "rejected"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&p);
+}
+
+/* Half a frame, then the peer closes: CONNECTION_CLOSED, not a hang or a read past the end. */
+static void torn_frame_then_close(void) {
+    peer p = {.frames = 1, .close_after = true};
+    page_answer(&p, 1, LG_PAGE_SIZE, 0x44);
+    p.reply_len -= 5000;
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    lg_status s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_CONNECTION_CLOSED && strstr(lg_errmsg(c), "0 of 1"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&p);
+}
+
+/* A listener whose accept backlog is full: lg_connect waits for its timeout, then says so. */
+static void connect_timeout(void) {
+    char dir[] = "/tmp/lgc-backlog-XXXXXX";
+    if (mkdtemp(dir) == NULL) { CHECK(0, "mkdtemp"); return; }
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s/full.sock", dir);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 0) == 0, "listen");
+    int fillers[4], n = 0;
+    for (; n < 4; n++) {  /* fill the backlog: connects that nobody accepts */
+        fillers[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (connect(fillers[n], (struct sockaddr *)&a, sizeof a) < 0) { close(fillers[n]); break; }
+    }
+    CHECK(n >= 1 && n < 4, "backlog filled after %d connects", n);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    lg_conn *c;
+    lg_status s = lg_connect(a.sun_path, 300, &c);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK(s == LG_TIMEOUT && took >= 0.25 && took < 5 && strstr(lg_errmsg(c), "300 ms"), "%s after %.3f s: %s",
+          lg_status_name(s), took, lg_errmsg(c));
+    lg_close(c);
+    for (int i = 0; i < n; i++) close(fillers[i]);
+    close(l);
+    unlink(a.sun_path);
+    rmdir(dir);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct { const char *name; void (*run)(void); } tests[] = {
+        {"a frame that is not a Response", garbage_frame},
+        {"an oversized frame length", oversized_frame},
+        {"wrong body, short page, unknown error code, then a good page", wrong_answers},
+        {"a batch answered out of order, with a stray and a repeated id", batch_out_of_order},
+        {"an error for the whole connection (request id 0)", connection_level_error},
+        {"a torn frame, then the peer closes", torn_frame_then_close},
+        {"connect to a full accept backlog times out", connect_timeout},
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int before = failures;
+        tests[i].run();
+        printf("%s %s\n", failures == before ? "ok  " : "FAIL", tests[i].name);
+    }
+    printf("test_peer: %d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
