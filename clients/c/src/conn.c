@@ -40,6 +40,7 @@ static int remaining_ms(int64_t deadline) {
 static void close_fd(lg_conn *c, const char *why) {
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
+    c->write_closed = false;
     c->out.start = c->out.end = 0;
     c->in.start = c->in.end = 0;
     snprintf(c->closed_reason, sizeof c->closed_reason, "%s", why);
@@ -179,10 +180,15 @@ static lg_status write_some(lg_conn *c) {
         if (n > 0) { c->out.start += (size_t)n; continue; }
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return LG_OK;
+        if (errno == EPIPE || errno == ECONNRESET) {
+            /* The server has closed its end, perhaps after saying why (FRAME_TOO_LARGE): stop writing
+             * and read what it sent; the end of the stream then ends the call. */
+            c->out.start = c->out.end = 0;
+            c->write_closed = true;
+            return LG_OK;
+        }
         int err = errno;
-        close_fd(c, "the server went away while a request was being sent");
-        if (err == EPIPE || err == ECONNRESET)
-            return lg__fail(c, LG_CONNECTION_CLOSED, "the server closed the connection while a request was being sent");
+        close_fd(c, "a write failed");
         return lg__fail(c, LG_IO_ERROR, "send: %s", strerror(err));
     }
     c->out.start = c->out.end = 0;  /* a fresh buffer starts at a frame boundary (see the timeout rule) */
@@ -258,7 +264,7 @@ lg_status lg__exchange(lg_conn *c, lg_exchange *x) {
         if (s != LG_OK || x->answered == x->count) return s;
         if (c->fd < 0) return lg__fail(c, LG_CONNECTION_CLOSED, "connection is closed: %s", c->closed_reason);
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        if (c->out.start < c->out.end) p.events |= POLLOUT;
+        if (c->out.start < c->out.end && !c->write_closed) p.events |= POLLOUT;
         int wait = remaining_ms(deadline);
         int n = wait == 0 ? 0 : poll(&p, 1, wait);
         if (n < 0 && errno == EINTR) continue;

@@ -38,6 +38,7 @@ typedef struct lg_buf {
 
 struct lg_conn {
     int fd;                   /* -1 when closed */
+    bool write_closed;        /* the server stopped reading: only its last answers are left to read */
     int timeout_ms;           /* < 0: no limit */
     uint32_t wait_lsn_ms;
     uint64_t next_id;

@@ -41,6 +41,7 @@ static int failures, checks;
 
 static const char *T = "c0ffee00000000000000000000000001";
 static const char *UNKNOWN = "c0ffee000000000000000000000000ff";
+static const char *server_socket;  /* the shared server's, for tests that open their own connection */
 
 static lg_page_key key(uint32_t block) { return (lg_page_key){.spc_oid = 1663, .db_oid = 5, .rel_number = 3000, .block = block}; }
 
@@ -187,6 +188,25 @@ static void test_put_errors(lg_conn *c) {
     CHECK(info.last_record_lsn == 12, "nothing stored: last_record_lsn %llu", (unsigned long long)info.last_record_lsn);
 }
 
+/* A PutRecords over the server's 16 MiB frame limit: the server says FRAME_TOO_LARGE and closes; the
+ * client, still writing, must report that answer rather than a broken pipe. */
+static void test_frame_too_large(lg_conn *shared) {
+    (void)shared;
+    lg_conn *c;
+    EXPECT(c, lg_connect(server_socket, 10000, &c), LG_OK);
+    enum { COUNT = 2100 };  /* 2,100 images: about 17.3 MB */
+    static unsigned char image[LG_PAGE_SIZE];
+    lg_record *recs = calloc(COUNT, sizeof *recs);
+    for (int i = 0; recs != NULL && i < COUNT; i++)
+        recs[i] = (lg_record){.key = key(50000 + (uint32_t)i), .lsn = 90000 + (uint64_t)i, .image = image, .image_len = LG_PAGE_SIZE};
+    EXPECT(c, recs ? lg_put_records(c, T, recs, COUNT, NULL) : LG_OUT_OF_MEMORY, LG_FRAME_TOO_LARGE);
+    CHECK(lg_server_code(c) == 8, "the server's code: %d (%s)", lg_server_code(c), lg_errmsg(c));
+    unsigned char page[LG_PAGE_SIZE];
+    EXPECT(c, lg_get_page(c, T, key(1), 10, page, sizeof page, NULL), LG_CONNECTION_CLOSED);
+    free(recs);
+    lg_close(c);
+}
+
 /* 1,000 pages in, then one pipelined batch of 1,000 reads, checked byte for byte. */
 static void test_batch(lg_conn *c) {
     enum { N = 1000 };
@@ -244,7 +264,6 @@ static void test_batch(lg_conn *c) {
 }
 
 /* The example program, run as a reader would run it, against this server. */
-static const char *server_socket;
 
 static void test_example_program(lg_conn *c) {
     (void)c;
@@ -449,6 +468,7 @@ int main(void) {
         {"put records and get pages", test_put_and_get},
         {"put records errors", test_put_errors},
         {"pipelined batch of 1,000", test_batch},
+        {"a request over the frame limit", test_frame_too_large},
         {"examples/compute_node", test_example_program},
         {"compact, tenant status, reset", test_compact_status_reset},
         {"server status and failpoints", test_server_status_and_failpoints},
