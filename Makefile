@@ -52,6 +52,8 @@ test: deps
 	$(SWIFT) build --build-tests
 	@echo "make: running the Swift test suite"
 	$(SWIFT) test --skip-build
+	@if command -v protoc-c >/dev/null; then scripts/gen-testdata.sh --check; \
+		else echo "make: protoc-c not installed: not re-checking Protocol/testdata/*.bin against the .txtpb (make testdata installs it)"; fi
 	@echo "make: building and testing the C client (clients/c)"
 	$(MAKE) -C clients/c test LAYERGATED=$(CURDIR)/.build/debug/layergated
 
