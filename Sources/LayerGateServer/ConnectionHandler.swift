@@ -58,7 +58,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         if let response = dispatcher.handleInline(request) {
             // Served from memory and cached blocks: no task, no hand-off; flushed once per read batch.
-            context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: Wire.encode(response))), promise: nil)
+            context.write(wrapOutboundOut(responseFrame(response, allocator: context.channel.allocator)), promise: nil)
             needsFlush = true
             return
         }
@@ -68,19 +68,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         Task {
             let response = await dispatcher.handle(request, peer: peer)
-            let bytes = Wire.encode(response)
+            let frame = responseFrame(response, allocator: ByteBufferAllocator())
             bound.eventLoop.execute {
                 let (handler, context) = bound.value
-                handler.finished(context: context, bytes: bytes)
+                handler.finished(context: context, frame: frame)
             }
         }
     }
 
-    private func finished(context: ChannelHandlerContext, bytes: [UInt8]) {
+    private func finished(context: ChannelHandlerContext, frame: ByteBuffer) {
         inFlight -= 1
         tracker.finished()
         if context.channel.isActive {
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         }
         resumeReadingIfPossible(context: context)
     }
@@ -127,9 +127,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func fail(context: ChannelHandlerContext, code: Wire.ErrorCode, message: String) {
         guard !closing else { return }
         closing = true
-        let bytes = Wire.encode(Wire.Response(requestId: 0, body: .error(Wire.Error(code: code, message: message))))
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(bytes: bytes))).whenComplete { _ in
+        let response = Wire.Response(requestId: 0, body: .error(Wire.Error(code: code, message: message)))
+        context.writeAndFlush(wrapOutboundOut(responseFrame(response, allocator: channel.allocator))).whenComplete { _ in
             channel.close(promise: nil)
         }
     }
@@ -144,3 +144,12 @@ final class InFlightTracker: Sendable {
 }
 
 import Synchronization
+
+/// A response as one frame (length prefix included: the pipeline has no frame encoder on the way out).
+private func responseFrame(_ response: Wire.Response, allocator: ByteBufferAllocator) -> ByteBuffer {
+    var isPage = false
+    if case .getPage? = response.body { isPage = true }
+    var buffer = allocator.buffer(capacity: isPage ? 8192 + 32 : 256)
+    Wire.writeFrame(response, into: &buffer)
+    return buffer
+}

@@ -101,7 +101,6 @@ public final class Server: Service, Sendable {
                     let peer = PeerIdentity(uid: c.uid, pid: c.pid)
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame)),
-                        MessageToByteHandler(FrameEncoder()),
                         ConnectionHandler(dispatcher: dispatcher, peer: peer, maxInFlight: maxInFlight, tracker: tracker,
                                           logger: logger),
                     ])

@@ -132,6 +132,35 @@ extension Wire {
     // MARK: Response
 
     public static func encode(_ response: Response) -> [UInt8] {
+        withCResponse(response) { m in
+            let size = layergate__v1__response__get_packed_size(m)
+            return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+                n = layergate__v1__response__pack(m, buf.baseAddress)
+            }
+        }
+    }
+
+    /// Calls `body` with the protobuf-c form of `response`, valid only during the call.
+    /// A GetPage answer (the hot path) is built on the stack around the page's own
+    /// storage: no allocation, and the page is copied once, by `pack`.
+    static func withCResponse<R>(_ response: Response, _ body: (UnsafePointer<Layergate__V1__Response>) -> R) -> R {
+        if case .getPage(let r)? = response.body {
+            var message = Layergate__V1__Response()
+            layergate__v1__response__init(&message)
+            var getPage = Layergate__V1__GetPageResponse()
+            layergate__v1__get_page_response__init(&getPage)
+            return r.page.withUnsafeBufferPointer { page in
+                // protobuf-c's field is not const; packing only reads it.
+                getPage.page = ProtobufCBinaryData(len: page.count, data: UnsafeMutablePointer(mutating: page.baseAddress))
+                getPage.lsn = r.lsn
+                return withUnsafeMutablePointer(to: &getPage) { getPagePointer in
+                    message.request_id = response.requestId
+                    message.body_case = LAYERGATE__V1__RESPONSE__BODY_GET_PAGE
+                    message.get_page = getPagePointer
+                    return withUnsafePointer(to: &message) { body($0) }
+                }
+            }
+        }
         let a = CArena()
         let m = a.message(Layergate__V1__Response.self) { layergate__v1__response__init($0) }
         m.pointee.request_id = response.requestId
@@ -144,12 +173,8 @@ extension Wire {
             p.pointee.message = a.string(e.message)
             m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_ERROR
             m.pointee.error = p
-        case .getPage(let r)?:
-            let p = a.message(Layergate__V1__GetPageResponse.self) { layergate__v1__get_page_response__init($0) }
-            p.pointee.page = a.bytes(r.page)
-            p.pointee.lsn = r.lsn
-            m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_GET_PAGE
-            m.pointee.get_page = p
+        case .getPage?:
+            preconditionFailure("GetPage answers are built on the stack above")
         case .putRecords(let r)?:
             let p = a.message(Layergate__V1__PutRecordsResponse.self) { layergate__v1__put_records_response__init($0) }
             p.pointee.last_record_lsn = r.lastRecordLsn
@@ -218,10 +243,7 @@ extension Wire {
                 layergate__v1__configure_failpoints_response__init($0)
             }
         }
-        let size = layergate__v1__response__get_packed_size(m)
-        return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
-            n = layergate__v1__response__pack(m, buf.baseAddress)
-        }
+        return withExtendedLifetime(a) { body(m) }
     }
 
     public static func decodeResponse(_ bytes: UnsafeRawBufferPointer) throws(DecodeError) -> Response {

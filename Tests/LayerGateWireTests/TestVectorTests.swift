@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Testing
 
 @testable import LayerGateWire
@@ -60,5 +61,27 @@ struct TestVectorTests {
         #expect(Set(0...11).isSubset(of: Set(codes.map(Int.init))), "\(codes.sorted())")
         #expect(codes.contains { $0 > 11 }, "a code this version does not define")
         #expect(sawEmptyBody.request && sawEmptyBody.response && sawFullPage)
+    }
+}
+
+@Suite("Response frames written straight into a ByteBuffer")
+struct ResponseFrameTests {
+    /// The server's write path (`writeFrame`) must produce exactly the frame of `encode`:
+    /// the GetPage answer takes its own stack-built route there, every other body the arena's.
+    @Test(arguments: TestVectors.names("response"))
+    func writeFrameMatchesEncode(_ name: String) throws {
+        let response = try Wire.decodeResponse(TestVectors.bytes(name))
+        var buffer = ByteBufferAllocator().buffer(capacity: 16)
+        buffer.writeString("x")  // after other bytes, as in a buffer that already holds frames
+        Wire.writeFrame(response, into: &buffer)
+        #expect(buffer.readString(length: 1) == "x")
+        #expect(buffer.readBytes(length: buffer.readableBytes) == Wire.frame(Wire.encode(response)), "\(name)")
+    }
+
+    @Test func anEmptyPageStillFrames() {
+        let response = Wire.Response(requestId: 9, body: .getPage(Wire.GetPageResponse(page: [], lsn: 3)))
+        var buffer = ByteBufferAllocator().buffer(capacity: 0)
+        Wire.writeFrame(response, into: &buffer)
+        #expect(buffer.readBytes(length: buffer.readableBytes) == Wire.frame([0x08, 0x09, 0x52, 0x02, 0x10, 0x03]))
     }
 }

@@ -1,0 +1,17 @@
+import CLayerGateProto
+import NIOCore
+
+extension Wire {
+    /// Appends `response` as a whole frame (4-byte big-endian length, then the
+    /// packed message) to `buffer`, packing straight into its storage: the
+    /// server's write path makes no intermediate array.
+    public static func writeFrame(_ response: Response, into buffer: inout ByteBuffer) {
+        withCResponse(response) { m in
+            let size = layergate__v1__response__get_packed_size(m)
+            buffer.writeInteger(UInt32(truncatingIfNeeded: size), endianness: .big)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+                layergate__v1__response__pack(m, out.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+    }
+}
