@@ -293,6 +293,44 @@ static void test_example_program(lg_conn *c) {
     CHECK(said && WIFEXITED(status) && WEXITSTATUS(status) == 1, "an unknown tenant: status %#x", status);
 }
 
+/* The header's thread rule: a connection per thread, used at the same time, with no global state between them. */
+struct reader { int index; int bad; lg_status failed; };
+
+static void *read_in_thread(void *arg) {
+    struct reader *r = arg;
+    lg_conn *c;
+    if ((r->failed = lg_connect(server_socket, 10000, &c)) != LG_OK) { lg_close(c); return NULL; }
+    static _Thread_local unsigned char pages[16][LG_PAGE_SIZE];
+    unsigned char want[LG_PAGE_SIZE];
+    for (int round = 0; round < 30 && r->failed == LG_OK; round++) {
+        lg_page_read reads[16];
+        for (int i = 0; i < 16; i++)
+            reads[i] = (lg_page_read){.key = key(1000 + (uint32_t)((r->index * 97 + round * 16 + i) % 1000)), .lsn = LG_LSN_LATEST, .page = pages[i]};
+        r->failed = lg_get_pages(c, T, reads, 16);
+        for (int i = 0; i < 16 && r->failed == LG_OK; i++) {
+            fill_page(want, reads[i].key.block);
+            r->bad += memcmp(pages[i], want, LG_PAGE_SIZE) != 0;
+        }
+    }
+    lg_close(c);
+    return NULL;
+}
+
+static void test_threads(lg_conn *c) {
+    (void)c;
+    enum { THREADS = 4 };
+    pthread_t t[THREADS];
+    struct reader r[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        r[i] = (struct reader){.index = i};
+        pthread_create(&t[i], NULL, read_in_thread, &r[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(r[i].failed == LG_OK && r[i].bad == 0, "thread %d: %s, %d wrong pages", i, lg_status_name(r[i].failed), r[i].bad);
+    }
+}
+
 static void test_compact_status_reset(lg_conn *c) {
     lg_tenant_info before, after;
     EXPECT(c, lg_tenant_status(c, T, &before), LG_OK);
@@ -469,6 +507,7 @@ int main(void) {
         {"put records errors", test_put_errors},
         {"pipelined batch of 1,000", test_batch},
         {"a request over the frame limit", test_frame_too_large},
+        {"four threads, a connection each", test_threads},
         {"examples/compute_node", test_example_program},
         {"compact, tenant status, reset", test_compact_status_reset},
         {"server status and failpoints", test_server_status_and_failpoints},
