@@ -46,6 +46,8 @@ extern "C" {
 #define LG_API
 #endif
 
+#define LAYERGATE_VERSION "0.1.0"   /* this library's version (the Makefile reads it from here) */
+
 #define LG_PAGE_SIZE 8192            /* bytes in a page, and in an image record */
 #define LG_TENANT_ID_LEN 32          /* hex digits in a tenant id (not counting the NUL) */
 #define LG_LSN_LATEST UINT64_MAX     /* as an LSN: read at the tenant's last_record_lsn */
