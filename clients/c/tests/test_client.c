@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "layergate.h"
+#include "check.h"
 #include "server.h"
 
 #include <pthread.h>
@@ -18,19 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                             \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            failures++;                                                              \
-            printf("  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                 \
-            printf(__VA_ARGS__);                                                     \
-            printf("\n");                                                            \
-        }                                                                            \
-    } while (0)
-
 /* A call's status must be `want`; prints the connection's message otherwise. */
 #define EXPECT(conn, call, want)                                                                        \
     do {                                                                                                \
@@ -42,6 +30,8 @@ static int failures, checks;
 static const char *T = "c0ffee00000000000000000000000001";
 static const char *UNKNOWN = "c0ffee000000000000000000000000ff";
 static const char *server_socket;  /* the shared server's, for tests that open their own connection */
+static test_server shared_server;
+static lg_conn *shared;            /* the connection most tests share, in order */
 
 static lg_page_key key(uint32_t block) { return (lg_page_key){.spc_oid = 1663, .db_oid = 5, .rel_number = 3000, .block = block}; }
 
@@ -95,7 +85,8 @@ static void test_connect_errors(void) {
     CHECK(strcmp(lg_errmsg(NULL), "out of memory") == 0, "lg_errmsg(NULL)");
 }
 
-static void test_create_tenant(lg_conn *c) {
+static void test_create_tenant(void) {
+    lg_conn *c = shared;
     EXPECT(c, lg_create_tenant(c, T), LG_OK);
     CHECK(strcmp(lg_errmsg(c), "") == 0 && lg_last_status(c) == LG_OK, "no message after success");
     EXPECT(c, lg_create_tenant(c, T), LG_TENANT_EXISTS);
@@ -108,7 +99,8 @@ static void test_create_tenant(lg_conn *c) {
 }
 
 /* Records: an image of block 1 at LSN 10, a patch on it at 11, a will_init delta of block 2 at 12. */
-static void test_put_and_get(lg_conn *c) {
+static void test_put_and_get(void) {
+    lg_conn *c = shared;
     unsigned char image[LG_PAGE_SIZE], page[LG_PAGE_SIZE], want[LG_PAGE_SIZE];
     fill_page(image, 1);
     const char hello[] = "hello", tail[] = "Z";
@@ -158,7 +150,8 @@ static void test_put_and_get(lg_conn *c) {
 }
 
 /* Each bad PutRecords is rejected whole; the connection and the data stay as they were. */
-static void test_put_errors(lg_conn *c) {
+static void test_put_errors(void) {
+    lg_conn *c = shared;
     unsigned char image[LG_PAGE_SIZE], page[LG_PAGE_SIZE];
     fill_page(image, 2);
     const char x[] = "x";
@@ -190,8 +183,7 @@ static void test_put_errors(lg_conn *c) {
 
 /* A PutRecords over the server's 16 MiB frame limit: the server says FRAME_TOO_LARGE and closes; the
  * client, still writing, must report that answer rather than a broken pipe. */
-static void test_frame_too_large(lg_conn *shared) {
-    (void)shared;
+static void test_frame_too_large(void) {
     lg_conn *c;
     EXPECT(c, lg_connect(server_socket, 10000, &c), LG_OK);
     enum { COUNT = 2100 };  /* 2,100 images: about 17.3 MB */
@@ -208,7 +200,8 @@ static void test_frame_too_large(lg_conn *shared) {
 }
 
 /* 1,000 pages in, then one pipelined batch of 1,000 reads, checked byte for byte. */
-static void test_batch(lg_conn *c) {
+static void test_batch(void) {
+    lg_conn *c = shared;
     enum { N = 1000 };
     static unsigned char images[N][LG_PAGE_SIZE], pages[N][LG_PAGE_SIZE];
     uint64_t base = 100;
@@ -265,8 +258,7 @@ static void test_batch(lg_conn *c) {
 
 /* The example program, run as a reader would run it, against this server. */
 
-static void test_example_program(lg_conn *c) {
-    (void)c;
+static void test_example_program(void) {
     const char *prog = getenv("COMPUTE_NODE");
     if (prog == NULL) { printf("  skipped: COMPUTE_NODE is not set\n"); return; }
     char cmd[1024], line[128];
@@ -316,8 +308,7 @@ static void *read_in_thread(void *arg) {
     return NULL;
 }
 
-static void test_threads(lg_conn *c) {
-    (void)c;
+static void test_threads(void) {
     enum { THREADS = 4 };
     pthread_t t[THREADS];
     struct reader r[THREADS];
@@ -331,7 +322,8 @@ static void test_threads(lg_conn *c) {
     }
 }
 
-static void test_compact_status_reset(lg_conn *c) {
+static void test_compact_status_reset(void) {
+    lg_conn *c = shared;
     lg_tenant_info before, after;
     EXPECT(c, lg_tenant_status(c, T, &before), LG_OK);
     CHECK(strcmp(before.tenant_id, T) == 0 && strcmp(before.state, "active") == 0, "%s %s", before.tenant_id, before.state);
@@ -361,7 +353,8 @@ static void test_compact_status_reset(lg_conn *c) {
     lg_set_timeout(c, 10000);
 }
 
-static void test_server_status_and_failpoints(lg_conn *c) {
+static void test_server_status_and_failpoints(void) {
+    lg_conn *c = shared;
     lg_server_info s;
     EXPECT(c, lg_server_status(c, &s), LG_OK);
     CHECK(s.page_cache_capacity == 64 * 128 && s.requests > 0 && s.connections >= 1 && s.version[0] != '\0',
@@ -401,7 +394,8 @@ static void test_timeout_silent_server(void) {
 }
 
 /* A timed-out read's answer comes later; it is recognised by its id, dropped, and the next calls get their own answers. */
-static void test_timeout_then_usable(lg_conn *c) {
+static void test_timeout_then_usable(void) {
+    lg_conn *c = shared;
     unsigned char page[LG_PAGE_SIZE], want[LG_PAGE_SIZE];
     lg_set_timeout(c, 100);
     lg_set_wait_lsn_ms(c, 400);  /* the server answers LSN_NOT_AVAILABLE after 400 ms: too late */
@@ -491,17 +485,33 @@ static void test_server_killed_during_batch(void) {
     server_cleanup(&s);
 }
 
+static void start_shared_server(void) {
+    if (!server_start(&shared_server)) {
+        printf("FAIL cannot start layergated\n");
+        server_cleanup(&shared_server);
+        exit(1);
+    }
+    server_socket = shared_server.socket;
+    shared = connect_or_die(&shared_server);
+}
+
+static void stop_shared_server(void) {
+    lg_close(shared);
+    int status = server_signal(&shared_server, SIGTERM);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "graceful shutdown (status %#x)", status);
+    server_cleanup(&shared_server);
+}
+
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_DFL);  /* the library must not need SIGPIPE ignored */
-    struct { const char *name; void (*run)(void); } standalone[] = {
+    static const named_test tests[] = {
         {"status names", test_status_names},
         {"connect errors", test_connect_errors},
         {"timeout against a silent server", test_timeout_silent_server},
         {"server gone mid-request", test_server_gone_mid_request},
         {"server killed during a batch", test_server_killed_during_batch},
-    };
-    struct { const char *name; void (*run)(lg_conn *); } shared[] = {
+        /* The rest share one server and, in this order, one connection and tenant. */
+        {"start layergated", start_shared_server},
         {"create tenant", test_create_tenant},
         {"put records and get pages", test_put_and_get},
         {"put records errors", test_put_errors},
@@ -512,29 +522,7 @@ int main(void) {
         {"compact, tenant status, reset", test_compact_status_reset},
         {"server status and failpoints", test_server_status_and_failpoints},
         {"timeout, then the connection is usable", test_timeout_then_usable},
+        {"graceful shutdown", stop_shared_server},
     };
-    for (size_t i = 0; i < sizeof standalone / sizeof standalone[0]; i++) {
-        int before = failures;
-        standalone[i].run();
-        printf("%s %s\n", failures == before ? "ok  " : "FAIL", standalone[i].name);
-    }
-    test_server s = {0};
-    if (!server_start(&s)) {
-        printf("FAIL cannot start layergated\n");
-        server_cleanup(&s);
-        return 1;
-    }
-    server_socket = s.socket;
-    lg_conn *c = connect_or_die(&s);
-    for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
-        int before = failures;
-        shared[i].run(c);
-        printf("%s %s\n", failures == before ? "ok  " : "FAIL", shared[i].name);
-    }
-    lg_close(c);
-    int status = server_signal(&s, SIGTERM);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "graceful shutdown (status %#x)", status);
-    server_cleanup(&s);
-    printf("test_client: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return run_tests("test_client", tests, sizeof tests / sizeof tests[0]);
 }

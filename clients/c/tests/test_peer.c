@@ -5,6 +5,7 @@
  * are also independent of the library's own decoding). Run under valgrind.
  */
 #define _GNU_SOURCE
+#include "check.h"
 #include "layergate.h"
 
 #include <errno.h>
@@ -16,19 +17,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        checks++;                                                         \
-        if (!(cond)) {                                                    \
-            failures++;                                                   \
-            printf("  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);      \
-            printf(__VA_ARGS__);                                          \
-            printf("\n");                                                 \
-        }                                                                 \
-    } while (0)
 
 static const char *T = "0123456789abcdef0123456789abcdef";
 
@@ -253,8 +241,7 @@ static void connect_timeout(void) {
 }
 
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    struct { const char *name; void (*run)(void); } tests[] = {
+    static const named_test tests[] = {
         {"a frame that is not a Response", garbage_frame},
         {"an oversized frame length", oversized_frame},
         {"wrong body, short page, unknown error code, then a good page", wrong_answers},
@@ -263,11 +250,5 @@ int main(void) {
         {"a torn frame, then the peer closes", torn_frame_then_close},
         {"connect to a full accept backlog times out", connect_timeout},
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int before = failures;
-        tests[i].run();
-        printf("%s %s\n", failures == before ? "ok  " : "FAIL", tests[i].name);
-    }
-    printf("test_peer: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return run_tests("test_peer", tests, sizeof tests / sizeof tests[0]);
 }
