@@ -37,8 +37,7 @@ static Layergate__V1__Record *build_record(lg_conn *c, const lg_record *in) {
     if (r == NULL || k == NULL) return NULL;
     layergate__v1__record__init(r);
     layergate__v1__page_key__init(k);
-    k->spc_oid = in->key.spc_oid, k->db_oid = in->key.db_oid, k->rel_number = in->key.rel_number;
-    k->fork = in->key.fork, k->block = in->key.block;
+    lg__fill_key(k, in->key);
     r->key = k;
     r->lsn = in->lsn;
     if (in->image != NULL) {

@@ -82,6 +82,11 @@ lg_status lg__begin(lg_conn *conn);
 lg_status lg__server_error(lg_conn *conn, const Layergate__V1__Error *e, const char *context);
 lg_status lg__status_for_code(int code);
 
+static inline void lg__fill_key(Layergate__V1__PageKey *out, lg_page_key key) {
+    out->spc_oid = key.spc_oid, out->db_oid = key.db_oid, out->rel_number = key.rel_number;
+    out->fork = key.fork, out->block = key.block;
+}
+
 /* One request, one answer: queue req, exchange, check the answer's body case. */
 lg_status lg__call(lg_conn *conn, Request *req, Layergate__V1__Response__BodyCase expected, const Response **answer);
 

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PENDING ((lg_status)-1)
+#define PENDING ((lg_status)999)  /* not an lg_status value: a read not answered yet */
 /* Requests queued ahead of the socket; more are encoded as these drain. */
 #define QUEUE_AHEAD_BYTES ((size_t)256 << 10)
 
@@ -20,8 +20,7 @@ static lg_status queue_read(lg_conn *c, reads_ctx *x) {
     const lg_page_read *rd = &x->reads[x->queued];
     Layergate__V1__PageKey key;
     layergate__v1__page_key__init(&key);
-    key.spc_oid = rd->key.spc_oid, key.db_oid = rd->key.db_oid, key.rel_number = rd->key.rel_number;
-    key.fork = rd->key.fork, key.block = rd->key.block;
+    lg__fill_key(&key, rd->key);
     Layergate__V1__GetPageRequest get;
     layergate__v1__get_page_request__init(&get);
     get.tenant_id = (char *)x->tenant_id;  /* protobuf-c's field is not const; packing only reads it */
