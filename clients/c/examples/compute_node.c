@@ -63,12 +63,7 @@ static lg_status read_blocks(lg_conn **conn, const char *socket_path, const char
     lg_status s = LG_OK;
     long backoff_ms = 50;
     for (int attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-        if (*conn == NULL || lg_last_status(*conn) == LG_CONNECTION_CLOSED) {
-            lg_close(*conn);
-            s = lg_connect(socket_path, 5000, conn);
-        } else {
-            s = LG_OK;
-        }
+        s = *conn == NULL ? lg_connect(socket_path, 5000, conn) : LG_OK;
         if (s == LG_OK) s = lg_get_pages(*conn, tenant, reads, count);
         if (s == LG_OK) break;
         bool reconnect = false;

@@ -1,8 +1,9 @@
-/* The C tests' assertions: a failed CHECK prints where and why, counts, and the test goes on. */
+/* The C tests' assertions (a failed CHECK prints where and why, counts, and the test goes on), clock and runner. */
 #ifndef LG_TEST_CHECK_H
 #define LG_TEST_CHECK_H
 
 #include <stdio.h>
+#include <time.h>
 
 static int failures, checks;
 
@@ -16,6 +17,13 @@ static int failures, checks;
             printf("\n");                                                 \
         }                                                                 \
     } while (0)
+
+/* Seconds on the monotonic clock, for bounds on how long a call took. */
+static inline double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* Runs each test, printing "ok" or "FAIL" and its name, then a summary line; returns the exit status. */
 typedef struct named_test {

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "layergate.h"
 #include "check.h"
+#include "listener.h"
 #include "server.h"
 
 #include <pthread.h>
@@ -37,12 +38,6 @@ static lg_page_key key(uint32_t block) { return (lg_page_key){.spc_oid = 1663, .
 
 static void fill_page(unsigned char *p, uint32_t seed) {
     for (int i = 0; i < LG_PAGE_SIZE; i++) p[i] = (unsigned char)(seed * 131 + (uint32_t)i * 7 + (uint32_t)i / 256);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static lg_conn *connect_or_die(const test_server *s) {
@@ -367,14 +362,10 @@ static void test_server_status_and_failpoints(void) {
 
 /* A peer that accepts and never answers: every call ends at its timeout, and the connection stays usable. */
 static void test_timeout_silent_server(void) {
-    char dir[] = "/tmp/lgc-silent-XXXXXX";
-    if (mkdtemp(dir) == NULL) { CHECK(0, "mkdtemp"); return; }
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s/s.sock", dir);
-    int l = socket(AF_UNIX, SOCK_STREAM, 0);
-    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 4) == 0, "listen");
+    test_listener l;
+    if (!listener_open(&l, 4)) { CHECK(0, "listener"); listener_close(&l); return; }
     lg_conn *c;
-    EXPECT(c, lg_connect(a.sun_path, 200, &c), LG_OK);
+    EXPECT(c, lg_connect(l.path, 200, &c), LG_OK);
     unsigned char page[LG_PAGE_SIZE];
     double t0 = now_s();
     EXPECT(c, lg_get_page(c, T, key(1), 10, page, sizeof page, NULL), LG_TIMEOUT);
@@ -388,9 +379,7 @@ static void test_timeout_silent_server(void) {
     lg_server_info s;
     EXPECT(c, lg_server_status(c, &s), LG_TIMEOUT);
     lg_close(c);
-    close(l);
-    unlink(a.sun_path);
-    rmdir(dir);
+    listener_close(&l);
 }
 
 /* A timed-out read's answer comes later; it is recognised by its id, dropped, and the next calls get their own answers. */

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "check.h"
+#include "listener.h"
 #include "layergate.h"
 
 #include <errno.h>
@@ -22,8 +23,7 @@ static const char *T = "0123456789abcdef0123456789abcdef";
 
 /* What the peer does on its one connection: read `frames` request frames, send `reply`, then maybe close. */
 typedef struct peer {
-    char dir[64], path[128];
-    int listener;
+    test_listener listener;
     int frames;
     unsigned char reply[1 << 16];
     size_t reply_len;
@@ -43,7 +43,7 @@ static bool read_full(int fd, unsigned char *buf, size_t n) {
 
 static void *peer_main(void *arg) {
     peer *p = arg;
-    int fd = accept(p->listener, NULL, NULL);
+    int fd = accept(p->listener.fd, NULL, NULL);
     if (fd < 0) return NULL;
     for (int i = 0; i < p->frames; i++) {
         unsigned char len[4], body[1 << 16];
@@ -61,21 +61,13 @@ static void *peer_main(void *arg) {
 }
 
 static void peer_start(peer *p) {
-    snprintf(p->dir, sizeof p->dir, "/tmp/lgc-peer-XXXXXX");
-    if (mkdtemp(p->dir) == NULL) { perror("mkdtemp"); exit(1); }
-    snprintf(p->path, sizeof p->path, "%s/peer.sock", p->dir);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    memcpy(a.sun_path, p->path, strlen(p->path) + 1);
-    p->listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (bind(p->listener, (struct sockaddr *)&a, sizeof a) < 0 || listen(p->listener, 4) < 0) { perror("listen"); exit(1); }
+    if (!listener_open(&p->listener, 4)) exit(1);
     pthread_create(&p->thread, NULL, peer_main, p);
 }
 
 static void peer_stop(peer *p) {
     pthread_join(p->thread, NULL);
-    close(p->listener);
-    unlink(p->path);
-    rmdir(p->dir);
+    listener_close(&p->listener);
 }
 
 /* Appends a frame: 4-byte big-endian length, then the body. */
@@ -102,7 +94,7 @@ static void page_answer(peer *p, unsigned id, size_t len, unsigned char fill) {
 
 static lg_conn *connect_to(peer *p, int timeout_ms) {
     lg_conn *c;
-    lg_status s = lg_connect(p->path, timeout_ms, &c);
+    lg_status s = lg_connect(p->listener.path, timeout_ms, &c);
     CHECK(s == LG_OK, "connect: %s", lg_errmsg(c));
     return c;
 }
@@ -213,31 +205,25 @@ static void torn_frame_then_close(void) {
 
 /* A listener whose accept backlog is full: lg_connect waits for its timeout, then says so. */
 static void connect_timeout(void) {
-    char dir[] = "/tmp/lgc-backlog-XXXXXX";
-    if (mkdtemp(dir) == NULL) { CHECK(0, "mkdtemp"); return; }
+    test_listener l;
+    if (!listener_open(&l, 0)) { CHECK(0, "listener"); listener_close(&l); return; }
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s/full.sock", dir);
-    int l = socket(AF_UNIX, SOCK_STREAM, 0);
-    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 0) == 0, "listen");
+    memcpy(a.sun_path, l.path, strlen(l.path) + 1);
     int fillers[4], n = 0;
     for (; n < 4; n++) {  /* fill the backlog: connects that nobody accepts */
         fillers[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
         if (connect(fillers[n], (struct sockaddr *)&a, sizeof a) < 0) { close(fillers[n]); break; }
     }
     CHECK(n >= 1 && n < 4, "backlog filled after %d connects", n);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = now_s();
     lg_conn *c;
-    lg_status s = lg_connect(a.sun_path, 300, &c);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    lg_status s = lg_connect(l.path, 300, &c);
+    double took = now_s() - t0;
     CHECK(s == LG_TIMEOUT && took >= 0.25 && took < 5 && strstr(lg_errmsg(c), "300 ms"), "%s after %.3f s: %s",
           lg_status_name(s), took, lg_errmsg(c));
     lg_close(c);
     for (int i = 0; i < n; i++) close(fillers[i]);
-    close(l);
-    unlink(a.sun_path);
-    rmdir(dir);
+    listener_close(&l);
 }
 
 int main(void) {
