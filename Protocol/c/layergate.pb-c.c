@@ -2460,7 +2460,7 @@ const ProtobufCMessageDescriptor layergate__v1__layer_info__descriptor =
   (ProtobufCMessageInit) layergate__v1__layer_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor layergate__v1__tenant_status_response__field_descriptors[8] =
+static const ProtobufCFieldDescriptor layergate__v1__tenant_status_response__field_descriptors[12] =
 {
   {
     "tenant_id",
@@ -2558,21 +2558,74 @@ static const ProtobufCFieldDescriptor layergate__v1__tenant_status_response__fie
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "flush_failures",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__TenantStatusResponse, flush_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_flush_error",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__TenantStatusResponse, last_flush_error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "wal_tail_cuts",
+    100,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__TenantStatusResponse, wal_tail_cuts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_wal_tail_cut",
+    101,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__TenantStatusResponse, last_wal_tail_cut),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned layergate__v1__tenant_status_response__field_indices_by_name[] = {
   6,   /* field[6] = compaction_failures */
   3,   /* field[3] = disk_consistent_lsn */
+  8,   /* field[8] = flush_failures */
   4,   /* field[4] = generation */
   7,   /* field[7] = last_compaction_error */
+  9,   /* field[9] = last_flush_error */
   2,   /* field[2] = last_record_lsn */
+  11,   /* field[11] = last_wal_tail_cut */
   5,   /* field[5] = layers */
   1,   /* field[1] = state */
   0,   /* field[0] = tenant_id */
+  10,   /* field[10] = wal_tail_cuts */
 };
-static const ProtobufCIntRange layergate__v1__tenant_status_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange layergate__v1__tenant_status_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 100, 10 },
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor layergate__v1__tenant_status_response__descriptor =
 {
@@ -2582,10 +2635,10 @@ const ProtobufCMessageDescriptor layergate__v1__tenant_status_response__descript
   "Layergate__V1__TenantStatusResponse",
   "layergate.v1",
   sizeof(Layergate__V1__TenantStatusResponse),
-  8,
+  12,
   layergate__v1__tenant_status_response__field_descriptors,
   layergate__v1__tenant_status_response__field_indices_by_name,
-  1,  layergate__v1__tenant_status_response__number_ranges,
+  2,  layergate__v1__tenant_status_response__number_ranges,
   (ProtobufCMessageInit) layergate__v1__tenant_status_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -2924,7 +2977,7 @@ const ProtobufCMessageDescriptor layergate__v1__error__descriptor =
   (ProtobufCMessageInit) layergate__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue layergate__v1__error_code__enum_values_by_number[12] =
+static const ProtobufCEnumValue layergate__v1__error_code__enum_values_by_number[14] =
 {
   { "ERROR_CODE_UNSPECIFIED", "LAYERGATE__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED", 0 },
   { "INVALID_ARGUMENT", "LAYERGATE__V1__ERROR_CODE__INVALID_ARGUMENT", 1 },
@@ -2938,11 +2991,13 @@ static const ProtobufCEnumValue layergate__v1__error_code__enum_values_by_number
   { "INTERNAL", "LAYERGATE__V1__ERROR_CODE__INTERNAL", 9 },
   { "TENANT_EXISTS", "LAYERGATE__V1__ERROR_CODE__TENANT_EXISTS", 10 },
   { "LSN_BELOW_GC_HORIZON", "LAYERGATE__V1__ERROR_CODE__LSN_BELOW_GC_HORIZON", 11 },
+  { "RESOURCE_EXHAUSTED", "LAYERGATE__V1__ERROR_CODE__RESOURCE_EXHAUSTED", 12 },
+  { "UNAUTHENTICATED", "LAYERGATE__V1__ERROR_CODE__UNAUTHENTICATED", 13 },
 };
 static const ProtobufCIntRange layergate__v1__error_code__value_ranges[] = {
-{0, 0},{0, 12}
+{0, 0},{0, 14}
 };
-static const ProtobufCEnumValueIndex layergate__v1__error_code__enum_values_by_name[12] =
+static const ProtobufCEnumValueIndex layergate__v1__error_code__enum_values_by_name[14] =
 {
   { "ERROR_CODE_UNSPECIFIED", 0 },
   { "FRAME_TOO_LARGE", 8 },
@@ -2953,9 +3008,11 @@ static const ProtobufCEnumValueIndex layergate__v1__error_code__enum_values_by_n
   { "LSN_NOT_AVAILABLE", 4 },
   { "PAGE_NOT_FOUND", 3 },
   { "PERMISSION_DENIED", 7 },
+  { "RESOURCE_EXHAUSTED", 12 },
   { "TENANT_EXISTS", 10 },
   { "TENANT_NOT_FOUND", 2 },
   { "TENANT_UNAVAILABLE", 5 },
+  { "UNAUTHENTICATED", 13 },
 };
 const ProtobufCEnumDescriptor layergate__v1__error_code__descriptor =
 {
@@ -2964,9 +3021,9 @@ const ProtobufCEnumDescriptor layergate__v1__error_code__descriptor =
   "ErrorCode",
   "Layergate__V1__ErrorCode",
   "layergate.v1",
-  12,
+  14,
   layergate__v1__error_code__enum_values_by_number,
-  12,
+  14,
   layergate__v1__error_code__enum_values_by_name,
   1,
   layergate__v1__error_code__value_ranges,

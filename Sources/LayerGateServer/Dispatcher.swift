@@ -110,7 +110,9 @@ public final class Dispatcher: Sendable {
                     Wire.LayerInfo(name: $0.name, isImage: $0.isImage, lsnStart: $0.lsnStart.rawValue,
                                    lsnEnd: $0.lsnEnd.rawValue, size: UInt64($0.size))
                 },
-                compactionFailures: UInt32(clamping: s.compactionFailures), lastCompactionError: s.lastCompactionError ?? ""))
+                compactionFailures: UInt32(clamping: s.compactionFailures), lastCompactionError: s.lastCompactionError ?? "",
+                flushFailures: UInt32(clamping: s.flushFailures), lastFlushError: s.lastFlushError ?? "",
+                walTailCuts: UInt32(clamping: s.walTailCuts), lastWalTailCut: s.lastWalTailCut ?? ""))
         case .listTenants:
             return .listTenants(Wire.ListTenantsResponse(tenantIds: manager.tenantIds.map(\.description)))
         case .serverStatus:

@@ -2,10 +2,12 @@ import LayerGateStorage
 import LayerGateWire
 
 /// Storage errors as the wire reports them: the code a client branches on and
-/// the message a person reads.
+/// the message a person reads. INTERNAL is for damage and bugs; a full disk or
+/// descriptor table is RESOURCE_EXHAUSTED, which a client may retry.
 enum ErrorMapping {
     static func wire(_ e: StorageError) -> Wire.Error {
         let code: Wire.ErrorCode
+        var message = e.description
         switch e {
         case .invalidTenantId, .invalidArgument: code = .invalidArgument
         case .tenantNotFound: code = .tenantNotFound
@@ -15,8 +17,13 @@ enum ErrorMapping {
         case .lsnNotAvailable: code = .lsnNotAvailable
         case .lsnBelowGcHorizon: code = .lsnBelowGcHorizon
         case .layerExists: code = .layerExists
-        case .corruptLayer, .corruptWal, .corruptIndex, .io, .failpoint, .cancelled, .notCached: code = .internal
+        case .resourceExhausted: code = .resourceExhausted
+        case .io where e.isResourceExhaustion:
+            code = .resourceExhausted
+            message += " (the server is short of disk space or file descriptors; retry later)"
+        case .corruptLayer, .corruptWal, .corruptIndex, .io, .dataDirectoryLocked, .failpoint, .cancelled, .notCached:
+            code = .internal
         }
-        return Wire.Error(code: code, message: e.description)
+        return Wire.Error(code: code, message: message)
     }
 }

@@ -61,6 +61,8 @@ public final class Failpoints: Sendable {
     ]
 
     public static let shared = Failpoints()
+    /// Never enabled: for writes that must not stop at a failpoint of another write.
+    static let none = Failpoints()
 
     private struct State {
         var enabled = false

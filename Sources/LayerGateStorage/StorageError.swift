@@ -3,7 +3,9 @@ import Glibc
 #endif
 
 /// Every failure the storage engine reports, with the context an operator
-/// needs: which tenant, which file, which LSN.
+/// needs: which tenant, which file, which LSN. File paths are relative to the
+/// data directory and printed by tenant and role (`FileLabel`), so no message
+/// says where the data lives.
 public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A tenant id that is not 32 hex digits.
     case invalidTenantId(String)
@@ -33,6 +35,12 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case corruptIndex(file: String, reason: String)
     /// A system call failed.
     case io(operation: String, path: String, errno: Int32)
+    /// A limit of the machine or the server was hit (disk full, descriptors,
+    /// a flush that cannot keep up); nothing of the request was stored and it
+    /// may be retried later. The message says what to do.
+    case resourceExhausted(String)
+    /// Another process holds the data directory (its pid, 0 if unknown).
+    case dataDirectoryLocked(pid: Int32)
     /// A failpoint with action `return` fired.
     case failpoint(String)
     /// The operation was cancelled or the tenant is shutting down.
@@ -43,7 +51,7 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .invalidTenantId(let s): return "invalid tenant id '\(s)': expected 32 hex digits"
+        case .invalidTenantId(let s): return "invalid tenant id '\(Self.printable(s))': expected 32 hex digits"
         case .invalidArgument(let s): return "invalid argument: \(s)"
         case .tenantNotFound(let t): return "tenant \(t) not found"
         case .tenantExists(let t): return "tenant \(t) already exists"
@@ -53,14 +61,41 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .lsnNotAvailable(let t, let r, let last):
             return "tenant \(t): LSN \(r) not available (last record LSN \(last))"
         case .lsnBelowGcHorizon(let t, let r, let c): return "tenant \(t): LSN \(r) is below the GC cutoff \(c)"
-        case .layerExists(let f): return "layer file already exists: \(f)"
-        case .corruptLayer(let f, let r): return "corrupt layer file \(f): \(r)"
-        case .corruptWal(let f, let r): return "corrupt WAL \(f): \(r)"
-        case .corruptIndex(let f, let r): return "corrupt index \(f): \(r)"
-        case .io(let op, let p, let e): return "\(op) \(p): \(String(cString: strerror(e))) (errno \(e))"
+        case .layerExists(let f): return "layer file already exists: \(FileLabel.describe(f))"
+        case .corruptLayer(let f, let r): return "corrupt layer file (\(FileLabel.describe(f))): \(r)"
+        case .corruptWal(let f, let r): return "corrupt WAL (\(FileLabel.describe(f))): \(r)"
+        case .corruptIndex(let f, let r): return "corrupt index (\(FileLabel.describe(f))): \(r)"
+        case .io(let op, let p, let e): return "\(op) \(FileLabel.describe(p)): \(SystemError(e))"
+        case .resourceExhausted(let s): return s
+        case .dataDirectoryLocked(let pid):
+            return "the data directory is in use by another layergate process\(pid > 0 ? " (pid \(pid))" : ""); refusing to open it"
         case .failpoint(let n): return "failpoint \(n) returned an error"
         case .cancelled(let s): return "cancelled: \(s)"
         case .notCached: return "the page needs a disk read"
         }
+    }
+
+    /// A full disk, no descriptors or no memory: the same call may work later.
+    public var isResourceExhaustion: Bool {
+        switch self {
+        case .resourceExhausted: return true
+        case .io(_, _, let e): return SystemError(e).isResourceExhaustion
+        default: return false
+        }
+    }
+
+    /// An I/O error that a full disk or descriptor table caused, as the client
+    /// should read it: what failed, that nothing was kept, and what to do.
+    /// Other errors are returned as they are.
+    func explainedAsResourceExhausted(_ what: String) -> StorageError {
+        guard case .io = self, isResourceExhaustion else { return self }
+        return .resourceExhausted(
+            "\(what) failed: \(self); nothing of it was kept. Free space on the data directory's filesystem (or file descriptors), then retry")
+    }
+
+    /// Text from a peer, made safe to print: no control characters, bounded length.
+    static func printable(_ s: String) -> String {
+        let clean = String(s.unicodeScalars.prefix(80).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+        return s.unicodeScalars.count > 80 ? clean + "…" : clean
     }
 }

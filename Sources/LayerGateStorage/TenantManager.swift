@@ -5,79 +5,162 @@ import Logging
 import Synchronization
 
 /// All tenants under `<data-dir>/tenants/`, one directory each.
+///
+/// Everything goes through one `FileSystem` rooted at the data directory, so
+/// the paths it handles (and prints) are relative to it: `tenants/<id>/…`.
 public final class TenantManager: Sendable {
+    /// Where the data lives, as given (for the operator's log, never for clients).
     public let dataDirectory: String
     public let config: TenantConfig
-    public let cache: PageCache
-    let failpoints: Failpoints
+    public let storage: TenantStorage
     let logger: Logger
+    private let lock: DataDirectoryLock?
+    private let tenantsDirectory: DirectoryHandle
     private let tenants = Mutex<[TenantId: Tenant]>([:])
     private let creating = Mutex<Set<TenantId>>([])
 
-    var tenantsDirectory: String { dataDirectory + "/tenants" }
+    static let tenantsDirectoryName = "tenants"
 
-    public init(
+    public var cache: PageCache { storage.cache }
+    public var failpoints: Failpoints { storage.failpoints }
+
+    /// Opens (creating it if needed, mode 0700) the data directory on the
+    /// machine's filesystem and takes its lock: a second process on the same
+    /// directory gets `dataDirectoryLocked`.
+    public convenience init(
         dataDirectory: String, config: TenantConfig = TenantConfig(), cache: PageCache, failpoints: Failpoints = .shared,
         logger: Logger = Logger(label: "layergate.storage")
     ) throws(StorageError) {
-        self.dataDirectory = dataDirectory
-        self.config = config
-        self.cache = cache
-        self.failpoints = failpoints
-        self.logger = logger
-        try Directory.createAll(dataDirectory + "/tenants")
+        try Self.createAll(dataDirectory)
+        let lock = try DataDirectoryLock(directory: dataDirectory)
+        let fs: RealFileSystem
+        do throws(SystemError) { fs = try RealFileSystem(root: dataDirectory) } catch {
+            throw .io(operation: "open data directory", path: "", errno: error.errno)
+        }
+        try self.init(fileSystem: fs, label: dataDirectory, lock: lock, config: config, cache: cache,
+                      failpoints: failpoints, logger: logger)
     }
 
-    public func directory(of id: TenantId) -> String { tenantsDirectory + "/" + id.description }
+    /// Serves the data directory that `fileSystem` is rooted at (tests hand in
+    /// a simulated disk). Takes no lock.
+    public convenience init(
+        fileSystem: any FileSystem, config: TenantConfig = TenantConfig(), cache: PageCache,
+        failpoints: Failpoints = .shared, logger: Logger = Logger(label: "layergate.storage")
+    ) throws(StorageError) {
+        try self.init(fileSystem: fileSystem, label: "(simulated)", lock: nil, config: config, cache: cache,
+                      failpoints: failpoints, logger: logger)
+    }
 
-    /// Opens every tenant directory (a tenant that fails to load is kept, broken).
-    /// Half-created tenants (`*.___temp`) are removed.
+    private init(
+        fileSystem fs: any FileSystem, label: String, lock: DataDirectoryLock?, config: TenantConfig, cache: PageCache,
+        failpoints: Failpoints, logger: Logger
+    ) throws(StorageError) {
+        dataDirectory = label
+        self.config = config
+        self.lock = lock
+        self.logger = logger
+        storage = TenantStorage(
+            fs: fs, root: label, openFiles: OpenFileTable(fs: fs, capacity: max(1, config.maxOpenLayerFiles)), cache: cache,
+            budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes), failpoints: failpoints)
+        if !Directory.isDirectory(fs, Self.tenantsDirectoryName) {
+            try Directory.create(fs, Self.tenantsDirectoryName)
+            try DirectoryHandle(fs: fs, path: "").sync()
+        }
+        tenantsDirectory = try DirectoryHandle(fs: fs, path: Self.tenantsDirectoryName)
+    }
+
+    /// mkdir -p with mode 0700 for what it creates.
+    private static func createAll(_ path: String) throws(StorageError) {
+        let fs = RealFileSystem()
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            try Directory.create(fs, prefix)
+        }
+    }
+
+    /// Relative to the data directory.
+    public func directory(of id: TenantId) -> String { Self.tenantsDirectoryName + "/" + id.description }
+
+    /// Opens every tenant directory (a tenant that fails to load is kept, broken
+    /// or still loading). Half-created tenants (`*.___temp`) are removed.
     @discardableResult
     public func loadAll() async throws(StorageError) -> [TenantId] {
+        let fs = storage.fs
         var ids: [TenantId] = []
-        for name in try Directory.list(tenantsDirectory) {
-            let path = tenantsDirectory + "/" + name
+        for name in try Directory.list(fs, tenantsDirectory.path) {
+            let path = tenantsDirectory.child(name)
             if name.hasSuffix("___temp") {
-                Directory.removeTree(path)
+                Directory.removeTree(fs, path)
                 continue
             }
-            guard let id = try? TenantId(parsing: name), id.description == name, Directory.isDirectory(path) else {
+            guard let id = try? TenantId(parsing: name), id.description == name, Directory.isDirectory(fs, path) else {
                 logger.warning("ignoring unexpected entry in the tenants directory", metadata: ["entry": "\(name)"])
                 continue
             }
-            let tenant = await Tenant.open(id: id, directory: path, config: config, cache: cache, failpoints: failpoints,
-                                           logger: logger)
+            let tenant = await Tenant.open(id: id, directory: path, config: config, storage: storage, logger: logger)
             tenants.withLock { $0[id] = tenant }
             ids.append(id)
         }
         return ids
     }
 
-    /// Creates an empty tenant and returns it once it is active.
+    /// Creates an empty tenant and returns it once it is active. All or
+    /// nothing: a create that fails (a full disk, no descriptors) leaves no
+    /// directory behind, so it can simply be retried.
     public func create(_ id: TenantId) async throws(StorageError) -> Tenant {
         let claimed = creating.withLock { c in
             tenants.withLock { $0[id] == nil } && c.insert(id).inserted
         }
         guard claimed else { throw .tenantExists(id) }
         defer { _ = creating.withLock { $0.remove(id) } }
+        let fs = storage.fs
         let final = directory(of: id)
         let temp = final + ".___temp"
-        guard !Directory.exists(final) else { throw .tenantExists(id) }
-        let failpoints = self.failpoints
-        let tenantsDirectory = self.tenantsDirectory
+        guard !Directory.exists(fs, final) else { throw .tenantExists(id) }
+        let (failpoints, tenantsDirectory) = (self.failpoints, self.tenantsDirectory)
         try await BlockingIO.run { () throws(StorageError) in
-            Directory.removeTree(temp)
-            try Directory.create(temp)
-            try Directory.create(temp + "/" + Tenant.walDirectoryName)
-            try IndexFile(tenant: id).write(directory: temp, failpoints: failpoints)
-            guard rename(temp, final) == 0 else { throw .io(operation: "rename", path: final, errno: errno) }
-            Directory.fsync(tenantsDirectory)
+            Directory.removeTree(fs, temp)
+            do throws(StorageError) {
+                try Directory.create(fs, temp)
+                try Directory.create(fs, temp + "/" + Tenant.walDirectoryName)
+                try IndexFile(tenant: id).write(directory: try DirectoryHandle(fs: fs, path: temp), failpoints: failpoints)
+                try Self.renameDirectory(fs, temp, final, tenant: id)
+                tenantsDirectory.sync()
+            } catch {
+                Directory.removeTree(fs, temp)
+                throw error.explainedAsResourceExhausted("tenant \(id): create")
+            }
         }
-        let tenant = await Tenant.open(id: id, directory: final, config: config, cache: cache, failpoints: failpoints,
-                                       logger: logger)
+        let tenant = await Tenant.open(id: id, directory: final, config: config, storage: storage, logger: logger)
+        guard tenant.lifecycle == .active else {
+            let status = tenant.status()
+            await tenant.close()
+            // Nothing acknowledged lives there yet: undo the create so a retry starts clean.
+            _ = try? await BlockingIO.run { () throws(StorageError) in
+                Directory.removeTree(fs, final)
+                tenantsDirectory.sync()
+            }
+            let reason = status.lastLoadError ?? status.state.name
+            if case .broken = status.state { throw .tenantBroken(id, reason: reason) }
+            throw .resourceExhausted("tenant \(id) could not be created: \(reason); nothing was kept, retry later")
+        }
         tenants.withLock { $0[id] = tenant }
-        if case .broken(let reason) = tenant.lifecycle { throw .tenantBroken(id, reason: reason) }
         return tenant
+    }
+
+    private static func renameDirectory(_ fs: any FileSystem, _ from: String, _ to: String, tenant: TenantId)
+        throws(StorageError)
+    {
+        do throws(SystemError) { try fs.renameNoReplace(from, to) } catch {
+            if error.errno == EEXIST { throw .tenantExists(tenant) }
+            guard error.errno == EINVAL || error.errno == ENOSYS else {
+                throw .io(operation: "rename", path: to, errno: error.errno)
+            }
+            do throws(SystemError) { try fs.rename(from, to) } catch {
+                throw .io(operation: "rename", path: to, errno: error.errno)
+            }
+        }
     }
 
     public func tenant(_ id: TenantId) throws(StorageError) -> Tenant {
@@ -87,7 +170,9 @@ public final class TenantManager: Sendable {
 
     public var tenantIds: [TenantId] { tenants.withLock { $0.keys.sorted() } }
 
+    /// Closes every tenant and gives up the data directory's lock.
     public func shutdown() async {
         for t in tenants.withLock({ Array($0.values) }) { await t.close() }
+        lock?.release()
     }
 }

@@ -122,11 +122,21 @@ public enum Wire {
         public var layers: [LayerInfo]
         public var compactionFailures: UInt32
         public var lastCompactionError: String
+        /// Consecutive failed flushes of the in-memory layers (0 after a success).
+        public var flushFailures: UInt32
+        public var lastFlushError: String
+        /// LayerGate's own (fields 100+): WAL tails cut at loads since the server started.
+        public var walTailCuts: UInt32
+        public var lastWalTailCut: String
         public init(tenantId: String, state: String, lastRecordLsn: UInt64, diskConsistentLsn: UInt64, generation: UInt64,
-                    layers: [LayerInfo], compactionFailures: UInt32, lastCompactionError: String) {
+                    layers: [LayerInfo], compactionFailures: UInt32, lastCompactionError: String,
+                    flushFailures: UInt32 = 0, lastFlushError: String = "", walTailCuts: UInt32 = 0,
+                    lastWalTailCut: String = "") {
             (self.tenantId, self.state, self.lastRecordLsn, self.diskConsistentLsn, self.generation) =
                 (tenantId, state, lastRecordLsn, diskConsistentLsn, generation)
             (self.layers, self.compactionFailures, self.lastCompactionError) = (layers, compactionFailures, lastCompactionError)
+            (self.flushFailures, self.lastFlushError) = (flushFailures, lastFlushError)
+            (self.walTailCuts, self.lastWalTailCut) = (walTailCuts, lastWalTailCut)
         }
     }
 
@@ -177,11 +187,16 @@ public enum Wire {
     public enum ErrorCode: Hashable, Sendable {
         case unspecified, invalidArgument, tenantNotFound, pageNotFound, lsnNotAvailable, tenantUnavailable
         case layerExists, permissionDenied, frameTooLarge, `internal`, tenantExists, lsnBelowGcHorizon
+        /// A server limit or a full disk: nothing was stored; retry later.
+        case resourceExhausted
+        /// Authentication is on and the token is missing, malformed, badly signed or expired.
+        case unauthenticated
         case unknown(Int32)
 
         static let known: [ErrorCode] = [
             .unspecified, .invalidArgument, .tenantNotFound, .pageNotFound, .lsnNotAvailable, .tenantUnavailable,
             .layerExists, .permissionDenied, .frameTooLarge, .internal, .tenantExists, .lsnBelowGcHorizon,
+            .resourceExhausted, .unauthenticated,
         ]
 
         public init(rawValue: Int32) {
@@ -208,6 +223,8 @@ public enum Wire {
             case .internal: return "INTERNAL"
             case .tenantExists: return "TENANT_EXISTS"
             case .lsnBelowGcHorizon: return "LSN_BELOW_GC_HORIZON"
+            case .resourceExhausted: return "RESOURCE_EXHAUSTED"
+            case .unauthenticated: return "UNAUTHENTICATED"
             case .unknown(let v): return "ERROR_CODE_\(v)"
             }
         }

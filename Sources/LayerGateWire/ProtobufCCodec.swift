@@ -217,6 +217,10 @@ extension Wire {
             p.pointee.layers = list
             p.pointee.compaction_failures = r.compactionFailures
             p.pointee.last_compaction_error = a.string(r.lastCompactionError)
+            p.pointee.flush_failures = r.flushFailures
+            p.pointee.last_flush_error = a.string(r.lastFlushError)
+            p.pointee.wal_tail_cuts = r.walTailCuts
+            p.pointee.last_wal_tail_cut = a.string(r.lastWalTailCut)
             m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_TENANT_STATUS
             m.pointee.tenant_status = p
         case .listTenants(let r)?:
@@ -281,7 +285,9 @@ extension Wire {
                         LayerInfo(name: CRead.string($0.name), isImage: $0.is_image != 0, lsnStart: $0.lsn_start,
                                   lsnEnd: $0.lsn_end, size: $0.size)
                     },
-                    compactionFailures: p.compaction_failures, lastCompactionError: CRead.string(p.last_compaction_error)))
+                    compactionFailures: p.compaction_failures, lastCompactionError: CRead.string(p.last_compaction_error),
+                    flushFailures: p.flush_failures, lastFlushError: CRead.string(p.last_flush_error),
+                    walTailCuts: p.wal_tail_cuts, lastWalTailCut: CRead.string(p.last_wal_tail_cut)))
             }
         case LAYERGATE__V1__RESPONSE__BODY_LIST_TENANTS:
             if let p = r.list_tenants?.pointee {

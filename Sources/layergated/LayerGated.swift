@@ -1,5 +1,8 @@
 // layergated: the LayerGate page server. Runs with no flags on DESIGN.md's
 // defaults; SIGTERM or SIGINT shut it down gracefully.
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import LayerGateServer
 import LayerGateStorage
@@ -26,6 +29,9 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "GC keeps this many MiB of LSN below last_record_lsn readable.") var gcHorizonMib = 64
     @Option(help: "Default wait (ms) for a GetPage LSN beyond last_record_lsn.") var waitLsnTimeoutMs = 10_000
     @Option(help: "Largest frame accepted, MiB.") var maxFrameMib = 16
+    @Option(help: "Free MiB kept on the data directory's filesystem beyond what flushing memory needs; ingest stops before it.")
+    var diskReserveMib = 64
+    @Option(help: "Layer-file descriptors kept open at most (reopened on demand).") var maxOpenLayerFiles = 256
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
@@ -37,10 +43,11 @@ struct LayerGated: AsyncParsableCommand {
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
                           ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
                           ("--compaction-period-s", compactionPeriodS), ("--max-frame-mib", maxFrameMib),
-                          ("--compaction-target-mib", compactionTargetMib)] where v < 1 {
+                          ("--compaction-target-mib", compactionTargetMib), ("--max-open-layer-files", maxOpenLayerFiles)]
+        where v < 1 {
             throw ValidationError("\(name) must be at least 1")
         }
-        guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0 else { throw ValidationError("negative durations are not allowed") }
+        guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0, diskReserveMib >= 0 else { throw ValidationError("negative durations are not allowed") }
     }
 
     func run() async throws {
@@ -65,6 +72,9 @@ struct LayerGated: AsyncParsableCommand {
         config.tenant.targetFileBytes = compactionTargetMib << 20
         config.tenant.gcHorizonLsn = UInt64(gcHorizonMib) << 20
         config.tenant.waitLsnTimeout = .milliseconds(waitLsnTimeoutMs)
+        config.tenant.diskReserveBytes = diskReserveMib << 20
+        config.tenant.maxOpenLayerFiles = maxOpenLayerFiles
+        raiseDescriptorLimit(logger: logger)
         let server = Server(config: config, logger: logger)
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
@@ -72,6 +82,22 @@ struct LayerGated: AsyncParsableCommand {
         } catch let e as ServerError {
             logger.critical("\(e)")
             throw ExitCode(2)
+        } catch let e as StorageError {
+            logger.critical("\(e)")
+            throw ExitCode(2)
         }
+    }
+}
+
+/// Connections, layer files and WAL segments all need descriptors: take the
+/// hard limit, not the 1024 a shell usually hands out.
+func raiseDescriptorLimit(logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let wanted = min(limit.rlim_max, 1 << 20)
+    var raised = limit
+    raised.rlim_cur = wanted
+    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 {
+        logger.debug("raised the descriptor limit", metadata: ["from": "\(limit.rlim_cur)", "to": "\(wanted)"])
     }
 }

@@ -49,8 +49,8 @@ func unlistedFilesWhenIdle(_ t: Tenant) async throws -> Set<String> {
 
 /// Files in the tenant directory that the index does not list (temp files included).
 func unlistedFiles(_ t: Tenant) throws -> Set<String> {
-    let listed = try IndexFile.read(directory: t.directory).layerNames
-    return Set(try Directory.list(t.directory)).subtracting([IndexFile.fileName, "wal"]).subtracting(listed)
+    let listed = try IndexFile.read(directory: t.path).layerNames
+    return Set(try Directory.list(t.path)).subtracting([IndexFile.fileName, "wal"]).subtracting(listed)
 }
 
 @Suite("Compaction plan (pure)")
@@ -111,7 +111,7 @@ struct CompactionTests {
         #expect(Set(after.map(\.name)).isDisjoint(with: l0Files))
         // L1s: one LSN range, disjoint key ranges.
         #expect(Set(after.map { [$0.lsnStart, $0.lsnEnd] }).count == 1)
-        let index = try IndexFile.read(directory: t.directory)
+        let index = try IndexFile.read(directory: t.path)
         #expect(index.layers.allSatisfy { $0.level == 1 })
         #expect(try unlistedFiles(t).isEmpty)
         await expectPagesMatch(t, model, lsns: [1, 17, 100, 150, end - 1])
@@ -128,10 +128,10 @@ struct CompactionTests {
         let t = f.tenant
         var model = PageModel()
         let end = try await ingest(t, &model, from: 1, count: 200)
-        let before = try IndexFile.read(directory: t.directory)
+        let before = try IndexFile.read(directory: t.path)
         try f.failpoints.configure("compaction-after-first-output", .return)
         await #expect(throws: StorageError.failpoint("compaction-after-first-output")) { _ = try await t.compact() }
-        #expect(try IndexFile.read(directory: t.directory).layers == before.layers)
+        #expect(try IndexFile.read(directory: t.path).layers == before.layers)
         #expect(try unlistedFiles(t).isEmpty, "the finished first output must be deleted again")
         #expect(t.status().compactionFailures == 1)
         #expect(t.status().lastCompactionError?.contains("compaction-after-first-output") == true)
@@ -156,10 +156,10 @@ struct CompactionTests {
         let keys = KeyRange(first: key(0), last: key(9))
         let coming = LayerName(kind: .delta, keys: keys, lsnStart: l0s.map(\.lsnStart).min()!, lsnEnd: l0s.map(\.lsnEnd).max()!,
                                generation: t.status().generation)
-        let planted = t.directory + "/" + coming.description
+        let planted = t.path + "/" + coming.description
         let junk = Data((0..<20_000).map { UInt8(truncatingIfNeeded: $0 * 7) })
         try junk.write(to: URL(fileURLWithPath: planted))
-        await #expect(throws: StorageError.layerExists(file: planted)) { _ = try await t.compact() }
+        await #expect(throws: StorageError.layerExists(file: t.directory + "/" + coming.description)) { _ = try await t.compact() }
         #expect(try Data(contentsOf: URL(fileURLWithPath: planted)) == junk)
         #expect(try unlistedFiles(t) == [coming.description])
         let reset = try await t.reset(dropCache: false)
@@ -223,9 +223,9 @@ struct CompactionTests {
         lsn = try await ingest(t, &model, from: lsn, count: 60, seed: 3)
         _ = try await t.compact(forceImageLayers: true)
         #expect(!t.status().layers.map(\.name).contains(held.descriptor.fileName), "the held layer should be garbage now")
-        #expect(FileManager.default.fileExists(atPath: held.path))
+        #expect(FileManager.default.fileExists(atPath: f.dir.path + "/" + held.path))
         #expect(try !held.allEntries().isEmpty)  // still readable
-        let path = held.path
+        let path = f.dir.path + "/" + held.path
         _ = consume held
         #expect(!FileManager.default.fileExists(atPath: path))
         #expect(try unlistedFiles(t).isEmpty)
@@ -247,9 +247,9 @@ struct CompactionTests {
         var seen: [String: UInt32] = [:]  // name → CRC of its bytes
         var lsn: UInt64 = 1
         func check() throws {
-            let names = Set(try Directory.list(t.directory)).filter { LayerName(parsing: $0) != nil }
+            let names = Set(try Directory.list(t.path)).filter { LayerName(parsing: $0) != nil }
             for name in names {
-                guard let bytes = try? RawFile.openReadOnly(t.directory + "/" + name).readAll() else { continue }
+                guard let bytes = try? RawFile.openReadOnly(t.path + "/" + name).readAll() else { continue }
                 let crc = Checksum.crc32c(bytes)
                 if let old = seen[name] { #expect(old == crc, "\(name) changed its bytes") } else { seen[name] = crc }
             }

@@ -95,7 +95,7 @@ private func verifyLoaded(manager: TenantManager, acked: [UInt64], comment: Comm
     await tenant.maintenance.lock()
     do {
         defer { tenant.maintenance.unlock() }
-        let dir = tenant.directory
+        let dir = tenant.path
         let listed = try IndexFile.read(directory: dir).layerNames
         let onDisk = Set(try Directory.list(dir)).subtracting([IndexFile.fileName, "wal"])
         #expect(onDisk == listed, comment)

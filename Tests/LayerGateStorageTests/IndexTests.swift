@@ -79,7 +79,7 @@ struct IndexTests {
         #expect(t2.status().layers[0].name.hasSuffix("-g" + String(format: "%08x", g1 + 1)))
         let r = try await t2.reset(dropCache: false)
         #expect(r.generation == g1 + 2)
-        #expect(try IndexFile.read(directory: t2.directory).generation == g1 + 2)
+        #expect(try IndexFile.read(directory: t2.path).generation == g1 + 2)
         await m2.shutdown()
     }
 
@@ -102,10 +102,10 @@ struct IndexTests {
         let other = try TenantId(parsing: "00000000000000000000000000000001")
         #expect(throws: StorageError.tenantNotFound(other)) { _ = try f.manager.tenant(other) }
         // A half-created tenant directory is removed at startup.
-        try FileManager.default.createDirectory(atPath: f.manager.directory(of: other) + ".___temp", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: (f.dir.path + "/" + f.manager.directory(of: other)) + ".___temp", withIntermediateDirectories: true)
         let (m2, _) = try await f.reopen()
         #expect(m2.tenantIds == [testTenant])
-        #expect(!FileManager.default.fileExists(atPath: f.manager.directory(of: other) + ".___temp"))
+        #expect(!FileManager.default.fileExists(atPath: (f.dir.path + "/" + f.manager.directory(of: other)) + ".___temp"))
         await m2.shutdown()
     }
 }

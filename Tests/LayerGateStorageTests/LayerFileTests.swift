@@ -10,7 +10,7 @@ func writeLayer(
 ) throws -> LayerDescriptor {
     let sorted = records.sorted { ($0.key, $0.lsn.rawValue) < ($1.key, $1.lsn.rawValue) }
     let lo = records.map(\.lsn).min()!, hi = records.map(\.lsn).max()!
-    let w = try LayerWriter(directory: dir, tenant: testTenant, kind: kind, lsnStart: lo, lsnEnd: hi,
+    let w = try LayerWriter(directory: .at(dir), tenant: testTenant, kind: kind, lsnStart: lo, lsnEnd: hi,
                             generation: generation, failpoints: failpoints, mechanism: mechanism)
     for r in sorted { try w.append(key: r.key, lsn: r.lsn, value: r.value) }
     return try w.finish()
@@ -212,7 +212,7 @@ struct LayerFileTests {
     func invariant2_abandonedAndCancelledWritersLeaveNothing(kind: LayerName.Kind) async throws {
         let dir = TempDir()
         do {
-            let w = try LayerWriter(directory: dir.path, tenant: testTenant, kind: kind, lsnStart: Lsn(3), lsnEnd: Lsn(3),
+            let w = try LayerWriter(directory: .at(dir.path), tenant: testTenant, kind: kind, lsnStart: Lsn(3), lsnEnd: Lsn(3),
                                     generation: 1, failpoints: Failpoints())
             try w.append(key: key(1), lsn: Lsn(3), value: .image(page(1)))
             #expect(dir.files().count == 1)
@@ -221,7 +221,7 @@ struct LayerFileTests {
 
         let path = dir.path
         let task = Task {
-            let w = try LayerWriter(directory: path, tenant: testTenant, kind: kind, lsnStart: Lsn(3), lsnEnd: Lsn(3),
+            let w = try LayerWriter(directory: .at(path), tenant: testTenant, kind: kind, lsnStart: Lsn(3), lsnEnd: Lsn(3),
                                     generation: 1, failpoints: Failpoints())
             while !Task.isCancelled { await Task.yield() }
             try w.append(key: key(1), lsn: Lsn(3), value: .image(page(1)))

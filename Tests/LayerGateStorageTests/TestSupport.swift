@@ -117,7 +117,7 @@ struct TenantFixture {
         return TenantFixture(dir: dir, manager: manager, tenant: tenant, failpoints: failpoints, cache: cache)
     }
 
-    var tenantDir: String { tenant.directory }
+    var tenantDir: String { tenant.path }
 
     /// Closes the tenant and opens it again from disk, as a restart would.
     func reopen() async throws -> (TenantManager, Tenant) {
@@ -140,4 +140,41 @@ func readResult(_ t: Tenant, _ k: PageKey, _ lsn: Lsn) async -> Result<[UInt8], 
     } catch {
         return .failure(error)
     }
+}
+
+// MARK: the real filesystem by absolute path, for tests that look at files directly
+
+let testFS = RealFileSystem()
+let testOpenFiles = OpenFileTable(fs: testFS, capacity: 64)
+
+extension DirectoryHandle {
+    static func at(_ path: String) -> DirectoryHandle { try! DirectoryHandle(fs: testFS, path: path) }
+}
+
+extension LayerReader {
+    convenience init(directory: String, name: LayerName, tenant: TenantId, cache: PageCache, expectedSize: Int? = nil)
+        throws(StorageError)
+    {
+        try self.init(directory: .at(directory), name: name, tenant: tenant, cache: cache, openFiles: testOpenFiles,
+                      expectedSize: expectedSize)
+    }
+}
+
+extension IndexFile {
+    static func read(directory: String) throws(StorageError) -> IndexFile { try read(directory: .at(directory)) }
+}
+
+extension Directory {
+    static func list(_ path: String) throws(StorageError) -> [String] { try list(testFS, path) }
+    static func removeTree(_ path: String) { removeTree(testFS, path) }
+    static func fileSize(_ path: String) -> Int? { fileSize(testFS, path) }
+}
+
+extension RawFile {
+    static func openReadOnly(_ path: String) throws(StorageError) -> RawFile { try open(testFS, path, .readOnly) }
+}
+
+extension Tenant {
+    /// The tenant's directory by absolute path (the engine only knows it relative to the data directory).
+    var path: String { storage.root + "/" + directory }
 }

@@ -41,7 +41,8 @@ let everyResponse: [Wire.Response.Body?] = [
     .tenantStatus(Wire.TenantStatusResponse(
         tenantId: tenant, state: "active", lastRecordLsn: 100, diskConsistentLsn: 90, generation: 3,
         layers: [Wire.LayerInfo(name: "a__b", isImage: true, lsnStart: 90, lsnEnd: 90, size: 16384)],
-        compactionFailures: 1, lastCompactionError: "disk full")),
+        compactionFailures: 1, lastCompactionError: "disk full", flushFailures: 3, lastFlushError: "no space",
+        walTailCuts: 1, lastWalTailCut: "cut 8 bytes")),
     .tenantStatus(Wire.TenantStatusResponse(
         tenantId: tenant, state: "loading", lastRecordLsn: 0, diskConsistentLsn: 0, generation: 0, layers: [],
         compactionFailures: 0, lastCompactionError: "")),
@@ -100,9 +101,9 @@ struct MessageCodecTests {
     }
 
     @Test func errorCodeNamesMatchTheProto() {
-        let names = (0...11).map { Wire.ErrorCode(rawValue: Int32($0)).name }
+        let names = (0...13).map { Wire.ErrorCode(rawValue: Int32($0)).name }
         #expect(names == ["ERROR_CODE_UNSPECIFIED", "INVALID_ARGUMENT", "TENANT_NOT_FOUND", "PAGE_NOT_FOUND", "LSN_NOT_AVAILABLE",
                           "TENANT_UNAVAILABLE", "LAYER_EXISTS", "PERMISSION_DENIED", "FRAME_TOO_LARGE", "INTERNAL",
-                          "TENANT_EXISTS", "LSN_BELOW_GC_HORIZON"])
+                          "TENANT_EXISTS", "LSN_BELOW_GC_HORIZON", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"])
     }
 }

@@ -58,7 +58,15 @@ typedef enum _Layergate__V1__ErrorCode {
   LAYERGATE__V1__ERROR_CODE__FRAME_TOO_LARGE = 8,
   LAYERGATE__V1__ERROR_CODE__INTERNAL = 9,
   LAYERGATE__V1__ERROR_CODE__TENANT_EXISTS = 10,
-  LAYERGATE__V1__ERROR_CODE__LSN_BELOW_GC_HORIZON = 11
+  LAYERGATE__V1__ERROR_CODE__LSN_BELOW_GC_HORIZON = 11,
+  /*
+   * a limit or a full disk: nothing was stored; retry later
+   */
+  LAYERGATE__V1__ERROR_CODE__RESOURCE_EXHAUSTED = 12,
+  /*
+   * authentication is on and the token is missing, malformed, badly signed or expired
+   */
+  LAYERGATE__V1__ERROR_CODE__UNAUTHENTICATED = 13
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LAYERGATE__V1__ERROR_CODE)
 } Layergate__V1__ErrorCode;
 
@@ -351,11 +359,33 @@ struct  Layergate__V1__TenantStatusResponse
   size_t n_layers;
   Layergate__V1__LayerInfo **layers;
   uint32_t compaction_failures;
+  /*
+   * cleared by the next successful compaction
+   */
   char *last_compaction_error;
+  /*
+   * consecutive failed flushes; 0 after a success
+   */
+  uint32_t flush_failures;
+  /*
+   * cleared by the next successful flush
+   */
+  char *last_flush_error;
+  /*
+   * Fields 100 and up are LayerGate's own, outside the shared contract's numbers.
+   */
+  /*
+   * unverified WAL tails cut at loads since the server started
+   */
+  uint32_t wal_tail_cuts;
+  /*
+   * which segment, offset, bytes, and the last LSN kept
+   */
+  char *last_wal_tail_cut;
 };
 #define LAYERGATE__V1__TENANT_STATUS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&layergate__v1__tenant_status_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Layergate__V1__ListTenantsRequest

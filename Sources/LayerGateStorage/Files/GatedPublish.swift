@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystemShims
 
 /// The only way a layer file gets its final name: a rename that refuses to
 /// overwrite. If the name is taken, the existing file keeps its bytes and the
@@ -16,29 +15,32 @@ enum GatedPublish {
 
     /// Moves `temp` to `final` (both in `directory`) without ever replacing an
     /// existing file, then fsyncs the directory. The temp file must already be fsynced.
-    static func publish(directory: String, temp: String, final: String, mechanism: Mechanism = .automatic)
+    static func publish(directory: DirectoryHandle, temp: String, final: String, mechanism: Mechanism = .automatic)
         throws(StorageError)
     {
-        let tempPath = directory + "/" + temp
-        let finalPath = directory + "/" + final
+        let fs = directory.fs
+        let tempPath = directory.child(temp)
+        let finalPath = directory.child(final)
         if mechanism == .automatic {
-            if lg_rename_noreplace(AT_FDCWD, tempPath, AT_FDCWD, finalPath) == 0 {
-                Directory.fsync(directory)
+            do throws(SystemError) {
+                try fs.renameNoReplace(tempPath, finalPath)
+                directory.sync()
                 return
+            } catch {
+                if error.errno == EEXIST { throw .layerExists(file: finalPath) }
+                guard error.errno == EINVAL || error.errno == ENOSYS else {
+                    throw .io(operation: "rename", path: finalPath, errno: error.errno)
+                }
             }
-            let e = errno
-            if e == EEXIST { throw .layerExists(file: finalPath) }
-            guard e == EINVAL || e == ENOSYS else { throw .io(operation: "renameat2", path: finalPath, errno: e) }
         }
         // link(2) fails with EEXIST rather than replacing, so the gate holds here too.
-        if link(tempPath, finalPath) != 0 {
-            let e = errno
-            if e == EEXIST { throw .layerExists(file: finalPath) }
-            throw .io(operation: "link", path: finalPath, errno: e)
+        do throws(SystemError) { try fs.link(tempPath, finalPath) } catch {
+            if error.errno == EEXIST { throw .layerExists(file: finalPath) }
+            throw .io(operation: "link", path: finalPath, errno: error.errno)
         }
-        Directory.fsync(directory)
+        directory.sync()
         // The layer is published now; a temp name left by a failed unlink is swept at the next load.
-        _ = Glibc.unlink(tempPath)
-        Directory.fsync(directory)
+        try? fs.unlink(tempPath)
+        directory.sync()
     }
 }

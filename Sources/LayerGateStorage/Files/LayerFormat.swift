@@ -87,6 +87,60 @@ struct LayerSummary: Equatable {
     }
 }
 
+extension LayerSummary {
+    /// What is inconsistent between this summary and a file of `fileSize`
+    /// bytes, or nil. Every block number is bounded by the file's size before
+    /// any arithmetic, so no crafted summary can overflow.
+    func problem(fileSize: Int) -> String? {
+        let bs = UInt64(LayerFormat.blockSize)
+        let size = UInt64(fileSize)
+        let blocks = size / bs
+        guard self.fileSize == size else { return "summary says \(self.fileSize) bytes, file has \(size)" }
+        guard indexStartBlock >= 1, indexStartBlock <= blocks, indexBlockCount >= 1, indexBlockCount <= blocks,
+              fenceStartBlock <= blocks, fenceBlockCount >= 1, fenceBlockCount <= blocks,
+              dataEnd >= bs, dataEnd <= indexStartBlock * bs,
+              indexStartBlock + indexBlockCount == fenceStartBlock, fenceStartBlock + fenceBlockCount == blocks,
+              valueCount <= indexBlockCount * UInt64(LayerFormat.entriesPerIndexBlock),
+              lsnStart <= lsnEnd, keys.first <= keys.last
+        else { return "summary offsets are inconsistent with the file" }
+        return nil
+    }
+}
+
+/// The fence area: `[u32 crc32c(count, fences)][u32 count][(key 17, lsn 8) × count]`,
+/// the first (key, lsn) of each index block, padded to whole blocks.
+enum FenceArea {
+    static func encode(_ fences: [UInt8], count: Int) -> [UInt8] {
+        var w = ByteWriter(capacity: 8 + fences.count + LayerFormat.blockSize)
+        w.u32(crc(count: UInt32(count), fences[...]))
+        w.u32(UInt32(count))
+        w.bytes(fences)
+        w.zeros((LayerFormat.blockSize - w.count % LayerFormat.blockSize) % LayerFormat.blockSize)
+        return w.bytes
+    }
+
+    /// The packed fences, once count and checksum are verified.
+    static func decode(_ area: UnsafeRawBufferPointer, indexBlocks: UInt64) -> Result<[UInt8], LayerFormatProblem> {
+        guard area.count >= 8 else { return .failure(LayerFormatProblem(reason: "fence area too short")) }
+        let stored = UInt32(bigEndian: area.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+        let count = UInt32(bigEndian: area.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        let bytes = Int(count) * LayerFormat.fenceSize
+        guard UInt64(count) == indexBlocks, 8 + bytes <= area.count else {
+            return .failure(LayerFormatProblem(reason: "fence count \(count) does not match \(indexBlocks) index blocks"))
+        }
+        let fences = Array(area[8..<8 + bytes])
+        guard crc(count: count, fences[...]) == stored else {
+            return .failure(LayerFormatProblem(reason: "fence checksum mismatch"))
+        }
+        return .success(fences)
+    }
+
+    private static func crc(count: UInt32, _ fences: ArraySlice<UInt8>) -> UInt32 {
+        let prefix = withUnsafeBytes(of: count.bigEndian) { Checksum.crc32c($0) }
+        return fences.withUnsafeBytes { Checksum.crc32c($0, seed: prefix) }
+    }
+}
+
 /// One index entry: where the value of (key, lsn) lives.
 struct IndexEntry: Equatable {
     var key: PageKey

@@ -16,25 +16,25 @@ import Synchronization
 /// read's — goes away.
 public final class LayerReader: Sendable {
     public let descriptor: LayerDescriptor
+    /// Relative to the data directory.
     public let path: String
-    /// Process-wide unique id of this open file: the page cache key.
-    public let fileId: UInt64
+    /// Process-wide unique id of this open file: the page cache key. It is the
+    /// virtual file's id, so it survives the descriptor being closed and reopened.
+    public var fileId: UInt64 { file.id }
     let summary: LayerSummary
-    private let file: RawFile
+    private let file: VirtualFile
     private let fences: [UInt8]
     private let cache: PageCache
     private let deleteOnDeinit = Atomic<Bool>(false)
 
-    private static let nextFileId = Atomic<UInt64>(1)
-
     /// Opens and validates `directory/name`. `expectedSize` (from the index) must match.
-    public init(directory: String, name: LayerName, tenant: TenantId, cache: PageCache, expectedSize: Int? = nil)
-        throws(StorageError)
+    init(directory: DirectoryHandle, name: LayerName, tenant: TenantId, cache: PageCache, openFiles: OpenFileTable,
+         expectedSize: Int? = nil) throws(StorageError)
     {
-        let fileName = name.description
-        path = directory + "/" + fileName
-        file = try RawFile.openReadOnly(path)
-        let size = try file.size()
+        path = directory.child(name.description)
+        let file = try VirtualFile(table: openFiles, path: path)
+        self.file = file
+        let size = file.identity.size
         if let expectedSize, expectedSize != size {
             throw .corruptLayer(file: path, reason: "size is \(size) bytes, the index says \(expectedSize)")
         }
@@ -47,49 +47,32 @@ public final class LayerReader: Sendable {
         case .success(let s): summary = s
         case .failure(let problem): throw .corruptLayer(file: path, reason: problem.reason)
         }
-        let blocks = UInt64(size / LayerFormat.blockSize)
-        guard summary.fileSize == UInt64(size) else {
-            throw .corruptLayer(file: path, reason: "summary says \(summary.fileSize) bytes, file has \(size)")
-        }
+        if let problem = summary.problem(fileSize: size) { throw .corruptLayer(file: path, reason: problem) }
         guard summary.kind == name.kind, summary.keys == name.keys, summary.lsnStart == name.lsnStart,
               summary.lsnEnd == name.lsnEnd
         else { throw .corruptLayer(file: path, reason: "summary does not match the file name") }
         guard summary.tenant == tenant else {
             throw .corruptLayer(file: path, reason: "belongs to tenant \(summary.tenant), not \(tenant)")
         }
-        guard summary.dataEnd >= UInt64(LayerFormat.blockSize),
-              summary.dataEnd <= summary.indexStartBlock * UInt64(LayerFormat.blockSize),
-              summary.indexBlockCount >= 1,
-              summary.indexStartBlock + summary.indexBlockCount == summary.fenceStartBlock,
-              summary.fenceBlockCount >= 1, summary.fenceStartBlock + summary.fenceBlockCount == blocks,
-              summary.valueCount <= summary.indexBlockCount * UInt64(LayerFormat.entriesPerIndexBlock)
-        else { throw .corruptLayer(file: path, reason: "summary offsets are inconsistent with the file") }
         // Fences: one per index block, read once at open (a few bytes per 200 values).
+        // `problem(fileSize:)` bounded both block numbers by the file's size.
         let fenceArea = try file.read(count: Int(summary.fenceBlockCount) * LayerFormat.blockSize,
                                       at: Int(summary.fenceStartBlock) * LayerFormat.blockSize)
-        let fenceCount = fenceArea.withUnsafeBytes { b in b.load(fromByteOffset: 4, as: UInt32.self).bigEndian }
-        let fenceBytes = Int(fenceCount) * LayerFormat.fenceSize
-        guard UInt64(fenceCount) == summary.indexBlockCount, 8 + fenceBytes <= fenceArea.count else {
-            throw .corruptLayer(file: path, reason: "fence count \(fenceCount) does not match \(summary.indexBlockCount) index blocks")
+        switch fenceArea.withUnsafeBytes({ FenceArea.decode($0, indexBlocks: summary.indexBlockCount) }) {
+        case .success(let f): fences = f
+        case .failure(let problem): throw .corruptLayer(file: path, reason: problem.reason)
         }
-        let storedCrc = fenceArea.withUnsafeBytes { b in b.load(fromByteOffset: 0, as: UInt32.self).bigEndian }
-        let crc = fenceArea.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[4..<8 + fenceBytes])) }
-        guard crc == storedCrc else { throw .corruptLayer(file: path, reason: "fence checksum mismatch") }
-        fences = Array(fenceArea[8..<8 + fenceBytes])
         self.summary = summary
         self.cache = cache
         descriptor = LayerDescriptor(name: name, size: size)
-        fileId = Self.nextFileId.add(1, ordering: .relaxed).newValue
     }
 
     deinit {
         cache.dropFile(fileId)
         if deleteOnDeinit.load(ordering: .acquiring) {
             // Only unlink the name if it is still this file (never someone else's).
-            var st = stat()
-            if let mine = file.inode(), stat(path, &st) == 0, UInt64(st.st_dev) == mine.dev, UInt64(st.st_ino) == mine.ino {
-                unlink(path)
-            }
+            let fs = file.fs
+            if let now = try? fs.stat(path), now.isSameFile(as: file.identity) { try? fs.unlink(path) }
         }
     }
 
@@ -190,16 +173,25 @@ public final class LayerReader: Sendable {
         put(UInt64(key.fork), 1); put(UInt64(key.block), 4); put(lsn.rawValue, 8)
     }
 
+    /// The payload size of `entry` once its offset and length are checked
+    /// against this file's data area (an index entry is untrusted input).
+    func payloadLength(of entry: IndexEntry) throws(StorageError) -> Int {
+        let bs = UInt64(LayerFormat.blockSize)
+        let (end, overflow) = entry.offset.addingReportingOverflow(UInt64(entry.length))
+        guard entry.offset >= bs, entry.length >= UInt32(LayerFormat.blobHeaderSize), !overflow,
+              end <= summary.dataEnd, entry.offset % bs <= bs - UInt64(LayerFormat.blobHeaderSize)
+        else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
+        return Int(entry.length) - LayerFormat.blobHeaderSize
+    }
+
     /// Copies the payload of `entry` into `dest` (exactly the payload size),
     /// verifying bounds, length and checksum.
     func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer) throws(StorageError) {
         let bs = UInt64(LayerFormat.blockSize)
-        let payloadLength = Int(entry.length) - LayerFormat.blobHeaderSize
-        guard entry.offset >= bs, entry.length >= UInt32(LayerFormat.blobHeaderSize),
-              entry.offset + UInt64(entry.length) <= summary.dataEnd,
-              entry.offset % bs <= bs - UInt64(LayerFormat.blobHeaderSize),
-              payloadLength == dest.count
-        else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
+        let payloadLength = try payloadLength(of: entry)
+        guard payloadLength == dest.count else {
+            throw .corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length")
+        }
         // The header and the first part of the payload share a block: one visit.
         // A header that ends exactly at the block's end has its payload in the next block.
         var pos = entry.offset + UInt64(LayerFormat.blobHeaderSize)
@@ -260,7 +252,7 @@ public final class LayerReader: Sendable {
 
     /// Reads a whole value back as a `RecordValue`.
     func value(of entry: IndexEntry) throws(StorageError) -> RecordValue {
-        var bytes = [UInt8](repeating: 0, count: max(0, Int(entry.length) - LayerFormat.blobHeaderSize))
+        var bytes = [UInt8](repeating: 0, count: try payloadLength(of: entry))
         var failure: StorageError?
         bytes.withUnsafeMutableBytes { buf in
             do throws(StorageError) { try readPayload(entry, into: buf) } catch { failure = error }

@@ -9,7 +9,7 @@ import Synchronization
 /// writer simply dropped — goes through `discard()`, which removes the temp
 /// file. So no failure leaves a temp or half-published file behind.
 public final class LayerWriter {
-    public let directory: String
+    public let directory: DirectoryHandle
     public let kind: LayerName.Kind
     let tenant: TenantId
     let lsnStart: Lsn
@@ -30,7 +30,7 @@ public final class LayerWriter {
 
     /// Creates the temp file. For an image layer `lsnStart == lsnEnd`, the image LSN.
     public convenience init(
-        directory: String, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
+        directory: DirectoryHandle, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
         failpoints: Failpoints = .shared
     ) throws(StorageError) {
         try self.init(directory: directory, tenant: tenant, kind: kind, lsnStart: lsnStart, lsnEnd: lsnEnd,
@@ -38,7 +38,7 @@ public final class LayerWriter {
     }
 
     init(
-        directory: String, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
+        directory: DirectoryHandle, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
         failpoints: Failpoints, mechanism: GatedPublish.Mechanism
     ) throws(StorageError) {
         precondition(lsnStart <= lsnEnd && (kind == .delta || lsnStart == lsnEnd), "bad layer LSN range")
@@ -56,7 +56,7 @@ public final class LayerWriter {
             let n = Self.tempCounter.add(1, ordering: .relaxed).newValue
             name = "layer-\(getpid())-\(n).___temp"
             do {
-                created = try RawFile.createExclusive(directory + "/" + name)
+                created = try RawFile.open(directory.fs, directory.child(name), .createExclusive)
             } catch .io(_, _, let e) where e == EEXIST {
                 continue  // left by an earlier process with the same pid; swept at load
             }
@@ -77,7 +77,7 @@ public final class LayerWriter {
             if let (k, l) = lastKey { precondition((k, l.rawValue) < (key, lsn.rawValue), "layer values out of order") }
             precondition(lsn >= lsnStart && lsn <= lsnEnd, "value LSN \(lsn) outside layer range")
             try failpoints.hit("layer-writer-put-value")
-            if Task.isCancelled { throw StorageError.cancelled("layer write to \(directory)") }
+            if Task.isCancelled { throw StorageError.cancelled("layer write to \(FileLabel.describe(directory.path))") }
             var flags: UInt8 = value.isBase ? LayerFormat.flagBase : 0
             let payloadSize: Int
             switch value {
@@ -121,7 +121,7 @@ public final class LayerWriter {
         precondition(!entries.isEmpty, "an empty layer is never written")
         do throws(StorageError) {
             try failpoints.hit("layer-writer-before-finish")
-            if Task.isCancelled { throw StorageError.cancelled("layer write to \(directory)") }
+            if Task.isCancelled { throw StorageError.cancelled("layer write to \(FileLabel.describe(directory.path))") }
             let name = LayerName(kind: kind, keys: KeyRange(first: entries.first!.key, last: entries.last!.key),
                                  lsnStart: lsnStart, lsnEnd: lsnEnd, generation: generation)
             let dataEnd = bufferStart + buffer.count
@@ -145,19 +145,15 @@ public final class LayerWriter {
                 if buffer.count >= 1 << 20 { try flushBuffer() }
             }
             let fenceStart = (bufferStart + buffer.count) / LayerFormat.blockSize
-            var fenceBlock = ByteWriter()
-            fenceBlock.u32(Checksum.crc32c(withCount: UInt32(blocks), fences.bytes))
-            fenceBlock.u32(UInt32(blocks))
-            fenceBlock.bytes(fences.bytes)
-            fenceBlock.zeros((LayerFormat.blockSize - fenceBlock.count % LayerFormat.blockSize) % LayerFormat.blockSize)
-            buffer.bytes(fenceBlock.bytes)
+            let fenceArea = FenceArea.encode(fences.bytes, count: blocks)
+            buffer.bytes(fenceArea)
             let fileSize = bufferStart + buffer.count
             try flushBuffer()
             let summary = LayerSummary(
                 kind: kind, tenant: tenant, keys: name.keys, lsnStart: lsnStart, lsnEnd: lsnEnd,
                 valueCount: UInt64(entries.count), dataEnd: UInt64(dataEnd), indexStartBlock: UInt64(indexStart),
                 indexBlockCount: UInt64(blocks), fenceStartBlock: UInt64(fenceStart),
-                fenceBlockCount: UInt64(fenceBlock.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))
+                fenceBlockCount: UInt64(fenceArea.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))
             guard let file else { throw StorageError.cancelled("layer writer already discarded") }
             try file.write(summary.encode(), at: 0)
             file.sync()
@@ -179,7 +175,7 @@ public final class LayerWriter {
         done = true
         file?.close()
         file = nil
-        _ = unlink(directory + "/" + tempName)
+        try? directory.fs.unlink(directory.child(tempName))
     }
 
     private func flushBuffer() throws(StorageError) {
@@ -187,15 +183,5 @@ public final class LayerWriter {
         try file.write(buffer.bytes, at: bufferStart)
         bufferStart += buffer.count
         buffer.bytes.removeAll(keepingCapacity: true)
-    }
-}
-
-extension Checksum {
-    /// CRC over a u32 count followed by bytes, as the fence area stores them.
-    static func crc32c(withCount count: UInt32, _ bytes: [UInt8]) -> UInt32 {
-        var w = ByteWriter(capacity: 4 + bytes.count)
-        w.u32(count)
-        w.bytes(bytes)
-        return crc32c(w.bytes)
     }
 }

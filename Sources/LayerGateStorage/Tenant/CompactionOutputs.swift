@@ -1,16 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The files one compaction step writes: a run of layers of one kind and LSN
 /// range, split at key boundaries near the target size.
 ///
-/// Every file is published through the gate as it fills, but none is listed
-/// until the step commits. If anything fails before that, `discardAll()`
-/// deletes the published ones too, so the next attempt can write the same
-/// names — the gap that left Neon's compaction stuck.
+/// Every file is published through the gate as it fills, into an
+/// `UnlistedLayers` guard that the step's commit disarms once the index lists
+/// them; if anything fails before that, the guard deletes them.
 final class CompactionOutputs {
-    private let directory: String
+    private let directory: DirectoryHandle
     private let tenant: TenantId
     private let kind: LayerName.Kind
     private let lsnStart: Lsn
@@ -20,13 +15,13 @@ final class CompactionOutputs {
     private let failpoints: Failpoints
     private let isCancelled: () -> Bool
 
-    private(set) var published: [LayerDescriptor] = []
+    let published: UnlistedLayers
     private var writer: LayerWriter?
     private var writerBytes = 0
     private var lastKey: PageKey?
 
-    init(directory: String, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
-         targetBytes: Int, failpoints: Failpoints, isCancelled: @escaping () -> Bool)
+    init(directory: DirectoryHandle, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn,
+         generation: UInt32, targetBytes: Int, failpoints: Failpoints, isCancelled: @escaping () -> Bool)
     {
         self.directory = directory
         self.tenant = tenant
@@ -37,45 +32,43 @@ final class CompactionOutputs {
         self.targetBytes = targetBytes
         self.failpoints = failpoints
         self.isCancelled = isCancelled
+        published = UnlistedLayers(directory: directory)
     }
 
-    deinit { if writer != nil { discardAll() } }
+    deinit { writer?.discard() }
 
     /// Values come in (key, lsn) order. A new file starts only at a new key, so
     /// all versions of a key stay in one file.
     func append(key: PageKey, lsn: Lsn, value: RecordValue) throws(StorageError) {
         if isCancelled() { throw .cancelled("compaction of tenant \(tenant) (tenant is resetting or stopping)") }
         if writer != nil, writerBytes >= targetBytes, key != lastKey { try finishCurrent() }
-        if !published.isEmpty { try failpoints.hit("compaction-after-first-output") }
+        if !published.layers.isEmpty { try failpoints.hit("compaction-after-first-output") }
         if writer == nil {
             writer = try LayerWriter(directory: directory, tenant: tenant, kind: kind, lsnStart: lsnStart, lsnEnd: lsnEnd,
                                      generation: generation, failpoints: failpoints)
             writerBytes = 0
         }
-        try writer!.append(key: key, lsn: lsn, value: value)
+        try writer?.append(key: key, lsn: lsn, value: value)
         writerBytes += ValueCodec.encodedSize(value) + LayerFormat.blobHeaderSize + LayerFormat.entrySize
         lastKey = key
     }
 
-    /// Publishes the last file and returns everything published.
-    func finish() throws(StorageError) -> [LayerDescriptor] {
+    /// Publishes the last file; the outputs stay in `published` for the commit.
+    func finish() throws(StorageError) {
         if writer != nil { try finishCurrent() }
-        return published
     }
 
     private func finishCurrent() throws(StorageError) {
         guard let w = writer else { return }
         writer = nil
-        published.append(try w.finish())
+        published.add(try w.finish())
     }
 
     /// Removes the file being written and every published, unlisted output.
     func discardAll() {
         writer?.discard()
         writer = nil
-        for d in published { _ = unlink(directory + "/" + d.fileName) }
-        if !published.isEmpty { Directory.fsync(directory) }
-        published = []
+        published.rollback()
     }
 }
 

@@ -4,6 +4,7 @@ struct CompactionPlan {
     struct Layer: Equatable {
         var name: LayerName
         var level: Int
+        var size = 0
         var fileName: String { name.description }
     }
 
@@ -11,6 +12,20 @@ struct CompactionPlan {
     static func l0ToMerge(_ layers: [Layer], threshold: Int) -> [Layer] {
         let l0 = layers.filter { $0.level == 0 && $0.name.kind == .delta }.sorted { $0.name.lsnStart < $1.name.lsnStart }
         return l0.count >= max(2, threshold) ? l0 : []
+    }
+
+    /// The oldest L0s (from `l0ToMerge`) whose sizes together fit in `budget`
+    /// bytes: one merge step, which writes about as much as it reads. At least
+    /// two layers, or none when even the two oldest do not fit.
+    static func l0Batch(_ l0: [Layer], budget: Int) -> [Layer] {
+        var total = 0
+        var batch: [Layer] = []
+        for layer in l0 {
+            guard total + layer.size <= budget else { break }
+            total += layer.size
+            batch.append(layer)
+        }
+        return batch.count >= 2 ? batch : []
     }
 
     /// The LSN of the newest image set, if any.

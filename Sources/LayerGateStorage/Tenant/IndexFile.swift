@@ -48,14 +48,14 @@ public struct IndexFile: Codable, Equatable, Sendable {
         layers = []
     }
 
-    static func read(directory: String) throws(StorageError) -> IndexFile {
-        let path = directory + "/" + fileName
-        let bytes = try RawFile.openReadOnly(path).readAll()
+    static func read(directory: DirectoryHandle) throws(StorageError) -> IndexFile {
+        let path = directory.child(fileName)
+        let bytes = try RawFile.open(directory.fs, path, .readOnly).readAll()
         let index: IndexFile
         do {
             index = try JSONDecoder().decode(IndexFile.self, from: Data(bytes))
         } catch {
-            throw .corruptIndex(file: path, reason: "does not parse: \(error)")
+            throw .corruptIndex(file: path, reason: "does not parse (\(bytes.count) bytes): \(error)")
         }
         guard index.formatVersion == formatVersion else {
             throw .corruptIndex(file: path, reason: "unsupported format version \(index.formatVersion)")
@@ -69,28 +69,39 @@ public struct IndexFile: Codable, Equatable, Sendable {
         return index
     }
 
+    /// The generation the next load records; a tenant cannot outlive 2^32 loads.
+    func nextGeneration(path: String) throws(StorageError) -> UInt32 {
+        guard generation < UInt32.max else {
+            throw .corruptIndex(file: path, reason: "generation \(generation) cannot grow any further")
+        }
+        return generation + 1
+    }
+
     /// Writes this index in place of the current one, atomically.
-    func write(directory: String, failpoints: Failpoints) throws(StorageError) {
+    func write(directory: DirectoryHandle, failpoints: Failpoints) throws(StorageError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data: Data
         do { data = try encoder.encode(self) } catch {
             preconditionFailure("index encoding cannot fail: \(error)")
         }
-        let temp = directory + "/" + Self.tempName
-        let final = directory + "/" + Self.fileName
+        let fs = directory.fs
+        let temp = directory.child(Self.tempName)
+        let final = directory.child(Self.fileName)
         do throws(StorageError) {
-            let file = try RawFile.open(temp, flags: O_WRONLY | O_CREAT | O_TRUNC)
+            let file = try RawFile.open(fs, temp, .createTruncate)
             try file.write(Array(data), at: 0)
             file.sync()
             file.close()
             try failpoints.hit("index-before-rename")
-            guard rename(temp, final) == 0 else { throw StorageError.io(operation: "rename", path: final, errno: errno) }
+            do throws(SystemError) { try fs.rename(temp, final) } catch {
+                throw StorageError.io(operation: "rename", path: final, errno: error.errno)
+            }
         } catch {
-            _ = unlink(temp)
+            try? fs.unlink(temp)
             throw error
         }
-        Directory.fsync(directory)
+        directory.sync()
     }
 
     var layerNames: Set<String> { Set(layers.map(\.name)) }

@@ -109,10 +109,10 @@ enum ReadPath {
             if e.isImage {
                 try layer.readPayload(e, into: page)
             } else {
-                let ok = try withUnsafeTemporaryAllocation(byteCount: Int(e.length), alignment: 8) {
+                let length = try layer.payloadLength(of: e)
+                let ok = try withUnsafeTemporaryAllocation(byteCount: max(1, length), alignment: 8) {
                     scratch throws(StorageError) -> Bool in
-                    let payload = UnsafeMutableRawBufferPointer(
-                        rebasing: scratch[0..<Int(e.length) - LayerFormat.blobHeaderSize])
+                    let payload = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<length])
                     try layer.readPayload(e, into: payload)
                     return Redo.applyEncoded(UnsafeRawBufferPointer(payload), to: page)
                 }

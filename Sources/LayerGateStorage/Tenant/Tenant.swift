@@ -1,20 +1,46 @@
 import Logging
 import Synchronization
 
+/// What every tenant's file work shares: the filesystem, the bounded set of
+/// open layer files, the page cache, the disk budget and the failpoints.
+public struct TenantStorage: Sendable {
+    public let fs: any FileSystem
+    /// Where `fs` is rooted, for the operator's log (never in a client's message).
+    public let root: String
+    public let openFiles: OpenFileTable
+    public let cache: PageCache
+    let budget: DiskBudget
+    public let failpoints: Failpoints
+
+    init(fs: any FileSystem, root: String, openFiles: OpenFileTable, cache: PageCache, budget: DiskBudget,
+         failpoints: Failpoints) {
+        self.fs = fs
+        self.root = root
+        self.openFiles = openFiles
+        self.cache = cache
+        self.budget = budget
+        self.failpoints = failpoints
+    }
+}
+
 /// One tenant: its WAL, in-memory layers, layer map and index, and the
 /// lifecycle that says whether it serves.
 ///
 /// Shared state lives in one `Mutex` that is never held across disk I/O.
-/// Maintenance that rewrites the index — flush, reset, close (and compaction
-/// later) — is serialized by `maintenance`, an async lock, so the index in
-/// memory is always the one on disk.
+/// Maintenance that rewrites the index — flush, reset, close and the commit of
+/// a compaction step — is serialized by `maintenance`, an async lock, so the
+/// index in memory is always the one on disk. Lock order: `compactionLock`,
+/// then `maintenance`.
 public final class Tenant: Sendable {
     public let id: TenantId
+    /// Relative to the data directory: `tenants/<id>`.
     public let directory: String
+    let storage: TenantStorage
     let config: TenantConfig
-    let cache: PageCache
-    let failpoints: Failpoints
     let logger: Logger
+
+    var cache: PageCache { storage.cache }
+    var failpoints: Failpoints { storage.failpoints }
 
     struct PendingPut {
         var records: [Record]
@@ -22,14 +48,10 @@ public final class Tenant: Sendable {
         var continuation: CheckedContinuation<Result<Lsn, StorageError>, Never>
     }
 
-    struct LsnWaiter {
-        var lsn: Lsn
-        var continuation: CheckedContinuation<Result<Void, StorageError>, Never>
-        var timer: Task<Void, Never>?
-    }
-
     struct Inner {
         var lifecycle: TenantState = .loading
+        /// Open once the tenant has loaded.
+        var directory: DirectoryHandle?
         var index: IndexFile
         var lastRecordLsn = Lsn.zero
         /// Last LSN accepted into the commit queue: new puts must be above it.
@@ -41,14 +63,24 @@ public final class Tenant: Sendable {
         var wal: Wal?
         var pending: [PendingPut] = []
         var committing = false
-        var waiters: [UInt64: LsnWaiter] = [:]
-        var nextWaiterId: UInt64 = 0
+        /// Rises each time the commit leader goes idle (see `drainCommits`).
+        var idleEpoch: UInt64 = 0
+        /// In-memory bytes counted in the disk budget.
+        var unflushedBytes = 0
+        /// Frozen layers flushed since the tenant opened (see `flushProgress`).
+        var flushedLayers: UInt64 = 0
+        var flushFailures = 0
         var lastFlushError: String?
+        var flushRetryScheduled = false
         var compactionFailures = 0
         var lastCompactionError: String?
         var compactionNotBefore: ContinuousClock.Instant?
         /// Set by reset and close: a running compaction stops at its next value.
         var compactionCancelled = false
+        var walTailCuts = 0
+        var lastWalTailCut: String?
+        var lastLoadError: String?
+        var loadFailures = 0
 
         var generation: UInt32 { index.generation }
         var diskConsistentLsn: Lsn { Lsn(index.diskConsistentLsn) }
@@ -59,15 +91,20 @@ public final class Tenant: Sendable {
     let maintenance = AsyncLock()
     /// One compaction at a time; it takes `maintenance` only to commit.
     let compactionLock = AsyncLock()
+    /// last_record_lsn, for readers waiting on an LSN not yet ingested.
+    let lsnWait = SeqWait()
+    /// Frozen layers flushed so far, for puts held back by unflushed memory.
+    let flushProgress = SeqWait()
+    /// The commit leader's idle epochs, for `drainCommits`.
+    let commitIdle = SeqWait()
     let flushSignal: AsyncStream<Void>.Continuation
     let flushSignalsStream: AsyncStream<Void>
 
-    init(id: TenantId, directory: String, config: TenantConfig, cache: PageCache, failpoints: Failpoints, logger: Logger) {
+    init(id: TenantId, directory: String, config: TenantConfig, storage: TenantStorage, logger: Logger) {
         self.id = id
         self.directory = directory
         self.config = config
-        self.cache = cache
-        self.failpoints = failpoints
+        self.storage = storage
         var logger = logger
         logger[metadataKey: "tenant"] = "\(id)"
         self.logger = logger
@@ -76,13 +113,14 @@ public final class Tenant: Sendable {
     }
 
     /// Opens the tenant in `directory` (which holds its index.json): loads it and
-    /// starts its background flush. A tenant that fails to load is returned
-    /// broken, with the reason in its status.
-    public static func open(
-        id: TenantId, directory: String, config: TenantConfig = TenantConfig(), cache: PageCache,
-        failpoints: Failpoints = .shared, logger: Logger = Logger(label: "layergate.storage")
-    ) async -> Tenant {
-        let tenant = Tenant(id: id, directory: directory, config: config, cache: cache, failpoints: failpoints, logger: logger)
+    /// starts its background flush and compaction. A tenant whose files are
+    /// damaged is returned broken, with the reason in its status; one that could
+    /// not load for want of space or descriptors stays `loading` and tries again
+    /// with back-off.
+    static func open(id: TenantId, directory: String, config: TenantConfig, storage: TenantStorage, logger: Logger)
+        async -> Tenant
+    {
+        let tenant = Tenant(id: id, directory: directory, config: config, storage: storage, logger: logger)
         await tenant.maintenance.lock()
         _ = try? await tenant.loadLocked()
         tenant.maintenance.unlock()
@@ -92,6 +130,14 @@ public final class Tenant: Sendable {
     }
 
     public var lifecycle: TenantState { state.withLock { $0.lifecycle } }
+
+    /// The error for a request that finds the tenant not serving, or nil.
+    func admission(_ s: Inner) -> StorageError? {
+        if s.lifecycle == .loading, let e = s.lastLoadError {
+            return .tenantUnavailable(id, state: "loading (the last attempt failed: \(e))")
+        }
+        return TenantLifecycle.admission(s.lifecycle, tenant: id)
+    }
 
     public func status() -> TenantStatus {
         state.withLock { s in
@@ -104,43 +150,83 @@ public final class Tenant: Sendable {
                                      lsnEnd: n.lsnEnd, size: l.descriptor.size)
                 },
                 inMemoryRecords: s.open.recordCount + s.frozen.reduce(0) { $0 + $1.recordCount },
-                lastFlushError: s.lastFlushError, compactionFailures: s.compactionFailures,
-                lastCompactionError: s.lastCompactionError)
+                flushFailures: s.flushFailures, lastFlushError: s.lastFlushError,
+                compactionFailures: s.compactionFailures, lastCompactionError: s.lastCompactionError,
+                walTailCuts: s.walTailCuts, lastWalTailCut: s.lastWalTailCut, lastLoadError: s.lastLoadError)
         }
     }
 
-    /// Stops the tenant: no more reads or puts, in-flight commits finish, the
-    /// WAL is closed. Unflushed records stay in the WAL for the next load.
+    /// Stops the tenant: no more reads or puts, in-flight commits finish, a
+    /// running compaction stops, the WAL is sealed and closed. Unflushed records
+    /// stay in the WAL for the next load.
     public func close() async {
-        await maintenance.lock()
-        await closeLocked()
-        maintenance.unlock()
-        // A running compaction stops at its next value (or finds the tenant
-        // stopped when it commits, which needs `maintenance`): wait for it.
+        guard quiesce(to: .stop, error: .tenantUnavailable(id, state: "stopped")) != nil else { return }
         await compactionLock.lock()
+        await maintenance.lock()
+        await drainCommits()
+        let wal = state.withLock { s -> Wal? in
+            defer { s.wal = nil }
+            s.lifecycle = .stopped
+            return s.wal
+        }
+        wal?.close()
+        setUnflushed(0)
+        flushSignal.finish()
+        maintenance.unlock()
         compactionLock.unlock()
     }
 
-    private func closeLocked() async {
-        let waiters = state.withLock { s -> [LsnWaiter] in
-            s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .stop) ?? s.lifecycle
+    /// Moves the lifecycle on `event` (stop or reset), tells a running
+    /// compaction to stop and fails every waiting reader and held-back put.
+    /// Returns the state it left, or nil when the event is not allowed now.
+    func quiesce(to event: TenantEvent, error: StorageError) -> TenantState? {
+        let previous = state.withLock { s -> TenantState? in
+            guard let next = TenantLifecycle.next(s.lifecycle, on: event) else { return nil }
+            defer { s.lifecycle = next }
             s.compactionCancelled = true
-            defer { s.waiters = [:] }
-            return Array(s.waiters.values)
+            return s.lifecycle
         }
-        for w in waiters {
-            w.timer?.cancel()
-            w.continuation.resume(returning: .failure(.tenantUnavailable(id, state: "stopped")))
-        }
-        await drainCommits()
-        state.withLock { $0.wal }?.close()
-        flushSignal.finish()
+        guard previous != nil else { return nil }
+        lsnWait.failAll(error)
+        flushProgress.failAll(error)
+        return previous
+    }
+
+    /// `base` doubled for each failure after the first, at most `cap`.
+    static func backoff(_ base: Duration, failures: Int, cap: Duration) -> Duration {
+        var d = base
+        for _ in 1..<max(1, min(failures, 30)) { d = min(d * 2, cap) }
+        return min(d, cap)
     }
 
     /// Waits until the commit leader has nothing in flight.
     func drainCommits() async {
-        while state.withLock({ $0.committing }) {
-            try? await Task.sleep(for: .milliseconds(1))
+        while true {
+            let epoch = state.withLock { s -> UInt64? in s.committing ? s.idleEpoch : nil }
+            guard let epoch else { return }
+            _ = await commitIdle.wait(for: epoch + 1, timeout: .seconds(1))
         }
     }
+
+    /// Counts the tenant's current in-memory bytes in the shared disk budget.
+    func refreshUnflushed() {
+        let delta = state.withLock { s -> Int in
+            let now = Self.inMemoryBytes(s)
+            defer { s.unflushedBytes = now }
+            return now - s.unflushedBytes
+        }
+        storage.budget.adjustUnflushed(by: delta)
+    }
+
+    /// Records the tenant's in-memory bytes in the shared disk budget.
+    func setUnflushed(_ bytes: Int) {
+        let delta = state.withLock { s -> Int in
+            defer { s.unflushedBytes = bytes }
+            return bytes - s.unflushedBytes
+        }
+        storage.budget.adjustUnflushed(by: delta)
+    }
+
+    /// The in-memory bytes of `s` (open and frozen layers).
+    static func inMemoryBytes(_ s: Inner) -> Int { s.open.approximateBytes + s.frozen.reduce(0) { $0 + $1.approximateBytes } }
 }

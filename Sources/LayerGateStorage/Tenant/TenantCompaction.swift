@@ -1,52 +1,69 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Compaction: L0→L1 merge, image layers, GC — each step publishes its
 /// outputs through the gate, then one index update adds them and removes its
 /// inputs, then the inputs' files go once no read holds them.
 extension Tenant {
     /// Flushes, then compacts now (even while the background loop backs off),
     /// and returns what it did. `forceImageLayers` writes images regardless of
-    /// the threshold.
+    /// the threshold. A failure at any step, the flush included, counts in
+    /// `compactionFailures`.
     public func compact(forceImageLayers: Bool = false) async throws(StorageError) -> CompactionResult {
-        try await flush()
+        do throws(StorageError) { try await flush() } catch {
+            recordCompactionFailure(error)
+            throw error
+        }
         return try await runCompaction(explicit: true, forceImages: forceImageLayers)
     }
 
     func runCompaction(explicit: Bool, forceImages: Bool) async throws(StorageError) -> CompactionResult {
         await compactionLock.lock()
         defer { compactionLock.unlock() }
+        var result = CompactionResult()
+        var failure: StorageError?
         do throws(StorageError) {
-            var result = CompactionResult()
             result.add(try await mergeL0(explicit: explicit))
             result.add(try await createImages(force: forceImages))
-            result.add(try await collectGarbage())
-            state.withLock { s in
-                s.compactionFailures = 0
-                s.compactionNotBefore = nil
-            }
-            if result.layersCreated + result.layersRemoved > 0 {
-                logger.info("compaction done", metadata: [
-                    "created": "\(result.layersCreated)", "removed": "\(result.layersRemoved)",
-                    "bytes_written": "\(result.bytesWritten)",
-                ])
-            }
-            return result
         } catch {
             if case .cancelled = error { throw error }  // reset or close, not a failure of compaction
-            let period = config.compactionPeriod, cap = config.compactionMaxBackoff
-            let failures = state.withLock { s -> Int in
-                s.compactionFailures += 1
-                s.lastCompactionError = "\(error)"
-                var delay = period
-                for _ in 1..<min(s.compactionFailures, 20) { delay = min(delay * 2, cap) }
-                s.compactionNotBefore = .now + min(delay, cap)
-                return s.compactionFailures
-            }
-            logger.warning("compaction failed", metadata: ["error": "\(error)", "consecutive_failures": "\(failures)"])
-            throw error
+            failure = error
         }
+        // GC needs no space, and gives some back: it runs even when a step above failed.
+        do throws(StorageError) { result.add(try await collectGarbage()) } catch {
+            if case .cancelled = error { throw error }
+            failure = failure ?? error
+        }
+        if let failure {
+            recordCompactionFailure(failure)
+            throw failure
+        }
+        state.withLock { s in
+            s.compactionFailures = 0
+            s.lastCompactionError = nil
+            s.compactionNotBefore = nil
+        }
+        if result.layersCreated + result.layersRemoved > 0 {
+            logger.info("compaction done", metadata: [
+                "created": "\(result.layersCreated)", "removed": "\(result.layersRemoved)",
+                "bytes_written": "\(result.bytesWritten)",
+            ])
+        }
+        return result
+    }
+
+    /// Counts a failed compaction and sets the back-off of the background loop.
+    /// A tenant that is not serving (reset, close) is not a compaction failure.
+    private func recordCompactionFailure(_ error: StorageError) {
+        switch error {
+        case .cancelled, .tenantUnavailable, .tenantBroken, .tenantNotFound: return
+        default: break
+        }
+        let (period, cap) = (config.compactionPeriod, config.compactionMaxBackoff)
+        let failures = state.withLock { s -> Int in
+            s.compactionFailures += 1
+            s.lastCompactionError = "\(error)"
+            s.compactionNotBefore = .now + Self.backoff(period, failures: s.compactionFailures, cap: cap)
+            return s.compactionFailures
+        }
+        logger.warning("compaction failed", metadata: ["error": "\(error)", "consecutive_failures": "\(failures)"])
     }
 
     private struct Snapshot {
@@ -54,16 +71,21 @@ extension Tenant {
         var planLayers: [CompactionPlan.Layer]
         var index: IndexFile
         var lastRecordLsn: Lsn
+        var directory: DirectoryHandle
     }
 
     private func snapshot() throws(StorageError) -> Snapshot {
         try state.withLock { s throws(StorageError) -> Snapshot in
-            if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { throw e }
+            if let e = admission(s) { throw e }
+            guard let dir = s.directory else { throw .tenantUnavailable(id, state: s.lifecycle.name) }
             let levels = Dictionary(s.index.layers.map { ($0.name, $0.level ?? 0) }, uniquingKeysWith: { a, _ in a })
             return Snapshot(
                 layers: s.layers,
-                planLayers: s.layers.layers.map { CompactionPlan.Layer(name: $0.descriptor.name, level: levels[$0.descriptor.fileName] ?? 0) },
-                index: s.index, lastRecordLsn: s.lastRecordLsn)
+                planLayers: s.layers.layers.map {
+                    CompactionPlan.Layer(name: $0.descriptor.name, level: levels[$0.descriptor.fileName] ?? 0,
+                                         size: $0.descriptor.size)
+                },
+                index: s.index, lastRecordLsn: s.lastRecordLsn, directory: dir)
         }
     }
 
@@ -71,29 +93,51 @@ extension Tenant {
         { [weak self] in self?.state.withLock { $0.compactionCancelled } ?? true }
     }
 
+    private static func mib(_ n: Int) -> String { "\(max(0, n) >> 20) MiB" }
+
+    /// Merges L0 deltas into L1 in steps that fit the free space (and
+    /// `compactionBatchBytes`), oldest first, so freeing a little space lets
+    /// compaction make progress.
     private func mergeL0(explicit: Bool) async throws(StorageError) -> CompactionResult {
-        let snap = try snapshot()
-        let inputs = CompactionPlan.l0ToMerge(snap.planLayers, threshold: explicit ? 2 : config.compactionThreshold)
-        guard !inputs.isEmpty else { return CompactionResult() }
+        var total = CompactionResult()
+        while true {
+            let snap = try snapshot()
+            let l0 = CompactionPlan.l0ToMerge(snap.planLayers, threshold: explicit ? 2 : config.compactionThreshold)
+            guard !l0.isEmpty else { return total }
+            let budget = min(config.compactionBatchBytes, try storage.budget.compactionBudget())
+            let batch = CompactionPlan.l0Batch(l0, budget: budget)
+            guard !batch.isEmpty else {
+                throw .resourceExhausted(
+                    "tenant \(id): compaction needs \(Self.mib(l0[0].size + l0[1].size)) of free space for its smallest step (two L0 layers); \(Self.mib(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
+            }
+            total.add(try await mergeStep(batch, snap))
+        }
+    }
+
+    private func mergeStep(_ inputs: [CompactionPlan.Layer], _ snap: Snapshot) async throws(StorageError)
+        -> CompactionResult
+    {
         let names = Set(inputs.map(\.fileName))
         let readers = snap.layers.layers.filter { names.contains($0.descriptor.fileName) }
             .sorted { $0.descriptor.name.lsnStart < $1.descriptor.name.lsnStart }
-        let (id, directory, failpoints, target) = (self.id, self.directory, self.failpoints, config.targetFileBytes)
+        guard let lsnStart = readers.first?.descriptor.name.lsnStart,
+              let lsnEnd = readers.map(\.descriptor.name.lsnEnd).max()
+        else { return CompactionResult() }
+        let (id, dir, failpoints, target) = (self.id, snap.directory, self.failpoints, config.targetFileBytes)
         let generation = snap.index.generation
         let cancelled = cancellationCheck
-        let outputs = try await BlockingIO.run { () throws(StorageError) -> [LayerDescriptor] in
+        let outputs = try await BlockingIO.run { () throws(StorageError) -> UnlistedLayers in
             let out = CompactionOutputs(
-                directory: directory, tenant: id, kind: .delta, lsnStart: readers.first!.descriptor.name.lsnStart,
-                lsnEnd: readers.map(\.descriptor.name.lsnEnd).max()!, generation: generation, targetBytes: target,
-                failpoints: failpoints, isCancelled: cancelled)
+                directory: dir, tenant: id, kind: .delta, lsnStart: lsnStart, lsnEnd: lsnEnd, generation: generation,
+                targetBytes: target, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
                 var cursors = try readers.map { r throws(StorageError) in try LayerCursor(r) }
-                while let i = smallestCursor(cursors) {
-                    let e = cursors[i].current!
+                while let i = smallestCursor(cursors), let e = cursors[i].current {
                     try out.append(key: e.key, lsn: e.lsn, value: try cursors[i].layer.value(of: e))
                     try cursors[i].advance()
                 }
-                return try out.finish()
+                try out.finish()
+                return out.published
             } catch {
                 out.discardAll()
                 throw error
@@ -108,21 +152,24 @@ extension Tenant {
             snap.planLayers, diskConsistentLsn: Lsn(snap.index.diskConsistentLsn),
             threshold: config.imageCreationThreshold, force: force)
         else { return CompactionResult() }
-        let (id, directory, failpoints, target) = (self.id, self.directory, self.failpoints, config.targetFileBytes)
+        guard try storage.budget.compactionBudget() > 0 else {
+            throw .resourceExhausted(
+                "tenant \(id): no free space for image layers beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
+        }
+        let (id, dir, failpoints, target) = (self.id, snap.directory, self.failpoints, config.targetFileBytes)
         let generation = snap.index.generation
         let layers = snap.layers
         let cancelled = cancellationCheck
-        let outputs = try await BlockingIO.run { () throws(StorageError) -> [LayerDescriptor] in
+        let outputs = try await BlockingIO.run { () throws(StorageError) -> UnlistedLayers in
             let out = CompactionOutputs(
-                directory: directory, tenant: id, kind: .image, lsnStart: lsn, lsnEnd: lsn, generation: generation,
+                directory: dir, tenant: id, kind: .image, lsnStart: lsn, lsnEnd: lsn, generation: generation,
                 targetBytes: target, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
                 // Every key any layer holds, in order; the page of each as of `lsn`.
                 var cursors = try layers.layers.map { r throws(StorageError) in try LayerCursor(r) }
                 let none = InMemoryLayer(startLsn: lsn.next)
                 var previous: PageKey?
-                while let i = smallestCursor(cursors) {
-                    let key = cursors[i].current!.key
+                while let i = smallestCursor(cursors), let key = cursors[i].current?.key {
                     try cursors[i].advance()
                     guard key != previous else { continue }
                     previous = key
@@ -130,13 +177,14 @@ extension Tenant {
                         try out.append(key: key, lsn: lsn, value: .image(page))
                     }
                 }
-                return try out.finish()
+                try out.finish()
+                return out.published
             } catch {
                 out.discardAll()
                 throw error
             }
         }
-        guard !outputs.isEmpty else { return CompactionResult() }
+        guard !outputs.layers.isEmpty else { return CompactionResult() }
         return try await commit(added: outputs, removed: [], gcCutoff: nil, generation: generation)
     }
 
@@ -146,59 +194,52 @@ extension Tenant {
             snap.planLayers, lastRecordLsn: snap.lastRecordLsn, horizon: config.gcHorizonLsn,
             currentCutoff: Lsn(snap.index.gcCutoffLsn))
         guard !garbage.isEmpty || cutoff.rawValue > snap.index.gcCutoffLsn else { return CompactionResult() }
-        return try await commit(added: [], removed: Set(garbage.map(\.fileName)), gcCutoff: cutoff,
-                                generation: snap.index.generation)
+        return try await commit(added: UnlistedLayers(directory: snap.directory), removed: Set(garbage.map(\.fileName)),
+                                gcCutoff: cutoff, generation: snap.index.generation)
     }
 
     /// The single index update of a step. Until it succeeds the outputs are
-    /// unlisted: on any failure they are deleted here, never a listed layer.
-    private func commit(added: [LayerDescriptor], removed: Set<String>, gcCutoff: Lsn?, generation: UInt32)
+    /// unlisted: on any failure the guard deletes them, never a listed layer.
+    private func commit(added: UnlistedLayers, removed: Set<String>, gcCutoff: Lsn?, generation: UInt32)
         async throws(StorageError) -> CompactionResult
     {
+        defer { added.rollback() }
         await maintenance.lock()
         defer { maintenance.unlock() }
-        let (id, directory, cache, failpoints) = (self.id, self.directory, self.cache, self.failpoints)
-        let current = state.withLock { s -> IndexFile? in
-            s.lifecycle == .active && s.index.generation == generation && !s.compactionCancelled ? s.index : nil
+        let (id, storage) = (self.id, self.storage)
+        let current = state.withLock { s -> (IndexFile, DirectoryHandle)? in
+            guard s.lifecycle == .active, s.index.generation == generation, !s.compactionCancelled, let dir = s.directory
+            else { return nil }
+            return (s.index, dir)
         }
-        let result: Result<([LayerReader], IndexFile), StorageError>
-        do throws(StorageError) {
-            guard let current else { throw StorageError.cancelled("compaction of tenant \(id): the tenant was reset") }
-            result = .success(try await BlockingIO.run { () throws(StorageError) -> ([LayerReader], IndexFile) in
-                let readers = try added.map { d throws(StorageError) in
-                    try LayerReader(directory: directory, name: d.name, tenant: id, cache: cache, expectedSize: d.size)
-                }
-                if !added.isEmpty { try failpoints.hit("after-layer-publish-before-index") }
-                var index = current
-                index.layers.removeAll { removed.contains($0.name) }
-                index.layers += added.map { IndexFile.Layer(name: $0.fileName, size: $0.size, level: 1) }
-                if let gcCutoff { index.gcCutoffLsn = max(index.gcCutoffLsn, gcCutoff.rawValue) }
-                try index.write(directory: directory, failpoints: failpoints)
-                return (readers, index)
-            })
-        } catch {
-            result = .failure(error)
+        guard let (index, dir) = current else {
+            throw StorageError.cancelled("compaction of tenant \(id): the tenant was reset or stopped")
         }
-        switch result {
-        case .failure(let error):
-            let outputs = added
-            _ = try? await BlockingIO.run { () in
-                for d in outputs { _ = unlink(directory + "/" + d.fileName) }
-                if !outputs.isEmpty { Directory.fsync(directory) }
+        let outputs = added.layers
+        let (readers, newIndex) = try await BlockingIO.run { () throws(StorageError) -> ([LayerReader], IndexFile) in
+            let readers = try outputs.map { d throws(StorageError) in
+                try LayerReader(directory: dir, name: d.name, tenant: id, cache: storage.cache,
+                                openFiles: storage.openFiles, expectedSize: d.size)
             }
-            throw error
-        case .success(let (readers, index)):
-            state.withLock { s in
-                for name in removed { s.layers.remove(named: name)?.deleteWhenUnused() }
-                for r in readers { s.layers.insert(r) }
-                s.index = index
-            }
-            var r = CompactionResult()
-            r.layersCreated = added.count
-            r.layersRemoved = removed.count
-            r.bytesWritten = added.reduce(0) { $0 + $1.size }
-            return r
+            if !outputs.isEmpty { try storage.failpoints.hit("after-layer-publish-before-index") }
+            var next = index
+            next.layers.removeAll { removed.contains($0.name) }
+            next.layers += outputs.map { IndexFile.Layer(name: $0.fileName, size: $0.size, level: 1) }
+            if let gcCutoff { next.gcCutoffLsn = max(next.gcCutoffLsn, gcCutoff.rawValue) }
+            try next.write(directory: dir, failpoints: storage.failpoints)
+            return (readers, next)
         }
+        added.disarm()
+        state.withLock { s in
+            for name in removed { s.layers.remove(named: name)?.deleteWhenUnused() }
+            for r in readers { s.layers.insert(r) }
+            s.index = newIndex
+        }
+        var r = CompactionResult()
+        r.layersCreated = outputs.count
+        r.layersRemoved = removed.count
+        r.bytesWritten = outputs.reduce(0) { $0 + $1.size }
+        return r
     }
 
     /// Runs compaction every period, later after failures (exponential back-off).

@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Freezing the in-memory layer and writing it to an L0 delta layer:
 /// gated publish, then the index names it (disk_consistent_lsn moves), then
 /// readers see it, then the WAL below it is deleted.
@@ -11,7 +7,7 @@ extension Tenant {
         await maintenance.lock()
         defer { maintenance.unlock() }
         try state.withLock { s throws(StorageError) in
-            if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { throw e }
+            if let e = admission(s) { throw e }
             Self.freeze(&s)
         }
         try await flushFrozenLocked()
@@ -34,87 +30,108 @@ extension Tenant {
         do throws(StorageError) {
             try await flushFrozenLocked()
         } catch {
-            logger.error("background flush failed; will retry", metadata: ["error": "\(error)"])
-            let delay = config.flushRetryDelay
-            let signal = flushSignal
-            Task {
-                try? await Task.sleep(for: delay)
-                signal.yield()
-            }
+            scheduleFlushRetry(after: error)
+        }
+    }
+
+    /// One retry at a time, later after each consecutive failure: a flush that
+    /// keeps failing (a full disk) is tried again every few seconds, not in a loop.
+    private func scheduleFlushRetry(after error: StorageError) {
+        let delay = state.withLock { s -> Duration? in
+            guard !s.flushRetryScheduled, s.lifecycle == .active else { return nil }
+            s.flushRetryScheduled = true
+            return Self.backoff(config.flushRetryDelay, failures: s.flushFailures, cap: config.flushMaxBackoff)
+        }
+        guard let delay else { return }
+        logger.error("background flush failed; retrying later", metadata: [
+            "error": "\(error)", "retry_in": "\(delay)",
+        ])
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            guard let self else { return }
+            self.state.withLock { $0.flushRetryScheduled = false }
+            self.flushSignal.yield()
         }
     }
 
     /// Writes each frozen layer, oldest first. Caller holds `maintenance`.
     func flushFrozenLocked() async throws(StorageError) {
         while true {
-            let next = state.withLock { s -> (InMemoryLayer, IndexFile, Wal?)? in
-                guard s.lifecycle == .active, let layer = s.frozen.first else { return nil }
-                return (layer, s.index, s.wal)
+            let next = state.withLock { s -> (InMemoryLayer, IndexFile, Wal?, DirectoryHandle)? in
+                guard s.lifecycle == .active, let layer = s.frozen.first, let dir = s.directory else { return nil }
+                return (layer, s.index, s.wal, dir)
             }
-            guard let (layer, index, wal) = next else { return }
-            let (id, directory, cache, failpoints) = (self.id, self.directory, self.cache, self.failpoints)
-            let result: Result<(LayerReader, IndexFile), StorageError>
+            guard let (layer, index, wal, dir) = next else { return }
+            let (id, storage) = (self.id, self.storage)
+            let reader: LayerReader
+            let newIndex: IndexFile
             do throws(StorageError) {
-                let r = try await BlockingIO.run { () throws(StorageError) -> (LayerReader, IndexFile) in
-                    try Self.writeL0(layer, index: index, tenant: id, directory: directory, cache: cache, failpoints: failpoints)
+                (reader, newIndex) = try await BlockingIO.run { () throws(StorageError) -> (LayerReader, IndexFile) in
+                    try Self.writeL0(layer, index: index, tenant: id, directory: dir, storage: storage)
                 }
-                result = .success(r)
             } catch {
-                result = .failure(error)
-            }
-            switch result {
-            case .failure(let error):
-                state.withLock { $0.lastFlushError = "\(error)" }
-                throw error
-            case .success(let (reader, newIndex)):
                 state.withLock { s in
-                    s.layers.insert(reader)
-                    s.frozen.removeFirst()
-                    s.index = newIndex
-                    s.lastFlushError = nil
+                    s.flushFailures += 1
+                    s.lastFlushError = "\(error)"
                 }
-                logger.debug("flushed L0 layer", metadata: [
-                    "layer": "\(reader.descriptor.fileName)", "bytes": "\(reader.descriptor.size)",
-                ])
-                if let wal {
-                    let dcl = Lsn(newIndex.diskConsistentLsn)
+                throw error
+            }
+            let flushed = state.withLock { s -> UInt64 in
+                s.layers.insert(reader)
+                s.frozen.removeFirst()
+                s.index = newIndex
+                s.flushFailures = 0
+                s.lastFlushError = nil
+                s.flushedLayers += 1
+                return s.flushedLayers
+            }
+            refreshUnflushed()
+            flushProgress.advance(to: flushed)
+            logger.debug("flushed L0 layer", metadata: [
+                "layer": "\(reader.descriptor.fileName)", "bytes": "\(reader.descriptor.size)",
+            ])
+            if let wal {
+                let dcl = Lsn(newIndex.diskConsistentLsn)
+                let failpoints = self.failpoints
+                do throws(StorageError) {
                     try await BlockingIO.run { () throws(StorageError) in
                         try failpoints.hit("flush-after-index-before-wal-truncate")
-                        wal.removeSegments(coveredBy: dcl)
+                        try wal.removeSegments(coveredBy: dcl)
                     }
+                } catch {
+                    // The layer is listed; old segments go at the next flush or load.
+                    logger.warning("could not delete WAL segments below the flush", metadata: ["error": "\(error)"])
                 }
             }
         }
     }
 
-    /// Writes one frozen layer and lists it in a new index. If anything fails
-    /// after the publish, the published file is removed before returning the
-    /// error, so a retry can write the same name.
+    /// Writes one frozen layer and lists it in a new index. A file published
+    /// but not listed when anything fails is removed (`UnlistedLayers`), so a
+    /// retry can write the same name.
     private static func writeL0(
-        _ layer: InMemoryLayer, index: IndexFile, tenant: TenantId, directory: String, cache: PageCache,
-        failpoints: Failpoints
+        _ layer: InMemoryLayer, index: IndexFile, tenant: TenantId, directory: DirectoryHandle, storage: TenantStorage
     ) throws(StorageError) -> (LayerReader, IndexFile) {
+        try storage.budget.admitFlush(bytes: layer.approximateBytes, tenant: tenant)
         let writer = try LayerWriter(
             directory: directory, tenant: tenant, kind: .delta, lsnStart: layer.startLsn, lsnEnd: layer.endLsn,
-            generation: index.generation, failpoints: failpoints)
+            generation: index.generation, failpoints: storage.failpoints)
         for (key, versions) in layer.sortedRecords() {
             for v in versions { try writer.append(key: key, lsn: v.lsn, value: v.value) }
         }
+        let unlisted = UnlistedLayers(directory: directory)
+        defer { unlisted.rollback() }
         let descriptor = try writer.finish()
-        do throws(StorageError) {
-            try failpoints.hit("after-layer-publish-before-index")
-            let reader = try LayerReader(directory: directory, name: descriptor.name, tenant: tenant, cache: cache,
-                                         expectedSize: descriptor.size)
-            try failpoints.hit("flush-before-index")
-            var newIndex = index
-            newIndex.layers.append(IndexFile.Layer(name: descriptor.fileName, size: descriptor.size, level: 0))
-            newIndex.diskConsistentLsn = layer.endLsn.rawValue
-            try newIndex.write(directory: directory, failpoints: failpoints)
-            return (reader, newIndex)
-        } catch {
-            _ = unlink(directory + "/" + descriptor.fileName)
-            Directory.fsync(directory)
-            throw error
-        }
+        unlisted.add(descriptor)
+        try storage.failpoints.hit("after-layer-publish-before-index")
+        let reader = try LayerReader(directory: directory, name: descriptor.name, tenant: tenant, cache: storage.cache,
+                                     openFiles: storage.openFiles, expectedSize: descriptor.size)
+        try storage.failpoints.hit("flush-before-index")
+        var newIndex = index
+        newIndex.layers.append(IndexFile.Layer(name: descriptor.fileName, size: descriptor.size, level: 0))
+        newIndex.diskConsistentLsn = layer.endLsn.rawValue
+        try newIndex.write(directory: directory, failpoints: storage.failpoints)
+        unlisted.disarm()
+        return (reader, newIndex)
     }
 }

@@ -2,18 +2,17 @@
 /// records visible. A put is answered only after its bytes are fsynced.
 extension Tenant {
     /// Stores a batch of records. Returns the tenant's last_record_lsn, durable
-    /// when this returns. Any invalid record rejects the whole batch and stores nothing.
+    /// when this returns. Any invalid record rejects the whole batch and stores
+    /// nothing; so does a full disk (`resourceExhausted`), and then every put
+    /// queued behind it fails too, so an ingester can resend from its first
+    /// failed LSN.
     public func put(_ records: [Record]) async throws(StorageError) -> Lsn {
         try Self.validateBatch(records)
-        let bytes = Wal.encode(records)
-        // Back-pressure: ingest must not outrun flushing without bound.
-        while state.withLock({ $0.frozen.count >= config.maxFrozenLayers && $0.lifecycle == .active }) {
-            flushSignal.yield()
-            try? await Task.sleep(for: .milliseconds(2))
-        }
+        let bytes = WalFormat.encodeRecords(records)
+        try await waitForFlushRoom()
         let result: Result<Lsn, StorageError> = await withCheckedContinuation { c in
             let outcome = state.withLock { s -> Result<Bool, StorageError> in
-                if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { return .failure(e) }
+                if let e = admission(s) { return .failure(e) }
                 let first = records[0].lsn
                 guard first > s.reservedLsn else {
                     return .failure(.invalidArgument(
@@ -32,6 +31,31 @@ extension Tenant {
             }
         }
         return try result.get()
+    }
+
+    /// Back-pressure: ingest must not outrun flushing without bound. While
+    /// `maxFrozenLayers` wait for a flush, a put waits for one to finish —
+    /// at most `ingestStallTimeout`, then it is refused, so a flush that keeps
+    /// failing (a full disk) never hangs a put.
+    private func waitForFlushRoom() async throws(StorageError) {
+        let deadline = ContinuousClock.now + config.ingestStallTimeout
+        while true {
+            let held = state.withLock { s -> (UInt64, Int, String?)? in
+                guard s.lifecycle == .active, s.frozen.count >= config.maxFrozenLayers else { return nil }
+                return (s.flushedLayers, s.frozen.count, s.lastFlushError)
+            }
+            guard let (flushed, frozen, lastError) = held else { return }
+            let left = deadline - ContinuousClock.now
+            var outcome = SeqWait.Outcome.timedOut(current: flushed)
+            if left > .zero { outcome = await flushProgress.wait(for: flushed + 1, timeout: left) }
+            switch outcome {
+            case .reached: continue
+            case .failed(let e): throw e
+            case .timedOut:
+                throw .resourceExhausted(
+                    "tenant \(id): ingest is ahead of flushing: \(frozen) in-memory layers wait for a flush\(lastError.map { " (the last one failed: \($0))" } ?? ""); nothing of this put was stored, retry later")
+            }
+        }
     }
 
     /// The whole-batch rules of PutRecords that do not depend on the tenant.
@@ -58,54 +82,62 @@ extension Tenant {
     }
 
     /// The commit leader, on an I/O thread: takes every queued put, writes them
-    /// with one write and one fsync, then publishes them in LSN order. Puts that
+    /// as one commit with one fsync, then publishes them in LSN order. Puts that
     /// arrive meanwhile ride the next round.
     func commitLoop() {
         while true {
             let next = state.withLock { s -> ([PendingPut], Wal?)? in
                 if s.pending.isEmpty {
                     s.committing = false
+                    s.idleEpoch += 1
                     return nil
                 }
                 defer { s.pending = [] }
                 return (s.pending, s.wal)
             }
-            guard let (batch, wal) = next else { return }
+            guard let (batch, wal) = next else {
+                commitIdle.advance(to: state.withLock { $0.idleEpoch })
+                return
+            }
             var bytes: [UInt8] = []
             bytes.reserveCapacity(batch.reduce(0) { $0 + $1.bytes.count })
             for p in batch { bytes.append(contentsOf: p.bytes) }
+            let first = batch[0].records[0].lsn
+            let last = batch[batch.count - 1].records[batch[batch.count - 1].records.count - 1].lsn
             do throws(StorageError) {
                 guard let wal else { throw StorageError.tenantUnavailable(id, state: "loading") }
-                try wal.append(bytes, firstLsn: batch[0].records[0].lsn, failpoints: failpoints)
+                try storage.budget.admitIngest(bytes: bytes.count, tenant: id)
+                try wal.append(bytes, firstLsn: first, lastLsn: last, failpoints: failpoints)
             } catch {
-                logger.warning("WAL append failed; \(batch.count) puts rejected", metadata: ["error": "\(error)"])
-                state.withLock { s in
-                    s.reservedLsn = max(s.lastRecordLsn, s.pending.last.map { $0.records[$0.records.count - 1].lsn } ?? .zero)
-                }
-                for p in batch { p.continuation.resume(returning: .failure(error)) }
+                failCommit(batch, error)
                 continue
             }
-            let (lsn, woken, froze) = state.withLock { s -> (Lsn, [LsnWaiter], Bool) in
+            let (lsn, froze) = state.withLock { s -> (Lsn, Bool) in
                 for p in batch { s.open.insert(p.records) }
-                s.lastRecordLsn = batch[batch.count - 1].records.last!.lsn
-                var woken: [LsnWaiter] = []
-                if !s.waiters.isEmpty {
-                    for (k, w) in s.waiters where w.lsn <= s.lastRecordLsn {
-                        woken.append(w)
-                        s.waiters[k] = nil
-                    }
-                }
+                s.lastRecordLsn = last
                 let froze = s.open.approximateBytes >= config.checkpointDistanceBytes
                 if froze { Self.freeze(&s) }
-                return (s.lastRecordLsn, woken, froze)
+                return (s.lastRecordLsn, froze)
             }
-            for w in woken {
-                w.timer?.cancel()
-                w.continuation.resume(returning: .success(()))
-            }
+            refreshUnflushed()
+            lsnWait.advance(to: lsn.rawValue)
             for p in batch { p.continuation.resume(returning: .success(lsn)) }
             if froze { flushSignal.yield() }
         }
+    }
+
+    /// A commit that stored nothing: its puts fail, and so does every put
+    /// queued behind it (each was accepted above LSNs that are now not stored),
+    /// so the next put is checked against what is really durable.
+    private func failCommit(_ batch: [PendingPut], _ error: StorageError) {
+        let error = error.explainedAsResourceExhausted("tenant \(id): put")
+        logger.warning("WAL append failed; puts rejected", metadata: ["error": "\(error)", "puts": "\(batch.count)"])
+        let queued = state.withLock { s -> [PendingPut] in
+            defer { s.pending = [] }
+            s.reservedLsn = s.lastRecordLsn
+            return s.pending
+        }
+        for p in batch + queued { p.continuation.resume(returning: .failure(error)) }
     }
 
     /// Moves the open layer to the frozen list and starts a new WAL segment.

@@ -5,6 +5,8 @@
 ///        │                  │                   │
 ///        └──failed──▶ broken ◀──────failed──────┘      broken ──reset──▶ resetting
 ///     any ──stop──▶ stopped
+///     resetting ──resetAbandoned(previous)──▶ previous   (the reload hit a full
+///         disk or no descriptors: the tenant serves on as it was)
 public enum TenantState: Equatable, Sendable {
     case loading
     case active
@@ -28,6 +30,8 @@ enum TenantEvent: Equatable {
     case loaded
     case loadFailed(String)
     case resetRequested
+    /// A reset's reload failed for want of space or descriptors.
+    case resetAbandoned(restoring: TenantState)
     case stop
 }
 
@@ -38,6 +42,7 @@ enum TenantLifecycle {
         case (.loading, .loaded), (.resetting, .loaded): return .active
         case (.loading, .loadFailed(let r)), (.resetting, .loadFailed(let r)): return .broken(reason: r)
         case (.active, .resetRequested), (.broken, .resetRequested): return .resetting
+        case (.resetting, .resetAbandoned(let previous)): return previous
         case (.stopped, _): return nil
         case (_, .stop): return .stopped
         default: return nil

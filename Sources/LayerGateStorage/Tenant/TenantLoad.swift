@@ -7,50 +7,45 @@ import Glibc
 extension Tenant {
     static let walDirectoryName = "wal"
 
-    /// Stops the tenant's work, optionally drops its cached blocks, and loads
-    /// it again from index.json and the WAL with a new generation. Readers get
-    /// `tenantUnavailable` meanwhile, never old or mixed bytes.
+    /// Stops the tenant's work (a running compaction is stopped and waited
+    /// for), optionally drops its cached blocks, and loads it again from
+    /// index.json and the WAL with a new generation. Readers get
+    /// `tenantUnavailable` meanwhile, never old or mixed bytes. A reload that
+    /// fails for want of space or descriptors leaves the tenant as it was.
     public func reset(dropCache: Bool) async throws(StorageError) -> ResetResult {
+        guard let previous = quiesce(to: .resetRequested, error: .tenantUnavailable(id, state: "resetting")) else {
+            throw state.withLock { admission($0) } ?? .tenantUnavailable(id, state: lifecycle.name)
+        }
+        await compactionLock.lock()
+        defer { compactionLock.unlock() }
         await maintenance.lock()
         defer { maintenance.unlock() }
-        let waiters = try state.withLock { s throws(StorageError) -> [LsnWaiter] in
-            guard let next = TenantLifecycle.next(s.lifecycle, on: .resetRequested) else {
-                throw TenantLifecycle.admission(s.lifecycle, tenant: id) ?? .tenantUnavailable(id, state: s.lifecycle.name)
-            }
-            s.lifecycle = next
-            s.compactionCancelled = true
-            defer { s.waiters = [:] }
-            return Array(s.waiters.values)
-        }
-        for w in waiters {
-            w.timer?.cancel()
-            w.continuation.resume(returning: .failure(.tenantUnavailable(id, state: "resetting")))
-        }
         await drainCommits()
         let (oldLayers, oldWal) = state.withLock { s in (s.layers, s.wal) }
         oldWal?.close()
+        let result = try await loadLocked(restoring: previous)
         if dropCache { cache.dropFiles(Set(oldLayers.layers.map(\.fileId))) }
-        return try await loadLocked()
+        return result
     }
 
-    /// Loads from disk and installs the result, or marks the tenant broken.
-    /// Caller holds `maintenance`.
+    /// Loads from disk and installs the result. On failure: a reset whose
+    /// reload ran out of space or descriptors goes back to `restoring`; a
+    /// first load that did stays `loading` and is retried with back-off;
+    /// anything else (damage) makes the tenant broken. Caller holds `maintenance`.
     @discardableResult
-    func loadLocked() async throws(StorageError) -> ResetResult {
-        let (id, directory, cache) = (self.id, self.directory, self.cache)
-        let failpoints = self.failpoints
+    func loadLocked(restoring previous: TenantState? = nil) async throws(StorageError) -> ResetResult {
+        let (id, directory, storage) = (self.id, self.directory, self.storage)
+        let held = state.withLock { $0.directory }
         let loaded: LoadedTenant
         do throws(StorageError) {
             loaded = try await BlockingIO.run { () throws(StorageError) -> LoadedTenant in
-                try Self.load(id: id, directory: directory, cache: cache, failpoints: failpoints)
+                try Self.load(id: id, directory: directory, held: held, storage: storage)
             }
         } catch {
-            let reason = "\(error)"
-            logger.error("tenant failed to load", metadata: ["error": "\(reason)"])
-            state.withLock { s in s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .loadFailed(reason)) ?? s.lifecycle }
-            throw .tenantBroken(id, reason: reason)
+            try await loadFailed(error, restoring: previous, held: held)
         }
-        let froze = state.withLock { s -> Bool in
+        let (froze, lastRecordLsn) = state.withLock { s -> (Bool, Lsn) in
+            s.directory = loaded.directory
             s.index = loaded.index
             s.layers = loaded.layers
             s.wal = loaded.wal
@@ -61,73 +56,155 @@ extension Tenant {
             s.lastRecordLsn = max(Lsn(loaded.index.diskConsistentLsn), replay.last?.lsn ?? .zero)
             s.reservedLsn = s.lastRecordLsn
             s.pending = []
+            s.flushFailures = 0
             s.lastFlushError = nil
             s.compactionCancelled = false
+            s.lastLoadError = nil
+            s.loadFailures = 0
+            if let cut = loaded.walTailCut {
+                s.walTailCuts += 1
+                s.lastWalTailCut = cut.description
+            }
             s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .loaded) ?? s.lifecycle
             let froze = s.open.approximateBytes >= config.checkpointDistanceBytes
             if froze { Self.freeze(&s) }
-            return froze
+            return (froze, s.lastRecordLsn)
+        }
+        refreshUnflushed()
+        lsnWait.reset(to: lastRecordLsn.rawValue)
+        if let cut = loaded.walTailCut {
+            logger.error("WAL tail cut at load: \(cut). A crash during the last write is the normal cause; if records above that LSN had been acknowledged, they were lost to damage on disk", metadata: [
+                "segment": "\(cut.segment)", "offset": "\(cut.offset)", "bytes": "\(cut.bytes)",
+            ])
         }
         logger.info("tenant loaded", metadata: [
             "generation": "\(loaded.index.generation)", "layers": "\(loaded.layers.count)",
             "disk_consistent_lsn": "\(Lsn(loaded.index.diskConsistentLsn))", "wal_records": "\(loaded.replayed.count)",
-            "files_swept": "\(loaded.filesSwept)", "torn_wal_bytes": "\(loaded.tornWalBytes)",
+            "files_swept": "\(loaded.filesSwept)",
         ])
         if froze { flushSignal.yield() }
         return ResetResult(generation: loaded.index.generation, filesSwept: loaded.filesSwept)
     }
 
-    /// Reads index.json, sweeps what it does not list, validates what it lists,
-    /// records the new generation, and replays the WAL. Blocking.
-    static func load(id: TenantId, directory: String, cache: PageCache, failpoints: Failpoints) throws(StorageError)
-        -> LoadedTenant
+    private func loadFailed(_ error: StorageError, restoring previous: TenantState?, held: DirectoryHandle?)
+        async throws(StorageError) -> Never
     {
-        var index = try IndexFile.read(directory: directory)
-        guard index.tenantId == id.description else {
-            throw .corruptIndex(file: directory + "/" + IndexFile.fileName, reason: "names tenant \(index.tenantId)")
+        let reason = "\(error)"
+        if error.isResourceExhaustion {
+            if let previous {
+                state.withLock { s in
+                    s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .resetAbandoned(restoring: previous)) ?? s.lifecycle
+                    s.compactionCancelled = false
+                }
+                logger.warning("reset could not reload the tenant; it serves on as before", metadata: ["error": "\(reason)"])
+                throw .resourceExhausted(
+                    "tenant \(id): the reset could not reload it (\(reason)); it serves on as before the reset. Free space or file descriptors, then retry")
+            }
+            let stillLoading = state.withLock { s -> Bool in
+                guard s.lifecycle == .loading else { return false }
+                s.lastLoadError = reason
+                s.loadFailures += 1
+                return true
+            }
+            logger.warning("tenant could not load; it stays loading and tries again", metadata: ["error": "\(reason)"])
+            if stillLoading { scheduleLoadRetry() }
+            throw .resourceExhausted("tenant \(id) could not load: \(reason); it is tried again with back-off")
         }
-        let swept = try sweep(directory: directory, index: index)
+        // Report what the disk says the generation is, even though the tenant is broken.
+        let (id, directory, fs) = (self.id, self.directory, storage.fs)
+        let onDisk = try? await BlockingIO.run { () throws(StorageError) -> IndexFile in
+            if let held { return try IndexFile.read(directory: held) }
+            return try IndexFile.read(directory: try DirectoryHandle(fs: fs, path: directory))
+        }
+        state.withLock { s in
+            s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .loadFailed(reason)) ?? s.lifecycle
+            s.lastLoadError = reason
+            if let onDisk, onDisk.tenantId == id.description { s.index = onDisk }
+        }
+        logger.error("tenant failed to load", metadata: ["error": "\(reason)"])
+        throw .tenantBroken(id, reason: reason)
+    }
+
+    private func scheduleLoadRetry() {
+        let delay = Self.backoff(config.loadRetryDelay, failures: state.withLock { $0.loadFailures },
+                                 cap: config.flushMaxBackoff)
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            guard let self else { return }
+            await self.maintenance.lock()
+            defer { self.maintenance.unlock() }
+            guard self.lifecycle == .loading else { return }
+            _ = try? await self.loadLocked()
+        }
+    }
+
+    /// Reads index.json, sweeps what it does not list, validates what it lists,
+    /// replays the WAL, and only then records the new generation: a load that
+    /// fails changes nothing but the sweep and a cut torn tail. Blocking.
+    static func load(id: TenantId, directory: String, held: DirectoryHandle?, storage: TenantStorage)
+        throws(StorageError) -> LoadedTenant
+    {
+        let fs = storage.fs
+        let dir: DirectoryHandle
+        if let held { dir = held } else { dir = try DirectoryHandle(fs: fs, path: directory) }
+        var index = try IndexFile.read(directory: dir)
+        let indexPath = dir.child(IndexFile.fileName)
+        guard index.tenantId == id.description else {
+            throw .corruptIndex(file: indexPath, reason: "names tenant \(StorageError.printable(index.tenantId))")
+        }
+        let generation = try index.nextGeneration(path: indexPath)
+        let swept = try sweep(directory: dir, index: index)
         var layers = LayerMap()
         for entry in index.layers {
-            guard let name = LayerName(parsing: entry.name) else { preconditionFailure("index names were validated") }
-            let path = directory + "/" + entry.name
-            guard let size = Directory.fileSize(path) else {
-                throw .corruptLayer(file: path, reason: "listed in index.json but missing")
+            let path = dir.child(entry.name)
+            guard let name = LayerName(parsing: entry.name) else {
+                throw .corruptIndex(file: indexPath, reason: "bad layer name")
             }
-            guard size == entry.size else {
-                throw .corruptLayer(file: path, reason: "size is \(size) bytes, index.json says \(entry.size)")
+            let info: FileInfo
+            do throws(SystemError) { info = try fs.stat(path) } catch {
+                if error.errno == ENOENT { throw .corruptLayer(file: path, reason: "listed in index.json but missing") }
+                throw .io(operation: "stat", path: path, errno: error.errno)
             }
-            layers.insert(try LayerReader(directory: directory, name: name, tenant: id, cache: cache, expectedSize: entry.size))
+            guard info.size == entry.size else {
+                throw .corruptLayer(file: path, reason: "size is \(info.size) bytes, index.json says \(entry.size)")
+            }
+            layers.insert(try LayerReader(directory: dir, name: name, tenant: id, cache: storage.cache,
+                                          openFiles: storage.openFiles, expectedSize: entry.size))
         }
-        index.generation += 1
-        try index.write(directory: directory, failpoints: failpoints)
-        let walDir = directory + "/" + walDirectoryName
-        try Directory.create(walDir)
-        let replay = try Wal.replay(directory: walDir)
+        let walPath = dir.child(walDirectoryName)
+        if !Directory.isDirectory(fs, walPath) {
+            try Directory.create(fs, walPath)
+            dir.sync()
+        }
+        let walDir = try DirectoryHandle(fs: fs, path: walPath)
+        let replay = try WalReplay.replay(directory: walDir, tenant: id)
+        index.generation = generation
+        try index.write(directory: dir, failpoints: storage.failpoints)
         return LoadedTenant(
-            index: index, layers: layers, wal: Wal(directory: walDir, existing: replay.segments),
-            replayed: replay.records, filesSwept: swept, tornWalBytes: replay.tornBytesCut)
+            directory: dir, index: index, layers: layers, wal: Wal(directory: walDir, tenant: id, replayed: replay),
+            replayed: replay.records, filesSwept: swept, walTailCut: replay.cut)
     }
 
     /// Deletes temp files (of every kind) and layer files the index does not
     /// list. Returns how many files it removed.
-    static func sweep(directory: String, index: IndexFile) throws(StorageError) -> Int {
+    static func sweep(directory: DirectoryHandle, index: IndexFile) throws(StorageError) -> Int {
+        let fs = directory.fs
         let listed = index.layerNames
         var removed = 0
-        for name in try Directory.list(directory) {
+        for name in try Directory.list(fs, directory.path) {
             let doomed = name.hasSuffix("___temp") || (LayerName(parsing: name) != nil && !listed.contains(name))
             guard doomed else { continue }
-            try Directory.unlink(directory + "/" + name)
+            try Directory.unlink(fs, directory.child(name))
             removed += 1
         }
-        let walDir = directory + "/" + walDirectoryName
-        if Directory.isDirectory(walDir) {
-            for name in try Directory.list(walDir) where name.hasSuffix("___temp") {
-                try Directory.unlink(walDir + "/" + name)
+        let walDir = directory.child(walDirectoryName)
+        if Directory.isDirectory(fs, walDir) {
+            for name in try Directory.list(fs, walDir) where name.hasSuffix("___temp") {
+                try Directory.unlink(fs, walDir + "/" + name)
                 removed += 1
             }
         }
-        if removed > 0 { Directory.fsync(directory) }
+        if removed > 0 { directory.sync() }
         return removed
     }
 }

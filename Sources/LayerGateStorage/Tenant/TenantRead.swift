@@ -52,7 +52,7 @@ extension Tenant {
 
     private func snapshot() throws(StorageError) -> Snapshot {
         try state.withLock { s throws(StorageError) -> Snapshot in
-            if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { throw e }
+            if let e = admission(s) { throw e }
             return Snapshot(lastRecordLsn: s.lastRecordLsn, gcCutoff: s.gcCutoff, open: s.open, frozen: s.frozen,
                             layers: s.layers)
         }
@@ -60,35 +60,10 @@ extension Tenant {
 
     /// Suspends until last_record_lsn reaches `lsn`, or fails with lsnNotAvailable after `timeout`.
     func waitForLsn(_ lsn: Lsn, timeout: Duration) async throws(StorageError) {
-        let result: Result<Void, StorageError> = await withCheckedContinuation { c in
-            let registered = state.withLock { s -> Result<UInt64, StorageError>? in
-                if let e = TenantLifecycle.admission(s.lifecycle, tenant: id) { return .failure(e) }
-                if s.lastRecordLsn >= lsn { return nil }
-                let waiterId = s.nextWaiterId
-                s.nextWaiterId += 1
-                s.waiters[waiterId] = LsnWaiter(lsn: lsn, continuation: c, timer: nil)
-                return .success(waiterId)
-            }
-            switch registered {
-            case nil: c.resume(returning: .success(()))
-            case .failure(let e)?: c.resume(returning: .failure(e))
-            case .success(let waiterId)?:
-                let timer = Task { [weak self] in
-                    try? await Task.sleep(for: timeout)
-                    self?.expireWaiter(waiterId)
-                }
-                state.withLock { s in s.waiters[waiterId]?.timer = timer }
-            }
+        switch await lsnWait.wait(for: lsn.rawValue, timeout: timeout) {
+        case .reached: return
+        case .failed(let e): throw e
+        case .timedOut(let current): throw .lsnNotAvailable(id, requested: lsn, lastRecordLsn: Lsn(current))
         }
-        try result.get()
-    }
-
-    private func expireWaiter(_ waiterId: UInt64) {
-        let expired = state.withLock { s -> (LsnWaiter, Lsn)? in
-            guard let w = s.waiters.removeValue(forKey: waiterId) else { return nil }
-            return (w, s.lastRecordLsn)
-        }
-        guard let (w, last) = expired else { return }
-        w.continuation.resume(returning: .failure(.lsnNotAvailable(id, requested: w.lsn, lastRecordLsn: last)))
     }
 }

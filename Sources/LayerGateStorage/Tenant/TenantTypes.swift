@@ -6,14 +6,30 @@ public struct TenantConfig: Sendable {
     public var waitLsnTimeout: Duration = .seconds(10)
     /// Frozen layers waiting for flush before puts wait for the flush (back-pressure).
     public var maxFrozenLayers = 4
-    /// How long the background flush waits after a failure before trying again.
+    /// How long the background flush waits after a failure before trying
+    /// again; it doubles with each consecutive failure up to `flushMaxBackoff`.
     public var flushRetryDelay: Duration = .seconds(1)
+    public var flushMaxBackoff: Duration = .seconds(30)
+    /// How long a put held back by unflushed memory waits for a flush before it
+    /// is answered `resourceExhausted`.
+    public var ingestStallTimeout: Duration = .seconds(10)
+    /// Free space kept on the data directory's filesystem beyond what flushing
+    /// the in-memory data needs: ingest stops before it would take it.
+    public var diskReserveBytes = 64 << 20
+    /// Layer-file descriptors the process keeps open at most (`OpenFileTable`).
+    public var maxOpenLayerFiles = 256
+    /// How long a failed load (full disk, no descriptors) waits before it is
+    /// tried again; doubles up to `flushMaxBackoff`.
+    public var loadRetryDelay: Duration = .seconds(1)
     /// L0 layers that make the background loop merge them into L1.
     public var compactionThreshold = 10
     /// Delta layers above the newest image that make compaction write images.
     public var imageCreationThreshold = 3
     /// Compaction output is split at about this size (at key boundaries).
     public var targetFileBytes = 128 << 20
+    /// One L0→L1 merge step reads at most this much (and less when free space
+    /// is short); more L0 layers are merged in further steps.
+    public var compactionBatchBytes = 1 << 30
     /// GC keeps every page readable at LSNs at most this far below last_record_lsn.
     public var gcHorizonLsn: UInt64 = 64 << 20
     /// How often the background loop looks for work.
@@ -42,10 +58,18 @@ public struct TenantStatus: Sendable {
     public var layers: [LayerInfo]
     /// Records in the open and frozen in-memory layers.
     public var inMemoryRecords: Int
+    /// Consecutive failed flushes of the in-memory layers (0 after a success).
+    public var flushFailures: Int
     public var lastFlushError: String?
     /// Consecutive compaction failures (0 after a success).
     public var compactionFailures: Int
     public var lastCompactionError: String?
+    /// WAL tails cut at loads of this tenant since the process started:
+    /// unverified bytes after the last verified commit (see `WalReplay`).
+    public var walTailCuts: Int
+    public var lastWalTailCut: String?
+    /// Why the last load failed, while the tenant is loading or broken.
+    public var lastLoadError: String?
 }
 
 /// What one compaction did.
@@ -71,10 +95,11 @@ public struct ResetResult: Equatable, Sendable {
 /// What a load read from disk: the index (with its new generation), the open
 /// layers it lists, the WAL, and what the sweep removed.
 struct LoadedTenant: Sendable {
+    var directory: DirectoryHandle
     var index: IndexFile
     var layers: LayerMap
     var wal: Wal
     var replayed: [Record]
     var filesSwept: Int
-    var tornWalBytes: Int
+    var walTailCut: WalReplay.TailCut?
 }

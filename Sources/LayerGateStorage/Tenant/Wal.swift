@@ -3,26 +3,37 @@ import Glibc
 #endif
 import Synchronization
 
-/// A tenant's ingest log: `wal/<first-lsn>.wal` segments of records
-///
-///     [u32 payload length][u32 crc32c(payload)][payload: lsn u64, key 17, value]
+/// A tenant's ingest log: `wal/<first-lsn>.wal` segments in `WalFormat`.
 ///
 /// Appends come only from the tenant's single commit leader; truncation of
 /// old segments from the flush. A new segment starts after each freeze, so a
 /// segment can be deleted once the next one starts at or below
 /// disk_consistent_lsn + 1.
+///
+/// A failed append leaves nothing a replay could find and changes nothing the
+/// next append relies on: a commit that fails is cut back (truncate + fsync);
+/// a new segment whose first commit fails is removed again, and the roll is
+/// retried by the next append, which names the segment after its own first
+/// LSN. So a segment's name is always the LSN of its first record.
 final class Wal: Sendable {
-    let directory: String
+    let directory: DirectoryHandle
+    let tenant: TenantId
 
-    private struct Segment {
-        var start: Lsn
-        var path: String
+    private struct Current {
+        var file: RawFile
+        var segment: WalReplay.Segment
+        var size: Int
+        var nextSequence: UInt64
+        var lastLsn: Lsn
     }
 
     private struct State {
-        var segments: [Segment] = []
-        var current: RawFile?
-        var currentSize = 0
+        var segments: [WalReplay.Segment]
+        /// The segment appends go to; unsealed.
+        var current: Current?
+        /// The newest segment of the last load, if it was not sealed: sealed
+        /// (opened then) before the first new segment starts.
+        var unsealedTail: WalReplay.OpenTail?
         var rollRequested = true
     }
 
@@ -30,163 +41,164 @@ final class Wal: Sendable {
     /// fsyncs done, to check that concurrent puts share them.
     let syncCount = Atomic<Int>(0)
 
-    static let entryHeaderSize = 8
-
-    init(directory: String, existing: [(Lsn, String)]) {
+    init(directory: DirectoryHandle, tenant: TenantId, replayed: WalReplay.Result) {
         self.directory = directory
-        state = Mutex(State(segments: existing.map { Segment(start: $0.0, path: $0.1) }))
+        self.tenant = tenant
+        state = Mutex(State(segments: replayed.segments, unsealedTail: replayed.tail))
     }
 
     static func segmentName(_ start: Lsn) -> String { start.hex16 + ".wal" }
 
-    static func encode(_ records: [Record]) -> [UInt8] {
-        var w = ByteWriter(capacity: records.reduce(0) { $0 + 41 + ValueCodec.encodedSize($1.value) })
-        for r in records {
-            let headerAt = w.count
-            w.u32(0); w.u32(0)
-            let payloadAt = w.count
-            w.u64(r.lsn.rawValue)
-            r.key.write(to: &w)
-            ValueCodec.encode(r.value, into: &w)
-            let len = UInt32(w.count - payloadAt)
-            let crc = w.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[payloadAt...])) }
-            for i in 0..<4 {
-                w.bytes[headerAt + i] = UInt8(truncatingIfNeeded: len >> UInt32(24 - 8 * i))
-                w.bytes[headerAt + 4 + i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i))
-            }
-        }
-        return w.bytes
-    }
-
     /// The next append starts a new segment (called at freeze).
     func requestRoll() { state.withLock { $0.rollRequested = true } }
 
-    /// Appends `bytes` (records starting at `firstLsn`) and fsyncs. On a write
-    /// error the segment is cut back to its previous length, so a failed batch
-    /// leaves nothing a replay could find.
-    func append(_ bytes: [UInt8], firstLsn: Lsn, failpoints: Failpoints) throws(StorageError) {
-        let (needsRoll, current, size) = state.withLock { s in (s.rollRequested || s.current == nil, s.current, s.currentSize) }
-        var file = current
-        var at = size
-        if needsRoll {
-            let path = directory + "/" + Self.segmentName(firstLsn)
-            let f = try RawFile.open(path, flags: O_WRONLY | O_CREAT)
-            at = try f.size()
-            Directory.fsync(directory)
+    /// Appends one group commit — `records`, encoded by `WalFormat.encodeRecords`,
+    /// with LSNs `firstLsn…lastLsn` — and fsyncs it. Returns once it is durable.
+    func append(_ records: [UInt8], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints) throws(StorageError) {
+        let (rollNeeded, current) = state.withLock { s in (s.rollRequested || s.current == nil, s.current) }
+        if !rollNeeded, let current {
+            let frame = WalFormat.frame(.commit, sequence: current.nextSequence, payload: records)
+            try write(frame, to: current.file, at: current.size, failpoints: failpoints)
             state.withLock { s in
-                if s.segments.last?.path != path { s.segments.append(Segment(start: firstLsn, path: path)) }
-                s.current = f
-                s.currentSize = at
-                s.rollRequested = false
+                s.current?.size += frame.count
+                s.current?.nextSequence += 1
+                s.current?.lastLsn = lastLsn
             }
-            file = f
+            return
         }
-        guard let file else { preconditionFailure("WAL has no open segment") }
+        try sealOpenSegment()
+        try startSegment(with: records, firstLsn: firstLsn, lastLsn: lastLsn, failpoints: failpoints)
+    }
+
+    /// Writes `bytes` at `offset` and fsyncs; on failure the file is cut back
+    /// to `offset` (and that is fsynced) before the error is thrown.
+    private func write(_ bytes: [UInt8], to file: RawFile, at offset: Int, failpoints: Failpoints) throws(StorageError) {
         do throws(StorageError) {
-            try file.write(bytes, at: at)
+            try file.write(bytes, at: offset)
             try failpoints.hit("wal-before-fsync")
         } catch {
-            do throws(StorageError) { try file.truncate(to: at) } catch {
-                FatalIO.fsyncFailed(path: file.path, errno: EIO)
+            do throws(StorageError) { try file.truncate(to: offset) } catch let e {
+                FatalIO.stop("cannot cut \(FileLabel.describe(file.path)) back after a failed write (\(error)): \(e)")
             }
+            file.sync()
             throw error
         }
         do throws(StorageError) { try failpoints.hit("wal-fsync-error") } catch {
-            FatalIO.fsyncFailed(path: file.path, errno: EIO)
+            FatalIO.stop("fsync of \(FileLabel.describe(file.path)) failed: failpoint wal-fsync-error")
         }
         file.sync()
         syncCount.add(1, ordering: .relaxed)
-        state.withLock { $0.currentSize = at + bytes.count }
     }
 
-    /// Deletes segments whose every record is ≤ `diskConsistentLsn`.
-    func removeSegments(coveredBy diskConsistentLsn: Lsn) {
+    /// Seals the segment that appends went to (or the unsealed newest segment
+    /// of the last load), so that a replay can tell any damage in it from a torn write.
+    private func sealOpenSegment() throws(StorageError) {
+        let (current, tail) = state.withLock { s in (s.current, s.unsealedTail) }
+        if let current {
+            try seal(current.file, at: current.size, nextSequence: current.nextSequence, lastLsn: current.lastLsn)
+            current.file.close()
+        } else if let tail {
+            let file = try RawFile.open(directory.fs, directory.child(tail.segment.name), .readWrite)
+            try seal(file, at: tail.size, nextSequence: tail.nextSequence, lastLsn: tail.lastLsn)
+            file.close()
+        }
+        state.withLock { s in
+            s.current = nil
+            s.unsealedTail = nil
+        }
+    }
+
+    private func seal(_ file: RawFile, at offset: Int, nextSequence: UInt64, lastLsn: Lsn) throws(StorageError) {
+        let seal = WalFormat.Seal(offset: UInt64(offset), lastLsn: lastLsn, commits: nextSequence - 1)
+        let frame = WalFormat.frame(.seal, sequence: nextSequence, payload: WalFormat.sealPayload(seal))
+        try write(frame, to: file, at: offset, failpoints: Failpoints.none)
+    }
+
+    private func startSegment(with records: [UInt8], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints)
+        throws(StorageError)
+    {
+        let fs = directory.fs
+        let name = Self.segmentName(firstLsn)
+        let path = directory.child(name)
+        let previous = state.withLock { $0.segments.last }
+        let file: RawFile
+        do throws(StorageError) {
+            file = try RawFile.open(fs, path, .createExclusive)
+        } catch .io(_, _, let e) where e == EEXIST {
+            // Only an empty file can hold this name: one whose first commit failed
+            // and whose removal failed too. Anything else is not ours to overwrite.
+            guard Directory.fileSize(fs, path) == 0 else {
+                throw .corruptWal(file: path, reason: "a new segment's name is taken by a non-empty file")
+            }
+            file = try RawFile.open(fs, path, .readWrite)
+        }
+        directory.sync()
+        var w = ByteWriter(capacity: records.count + 128)
+        let header = WalFormat.SegmentHeader(startLsn: firstLsn, previousStart: previous?.start ?? .zero, tenant: tenant)
+        WalFormat.appendFrame(.segmentHeader, sequence: 0, payload: WalFormat.headerPayload(header), to: &w)
+        WalFormat.appendFrame(.commit, sequence: 1, payload: records, to: &w)
+        do throws(StorageError) {
+            try write(w.bytes, to: file, at: 0, failpoints: failpoints)
+        } catch {
+            file.close()
+            try? fs.unlink(path)
+            directory.sync()
+            throw error
+        }
+        let segment = WalReplay.Segment(start: firstLsn, name: name, legacy: false)
+        state.withLock { s in
+            if s.segments.last?.name != name { s.segments.append(segment) }
+            s.current = Current(file: file, segment: segment, size: w.count, nextSequence: 2, lastLsn: lastLsn)
+            s.rollRequested = false
+        }
+    }
+
+    /// Deletes segments whose every record is ≤ `diskConsistentLsn`. One that
+    /// cannot be deleted now stays listed, and the next flush tries again.
+    func removeSegments(coveredBy diskConsistentLsn: Lsn) throws(StorageError) {
         let doomed: [String] = state.withLock { s in
             var out: [String] = []
-            while s.segments.count >= 2, s.segments[1].start.rawValue <= diskConsistentLsn.rawValue &+ 1 {
-                out.append(s.segments.removeFirst().path)
+            var i = 0
+            while i + 1 < s.segments.count, s.segments[i + 1].start.rawValue <= diskConsistentLsn.rawValue &+ 1 {
+                out.append(s.segments[i].name)
+                i += 1
             }
             return out
         }
-        for p in doomed { _ = unlink(p) }
-        if !doomed.isEmpty { Directory.fsync(directory) }
+        guard !doomed.isEmpty else { return }
+        var failure: StorageError?
+        var removed = 0
+        for name in doomed {
+            do throws(StorageError) { try Directory.unlink(directory.fs, directory.child(name)) } catch {
+                failure = error
+                break
+            }
+            removed += 1
+        }
+        state.withLock { s in s.segments.removeFirst(removed) }
+        if removed > 0 { directory.sync() }
+        if let failure { throw failure }
     }
 
     var segmentCount: Int { state.withLock { $0.segments.count } }
 
-    func close() { state.withLock { s in s.current?.close(); s.current = nil; s.rollRequested = true } }
-
-    struct Replay {
-        var records: [Record] = []
-        var tornBytesCut = 0
-        var segments: [(Lsn, String)] = []
-    }
-
-    /// Reads every segment in order. A torn tail of the last segment (a record
-    /// cut short, zeros, or a bad checksum on its final record) is cut off;
-    /// damage anywhere else is `corruptWal`.
-    static func replay(directory: String) throws(StorageError) -> Replay {
-        var out = Replay()
-        let names = try Directory.list(directory)
-        for name in names where name.hasSuffix("___temp") { _ = unlink(directory + "/" + name) }
-        let segs: [(Lsn, String)] = names.compactMap { n in
-            guard n.hasSuffix(".wal"), let v = Hex.parseUInt64(n.dropLast(4), digits: 16) else { return nil }
-            return (Lsn(v), directory + "/" + n)
-        }.sorted { $0.0 < $1.0 }
-        out.segments = segs
-        var lastLsn = Lsn.zero
-        for (i, (_, path)) in segs.enumerated() {
-            let isLast = i == segs.count - 1
-            let file = try RawFile.open(path, flags: isLast ? O_RDWR : O_RDONLY)
-            let bytes = try file.readAll()
-            var pos = 0
-            var cutAt: Int?
-            let scan: Result<Void, StorageError> = bytes.withUnsafeBytes { (buf: UnsafeRawBufferPointer) in
-                while pos < buf.count {
-                    let rest = UnsafeRawBufferPointer(rebasing: buf[pos...])
-                    let torn: String? = {
-                        if rest.allSatisfy({ $0 == 0 }) { return "zeros" }
-                        if rest.count < entryHeaderSize { return "short header" }
-                        return nil
-                    }()
-                    if let torn {
-                        guard isLast else { return .failure(.corruptWal(file: path, reason: "\(torn) at offset \(pos) of a sealed segment")) }
-                        cutAt = pos
-                        return .success(())
-                    }
-                    let len = Int(UInt32(bigEndian: rest.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
-                    let crc = UInt32(bigEndian: rest.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-                    let end = entryHeaderSize + len
-                    if end > rest.count {
-                        guard isLast else { return .failure(.corruptWal(file: path, reason: "record at offset \(pos) runs past the end")) }
-                        cutAt = pos
-                        return .success(())
-                    }
-                    let payload = UnsafeRawBufferPointer(rebasing: rest[entryHeaderSize..<end])
-                    guard Checksum.crc32c(payload) == crc else {
-                        if isLast && end == rest.count { cutAt = pos; return .success(()) }
-                        return .failure(.corruptWal(file: path, reason: "checksum mismatch at offset \(pos) with valid data after it"))
-                    }
-                    var r = ByteReader(payload)
-                    guard let lsn = try? r.u64(), let key = try? PageKey.read(from: &r),
-                          let value = ValueCodec.decode(UnsafeRawBufferPointer(rebasing: payload[r.offset...]))
-                    else { return .failure(.corruptWal(file: path, reason: "undecodable record at offset \(pos)")) }
-                    guard lsn >= lastLsn.rawValue else {
-                        return .failure(.corruptWal(file: path, reason: "LSN goes backwards at offset \(pos)"))
-                    }
-                    lastLsn = Lsn(lsn)
-                    out.records.append(Record(key: key, lsn: Lsn(lsn), value: value))
-                    pos += end
-                }
-                return .success(())
-            }
-            if case .failure(let e) = scan { throw e }
-            if let cutAt {
-                try file.truncate(to: cutAt)
-                file.sync()
-                out.tornBytesCut += bytes.count - cutAt
+    /// Seals the open segment and closes it. If the seal cannot be written (a
+    /// full disk), the segment is remembered as unsealed and sealed before the
+    /// next segment starts, as after a load.
+    func close() {
+        let current = state.withLock { s -> Current? in
+            defer { s.current = nil; s.rollRequested = true }
+            return s.current
+        }
+        guard let current else { return }
+        do throws(StorageError) {
+            try seal(current.file, at: current.size, nextSequence: current.nextSequence, lastLsn: current.lastLsn)
+        } catch {
+            state.withLock { s in
+                s.unsealedTail = WalReplay.OpenTail(segment: current.segment, size: current.size,
+                                                    nextSequence: current.nextSequence, lastLsn: current.lastLsn)
             }
         }
-        return out
+        current.file.close()
     }
 }

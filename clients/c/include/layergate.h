@@ -46,7 +46,7 @@ extern "C" {
 #define LG_API
 #endif
 
-#define LAYERGATE_VERSION "0.1.0"   /* this library's version (the Makefile reads it from here) */
+#define LAYERGATE_VERSION "0.2.0"   /* this library's version (the Makefile reads it from here) */
 
 #define LG_PAGE_SIZE 8192            /* bytes in a page, and in an image record */
 #define LG_TENANT_ID_LEN 32          /* hex digits in a tenant id (not counting the NUL) */
@@ -69,6 +69,8 @@ typedef enum lg_status {
     LG_INTERNAL = 9,
     LG_TENANT_EXISTS = 10,
     LG_LSN_BELOW_GC_HORIZON = 11,
+    LG_RESOURCE_EXHAUSTED = 12,   /* a server limit or a full disk: nothing was stored; retry later */
+    LG_UNAUTHENTICATED = 13,      /* the server checks tokens and this one is missing, bad or expired */
     /* The server answered with a code this library does not know (0, or one added by
      * a newer server); lg_server_code() has the number. */
     LG_UNKNOWN_SERVER_ERROR = 99,
@@ -215,6 +217,8 @@ typedef struct lg_tenant_info {
     uint64_t layer_bytes;              /* the layer files' total size */
     uint32_t compaction_failures;      /* consecutive; 0 after a success */
     char last_compaction_error[256];   /* "" when none; cut to fit */
+    uint32_t flush_failures;           /* consecutive failed flushes of the in-memory layers; 0 after a success */
+    char last_flush_error[256];        /* "" when none; cut to fit */
 } lg_tenant_info;
 
 LG_API lg_status lg_tenant_status(lg_conn *conn, const char *tenant_id, lg_tenant_info *out);

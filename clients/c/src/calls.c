@@ -149,10 +149,12 @@ lg_status lg_tenant_status(lg_conn *c, const char *tenant_id, lg_tenant_info *ou
                               .disk_consistent_lsn = t->disk_consistent_lsn,
                               .generation = t->generation,
                               .layer_count = (uint32_t)t->n_layers,
-                              .compaction_failures = t->compaction_failures};
+                              .compaction_failures = t->compaction_failures,
+                              .flush_failures = t->flush_failures};
     snprintf(out->tenant_id, sizeof out->tenant_id, "%s", t->tenant_id);
     snprintf(out->state, sizeof out->state, "%s", t->state);
     snprintf(out->last_compaction_error, sizeof out->last_compaction_error, "%s", t->last_compaction_error);
+    snprintf(out->last_flush_error, sizeof out->last_flush_error, "%s", t->last_flush_error);
     for (size_t i = 0; i < t->n_layers; i++) {
         if (t->layers[i]->is_image) out->image_layer_count++;
         out->layer_bytes += t->layers[i]->size;

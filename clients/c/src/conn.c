@@ -69,7 +69,7 @@ lg_status lg__begin(lg_conn *c) {
 }
 
 lg_status lg__status_for_code(int code) {
-    return code >= LG_INVALID_ARGUMENT && code <= LG_LSN_BELOW_GC_HORIZON ? (lg_status)code : LG_UNKNOWN_SERVER_ERROR;
+    return code >= LG_INVALID_ARGUMENT && code <= LG_UNAUTHENTICATED ? (lg_status)code : LG_UNKNOWN_SERVER_ERROR;
 }
 
 lg_status lg__server_error(lg_conn *c, const Layergate__V1__Error *e, const char *context) {

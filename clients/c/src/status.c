@@ -15,6 +15,8 @@ const char *lg_status_name(lg_status s) {
     case LG_INTERNAL: return "INTERNAL";
     case LG_TENANT_EXISTS: return "TENANT_EXISTS";
     case LG_LSN_BELOW_GC_HORIZON: return "LSN_BELOW_GC_HORIZON";
+    case LG_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case LG_UNAUTHENTICATED: return "UNAUTHENTICATED";
     case LG_UNKNOWN_SERVER_ERROR: return "UNKNOWN_SERVER_ERROR";
     case LG_TIMEOUT: return "TIMEOUT";
     case LG_CONNECT_FAILED: return "CONNECT_FAILED";

@@ -53,8 +53,8 @@ static lg_conn *connect_or_die(const test_server *s) {
 static void test_status_names(void) {
     const char *proto[] = {"OK", "INVALID_ARGUMENT", "TENANT_NOT_FOUND", "PAGE_NOT_FOUND", "LSN_NOT_AVAILABLE",
                            "TENANT_UNAVAILABLE", "LAYER_EXISTS", "PERMISSION_DENIED", "FRAME_TOO_LARGE", "INTERNAL",
-                           "TENANT_EXISTS", "LSN_BELOW_GC_HORIZON"};
-    for (int i = 0; i <= 11; i++) CHECK(strcmp(lg_status_name((lg_status)i), proto[i]) == 0, "code %d is %s", i, lg_status_name((lg_status)i));
+                           "TENANT_EXISTS", "LSN_BELOW_GC_HORIZON", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"};
+    for (int i = 0; i <= 13; i++) CHECK(strcmp(lg_status_name((lg_status)i), proto[i]) == 0, "code %d is %s", i, lg_status_name((lg_status)i));
     lg_status client[] = {LG_UNKNOWN_SERVER_ERROR, LG_TIMEOUT, LG_CONNECT_FAILED, LG_CONNECTION_CLOSED, LG_IO_ERROR,
                           LG_PROTOCOL_ERROR, LG_OUT_OF_MEMORY};
     for (size_t i = 0; i < sizeof client / sizeof client[0]; i++)

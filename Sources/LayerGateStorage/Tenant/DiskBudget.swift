@@ -1,0 +1,65 @@
+import Synchronization
+
+/// How the engine shares the free space of the data directory's filesystem,
+/// so that a full disk stops ingest early instead of breaking anything:
+///
+/// - ingest (a WAL append) must leave room to flush everything that is in
+///   memory (every tenant's), plus a fixed reserve for index files and seals;
+/// - a flush may use the room kept for it;
+/// - compaction gets what is left above both, and works in batches that fit.
+///
+/// So a flush can always complete, and afterwards its WAL segments go,
+/// giving the space back. Checked with statvfs before each write that grows
+/// the data (one call per group commit, flush or compaction step).
+final class DiskBudget: Sendable {
+    let fs: any FileSystem
+    let reserveBytes: Int
+    private let unflushed = Atomic<Int>(0)
+
+    init(fs: any FileSystem, reserveBytes: Int) {
+        self.fs = fs
+        self.reserveBytes = reserveBytes
+    }
+
+    /// In-memory bytes of every tenant, which flushes will write.
+    var unflushedBytes: Int { max(0, unflushed.load(ordering: .relaxed)) }
+
+    func adjustUnflushed(by delta: Int) {
+        if delta != 0 { unflushed.add(delta, ordering: .relaxed) }
+    }
+
+    /// What a flush of `bytes` of records writes, with its index and padding.
+    static func flushSize(_ bytes: Int) -> Int { bytes + bytes / 10 + 64 << 10 }
+
+    func available() throws(StorageError) -> Int {
+        Int(clamping: try Directory.availableBytes(fs, ""))
+    }
+
+    private static func mib(_ n: Int) -> String { "\(max(0, n) >> 20) MiB" }
+
+    /// Admits a WAL append of `bytes` for `tenant`, or says why not.
+    func admitIngest(bytes: Int, tenant: TenantId) throws(StorageError) {
+        let free = try available()
+        let kept = Self.flushSize(unflushedBytes + bytes) + reserveBytes
+        guard free >= bytes + kept else {
+            throw .resourceExhausted(
+                "tenant \(tenant): the disk is nearly full (\(Self.mib(free)) free; \(Self.mib(kept)) are kept so that what is in memory can be flushed): nothing of this put was stored. Free space on the data directory's filesystem, or let compaction and GC remove old layers, then retry")
+        }
+    }
+
+    /// Checks that a flush of `bytes` of records fits.
+    func admitFlush(bytes: Int, tenant: TenantId) throws(StorageError) {
+        let free = try available()
+        let need = Self.flushSize(bytes)
+        guard free >= need else {
+            throw .resourceExhausted(
+                "tenant \(tenant): the disk is full: a flush needs \(Self.mib(need)), \(Self.mib(free)) are free. The records stay in the WAL and memory; the flush is retried with back-off")
+        }
+    }
+
+    /// Bytes compaction may write now without taking the flushes' room or the reserve.
+    func compactionBudget() throws(StorageError) -> Int {
+        let free = try available()
+        return max(0, free - Self.flushSize(unflushedBytes) - reserveBytes)
+    }
+}
