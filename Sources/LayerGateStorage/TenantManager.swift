@@ -128,7 +128,7 @@ public final class TenantManager: Sendable {
                 try Self.renameDirectory(fs, temp, final, tenant: id)
                 tenantsDirectory.sync()
             } catch {
-                Directory.removeTree(fs, temp)
+                Self.removeNewTenant(fs, temp)
                 throw error.explainedAsResourceExhausted("tenant \(id): create")
             }
         }
@@ -138,7 +138,7 @@ public final class TenantManager: Sendable {
             await tenant.close()
             // Nothing acknowledged lives there yet: undo the create so a retry starts clean.
             _ = try? await BlockingIO.run { () throws(StorageError) in
-                Directory.removeTree(fs, final)
+                Self.removeNewTenant(fs, final)
                 tenantsDirectory.sync()
             }
             let reason = status.lastLoadError ?? status.state.name
@@ -147,6 +147,15 @@ public final class TenantManager: Sendable {
         }
         tenants.withLock { $0[id] = tenant }
         return tenant
+    }
+
+    /// Removes what a create made, by name: listing a directory needs a
+    /// descriptor, and running out of them is one reason a create fails.
+    private static func removeNewTenant(_ fs: any FileSystem, _ path: String) {
+        for name in [IndexFile.tempName, IndexFile.fileName] { try? fs.unlink(path + "/" + name) }
+        try? fs.rmdir(path + "/" + Tenant.walDirectoryName)
+        try? fs.rmdir(path)
+        if Directory.exists(fs, path) { Directory.removeTree(fs, path) }
     }
 
     private static func renameDirectory(_ fs: any FileSystem, _ from: String, _ to: String, tenant: TenantId)

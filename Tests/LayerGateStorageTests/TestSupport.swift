@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage
@@ -177,4 +178,82 @@ extension RawFile {
 extension Tenant {
     /// The tenant's directory by absolute path (the engine only knows it relative to the data directory).
     var path: String { storage.root + "/" + directory }
+}
+
+// MARK: tenants on a simulated disk
+
+/// A tenant manager on a `SimulatedDisk`: power loss, torn writes and faults on cue.
+struct DiskFixture {
+    let disk: SimulatedDisk
+    let manager: TenantManager
+    let failpoints: Failpoints
+    let cache: PageCache
+    let config: TenantConfig
+
+    static func config(_ configure: (inout TenantConfig) -> Void = { _ in }) -> TenantConfig {
+        var config = TenantConfig()
+        config.checkpointDistanceBytes = 64 << 20
+        config.waitLsnTimeout = .seconds(5)
+        config.flushRetryDelay = .milliseconds(20)
+        config.loadRetryDelay = .milliseconds(20)
+        config.compactionPeriod = .seconds(3600)
+        config.diskReserveBytes = 0
+        configure(&config)
+        return config
+    }
+
+    /// Opens `disk` (a new one by default) and loads what it holds.
+    static func open(_ disk: SimulatedDisk = SimulatedDisk(), config: TenantConfig = DiskFixture.config(),
+                     cacheSlots: Int = 256) async throws -> DiskFixture {
+        let failpoints = Failpoints()
+        try failpoints.enable(environment: nil)
+        let cache = PageCache(capacity: cacheSlots)
+        let manager = try TenantManager(fileSystem: disk, config: config, cache: cache, failpoints: failpoints,
+                                        logger: quietLogger())
+        try await manager.loadAll()
+        return DiskFixture(disk: disk, manager: manager, failpoints: failpoints, cache: cache, config: config)
+    }
+
+    func tenant(_ id: TenantId = testTenant) throws -> Tenant { try manager.tenant(id) }
+
+    /// The disk after a power loss now, opened as a restarted server would.
+    func afterPowerLoss(_ mode: SimulatedDisk.CrashMode = .strict) async throws -> DiskFixture {
+        let image = disk.crashImage(mode)
+        disk.crashNow()
+        await manager.shutdown()
+        return try await DiskFixture.open(image, config: config)
+    }
+
+    /// A clean restart: close, then open the same disk.
+    func restarted() async throws -> DiskFixture {
+        await manager.shutdown()
+        return try await DiskFixture.open(disk, config: config)
+    }
+
+    /// Entries of a tenant directory on the simulated disk.
+    func files(_ sub: String = "") -> [String] {
+        let path = "tenants/\(testTenant)" + (sub.isEmpty ? "" : "/" + sub)
+        return ((try? disk.list(path)) ?? []).sorted()
+    }
+
+    func readFile(_ path: String) throws -> [UInt8] {
+        let fd = try disk.open(path, .readOnly)
+        defer { disk.close(fd) }
+        let size = try disk.fstat(fd).size
+        var out = [UInt8](repeating: 0, count: size)
+        _ = try out.withUnsafeMutableBytes { try disk.pread(fd, into: $0, at: 0) }
+        return out
+    }
+
+    func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+        let fd = try disk.open(path, .createTruncate)
+        defer { disk.close(fd) }
+        _ = try bytes.withUnsafeBytes { try disk.pwrite(fd, from: $0, at: 0) }
+        try disk.fsync(fd)
+    }
+}
+
+/// `tenant.put` as a Result, for tests that expect failures.
+func putResult(_ t: Tenant, _ records: [Record]) async -> Result<Lsn, StorageError> {
+    do { return .success(try await t.put(records)) } catch { return .failure(error) }
 }

@@ -14,7 +14,10 @@ struct ByteWriter {
     mutating func u32(_ v: UInt32) { for s in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: v >> UInt32(s))) } }
     mutating func u64(_ v: UInt64) { for s in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: v >> UInt64(s))) } }
     mutating func bytes(_ b: some Collection<UInt8>) { bytes.append(contentsOf: b) }
-    mutating func zeros(_ n: Int) { bytes.append(contentsOf: repeatElement(0, count: n)) }
+    mutating func zeros(_ n: Int) {
+        guard n > 0 else { return }
+        bytes.append(contentsOf: [UInt8](repeating: 0, count: n))
+    }
     var count: Int { bytes.count }
 }
 
@@ -49,4 +52,15 @@ enum Checksum {
     }
 
     static func crc32c(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { crc32c($0) } }
+}
+
+/// Sizes as people read them in messages: "3.2 GiB", "12 MiB", "640 KiB", "0 bytes".
+enum ByteCount {
+    static func describe(_ n: Int) -> String {
+        let n = max(0, n)
+        if n >= 1 << 30 { return "\(n >> 30).\((n % (1 << 30)) * 10 >> 30) GiB" }
+        if n >= 1 << 20 { return "\(n >> 20) MiB" }
+        if n >= 1 << 10 { return "\(n >> 10) KiB" }
+        return "\(n) bytes"
+    }
 }

@@ -28,14 +28,14 @@ final class DiskBudget: Sendable {
         if delta != 0 { unflushed.add(delta, ordering: .relaxed) }
     }
 
-    /// What a flush of `bytes` of records writes, with its index and padding.
-    static func flushSize(_ bytes: Int) -> Int { bytes + bytes / 10 + 64 << 10 }
+    /// What a flush of `bytes` of records writes: the values, their index,
+    /// and the summary, fence and padding blocks.
+    static func flushSize(_ bytes: Int) -> Int { bytes == 0 ? 0 : bytes + bytes / 8 + 32 << 10 }
 
     func available() throws(StorageError) -> Int {
         Int(clamping: try Directory.availableBytes(fs, ""))
     }
 
-    private static func mib(_ n: Int) -> String { "\(max(0, n) >> 20) MiB" }
 
     /// Admits a WAL append of `bytes` for `tenant`, or says why not.
     func admitIngest(bytes: Int, tenant: TenantId) throws(StorageError) {
@@ -43,7 +43,7 @@ final class DiskBudget: Sendable {
         let kept = Self.flushSize(unflushedBytes + bytes) + reserveBytes
         guard free >= bytes + kept else {
             throw .resourceExhausted(
-                "tenant \(tenant): the disk is nearly full (\(Self.mib(free)) free; \(Self.mib(kept)) are kept so that what is in memory can be flushed): nothing of this put was stored. Free space on the data directory's filesystem, or let compaction and GC remove old layers, then retry")
+                "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; \(ByteCount.describe(kept)) are kept so that what is in memory can be flushed): nothing of this put was stored. Free space on the data directory's filesystem, or let compaction and GC remove old layers, then retry")
         }
     }
 
@@ -53,7 +53,7 @@ final class DiskBudget: Sendable {
         let need = Self.flushSize(bytes)
         guard free >= need else {
             throw .resourceExhausted(
-                "tenant \(tenant): the disk is full: a flush needs \(Self.mib(need)), \(Self.mib(free)) are free. The records stay in the WAL and memory; the flush is retried with back-off")
+                "tenant \(tenant): the disk is full: a flush needs \(ByteCount.describe(need)), \(ByteCount.describe(free)) are free. The records stay in the WAL and memory; the flush is retried with back-off")
         }
     }
 

@@ -65,6 +65,9 @@ public final class Tenant: Sendable {
         var committing = false
         /// Rises each time the commit leader goes idle (see `drainCommits`).
         var idleEpoch: UInt64 = 0
+        /// A flush asks the commit leader, the WAL's only writer, to delete
+        /// the segments it covers (`walRetired` says when that is done).
+        var walRetireRequest: Lsn?
         /// In-memory bytes counted in the disk budget.
         var unflushedBytes = 0
         /// Frozen layers flushed since the tenant opened (see `flushProgress`).
@@ -97,6 +100,8 @@ public final class Tenant: Sendable {
     let flushProgress = SeqWait()
     /// The commit leader's idle epochs, for `drainCommits`.
     let commitIdle = SeqWait()
+    /// disk_consistent_lsn up to which the WAL has been deleted.
+    let walRetired = SeqWait()
     let flushSignal: AsyncStream<Void>.Continuation
     let flushSignalsStream: AsyncStream<Void>
 

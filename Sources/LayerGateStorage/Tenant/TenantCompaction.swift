@@ -93,7 +93,6 @@ extension Tenant {
         { [weak self] in self?.state.withLock { $0.compactionCancelled } ?? true }
     }
 
-    private static func mib(_ n: Int) -> String { "\(max(0, n) >> 20) MiB" }
 
     /// Merges L0 deltas into L1 in steps that fit the free space (and
     /// `compactionBatchBytes`), oldest first, so freeing a little space lets
@@ -108,7 +107,7 @@ extension Tenant {
             let batch = CompactionPlan.l0Batch(l0, budget: budget)
             guard !batch.isEmpty else {
                 throw .resourceExhausted(
-                    "tenant \(id): compaction needs \(Self.mib(l0[0].size + l0[1].size)) of free space for its smallest step (two L0 layers); \(Self.mib(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
+                    "tenant \(id): compaction needs \(ByteCount.describe(l0[0].size + l0[1].size)) of free space for its smallest step (two L0 layers); \(ByteCount.describe(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
             }
             total.add(try await mergeStep(batch, snap))
         }

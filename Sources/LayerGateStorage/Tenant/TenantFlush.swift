@@ -57,11 +57,11 @@ extension Tenant {
     /// Writes each frozen layer, oldest first. Caller holds `maintenance`.
     func flushFrozenLocked() async throws(StorageError) {
         while true {
-            let next = state.withLock { s -> (InMemoryLayer, IndexFile, Wal?, DirectoryHandle)? in
+            let next = state.withLock { s -> (InMemoryLayer, IndexFile, DirectoryHandle)? in
                 guard s.lifecycle == .active, let layer = s.frozen.first, let dir = s.directory else { return nil }
-                return (layer, s.index, s.wal, dir)
+                return (layer, s.index, dir)
             }
-            guard let (layer, index, wal, dir) = next else { return }
+            guard let (layer, index, dir) = next else { return }
             let (id, storage) = (self.id, self.storage)
             let reader: LayerReader
             let newIndex: IndexFile
@@ -90,18 +90,14 @@ extension Tenant {
             logger.debug("flushed L0 layer", metadata: [
                 "layer": "\(reader.descriptor.fileName)", "bytes": "\(reader.descriptor.size)",
             ])
-            if let wal {
-                let dcl = Lsn(newIndex.diskConsistentLsn)
-                let failpoints = self.failpoints
-                do throws(StorageError) {
-                    try await BlockingIO.run { () throws(StorageError) in
-                        try failpoints.hit("flush-after-index-before-wal-truncate")
-                        try wal.removeSegments(coveredBy: dcl)
-                    }
-                } catch {
-                    // The layer is listed; old segments go at the next flush or load.
-                    logger.warning("could not delete WAL segments below the flush", metadata: ["error": "\(error)"])
-                }
+            let dcl = Lsn(newIndex.diskConsistentLsn)
+            let failpoints = self.failpoints
+            do throws(StorageError) {
+                try await BlockingIO.run { () throws(StorageError) in try failpoints.hit("flush-after-index-before-wal-truncate") }
+                await retireWal(coveredBy: dcl)
+            } catch {
+                // The layer is listed; the WAL below it goes at the next flush or load.
+                logger.warning("WAL below the flush not deleted", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -40,11 +40,11 @@ extension Tenant {
     private func waitForFlushRoom() async throws(StorageError) {
         let deadline = ContinuousClock.now + config.ingestStallTimeout
         while true {
-            let held = state.withLock { s -> (UInt64, Int, String?)? in
+            let held = state.withLock { s -> UInt64? in
                 guard s.lifecycle == .active, s.frozen.count >= config.maxFrozenLayers else { return nil }
-                return (s.flushedLayers, s.frozen.count, s.lastFlushError)
+                return s.flushedLayers
             }
-            guard let (flushed, frozen, lastError) = held else { return }
+            guard let flushed = held else { return }
             let left = deadline - ContinuousClock.now
             var outcome = SeqWait.Outcome.timedOut(current: flushed)
             if left > .zero { outcome = await flushProgress.wait(for: flushed + 1, timeout: left) }
@@ -52,6 +52,7 @@ extension Tenant {
             case .reached: continue
             case .failed(let e): throw e
             case .timedOut:
+                let (frozen, lastError) = state.withLock { ($0.frozen.count, $0.lastFlushError) }
                 throw .resourceExhausted(
                     "tenant \(id): ingest is ahead of flushing: \(frozen) in-memory layers wait for a flush\(lastError.map { " (the last one failed: \($0))" } ?? ""); nothing of this put was stored, retry later")
             }
@@ -86,18 +87,34 @@ extension Tenant {
     /// arrive meanwhile ride the next round.
     func commitLoop() {
         while true {
-            let next = state.withLock { s -> ([PendingPut], Wal?)? in
+            let next = state.withLock { s -> (work: LeaderWork, wal: Wal?)? in
+                if let lsn = s.walRetireRequest {
+                    s.walRetireRequest = nil
+                    return (.retire(lsn), s.wal)
+                }
                 if s.pending.isEmpty {
                     s.committing = false
                     s.idleEpoch += 1
                     return nil
                 }
                 defer { s.pending = [] }
-                return (s.pending, s.wal)
+                return (.commit(s.pending), s.wal)
             }
-            guard let (batch, wal) = next else {
+            guard let (work, wal) = next else {
                 commitIdle.advance(to: state.withLock { $0.idleEpoch })
                 return
+            }
+            let batch: [PendingPut]
+            switch work {
+            case .retire(let lsn):
+                do throws(StorageError) { try wal?.retire(coveredBy: lsn) } catch {
+                    logger.warning("could not delete WAL segments below the flush; the next flush tries again",
+                                   metadata: ["error": "\(error)"])
+                }
+                walRetired.advance(to: lsn.rawValue)
+                continue
+            case .commit(let puts):
+                batch = puts
             }
             var bytes: [UInt8] = []
             bytes.reserveCapacity(batch.reduce(0) { $0 + $1.bytes.count })
@@ -124,6 +141,24 @@ extension Tenant {
             for p in batch { p.continuation.resume(returning: .success(lsn)) }
             if froze { flushSignal.yield() }
         }
+    }
+
+    enum LeaderWork {
+        case commit([PendingPut])
+        case retire(Lsn)
+    }
+
+    /// Asks the commit leader to delete the WAL below `lsn` (starting it if
+    /// idle) and waits until it did.
+    func retireWal(coveredBy lsn: Lsn) async {
+        let start = state.withLock { s -> Bool in
+            s.walRetireRequest = max(s.walRetireRequest ?? .zero, lsn)
+            if s.committing { return false }
+            s.committing = true
+            return true
+        }
+        if start { BlockingIO.spawn { self.commitLoop() } }
+        _ = await walRetired.wait(for: lsn.rawValue, timeout: .seconds(60))
     }
 
     /// A commit that stored nothing: its puts fail, and so does every put

@@ -153,21 +153,29 @@ final class Wal: Sendable {
         }
     }
 
-    /// Deletes segments whose every record is ≤ `diskConsistentLsn`. One that
-    /// cannot be deleted now stays listed, and the next flush tries again.
-    func removeSegments(coveredBy diskConsistentLsn: Lsn) throws(StorageError) {
-        let doomed: [String] = state.withLock { s in
+    /// Deletes the segments whose every record is ≤ `diskConsistentLsn`: the
+    /// older, sealed ones, and the newest too once all of it is flushed (it
+    /// is closed; the next append starts a new segment). Called by the commit
+    /// leader only, so no append runs meanwhile. A segment that cannot be
+    /// deleted now stays listed, and the next flush tries again.
+    func retire(coveredBy diskConsistentLsn: Lsn) throws(StorageError) {
+        let covered = diskConsistentLsn.rawValue &+ 1
+        let (doomed, newest) = state.withLock { s -> ([String], WalReplay.Segment?) in
             var out: [String] = []
             var i = 0
-            while i + 1 < s.segments.count, s.segments[i + 1].start.rawValue <= diskConsistentLsn.rawValue &+ 1 {
+            while i + 1 < s.segments.count, s.segments[i + 1].start.rawValue <= covered {
                 out.append(s.segments[i].name)
                 i += 1
             }
-            return out
+            var newest: WalReplay.Segment?
+            if i + 1 == s.segments.count, let last = s.segments.last {
+                if let c = s.current, c.segment == last, c.lastLsn <= diskConsistentLsn { newest = last }
+                if let t = s.unsealedTail, t.segment == last, t.lastLsn <= diskConsistentLsn { newest = last }
+            }
+            return (out, newest)
         }
-        guard !doomed.isEmpty else { return }
-        var failure: StorageError?
         var removed = 0
+        var failure: StorageError?
         for name in doomed {
             do throws(StorageError) { try Directory.unlink(directory.fs, directory.child(name)) } catch {
                 failure = error
@@ -175,8 +183,25 @@ final class Wal: Sendable {
             }
             removed += 1
         }
-        state.withLock { s in s.segments.removeFirst(removed) }
-        if removed > 0 { directory.sync() }
+        var newestRemoved = false
+        if failure == nil, let newest {
+            let file = state.withLock { s -> RawFile? in
+                defer { s.current = nil; s.unsealedTail = nil; s.rollRequested = true }
+                return s.current?.file
+            }
+            file?.close()
+            do throws(StorageError) {
+                try Directory.unlink(directory.fs, directory.child(newest.name))
+                newestRemoved = true
+            } catch {
+                failure = error
+            }
+        }
+        state.withLock { s in
+            s.segments.removeFirst(removed)
+            if newestRemoved, s.segments.last == newest { s.segments.removeLast() }
+        }
+        if removed > 0 || newestRemoved { directory.sync() }
         if let failure { throw failure }
     }
 

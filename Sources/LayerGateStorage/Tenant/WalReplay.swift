@@ -83,8 +83,10 @@ enum WalReplay {
             if let cutAt = scan.cutAt, !scan.sealed {
                 out.cut = TailCut(segment: name, offset: cutAt, bytes: bytes.count - cutAt, lastLsnKept: scan.lastLsnInSegment)
             }
-            if isLast, (scan.cutAt ?? bytes.count) == 0 || (bytes.isEmpty) {
-                // Nothing of the newest segment verifies: it never held an acknowledged record.
+            if isLast, !scan.sealed, scan.records.isEmpty {
+                // No commit of the newest segment verifies (at most its header
+                // does): it never held an acknowledged record, and its name must
+                // be free for the commit that is written again.
                 file.close()
                 try Directory.unlink(fs, path)
                 directory.sync()
