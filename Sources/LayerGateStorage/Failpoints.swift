@@ -58,6 +58,9 @@ public final class Failpoints: Sendable {
         "compaction-after-first-output",
         // `return` here makes the WAL's fsync report EIO: the process must stop.
         "wal-fsync-error",
+        // The filesystem itself (FailpointFileSystem): a full disk, no descriptors.
+        "disk-full",
+        "no-descriptors",
     ]
 
     public static let shared = Failpoints()
@@ -74,6 +77,9 @@ public final class Failpoints: Sendable {
     private let anyActive = Atomic<Bool>(false)
 
     public init() {}
+
+    /// True once `enable` was called (the server's `--enable-failpoints`).
+    public var isEnabled: Bool { state.withLock { $0.enabled } }
 
     /// Turns failpoints on and applies `LAYERGATE_FAILPOINTS` ("a=exit;b=return").
     public func enable(environment: String? = ProcessEnvironment.get("LAYERGATE_FAILPOINTS")) throws(StorageError) {

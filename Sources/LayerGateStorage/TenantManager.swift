@@ -33,10 +33,12 @@ public final class TenantManager: Sendable {
     ) throws(StorageError) {
         try Self.createAll(dataDirectory)
         let lock = try DataDirectoryLock(directory: dataDirectory)
-        let fs: RealFileSystem
-        do throws(SystemError) { fs = try RealFileSystem(root: dataDirectory) } catch {
+        let real: RealFileSystem
+        do throws(SystemError) { real = try RealFileSystem(root: dataDirectory) } catch {
             throw .io(operation: "open data directory", path: "", errno: error.errno)
         }
+        // With failpoints on, `disk-full` and `no-descriptors` can fail the real disk.
+        let fs: any FileSystem = failpoints.isEnabled ? FailpointFileSystem(base: real, failpoints: failpoints) : real
         try self.init(fileSystem: fs, label: dataDirectory, lock: lock, config: config, cache: cache,
                       failpoints: failpoints, logger: logger)
     }
@@ -61,7 +63,9 @@ public final class TenantManager: Sendable {
         self.logger = logger
         storage = TenantStorage(
             fs: fs, root: label, openFiles: OpenFileTable(fs: fs, capacity: max(1, config.maxOpenLayerFiles)), cache: cache,
-            budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes), failpoints: failpoints)
+            budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes,
+                               checkpointDistanceBytes: config.checkpointDistanceBytes),
+            failpoints: failpoints)
         if !Directory.isDirectory(fs, Self.tenantsDirectoryName) {
             try Directory.create(fs, Self.tenantsDirectoryName)
             try DirectoryHandle(fs: fs, path: "").sync()

@@ -73,8 +73,15 @@ struct LayerGated: AsyncParsableCommand {
         config.tenant.gcHorizonLsn = UInt64(gcHorizonMib) << 20
         config.tenant.waitLsnTimeout = .milliseconds(waitLsnTimeoutMs)
         config.tenant.diskReserveBytes = diskReserveMib << 20
-        config.tenant.maxOpenLayerFiles = maxOpenLayerFiles
-        raiseDescriptorLimit(logger: logger)
+        // Layer files share the descriptor table with connections and WAL
+        // segments: never more than a quarter of it.
+        let limit = raiseDescriptorLimit(logger: logger)
+        config.tenant.maxOpenLayerFiles = max(8, min(maxOpenLayerFiles, limit / 4))
+        if config.tenant.maxOpenLayerFiles < maxOpenLayerFiles {
+            logger.warning("--max-open-layer-files lowered to a quarter of the descriptor limit", metadata: [
+                "max_open_layer_files": "\(config.tenant.maxOpenLayerFiles)", "descriptor_limit": "\(limit)",
+            ])
+        }
         let server = Server(config: config, logger: logger)
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
@@ -90,14 +97,15 @@ struct LayerGated: AsyncParsableCommand {
 }
 
 /// Connections, layer files and WAL segments all need descriptors: take the
-/// hard limit, not the 1024 a shell usually hands out.
-func raiseDescriptorLimit(logger: Logger) {
+/// hard limit, not the 1024 a shell usually hands out. Returns the limit in force.
+func raiseDescriptorLimit(logger: Logger) -> Int {
     var limit = rlimit()
-    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    guard limit.rlim_cur < limit.rlim_max else { return Int(clamping: limit.rlim_cur) }
     let wanted = min(limit.rlim_max, 1 << 20)
     var raised = limit
     raised.rlim_cur = wanted
-    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 {
-        logger.debug("raised the descriptor limit", metadata: ["from": "\(limit.rlim_cur)", "to": "\(wanted)"])
-    }
+    guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 else { return Int(clamping: limit.rlim_cur) }
+    logger.debug("raised the descriptor limit", metadata: ["from": "\(limit.rlim_cur)", "to": "\(wanted)"])
+    return Int(clamping: wanted)
 }

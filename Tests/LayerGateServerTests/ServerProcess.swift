@@ -37,14 +37,23 @@ final class ServerProcess: @unchecked Sendable {
     let process = Process()
     let stderrFile: String
 
-    /// Starts layergated and waits until its socket answers.
-    init(dir: ServerDir, extraArgs: [String] = [], environment: [String: String] = [:]) async throws {
+    /// Starts layergated (through `launcher`, like `prlimit … --`, when given)
+    /// and waits until its socket answers.
+    init(dir: ServerDir, extraArgs: [String] = [], environment: [String: String] = [:], launcher: [String] = [],
+         dataDir: String? = nil) async throws {
         self.dir = dir
         stderrFile = dir.path + "/server-\(UUID().uuidString.prefix(8)).log"
         _ = FileManager.default.createFile(atPath: stderrFile, contents: nil)
-        process.executableURL = try builtExecutable("layergated")
-        process.arguments = ["--socket", dir.socket, "--data-dir", dir.data, "--page-cache-mib", "16",
-                             "--log-level", "warning"] + extraArgs
+        let server = try builtExecutable("layergated")
+        let args = ["--socket", dir.socket, "--data-dir", dataDir ?? dir.data, "--page-cache-mib", "16",
+                    "--log-level", "warning"] + extraArgs
+        if let first = launcher.first {
+            process.executableURL = URL(fileURLWithPath: first)
+            process.arguments = Array(launcher.dropFirst()) + [server.path] + args
+        } else {
+            process.executableURL = server
+            process.arguments = args
+        }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env

@@ -32,7 +32,10 @@ struct DiskFaultTests {
     /// Issue 9.7: ingest stops while there is still room to flush what is in
     /// memory, so the flush completes on the full disk and gives WAL space back.
     @Test func ingestStopsEarlyEnoughThatAFlushAlwaysCompletes() async throws {
-        let f = try await DiskFixture.open(config: DiskFixture.config { $0.diskReserveBytes = 64 << 10 })
+        let f = try await DiskFixture.open(config: DiskFixture.config {
+            $0.diskReserveBytes = 64 << 10
+            $0.checkpointDistanceBytes = 100_000
+        })
         let t = try await f.manager.create(testTenant)
         f.disk.capacity = f.disk.usedBytes + (1 << 20)
         var lsn: UInt64 = 1
@@ -47,7 +50,7 @@ struct DiskFaultTests {
         #expect(lsn > 20, "ingest ran until the disk was nearly full: \(lsn)")
         let before = f.disk.usedBytes
         try await t.flush()  // no space was freed: the headroom must suffice
-        #expect(t.status().layers.count == 1 && t.status().inMemoryRecords == 0)
+        #expect(!t.status().layers.isEmpty && t.status().inMemoryRecords == 0)
         #expect(f.disk.usedBytes < before + (1 << 19), "the flush deleted the WAL it covered")
         _ = try await t.put([image(key(1), lsn)])
         await f.manager.shutdown()

@@ -109,3 +109,57 @@ struct IndexTests {
         await m2.shutdown()
     }
 }
+
+@Suite("The data directory: one owner, private files")
+struct DataDirectoryTests {
+    /// Issue 9.5: a second process (here a second manager) on the same data
+    /// directory is refused, naming the holder; the lock goes with the holder.
+    @Test func aSecondOwnerIsRefusedNamingTheHolder() async throws {
+        let dir = TempDir("lock")
+        let first = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
+                                      logger: quietLogger())
+        #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) {
+            _ = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
+                                  logger: quietLogger())
+        }
+        #expect(StorageError.dataDirectoryLocked(pid: getpid()).description.contains("pid \(getpid())"))
+        await first.shutdown()
+        let second = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
+                                       logger: quietLogger())
+        await second.shutdown()
+    }
+
+    /// Issue 9.10: the data directory and everything in it is the server's
+    /// alone (0700 directories, 0600 files), whatever the umask.
+    @Test func filesAndDirectoriesAreCreatedPrivate() async throws {
+        let dir = TempDir("modes")
+        let old = umask(0)
+        defer { umask(old) }
+        let data = dir.path + "/data"
+        let m = try TenantManager(dataDirectory: data, cache: PageCache(capacity: 8), failpoints: Failpoints(),
+                                  logger: quietLogger())
+        let t = try await m.create(testTenant)
+        _ = try await t.put([image(key(1), 1)])
+        try await t.flush()
+        _ = try await t.put([image(key(1), 2)])
+        func mode(_ path: String) -> mode_t {
+            var st = stat()
+            stat(path, &st)
+            return st.st_mode & 0o777
+        }
+        var checked = 0
+        func walk(_ path: String) {
+            for name in (try? Directory.list(path)) ?? [] {
+                let p = path + "/" + name
+                let isDir = Directory.isDirectory(testFS, p)
+                #expect(mode(p) == (isDir ? 0o700 : 0o600), "\(p): \(String(mode(p), radix: 8))")
+                checked += 1
+                if isDir { walk(p) }
+            }
+        }
+        #expect(mode(data) == 0o700)
+        walk(data)
+        #expect(checked >= 6)
+        await m.shutdown()
+    }
+}

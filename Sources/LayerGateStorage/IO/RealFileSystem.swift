@@ -125,11 +125,16 @@ public final class RealFileSystem: FileSystem {
     }
 
     public func availableBytes(_ path: String) throws(SystemError) -> UInt64 {
-        let fd = openat(root, path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError(errno) }
-        defer { Glibc.close(fd) }
         var s = statvfs()
-        guard fstatvfs(fd, &s) == 0 else { throw SystemError(errno) }
+        if root != AT_FDCWD && (path.isEmpty || path == ".") {
+            // The root is held open: no descriptor needed, even when none is left.
+            guard fstatvfs(root, &s) == 0 else { throw SystemError(errno) }
+        } else {
+            let fd = openat(root, path.isEmpty ? "." : path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw SystemError(errno) }
+            defer { Glibc.close(fd) }
+            guard fstatvfs(fd, &s) == 0 else { throw SystemError(errno) }
+        }
         return UInt64(s.f_bavail) &* UInt64(s.f_frsize)
     }
 

@@ -4,21 +4,29 @@ import Synchronization
 /// so that a full disk stops ingest early instead of breaking anything:
 ///
 /// - ingest (a WAL append) must leave room to flush everything that is in
-///   memory (every tenant's), plus a fixed reserve for index files and seals;
+///   memory (every tenant's), room for one compaction step (three
+///   checkpoint distances: two L0 layers, which may each run a little over
+///   the distance, merged), and a fixed reserve for
+///   index files and seals;
 /// - a flush may use the room kept for it;
-/// - compaction gets what is left above both, and works in batches that fit.
+/// - compaction gets what is left above the flushes' room and the reserve,
+///   and works in steps that fit.
 ///
-/// So a flush can always complete, and afterwards its WAL segments go,
-/// giving the space back. Checked with statvfs before each write that grows
-/// the data (one call per group commit, flush or compaction step).
+/// So a flush can always complete (its WAL segments then go, giving the space
+/// back), and a disk that ingest filled still has room for compaction to
+/// write images so that GC can free old layers. Checked with statvfs before
+/// each write that grows the data (one call per group commit, flush or
+/// compaction step).
 final class DiskBudget: Sendable {
     let fs: any FileSystem
     let reserveBytes: Int
+    let compactionRoomBytes: Int
     private let unflushed = Atomic<Int>(0)
 
-    init(fs: any FileSystem, reserveBytes: Int) {
+    init(fs: any FileSystem, reserveBytes: Int, checkpointDistanceBytes: Int) {
         self.fs = fs
         self.reserveBytes = reserveBytes
+        compactionRoomBytes = reserveBytes == 0 ? 0 : checkpointDistanceBytes * 3
     }
 
     /// In-memory bytes of every tenant, which flushes will write.
@@ -40,10 +48,10 @@ final class DiskBudget: Sendable {
     /// Admits a WAL append of `bytes` for `tenant`, or says why not.
     func admitIngest(bytes: Int, tenant: TenantId) throws(StorageError) {
         let free = try available()
-        let kept = Self.flushSize(unflushedBytes + bytes) + reserveBytes
+        let kept = Self.flushSize(unflushedBytes + bytes) + compactionRoomBytes + reserveBytes
         guard free >= bytes + kept else {
             throw .resourceExhausted(
-                "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; \(ByteCount.describe(kept)) are kept so that what is in memory can be flushed): nothing of this put was stored. Free space on the data directory's filesystem, or let compaction and GC remove old layers, then retry")
+                "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; \(ByteCount.describe(kept)) are kept so that what is in memory can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
         }
     }
 

@@ -14,7 +14,8 @@ public struct TenantConfig: Sendable {
     /// is answered `resourceExhausted`.
     public var ingestStallTimeout: Duration = .seconds(10)
     /// Free space kept on the data directory's filesystem beyond what flushing
-    /// the in-memory data needs: ingest stops before it would take it.
+    /// the in-memory data and one compaction step need: ingest stops before it
+    /// would take it (0 turns the whole budget off but for flushes).
     public var diskReserveBytes = 64 << 20
     /// Layer-file descriptors the process keeps open at most (`OpenFileTable`).
     public var maxOpenLayerFiles = 256

@@ -1,0 +1,239 @@
+import Foundation
+import Glibc
+import LayerGateClient
+import LayerGateWire
+import Synchronization
+import Testing
+
+/// Real faults against the real server (issue 9): a second process on the
+/// data directory, a disk that fills up (a real tmpfs when root, else the
+/// `disk-full` failpoint), descriptors running out.
+@Suite("layergated under real faults", .serialized)
+struct ServerFaultTests {
+    /// Issue 9.5: a second layergated on the same data directory, with another
+    /// socket, refuses to start (exit 2) and names the first one's pid.
+    @Test func aSecondServerOnTheSameDataDirectoryRefusesToStart() async throws {
+        let dir = ServerDir()
+        let first = try await ServerProcess(dir: dir)
+        let second = Process()
+        second.executableURL = try builtExecutable("layergated")
+        second.arguments = ["--socket", dir.path + "/other.sock", "--data-dir", dir.data]
+        let err = Pipe()
+        second.standardError = err
+        try second.run()
+        second.waitUntilExit()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(second.terminationStatus == 2, "\(text)")
+        #expect(text.contains("pid \(first.process.processIdentifier)"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/other.sock"))
+        let c = try await first.client()
+        #expect(try await c.listTenants().isEmpty)
+        await c.close()
+        #expect(await first.stop() == 0)
+        // The lock went with the process: the next server starts.
+        let third = try await ServerProcess(dir: dir)
+        #expect(await third.stop() == 0)
+    }
+
+    /// Issue 9.7 over the socket: a full disk answers RESOURCE_EXHAUSTED, not
+    /// INTERNAL; status shows flush and compaction failures; all resumes.
+    @Test func aFullDiskAnswersResourceExhausted() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--enable-failpoints", "--compaction-period-s", "3600"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        _ = try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        try await c.configureFailpoints([Wire.Failpoint(name: "disk-full", action: "return")])
+        await expectServerError(.resourceExhausted) { try await c.putRecords(tenant: tenantA, [wimage(1, 11)]) }
+        await expectServerError(.resourceExhausted) { try await c.compact(tenant: tenantA) }
+        let during = try await c.tenantStatus(tenantA)
+        #expect(during.state == "active")
+        #expect(during.compactionFailures == 1 && during.flushFailures == 1, "\(during)")
+        #expect(during.lastFlushError.contains("No space left on device"), "\(during.lastFlushError)")
+        #expect(!during.lastFlushError.contains(dir.path), "no server paths in messages: \(during.lastFlushError)")
+        await expectServerError(.resourceExhausted) { try await c.createTenant("ffffffffffffffffffffffffffffffff") }
+        try await c.configureFailpoints([Wire.Failpoint(name: "disk-full", action: "off")])
+        #expect(try await c.putRecords(tenant: tenantA, [wimage(1, 11)]) == 11)
+        _ = try await c.compact(tenant: tenantA, forceImageLayers: true)
+        let after = try await c.tenantStatus(tenantA)
+        #expect(after.compactionFailures == 0 && after.lastCompactionError.isEmpty)
+        #expect(after.flushFailures == 0 && after.lastFlushError.isEmpty)
+        #expect(try await c.listTenants() == [tenantA], "the failed create left nothing")
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// Issue 9 on a real disk: a tmpfs fills during ingest and during
+    /// compaction, then space comes back. Clear RESOURCE_EXHAUSTED answers,
+    /// nothing acknowledged lost, the tenant never broken, compaction resumes
+    /// with no reset.
+    @Test func aRealTmpfsFillsUpAndRecovers() async throws {
+        guard getuid() == 0 else {
+            print("skipped aRealTmpfsFillsUpAndRecovers: mounting a tmpfs needs root (uid \(getuid()))")
+            return
+        }
+        let dir = ServerDir()
+        let mountPoint = dir.path + "/tmpfs"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", mountPoint]) == 0 else {
+            print("skipped aRealTmpfsFillsUpAndRecovers: mount -t tmpfs failed (no CAP_SYS_ADMIN here?)")
+            return
+        }
+        defer { _ = run("/usr/bin/umount", ["-l", mountPoint]) }
+        let data = mountPoint + "/data"
+        var server = try await ServerProcess(
+            dir: dir,
+            extraArgs: ["--enable-failpoints", "--checkpoint-distance-mib", "1", "--disk-reserve-mib", "1",
+                        "--compaction-period-s", "3600", "--gc-horizon-mib", "0", "--compaction-target-mib", "1"],
+            dataDir: data)
+        var c = try await server.client()
+        try await c.createTenant(tenantA)
+        func expectActive(_ when: String) async throws {
+            let s = try await c.tenantStatus(tenantA)
+            #expect(s.state == "active", "\(when): \(s.state)")
+        }
+        // 1. Ingest until the disk is nearly full.
+        var lsn: UInt64 = 0
+        var acked: UInt64 = 0
+        var refusal: String?
+        while refusal == nil && lsn < 20_000 {
+            let batch = (1...16 as ClosedRange<UInt64>).map { wimage(UInt32((lsn + $0) % 120), lsn + $0) }
+            do {
+                acked = try await c.putRecords(tenant: tenantA, batch)
+                lsn += 16
+            } catch let ClientError.server(code, message) {
+                #expect(code == .resourceExhausted, "\(message)")
+                refusal = message
+            }
+        }
+        #expect(refusal?.contains("nearly full") == true || refusal?.contains("No space") == true, "\(refusal ?? "")")
+        #expect(acked > 100, "the disk took a fair amount first: \(acked) records")
+        try await expectActive("after ingest filled the disk")
+        // 2. Something else takes the rest of the disk: every write fails now.
+        let filler = mountPoint + "/filler"
+        fill(filler)
+        await expectServerError(.resourceExhausted) { try await c.putRecords(tenant: tenantA, [wimage(1, lsn + 1)]) }
+        await expectServerError(.resourceExhausted) { try await c.compact(tenant: tenantA, forceImageLayers: true) }
+        #expect(try await c.tenantStatus(tenantA).compactionFailures >= 1)
+        try await expectActive("with the disk full")
+        // 3. Space comes back: compaction (which includes the flush) resumes, no reset.
+        unlink(filler)
+        _ = try await c.compact(tenant: tenantA, forceImageLayers: true)
+        #expect(try await c.tenantStatus(tenantA).compactionFailures == 0)
+        // 4. The disk fills while a compaction is under way.
+        for _ in 0..<4 {
+            let batch = (1...16 as ClosedRange<UInt64>).map { wimage(UInt32((lsn + $0) % 120), lsn + $0) }
+            acked = try await c.putRecords(tenant: tenantA, batch)
+            lsn += 16
+        }
+        try await c.configureFailpoints([Wire.Failpoint(name: "compaction-after-first-output", action: "pause")])
+        let client = c
+        let compaction = Task { try await client.compact(tenant: tenantA, forceImageLayers: true) }
+        try await Task.sleep(for: .milliseconds(300))
+        fill(filler)
+        try await c.configureFailpoints([Wire.Failpoint(name: "compaction-after-first-output", action: "off")])
+        let result = await compaction.result
+        if case .failure(let error) = result {
+            guard case ClientError.server(let code, _) = error, code == .resourceExhausted else {
+                Issue.record("a compaction on a full disk failed with \(error)")
+                return
+            }
+        }
+        try await expectActive("after a compaction hit the full disk")
+        unlink(filler)
+        _ = try await c.compact(tenant: tenantA, forceImageLayers: true)
+        #expect(try await c.tenantStatus(tenantA).compactionFailures == 0)
+        // 5. A restart: every acknowledged record is there.
+        await c.close()
+        #expect(await server.stop() == 0)
+        server = try await ServerProcess(dir: dir, extraArgs: ["--gc-horizon-mib", "0"], dataDir: data)
+        c = try await server.client()
+        let status = try await c.tenantStatus(tenantA)
+        #expect(status.state == "active" && status.lastRecordLsn >= acked)
+        for block in 0..<120 as Range<UInt32> {
+            // The newest acknowledged LSN of this block.
+            var last = acked - (acked % 120) + UInt64(block)
+            if last > acked { last -= 120 }
+            guard last >= 1 else { continue }
+            let p = try await c.getPage(tenant: tenantA, key: wkey(block))
+            #expect(p.page == wpage(UInt64(block) << 32 | last), "block \(block)")
+        }
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// Issue 9.4: with the descriptor table full of idle connections, WAL
+    /// rolls, flushes and compactions answer RESOURCE_EXHAUSTED or work; the
+    /// server never stops; once the connections go, everything works.
+    @Test func aFullDescriptorTableNeverStopsTheServer() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(
+            dir: dir, extraArgs: ["--compaction-period-s", "3600", "--checkpoint-distance-mib", "1"],
+            launcher: ["/usr/bin/prlimit", "--nofile=64:64", "--"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        var lsn: UInt64 = 0
+        func put() async throws -> Bool {
+            do {
+                _ = try await c.putRecords(tenant: tenantA, (1...8 as ClosedRange<UInt64>).map { wimage(UInt32((lsn + $0) % 50), lsn + $0) })
+                lsn += 8
+                return true
+            } catch let ClientError.server(code, message) {
+                #expect(code == .resourceExhausted, "\(message)")
+                return false
+            }
+        }
+        for _ in 0..<10 { _ = try await put() }
+        // Fill the server's descriptor table with idle connections.
+        var idle: [RawConnection] = []
+        for _ in 0..<80 {
+            guard let conn = try? RawConnection(dir.socket) else { break }
+            idle.append(conn)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let held = idle.count
+        #expect(held >= 40, "the descriptor table filled up")
+        var refused = 0
+        for _ in 0..<40 where !(try await put()) { refused += 1 }  // rolls WAL segments (1 MiB checkpoints)
+        do { _ = try await c.compact(tenant: tenantA) } catch let ClientError.server(code, message) {
+            #expect(code == .resourceExhausted, "\(message)")
+        }
+        #expect(server.process.isRunning, "the server stopped: \(server.log)")
+        #expect(!server.log.contains("stopping"), "\(server.log)")
+        idle.removeAll()
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await put())
+        _ = try await c.compact(tenant: tenantA, forceImageLayers: true)
+        let status = try await c.tenantStatus(tenantA)
+        #expect(status.state == "active" && status.compactionFailures == 0)
+        let p = try await c.getPage(tenant: tenantA, key: wkey(UInt32(lsn % 50)))
+        #expect(p.page == wpage(UInt64(lsn % 50) << 32 | lsn))
+        await c.close()
+        #expect(await server.stop() == 0)
+        print("descriptor table full: \(held) idle connections held; \(refused) of 40 puts refused meanwhile")
+    }
+}
+
+@discardableResult
+func run(_ tool: String, _ args: [String]) -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = args
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return -1 }
+    p.waitUntilExit()
+    return p.terminationStatus
+}
+
+/// Writes zeros to `path` until the filesystem is full.
+func fill(_ path: String) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    let chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
+    var one: UInt8 = 0
+    while write(fd, &one, 1) > 0 {}
+    fsync(fd)
+}
