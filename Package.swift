@@ -77,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "layergate",
             dependencies: [
-                "LayerGateClient", "LayerGateWire",
+                "LayerGateClient", "LayerGateWire", "LayerGateStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

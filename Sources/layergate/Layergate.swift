@@ -12,7 +12,7 @@ struct Layergate: AsyncParsableCommand {
         commandName: "layergate",
         abstract: "Talk to a LayerGate page server.",
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
-                      FailpointCommand.self, Bench.self])
+                      FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self])
 
     /// Global options (`--socket`, `--json`) may come before the subcommand
     /// too (`layergate --socket S status`): move them after it, where each
@@ -123,6 +123,8 @@ struct Status: AsyncParsableCommand {
                     "tenant_id": s.tenantId, "state": s.state, "last_record_lsn": s.lastRecordLsn,
                     "disk_consistent_lsn": s.diskConsistentLsn, "generation": s.generation,
                     "compaction_failures": s.compactionFailures, "last_compaction_error": s.lastCompactionError,
+                    "flush_failures": s.flushFailures, "last_flush_error": s.lastFlushError,
+                    "wal_tail_cuts": s.walTailCuts, "last_wal_tail_cut": s.lastWalTailCut,
                     "layers": s.layers.map { ["name": $0.name, "is_image": $0.isImage, "lsn_start": $0.lsnStart,
                                               "lsn_end": $0.lsnEnd, "size": $0.size] as [String: Any] },
                 ])
@@ -132,6 +134,8 @@ struct Status: AsyncParsableCommand {
             print("  last_record_lsn \(s.lastRecordLsn), disk_consistent_lsn \(s.diskConsistentLsn)")
             print("  \(s.layers.count) layers, \(s.layers.reduce(0) { $0 + $1.size }) bytes; compaction failures \(s.compactionFailures)"
                   + (s.lastCompactionError.isEmpty ? "" : " (last: \(s.lastCompactionError))"))
+            print("  flush failures \(s.flushFailures)" + (s.lastFlushError.isEmpty ? "" : " (last: \(s.lastFlushError))"))
+            if s.walTailCuts > 0 { print("  WAL tails cut at load: \(s.walTailCuts) (last: \(s.lastWalTailCut))") }
             for l in s.layers { print("    \(l.isImage ? "image" : "delta") \(l.lsnStart)-\(l.lsnEnd) \(l.size) \(l.name)") }
         } else {
             let s = try await global.with { try await $0.serverStatus() }

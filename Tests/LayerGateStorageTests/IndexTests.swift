@@ -163,3 +163,55 @@ struct DataDirectoryTests {
         await m.shutdown()
     }
 }
+
+@Suite("Rebuilding a damaged index from the layer files")
+struct IndexRebuildTests {
+    /// Issue 9.10: a truncated index.json breaks the tenant; rebuild-index
+    /// brings it back with every page, leaves out a partial image set and a
+    /// damaged file, and compaction works after it (duplicates included).
+    @Test func aTruncatedIndexIsRebuiltFromTheLayers() async throws {
+        let f = try await TenantFixture.make { $0.targetFileBytes = 30_000 }
+        var model = PageModel()
+        var lsn = try await ingest(f.tenant, &model, from: 1, count: 60, keys: 12)
+        _ = try await f.tenant.compact(forceImageLayers: true)
+        lsn = try await ingest(f.tenant, &model, from: lsn, count: 30, keys: 12, seed: 2)
+        try await f.tenant.flush()
+        let generation = f.tenant.status().generation
+        await f.manager.shutdown()
+        // A crash leftover: an image set at the newest LSN with one key only.
+        let partial = try writeLayer(f.tenantDir, [image(key(3), lsn - 1)], kind: .image, generation: generation)
+        // A damaged leftover.
+        let junk = try writeLayer(f.tenantDir, [image(key(4), 2), image(key(5), 3)], generation: generation)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: f.tenantDir + "/" + junk.fileName))
+        bytes[9000] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: f.tenantDir + "/" + junk.fileName))
+        // The index is cut short.
+        let indexPath = f.tenantDir + "/index.json"
+        let index = try Data(contentsOf: URL(fileURLWithPath: indexPath))
+        try index.prefix(index.count / 2).write(to: URL(fileURLWithPath: indexPath))
+        var (m, t) = try await f.reopen()
+        guard case .broken = t.lifecycle else { Issue.record("a truncated index must break the tenant"); return }
+        await m.shutdown()
+
+        let report = try IndexRebuild.run(dataDirectory: f.dir.path, tenant: testTenant, dryRun: false)
+        #expect(report.incompleteImages == [partial.fileName])
+        #expect(report.damaged.map(\.name) == [junk.fileName])
+        #expect(report.imageLayers.count >= 1 && report.deltaLayers.count >= 1)
+        #expect(FileManager.default.fileExists(atPath: indexPath + ".damaged"))
+        (m, t) = try await f.reopen()
+        #expect(t.lifecycle == .active)
+        await expectPagesMatch(t, model, lsns: [lsn - 1, lsn - 20])
+        _ = try await t.compact(forceImageLayers: true)
+        await expectPagesMatch(t, model, lsns: [lsn - 1])
+        #expect(t.status().generation > generation)
+        await m.shutdown()
+    }
+
+    @Test func itRefusesWhileAServerHoldsTheDataDirectory() async throws {
+        let f = try await TenantFixture.make()
+        #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) {
+            _ = try IndexRebuild.run(dataDirectory: f.dir.path, tenant: testTenant, dryRun: true)
+        }
+        await f.manager.shutdown()
+    }
+}

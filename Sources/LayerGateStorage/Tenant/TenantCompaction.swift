@@ -131,8 +131,14 @@ extension Tenant {
                 targetBytes: target, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
                 var cursors = try readers.map { r throws(StorageError) in try LayerCursor(r) }
+                var last: (PageKey, Lsn)?
                 while let i = smallestCursor(cursors), let e = cursors[i].current {
-                    try out.append(key: e.key, lsn: e.lsn, value: try cursors[i].layer.value(of: e))
+                    // Overlapping inputs (a rebuilt index can list both sides of a
+                    // compaction that crashed) hold the same value twice: keep one.
+                    if last.map({ $0 != e.key || $1 != e.lsn }) ?? true {
+                        try out.append(key: e.key, lsn: e.lsn, value: try cursors[i].layer.value(of: e))
+                        last = (e.key, e.lsn)
+                    }
                     try cursors[i].advance()
                 }
                 try out.finish()

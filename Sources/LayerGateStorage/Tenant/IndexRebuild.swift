@@ -1,0 +1,105 @@
+/// The operator's way out when a tenant's `index.json` is damaged (the atomic
+/// replace cannot tear it, a bad disk can): a new index from the layer files'
+/// own summaries, written offline while no server holds the data directory.
+///
+/// What it keeps:
+/// - every layer file that validates (summary, fences, every index block and
+///   value); a file that does not is renamed `<name>.damaged` and left out;
+/// - delta layers all (overlapping ones, such as the inputs and outputs of a
+///   compaction that crashed before its commit, read correctly: a read takes
+///   the newest delta covering an LSN, and compaction skips duplicates);
+/// - an image set at LSN L only if it is complete: every key that has a
+///   version at or below L in any kept layer has an image at L (GC trusts
+///   an image set to stand for all history below it; a partial set from a
+///   crashed compaction must not).
+///
+/// The new index: disk_consistent_lsn is the newest LSN the kept layers
+/// cover (the WAL replays what is above it); gc_cutoff_lsn is the oldest
+/// kept image set, below which GC may have removed history; the generation is
+/// the highest any layer name carries, so new names never collide. The old
+/// index is kept as `index.json.damaged`.
+public enum IndexRebuild {
+    public struct Report: Sendable {
+        public var deltaLayers: [String] = []
+        public var imageLayers: [String] = []
+        /// File name and why it failed validation (renamed `.damaged`).
+        public var damaged: [(name: String, reason: String)] = []
+        /// Image layers of incomplete sets, left out (the next load sweeps them).
+        public var incompleteImages: [String] = []
+        public var diskConsistentLsn: Lsn = .zero
+        public var gcCutoffLsn: Lsn = .zero
+        public var generation: UInt32 = 0
+        public var written = false
+    }
+
+    /// Rebuilds `tenants/<tenant>/index.json` under `dataDirectory`. With
+    /// `dryRun`, only reports what it would do.
+    public static func run(dataDirectory: String, tenant: TenantId, dryRun: Bool) throws(StorageError) -> Report {
+        let lock = try DataDirectoryLock(directory: dataDirectory)
+        defer { lock.release() }
+        let fs: RealFileSystem
+        do throws(SystemError) { fs = try RealFileSystem(root: dataDirectory) } catch {
+            throw .io(operation: "open data directory", path: "", errno: error.errno)
+        }
+        let dir = try DirectoryHandle(fs: fs, path: TenantManager.tenantsDirectoryName + "/" + tenant.description)
+        let cache = PageCache(capacity: 64)
+        let files = OpenFileTable(fs: fs, capacity: 16)
+        var report = Report()
+        var readers: [LayerReader] = []
+        for name in try Directory.list(fs, dir.path) {
+            guard let layerName = LayerName(parsing: name) else { continue }
+            do throws(StorageError) {
+                let reader = try LayerReader(directory: dir, name: layerName, tenant: tenant, cache: cache, openFiles: files)
+                for e in try reader.allEntries() { _ = try reader.value(of: e) }
+                readers.append(reader)
+            } catch {
+                report.damaged.append((name, "\(error)"))
+            }
+        }
+        // Keys with a version at or below each image LSN, from the deltas and from older images.
+        let imageLsns = Set(readers.filter { $0.descriptor.name.kind == .image }.map(\.descriptor.name.lsnStart))
+        var complete: Set<Lsn> = []
+        for lsn in imageLsns {
+            var needed: Set<PageKey> = []
+            var covered: Set<PageKey> = []
+            for r in readers {
+                let n = r.descriptor.name
+                guard n.lsnStart <= lsn else { continue }
+                for e in try r.allEntries() where e.lsn <= lsn {
+                    if n.kind == .image && n.lsnStart == lsn { covered.insert(e.key) } else { needed.insert(e.key) }
+                }
+            }
+            if needed.isSubset(of: covered) { complete.insert(lsn) }
+        }
+        var index = IndexFile(tenant: tenant)
+        for r in readers {
+            let n = r.descriptor.name
+            if n.kind == .image && !complete.contains(n.lsnStart) {
+                report.incompleteImages.append(r.descriptor.fileName)
+                continue
+            }
+            if n.kind == .image { report.imageLayers.append(r.descriptor.fileName) } else { report.deltaLayers.append(r.descriptor.fileName) }
+            index.layers.append(IndexFile.Layer(name: r.descriptor.fileName, size: r.descriptor.size, level: 0))
+            index.diskConsistentLsn = max(index.diskConsistentLsn, n.lsnEnd.rawValue)
+            index.generation = max(index.generation, n.generation)
+        }
+        index.gcCutoffLsn = complete.min()?.rawValue ?? 0
+        report.diskConsistentLsn = Lsn(index.diskConsistentLsn)
+        report.gcCutoffLsn = Lsn(index.gcCutoffLsn)
+        report.generation = index.generation
+        guard !dryRun else { return report }
+        for (name, _) in report.damaged {
+            do throws(SystemError) { try fs.rename(dir.child(name), dir.child(name + ".damaged")) } catch {
+                throw .io(operation: "rename", path: dir.child(name), errno: error.errno)
+            }
+        }
+        if Directory.exists(fs, dir.child(IndexFile.fileName)) {
+            do throws(SystemError) { try fs.rename(dir.child(IndexFile.fileName), dir.child(IndexFile.fileName + ".damaged")) } catch {
+                throw .io(operation: "rename", path: dir.child(IndexFile.fileName), errno: error.errno)
+            }
+        }
+        try index.write(directory: dir, failpoints: Failpoints.none)
+        report.written = true
+        return report
+    }
+}
