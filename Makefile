@@ -1,8 +1,9 @@
 # LayerGate build glue. `make test` is what CI runs (.ci/run).
 SWIFT ?= swift
 BENCH_ARGS ?=
+TORTURE_MINUTES ?= 1
 
-.PHONY: run test build deps bench proto testdata c-client clean
+.PHONY: run test build deps bench proto testdata c-client clean torture
 
 # Runs layergated on DESIGN.md's defaults: socket ./.layergate/layergate.sock,
 # data in ./.layergate/data. Stop it with Ctrl-C (graceful shutdown).
@@ -44,14 +45,18 @@ build: deps
 	$(SWIFT) build
 
 # Builds every target (the crash tests need the layergate-testhelper binary), then
-# runs every test: unit, model-based, the subprocess crash tests, the server
-# integration tests, and the C client's tests (under valgrind) against the
+# runs every test: unit, model-based, the crash-point and fault sweeps on a
+# simulated disk, the subprocess crash tests, the server integration tests
+# (a real tmpfs that fills up when run as root), one minute of
+# `layergate torture`, and the C client's tests (under valgrind) against the
 # layergated just built.
 test: deps
 	@echo "make: building all targets and tests"
 	$(SWIFT) build --build-tests
 	@echo "make: running the Swift test suite"
 	$(SWIFT) test --skip-build
+	@echo "make: one minute of layergate torture (crashes, full disks, no descriptors; checked after every restart)"
+	.build/debug/layergate torture --minutes $(TORTURE_MINUTES)
 	@if command -v protoc-c >/dev/null; then scripts/gen-testdata.sh --check; \
 		else echo "make: protoc-c not installed: not re-checking Protocol/testdata/*.bin against the .txtpb (make testdata installs it)"; fi
 	@echo "make: building and testing the C client (clients/c)"
@@ -61,6 +66,12 @@ test: deps
 bench: deps
 	$(SWIFT) build -c release --product layergate-storage-bench
 	.build/release/layergate-storage-bench $(BENCH_ARGS)
+
+# A longer torture run on the release build: make torture TORTURE_MINUTES=20
+torture: deps
+	$(SWIFT) build -c release --product layergated
+	$(SWIFT) build -c release --product layergate
+	.build/release/layergate torture --minutes $(TORTURE_MINUTES)
 
 clean:
 	rm -rf .build

@@ -168,7 +168,7 @@ public final class SimulatedDisk: FileSystem {
     public func crashImage(_ mode: CrashMode = .strict) -> SimulatedDisk {
         let image = SimulatedDisk()
         state.withLock { s in
-            var rng = Random(seed: { if case .torn(let seed) = mode { return seed }; return 0 }())
+            var rng = SeededRandom(seed: { if case .torn(let seed) = mode { return seed }; return 0 }())
             let torn: Bool = { if case .torn = mode { return true }; return false }()
             var copied: [Int: Inode] = [:]
             func copy(_ id: Int) -> Int {
@@ -532,18 +532,5 @@ public final class SimulatedDisk: FileSystem {
         src.dirPending.append(.remove(srcName))
         dst.entries[name] = id
         dst.dirPending.append(.set(name, id))
-    }
-
-    /// SplitMix64, so a torn image is reproducible from its seed.
-    private struct Random {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 }

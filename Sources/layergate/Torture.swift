@@ -44,21 +44,21 @@ struct Torture: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         let seed = self.seed ?? UInt64(Date().timeIntervalSince1970 * 1000)
         let disk = try TortureDisk(work: work, tmpfsMib: getuid() == 0 && !noTmpfs ? tmpfsMib : nil)
-        print("torture: \(minutes) min, \(tenants) tenants, seed \(seed), data on \(disk.description), server \(binary)")
+        say("torture: \(minutes) min, \(tenants) tenants, seed \(seed), data on \(disk.description), server \(binary)")
         let run = TortureRun(binary: binary, work: work, disk: disk, tenants: tenants, seed: seed)
         await run.run(until: ContinuousClock.now + .milliseconds(Int(minutes * 60_000)))
         disk.tearDown()
         if !keep && dir == nil { try? FileManager.default.removeItem(atPath: work) }
         let t = run.totals
-        print("""
+        say("""
             torture: done: \(t.rounds) rounds, \(t.restarts) restarts (\(t.sigkills) SIGKILL, \(t.failpointExits) failpoint exit, \
             \(t.sigterms) SIGTERM); \(t.acked) records acknowledged, \(t.verified) verified; \(t.faults) faults injected \
             (\(t.diskFull) full disk, \(t.noDescriptors) no descriptors, \(t.kills) kills); \
             \(t.refusals) requests refused while faulty; violations: \(t.violations.count)
             """)
-        for v in t.violations.prefix(20) { print("torture: VIOLATION: \(v)") }
+        for v in t.violations.prefix(20) { say("torture: VIOLATION: \(v)") }
         if !t.violations.isEmpty {
-            print("torture: logs kept in \(work)")
+            say("torture: logs kept in \(work)")
             throw ExitCode(1)
         }
     }
@@ -89,7 +89,7 @@ final class TortureDisk: Sendable, CustomStringConvertible {
             mountPoint = point
             data = point + "/data"
         } else {
-            print("torture: could not mount a tmpfs; filling the disk through the disk-full failpoint instead")
+            say("torture: could not mount a tmpfs; filling the disk through the disk-full failpoint instead")
             mountPoint = nil
             data = work + "/data"
         }
@@ -174,7 +174,7 @@ final class TortureRun: Sendable {
 
     func violation(_ text: String) {
         count { $0.violations.append(text) }
-        print("torture: VIOLATION: \(text)")
+        say("torture: VIOLATION: \(text)")
     }
 
     func run(until deadline: ContinuousClock.Instant) async {
@@ -201,7 +201,7 @@ final class TortureRun: Sendable {
             }
             let t = totals
             let elapsed = Int((ContinuousClock.now - started).components.seconds)
-            print("torture: \(elapsed / 60)m\(String(format: "%02d", elapsed % 60))s round \(round): \(t.restarts) restarts, \(t.acked) acknowledged, \(t.verified) verified, \(t.faults) faults, \(t.violations.count) violations")
+            say("torture: \(elapsed / 60)m\(String(format: "%02d", elapsed % 60))s round \(round): \(t.restarts) restarts, \(t.acked) acknowledged, \(t.verified) verified, \(t.faults) faults, \(t.violations.count) violations")
             if !t.violations.isEmpty { return }
         }
         // A last start: everything acknowledged must still be there.
@@ -502,4 +502,10 @@ final class TortureRun: Sendable {
         disk.free()
         count { $0.restarts += 1 }
     }
+}
+
+/// A line to standard output at once (not buffered), so progress shows in a log file as it happens.
+func say(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
 }

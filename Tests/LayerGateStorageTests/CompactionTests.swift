@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage

@@ -1,4 +1,5 @@
 import Foundation
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage

@@ -1,4 +1,5 @@
 import CSystemShims
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage

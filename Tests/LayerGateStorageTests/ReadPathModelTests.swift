@@ -1,3 +1,4 @@
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage

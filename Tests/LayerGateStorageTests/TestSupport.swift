@@ -24,19 +24,6 @@ final class TempDir: @unchecked Sendable {
     }
 }
 
-/// Deterministic random numbers (SplitMix64), so a failing seed can be replayed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 let testTenant = try! TenantId(parsing: "0123456789abcdef0123456789ABCDEF")
 
 func key(_ block: UInt32, rel: UInt32 = 1000) -> PageKey {

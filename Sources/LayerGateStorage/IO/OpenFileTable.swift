@@ -185,17 +185,7 @@ final class VirtualFile: Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
         let (fs, path) = (table.fs, self.path)
         try table.withDescriptor(self) { fd throws(StorageError) in
-            var done = 0
-            while done < buffer.count {
-                let n: Int
-                do throws(SystemError) {
-                    n = try fs.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), at: offset + done)
-                } catch {
-                    throw .io(operation: "read", path: path, errno: error.errno)
-                }
-                if n == 0 { throw .io(operation: "read (unexpected end of file)", path: path, errno: EIO) }
-                done += n
-            }
+            try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
         }
     }
 

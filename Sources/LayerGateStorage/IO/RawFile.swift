@@ -39,6 +39,12 @@ final class RawFile: @unchecked Sendable {
 
     /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
+        try Self.read(fs, fd, path: path, into: buffer, at: offset)
+    }
+
+    /// The one loop that reads a whole range (pread may return less).
+    static func read(_ fs: any FileSystem, _ fd: Int32, path: String, into buffer: UnsafeMutableRawBufferPointer,
+                     at offset: Int) throws(StorageError) {
         var done = 0
         while done < buffer.count {
             let n: Int
