@@ -46,13 +46,22 @@ public final class Server: Service, Sendable {
 
     public func run() async throws {
         if config.enableFailpoints { try failpoints.enable() }
+        // The event loop first: it needs descriptors (epoll, eventfd, timerfd) that
+        // loading many tenants could otherwise take, and NIO cannot start without them.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let cache = PageCache(capacity: max(1, config.pageCacheMiB * 128))
-        let manager = try TenantManager(dataDirectory: config.dataDirectory, config: config.tenant, cache: cache,
+        let manager: TenantManager
+        let tenants: [TenantId]
+        do {
+            manager = try TenantManager(dataDirectory: config.dataDirectory, config: config.tenant, cache: cache,
                                         failpoints: failpoints, logger: logger)
-        let tenants = try await manager.loadAll()
+            tenants = try await manager.loadAll()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
         let dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints)
         let tracker = InFlightTracker()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let channel: Channel
         do {
             channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker)

@@ -30,6 +30,10 @@ struct RebuildIndex: AsyncParsableCommand {
         for (name, reason) in r.damaged { print("  damaged\(dryRun ? "" : ", renamed \(name).damaged"): \(name): \(reason)") }
         for name in r.incompleteImages { print("  left out (an incomplete image set; swept at the next start): \(name)") }
         print("  disk_consistent_lsn \(r.diskConsistentLsn), gc_cutoff_lsn \(r.gcCutoffLsn), generation \(r.generation)")
+        if let refusal = r.refusal { throw CLIError("rebuild-index: nothing written: \(refusal)") }
+        if r.gcCutoffLsn > .zero {
+            print("  history below LSN \(r.gcCutoffLsn) is not kept (GC had removed it, or a layer was damaged): reads there answer LSN_BELOW_GC_HORIZON")
+        }
         print(r.written ? "  wrote index.json (the old one is index.json.damaged); start layergated to load the tenant"
                         : "  dry run: nothing written")
     }

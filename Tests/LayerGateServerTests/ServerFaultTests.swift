@@ -214,6 +214,44 @@ struct ServerFaultTests {
     }
 }
 
+extension ServerFaultTests {
+    /// More tenants than descriptors at start: the server still starts (its
+    /// event loop comes first), tenants it cannot open stay `loading` and say
+    /// why, and a start with descriptors to spare loads them all.
+    @Test func moreTenantsThanDescriptorsAtStart() async throws {
+        let dir = ServerDir()
+        var server = try await ServerProcess(dir: dir)
+        var c = try await server.client()
+        let ids = (1...40).map { String(format: "%032x", $0) }
+        for id in ids { try await c.createTenant(id) }
+        await c.close()
+        #expect(await server.stop() == 0)
+        server = try await ServerProcess(dir: dir, launcher: ["/usr/bin/prlimit", "--nofile=48:48", "--"])
+        c = try await server.client()
+        var loading = 0
+        for id in ids {
+            do {
+                let s = try await c.tenantStatus(id)
+                #expect(s.state == "active" || s.state == "loading", "\(s.state)")
+                if s.state == "loading" { loading += 1 }
+            } catch let ClientError.server(code, message) {
+                #expect(code == .tenantUnavailable && message.contains("loading"), "\(message)")
+                loading += 1
+            }
+        }
+        #expect(server.process.isRunning)
+        #expect(loading > 0, "the limit was low enough that some tenants could not load")
+        await c.close()
+        #expect(await server.stop() == 0)
+        server = try await ServerProcess(dir: dir)
+        c = try await server.client()
+        for id in ids { #expect(try await c.tenantStatus(id).state == "active") }
+        await c.close()
+        #expect(await server.stop() == 0)
+        print("48 descriptors, 40 tenants: \(loading) stayed loading, the server served")
+    }
+}
+
 @discardableResult
 func run(_ tool: String, _ args: [String]) -> Int32 {
     let p = Process()

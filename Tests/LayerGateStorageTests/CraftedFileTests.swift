@@ -176,6 +176,7 @@ struct CraftedFileTests {
         let path = "tenants/\(testTenant)/index.json"
         var index = try JSONDecoder().decode(IndexFile.self, from: Data(try f.readFile(path)))
         index.generation = UInt32.max
+        index.checksum = index.computedChecksum()
         try f.writeFile(path, Array(try JSONEncoder().encode(index)))
         let g = try await DiskFixture.open(f.disk, config: f.config)
         guard case .broken(let reason) = try g.tenant().lifecycle else {
@@ -207,6 +208,72 @@ struct CraftedFileTests {
         let status = try g.tenant().status()
         #expect(status.state.name == "broken")
         #expect(status.generation == generation)
+        await g.manager.shutdown()
+    }
+
+    /// Rewrites index block 0 of `bytes` through `edit` (on its entries) and fixes its checksum.
+    func craftIndexBlock(_ bytes: [UInt8], _ edit: (inout [[UInt8]], inout Int) -> Void) throws -> [UInt8] {
+        let summary = try #require(bytes.withUnsafeBytes { try? LayerSummary.decode(UnsafeRawBufferPointer(rebasing: $0[0..<8192])).get() })
+        let at = Int(summary.indexStartBlock) * 8192
+        var count = Int(UInt16(bytes[at + 4]) << 8 | UInt16(bytes[at + 5]))
+        var entries = (0..<count).map { i in
+            Array(bytes[(at + LayerFormat.indexHeaderSize + i * LayerFormat.entrySize)..<(at + LayerFormat.indexHeaderSize + (i + 1) * LayerFormat.entrySize)])
+        }
+        edit(&entries, &count)
+        var out = bytes
+        out[at + 4] = UInt8(count >> 8)
+        out[at + 5] = UInt8(count & 0xFF)
+        for (i, e) in entries.enumerated() {
+            out.replaceSubrange((at + LayerFormat.indexHeaderSize + i * LayerFormat.entrySize)..<(at + LayerFormat.indexHeaderSize + (i + 1) * LayerFormat.entrySize), with: e)
+        }
+        let crc = out[(at + 4)..<(at + 8192)].withUnsafeBytes { Checksum.crc32c($0) }
+        for j in 0..<4 { out[at + j] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * j)) }
+        return out
+    }
+
+    /// Index entries with a valid checksum but in the wrong order, outside the
+    /// layer's LSN range, or fewer than the summary says: an error when the
+    /// block is read, never a trap in the writer a compaction feeds them to.
+    @Test(arguments: ["swapped", "lsn beyond the layer", "count cut", "duplicate"])
+    func craftedIndexBlocksAreRejected(how: String) throws {
+        let (disk, dir, d, bytes) = try layer()
+        let crafted = try craftIndexBlock(bytes) { entries, count in
+            switch how {
+            case "swapped": entries.swapAt(1, 2)
+            case "lsn beyond the layer":
+                for j in 0..<8 { entries[3][17 + j] = j == 7 ? 0xFF : 0 }
+            case "count cut": count = 1
+            default: entries[2] = entries[1]
+            }
+        }
+        try replace(disk, d.fileName, crafted)
+        guard case .corruptLayer(_, let reason)? = exercise(disk, dir, d.name) else {
+            Issue.record("\(how): accepted")
+            return
+        }
+        #expect(reason.contains("index block"), "\(reason)")
+    }
+
+    /// The same crafted layer in a tenant: its compaction fails with an error
+    /// naming the layer, and the process goes on.
+    @Test func aCompactionOverACraftedLayerFailsCleanly() async throws {
+        let f = try await DiskFixture.open()
+        let t = try await f.manager.create(testTenant)
+        for lsn in 1...4 as ClosedRange<UInt64> {
+            _ = try await t.put((0..<20 as Range<UInt32>).map { image(key($0), lsn * 100 + UInt64($0)) })
+            try await t.flush()
+        }
+        let victim = t.status().layers.last!.name  // the oldest L0
+        await f.manager.shutdown()
+        let path = "tenants/\(testTenant)/\(victim)"
+        try f.writeFile(path, try craftIndexBlock(try f.readFile(path)) { entries, _ in entries.swapAt(0, 1) })
+        let g = try await DiskFixture.open(f.disk, config: f.config)
+        let u = try g.tenant()
+        await #expect { _ = try await u.compact() } throws: { error in
+            guard case .corruptLayer(let file, _) = error as? StorageError else { return false }
+            return file.hasSuffix(victim)
+        }
+        #expect(u.status().compactionFailures == 1)
         await g.manager.shutdown()
     }
 }

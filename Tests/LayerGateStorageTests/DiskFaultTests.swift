@@ -211,6 +211,57 @@ struct DiskFaultTests {
         await f.manager.shutdown()
     }
 
+    /// A disk filled by the tenant's own history never wedges ingest for
+    /// good. Here the history sits below an image set written at the newest
+    /// LSN, above the GC cutoff: GC cannot use it until ingest moves the
+    /// cutoff past it, and ingest is refused for space. Compaction under that
+    /// pressure writes images at the cutoff instead, GC gives the space back,
+    /// and ingest goes on.
+    @Test func aDiskFullOfHistoryIsCompactedBackIntoUse() async throws {
+        let config = DiskFixture.config {
+            $0.checkpointDistanceBytes = 1 << 20
+            $0.diskReserveBytes = 1 << 20
+            $0.gcHorizonLsn = 1 << 20           // 128 records at an LSN step of 8192
+            $0.compactionThreshold = 1000       // history stays in L0 layers
+            $0.imageCreationThreshold = 2
+            $0.ingestStallTimeout = .milliseconds(500)
+            $0.compactionPeriod = .seconds(3600)  // only ingest refusals wake it
+        }
+        let keys: UInt64 = 50
+        let f = try await DiskFixture.open(SimulatedDisk(capacity: 24 << 20), config: config)
+        let t = try await f.manager.create(testTenant)
+        var n: UInt64 = 1
+        func put() async -> Bool {
+            let batch = (n..<n + 16).map { image(key(UInt32($0 % keys)), $0 * 8192, seed: $0) }
+            guard case .success = await putResult(t, batch) else { return false }
+            n += 16
+            return true
+        }
+        // History fills the disk; then images at the newest LSN, right below
+        // the fill line, so ingest stops again before the cutoff reaches them.
+        for _ in 0..<400 where await put() {}
+        _ = try await t.runCompaction(explicit: false, forceImages: true)
+        var refused = false
+        for _ in 0..<200 where !refused { refused = !(await put()) }
+        #expect(refused, "the disk filled up")
+        let wedgedAt = n
+        // Each refusal wakes a compaction (at most one per 2 s): ingest goes on.
+        var done = 0
+        let deadline = ContinuousClock.now + .seconds(60)
+        while done < 60 && ContinuousClock.now < deadline {
+            if await put() { done += 1 } else { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(done == 60, "ingest resumed: \(done) of 60 puts after the disk filled")
+        #expect(n > wedgedAt)
+        #expect(t.lifecycle == .active)
+        for b in 0..<keys {
+            var last = n - 1
+            while last % keys != b { last -= 1 }
+            #expect(try await t.getPage(key: key(UInt32(b)), lsn: nil).page == page(last), "block \(b)")
+        }
+        await f.manager.shutdown()
+    }
+
     /// Issue 9.10: a reset waits for a running compaction to stop; the
     /// compaction is not counted as failed and leaves nothing behind.
     @Test func resetWaitsForARunningCompaction() async throws {

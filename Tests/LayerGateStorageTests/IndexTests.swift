@@ -123,6 +123,12 @@ struct DataDirectoryTests {
                                   logger: quietLogger())
         }
         #expect(StorageError.dataDirectoryLocked(pid: getpid()).description.contains("pid \(getpid())"))
+        // Deleting the lock file does not let a second owner in: the directory is locked too.
+        unlink(dir.path + "/" + DataDirectoryLock.fileName)
+        #expect(throws: StorageError.dataDirectoryLocked(pid: 0)) {
+            _ = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
+                                  logger: quietLogger())
+        }
         await first.shutdown()
         let second = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
                                        logger: quietLogger())
@@ -207,11 +213,120 @@ struct IndexRebuildTests {
         await m.shutdown()
     }
 
+    /// A damaged layer in the middle of the history, or the newest one with
+    /// the WAL after it, leaves LSNs that nothing holds: rebuild-index refuses
+    /// and writes nothing, rather than an index that serves wrong pages. With
+    /// every layer intact, history from LSN 1 stays readable.
+    @Test(arguments: ["middle", "newest", "none"])
+    func itRefusesToServeAHole(damaged which: String) async throws {
+        let f = try await TenantFixture.make()
+        var model = PageModel()
+        var lsn: UInt64 = 1
+        for _ in 0..<4 { lsn = try await ingest(f.tenant, &model, from: lsn, count: 10, keys: 5, flushEvery: 10) }
+        _ = try await f.tenant.put([image(key(1), lsn)])  // in the WAL only
+        let layers = f.tenant.status().layers.sorted { $0.lsnStart < $1.lsnStart }
+        #expect(layers.count == 4)
+        await f.manager.shutdown()
+        if which != "none" {
+            let victim = which == "middle" ? layers[1].name : layers[3].name
+            let path = f.tenantDir + "/" + victim
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+            bytes[8200] ^= 0xFF
+            try bytes.write(to: URL(fileURLWithPath: path))
+        }
+        let indexPath = f.tenantDir + "/index.json"
+        try Data("{".utf8).write(to: URL(fileURLWithPath: indexPath))
+        let r = try IndexRebuild.run(dataDirectory: f.dir.path, tenant: testTenant, dryRun: false)
+        if which == "none" {
+            #expect(r.refusal == nil && r.written && r.gcCutoffLsn == .zero, "\(r.refusal ?? "")")
+            let (m, t) = try await f.reopen()
+            #expect(t.lifecycle == .active)
+            await expectPagesMatch(t, model, lsns: [1, 15, lsn - 1], keys: 5)
+            await m.shutdown()
+        } else {
+            #expect(r.refusal != nil && !r.written, "\(which): \(r)")
+            #expect(try String(contentsOfFile: indexPath, encoding: .utf8) == "{", "nothing written")
+        }
+    }
+
     @Test func itRefusesWhileAServerHoldsTheDataDirectory() async throws {
         let f = try await TenantFixture.make()
         #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) {
             _ = try IndexRebuild.run(dataDirectory: f.dir.path, tenant: testTenant, dryRun: true)
         }
         await f.manager.shutdown()
+    }
+}
+
+@Suite("index.json: checksummed, consistent with its layers")
+struct IndexChecksumTests {
+    /// One changed digit (disk_consistent_lsn 512 → 532) is damage, not a new truth.
+    @Test func aChangedDigitIsCaughtByTheChecksum() async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 512)])
+        try await f.tenant.flush()
+        await f.manager.shutdown()
+        let path = f.tenantDir + "/index.json"
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.contains("\"disk_consistent_lsn\" : 512"))
+        try text.replacingOccurrences(of: "\"disk_consistent_lsn\" : 512", with: "\"disk_consistent_lsn\" : 532")
+            .write(toFile: path, atomically: false, encoding: .utf8)
+        let (m, t) = try await f.reopen()
+        guard case .broken(let reason) = t.lifecycle else { Issue.record("a changed index.json was accepted"); return }
+        #expect(reason.contains("checksum mismatch"), "\(reason)")
+        await m.shutdown()
+    }
+
+    /// Format 1 (layergate 0.1, no checksum) still loads; its disk-consistent
+    /// LSN must still be where its layers end.
+    @Test func formatOneLoadsButMustBeConsistent() async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 40)])
+        try await f.tenant.flush()
+        await f.manager.shutdown()
+        let path = f.tenantDir + "/index.json"
+        var index = try IndexFile.read(directory: f.tenantDir)
+        index.formatVersion = 1
+        index.checksum = nil
+        try JSONEncoder().encode(index).write(to: URL(fileURLWithPath: path))
+        var (m, t) = try await f.reopen()
+        #expect(t.lifecycle == .active)
+        #expect(try await t.getPage(key: key(1), lsn: Lsn(40)).page == page(UInt64(1) << 32 | 40))
+        await m.shutdown()
+        index = try IndexFile.read(directory: f.tenantDir)
+        index.formatVersion = 1
+        index.checksum = nil
+        index.diskConsistentLsn = 10_000
+        try JSONEncoder().encode(index).write(to: URL(fileURLWithPath: path))
+        (m, t) = try await f.reopen()
+        guard case .broken(let reason) = t.lifecycle else { Issue.record("an inconsistent index was accepted"); return }
+        #expect(reason.contains("not where the listed layers end"), "\(reason)")
+        await m.shutdown()
+    }
+
+    /// A FIFO or a sparse terabyte in place of index.json or a WAL segment is
+    /// an error at once, not a hang or a terabyte allocation.
+    @Test(arguments: ["fifo index", "huge index", "huge wal"])
+    func specialAndHugeFilesAreErrors(what: String) async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 5)])
+        await f.manager.shutdown()
+        let index = f.tenantDir + "/index.json"
+        let segment = f.tenantDir + "/wal/" + f.dir.files("tenants/\(testTenant)/wal")[0]
+        switch what {
+        case "fifo index":
+            unlink(index)
+            #expect(mkfifo(index, 0o600) == 0)
+        case "huge index":
+            #expect(truncate(index, 1 << 40) == 0)
+        default:
+            #expect(truncate(segment, 1 << 40) == 0)
+        }
+        let start = ContinuousClock.now
+        let (m, t) = try await f.reopen()
+        guard case .broken(let reason) = t.lifecycle else { Issue.record("\(what): \(t.lifecycle)"); return }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(reason.contains(what.hasSuffix("wal") ? "WAL" : "index"), "\(reason)")
+        await m.shutdown()
     }
 }

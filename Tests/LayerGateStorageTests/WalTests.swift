@@ -219,4 +219,79 @@ struct WalTests {
         #expect(try h.tenant().status().lastRecordLsn == Lsn(7))
         await h.manager.shutdown()
     }
+
+    /// A verified commit that repeats a (key, LSN) — what no put could store —
+    /// breaks the tenant at replay (it would otherwise stop a flush later).
+    @Test func aCommitRepeatingAKeyAtAnLsnIsCorruption() async throws {
+        let (f, bytes, name) = try await threeCommits()
+        var w = ByteWriter()
+        w.bytes(bytes)
+        WalFormat.appendFrame(.commit, sequence: 4, payload: WalFormat.encodeRecords([image(key(1), 12)]), to: &w)
+        try f.writeFile(walPath(name), w.bytes)
+        let g = try await DiskFixture.open(f.disk, config: f.config)
+        guard case .broken(let reason) = try g.tenant().lifecycle else { Issue.record("a repeated record was replayed"); return }
+        #expect(reason.contains("appears twice"), "\(reason)")
+        await g.manager.shutdown()
+    }
+
+    /// Damage to the start of a segment (its header, or its first 4 KiB) with
+    /// commits after it is corruption, sealed or not — never a format-1
+    /// segment's torn tail that takes the whole segment away.
+    @Test(arguments: ["first byte", "first 4 KiB"])
+    func damageToTheStartOfASegmentIsCorruption(what: String) async throws {
+        var f = try await DiskFixture.open()
+        let t = try await f.manager.create(testTenant)
+        for lsn in [10, 11, 12] as [UInt64] { _ = try await t.put([image(key(1), lsn)]) }
+        f = try await f.restarted()  // sealed
+        await f.manager.shutdown()
+        let name = segments(f)[0]
+        var bytes = try f.readFile(walPath(name))
+        if what == "first byte" { bytes[0] ^= 0x01 } else { for i in 0..<4096 { bytes[i] = 0 } }
+        try f.writeFile(walPath(name), bytes)
+        let g = try await DiskFixture.open(f.disk, config: f.config)
+        guard case .broken(let reason) = try g.tenant().lifecycle else {
+            Issue.record("\(what): the tenant loaded with last LSN \(try g.tenant().status().lastRecordLsn)")
+            return
+        }
+        #expect(reason.contains("segment header"), "\(reason)")
+        #expect(segments(g).contains(name), "the segment is kept as evidence")
+        await g.manager.shutdown()
+    }
+
+    /// The WAL must continue where the layers end: an index.json put back from
+    /// an older copy, or the oldest segment deleted by hand, leaves records
+    /// nowhere; the tenant is broken, not silently older.
+    @Test func aGapBetweenTheLayersAndTheWalIsCorruption() async throws {
+        var f = try await DiskFixture.open()
+        let t = try await f.manager.create(testTenant)
+        _ = try await t.put([image(key(1), 10)])
+        try await t.flush()
+        let oldIndex = try f.readFile("tenants/\(testTenant)/index.json")
+        for lsn in [20, 30, 40] as [UInt64] {
+            _ = try await t.put([image(key(1), lsn)])
+            try await t.flush()
+        }
+        _ = try await t.put([image(key(1), 50)])  // stays in the WAL
+        f = try await f.restarted()
+        await f.manager.shutdown()
+        try f.writeFile("tenants/\(testTenant)/index.json", oldIndex)
+        let g = try await DiskFixture.open(f.disk, config: f.config)
+        guard case .broken(let reason) = try g.tenant().lifecycle else { Issue.record("an older index.json was accepted"); return }
+        #expect(reason.contains("was index.json replaced by an older copy"), "\(reason)")
+        await g.manager.shutdown()
+
+        // No layers at all, and the oldest of several segments deleted by hand.
+        var h = try await DiskFixture.open()
+        let u = try await h.manager.create(testTenant)
+        for lsn in [10, 20, 30] as [UInt64] {
+            _ = try await u.put([image(key(1), lsn)])
+            u.state.withLock { Tenant.freeze(&$0) }
+        }
+        h = try await h.afterPowerLoss()
+        await h.manager.shutdown()
+        try h.disk.unlink(walPath(segments(h)[0]))
+        let i = try await DiskFixture.open(h.disk, config: h.config)
+        guard case .broken = try i.tenant().lifecycle else { Issue.record("a deleted oldest segment went unnoticed"); return }
+        await i.manager.shutdown()
+    }
 }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The on-disk layout of a layer file. Every block is 8 KiB.
 ///
 ///     block 0          summary (fields below, CRC-32C over them)
@@ -101,6 +105,9 @@ extension LayerSummary {
               dataEnd >= bs, dataEnd <= indexStartBlock * bs,
               indexStartBlock + indexBlockCount == fenceStartBlock, fenceStartBlock + fenceBlockCount == blocks,
               valueCount <= indexBlockCount * UInt64(LayerFormat.entriesPerIndexBlock),
+              valueCount > (indexBlockCount - 1) * UInt64(LayerFormat.entriesPerIndexBlock),
+              fenceBlockCount == (8 + indexBlockCount * UInt64(LayerFormat.fenceSize) + bs - 1) / bs,
+              fenceBlockCount <= 8192,  // 64 MiB of fences: 2.6 million index blocks
               lsnStart <= lsnEnd, keys.first <= keys.last
         else { return "summary offsets are inconsistent with the file" }
         return nil
@@ -132,12 +139,70 @@ enum FenceArea {
         guard crc(count: count, fences[...]) == stored else {
             return .failure(LayerFormatProblem(reason: "fence checksum mismatch"))
         }
+        let size = LayerFormat.fenceSize
+        let ordered = fences.withUnsafeBytes { f in
+            (1..<max(1, Int(count))).allSatisfy { memcmp(f.baseAddress! + ($0 - 1) * size, f.baseAddress! + $0 * size, size) < 0 }
+        }
+        guard ordered else { return .failure(LayerFormatProblem(reason: "fences out of order")) }
         return .success(fences)
     }
 
     private static func crc(count: UInt32, _ fences: ArraySlice<UInt8>) -> UInt32 {
         let prefix = withUnsafeBytes(of: count.bigEndian) { Checksum.crc32c($0) }
         return fences.withUnsafeBytes { Checksum.crc32c($0, seed: prefix) }
+    }
+}
+
+/// An index block: `[u32 crc32c(rest of block)][u16 count][entry × count]`, zero-padded.
+/// Every block but the last is full; entries are in strictly increasing
+/// (key, lsn) order across the whole index, and block b starts with fence b.
+enum IndexBlock {
+    static func encode(_ chunk: ArraySlice<IndexEntry>) -> [UInt8] {
+        var block = ByteWriter(capacity: LayerFormat.blockSize)
+        block.u32(0)
+        block.u16(UInt16(chunk.count))
+        for e in chunk { e.write(to: &block) }
+        block.zeros(LayerFormat.blockSize - block.count)
+        let crc = block.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[4...])) }
+        for i in 0..<4 { block.bytes[i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
+        return block.bytes
+    }
+
+    static func count(_ block: UnsafeRawBufferPointer) -> Int {
+        Int(UInt16(bigEndian: block.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+    }
+
+    /// What is wrong with index block `b` of a file with `summary` and `fences`
+    /// (the packed first (key, lsn) of each block), or nil. Run once, when the
+    /// block enters the cache: afterwards readers and compaction may trust
+    /// its order and ranges, as the writer that merges them does.
+    static func problem(_ block: UnsafeRawBufferPointer, number b: Int, summary: LayerSummary, fences: [UInt8]) -> String? {
+        guard block.count == LayerFormat.blockSize,
+              UInt32(bigEndian: block.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+                == Checksum.crc32c(UnsafeRawBufferPointer(rebasing: block[4...]))
+        else { return "index block \(b): checksum mismatch" }
+        let count = count(block)
+        let per = LayerFormat.entriesPerIndexBlock
+        let blocks = Int(summary.indexBlockCount)
+        let expected = b < blocks - 1 ? per : Int(summary.valueCount) - (blocks - 1) * per
+        guard count == expected, count >= 1 else { return "index block \(b) holds \(count) entries, the summary implies \(expected)" }
+        let fs = LayerFormat.fenceSize
+        let at = { (i: Int) in block.baseAddress! + LayerFormat.indexHeaderSize + i * LayerFormat.entrySize }
+        let fence = fences.withUnsafeBytes { f in memcmp(at(0), f.baseAddress! + b * fs, fs) }
+        guard fence == 0 else { return "index block \(b) does not start at its fence" }
+        if b + 1 < blocks {
+            let next = fences.withUnsafeBytes { f in memcmp(at(count - 1), f.baseAddress! + (b + 1) * fs, fs) }
+            guard next < 0 else { return "index block \(b) runs past the next block's fence" }
+        }
+        for i in 0..<count {
+            if i > 0 && memcmp(at(i - 1), at(i), fs) >= 0 { return "index block \(b): entries out of order at \(i)" }
+            let e = IndexEntry.read(block, at: LayerFormat.indexHeaderSize + i * LayerFormat.entrySize)
+            guard summary.keys.contains(e.key), e.lsn >= summary.lsnStart, e.lsn <= summary.lsnEnd,
+                  e.flags & ~(LayerFormat.flagBase | LayerFormat.flagImage) == 0,
+                  summary.kind == .delta || e.flags == LayerFormat.flagBase | LayerFormat.flagImage
+            else { return "index block \(b): entry \(i) (\(e.key) at \(e.lsn)) is outside the layer" }
+        }
+        return nil
     }
 }
 

@@ -35,6 +35,7 @@ public final class LayerReader: Sendable {
         let file = try VirtualFile(table: openFiles, path: path)
         self.file = file
         let size = file.identity.size
+        guard file.identity.isRegularFile else { throw .corruptLayer(file: path, reason: "not a regular file") }
         if let expectedSize, expectedSize != size {
             throw .corruptLayer(file: path, reason: "size is \(size) bytes, the index says \(expectedSize)")
         }
@@ -86,19 +87,15 @@ public final class LayerReader: Sendable {
             guard let r = try cache.withCachedBlock(file: fileId, block: n, body: body) else { throw .notCached }
             return r
         }
-        let file = self.file
-        let path = self.path
+        let (file, path, summary, fences) = (self.file, self.path, self.summary, self.fences)
         return try cache.withBlock(
             file: fileId, block: n,
             load: { buf throws(StorageError) in
                 try file.read(into: buf, at: Int(n) * LayerFormat.blockSize)
-                if isIndex {
-                    let stored = UInt32(bigEndian: buf.load(fromByteOffset: 0, as: UInt32.self))
-                    let crc = Checksum.crc32c(UnsafeRawBufferPointer(rebasing: buf[4...]))
-                    let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
-                    guard stored == crc, count >= 1, count <= LayerFormat.entriesPerIndexBlock else {
-                        throw .corruptLayer(file: path, reason: "index block \(n) checksum mismatch")
-                    }
+                if isIndex, let problem = IndexBlock.problem(
+                    UnsafeRawBufferPointer(buf), number: Int(n - summary.indexStartBlock), summary: summary, fences: fences)
+                {
+                    throw .corruptLayer(file: path, reason: problem)
                 }
             },
             body: body)
@@ -132,7 +129,7 @@ public final class LayerReader: Sendable {
             while block >= 0 {
                 let keepGoing = try withBlock(summary.indexStartBlock + UInt64(block), isIndex: true) {
                     buf throws(StorageError) -> Bool in
-                    let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+                    let count = IndexBlock.count(buf)
                     var j: Int
                     if startAtEnd {
                         j = count - 1
@@ -232,7 +229,7 @@ public final class LayerReader: Sendable {
     /// The entries of one index block, in order: compaction reads a layer block by block.
     func indexEntries(block b: Int) throws(StorageError) -> [IndexEntry] {
         try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true) { buf throws(StorageError) in
-            let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+            let count = IndexBlock.count(buf)
             return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * LayerFormat.entrySize) }
         }
     }
@@ -243,7 +240,7 @@ public final class LayerReader: Sendable {
         out.reserveCapacity(Int(summary.valueCount))
         for b in 0..<summary.indexBlockCount {
             try withBlock(summary.indexStartBlock + b, isIndex: true) { buf throws(StorageError) in
-                let count = Int(UInt16(bigEndian: buf.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+                let count = IndexBlock.count(buf)
                 for j in 0..<count { out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)) }
             }
         }

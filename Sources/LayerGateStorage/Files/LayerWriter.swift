@@ -131,14 +131,7 @@ public final class LayerWriter {
             var blocks = 0
             for chunkStart in stride(from: 0, to: entries.count, by: LayerFormat.entriesPerIndexBlock) {
                 let chunk = entries[chunkStart..<min(chunkStart + LayerFormat.entriesPerIndexBlock, entries.count)]
-                var block = ByteWriter(capacity: LayerFormat.blockSize)
-                block.u32(0)
-                block.u16(UInt16(chunk.count))
-                for e in chunk { e.write(to: &block) }
-                block.zeros(LayerFormat.blockSize - block.count)
-                let crc = block.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[4...])) }
-                for i in 0..<4 { block.bytes[i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
-                buffer.bytes(block.bytes)
+                buffer.bytes(IndexBlock.encode(chunk))
                 chunk.first!.key.write(to: &fences)
                 fences.u64(chunk.first!.lsn.rawValue)
                 blocks += 1

@@ -39,6 +39,7 @@ public protocol FileSystem: Sendable {
 }
 
 public enum OpenMode: Sendable, Equatable {
+    /// Never blocks on open (a FIFO in place of a file must not hang a load).
     case readOnly
     case readWrite
     /// Creates a new file for writing; EEXIST when the name is taken.
@@ -54,12 +55,16 @@ public struct FileInfo: Equatable, Sendable {
     public var device: UInt64
     public var inode: UInt64
     public var isDirectory: Bool
+    /// False for directories and for FIFOs, sockets and devices, which the
+    /// engine never reads as data.
+    public var isRegularFile: Bool
 
-    public init(size: Int, device: UInt64, inode: UInt64, isDirectory: Bool) {
+    public init(size: Int, device: UInt64, inode: UInt64, isDirectory: Bool, isRegularFile: Bool? = nil) {
         self.size = size
         self.device = device
         self.inode = inode
         self.isDirectory = isDirectory
+        self.isRegularFile = isRegularFile ?? !isDirectory
     }
 
     public func isSameFile(as other: FileInfo) -> Bool { device == other.device && inode == other.inode }

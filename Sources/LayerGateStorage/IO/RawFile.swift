@@ -71,7 +71,17 @@ final class RawFile: @unchecked Sendable {
         return out
     }
 
-    func readAll() throws(StorageError) -> [UInt8] { try read(count: try size(), at: 0) }
+    /// The whole file, which must be a regular file of at most `limit` bytes
+    /// (a sparse terabyte in place of an index must be an error, not an allocation).
+    func readAll(limit: Int) throws(StorageError) -> [UInt8] {
+        let info = try info()
+        guard info.isRegularFile else { throw .io(operation: "read (not a regular file)", path: path, errno: EINVAL) }
+        guard info.size <= limit else {
+            throw .io(operation: "read (\(info.size) bytes, more than the \(ByteCount.describe(limit)) such a file may hold)",
+                      path: path, errno: EFBIG)
+        }
+        return try read(count: info.size, at: 0)
+    }
 
     func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         var done = 0

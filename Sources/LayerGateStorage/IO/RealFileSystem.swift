@@ -25,7 +25,7 @@ public final class RealFileSystem: FileSystem {
     public func open(_ path: String, _ mode: OpenMode) throws(SystemError) -> Int32 {
         let flags: Int32
         switch mode {
-        case .readOnly: flags = O_RDONLY
+        case .readOnly: flags = O_RDONLY | O_NONBLOCK
         case .readWrite: flags = O_RDWR
         case .createExclusive: flags = O_WRONLY | O_CREAT | O_EXCL
         case .createTruncate: flags = O_WRONLY | O_CREAT | O_TRUNC
@@ -140,6 +140,6 @@ public final class RealFileSystem: FileSystem {
 
     private static func info(_ st: Glibc.stat) -> FileInfo {
         FileInfo(size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
-                 isDirectory: (st.st_mode & S_IFMT) == S_IFDIR)
+                 isDirectory: (st.st_mode & S_IFMT) == S_IFDIR, isRegularFile: (st.st_mode & S_IFMT) == S_IFREG)
     }
 }

@@ -46,13 +46,34 @@ struct CompactionPlan {
         return diskConsistentLsn
     }
 
+    /// The LSN of an image set that would let GC remove layers now: the GC
+    /// cutoff itself, when layers end between the newest image set at or
+    /// below it and it. Images are otherwise written at the newest LSN, above
+    /// the cutoff, and only become GC's base once ingest moves the cutoff past
+    /// them; on a disk too full to ingest, that never happens (the wedge this
+    /// avoids). Nil when GC has nothing such images would free.
+    static func gcImageLsn(_ layers: [Layer], cutoff: Lsn) -> Lsn? {
+        guard cutoff > .zero else { return nil }
+        let base = layers.filter { $0.name.kind == .image && $0.name.lsnStart <= cutoff }.map(\.name.lsnStart).max() ?? .zero
+        guard base < cutoff else { return nil }
+        let freed = layers.contains { l in
+            l.name.kind == .image ? l.name.lsnStart < cutoff && l.name.lsnStart >= base : l.name.lsnEnd <= cutoff && l.name.lsnEnd > base
+        }
+        return freed ? cutoff : nil
+    }
+
     /// GC: the new cutoff and the layers no read at or above it can need. An
     /// image set at L ≤ cutoff holds every page as of L, so deltas ending at or
     /// below L and older images are garbage.
+    /// The GC cutoff: `horizon` below last_record_lsn, never lower than it was.
+    static func cutoff(lastRecordLsn: Lsn, horizon: UInt64, currentCutoff: Lsn) -> Lsn {
+        max(currentCutoff, Lsn(lastRecordLsn.rawValue > horizon ? lastRecordLsn.rawValue - horizon : 0))
+    }
+
     static func garbage(_ layers: [Layer], lastRecordLsn: Lsn, horizon: UInt64, currentCutoff: Lsn)
         -> (cutoff: Lsn, remove: [Layer])
     {
-        let cutoff = max(currentCutoff, Lsn(lastRecordLsn.rawValue > horizon ? lastRecordLsn.rawValue - horizon : 0))
+        let cutoff = cutoff(lastRecordLsn: lastRecordLsn, horizon: horizon, currentCutoff: currentCutoff)
         guard let base = layers.filter({ $0.name.kind == .image && $0.name.lsnStart <= cutoff }).map(\.name.lsnStart).max()
         else { return (cutoff, []) }
         let remove = layers.filter { l in

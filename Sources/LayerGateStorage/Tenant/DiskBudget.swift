@@ -20,13 +20,33 @@ import Synchronization
 final class DiskBudget: Sendable {
     let fs: any FileSystem
     let reserveBytes: Int
-    let compactionRoomBytes: Int
+    private let mergeRoomBytes: Int
     private let unflushed = Atomic<Int>(0)
+    /// The size of each tenant's newest image set: compaction's room must
+    /// hold the largest, or GC could never get its base written.
+    private let imageSets = Mutex<[TenantId: Int]>([:])
 
     init(fs: any FileSystem, reserveBytes: Int, checkpointDistanceBytes: Int) {
         self.fs = fs
         self.reserveBytes = reserveBytes
-        compactionRoomBytes = reserveBytes == 0 ? 0 : checkpointDistanceBytes * 3
+        mergeRoomBytes = reserveBytes == 0 ? 0 : checkpointDistanceBytes * 3
+    }
+
+    /// Room kept for one compaction step: a merge of two L0 layers, or an image set.
+    var compactionRoomBytes: Int {
+        guard reserveBytes > 0 else { return 0 }
+        return max(mergeRoomBytes, imageSets.withLock { $0.values.max() ?? 0 })
+    }
+
+    func noteImageSet(of tenant: TenantId, bytes: Int) { imageSets.withLock { $0[tenant] = bytes } }
+
+    func imageSetBytes(of tenant: TenantId) -> Int { imageSets.withLock { $0[tenant] ?? 0 } }
+
+    /// True when ingest is being refused for space: compaction should then
+    /// write what lets GC give space back.
+    func isUnderPressure() -> Bool {
+        guard let free = try? available() else { return true }
+        return free < Self.flushSize(unflushedBytes + (1 << 20)) + compactionRoomBytes + reserveBytes
     }
 
     /// In-memory bytes of every tenant, which flushes will write.

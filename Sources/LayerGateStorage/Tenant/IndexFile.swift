@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 
 /// `index.json`: the single truth about which layers of a tenant exist.
@@ -5,10 +8,17 @@ import Foundation
 /// Replaced atomically: written to `index.json.___temp`, fsynced, renamed
 /// over `index.json`, and the directory fsynced. A layer is visible only once
 /// this file lists it; a file it does not list is swept at the next load.
+///
+/// Format 2 carries a CRC-32C of itself (over its encoding with the checksum
+/// left out), so one flipped digit is damage, not a different truth; format 1
+/// (layergate 0.1) had none and is still read. Either way the disk-consistent
+/// LSN must be where the listed layers end.
 public struct IndexFile: Codable, Equatable, Sendable {
     public static let fileName = "index.json"
     static let tempName = "index.json.___temp"
-    static let formatVersion = 1
+    static let formatVersion = 2
+    /// Far more than an index of 100,000 layers; a larger file is damage.
+    static let maxBytes = 64 << 20
 
     public struct Layer: Codable, Equatable, Sendable {
         public var name: String
@@ -29,6 +39,8 @@ public struct IndexFile: Codable, Equatable, Sendable {
     public var diskConsistentLsn: UInt64
     public var gcCutoffLsn: UInt64
     public var layers: [Layer]
+    /// CRC-32C of this index encoded without it (format 2).
+    public var checksum: UInt32?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version"
@@ -37,6 +49,7 @@ public struct IndexFile: Codable, Equatable, Sendable {
         case diskConsistentLsn = "disk_consistent_lsn"
         case gcCutoffLsn = "gc_cutoff_lsn"
         case layers
+        case checksum
     }
 
     public init(tenant: TenantId) {
@@ -50,15 +63,29 @@ public struct IndexFile: Codable, Equatable, Sendable {
 
     static func read(directory: DirectoryHandle) throws(StorageError) -> IndexFile {
         let path = directory.child(fileName)
-        let bytes = try RawFile.open(directory.fs, path, .readOnly).readAll()
+        let bytes: [UInt8]
+        do throws(StorageError) { bytes = try RawFile.open(directory.fs, path, .readOnly).readAll(limit: maxBytes) } catch {
+            if case .io(_, _, let e) = error, e == EFBIG || e == EINVAL { throw .corruptIndex(file: path, reason: "\(error)") }
+            throw error
+        }
         let index: IndexFile
         do {
             index = try JSONDecoder().decode(IndexFile.self, from: Data(bytes))
         } catch {
             throw .corruptIndex(file: path, reason: "does not parse (\(bytes.count) bytes): \(error)")
         }
-        guard index.formatVersion == formatVersion else {
+        switch index.formatVersion {
+        case 1: break
+        case formatVersion:
+            guard let stored = index.checksum, stored == index.computedChecksum() else {
+                throw .corruptIndex(file: path, reason: "checksum mismatch (the file was changed or damaged)")
+            }
+        default:
             throw .corruptIndex(file: path, reason: "unsupported format version \(index.formatVersion)")
+        }
+        let end = index.layers.compactMap { LayerName(parsing: $0.name)?.lsnEnd.rawValue }.max() ?? 0
+        guard index.diskConsistentLsn == end else {
+            throw .corruptIndex(file: path, reason: "disk_consistent_lsn \(Lsn(index.diskConsistentLsn)) is not where the listed layers end (\(Lsn(end)))")
         }
         var seen = Set<String>()
         for layer in index.layers {
@@ -77,14 +104,26 @@ public struct IndexFile: Codable, Equatable, Sendable {
         return generation + 1
     }
 
-    /// Writes this index in place of the current one, atomically.
-    func write(directory: DirectoryHandle, failpoints: Failpoints) throws(StorageError) {
+    private static func encode(_ index: IndexFile) -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data: Data
-        do { data = try encoder.encode(self) } catch {
+        do { return try encoder.encode(index) } catch {
             preconditionFailure("index encoding cannot fail: \(error)")
         }
+    }
+
+    func computedChecksum() -> UInt32 {
+        var bare = self
+        bare.checksum = nil
+        return Checksum.crc32c(Array(Self.encode(bare)))
+    }
+
+    /// Writes this index in place of the current one, atomically, as format 2.
+    func write(directory: DirectoryHandle, failpoints: Failpoints) throws(StorageError) {
+        var sealed = self
+        sealed.formatVersion = Self.formatVersion
+        sealed.checksum = sealed.computedChecksum()
+        let data = Self.encode(sealed)
         let fs = directory.fs
         let temp = directory.child(Self.tempName)
         let final = directory.child(Self.fileName)

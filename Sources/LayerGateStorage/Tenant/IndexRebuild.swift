@@ -14,10 +14,16 @@
 ///   crashed compaction must not).
 ///
 /// The new index: disk_consistent_lsn is the newest LSN the kept layers
-/// cover (the WAL replays what is above it); gc_cutoff_lsn is the oldest
-/// kept image set, below which GC may have removed history; the generation is
-/// the highest any layer name carries, so new names never collide. The old
-/// index is kept as `index.json.damaged`.
+/// cover (the WAL replays what is above it); gc_cutoff_lsn is 0 when the
+/// deltas hold every LSN from the first, else the oldest complete image set
+/// above the newest LSN no layer holds (GC removed history below it, or a
+/// damaged file did); the generation is the highest any layer name carries,
+/// so new names never collide. The old index is kept as `index.json.damaged`.
+///
+/// It refuses, and writes nothing, when what is left cannot be served
+/// correctly: LSNs that no valid layer holds with no complete image set above
+/// them (a damaged layer in the middle of the history), or a WAL that starts
+/// after where the layers end.
 public enum IndexRebuild {
     public struct Report: Sendable {
         public var deltaLayers: [String] = []
@@ -30,6 +36,8 @@ public enum IndexRebuild {
         public var gcCutoffLsn: Lsn = .zero
         public var generation: UInt32 = 0
         public var written = false
+        /// Why nothing was written, when the layers cannot be served correctly.
+        public var refusal: String?
     }
 
     /// Rebuilds `tenants/<tenant>/index.json` under `dataDirectory`. With
@@ -83,11 +91,24 @@ public enum IndexRebuild {
             index.diskConsistentLsn = max(index.diskConsistentLsn, n.lsnEnd.rawValue)
             index.generation = max(index.generation, n.generation)
         }
-        index.gcCutoffLsn = complete.min()?.rawValue ?? 0
-        report.diskConsistentLsn = Lsn(index.diskConsistentLsn)
+        let deltaRanges = readers.map(\.descriptor.name).filter { $0.kind == .delta }.map { ($0.lsnStart, $0.lsnEnd) }
+        let dcl = Lsn(index.diskConsistentLsn)
+        if let hole = highestUncovered(below: dcl, deltas: deltaRanges, images: complete) {
+            if let base = complete.filter({ $0 > hole }).min() {
+                index.gcCutoffLsn = base.rawValue
+            } else {
+                report.refusal = "LSN \(hole) and below are in no valid layer (\(report.damaged.isEmpty ? "deleted" : "damaged: " + report.damaged.map(\.name).joined(separator: ", "))) and no complete image set is above them: reads would return wrong pages. Restore the missing or damaged layer files from a backup, or index.json itself"
+            }
+        }
+        let walDir = dir.child(Tenant.walDirectoryName)
+        if Directory.isDirectory(fs, walDir), let gone = try WalReplay.deletedPredecessorLastLsn(fs: fs, directory: walDir),
+           gone > dcl {
+            report.refusal = report.refusal ?? "the WAL starts after LSN \(gone), but the valid layers end at \(dcl): the records between are gone. Restore the missing or damaged layer files from a backup, or index.json itself"
+        }
+        report.diskConsistentLsn = dcl
         report.gcCutoffLsn = Lsn(index.gcCutoffLsn)
         report.generation = index.generation
-        guard !dryRun else { return report }
+        guard !dryRun, report.refusal == nil else { return report }
         for (name, _) in report.damaged {
             do throws(SystemError) { try fs.rename(dir.child(name), dir.child(name + ".damaged")) } catch {
                 throw .io(operation: "rename", path: dir.child(name), errno: error.errno)
@@ -101,5 +122,22 @@ public enum IndexRebuild {
         try index.write(directory: dir, failpoints: Failpoints.none)
         report.written = true
         return report
+    }
+
+    /// The newest LSN in 1…`top` that no delta range and no complete image
+    /// set covers, or nil when every one is covered.
+    static func highestUncovered(below top: Lsn, deltas: [(Lsn, Lsn)], images: Set<Lsn>) -> Lsn? {
+        var cur = top
+        while cur.rawValue >= 1 {
+            if let d = deltas.filter({ $0.0 <= cur && cur <= $0.1 }).min(by: { $0.0 < $1.0 }) {
+                cur = d.0.previous
+                if d.0.rawValue == 0 { return nil }
+            } else if images.contains(cur) {
+                cur = cur.previous
+            } else {
+                return cur
+            }
+        }
+        return nil
     }
 }

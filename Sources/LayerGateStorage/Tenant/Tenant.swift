@@ -75,11 +75,15 @@ public final class Tenant: Sendable {
         var flushFailures = 0
         var lastFlushError: String?
         var flushRetryScheduled = false
+        /// When the last failed flush was tried (a held-back put may try again
+        /// sooner than the back-off, but not more than once per retry delay).
+        var lastFlushFailureAt: ContinuousClock.Instant?
         var compactionFailures = 0
         var lastCompactionError: String?
         var compactionNotBefore: ContinuousClock.Instant?
         /// Set by reset and close: a running compaction stops at its next value.
         var compactionCancelled = false
+        var lastSpaceCompaction: ContinuousClock.Instant?
         var walTailCuts = 0
         var lastWalTailCut: String?
         var lastLoadError: String?
@@ -102,6 +106,8 @@ public final class Tenant: Sendable {
     let commitIdle = SeqWait()
     /// disk_consistent_lsn up to which the WAL has been deleted.
     let walRetired = SeqWait()
+    /// Wakes the background compaction before its period is up.
+    let compactionWake = SeqWait()
     let flushSignal: AsyncStream<Void>.Continuation
     let flushSignalsStream: AsyncStream<Void>
 
@@ -177,6 +183,7 @@ public final class Tenant: Sendable {
         wal?.close()
         setUnflushed(0)
         flushSignal.finish()
+        compactionWake.advance(to: compactionWake.value + 1)
         maintenance.unlock()
         compactionLock.unlock()
     }

@@ -19,12 +19,23 @@ extension Tenant {
         defer { compactionLock.unlock() }
         var result = CompactionResult()
         var failure: StorageError?
+        if storage.budget.isUnderPressure() {
+            // Ingest is refused for space: first what gives space back — images
+            // at the GC cutoff, then GC — before merges that need space.
+            do throws(StorageError) {
+                result.add(try await createImages(force: false, atGcCutoff: true))
+                result.add(try await collectGarbage())
+            } catch {
+                if case .cancelled = error { throw error }
+                failure = error
+            }
+        }
         do throws(StorageError) {
             result.add(try await mergeL0(explicit: explicit))
-            result.add(try await createImages(force: forceImages))
+            result.add(try await createImages(force: forceImages, atGcCutoff: false))
         } catch {
             if case .cancelled = error { throw error }  // reset or close, not a failure of compaction
-            failure = error
+            failure = failure ?? error
         }
         // GC needs no space, and gives some back: it runs even when a step above failed.
         do throws(StorageError) { result.add(try await collectGarbage()) } catch {
@@ -106,6 +117,8 @@ extension Tenant {
             let budget = min(config.compactionBatchBytes, try storage.budget.compactionBudget())
             let batch = CompactionPlan.l0Batch(l0, budget: budget)
             guard !batch.isEmpty else {
+                // Steps already done count: the rest waits for the next compaction.
+                if total.layersRemoved > 0 { return total }
                 throw .resourceExhausted(
                     "tenant \(id): compaction needs \(ByteCount.describe(l0[0].size + l0[1].size)) of free space for its smallest step (two L0 layers); \(ByteCount.describe(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
             }
@@ -151,15 +164,27 @@ extension Tenant {
         return try await commit(added: outputs, removed: names, gcCutoff: nil, generation: generation)
     }
 
-    private func createImages(force: Bool) async throws(StorageError) -> CompactionResult {
+    /// Image layers of every key: at the newest LSN (when enough deltas sit
+    /// above the newest images, or forced), or `atGcCutoff`, where GC can use
+    /// them at once (`CompactionPlan.gcImageLsn`).
+    private func createImages(force: Bool, atGcCutoff: Bool) async throws(StorageError) -> CompactionResult {
         let snap = try snapshot()
-        guard let lsn = CompactionPlan.imageLsn(
-            snap.planLayers, diskConsistentLsn: Lsn(snap.index.diskConsistentLsn),
-            threshold: config.imageCreationThreshold, force: force)
-        else { return CompactionResult() }
-        guard try storage.budget.compactionBudget() > 0 else {
+        let lsn: Lsn?
+        if atGcCutoff {
+            let cutoff = CompactionPlan.cutoff(lastRecordLsn: snap.lastRecordLsn, horizon: config.gcHorizonLsn,
+                                               currentCutoff: Lsn(snap.index.gcCutoffLsn))
+            lsn = CompactionPlan.gcImageLsn(snap.planLayers, cutoff: min(cutoff, Lsn(snap.index.diskConsistentLsn)))
+        } else {
+            lsn = CompactionPlan.imageLsn(
+                snap.planLayers, diskConsistentLsn: Lsn(snap.index.diskConsistentLsn),
+                threshold: config.imageCreationThreshold, force: force)
+        }
+        guard let lsn else { return CompactionResult() }
+        let need = max(1, storage.budget.imageSetBytes(of: id))
+        let budget = try storage.budget.compactionBudget()
+        guard budget >= need else {
             throw .resourceExhausted(
-                "tenant \(id): no free space for image layers beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
+                "tenant \(id): image layers need about \(ByteCount.describe(need)) of free space; \(ByteCount.describe(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
         }
         let (id, dir, failpoints, target) = (self.id, snap.directory, self.failpoints, config.targetFileBytes)
         let generation = snap.index.generation
@@ -235,11 +260,13 @@ extension Tenant {
             return (readers, next)
         }
         added.disarm()
-        state.withLock { s in
+        let layers = state.withLock { s -> LayerMap in
             for name in removed { s.layers.remove(named: name)?.deleteWhenUnused() }
             for r in readers { s.layers.insert(r) }
             s.index = newIndex
+            return s.layers
         }
+        noteImageSet(layers)
         var r = CompactionResult()
         r.layersCreated = outputs.count
         r.layersRemoved = removed.count
@@ -247,19 +274,42 @@ extension Tenant {
         return r
     }
 
-    /// Runs compaction every period, later after failures (exponential back-off).
+    /// Tells the disk budget how large this tenant's newest image set is.
+    func noteImageSet(_ layers: LayerMap) {
+        let images = layers.layers.filter { $0.descriptor.name.kind == .image }
+        guard let newest = images.map(\.descriptor.name.lsnStart).max() else { return }
+        let bytes = images.filter { $0.descriptor.name.lsnStart == newest }.reduce(0) { $0 + $1.descriptor.size }
+        storage.budget.noteImageSet(of: id, bytes: bytes)
+    }
+
+    /// Runs compaction every period, later after failures (exponential
+    /// back-off), and at once when ingest is refused for space
+    /// (`requestCompactionForSpace`).
     func startBackgroundCompaction() {
-        let period = config.compactionPeriod
+        let (period, wake) = (config.compactionPeriod, compactionWake)
         Task { [weak self] in
+            var seen: UInt64 = 0
             while true {
-                try? await Task.sleep(for: period)
+                let woken = await wake.wait(for: seen + 1, timeout: period) == .reached
+                seen = wake.value
                 guard let self else { return }
                 let (state, notBefore) = self.state.withLock { ($0.lifecycle, $0.compactionNotBefore) }
                 if state == .stopped { return }
                 guard state == .active else { continue }
-                if let notBefore, ContinuousClock.now < notBefore { continue }
+                if !woken, let notBefore, ContinuousClock.now < notBefore { continue }
                 _ = try? await self.runCompaction(explicit: false, forceImages: false)
             }
         }
+    }
+
+    /// Ingest was refused for space: compact now (GC gives space back),
+    /// whatever the back-off says, but at most once every two seconds.
+    func requestCompactionForSpace() {
+        let go = state.withLock { s -> Bool in
+            if let last = s.lastSpaceCompaction, ContinuousClock.now - last < .seconds(2) { return false }
+            s.lastSpaceCompaction = .now
+            return true
+        }
+        if go { compactionWake.advance(to: compactionWake.value + 1) }
     }
 }

@@ -34,6 +34,20 @@ extension Tenant {
         }
     }
 
+    /// A put held back by unflushed memory asks for a flush now when the last
+    /// one failed at least a retry delay ago: a cleared fault (space freed)
+    /// then resumes ingest at once instead of after the back-off, and the
+    /// flush is still tried at most once per delay.
+    func kickStalledFlush() {
+        let kick = state.withLock { s -> Bool in
+            guard s.flushFailures > 0, let last = s.lastFlushFailureAt, ContinuousClock.now - last >= config.flushRetryDelay
+            else { return false }
+            s.lastFlushFailureAt = .now
+            return true
+        }
+        if kick { flushSignal.yield() }
+    }
+
     /// One retry at a time, later after each consecutive failure: a flush that
     /// keeps failing (a full disk) is tried again every few seconds, not in a loop.
     private func scheduleFlushRetry(after error: StorageError) {
@@ -73,6 +87,7 @@ extension Tenant {
                 state.withLock { s in
                     s.flushFailures += 1
                     s.lastFlushError = "\(error)"
+                    s.lastFlushFailureAt = .now
                 }
                 throw error
             }

@@ -45,6 +45,7 @@ extension Tenant {
                 return s.flushedLayers
             }
             guard let flushed = held else { return }
+            kickStalledFlush()
             let left = deadline - ContinuousClock.now
             var outcome = SeqWait.Outcome.timedOut(current: flushed)
             if left > .zero { outcome = await flushProgress.wait(for: flushed + 1, timeout: left) }
@@ -54,7 +55,7 @@ extension Tenant {
             case .timedOut:
                 let (frozen, lastError) = state.withLock { ($0.frozen.count, $0.lastFlushError) }
                 throw .resourceExhausted(
-                    "tenant \(id): ingest is ahead of flushing: \(frozen) in-memory layers wait for a flush\(lastError.map { " (the last one failed: \($0))" } ?? ""); nothing of this put was stored, retry later")
+                    "tenant \(id): ingest is ahead of flushing: \(frozen) in-memory layers wait for a flush\(lastError.map { " (none has succeeded since: \($0))" } ?? ""); nothing of this put was stored, retry later")
             }
         }
     }
@@ -62,23 +63,10 @@ extension Tenant {
     /// The whole-batch rules of PutRecords that do not depend on the tenant.
     static func validateBatch(_ records: [Record]) throws(StorageError) {
         guard !records.isEmpty else { throw .invalidArgument("a put needs at least one record") }
-        var sameLsnKeys: Set<PageKey> = []
-        for (i, r) in records.enumerated() {
+        var order = RecordOrder()
+        for r in records {
             try r.validate()
-            if i > 0 {
-                let prev = records[i - 1]
-                guard prev.lsn <= r.lsn else {
-                    throw .invalidArgument("records out of LSN order: \(r.lsn) after \(prev.lsn)")
-                }
-                if prev.lsn == r.lsn {
-                    if sameLsnKeys.isEmpty { sameLsnKeys.insert(prev.key) }
-                    guard sameLsnKeys.insert(r.key).inserted else {
-                        throw .invalidArgument("record for \(r.key) at \(r.lsn) appears twice")
-                    }
-                } else {
-                    sameLsnKeys.removeAll(keepingCapacity: true)
-                }
-            }
+            if let problem = order.accept(r) { throw .invalidArgument(problem) }
         }
     }
 
@@ -166,6 +154,7 @@ extension Tenant {
     /// so the next put is checked against what is really durable.
     private func failCommit(_ batch: [PendingPut], _ error: StorageError) {
         let error = error.explainedAsResourceExhausted("tenant \(id): put")
+        if error.isResourceExhaustion { requestCompactionForSpace() }
         logger.warning("WAL append failed; puts rejected", metadata: ["error": "\(error)", "puts": "\(batch.count)"])
         let queued = state.withLock { s -> [PendingPut] in
             defer { s.pending = [] }

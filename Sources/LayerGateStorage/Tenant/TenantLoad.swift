@@ -35,11 +35,13 @@ extension Tenant {
     @discardableResult
     func loadLocked(restoring previous: TenantState? = nil) async throws(StorageError) -> ResetResult {
         let (id, directory, storage) = (self.id, self.directory, self.storage)
+        // A segment holds a checkpoint distance and the commit that crossed it; far more is damage.
+        let maxSegmentBytes = max(1 << 30, 2 * config.checkpointDistanceBytes + (512 << 20))
         let held = state.withLock { $0.directory }
         let loaded: LoadedTenant
         do throws(StorageError) {
             loaded = try await BlockingIO.run { () throws(StorageError) -> LoadedTenant in
-                try Self.load(id: id, directory: directory, held: held, storage: storage)
+                try Self.load(id: id, directory: directory, held: held, storage: storage, maxSegmentBytes: maxSegmentBytes)
             }
         } catch {
             try await loadFailed(error, restoring: previous, held: held)
@@ -71,6 +73,7 @@ extension Tenant {
             return (froze, s.lastRecordLsn)
         }
         refreshUnflushed()
+        noteImageSet(loaded.layers)
         lsnWait.reset(to: lastRecordLsn.rawValue)
         if let cut = loaded.walTailCut {
             logger.error("WAL tail cut at load: \(cut). A crash during the last write is the normal cause; if records above that LSN had been acknowledged, they were lost to damage on disk", metadata: [
@@ -141,8 +144,8 @@ extension Tenant {
     /// Reads index.json, sweeps what it does not list, validates what it lists,
     /// replays the WAL, and only then records the new generation: a load that
     /// fails changes nothing but the sweep and a cut torn tail. Blocking.
-    static func load(id: TenantId, directory: String, held: DirectoryHandle?, storage: TenantStorage)
-        throws(StorageError) -> LoadedTenant
+    static func load(id: TenantId, directory: String, held: DirectoryHandle?, storage: TenantStorage,
+                     maxSegmentBytes: Int) throws(StorageError) -> LoadedTenant
     {
         let fs = storage.fs
         let dir: DirectoryHandle
@@ -177,7 +180,12 @@ extension Tenant {
             dir.sync()
         }
         let walDir = try DirectoryHandle(fs: fs, path: walPath)
-        let replay = try WalReplay.replay(directory: walDir, tenant: id)
+        let replay = try WalReplay.replay(directory: walDir, tenant: id, maxSegmentBytes: maxSegmentBytes)
+        if let gone = replay.deletedPredecessorLastLsn, gone.rawValue > index.diskConsistentLsn {
+            throw .corruptWal(
+                file: replay.oldestSegmentPath ?? walPath,
+                reason: "the segment before it, with records up to LSN \(gone), was deleted, but the layers index.json lists reach only LSN \(Lsn(index.diskConsistentLsn)): the records between are gone (was index.json replaced by an older copy?)")
+        }
         index.generation = generation
         try index.write(directory: dir, failpoints: storage.failpoints)
         return LoadedTenant(

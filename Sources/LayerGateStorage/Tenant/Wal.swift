@@ -35,6 +35,9 @@ final class Wal: Sendable {
         /// (opened then) before the first new segment starts.
         var unsealedTail: WalReplay.OpenTail?
         var rollRequested = true
+        /// The newest segment ever written, even if deleted since: the next
+        /// segment's header names it.
+        var newest: WalReplay.Segment?
     }
 
     private let state: Mutex<State>
@@ -44,7 +47,7 @@ final class Wal: Sendable {
     init(directory: DirectoryHandle, tenant: TenantId, replayed: WalReplay.Result) {
         self.directory = directory
         self.tenant = tenant
-        state = Mutex(State(segments: replayed.segments, unsealedTail: replayed.tail))
+        state = Mutex(State(segments: replayed.segments, unsealedTail: replayed.tail, newest: replayed.segments.last))
     }
 
     static func segmentName(_ start: Lsn) -> String { start.hex16 + ".wal" }
@@ -63,6 +66,7 @@ final class Wal: Sendable {
                 s.current?.size += frame.count
                 s.current?.nextSequence += 1
                 s.current?.lastLsn = lastLsn
+                s.newest?.lastLsn = lastLsn
             }
             return
         }
@@ -120,7 +124,7 @@ final class Wal: Sendable {
         let fs = directory.fs
         let name = Self.segmentName(firstLsn)
         let path = directory.child(name)
-        let previous = state.withLock { $0.segments.last }
+        let previous = state.withLock { $0.newest }
         let file: RawFile
         do throws(StorageError) {
             file = try RawFile.open(fs, path, .createExclusive)
@@ -134,7 +138,8 @@ final class Wal: Sendable {
         }
         directory.sync()
         var w = ByteWriter(capacity: records.count + 128)
-        let header = WalFormat.SegmentHeader(startLsn: firstLsn, previousStart: previous?.start ?? .zero, tenant: tenant)
+        let header = WalFormat.SegmentHeader(startLsn: firstLsn, previousStart: previous?.start ?? .zero,
+                                             previousLastLsn: previous?.lastLsn ?? .zero, tenant: tenant)
         WalFormat.appendFrame(.segmentHeader, sequence: 0, payload: WalFormat.headerPayload(header), to: &w)
         WalFormat.appendFrame(.commit, sequence: 1, payload: records, to: &w)
         do throws(StorageError) {
@@ -145,9 +150,10 @@ final class Wal: Sendable {
             directory.sync()
             throw error
         }
-        let segment = WalReplay.Segment(start: firstLsn, name: name, legacy: false)
+        let segment = WalReplay.Segment(start: firstLsn, name: name, legacy: false, lastLsn: lastLsn)
         state.withLock { s in
             if s.segments.last?.name != name { s.segments.append(segment) }
+            s.newest = segment
             s.current = Current(file: file, segment: segment, size: w.count, nextSequence: 2, lastLsn: lastLsn)
             s.rollRequested = false
         }
@@ -167,10 +173,11 @@ final class Wal: Sendable {
                 out.append(s.segments[i].name)
                 i += 1
             }
+            // The newest segment too (open, unsealed or sealed) once every record in it is flushed.
             var newest: WalReplay.Segment?
-            if i + 1 == s.segments.count, let last = s.segments.last {
-                if let c = s.current, c.segment == last, c.lastLsn <= diskConsistentLsn { newest = last }
-                if let t = s.unsealedTail, t.segment == last, t.lastLsn <= diskConsistentLsn { newest = last }
+            if i + 1 == s.segments.count, let last = s.segments.last, let n = s.newest, n.name == last.name,
+               n.lastLsn <= diskConsistentLsn {
+                newest = last
             }
             return (out, newest)
         }
@@ -187,7 +194,7 @@ final class Wal: Sendable {
         if failure == nil, let newest {
             let file = state.withLock { s -> RawFile? in
                 defer { s.current = nil; s.unsealedTail = nil; s.rollRequested = true }
-                return s.current?.file
+                return s.current?.segment.name == newest.name ? s.current?.file : nil
             }
             file?.close()
             do throws(StorageError) {
@@ -199,7 +206,7 @@ final class Wal: Sendable {
         }
         state.withLock { s in
             s.segments.removeFirst(removed)
-            if newestRemoved, s.segments.last == newest { s.segments.removeLast() }
+            if newestRemoved, let newest, s.segments.last?.name == newest.name { s.segments.removeLast() }
         }
         if removed > 0 || newestRemoved { directory.sync() }
         if let failure { throw failure }

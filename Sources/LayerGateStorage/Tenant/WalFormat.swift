@@ -17,7 +17,8 @@
 /// once: that is corruption, not a torn write.
 ///
 /// Segment header payload: u32 format version, u64 start LSN (the name), u64
-/// start LSN of the previous segment (0: none), u64 × 2 tenant id.
+/// start LSN and u64 last record LSN of the segment before it (0: none; it
+/// may have been deleted since), u64 × 2 tenant id.
 /// Commit payload: records, each `[u32 length][lsn u64][key 17][value]`
 /// (value as `ValueCodec`). Seal payload: u64 offset of the seal, u64 last LSN,
 /// u64 number of commits.
@@ -25,7 +26,7 @@ enum WalFormat {
     static let magic: UInt32 = 0x4C47_5746  // "LGWF"
     static let version: UInt32 = 2
     static let frameHeaderSize = 24
-    static let headerPayloadSize = 36
+    static let headerPayloadSize = 44
     static let sealPayloadSize = 24
 
     enum Kind: UInt8 {
@@ -37,6 +38,9 @@ enum WalFormat {
     struct SegmentHeader: Equatable {
         var startLsn: Lsn
         var previousStart: Lsn
+        /// The last record LSN of the previous segment: once that segment is
+        /// deleted, the layers must reach at least this far.
+        var previousLastLsn: Lsn
         var tenant: TenantId
     }
 
@@ -95,6 +99,7 @@ enum WalFormat {
         w.u32(version)
         w.u64(h.startLsn.rawValue)
         w.u64(h.previousStart.rawValue)
+        w.u64(h.previousLastLsn.rawValue)
         w.u64(h.tenant.high)
         w.u64(h.tenant.low)
         return w.bytes
@@ -126,8 +131,8 @@ enum WalFormat {
 
     static func decodeHeader(_ p: UnsafeRawBufferPointer) -> SegmentHeader? {
         guard p.count == headerPayloadSize, u32(p, 0) == version else { return nil }
-        return SegmentHeader(startLsn: Lsn(u64(p, 4)), previousStart: Lsn(u64(p, 12)),
-                             tenant: TenantId(high: u64(p, 20), low: u64(p, 28)))
+        return SegmentHeader(startLsn: Lsn(u64(p, 4)), previousStart: Lsn(u64(p, 12)), previousLastLsn: Lsn(u64(p, 20)),
+                             tenant: TenantId(high: u64(p, 28), low: u64(p, 36)))
     }
 
     static func decodeSeal(_ p: UnsafeRawBufferPointer) -> Seal? {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Reading a tenant's WAL back at load: every segment in LSN order, with the
 /// rules that tell a torn tail (cut it) from damage to fsynced data (stop).
 ///
@@ -23,6 +27,8 @@ enum WalReplay {
         var start: Lsn
         var name: String
         var legacy: Bool
+        /// The last record LSN it holds (0: none).
+        var lastLsn: Lsn = .zero
     }
 
     /// The newest segment, when it was not sealed: the writer seals it before
@@ -51,11 +57,15 @@ enum WalReplay {
         var segments: [Segment] = []
         var tail: OpenTail?
         var cut: TailCut?
+        /// The oldest segment on disk names one before it that is gone:
+        /// that one's last LSN, which the layers must reach.
+        var deletedPredecessorLastLsn: Lsn?
+        var oldestSegmentPath: String?
     }
 
     /// Replays `directory` (the tenant's wal/), cutting a torn tail of the newest
     /// segment on disk (truncate + fsync, or unlink when nothing of it verifies).
-    static func replay(directory: DirectoryHandle, tenant: TenantId) throws(StorageError) -> Result {
+    static func replay(directory: DirectoryHandle, tenant: TenantId, maxSegmentBytes: Int) throws(StorageError) -> Result {
         let fs = directory.fs
         var out = Result()
         let names = try Directory.list(fs, directory.path)
@@ -64,22 +74,26 @@ enum WalReplay {
             guard n.hasSuffix(".wal"), let v = Hex.parseUInt64(n.dropLast(4), digits: 16) else { return nil }
             return (Lsn(v), n)
         }.sorted { $0.0 < $1.0 }
-        var lastLsn = Lsn.zero
+        var order = RecordOrder()
         var previous: Segment?
         for (i, (start, name)) in segs.enumerated() {
             let isLast = i == segs.count - 1
             let path = directory.child(name)
             let file = try RawFile.open(fs, path, isLast ? .readWrite : .readOnly)
-            let bytes = try file.readAll()
+            let bytes: [UInt8]
+            do throws(StorageError) { bytes = try file.readAll(limit: maxSegmentBytes) } catch {
+                if case .io(_, _, let e) = error, e == EFBIG || e == EINVAL { throw .corruptWal(file: path, reason: "\(error)") }
+                throw error
+            }
             var scan = SegmentScan(path: path, start: start, tenant: tenant, isLast: isLast, previous: previous,
-                                   lastLsn: lastLsn)
+                                   order: order)
             var failure: StorageError?
             bytes.withUnsafeBytes { b in
                 do throws(StorageError) { try scan.run(b) } catch { failure = error }
             }
             if let failure { throw failure }
             out.records += scan.records
-            lastLsn = scan.lastLsn
+            order = scan.order
             if let cutAt = scan.cutAt, !scan.sealed {
                 out.cut = TailCut(segment: name, offset: cutAt, bytes: bytes.count - cutAt, lastLsnKept: scan.lastLsnInSegment)
             }
@@ -96,7 +110,11 @@ enum WalReplay {
                 try file.truncate(to: cutAt)
                 file.sync()
             }
-            let segment = Segment(start: start, name: name, legacy: scan.legacy)
+            let segment = Segment(start: start, name: name, legacy: scan.legacy, lastLsn: scan.lastLsnInSegment)
+            if out.segments.isEmpty, let header = scan.header, header.previousStart != .zero {
+                out.deletedPredecessorLastLsn = header.previousLastLsn
+                out.oldestSegmentPath = path
+            }
             out.segments.append(segment)
             previous = segment
             if isLast && !scan.sealed && !scan.legacy {
@@ -108,6 +126,26 @@ enum WalReplay {
     }
 }
 
+extension WalReplay {
+    /// Read-only: the last LSN of the segment before the oldest one on disk,
+    /// if that segment names one (format 2) and it is gone.
+    static func deletedPredecessorLastLsn(fs: any FileSystem, directory: String) throws(StorageError) -> Lsn? {
+        let oldest = try Directory.list(fs, directory).filter {
+            $0.hasSuffix(".wal") && Hex.parseUInt64($0.dropLast(4), digits: 16) != nil
+        }.min()
+        guard let oldest else { return nil }
+        let file = try RawFile.open(fs, directory + "/" + oldest, .readOnly)
+        let size = min(try file.size(), WalFormat.frameHeaderSize + WalFormat.headerPayloadSize)
+        let bytes = try file.read(count: size, at: 0)
+        return bytes.withUnsafeBytes { b -> Lsn? in
+            guard let f = WalFormat.frame(in: b, at: 0), f.kind == .segmentHeader,
+                  let h = WalFormat.decodeHeader(UnsafeRawBufferPointer(rebasing: b[f.payload])), h.previousStart != .zero
+            else { return nil }
+            return h.previousLastLsn
+        }
+    }
+}
+
 /// The scan of one segment's bytes.
 private struct SegmentScan {
     let path: String
@@ -115,22 +153,23 @@ private struct SegmentScan {
     let tenant: TenantId
     let isLast: Bool
     let previous: WalReplay.Segment?
-    /// Across segments: LSNs never go backwards.
-    var lastLsn: Lsn
+    /// Across segments: LSNs never go backwards, no (key, LSN) twice.
+    var order: RecordOrder
     var lastLsnInSegment = Lsn.zero
     var records: [Record] = []
     var cutAt: Int?
     var sealed = false
     var legacy = false
     var nextSequence: UInt64 = 1
+    var header: WalFormat.SegmentHeader?
 
-    init(path: String, start: Lsn, tenant: TenantId, isLast: Bool, previous: WalReplay.Segment?, lastLsn: Lsn) {
+    init(path: String, start: Lsn, tenant: TenantId, isLast: Bool, previous: WalReplay.Segment?, order: RecordOrder) {
         self.path = path
         self.start = start
         self.tenant = tenant
         self.isLast = isLast
         self.previous = previous
-        self.lastLsn = lastLsn
+        self.order = order
     }
 
     private func corrupt(_ reason: String) -> StorageError { .corruptWal(file: path, reason: reason) }
@@ -141,7 +180,11 @@ private struct SegmentScan {
             cutAt = 0
             return
         }
-        if b.count >= 4 && UInt32(bigEndian: b.loadUnaligned(as: UInt32.self)) == WalFormat.magic {
+        // Format 2 by its first frame's magic, or, when that is damaged, by any
+        // verified frame after it: damage to the start of a segment is not a
+        // format-1 segment's torn tail.
+        let magic = b.count >= 4 && UInt32(bigEndian: b.loadUnaligned(as: UInt32.self)) == WalFormat.magic
+        if magic || Self.laterFrame(in: b, after: 0, minSequence: 1) != nil {
             try runFrames(b)
         } else {
             legacy = true
@@ -158,6 +201,7 @@ private struct SegmentScan {
             throw corrupt("segment header of an unknown version")
         }
         guard header.tenant == tenant else { throw corrupt("belongs to tenant \(header.tenant)") }
+        self.header = header
         guard header.startLsn == start else { throw corrupt("header says it starts at LSN \(header.startLsn)") }
         if let previous, !previous.legacy, header.previousStart != previous.start {
             throw corrupt("follows the segment starting at \(header.previousStart), but the one before it on disk starts at \(previous.start): a segment is missing")
@@ -188,8 +232,7 @@ private struct SegmentScan {
                 throw corrupt("first record has LSN \(firstRecord.lsn), the segment's name says \(start)")
             }
             for r in batch {
-                guard r.lsn >= lastLsn else { throw corrupt("LSN goes backwards at offset \(pos) (\(r.lsn) after \(lastLsn))") }
-                lastLsn = r.lsn
+                if let problem = order.accept(r) { throw corrupt("commit at offset \(pos): \(problem)") }
                 lastLsnInSegment = r.lsn
             }
             records += batch
@@ -202,15 +245,23 @@ private struct SegmentScan {
     /// A frame at `pos` does not verify: corruption if anything durable comes
     /// after it, else the torn tail of the newest segment.
     private mutating func damaged(_ b: UnsafeRawBufferPointer, at pos: Int, what: String) throws(StorageError) {
-        var probe = pos + 8
-        while probe + WalFormat.frameHeaderSize <= b.count {
-            if let f = WalFormat.frame(in: b, at: probe), f.kind != .segmentHeader, f.sequence >= nextSequence {
-                throw corrupt("\(what) at offset \(pos) is damaged, but a later frame (sequence \(f.sequence), offset \(probe)) was written after it had been fsynced")
-            }
-            probe += 8
+        if let (offset, sequence) = Self.laterFrame(in: b, after: pos, minSequence: nextSequence) {
+            throw corrupt("\(what) at offset \(pos) is damaged, but a later frame (sequence \(sequence), offset \(offset)) was written after it had been fsynced")
         }
         guard isLast else { throw corrupt("\(what) at offset \(pos) is damaged and newer segments exist") }
         cutAt = pos
+    }
+
+    /// The first verified commit or seal after `pos` with at least `minSequence`.
+    static func laterFrame(in b: UnsafeRawBufferPointer, after pos: Int, minSequence: UInt64) -> (Int, UInt64)? {
+        var probe = pos + 8
+        while probe + WalFormat.frameHeaderSize <= b.count {
+            if let f = WalFormat.frame(in: b, at: probe), f.kind != .segmentHeader, f.sequence >= minSequence {
+                return (probe, f.sequence)
+            }
+            probe += 8
+        }
+        return nil
     }
 
     /// Format 1 (layergate 0.1): `[u32 length][u32 crc32c(payload)][payload]`
@@ -242,10 +293,10 @@ private struct SegmentScan {
             guard let lsn = try? r.u64(), let key = try? PageKey.read(from: &r),
                   let value = ValueCodec.decode(UnsafeRawBufferPointer(rebasing: payload[r.offset...]))
             else { throw corrupt("undecodable format-1 record at offset \(pos)") }
-            guard Lsn(lsn) >= lastLsn else { throw corrupt("LSN goes backwards at offset \(pos)") }
-            lastLsn = Lsn(lsn)
-            lastLsnInSegment = lastLsn
-            records.append(Record(key: key, lsn: Lsn(lsn), value: value))
+            let record = Record(key: key, lsn: Lsn(lsn), value: value)
+            if let problem = order.accept(record) { throw corrupt("format-1 record at offset \(pos): \(problem)") }
+            lastLsnInSegment = record.lsn
+            records.append(record)
             pos += end
         }
     }
