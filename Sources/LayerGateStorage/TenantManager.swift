@@ -65,7 +65,7 @@ public final class TenantManager: Sendable {
             fs: fs, root: label, openFiles: OpenFileTable(fs: fs, capacity: max(1, config.maxOpenLayerFiles)), cache: cache,
             budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes,
                                checkpointDistanceBytes: config.checkpointDistanceBytes),
-            failpoints: failpoints)
+            descriptors: DescriptorBudget(capacity: config.maxTenantDescriptors), failpoints: failpoints)
         if !Directory.isDirectory(fs, Self.tenantsDirectoryName) {
             try Directory.create(fs, Self.tenantsDirectoryName)
             try DirectoryHandle(fs: fs, path: "").sync()
@@ -182,6 +182,12 @@ public final class TenantManager: Sendable {
     }
 
     public var tenantIds: [TenantId] { tenants.withLock { $0.keys.sorted() } }
+
+    /// Ends every read waiting for an LSN, in every tenant, as unavailable
+    /// for `reason` (the server's shutdown: nothing is left waiting).
+    public func failWaiters(reason: String) {
+        for t in tenants.withLock({ Array($0.values) }) { t.lsnWait.failAll(.tenantUnavailable(t.id, state: reason)) }
+    }
 
     /// Closes every tenant and gives up the data directory's lock.
     public func shutdown() async {

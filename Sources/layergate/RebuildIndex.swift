@@ -27,7 +27,7 @@ struct RebuildIndex: AsyncParsableCommand {
             throw CLIError("rebuild-index: \(error)")
         }
         print("tenant \(id): \(r.deltaLayers.count) delta and \(r.imageLayers.count) image layers kept")
-        for (name, reason) in r.damaged { print("  damaged\(dryRun ? "" : ", renamed \(name).damaged"): \(name): \(reason)") }
+        for (name, reason) in r.damaged { print("  damaged\(r.written ? ", renamed \(name).damaged" : ""): \(name): \(reason)") }
         for name in r.incompleteImages { print("  left out (an incomplete image set; swept at the next start): \(name)") }
         print("  disk_consistent_lsn \(r.diskConsistentLsn), gc_cutoff_lsn \(r.gcCutoffLsn), generation \(r.generation)")
         if let refusal = r.refusal { throw CLIError("rebuild-index: nothing written: \(refusal)") }

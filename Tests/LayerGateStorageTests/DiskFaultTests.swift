@@ -189,7 +189,10 @@ struct DiskFaultTests {
         // Room for a step of about three L0 layers.
         f.disk.capacity = f.disk.usedBytes + 3 * l0Size + l0Size / 2
         let r = try await t.compact()
-        #expect(r.layersRemoved == 12 && r.layersCreated >= 4, "\(r)")
+        // One step could not hold all twelve: at least three steps ran. No
+        // image set at the newest LSN is written under pressure (it would
+        // pin space that GC cannot give back).
+        #expect(r.layersRemoved == 12 && r.layersCreated >= 3, "\(r)")
         #expect(t.status().layers.allSatisfy { $0.lsnEnd > $0.lsnStart || $0.isImage })
         for lsn in 13...18 as ClosedRange<UInt64> {
             f.disk.capacity = nil

@@ -30,17 +30,46 @@ struct IndexTests {
         try await f.tenant.flush()
         let listed = f.layerFiles()
         #expect(listed.count == 1)
-        let stray = try writeLayer(f.tenantDir, [image(key(2), 9)], generation: 77)
+        // Below disk_consistent_lsn: what a compaction leaves when it dies
+        // between publishing and the index commit.
+        let stray = try writeLayer(f.tenantDir, [image(key(2), 3)], generation: 77)
         _ = FileManager.default.createFile(atPath: f.tenantDir + "/layer-1-1.___temp", contents: Data([1]))
         _ = FileManager.default.createFile(atPath: f.tenantDir + "/index.json.___temp", contents: Data([1]))
         _ = FileManager.default.createFile(atPath: f.tenantDir + "/wal/x.___temp", contents: Data([1]))
+        // A directory is never the server's leftover: it stays.
+        try FileManager.default.createDirectory(atPath: f.tenantDir + "/operator-notes.___temp", withIntermediateDirectories: false)
         let gen = f.tenant.status().generation
         let result = try await f.tenant.reset(dropCache: true)
         #expect(result.filesSwept == 4)
+        #expect(FileManager.default.fileExists(atPath: f.tenantDir + "/operator-notes.___temp"))
         #expect(result.generation == gen + 1)
-        #expect(f.layerFiles() == listed)
+        #expect(f.layerFiles().filter { $0 != "operator-notes.___temp" } == listed)
         #expect(!f.layerFiles().contains(stray.fileName))
         #expect(try await f.tenant.getPage(key: key(1), lsn: Lsn(5)).page == page(UInt64(1) << 32 | 5))
+        await f.manager.shutdown()
+    }
+
+    /// An unlisted layer above disk_consistent_lsn whose records the WAL does
+    /// not hold means index.json is older than the layers (put back from a
+    /// copy). Sweeping it would delete acknowledged records: the tenant is
+    /// broken instead, and nothing is deleted.
+    @Test func anIndexOlderThanItsLayersBreaksTheTenantAndDeletesNothing() async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 5)])
+        try await f.tenant.flush()
+        let old = try Data(contentsOf: URL(fileURLWithPath: f.tenantDir + "/index.json"))
+        _ = try await f.tenant.put([image(key(2), 9)])
+        try await f.tenant.flush()
+        let files = f.layerFiles()
+        #expect(files.count == 2)
+        try old.write(to: URL(fileURLWithPath: f.tenantDir + "/index.json"))
+        await #expect(throws: StorageError.self) { _ = try await f.tenant.reset(dropCache: true) }
+        guard case .broken(let reason) = f.tenant.lifecycle else {
+            Issue.record("tenant should be broken")
+            return
+        }
+        #expect(reason.contains("older than the layers") && reason.contains("nothing was deleted"), "\(reason)")
+        #expect(f.layerFiles() == files)
         await f.manager.shutdown()
     }
 
@@ -249,6 +278,35 @@ struct IndexRebuildTests {
         }
     }
 
+    /// A damaged delta is left out only when valid layers hold every record
+    /// its own index lists: here another delta holds keys 1–2 of the same
+    /// LSNs, so dropping the damaged copy loses nothing, unless it also held
+    /// key 3.
+    @Test(arguments: [false, true])
+    func aDamagedLayerIsDroppedOnlyWhenOthersHoldItsRecords(holdsMore: Bool) async throws {
+        let f = try await TenantFixture.make()
+        let generation = f.tenant.status().generation
+        await f.manager.shutdown()
+        let records = [image(key(1), 1), image(key(2), 2)]
+        _ = try writeLayer(f.tenantDir, records, generation: generation)
+        let damaged = try writeLayer(f.tenantDir, records + (holdsMore ? [image(key(3), 2)] : []), generation: generation + 1)
+        let path = f.tenantDir + "/" + damaged.fileName
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[8200] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: path))
+        try Data("{".utf8).write(to: URL(fileURLWithPath: f.tenantDir + "/index.json"))
+        let r = try IndexRebuild.run(dataDirectory: f.dir.path, tenant: testTenant, dryRun: false)
+        #expect(r.damaged.map(\.name) == [damaged.fileName])
+        if holdsMore {
+            #expect(r.refusal?.contains(damaged.fileName) == true && !r.written, "\(r)")
+        } else {
+            #expect(r.refusal == nil && r.written, "\(r.refusal ?? "")")
+            let (m, t) = try await f.reopen()
+            #expect(try await t.getPage(key: key(2), lsn: Lsn(2)).page == page(UInt64(2) << 32 | 2))
+            await m.shutdown()
+        }
+    }
+
     @Test func itRefusesWhileAServerHoldsTheDataDirectory() async throws {
         let f = try await TenantFixture.make()
         #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) {
@@ -306,6 +364,27 @@ struct IndexChecksumTests {
 
     /// A FIFO or a sparse terabyte in place of index.json or a WAL segment is
     /// an error at once, not a hang or a terabyte allocation.
+    /// A layer listed twice, once in a second spelling (uppercase hex), is a
+    /// damaged index: the tenant is broken and nothing traps or is swept.
+    @Test func aLayerListedUnderASecondSpellingIsDamage() async throws {
+        let f = try await TenantFixture.make()
+        _ = try await f.tenant.put([image(key(1), 40)])
+        try await f.tenant.flush()
+        await f.manager.shutdown()
+        var index = try IndexFile.read(directory: f.tenantDir)
+        var twin = index.layers[0]
+        twin.name = twin.name.uppercased().replacingOccurrences(of: "__", with: "__").replacingOccurrences(of: "-G", with: "-g")
+        #expect(twin.name != index.layers[0].name)
+        index.layers.append(twin)
+        index.checksum = index.computedChecksum()
+        try JSONEncoder().encode(index).write(to: URL(fileURLWithPath: f.tenantDir + "/index.json"))
+        let files = f.layerFiles()
+        let (m, t) = try await f.reopen()
+        guard case .broken = t.lifecycle else { Issue.record("a twice-listed layer was accepted"); return }
+        #expect(f.layerFiles() == files)
+        await m.shutdown()
+    }
+
     @Test(arguments: ["fifo index", "huge index", "huge wal"])
     func specialAndHugeFilesAreErrors(what: String) async throws {
         let f = try await TenantFixture.make()

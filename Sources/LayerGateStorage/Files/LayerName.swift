@@ -57,6 +57,10 @@ public struct LayerName: Hashable, Sendable, CustomStringConvertible {
         default:
             return nil
         }
+        // One spelling per layer (lowercase hex, fixed widths): a name the
+        // writer would not produce is not a layer, so no file can claim a
+        // layer under a second name.
+        guard description == name else { return nil }
     }
 }
 

@@ -56,6 +56,16 @@ public struct PageKey: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(spcOid)/\(dbOid)/\(relNumber).\(fork)#\(block)" }
+
+    /// The next key in key order (`max` has none; it returns itself).
+    var successor: PageKey {
+        if block < .max { return PageKey(spcOid: spcOid, dbOid: dbOid, relNumber: relNumber, fork: fork, block: block + 1) }
+        if fork < .max { return PageKey(spcOid: spcOid, dbOid: dbOid, relNumber: relNumber, fork: fork + 1, block: 0) }
+        if relNumber < .max { return PageKey(spcOid: spcOid, dbOid: dbOid, relNumber: relNumber + 1, fork: 0, block: 0) }
+        if dbOid < .max { return PageKey(spcOid: spcOid, dbOid: dbOid + 1, relNumber: 0, fork: 0, block: 0) }
+        if spcOid < .max { return PageKey(spcOid: spcOid + 1, dbOid: 0, relNumber: 0, fork: 0, block: 0) }
+        return self
+    }
 }
 
 /// An inclusive range of keys.

@@ -29,8 +29,15 @@ final class SeqWait: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Waits at once at most; one more fails with `overflow`.
+    private let maxWaiters: Int
+    private let overflow: StorageError
 
-    init(_ value: UInt64 = 0) { state = Mutex(State(value: value)) }
+    init(_ value: UInt64 = 0, maxWaiters: Int = .max, overflow: StorageError = .resourceExhausted("too many waiting")) {
+        state = Mutex(State(value: value))
+        self.maxWaiters = maxWaiters
+        self.overflow = overflow
+    }
 
     var value: UInt64 { state.withLock { $0.value } }
     var waiterCount: Int { state.withLock { $0.waiters.count } }
@@ -83,6 +90,7 @@ final class SeqWait: Sendable {
                 let now = state.withLock { s -> Outcome? in
                     if s.cancelledEarly.remove(id) != nil { return .failed(.cancelled("the waiting request went away")) }
                     if s.value >= target { return .reached }
+                    if s.waiters.count >= maxWaiters { return .failed(overflow) }
                     s.waiters[id] = Waiter(target: target, continuation: c, timer: nil)
                     return nil
                 }

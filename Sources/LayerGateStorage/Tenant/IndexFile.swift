@@ -17,8 +17,8 @@ public struct IndexFile: Codable, Equatable, Sendable {
     public static let fileName = "index.json"
     static let tempName = "index.json.___temp"
     static let formatVersion = 2
-    /// Far more than an index of 100,000 layers; a larger file is damage.
-    static let maxBytes = 64 << 20
+    /// Far more than an index of 50,000 layers; a larger file is damage.
+    static let maxBytes = 16 << 20
 
     public struct Layer: Codable, Equatable, Sendable {
         public var name: String

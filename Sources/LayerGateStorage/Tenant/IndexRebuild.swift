@@ -54,14 +54,19 @@ public enum IndexRebuild {
         let files = OpenFileTable(fs: fs, capacity: 16)
         var report = Report()
         var readers: [LayerReader] = []
+        /// What each damaged file held, as far as its own index still says.
+        var damagedEntries: [String: [IndexEntry]] = [:]
         for name in try Directory.list(fs, dir.path) {
             guard let layerName = LayerName(parsing: name) else { continue }
+            var reader: LayerReader?
             do throws(StorageError) {
-                let reader = try LayerReader(directory: dir, name: layerName, tenant: tenant, cache: cache, openFiles: files)
-                for e in try reader.allEntries() { _ = try reader.value(of: e) }
-                readers.append(reader)
+                let opened = try LayerReader(directory: dir, name: layerName, tenant: tenant, cache: cache, openFiles: files)
+                reader = opened
+                for e in try opened.allEntries() { _ = try opened.value(of: e) }
+                readers.append(opened)
             } catch {
                 report.damaged.append((name, "\(error)"))
+                damagedEntries[name] = try? reader?.allEntries()
             }
         }
         // Keys with a version at or below each image LSN, from the deltas and from older images.
@@ -98,6 +103,22 @@ public enum IndexRebuild {
                 index.gcCutoffLsn = base.rawValue
             } else {
                 report.refusal = "LSN \(hole) and below are in no valid layer (\(report.damaged.isEmpty ? "deleted" : "damaged: " + report.damaged.map(\.name).joined(separator: ", "))) and no complete image set is above them: reads would return wrong pages. Restore the missing or damaged layer files from a backup, or index.json itself"
+            }
+        }
+        // A damaged file is dropped only if the valid layers hold everything it held.
+        let validDeltas = readers.map(\.descriptor.name).filter { $0.kind == .delta }
+        for (file, _) in report.damaged where report.refusal == nil {
+            guard let name = LayerName(parsing: file) else { continue }
+            let covered: Bool
+            if let entries = damagedEntries[file] ?? nil {
+                covered = entries.allSatisfy { e in
+                    validDeltas.contains { $0.keys.contains(e.key) && $0.lsnStart <= e.lsn && e.lsn <= $0.lsnEnd }
+                }
+            } else {
+                covered = isCovered(name, by: validDeltas)
+            }
+            if !covered {
+                report.refusal = "the damaged layer \(file) (LSNs \(name.lsnStart)–\(name.lsnEnd)) holds records no other layer holds: reads would return wrong pages. Restore it from a backup, or index.json itself"
             }
         }
         let walDir = dir.child(Tenant.walDirectoryName)
@@ -139,5 +160,27 @@ public enum IndexRebuild {
             }
         }
         return nil
+    }
+
+    /// Whether the deltas cover `damaged`'s whole rectangle (its key range at
+    /// each of its LSNs): used when its own index cannot say what it held.
+    static func isCovered(_ damaged: LayerName, by deltas: [LayerName]) -> Bool {
+        let relevant = deltas.filter { $0.lsnStart <= damaged.lsnEnd && $0.lsnEnd >= damaged.lsnStart }
+        var cuts = Set([damaged.lsnStart])
+        for d in relevant {
+            if d.lsnStart > damaged.lsnStart { cuts.insert(d.lsnStart) }
+            if d.lsnEnd < damaged.lsnEnd { cuts.insert(d.lsnEnd.next) }
+        }
+        for at in cuts {
+            let ranges = relevant.filter { $0.lsnStart <= at && at <= $0.lsnEnd }.map(\.keys).sorted { $0.first < $1.first }
+            var next: PageKey? = damaged.keys.first
+            for r in ranges {
+                guard let want = next, r.first <= want else { continue }
+                if r.last >= damaged.keys.last { next = nil; break }
+                if r.last >= want { next = r.last.successor }
+            }
+            if next != nil { return false }
+        }
+        return true
     }
 }

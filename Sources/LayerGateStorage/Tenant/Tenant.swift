@@ -10,15 +10,17 @@ public struct TenantStorage: Sendable {
     public let openFiles: OpenFileTable
     public let cache: PageCache
     let budget: DiskBudget
+    public let descriptors: DescriptorBudget
     public let failpoints: Failpoints
 
     init(fs: any FileSystem, root: String, openFiles: OpenFileTable, cache: PageCache, budget: DiskBudget,
-         failpoints: Failpoints) {
+         descriptors: DescriptorBudget, failpoints: Failpoints) {
         self.fs = fs
         self.root = root
         self.openFiles = openFiles
         self.cache = cache
         self.budget = budget
+        self.descriptors = descriptors
         self.failpoints = failpoints
     }
 }
@@ -52,6 +54,8 @@ public final class Tenant: Sendable {
         var lifecycle: TenantState = .loading
         /// Open once the tenant has loaded.
         var directory: DirectoryHandle?
+        /// This tenant's share of the descriptor table is taken (`DescriptorBudget`).
+        var holdsDescriptors = false
         var index: IndexFile
         var lastRecordLsn = Lsn.zero
         /// Last LSN accepted into the commit queue: new puts must be above it.
@@ -99,7 +103,7 @@ public final class Tenant: Sendable {
     /// One compaction at a time; it takes `maintenance` only to commit.
     let compactionLock = AsyncLock()
     /// last_record_lsn, for readers waiting on an LSN not yet ingested.
-    let lsnWait = SeqWait()
+    let lsnWait: SeqWait
     /// Frozen layers flushed so far, for puts held back by unflushed memory.
     let flushProgress = SeqWait()
     /// The commit leader's idle epochs, for `drainCommits`.
@@ -119,6 +123,8 @@ public final class Tenant: Sendable {
         var logger = logger
         logger[metadataKey: "tenant"] = "\(id)"
         self.logger = logger
+        lsnWait = SeqWait(maxWaiters: config.maxLsnWaiters, overflow: .resourceExhausted(
+            "tenant \(id): \(config.maxLsnWaiters) reads already wait for LSNs not yet ingested; retry later"))
         state = Mutex(Inner(index: IndexFile(tenant: id)))
         (flushSignalsStream, flushSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -182,6 +188,11 @@ public final class Tenant: Sendable {
         }
         wal?.close()
         setUnflushed(0)
+        let held = state.withLock { s -> Bool in
+            defer { s.holdsDescriptors = false; s.directory = nil }
+            return s.holdsDescriptors
+        }
+        if held { storage.descriptors.releaseTenant() }
         flushSignal.finish()
         compactionWake.advance(to: compactionWake.value + 1)
         maintenance.unlock()

@@ -19,7 +19,8 @@ extension Tenant {
         defer { compactionLock.unlock() }
         var result = CompactionResult()
         var failure: StorageError?
-        if storage.budget.isUnderPressure() {
+        let pressure = storage.budget.isUnderPressure()
+        if pressure {
             // Ingest is refused for space: first what gives space back — images
             // at the GC cutoff, then GC — before merges that need space.
             do throws(StorageError) {
@@ -32,7 +33,10 @@ extension Tenant {
         }
         do throws(StorageError) {
             result.add(try await mergeL0(explicit: explicit))
-            result.add(try await createImages(force: forceImages, atGcCutoff: false))
+            // Images at the newest LSN take space and give none back: not while
+            // ingest is refused for space (unless asked for), so the room stays
+            // for images at the GC cutoff.
+            if !pressure || forceImages { result.add(try await createImages(force: forceImages, atGcCutoff: false)) }
         } catch {
             if case .cancelled = error { throw error }  // reset or close, not a failure of compaction
             failure = failure ?? error

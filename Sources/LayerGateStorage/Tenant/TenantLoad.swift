@@ -38,6 +38,16 @@ extension Tenant {
         // A segment holds a checkpoint distance and the commit that crossed it; far more is damage.
         let maxSegmentBytes = max(1 << 30, 2 * config.checkpointDistanceBytes + (512 << 20))
         let held = state.withLock { $0.directory }
+        let reserved = state.withLock { s -> Bool in
+            if s.holdsDescriptors { return true }
+            s.holdsDescriptors = storage.descriptors.reserveTenant()
+            return s.holdsDescriptors
+        }
+        guard reserved else {
+            try await loadFailed(.resourceExhausted(
+                "the server keeps the rest of its file descriptors for connections (\(storage.descriptors.tenantsOpen) tenants are open); raise the descriptor limit (ulimit -n) to open more"),
+                restoring: previous, held: held)
+        }
         let loaded: LoadedTenant
         do throws(StorageError) {
             loaded = try await BlockingIO.run { () throws(StorageError) -> LoadedTenant in
@@ -93,6 +103,14 @@ extension Tenant {
         async throws(StorageError) -> Never
     {
         let reason = "\(error)"
+        if held == nil {
+            // Never loaded: it holds nothing, so it keeps no share of the descriptors.
+            let release = state.withLock { s -> Bool in
+                defer { s.holdsDescriptors = false }
+                return s.holdsDescriptors
+            }
+            if release { storage.descriptors.releaseTenant() }
+        }
         if error.isResourceExhaustion {
             if let previous {
                 state.withLock { s in
@@ -156,7 +174,6 @@ extension Tenant {
             throw .corruptIndex(file: indexPath, reason: "names tenant \(StorageError.printable(index.tenantId))")
         }
         let generation = try index.nextGeneration(path: indexPath)
-        let swept = try sweep(directory: dir, index: index)
         var layers = LayerMap()
         for entry in index.layers {
             let path = dir.child(entry.name)
@@ -186,11 +203,48 @@ extension Tenant {
                 file: replay.oldestSegmentPath ?? walPath,
                 reason: "the segment before it, with records up to LSN \(gone), was deleted, but the layers index.json lists reach only LSN \(Lsn(index.diskConsistentLsn)): the records between are gone (was index.json replaced by an older copy?)")
         }
+        // Only now, when index.json and the WAL agree with the layers, may
+        // the sweep delete what index.json does not list.
+        try checkUnlistedAreRedundant(directory: dir, index: index, replayed: replay.records, id: id, storage: storage)
+        let swept = try sweep(directory: dir, index: index)
         index.generation = generation
         try index.write(directory: dir, failpoints: storage.failpoints)
         return LoadedTenant(
             directory: dir, index: index, layers: layers, wal: Wal(directory: walDir, tenant: id, replayed: replay),
             replayed: replay.records, filesSwept: swept, walTailCut: replay.cut)
+    }
+
+    /// A layer file the index does not list is a leftover of a flush or a
+    /// compaction that stopped before its commit: whatever it holds above
+    /// disk_consistent_lsn is still in the WAL. If not, index.json is older
+    /// than the layers (put back from an old copy): the sweep would delete
+    /// the only copy of those records, so the load stops here instead.
+    static func checkUnlistedAreRedundant(directory: DirectoryHandle, index: IndexFile, replayed: [Record], id: TenantId,
+                                          storage: TenantStorage) throws(StorageError) {
+        let listed = index.layerNames
+        let dcl = Lsn(index.diskConsistentLsn)
+        let newer = try Directory.list(storage.fs, directory.path).compactMap { n -> LayerName? in
+            guard !listed.contains(n), let name = LayerName(parsing: n), name.lsnEnd > dcl else { return nil }
+            return name
+        }
+        guard !newer.isEmpty else { return }
+        var walLsns: [PageKey: Set<UInt64>] = [:]
+        for r in replayed where r.lsn > dcl { walLsns[r.key, default: []].insert(r.lsn.rawValue) }
+        for name in newer {
+            let stale = StorageError.corruptIndex(
+                file: directory.child(IndexFile.fileName),
+                reason: "layer \(name) holds records up to LSN \(name.lsnEnd) that neither index.json (which ends at LSN \(dcl)) nor the WAL holds: index.json is older than the layers (put back from an old copy?). Put the newer index.json back, or rebuild it with layergate rebuild-index; nothing was deleted")
+            let entries: [IndexEntry]
+            do throws(StorageError) {
+                entries = try LayerReader(directory: directory, name: name, tenant: id, cache: storage.cache,
+                                          openFiles: storage.openFiles).allEntries()
+            } catch {
+                throw stale
+            }
+            for e in entries where e.lsn > dcl {
+                guard walLsns[e.key]?.contains(e.lsn.rawValue) == true else { throw stale }
+            }
+        }
     }
 
     /// Deletes temp files (of every kind) and layer files the index does not
@@ -201,13 +255,14 @@ extension Tenant {
         var removed = 0
         for name in try Directory.list(fs, directory.path) {
             let doomed = name.hasSuffix("___temp") || (LayerName(parsing: name) != nil && !listed.contains(name))
-            guard doomed else { continue }
+            // A directory under such a name is not ours to remove (nor to stop on).
+            guard doomed, !Directory.isDirectory(fs, directory.child(name)) else { continue }
             try Directory.unlink(fs, directory.child(name))
             removed += 1
         }
         let walDir = directory.child(walDirectoryName)
         if Directory.isDirectory(fs, walDir) {
-            for name in try Directory.list(fs, walDir) where name.hasSuffix("___temp") {
+            for name in try Directory.list(fs, walDir) where name.hasSuffix("___temp") && !Directory.isDirectory(fs, walDir + "/" + name) {
                 try Directory.unlink(fs, walDir + "/" + name)
                 removed += 1
             }

@@ -4,6 +4,9 @@ public struct TenantConfig: Sendable {
     public var checkpointDistanceBytes = 64 << 20
     /// How long `getPage` waits for an LSN beyond last_record_lsn by default.
     public var waitLsnTimeout: Duration = .seconds(10)
+    /// Reads waiting for an LSN at once, per tenant; one more is refused
+    /// (`resourceExhausted`). A waiting read costs a task and its timer.
+    public var maxLsnWaiters = 4096
     /// Frozen layers waiting for flush before puts wait for the flush (back-pressure).
     public var maxFrozenLayers = 4
     /// How long the background flush waits after a failure before trying
@@ -19,6 +22,9 @@ public struct TenantConfig: Sendable {
     public var diskReserveBytes = 64 << 20
     /// Layer-file descriptors the process keeps open at most (`OpenFileTable`).
     public var maxOpenLayerFiles = 256
+    /// Descriptors open tenants may hold together (`DescriptorBudget`,
+    /// three each); a tenant beyond stays `loading` until one closes.
+    public var maxTenantDescriptors = Int.max
     /// How long a failed load (full disk, no descriptors) waits before it is
     /// tried again; doubles up to `flushMaxBackoff`.
     public var loadRetryDelay: Duration = .seconds(1)

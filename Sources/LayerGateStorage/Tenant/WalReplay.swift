@@ -69,7 +69,7 @@ enum WalReplay {
         let fs = directory.fs
         var out = Result()
         let names = try Directory.list(fs, directory.path)
-        for name in names where name.hasSuffix("___temp") { try Directory.unlink(fs, directory.child(name)) }
+        // Temp files are not segments; the load's sweep removes them once it is safe to.
         let segs: [(Lsn, String)] = names.compactMap { n in
             guard n.hasSuffix(".wal"), let v = Hex.parseUInt64(n.dropLast(4), digits: 16) else { return nil }
             return (Lsn(v), n)
