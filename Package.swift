@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
     ],
     targets: [
         // C functions Swift cannot reach from Glibc: renameat2 and hardware CRC32C.
@@ -54,7 +55,13 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "LayerGateAuth",
             ]
+        ),
+        // Tokens: the claims, minting (the CLI) and verification (the server), over jwt-kit's EdDSA.
+        .target(
+            name: "LayerGateAuth",
+            dependencies: [.product(name: "JWTKit", package: "jwt-kit")]
         ),
         .executableTarget(
             name: "layergated",
@@ -77,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "layergate",
             dependencies: [
-                "LayerGateClient", "LayerGateWire", "LayerGateStorage",
+                "LayerGateClient", "LayerGateWire", "LayerGateStorage", "LayerGateAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -27,13 +27,18 @@ public final class LayerGateClient: Sendable {
     private let channel: Channel
     private let nextId = Atomic<UInt64>(1)
     private let ownsGroup: MultiThreadedEventLoopGroup?
+    /// Sent with every request (a JWT; "" when the server checks none).
+    public let token: String
 
-    private init(channel: Channel, ownsGroup: MultiThreadedEventLoopGroup?) {
+    private init(channel: Channel, ownsGroup: MultiThreadedEventLoopGroup?, token: String) {
         self.channel = channel
         self.ownsGroup = ownsGroup
+        self.token = token
     }
 
-    public static func connect(socketPath: String, maxFrameBytes: Int = defaultMaxFrameBytes,
+    /// - Parameter token: the JWT this client sends with every request, when
+    ///   the server checks tokens (`layergate token` makes one).
+    public static func connect(socketPath: String, token: String = "", maxFrameBytes: Int = defaultMaxFrameBytes,
                                group: EventLoopGroup? = nil) async throws -> LayerGateClient {
         let owned = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let bootstrap = ClientBootstrap(group: group ?? owned!)
@@ -48,7 +53,7 @@ public final class LayerGateClient: Sendable {
             }
         do {
             let channel = try await bootstrap.connect(unixDomainSocketPath: socketPath).get()
-            return LayerGateClient(channel: channel, ownsGroup: owned)
+            return LayerGateClient(channel: channel, ownsGroup: owned, token: token)
         } catch {
             try? await owned?.shutdownGracefully()
             throw error
@@ -61,8 +66,9 @@ public final class LayerGateClient: Sendable {
     }
 
     /// Sends one request and returns the body of its response; an `Error`
-    /// response throws `ClientError.server`.
-    public func call(_ body: Wire.Request.Body, authToken: String = "") async throws -> Wire.Response.Body {
+    /// response throws `ClientError.server`. `authToken` overrides the client's token.
+    public func call(_ body: Wire.Request.Body, authToken: String? = nil) async throws -> Wire.Response.Body {
+        let authToken = authToken ?? token
         let id = nextId.add(1, ordering: .relaxed).oldValue
         let slot = ResponseSlot(channel.eventLoop.makePromise(of: Wire.Response.self))
         // A write that fails (the connection is gone) must fail the call, or it would wait forever.

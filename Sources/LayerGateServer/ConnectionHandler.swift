@@ -1,17 +1,24 @@
+import LayerGateAuth
 import LayerGateWire
 import Logging
 import NIOCore
+import Synchronization
 
-/// One client connection, after the frame decoder: decodes each frame as a
-/// `Request`, runs it in its own task (so a slow disk read or a compaction
-/// never holds up cache hits behind it), and writes responses as they finish,
-/// in any order, each with its request's id.
+/// One client connection: bytes in, frames out of them, each frame decoded
+/// as a `Request`, authorized, run, and answered with its request id, in any
+/// order (puts in the order they were sent).
 ///
-/// Back-pressure: the handler stops asking the socket for more bytes while
-/// `maxInFlight` requests are running or while the channel is not writable
-/// (responses the client has not read fill NIO's write buffer past its high
-/// water mark). So a client that sends without reading cannot make the server
-/// buffer without bound: its own socket buffers fill and its writes block.
+/// What a peer can hold is bounded here (`ServerLimits`):
+/// - frames are taken from the read buffer only while the connection has
+///   fewer than `maxInFlightPerConnection` requests running and its unread
+///   responses stay under the write buffer's high water mark; otherwise it is
+///   not read, so a client that never reads fills its own socket, not us;
+/// - a frame larger than `smallFrameBytes` first reserves its size from the
+///   server-wide `InflightBudget`, and is decoded off the event loop;
+/// - a frame must arrive in time (`frameTimeout`, plus a second per MiB), an
+///   idle connection is closed after `idleTimeout`;
+/// - when the connection closes, everything it was running is cancelled
+///   (a GetPage waiting for an LSN is freed at once).
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -19,105 +26,302 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private let dispatcher: Dispatcher
     private let peer: PeerIdentity
-    private let maxInFlight: Int
+    private let limits: ServerLimits
+    private let maxFrameBytes: Int
+    private let budget: InflightBudget
     private let tracker: InFlightTracker
     private let logger: Logger
-    private var inFlight = 0
+
+    private var buffer: ByteBuffer?
     private var readPending = false
     private var closing = false
-    private var needsFlush = false
+    private var inFlight = 0
+    /// Bytes reserved from the budget for the frame being received.
+    private var reserved = 0
+    private var waitingForBudget = false
+    /// When the first byte of the frame being received arrived.
+    private var frameStarted: NIODeadline?
+    private var lastActivity = NIODeadline.now()
+    private var timer: RepeatedTask?
+    private var tasks: [UInt64: Task<Void, Never>] = [:]
+    private var nextTask: UInt64 = 0
+    /// The last put's task: the next put waits for it, so puts apply in order.
+    private var lastPut: Task<Void, Never>?
+    private var tokens = TokenCache()
+    private var unflushed = false
+    private var context: ChannelHandlerContext?
 
-    init(dispatcher: Dispatcher, peer: PeerIdentity, maxInFlight: Int, tracker: InFlightTracker, logger: Logger) {
+    init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budget: InflightBudget,
+         tracker: InFlightTracker, logger: Logger) {
         self.dispatcher = dispatcher
         self.peer = peer
-        self.maxInFlight = maxInFlight
+        self.limits = limits
+        self.maxFrameBytes = maxFrameBytes
+        self.budget = budget
         self.tracker = tracker
         self.logger = logger
     }
 
+    // MARK: channel events
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
     func channelActive(context: ChannelHandlerContext) {
-        dispatcher.connectionCount.add(1, ordering: .relaxed)
+        let count = dispatcher.connectionCount.add(1, ordering: .relaxed).newValue
+        guard count <= limits.maxConnections else {
+            fail(context: context, code: .resourceExhausted,
+                 message: "the server holds its maximum of \(limits.maxConnections) connections; retry later")
+            context.fireChannelActive()
+            return
+        }
+        let check = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            check.value.checkTimeouts()
+        }
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         dispatcher.connectionCount.subtract(1, ordering: .relaxed)
+        closing = true
+        timer?.cancel()
+        timer = nil
+        for task in tasks.values { task.cancel() }  // waits end now, not at their timeout
+        budget.release(reserved)
+        reserved = 0
+        buffer = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
-        let frame = unwrapInboundIn(data)
-        let request: Wire.Request
-        do {
-            request = try frame.withUnsafeReadableBytes { raw in try Wire.decodeRequest(raw) }
-        } catch {
-            // Bytes that are not a Request: say so (request id 0) and close.
-            fail(context: context, code: .invalidArgument, message: "frame does not decode as a layergate.v1.Request")
-            return
-        }
-        if let response = dispatcher.handleInline(request) {
-            // Served from memory and cached blocks: no task, no hand-off; flushed once per read batch.
-            context.write(wrapOutboundOut(responseFrame(response, allocator: context.channel.allocator)), promise: nil)
-            needsFlush = true
-            return
-        }
-        inFlight += 1
-        tracker.started()
-        let dispatcher = self.dispatcher, peer = self.peer
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        Task {
-            let response = await dispatcher.handle(request, peer: peer)
-            let frame = responseFrame(response, allocator: ByteBufferAllocator())
-            bound.eventLoop.execute {
-                let (handler, context) = bound.value
-                handler.finished(context: context, frame: frame)
-            }
-        }
-    }
-
-    private func finished(context: ChannelHandlerContext, frame: ByteBuffer) {
-        inFlight -= 1
-        tracker.finished()
-        if context.channel.isActive {
-            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-        }
-        resumeReadingIfPossible(context: context)
+        var bytes = unwrapInboundIn(data)
+        lastActivity = .now()
+        if buffer == nil { buffer = bytes } else { buffer!.writeBuffer(&bytes) }
+        process(context: context)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if needsFlush {
-            needsFlush = false
-            context.flush()
-        }
+        context.flush()
         context.fireChannelReadComplete()
     }
 
+    /// The socket is read only when nothing holds the connection back.
     func read(context: ChannelHandlerContext) {
-        if inFlight >= maxInFlight || !context.channel.isWritable {
-            readPending = true
-        } else {
-            context.read()
-        }
+        readPending = true
+        requestReadIfAllowed(context: context)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        resumeReadingIfPossible(context: context)
+        process(context: context)
         context.fireChannelWritabilityChanged()
     }
 
-    private func resumeReadingIfPossible(context: ChannelHandlerContext) {
-        if readPending && inFlight < maxInFlight && context.channel.isWritable {
-            readPending = false
-            context.read()
-        }
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard !closing else { return }
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        closing = true
+        context.close(promise: nil)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let e = error as? FrameError, case .frameTooLarge = e {
-            fail(context: context, code: .frameTooLarge, message: "\(e)")
-        } else if !closing {
-            logger.debug("connection error", metadata: ["error": "\(error)"])
+    // MARK: frames
+
+    /// A whole frame waits in the buffer (it is taken before more is read).
+    private var hasWholeFrame: Bool {
+        guard let b = buffer, let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) else { return false }
+        return b.readableBytes >= 4 + Int(length)
+    }
+
+    private var canTakeFrame: Bool {
+        !closing && inFlight < limits.maxInFlightPerConnection && (context?.channel.isWritable ?? false)
+    }
+
+    /// Takes every whole frame it may from the buffer, then asks for more
+    /// bytes only if nothing holds the connection back.
+    private func process(context: ChannelHandlerContext) {
+        while canTakeFrame, let length = buffer?.getInteger(at: buffer!.readerIndex, endianness: .big, as: UInt32.self) {
+            let size = Int(length)
+            guard size <= maxFrameBytes else {
+                fail(context: context, code: .frameTooLarge,
+                     message: "\(FrameError.frameTooLarge(length: size, max: maxFrameBytes))")
+                return
+            }
+            if size > limits.smallFrameBytes && reserved == 0 {
+                let wake = NIOLoopBound(self, eventLoop: context.eventLoop)
+                let el = context.eventLoop
+                guard budget.reserve(size, orWake: { el.execute { wake.value.budgetFreed() } }) else {
+                    waitingForBudget = true
+                    return  // not read until the budget has room for this frame
+                }
+                reserved = size
+            }
+            guard buffer!.readableBytes >= 4 + size else {
+                if frameStarted == nil { frameStarted = .now() }
+                break
+            }
+            buffer!.moveReaderIndex(forwardBy: 4)
+            let frame = buffer!.readSlice(length: size)!
+            frameStarted = nil
+            let charge = reserved
+            reserved = 0
+            take(frame, charge: charge, context: context)
+        }
+        if buffer?.readableBytes == 0 { buffer = nil } else { buffer?.discardReadBytes() }
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        requestReadIfAllowed(context: context)
+    }
+
+    private func budgetFreed() {
+        guard waitingForBudget, let context else { return }
+        waitingForBudget = false
+        process(context: context)
+    }
+
+    private func requestReadIfAllowed(context: ChannelHandlerContext) {
+        guard readPending, canTakeFrame, !waitingForBudget, !hasWholeFrame else { return }
+        readPending = false
+        context.read()
+    }
+
+    /// One frame: decoded and answered here when small and cheap (a cached
+    /// page), else run in a task.
+    private func take(_ frame: ByteBuffer, charge: Int, context: ChannelHandlerContext) {
+        let limits = self.limits
+        if charge > 0 {
+            // Large: decoded and checked off the event loop.
+            run(charge: charge, isPut: frame.isPutRecordsRequest) { _, _ in
+                switch Self.decode(frame, limits: limits) {
+                case .failure(let closeWith): return .close(closeWith)
+                case .success(let request): return .respond(request)
+                }
+            }
+            return
+        }
+        let request: Wire.Request
+        switch Self.decode(frame, limits: limits) {
+        case .failure(let d):
+            if d.requestId == 0 {
+                fail(context: context, code: d.code, message: d.message)
+            } else {
+                write(Wire.Response(requestId: d.requestId, body: .error(Wire.Error(code: d.code, message: d.message))),
+                      context: context)
+            }
+            return
+        case .success(let r):
+            request = r
+        }
+        // Served from memory and cached blocks when it can be: no task, no hand-off.
+        let grant: Result<Grant, TokenError>?
+        switch (dispatcher.verifier, tokens.lookup(request.authToken)) {
+        case (nil, _): grant = nil
+        case (_, .cached(let g)): grant = .success(g)
+        case (_, .failed(let e)): grant = .failure(e)
+        case (_, .unknown): grant = .failure(.missing)  // not used: it goes to a task to be verified
+        }
+        if dispatcher.verifier == nil || tokens.isKnown(request.authToken),
+           let response = dispatcher.handleInline(request, grant: grant, peer: peer)
+        {
+            write(response, context: context)
+            return
+        }
+        run(charge: 0, isPut: request.isPut) { _, _ in .respond(request) }
+    }
+
+    private enum Step: Sendable {
+        case respond(Wire.Request)
+        case close(Decoded)
+    }
+
+    /// Runs `prepare` and then the request in a task; its answer is written on
+    /// the event loop. Puts wait for the put before them.
+    private func run(charge: Int, isPut: Bool, _ prepare: @escaping @Sendable (Dispatcher, PeerIdentity) -> Step) {
+        guard let context else { return }
+        inFlight += 1
+        tracker.started()
+        let key = nextTask
+        nextTask += 1
+        let (dispatcher, peer, verifier) = (self.dispatcher, self.peer, dispatcher.verifier)
+        let cached = tokens
+        let previousPut = isPut ? lastPut : nil
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let task = Task {
+            var outcome: TaskOutcome
+            switch prepare(dispatcher, peer) {
+            case .close(let d):
+                outcome = .close(d)
+            case .respond(let request):
+                let grant: Result<Grant, TokenError>?
+                switch cached.lookup(request.authToken) {
+                case .cached(let g): grant = .success(g)
+                case .failed(let e): grant = .failure(e)
+                case .unknown:
+                    if let verifier { grant = await verifier.verify(request.authToken) } else { grant = nil }
+                }
+                await previousPut?.value
+                let response = await dispatcher.handle(request, grant: grant, peer: peer)
+                outcome = .respond(response, token: request.authToken, grant: grant)
+            }
+            let done = outcome
+            bound.eventLoop.execute { bound.value.finished(key: key, charge: charge, outcome: done) }
+        }
+        tasks[key] = task
+        if isPut { lastPut = task }
+    }
+
+    private enum TaskOutcome: Sendable {
+        case respond(Wire.Response, token: String, grant: Result<Grant, TokenError>?)
+        case close(Decoded)
+    }
+
+    private func finished(key: UInt64, charge: Int, outcome: TaskOutcome) {
+        tasks[key] = nil
+        inFlight -= 1
+        tracker.finished()
+        guard let context, !closing else {
+            budget.release(charge)
+            return
+        }
+        switch outcome {
+        case .close(let d):
+            budget.release(charge)
+            fail(context: context, code: d.code, message: d.message)
+            return
+        case .respond(let response, let token, let grant):
+            if let grant { tokens.remember(token, grant) }
+            // The reservation is given back once the answer has left (or failed to).
+            let release = NIOLoopBound(budget, eventLoop: context.eventLoop)
+            let promise = charge > 0 ? context.eventLoop.makePromise(of: Void.self) : nil
+            promise?.futureResult.whenComplete { _ in release.value.release(charge) }
+            write(response, context: context, promise: promise)
+        }
+        process(context: context)
+    }
+
+    /// Writes are flushed once per `process` pass (many answers, one writev).
+    private func write(_ response: Wire.Response, context: ChannelHandlerContext, promise: EventLoopPromise<Void>? = nil) {
+        context.write(wrapOutboundOut(responseFrame(response, allocator: context.channel.allocator)), promise: promise)
+        unflushed = true
+    }
+
+    // MARK: limits in time
+
+    private func checkTimeouts() {
+        guard let context, !closing else { return }
+        let now = NIODeadline.now()
+        if let started = frameStarted, let length = buffer?.getInteger(at: buffer!.readerIndex, endianness: .big, as: UInt32.self) {
+            let allowed = TimeAmount(limits.frameTimeout) + .seconds(Int64(length >> 20))
+            if now - started > allowed {
+                logger.debug("closing a connection whose frame did not arrive in time", metadata: ["bytes": "\(length)"])
+                closing = true
+                context.close(promise: nil)
+                return
+            }
+        }
+        if inFlight == 0, buffer == nil, now - lastActivity > TimeAmount(limits.idleTimeout) {
+            logger.debug("closing an idle connection")
             closing = true
             context.close(promise: nil)
         }
@@ -133,17 +337,139 @@ final class ConnectionHandler: ChannelDuplexHandler {
             channel.close(promise: nil)
         }
     }
+
+    // MARK: decoding
+
+    /// Why a frame was not turned into a request: the code, the message, and
+    /// the request id to answer (0: the frame is not a Request; close).
+    struct Decoded: Error, Sendable {
+        var requestId: UInt64
+        var code: Wire.ErrorCode
+        var message: String
+    }
+
+    /// Checks the frame's shape (clean strings, a bounded number of
+    /// sub-messages), then decodes it.
+    static func decode(_ frame: ByteBuffer, limits: ServerLimits) -> Result<Wire.Request, Decoded> {
+        frame.withUnsafeReadableBytes { raw -> Result<Wire.Request, Decoded> in
+            let shape = MessageShape.ofRequest(raw, maxMessages: limits.maxMessagesPerRequest)
+            if shape.tooManyMessages {
+                return .failure(Decoded(requestId: 0, code: .invalidArgument,
+                                        message: "the request holds more than \(limits.maxMessagesPerRequest) records, patches and other messages; split it"))
+            }
+            guard let request = try? Wire.decodeRequest(raw) else {
+                return .failure(Decoded(requestId: 0, code: .invalidArgument, message: "frame does not decode as a layergate.v1.Request"))
+            }
+            if let field = shape.badString {
+                return .failure(Decoded(requestId: request.requestId, code: .invalidArgument,
+                                        message: "\(field) is not valid UTF-8, or holds a NUL byte"))
+            }
+            return .success(request)
+        }
+    }
+}
+
+/// The tokens one connection has shown, verified once each and kept until
+/// they expire, so signatures stay off the GetPage path. At most eight.
+struct TokenCache: Sendable {
+    enum Lookup {
+        case cached(Grant)
+        case failed(TokenError)
+        case unknown
+    }
+
+    private var entries: [(token: String, result: Result<Grant, TokenError>)] = []
+
+    func isKnown(_ token: String) -> Bool { entries.contains { $0.token == token } }
+
+    func lookup(_ token: String) -> Lookup {
+        guard let e = entries.first(where: { $0.token == token }) else { return .unknown }
+        switch e.result {
+        case .success(let g): return g.isExpired() ? .failed(.expired) : .cached(g)
+        case .failure(let err): return .failed(err)
+        }
+    }
+
+    mutating func remember(_ token: String, _ result: Result<Grant, TokenError>) {
+        guard !entries.contains(where: { $0.token == token }) else { return }
+        if entries.count >= 8 { entries.removeFirst() }
+        entries.append((token, result))
+    }
 }
 
 /// Counts requests in flight across all connections, for graceful shutdown.
 final class InFlightTracker: Sendable {
     private let count = Atomic<Int>(0)
+    private let idle = Mutex<[CheckedContinuation<Void, Never>]>([])
+
     func started() { count.add(1, ordering: .relaxed) }
-    func finished() { count.subtract(1, ordering: .relaxed) }
+
+    func finished() {
+        guard count.subtract(1, ordering: .relaxed).newValue == 0 else { return }
+        for c in idle.withLock({ w -> [CheckedContinuation<Void, Never>] in defer { w = [] }; return w }) { c.resume() }
+    }
+
     var current: Int { count.load(ordering: .relaxed) }
+
+    /// Returns when nothing is in flight (or at once).
+    func drained() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = idle.withLock { w -> Bool in
+                if count.load(ordering: .relaxed) == 0 { return true }
+                w.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
 }
 
-import Synchronization
+extension Wire.Request {
+    var isPut: Bool { if case .putRecords? = body { return true } else { return false } }
+}
+
+extension ByteBuffer {
+    /// Whether a frame holds a PutRecords (field 11), looked at before decoding
+    /// so puts are put in order even when decoded off the event loop.
+    var isPutRecordsRequest: Bool {
+        withUnsafeReadableBytes { b in
+            var p = 0
+            while p < b.count {
+                var key: UInt64 = 0
+                var shift: UInt64 = 0
+                while p < b.count && shift < 64 {
+                    let byte = b[p]
+                    p += 1
+                    key |= UInt64(byte & 0x7F) << shift
+                    if byte & 0x80 == 0 { break }
+                    shift += 7
+                }
+                if key >> 3 == 11 { return true }
+                switch key & 7 {
+                case 0:
+                    while p < b.count && b[p] & 0x80 != 0 { p += 1 }
+                    p += 1
+                case 2:
+                    var len: UInt64 = 0
+                    var s: UInt64 = 0
+                    while p < b.count && s < 64 {
+                        let byte = b[p]
+                        p += 1
+                        len |= UInt64(byte & 0x7F) << s
+                        if byte & 0x80 == 0 { break }
+                        s += 7
+                    }
+                    guard len <= UInt64(b.count - min(p, b.count)) else { return false }
+                    p += Int(len)
+                case 1: p += 8
+                case 5: p += 4
+                default: return false
+                }
+            }
+            return false
+        }
+    }
+}
 
 /// A response as one frame (length prefix included: the pipeline has no frame encoder on the way out).
 private func responseFrame(_ response: Wire.Response, allocator: ByteBufferAllocator) -> ByteBuffer {
@@ -152,4 +478,8 @@ private func responseFrame(_ response: Wire.Response, allocator: ByteBufferAlloc
     var buffer = allocator.buffer(capacity: isPage ? 8192 + 32 : 256)
     Wire.writeFrame(response, into: &buffer)
     return buffer
+}
+
+extension TimeAmount {
+    init(_ d: Duration) { self = .nanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000) }
 }

@@ -1,3 +1,4 @@
+import LayerGateAuth
 import LayerGateStorage
 import LayerGateWire
 import Synchronization
@@ -12,30 +13,39 @@ public struct PeerIdentity: Sendable, Equatable {
     public var pid: Int32
 }
 
-/// Turns one request into one response: validation of what came off the
-/// socket, admin checks, the storage call, and errors as wire codes.
-/// Nothing a client sends can crash it.
+/// Turns one request into one response: who may do it, validation of what
+/// came off the socket, the storage call, and errors as wire codes. Nothing
+/// a client sends can crash it.
 public final class Dispatcher: Sendable {
     let manager: TenantManager
     let config: ServerConfig
     let failpoints: Failpoints
+    /// Set when the server checks tokens (`--auth-public-key`).
+    let verifier: TokenVerifier?
     let requestCount = Atomic<UInt64>(0)
     let connectionCount = Atomic<Int>(0)
     private let serverUid = getuid()
 
-    public init(manager: TenantManager, config: ServerConfig, failpoints: Failpoints) {
+    public init(manager: TenantManager, config: ServerConfig, failpoints: Failpoints, verifier: TokenVerifier? = nil) {
         self.manager = manager
         self.config = config
         self.failpoints = failpoints
+        self.verifier = verifier
     }
 
-    public func handle(_ request: Wire.Request, peer: PeerIdentity) async -> Wire.Response {
+    /// `grant` is nil when the server does not check tokens; otherwise the
+    /// verification of the request's token.
+    public func handle(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity) async -> Wire.Response {
         requestCount.add(1, ordering: .relaxed)
         let body: Wire.Response.Body
-        do throws(StorageError) {
-            body = try await respond(to: request, peer: peer)
-        } catch {
-            body = .error(ErrorMapping.wire(error))
+        if let denied = authorize(request, grant: grant, peer: peer) {
+            body = .error(denied)
+        } else {
+            do throws(StorageError) {
+                body = try await respond(to: request, peer: peer)
+            } catch {
+                body = .error(ErrorMapping.wire(error))
+            }
         }
         return Wire.Response(requestId: request.requestId, body: body)
     }
@@ -43,26 +53,82 @@ public final class Dispatcher: Sendable {
     /// Answers a GetPage at once, on the calling thread (the event loop), when
     /// it needs no disk read and no wait; nil for everything else, which goes
     /// through `handle` on its own task. Cache hits skip two thread hand-offs.
-    public func handleInline(_ request: Wire.Request) -> Wire.Response? {
+    public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity) -> Wire.Response? {
         guard case .getPage(let r)? = request.body, let k = r.key else { return nil }
         let body: Wire.Response.Body
-        do throws(StorageError) {
-            let t = try tenant(r.tenantId)
-            guard let (page, lsn) = try t.getPageFromCache(key: try Self.pageKey(k), lsn: r.latest ? nil : Lsn(r.lsn)) else {
-                return nil
+        if let denied = authorize(request, grant: grant, peer: peer) {
+            body = .error(denied)
+        } else {
+            do throws(StorageError) {
+                let t = try tenant(r.tenantId)
+                guard let (page, lsn) = try t.getPageFromCache(key: try Self.pageKey(k), lsn: r.latest ? nil : Lsn(r.lsn)) else {
+                    return nil
+                }
+                body = .getPage(Wire.GetPageResponse(page: page, lsn: lsn.rawValue))
+            } catch {
+                body = .error(ErrorMapping.wire(error))
             }
-            body = .getPage(Wire.GetPageResponse(page: page, lsn: lsn.rawValue))
-        } catch {
-            body = .error(ErrorMapping.wire(error))
         }
         requestCount.add(1, ordering: .relaxed)
         return Wire.Response(requestId: request.requestId, body: body)
     }
 
-    private func isAdmin(_ peer: PeerIdentity) -> Bool { peer.uid == serverUid || peer.uid == 0 }
+    // MARK: who may do what
 
-    private func denied(_ what: String) -> Wire.Response.Body {
-        .error(Wire.Error(code: .permissionDenied, message: "\(what) needs the server's uid (\(serverUid)) or root"))
+    /// What a request needs: to read a tenant, to write it, or admin rights.
+    enum Need: Equatable {
+        case read(String)
+        case write(String)
+        case admin
+    }
+
+    static func need(_ body: Wire.Request.Body?) -> Need {
+        switch body {
+        case .getPage(let r)?: return .read(r.tenantId)
+        case .tenantStatus(let r)?: return .read(r.tenantId)
+        case .putRecords(let r)?: return .write(r.tenantId)
+        default: return .admin
+        }
+    }
+
+    /// nil when the request may run; else the error to answer with.
+    /// With tokens: UNAUTHENTICATED for a missing, malformed, badly signed or
+    /// expired one, PERMISSION_DENIED for a valid one of the wrong scope or
+    /// tenant. Without: the peer's uid (SO_PEERCRED) — the server's or root
+    /// may write pages and run admin requests; everyone who can connect may read.
+    func authorize(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity) -> Wire.Error? {
+        guard request.body != nil else { return nil }  // answered INVALID_ARGUMENT by respond
+        let need = Self.need(request.body)
+        guard let grant else {
+            if case .read = need { return nil }
+            guard isServerUser(peer) else {
+                return Wire.Error(code: .permissionDenied,
+                                  message: "\(Self.name(of: request.body)) needs the server's uid (\(serverUid)) or root")
+            }
+            return nil
+        }
+        let g: Grant
+        switch grant {
+        case .failure(let e): return Wire.Error(code: .unauthenticated, message: "\(e)")
+        case .success(let ok): g = ok
+        }
+        if g.isExpired() { return Wire.Error(code: .unauthenticated, message: "\(TokenError.expired)") }
+        switch (g.scope, need) {
+        case (.admin, _): return nil
+        case (.tenant, .read(let t)), (.ingest, .read(let t)), (.ingest, .write(let t)):
+            if let mine = g.tenant, t.lowercased() == mine { return nil }
+            return Wire.Error(code: .permissionDenied, message: "the token is for tenant \(g.tenant ?? "?"), not this one")
+        default:
+            return Wire.Error(code: .permissionDenied,
+                              message: "\(Self.name(of: request.body)) needs a token of scope \(need.scope), this one is \(g.scope.rawValue)")
+        }
+    }
+
+    private func isServerUser(_ peer: PeerIdentity) -> Bool { peer.uid == serverUid || peer.uid == 0 }
+
+    static func name(of body: Wire.Request.Body?) -> String {
+        guard let body else { return "a request" }
+        return String(describing: body).prefix { $0 != "(" }.description
     }
 
     private func tenant(_ text: String) throws(StorageError) -> Tenant {
@@ -76,7 +142,7 @@ public final class Dispatcher: Sendable {
             let t = try tenant(r.tenantId)
             guard let k = r.key else { throw .invalidArgument("GetPage needs a key") }
             let key = try Self.pageKey(k)
-            let wait: Duration? = r.waitMs == 0 ? nil : .milliseconds(Int(r.waitMs))
+            let wait: Duration? = r.waitMs == 0 ? nil : min(.milliseconds(Int(r.waitMs)), config.limits.maxWaitLsn)
             let (page, lsn) = try await t.getPage(key: key, lsn: r.latest ? nil : Lsn(r.lsn), waitTimeout: wait)
             return .getPage(Wire.GetPageResponse(page: page, lsn: lsn.rawValue))
         case .putRecords(let r):
@@ -87,18 +153,15 @@ public final class Dispatcher: Sendable {
             let lsn = try await t.put(records)
             return .putRecords(Wire.PutRecordsResponse(lastRecordLsn: lsn.rawValue))
         case .compact(let r):
-            guard isAdmin(peer) else { return denied("Compact") }
             let result = try await tenant(r.tenantId).compact(forceImageLayers: r.forceImageLayers)
             return .compact(Wire.CompactResponse(layersCreated: UInt32(result.layersCreated),
                                                  layersRemoved: UInt32(result.layersRemoved),
                                                  bytesWritten: UInt64(result.bytesWritten)))
         case .resetTenant(let r):
-            guard isAdmin(peer) else { return denied("ResetTenant") }
             let result = try await tenant(r.tenantId).reset(dropCache: r.dropCache)
             return .resetTenant(Wire.ResetTenantResponse(generation: UInt64(result.generation),
                                                          filesSwept: UInt32(result.filesSwept)))
         case .createTenant(let r):
-            guard isAdmin(peer) else { return denied("CreateTenant") }
             _ = try await manager.create(TenantId(parsing: r.tenantId))
             return .createTenant(Wire.CreateTenantResponse())
         case .tenantStatus(let r):
@@ -122,7 +185,6 @@ public final class Dispatcher: Sendable {
                 requests: requestCount.load(ordering: .relaxed),
                 connections: UInt32(clamping: connectionCount.load(ordering: .relaxed)), version: ServerConfig.version))
         case .configureFailpoints(let r):
-            guard isAdmin(peer) else { return denied("ConfigureFailpoints") }
             guard config.enableFailpoints else {
                 return .error(Wire.Error(code: .permissionDenied, message: "failpoints are off: start the server with --enable-failpoints"))
             }
@@ -151,6 +213,16 @@ public final class Dispatcher: Sendable {
         case .delta(let d)?:
             return Record(key: key, lsn: Lsn(w.lsn), value: .delta(Delta(
                 willInit: d.willInit, patches: d.patches.map { Patch(offset: Int($0.offset), data: $0.data) })))
+        }
+    }
+}
+
+extension Dispatcher.Need {
+    var scope: String {
+        switch self {
+        case .read: return "tenant, ingest or admin"
+        case .write: return "ingest or admin"
+        case .admin: return "admin"
         }
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import LayerGateAuth
 import LayerGateStorage
 import LayerGateWire
 import Logging
@@ -60,11 +61,19 @@ public final class Server: Service, Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
-        let dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints)
+        let verifier: TokenVerifier?
         let tracker = InFlightTracker()
+        let budget = InflightBudget(capacity: config.limits.maxInflightBytes)
         let channel: Channel
+        let dispatcher: Dispatcher
         do {
-            channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker)
+            verifier = try await config.authPublicKeyPEM.asyncMap { pem in
+                do { return try await TokenVerifier(publicKeyPEM: pem) } catch {
+                    throw ServerError.socket("--auth-public-key: not an Ed25519 public key in PEM (\(error))")
+                }
+            }
+            dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints, verifier: verifier)
+            channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker, budget: budget)
         } catch {
             await manager.shutdown()
             try? await group.shutdownGracefully()
@@ -74,32 +83,50 @@ public final class Server: Service, Sendable {
             "socket": "\(config.socketPath)", "data_dir": "\(config.dataDirectory)",
             "tenants": "\(tenants.count)", "page_cache_pages": "\(cache.capacity)",
             "failpoints": "\(config.enableFailpoints ? "enabled" : "off")",
+            "auth": "\(verifier == nil ? "off (SO_PEERCRED)" : "tokens (EdDSA)")",
+            "max_connections": "\(config.limits.maxConnections)",
         ])
         // Serve until asked to stop (SIGTERM/SIGINT through the service group).
         try? await gracefulShutdown()
-        logger.info("shutting down: no new connections, finishing in-flight requests")
+        // 1. No new connections. 2. Every reader waiting for an LSN is answered
+        // now. 3. What runs may finish (bounded). 4. The tenants close. 5. Only
+        // then the event loop goes, so no answer is scheduled on a dead loop.
+        logger.info("shutting down: no new connections, answering waiting reads, finishing in-flight requests")
         try? await channel.close()
-        let deadline = ContinuousClock.now + config.shutdownGrace
-        while tracker.current > 0 && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(5))
+        manager.failWaiters(reason: "stopping (the server is shutting down)")
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await tracker.drained() }
+            group.addTask { try? await Task.sleep(for: self.config.shutdownGrace) }
+            await group.next()
+            group.cancelAll()
         }
         if tracker.current > 0 { logger.warning("stopping with \(tracker.current) requests still running") }
-        try? await group.shutdownGracefully()
         await manager.shutdown()
+        try? await group.shutdownGracefully()
         unlink(config.socketPath)
         logger.info("stopped")
     }
 
-    private func bind(group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker) async throws -> Channel {
+    private func bind(group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker,
+                      budget: InflightBudget) async throws -> Channel {
         let path = config.socketPath
         if let dir = path.range(of: "/", options: .backwards).map({ String(path[..<$0.lowerBound]) }), !dir.isEmpty {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
         if Self.someoneListens(on: path) { throw ServerError.alreadyRunning(socket: path) }
-        let maxFrame = config.maxFrameBytes, maxInFlight = config.maxInFlightPerConnection, logger = self.logger
+        let (maxFrame, limits, logger) = (config.maxFrameBytes, config.limits, self.logger)
+        let backoff = TimeAmount(limits.acceptBackoff)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .serverChannelInitializer { channel in
+                // Out of descriptors at accept: pause accepting instead of spinning on EMFILE.
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler(backoffProvider: { _ in backoff }))
+                }
+            }
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 64 << 10))
+            .childChannelOption(.autoRead, value: true)
             .childChannelInitializer { channel in
                 guard let provider = channel as? SocketOptionProvider else {
                     return channel.eventLoop.makeFailedFuture(ServerError.socket("no socket options on \(channel)"))
@@ -108,11 +135,9 @@ public final class Server: Service, Sendable {
                     level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(17 /* SO_PEERCRED */))
                 return cred.flatMapThrowing { c in
                     let peer = PeerIdentity(uid: c.uid, pid: c.pid)
-                    try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame)),
-                        ConnectionHandler(dispatcher: dispatcher, peer: peer, maxInFlight: maxInFlight, tracker: tracker,
-                                          logger: logger),
-                    ])
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrame,
+                                          budget: budget, tracker: tracker, logger: logger))
                 }
             }
         // Bind with a tight umask, then open up to the configured mode.
@@ -143,5 +168,12 @@ public final class Server: Service, Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         return ok == 0
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async throws -> T? {
+        guard let v = self else { return nil }
+        return try await transform(v)
     }
 }

@@ -1,6 +1,6 @@
 import LayerGateStorage
 
-/// Everything `layergated` is configured with; the defaults are DESIGN.md's.
+/// Everything `layergated` is configured with; the defaults are the contract's.
 public struct ServerConfig: Sendable {
     public var socketPath = "./.layergate/layergate.sock"
     /// Permission bits of the socket file (0o600: only this uid may connect).
@@ -10,12 +10,49 @@ public struct ServerConfig: Sendable {
     public var tenant = TenantConfig()
     public var maxFrameBytes = 16 << 20
     public var enableFailpoints = false
-    /// Requests one connection may have in flight before the server stops reading from it.
-    public var maxInFlightPerConnection = 128
+    public var limits = ServerLimits()
+    /// An Ed25519 public key (PEM): when set, every request needs a token.
+    public var authPublicKeyPEM: String?
     /// How long a graceful shutdown waits for in-flight requests.
-    public var shutdownGrace: Duration = .seconds(10)
+    public var shutdownGrace: Duration = .seconds(8)
 
     public init() {}
 
-    public static let version = "0.1.0"
+    public static let version = "0.2.0"
+}
+
+/// What one peer, or all of them together, may hold of the server: memory,
+/// descriptors and time. Server memory stays bounded by these whatever
+/// clients send: about `perConnectionBytes` per connection, plus
+/// `maxInflightBytes` for large requests, plus the tenants' own memory.
+public struct ServerLimits: Sendable {
+    /// Connections beyond this get RESOURCE_EXHAUSTED (request id 0) and a close.
+    public var maxConnections = 1024
+    /// Requests one connection may have running; it is not read meanwhile.
+    public var maxInFlightPerConnection = 32
+    /// Frames up to this size are read and decoded on the event loop at once;
+    /// larger ones first reserve their size from `maxInflightBytes` and are
+    /// decoded off the event loop, so no GetPage waits behind them.
+    public var smallFrameBytes = 64 << 10
+    /// Large request bytes being received, decoded or served, across all
+    /// connections; past it those connections are not read until it drains.
+    public var maxInflightBytes = 256 << 20
+    /// Records, patches and other sub-messages one request may hold: a frame
+    /// of millions of empty records is refused before anything is built.
+    public var maxMessagesPerRequest = 262_144
+    /// A GetPage's `wait_ms` is capped to this.
+    public var maxWaitLsn: Duration = .seconds(60)
+    /// A frame must arrive within this, plus one second per MiB of its size,
+    /// from its first byte (slow peers are dropped).
+    public var frameTimeout: Duration = .seconds(10)
+    /// A connection with nothing running and nothing arriving for this long is closed.
+    public var idleTimeout: Duration = .seconds(600)
+    /// How long accept pauses after the process ran out of descriptors.
+    public var acceptBackoff: Duration = .milliseconds(250)
+
+    public init() {}
+
+    /// What one connection can hold at most: its read buffer, its unread
+    /// responses (the write buffer's high water mark plus one per request running).
+    public var perConnectionBytes: Int { smallFrameBytes * 4 + 64 << 10 + maxInFlightPerConnection * (8 << 10 + 64) }
 }

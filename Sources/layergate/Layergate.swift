@@ -12,7 +12,7 @@ struct Layergate: AsyncParsableCommand {
         commandName: "layergate",
         abstract: "Talk to a LayerGate page server.",
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
-                      FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self])
+                      FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
 
     /// Global options (`--socket`, `--json`) may come before the subcommand
     /// too (`layergate --socket S status`): move them after it, where each
@@ -21,9 +21,9 @@ struct Layergate: AsyncParsableCommand {
         var args = Array(CommandLine.arguments.dropFirst())
         var globals: [String] = []
         while let first = args.first {
-            if first == "--json" || first.hasPrefix("--socket=") {
+            if first == "--json" || first.hasPrefix("--socket=") || first.hasPrefix("--token=") {
                 globals.append(args.removeFirst())
-            } else if first == "--socket", args.count >= 2 {
+            } else if (first == "--socket" || first == "--token"), args.count >= 2 {
                 globals += args[0...1]
                 args.removeFirst(2)
             } else {
@@ -46,11 +46,14 @@ struct Layergate: AsyncParsableCommand {
 
 struct GlobalOptions: ParsableArguments {
     @Option(help: "The server's Unix socket.") var socket = "./.layergate/layergate.sock"
+    @Option(help: "A token to send (when the server checks them); default: $LAYERGATE_TOKEN.") var token: String?
     @Flag(help: "Print JSON instead of text.") var json = false
+
+    var effectiveToken: String { token ?? ProcessInfo.processInfo.environment["LAYERGATE_TOKEN"] ?? "" }
 
     func connect() async throws -> LayerGateClient {
         do {
-            return try await LayerGateClient.connect(socketPath: socket)
+            return try await LayerGateClient.connect(socketPath: socket, token: effectiveToken)
         } catch {
             throw CLIError("cannot connect to \(socket): \(error) (is layergated running?)")
         }

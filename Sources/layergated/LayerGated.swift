@@ -4,6 +4,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import Foundation
 import LayerGateServer
 import LayerGateStorage
 import Logging
@@ -32,6 +33,12 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "Free MiB kept on the data directory's filesystem beyond what flushing memory needs; ingest stops before it.")
     var diskReserveMib = 64
     @Option(help: "Layer-file descriptors kept open at most (reopened on demand).") var maxOpenLayerFiles = 256
+    @Option(help: "Connections at most; one more gets RESOURCE_EXHAUSTED and is closed.") var maxConnections = 1024
+    @Option(help: "A GetPage's wait_ms is capped to this many milliseconds.") var maxWaitLsnMs = 60_000
+    @Option(help: "MiB of large requests being received, decoded or served at once; past it the server stops reading them.")
+    var maxInflightMib = 256
+    @Option(help: "An Ed25519 public key (PEM) that signs tokens: then every request needs one (auth_token).")
+    var authPublicKey: String?
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
@@ -43,11 +50,12 @@ struct LayerGated: AsyncParsableCommand {
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
                           ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
                           ("--compaction-period-s", compactionPeriodS), ("--max-frame-mib", maxFrameMib),
-                          ("--compaction-target-mib", compactionTargetMib), ("--max-open-layer-files", maxOpenLayerFiles)]
+                          ("--compaction-target-mib", compactionTargetMib), ("--max-open-layer-files", maxOpenLayerFiles),
+                          ("--max-connections", maxConnections), ("--max-inflight-mib", maxInflightMib)]
         where v < 1 {
             throw ValidationError("\(name) must be at least 1")
         }
-        guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0, diskReserveMib >= 0 else { throw ValidationError("negative durations are not allowed") }
+        guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0, diskReserveMib >= 0, maxWaitLsnMs >= 0 else { throw ValidationError("negative durations are not allowed") }
     }
 
     func run() async throws {
@@ -73,13 +81,27 @@ struct LayerGated: AsyncParsableCommand {
         config.tenant.gcHorizonLsn = UInt64(gcHorizonMib) << 20
         config.tenant.waitLsnTimeout = .milliseconds(waitLsnTimeoutMs)
         config.tenant.diskReserveBytes = diskReserveMib << 20
-        // Layer files share the descriptor table with connections and WAL
-        // segments: never more than a quarter of it.
+        config.limits.maxConnections = maxConnections
+        config.limits.maxWaitLsn = .milliseconds(maxWaitLsnMs)
+        config.limits.maxInflightBytes = maxInflightMib << 20
+        if let authPublicKey {
+            do { config.authPublicKeyPEM = try String(contentsOfFile: authPublicKey, encoding: .utf8) } catch {
+                logger.critical("--auth-public-key \(authPublicKey): \(error)")
+                throw ExitCode(2)
+            }
+        }
+        // The descriptor table, shared so that it never runs out (some of the
+        // runtime cannot survive that): a quarter for layer files, a quarter
+        // for open tenants, half for connections, a little for the rest.
         let limit = raiseDescriptorLimit(logger: logger)
         config.tenant.maxOpenLayerFiles = max(8, min(maxOpenLayerFiles, limit / 4))
-        if config.tenant.maxOpenLayerFiles < maxOpenLayerFiles {
-            logger.warning("--max-open-layer-files lowered to a quarter of the descriptor limit", metadata: [
-                "max_open_layer_files": "\(config.tenant.maxOpenLayerFiles)", "descriptor_limit": "\(limit)",
+        config.tenant.maxTenantDescriptors = limit / 4
+        config.limits.maxConnections = max(4, min(maxConnections, limit / 2 - min(64, limit / 8)))
+        if config.tenant.maxOpenLayerFiles < maxOpenLayerFiles || config.limits.maxConnections < maxConnections {
+            logger.warning("limits lowered to fit the descriptor limit (raise it with ulimit -n)", metadata: [
+                "descriptor_limit": "\(limit)", "max_open_layer_files": "\(config.tenant.maxOpenLayerFiles)",
+                "max_connections": "\(config.limits.maxConnections)",
+                "max_open_tenants": "\(config.tenant.maxTenantDescriptors / DescriptorBudget.perTenant)",
             ])
         }
         let server = Server(config: config, logger: logger)

@@ -171,26 +171,29 @@ struct ServerTests {
         let c = try await server.client()
         try await c.createTenant(tenantA)
         try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
-        // In flight when SIGTERM arrives: a read that waits 500 ms for an LSN that never comes.
+        // In flight when SIGTERM arrives: a read that would wait a minute for an LSN that never comes.
         let before = try await c.serverStatus().requests
-        let waiting = Task { () -> Wire.ErrorCode? in
+        let waiting = Task { () -> (Wire.ErrorCode, String)? in
             do {
-                _ = try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 20, waitMs: 500)
+                _ = try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 20, waitMs: 60_000)
                 return nil
-            } catch let ClientError.server(code, _) {
-                return code
+            } catch let ClientError.server(code, message) {
+                return (code, message)
             } catch {
-                return .unspecified
+                return (.unspecified, "\(error)")
             }
         }
         // Signal only once the server has the read (the status call itself counts one more).
         let probe = try await server.client()
         while try await probe.serverStatus().requests < before + 3 { try await Task.sleep(for: .milliseconds(5)) }
         await probe.close()
+        let signalled = ContinuousClock.now
         kill(server.process.processIdentifier, SIGTERM)
-        // It is answered (not cut off) before the server exits.
-        #expect(await waiting.value == .lsnNotAvailable)
+        // It is answered at once, TENANT_UNAVAILABLE, not cut off and not left to wait out its minute.
+        let answer = await waiting.value
+        #expect(answer?.0 == .tenantUnavailable && answer?.1.contains("shutting down") == true, "\(String(describing: answer))")
         #expect(await server.stop() == 0)
+        #expect(ContinuousClock.now - signalled < .seconds(10), "SIGTERM exits within 10 s")
         #expect(!FileManager.default.fileExists(atPath: dir.socket))
         await c.close()
     }
