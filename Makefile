@@ -3,7 +3,7 @@ SWIFT ?= swift
 BENCH_ARGS ?=
 TORTURE_MINUTES ?= 1
 
-.PHONY: run test build deps bench proto testdata c-client clean torture
+.PHONY: run test build deps bench proto testdata c-client clean torture fuzz
 
 # Runs layergated on DESIGN.md's defaults: socket ./.layergate/layergate.sock,
 # data in ./.layergate/data. Stop it with Ctrl-C (graceful shutdown).
@@ -61,6 +61,17 @@ test: deps
 		else echo "make: protoc-c not installed: not re-checking Protocol/testdata/*.bin against the .txtpb (make testdata installs it)"; fi
 	@echo "make: building and testing the C client (clients/c)"
 	$(MAKE) -C clients/c test LAYERGATED=$(CURDIR)/.build/debug/layergated
+
+# libFuzzer over what LayerGate reads from peers and disks: the request and
+# response decoders, layer files and WAL segments (Sources/LayerGateFuzz), and
+# the C client's response handling. FUZZ_SECONDS per target (default 60).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@echo "make: building layergate-fuzz with -sanitize=fuzzer (.build/fuzz)"
+	$(SWIFT) build --scratch-path .build/fuzz --product layergate-fuzz \
+		-Xswiftc -sanitize=fuzzer -Xswiftc -DLAYERGATE_FUZZ -Xswiftc -use-ld=lld
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+	$(MAKE) -C clients/c fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 # Release-built storage measurements (not a test); see README.
 bench: deps

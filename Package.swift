@@ -106,6 +106,16 @@ let package = Package(
             dependencies: ["LayerGateStorage"]
         ),
         // Subprocess driven by the crash tests: ingests, flushes, and dies on cue.
+        // Fuzz targets over the Wire decoder and the storage readers (make fuzz), and their replay.
+        .target(
+            name: "LayerGateFuzz",
+            dependencies: ["LayerGateWire", "LayerGateStorage", "LayerGateTestSupport"]
+        ),
+        .executableTarget(
+            name: "layergate-fuzz",
+            dependencies: ["LayerGateFuzz"],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
         .executableTarget(
             name: "layergate-testhelper",
             dependencies: ["LayerGateStorage", "LayerGateTestSupport"]
@@ -120,11 +130,12 @@ let package = Package(
         ),
         .testTarget(
             name: "LayerGateServerTests",
-            dependencies: ["LayerGateClient", "LayerGateWire", "layergated", "layergate"]
+            dependencies: ["LayerGateClient", "LayerGateWire", "LayerGateAuth", "layergated", "layergate",
+                           .product(name: "JWTKit", package: "jwt-kit")]
         ),
         .testTarget(
             name: "LayerGateStorageTests",
-            dependencies: ["LayerGateStorage", "LayerGateTestSupport", "layergate-testhelper"]
+            dependencies: ["LayerGateStorage", "LayerGateTestSupport", "LayerGateFuzz", "layergate-testhelper"]
         ),
     ],
     swiftLanguageModes: [.v6]

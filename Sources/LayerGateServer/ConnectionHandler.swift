@@ -352,19 +352,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// sub-messages), then decodes it.
     static func decode(_ frame: ByteBuffer, limits: ServerLimits) -> Result<Wire.Request, Decoded> {
         frame.withUnsafeReadableBytes { raw -> Result<Wire.Request, Decoded> in
-            let shape = MessageShape.ofRequest(raw, maxMessages: limits.maxMessagesPerRequest)
-            if shape.tooManyMessages {
-                return .failure(Decoded(requestId: 0, code: .invalidArgument,
-                                        message: "the request holds more than \(limits.maxMessagesPerRequest) records, patches and other messages; split it"))
+            Wire.decodeCheckedRequest(raw, maxMessages: limits.maxMessagesPerRequest).mapError { r in
+                Decoded(requestId: r.requestId, code: .invalidArgument, message: r.message)
             }
-            guard let request = try? Wire.decodeRequest(raw) else {
-                return .failure(Decoded(requestId: 0, code: .invalidArgument, message: "frame does not decode as a layergate.v1.Request"))
-            }
-            if let field = shape.badString {
-                return .failure(Decoded(requestId: request.requestId, code: .invalidArgument,
-                                        message: "\(field) is not valid UTF-8, or holds a NUL byte"))
-            }
-            return .success(request)
         }
     }
 }

@@ -44,7 +44,9 @@ final class ServerProcess: @unchecked Sendable {
         self.dir = dir
         stderrFile = dir.path + "/server-\(UUID().uuidString.prefix(8)).log"
         _ = FileManager.default.createFile(atPath: stderrFile, contents: nil)
-        let server = try builtExecutable("layergated")
+        // `make test` points this at the release build for the tests that measure the server.
+        let server = try ProcessInfo.processInfo.environment["LAYERGATE_SERVER_BIN"].map { URL(fileURLWithPath: $0) }
+            ?? builtExecutable("layergated")
         let args = ["--socket", dir.socket, "--data-dir", dataDir ?? dir.data, "--page-cache-mib", "16",
                     "--log-level", "warning"] + extraArgs
         if let first = launcher.first {
@@ -154,6 +156,16 @@ final class RawConnection {
 
     /// True when the server has closed the connection.
     func isClosed() -> Bool { readExactly(1) == nil }
+
+    /// Whether the server has closed the connection, without waiting (what it sent is discarded).
+    func isClosedNow() -> Bool {
+        var sink = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let r = sink.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if r > 0 { continue }
+            return r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)
+        }
+    }
 
     private func readExactly(_ n: Int) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: n)

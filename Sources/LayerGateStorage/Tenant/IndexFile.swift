@@ -124,6 +124,11 @@ public struct IndexFile: Codable, Equatable, Sendable {
         sealed.formatVersion = Self.formatVersion
         sealed.checksum = sealed.computedChecksum()
         let data = Self.encode(sealed)
+        // What a load would refuse is never written: the commit fails instead, and the tenant serves on.
+        guard data.count <= Self.maxBytes else {
+            throw .resourceExhausted(
+                "tenant \(StorageError.printable(tenantId)): index.json would list \(layers.count) layers in \(data.count) bytes, more than the \(Self.maxBytes >> 20) MiB a load reads; compact the tenant")
+        }
         let fs = directory.fs
         let temp = directory.child(Self.tempName)
         let final = directory.child(Self.fileName)

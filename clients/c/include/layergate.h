@@ -100,6 +100,13 @@ LG_API lg_status lg_connect(const char *socket_path, int timeout_ms, lg_conn **o
 /* Closes the connection and frees it. NULL is allowed. */
 LG_API void lg_close(lg_conn *conn);
 
+/*
+ * The token (a JWT from `layergate token`) sent with every later request, for a server
+ * started with --auth-public-key. The string is copied. NULL: send none. LG_INVALID_ARGUMENT
+ * for an empty token, one over 4096 bytes, or one with bytes other than printable ASCII.
+ */
+LG_API lg_status lg_set_auth_token(lg_conn *conn, const char *token);
+
 /* The time limit of each later call (0: LG_DEFAULT_TIMEOUT_MS; negative: no limit). */
 LG_API void lg_set_timeout(lg_conn *conn, int timeout_ms);
 

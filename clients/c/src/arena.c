@@ -16,6 +16,7 @@ bool lg__arena_init(lg_arena *a, size_t cap) {
     a->base = malloc(cap);
     if (a->base == NULL) return false;
     a->cap = cap;
+    a->limit = SIZE_MAX;
     a->allocator = (ProtobufCAllocator){.alloc = arena_alloc_cb, .free = arena_free_cb, .allocator_data = a};
     return true;
 }
@@ -24,6 +25,10 @@ void *lg__arena_alloc(lg_arena *a, size_t size) {
     const size_t align = _Alignof(max_align_t);
     size_t rounded = (size + align - 1) & ~(align - 1);
     if (rounded < size) { a->failed = true; return NULL; }
+    if (rounded > a->limit || a->used + a->overflow_bytes > a->limit - rounded) {
+        a->failed = a->over_limit = true;
+        return NULL;
+    }
 #ifndef LG_ARENA_EACH_MALLOC  /* sanitizer builds: each allocation its own block, so overruns are seen */
     if (a->cap - a->used >= rounded) {
         void *p = a->base + a->used;
@@ -46,8 +51,9 @@ void lg__arena_reset(lg_arena *a) {
         free(a->overflow);
         a->overflow = next;
     }
-    /* Grow to what the last message needed, so the next one like it fits in one block. */
-    if (a->overflow_bytes > 0 && need <= (size_t)64 << 20) {
+    /* Grow to what the last message needed, so the next one like it fits in one block; but
+     * only up to LG_KEEP_BYTES, so that one large answer is given back after its call. */
+    if (a->overflow_bytes > 0 && need <= LG_KEEP_BYTES) {
         unsigned char *bigger = malloc(need);
         if (bigger != NULL) {
             free(a->base);
@@ -57,7 +63,8 @@ void lg__arena_reset(lg_arena *a) {
     }
     a->overflow_bytes = 0;
     a->used = 0;
-    a->failed = false;
+    a->failed = a->over_limit = false;
+    a->limit = SIZE_MAX;
 }
 
 void lg__arena_free(lg_arena *a) {

@@ -159,6 +159,7 @@ lg_status lg_tenant_status(lg_conn *c, const char *tenant_id, lg_tenant_info *ou
         if (t->layers[i]->is_image) out->image_layer_count++;
         out->layer_bytes += t->layers[i]->size;
     }
+    lg__arena_reset(&c->arena);  /* everything is copied out: a long layer list is given back now */
     return LG_OK;
 }
 

@@ -14,8 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Bigger answers than this are not a LayerGate server talking (its frames stop at 16 MiB by default). */
-#define LG_MAX_ANSWER_BYTES ((size_t)256 << 20)
 #define LG_READ_CHUNK ((size_t)64 << 10)
 
 static int64_t now_ms(void) {
@@ -98,7 +96,14 @@ static bool buf_reserve(lg_buf *b, size_t extra) {
     return true;
 }
 
-lg_status lg_connect(const char *path, int timeout_ms, lg_conn **out) {
+/* An empty buffer that grew for one large frame is given back. */
+static void release_if_large(lg_buf *b) {
+    if (b->start != b->end || b->cap <= LG_KEEP_BYTES) return;
+    free(b->data);
+    *b = (lg_buf){0};
+}
+
+lg_status lg__conn_new(int timeout_ms, lg_conn **out) {
     lg_conn *c = calloc(1, sizeof *c);
     *out = c;
     if (c == NULL) return LG_OUT_OF_MEMORY;
@@ -107,6 +112,13 @@ lg_status lg_connect(const char *path, int timeout_ms, lg_conn **out) {
     c->timeout_ms = normalised_timeout(timeout_ms);
     snprintf(c->closed_reason, sizeof c->closed_reason, "never connected");
     if (!lg__arena_init(&c->arena, 32 << 10)) return lg__fail(c, LG_OUT_OF_MEMORY, "out of memory");
+    return LG_OK;
+}
+
+lg_status lg_connect(const char *path, int timeout_ms, lg_conn **out) {
+    lg_status made = lg__conn_new(timeout_ms, out);
+    if (made != LG_OK) return made;
+    lg_conn *c = *out;
     if (path == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "socket path is NULL");
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     size_t len = strlen(path);
@@ -151,8 +163,31 @@ void lg_close(lg_conn *c) {
     if (c->fd >= 0) close(c->fd);
     free(c->out.data);
     free(c->in.data);
+    free(c->auth_token);
     lg__arena_free(&c->arena);
     free(c);
+}
+
+/* Tokens are a few hundred bytes; a bound keeps every request small. */
+#define LG_MAX_TOKEN_BYTES 4096
+
+lg_status lg_set_auth_token(lg_conn *c, const char *token) {
+    if (c == NULL) return LG_INVALID_ARGUMENT;
+    if (token != NULL) {
+        size_t len = strnlen(token, LG_MAX_TOKEN_BYTES + 1);
+        if (len == 0 || len > LG_MAX_TOKEN_BYTES)
+            return lg__fail(c, LG_INVALID_ARGUMENT, "token is %s bytes; it must be 1 to %d", len ? "more than 4096" : "0",
+                            LG_MAX_TOKEN_BYTES);
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)token[i] <= ' ' || (unsigned char)token[i] >= 0x7F)
+                return lg__fail(c, LG_INVALID_ARGUMENT, "token has a byte 0x%02x at %zu; a JWT is printable ASCII",
+                                (unsigned char)token[i], i);
+    }
+    char *copy = token ? strdup(token) : NULL;
+    if (token != NULL && copy == NULL) return lg__fail(c, LG_OUT_OF_MEMORY, "out of memory");
+    free(c->auth_token);
+    c->auth_token = copy;
+    return lg__ok(c);
 }
 
 void lg_set_timeout(lg_conn *c, int timeout_ms) { c->timeout_ms = normalised_timeout(timeout_ms); }
@@ -162,6 +197,7 @@ const char *lg_errmsg(const lg_conn *c) { return c ? c->message : "out of memory
 int lg_server_code(const lg_conn *c) { return c ? c->server_code : 0; }
 
 lg_status lg__queue(lg_conn *c, Request *req) {
+    if (c->auth_token != NULL) req->auth_token = c->auth_token;  /* packing only reads it */
     size_t size = layergate__v1__request__get_packed_size(req);
     if (size > UINT32_MAX) return lg__fail(c, LG_FRAME_TOO_LARGE, "request of %zu bytes cannot be framed", size);
     if (!buf_reserve(&c->out, 4 + size)) return lg__fail(c, LG_OUT_OF_MEMORY, "out of memory for a %zu-byte request", size);
@@ -192,6 +228,7 @@ static lg_status write_some(lg_conn *c) {
         return lg__fail(c, LG_IO_ERROR, "send: %s", strerror(err));
     }
     c->out.start = c->out.end = 0;  /* a fresh buffer starts at a frame boundary (see the timeout rule) */
+    release_if_large(&c->out);
     return LG_OK;
 }
 
@@ -216,10 +253,11 @@ static lg_status take_answers(lg_conn *c, lg_exchange *x) {
     while (x->answered < x->count && c->in.end - c->in.start >= 4) {
         const unsigned char *p = c->in.data + c->in.start;
         size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-        if (len > LG_MAX_ANSWER_BYTES) {
+        size_t limit = x->max_answer > c->late_answer_limit ? x->max_answer : c->late_answer_limit;
+        if (len > limit) {
             close_fd(c, "the server sent an oversized frame");
-            return lg__fail(c, LG_PROTOCOL_ERROR, "the server sent a frame of %zu bytes (at most %zu expected)", len,
-                            LG_MAX_ANSWER_BYTES);
+            return lg__fail(c, LG_PROTOCOL_ERROR, "the server sent a frame of %zu bytes where at most %zu can answer this call",
+                            len, limit);
         }
         if (c->in.end - c->in.start < 4 + len) {
             if (!buf_reserve(&c->in, 4 + len - (c->in.end - c->in.start)))
@@ -227,12 +265,21 @@ static lg_status take_answers(lg_conn *c, lg_exchange *x) {
             return LG_OK;
         }
         lg__arena_reset(&c->arena);
+        /* What an honest answer unpacks to is within a small multiple of its size (strings and
+         * bytes copied once, a struct per message); many empty sub-messages are not honest. */
+        c->arena.limit = 4 * len + (64 << 10);
         Response *r = layergate__v1__response__unpack(&c->arena.allocator, len, p + 4);
         c->in.start += 4 + len;
-        if (c->in.start == c->in.end) c->in.start = c->in.end = 0;
+        if (c->in.start == c->in.end) {
+            c->in.start = c->in.end = 0;
+            release_if_large(&c->in);
+        }
         if (r == NULL) {
-            bool oom = c->arena.failed;
+            bool oom = c->arena.failed && !c->arena.over_limit;
             close_fd(c, "the server sent an answer that does not decode");
+            if (c->arena.over_limit)
+                return lg__fail(c, LG_PROTOCOL_ERROR, "the server sent a %zu-byte answer that would take more than %zu bytes to unpack",
+                                len, c->arena.limit);
             if (oom) return lg__fail(c, LG_OUT_OF_MEMORY, "out of memory decoding a %zu-byte answer", len);
             return lg__fail(c, LG_PROTOCOL_ERROR, "the server sent %zu bytes that are not a Response", len);
         }
@@ -270,6 +317,8 @@ lg_status lg__exchange(lg_conn *c, lg_exchange *x) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return lg__fail(c, LG_IO_ERROR, "poll: %s", strerror(errno));
         if (n == 0) {
+            /* Answers to this call may still come, before later calls' answers. */
+            if (x->max_answer > c->late_answer_limit) c->late_answer_limit = x->max_answer;
             if (c->out.start > 0 && c->out.start < c->out.end)
                 close_fd(c, "an earlier call timed out with a request partly written");
             else
@@ -313,7 +362,9 @@ lg_status lg__call(lg_conn *c, Request *req, Layergate__V1__Response__BodyCase e
     lg_status s = lg__queue(c, req);
     if (s != LG_OK) return s;
     struct single one = {0};
-    lg_exchange x = {.first_id = req->request_id, .count = 1, .on_answer = single_answer, .ctx = &one};
+    bool lists = expected == LAYERGATE__V1__RESPONSE__BODY_TENANT_STATUS || expected == LAYERGATE__V1__RESPONSE__BODY_SERVER_STATUS;
+    lg_exchange x = {.max_answer = lists ? LG_LARGE_ANSWER_BYTES : LG_SMALL_ANSWER_BYTES,
+                     .first_id = req->request_id, .count = 1, .on_answer = single_answer, .ctx = &one};
     s = lg__exchange(c, &x);
     if (s != LG_OK) return s;
     const Response *r = one.answer;

@@ -22,11 +22,19 @@ typedef struct lg_arena {
     lg_arena_chunk *overflow;   /* extra chunks since the last reset */
     size_t overflow_bytes;
     bool failed;                /* an allocation failed since the last reset */
+    bool over_limit;            /* ... because it would pass limit */
+    size_t limit;               /* bytes an unpack may take (SIZE_MAX while building requests) */
     ProtobufCAllocator allocator;
 } lg_arena;
 
 bool lg__arena_init(lg_arena *a, size_t cap);
 void lg__arena_reset(lg_arena *a);
+/* Beyond these, buffers and the arena are given back after each use, so one big answer does not pin memory. */
+#define LG_KEEP_BYTES ((size_t)1 << 20)
+/* Answers: a page (8 KiB) with its envelope, or an error message, fit in the small size; only
+ * the status calls (layer lists, tenant lists) can need the large one. */
+#define LG_SMALL_ANSWER_BYTES ((size_t)64 << 10)
+#define LG_LARGE_ANSWER_BYTES ((size_t)64 << 20)
 void lg__arena_free(lg_arena *a);
 void *lg__arena_alloc(lg_arena *a, size_t size);
 
@@ -49,6 +57,8 @@ struct lg_conn {
     lg_buf out;               /* frames not yet written */
     lg_buf in;                /* bytes read, not yet a whole frame */
     lg_arena arena;
+    char *auth_token;         /* sent with every request; NULL: none */
+    size_t late_answer_limit; /* the largest answer a timed-out call may still send */
 };
 
 /*
@@ -60,6 +70,7 @@ struct lg_conn {
  * refill, when set, may queue more requests whenever conn->out runs low.
  */
 typedef struct lg_exchange {
+    size_t max_answer;   /* the biggest frame an answer to these calls can be (a server that sends more is not trusted) */
     uint64_t first_id;
     size_t count;
     size_t answered;
@@ -69,6 +80,9 @@ typedef struct lg_exchange {
 } lg_exchange;
 
 lg_status lg__exchange(lg_conn *conn, lg_exchange *x);
+
+/* A connection with no socket yet (lg_connect's first step; the fuzz harness adopts a socketpair). */
+lg_status lg__conn_new(int timeout_ms, lg_conn **out);
 
 /* Appends one frame (length + packed request) to conn->out. */
 lg_status lg__queue(lg_conn *conn, Request *req);

@@ -87,7 +87,7 @@ static lg_status read_pages(lg_conn *c, const char *tenant_id, lg_page_read *rea
     }
     if (count == 0) return lg__ok(c);
     reads_ctx ctx = {.tenant_id = tenant_id, .reads = reads, .count = count, .first_failed = count, .batch = batch};
-    lg_exchange x = {.first_id = c->next_id, .count = count, .on_answer = page_answer, .refill = refill, .ctx = &ctx};
+    lg_exchange x = {.max_answer = LG_SMALL_ANSWER_BYTES, .first_id = c->next_id, .count = count, .on_answer = page_answer, .refill = refill, .ctx = &ctx};
     s = lg__exchange(c, &x);
     if (s != LG_OK) {
         for (size_t i = 0; i < count; i++)

@@ -6,7 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "check.h"
-#include "listener.h"
+#include "peer.h"
 #include "layergate.h"
 
 #include <errno.h>
@@ -21,64 +21,6 @@
 
 static const char *T = "0123456789abcdef0123456789abcdef";
 
-/* What the peer does on its one connection: read `frames` request frames, send `reply`, then maybe close. */
-typedef struct peer {
-    test_listener listener;
-    int frames;
-    unsigned char reply[1 << 16];
-    size_t reply_len;
-    bool close_after;
-    bool hold_open;     /* keep the connection until the client closes it */
-    pthread_t thread;
-} peer;
-
-static bool read_full(int fd, unsigned char *buf, size_t n) {
-    while (n > 0) {
-        ssize_t r = read(fd, buf, n);
-        if (r <= 0) return false;
-        buf += r, n -= (size_t)r;
-    }
-    return true;
-}
-
-static void *peer_main(void *arg) {
-    peer *p = arg;
-    int fd = accept(p->listener.fd, NULL, NULL);
-    if (fd < 0) return NULL;
-    for (int i = 0; i < p->frames; i++) {
-        unsigned char len[4], body[1 << 16];
-        if (!read_full(fd, len, 4)) break;
-        size_t n = (size_t)len[0] << 24 | (size_t)len[1] << 16 | (size_t)len[2] << 8 | len[3];
-        if (n > sizeof body || !read_full(fd, body, n)) break;
-    }
-    if (p->reply_len > 0 && write(fd, p->reply, p->reply_len) != (ssize_t)p->reply_len) perror("peer write");
-    if (p->hold_open) {
-        unsigned char sink[4096];
-        while (read(fd, sink, sizeof sink) > 0) {}
-    }
-    close(fd);
-    return NULL;
-}
-
-static void peer_start(peer *p) {
-    if (!listener_open(&p->listener, 4)) exit(1);
-    pthread_create(&p->thread, NULL, peer_main, p);
-}
-
-static void peer_stop(peer *p) {
-    pthread_join(p->thread, NULL);
-    listener_close(&p->listener);
-}
-
-/* Appends a frame: 4-byte big-endian length, then the body. */
-static void frame(peer *p, const unsigned char *body, size_t n) {
-    if (p->reply_len + 4 + n > sizeof p->reply) { printf("test bug: the peer's script is too long\n"); exit(1); }
-    unsigned char *o = p->reply + p->reply_len;
-    o[0] = (unsigned char)(n >> 24), o[1] = (unsigned char)(n >> 16), o[2] = (unsigned char)(n >> 8), o[3] = (unsigned char)n;
-    memcpy(o + 4, body, n);
-    p->reply_len += 4 + n;
-}
-
 /* Response{request_id = id, get_page = {page = `len` bytes of `fill`, lsn = 5}} */
 static void page_answer(peer *p, unsigned id, size_t len, unsigned char fill) {
     unsigned char b[9000];
@@ -90,13 +32,6 @@ static void page_answer(peer *p, unsigned id, size_t len, unsigned char fill) {
     memset(b + n, fill, len), n += len;
     b[n++] = 0x10, b[n++] = 0x05;
     frame(p, b, n);
-}
-
-static lg_conn *connect_to(peer *p, int timeout_ms) {
-    lg_conn *c;
-    lg_status s = lg_connect(p->listener.path, timeout_ms, &c);
-    CHECK(s == LG_OK, "connect: %s", lg_errmsg(c));
-    return c;
 }
 
 static unsigned char page[LG_PAGE_SIZE];
@@ -226,6 +161,71 @@ static void connect_timeout(void) {
     listener_close(&l);
 }
 
+/* Response{request_id = 1, tenant_status = {layers = n empty LayerInfo}}: 2 bytes on the wire per
+ * layer, a struct and a pointer each once unpacked. */
+static void empty_layers_answer(peer *p, size_t n) {
+    size_t inner = 2 * n;
+    unsigned char *b = big_frame(p, 2 + 1 + 4 + inner), *o = b;
+    *o++ = 0x08, *o++ = 0x01, *o++ = 0x7a;  /* field 15, length-delimited */
+    for (int i = 0; i < 4; i++) *o++ = (unsigned char)((inner >> (7 * i)) & 0x7F) | (i < 3 ? 0x80 : 0);
+    for (size_t i = 0; i < n; i++) *o++ = 0x32, *o++ = 0x00;
+}
+
+static void hostile_sizes(void) {
+    /* A GetPage answer is about 8 KiB: a 1 MiB frame is refused from its header. */
+    peer p = {.frames = 1, .hold_open = true};
+    unsigned char *b = big_frame(&p, 1 << 20);
+    memset(b, 0, 1 << 20);
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    lg_status s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_PROTOCOL_ERROR && strstr(lg_errmsg(c), "at most 65536"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&p);
+
+    /* 16 MiB of empty layers would unpack to about 600 MiB: refused at the arena's bound. */
+    peer q = {.frames = 1, .hold_open = true};
+    empty_layers_answer(&q, (16 << 20) / 2 - 8);
+    peer_start(&q);
+    c = connect_to(&q, 60000);
+    lg_tenant_info info;
+    s = lg_tenant_status(c, T, &info);
+    CHECK(s == LG_PROTOCOL_ERROR && strstr(lg_errmsg(c), "to unpack"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&q);
+
+    /* And a status answer over 64 MiB is refused from its header. */
+    peer r = {.frames = 1, .hold_open = true};
+    memcpy(r.reply, (const unsigned char[]){0x04, 0x00, 0x00, 0x01}, 4);
+    r.reply_len = 4;
+    peer_start(&r);
+    c = connect_to(&r, 5000);
+    s = lg_tenant_status(c, T, &info);
+    CHECK(s == LG_PROTOCOL_ERROR && strstr(lg_errmsg(c), "67108865"), "%s: %s", lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&r);
+}
+
+static void auth_token(void) {
+    peer p = {.frames = 1, .hold_open = true};
+    page_answer(&p, 1, LG_PAGE_SIZE, 0x5A);
+    peer_start(&p);
+    lg_conn *c = connect_to(&p, 5000);
+    CHECK(lg_set_auth_token(c, "") == LG_INVALID_ARGUMENT, "an empty token");
+    CHECK(lg_set_auth_token(c, "a b") == LG_INVALID_ARGUMENT && strstr(lg_errmsg(c), "0x20"), "%s", lg_errmsg(c));
+    static char long_token[5000];
+    memset(long_token, 'a', sizeof long_token - 1);
+    CHECK(lg_set_auth_token(c, long_token) == LG_INVALID_ARGUMENT, "a 4999-byte token");
+    CHECK(lg_set_auth_token(c, "hdr.claims.sig") == LG_OK, "%s", lg_errmsg(c));
+    lg_status s = lg_get_page(c, T, K, 1, page, sizeof page, NULL);
+    CHECK(s == LG_OK, "%s: %s", lg_status_name(s), lg_errmsg(c));
+    lg_close(c);
+    peer_stop(&p);
+    /* Request field 2 (auth_token), 14 bytes, after request_id (field 1). */
+    const unsigned char want[] = {0x12, 14, 'h', 'd', 'r', '.', 'c', 'l', 'a', 'i', 'm', 's', '.', 's', 'i', 'g'};
+    CHECK(p.request_len > 2 + sizeof want && memcmp(p.request + 2, want, sizeof want) == 0, "the request carries the token");
+}
+
 int main(void) {
     static const named_test tests[] = {
         {"a frame that is not a Response", garbage_frame},
@@ -235,6 +235,8 @@ int main(void) {
         {"an error for the whole connection (request id 0)", connection_level_error},
         {"a torn frame, then the peer closes", torn_frame_then_close},
         {"connect to a full accept backlog times out", connect_timeout},
+        {"answers bigger than their call, or that unpack to far more than their size", hostile_sizes},
+        {"a token set on the connection goes with every request", auth_token},
     };
     return run_tests("test_peer", tests, sizeof tests / sizeof tests[0]);
 }

@@ -1,0 +1,267 @@
+import Foundation
+import LayerGateClient
+import LayerGateWire
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 10: what hostile peers cost the server, read from the real process
+/// (its RSS in /proc), while another client keeps reading a cached page.
+/// `make test` runs these against the release build (LAYERGATE_SERVER_BIN);
+/// the bounds are the README's ("Security").
+@Suite("layergated under hostile peers: memory, descriptors, time", .serialized)
+struct ResourceBoundTests {
+    /// The README's bound for one connection, and what a test adds for the
+    /// server's own warm-up (page cache pages touched, allocator slack).
+    static let perConnectionMiB = 0.6
+    static let slackMiB = 48.0
+
+    @Test func sixtyConnectionsPipeliningWithoutReading() async throws {
+        let (server, probe) = try await Self.start()
+        let request = Wire.frame(Wire.encode(Wire.Request(requestId: 1, body: .getPage(
+            Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), lsn: 10)))))
+        let flood = (0..<200).flatMap { _ in request }
+        let before = try Self.rssMiB(server)
+        probe.start()
+        let greedy = try (0..<60).map { _ in try RawConnection(server.dir.socket) }
+        let deadline = ContinuousClock.now + .seconds(4)
+        var offered = 0
+        while ContinuousClock.now < deadline {
+            for g in greedy { offered += g.sendNonBlocking(flood) }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let grown = try Self.rssMiB(server) - before
+        let latency = await probe.stop()
+        let bound = 60 * Self.perConnectionMiB + Self.slackMiB
+        print("60 pipeliners: \(offered / request.count) requests offered, RSS +\(Self.fmt(grown)) MiB (bound \(Self.fmt(bound))), \(latency)")
+        #expect(grown < bound)
+        #expect(latency.p99 < .milliseconds(50), "\(latency)")
+        _ = greedy
+        #expect(await server.stop() == 0)
+    }
+
+    @Test func thousandsOfWaitsFromConnectionsThatClose() async throws {
+        let (server, probe) = try await Self.start()
+        try Self.raiseDescriptorLimit()
+        let before = try Self.rssMiB(server)
+        probe.start()
+        // Five rounds of 1,000: past the per-tenant cap (4,096) unless closed connections' waits are freed.
+        for round in 0..<5 {
+            var conns: [RawConnection] = []
+            for i in 0..<1000 {
+                let c = try RawConnection(server.dir.socket)
+                c.send(Wire.frame(Wire.encode(Wire.Request(requestId: 1, body: .getPage(
+                    Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), lsn: 1 << 40 + UInt64(round * 1000 + i), waitMs: 60_000))))))
+                conns.append(c)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            conns.removeAll()
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let grown = try Self.rssMiB(server) - before
+        let latency = await probe.stop()
+        print("5 × 1,000 abandoned waits: RSS +\(Self.fmt(grown)) MiB (bound \(Self.fmt(Self.slackMiB))), \(latency)")
+        #expect(grown < Self.slackMiB)
+        #expect(latency.p99 < .milliseconds(50), "\(latency)")
+        // The waits were freed: a new one is admitted and answered when its LSN arrives.
+        let c = try await server.client()
+        async let waited = c.getPage(tenant: tenantA, key: wkey(1), lsn: 11, waitMs: 10_000)
+        try await Task.sleep(for: .milliseconds(100))
+        let writer = try await server.client()
+        _ = try await writer.putRecords(tenant: tenantA, [wimage(1, 11)])
+        #expect(try await waited.page == wpage(1 << 32 | 11))
+        await c.close()
+        await writer.close()
+        #expect(await server.stop() == 0)
+    }
+
+    @Test func fourFramesOfSixteenMiBOfEmptyRecords() async throws {
+        let (server, probe) = try await Self.start()
+        // Request{request_id 1, put_records {tenant_id, records: millions of empty Records}}
+        let records = 8_000_000
+        var inner: [UInt8] = [0x0a, 32] + Array(tenantA.utf8)
+        inner.reserveCapacity(inner.count + 2 * records)
+        for _ in 0..<records { inner += [0x12, 0x00] }
+        let frame = Wire.frame([0x08, 0x01, 0x5a] + Self.varint(inner.count) + inner)
+        let beforeHWM = try Self.status(server, "VmHWM:")
+        probe.start()
+        let socket = server.dir.socket
+        // Blocking sends on threads of their own: the probe's tasks must not wait behind them.
+        let answers = await withCheckedContinuation { (done: CheckedContinuation<[String], Never>) in
+            let all = Mutex<[String]>([])
+            let group = DispatchGroup()
+            for _ in 0..<4 {
+                DispatchQueue.global().async(group: group) {
+                    // Again and again for 4 s, so that the probe sees the whole of it.
+                    let until = ContinuousClock.now + .seconds(4)
+                    var texts = Set<String>()
+                    repeat {
+                        var text = "no connection"
+                        if let conn = try? RawConnection(socket) {
+                            conn.send(frame)
+                            let answer = conn.readFrame().flatMap { try? Wire.decodeResponse($0) }
+                            if case .error(let e)? = answer?.body { text = e.code.name } else { text = String(describing: answer) }
+                        }
+                        texts.insert(text)
+                    } while ContinuousClock.now < until
+                    all.withLock { $0 += texts }
+                }
+            }
+            group.notify(queue: .global()) { done.resume(returning: all.withLock { $0 }) }
+        }
+        let peak = try Self.status(server, "VmHWM:") - beforeHWM
+        let latency = await probe.stop()
+        let bound = 4 * 16 * 2.5 + Self.slackMiB
+        print("4 × 16 MiB frames of empty records: \(answers), peak RSS +\(Self.fmt(peak)) MiB (bound \(Self.fmt(bound))), \(latency)")
+        #expect(answers == Array(repeating: "INVALID_ARGUMENT", count: 4))
+        #expect(peak < bound)
+        #expect(latency.p99 < .milliseconds(50), "\(latency)")
+        #expect(await server.stop() == 0)
+    }
+
+    @Test func aThousandSlowPeersAreDropped() async throws {
+        let (server, probe) = try await Self.start()
+        try Self.raiseDescriptorLimit()
+        let before = try Self.rssMiB(server)
+        probe.start()
+        // A frame of 1 KiB, sent a byte a second: it cannot arrive within the 10 s frame timeout.
+        let header: [UInt8] = [0, 0, 4, 0]
+        let slow = try (0..<1000).map { _ in try RawConnection(server.dir.socket) }
+        let start = ContinuousClock.now
+        var closed = 0
+        for second in 0..<16 {
+            for c in slow { _ = c.sendNonBlocking([second < 4 ? header[second] : 0x08]) }
+            try await Task.sleep(for: .seconds(1))
+            closed = slow.filter { $0.isClosedNow() }.count
+            if closed == slow.count { break }
+        }
+        let took = ContinuousClock.now - start
+        let grown = try Self.rssMiB(server) - before
+        let latency = await probe.stop()
+        let bound = 1000 * 0.1 + Self.slackMiB
+        print("1,000 slow peers: \(closed) dropped after \(took), RSS +\(Self.fmt(grown)) MiB (bound \(Self.fmt(bound))), \(latency)")
+        #expect(closed == slow.count)
+        #expect(took < .seconds(16), "closed 10 s after the first byte, checked each second")
+        #expect(grown < bound)
+        #expect(latency.p99 < .milliseconds(50), "\(latency)")
+        #expect(await server.stop() == 0)
+    }
+
+    /// Issue 10.5: with the descriptor table full (the connection cap set
+    /// above it), accept backs off instead of spinning, and the server serves
+    /// again once the connections close.
+    @Test func acceptAtTheDescriptorLimitDoesNotSpin() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--max-connections", "100000"],
+                                             launcher: ["/usr/bin/prlimit", "--nofile=128:128", "--"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        _ = try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        var idle: [RawConnection] = []
+        for _ in 0..<300 {
+            guard let conn = try? RawConnection(dir.socket) else { break }
+            idle.append(conn)
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let cpu0 = try Self.cpuSeconds(server)
+        try await Task.sleep(for: .seconds(3))
+        let cpu = try Self.cpuSeconds(server) - cpu0
+        print("descriptor table full (\(idle.count) connections offered): \(Self.fmt(cpu)) s of CPU in 3 s")
+        #expect(cpu < 0.5, "accept spins: \(cpu) s of CPU in 3 s")
+        #expect(server.process.isRunning)
+        idle.removeAll()
+        try await Task.sleep(for: .seconds(1))
+        let again = try await server.client()
+        #expect(try await again.getPage(tenant: tenantA, key: wkey(1), lsn: 10).page == wpage(1 << 32 | 10))
+        await again.close()
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    // MARK: helpers
+
+    static func start() async throws -> (ServerProcess, LatencyProbe) {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        _ = try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        _ = try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 10)
+        return (server, LatencyProbe(client: c))
+    }
+
+    static func status(_ server: ServerProcess, _ field: String) throws -> Double {
+        let text = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
+              let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { throw MissingBinary(name: "\(field) in /proc/…/status") }
+        return kb / 1024
+    }
+
+    static func rssMiB(_ server: ServerProcess) throws -> Double { try status(server, "VmRSS:") }
+
+    static func cpuSeconds(_ server: ServerProcess) throws -> Double {
+        let text = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/stat", encoding: .utf8)
+        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        let rest = text[text.index(after: text.lastIndex(of: ")")!)...].split(separator: " ")
+        return (Double(rest[11])! + Double(rest[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    static func raiseDescriptorLimit() throws {
+        var l = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &l)
+        l.rlim_cur = l.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &l)
+        guard l.rlim_cur >= 4096 else { throw MissingBinary(name: "a descriptor limit of 4096 (have \(l.rlim_cur))") }
+    }
+
+    static func varint(_ n: Int) -> [UInt8] {
+        var v = UInt64(n), out: [UInt8] = []
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        return out + [UInt8(v)]
+    }
+
+    static func fmt(_ x: Double) -> String { String(format: "%.1f", x) }
+}
+
+/// Reads a cached page over and over on its own connection and keeps each round trip's time.
+final class LatencyProbe: Sendable {
+    struct Summary: CustomStringConvertible {
+        var count: Int
+        var p50: Duration
+        var p99: Duration
+        var description: String { "GetPage meanwhile: \(count) reads, p50 \(p50), p99 \(p99)" }
+    }
+
+    let client: LayerGateClient
+    private let running = Atomic<Bool>(false)
+    private let samples = Mutex<[Duration]>([])
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(client: LayerGateClient) { self.client = client }
+
+    func start() {
+        running.store(true, ordering: .relaxed)
+        let t = Task {
+            while running.load(ordering: .relaxed) {
+                let t0 = ContinuousClock.now
+                _ = try? await client.getPage(tenant: tenantA, key: wkey(1), lsn: 10)
+                let d = ContinuousClock.now - t0
+                samples.withLock { $0.append(d) }
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        task.withLock { $0 = t }
+    }
+
+    func stop() async -> Summary {
+        running.store(false, ordering: .relaxed)
+        await task.withLock { $0 }?.value
+        let s = samples.withLock { $0 }.sorted()
+        guard !s.isEmpty else { return Summary(count: 0, p50: .zero, p99: .seconds(999)) }
+        return Summary(count: s.count, p50: s[s.count / 2], p99: s[min(s.count - 1, s.count * 99 / 100)])
+    }
+}
