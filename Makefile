@@ -47,18 +47,24 @@ build: deps
 # Builds every target (the crash tests need the layergate-testhelper binary), then
 # runs every test: unit, model-based, the crash-point and fault sweeps on a
 # simulated disk, the subprocess crash tests, the server integration tests
-# (a real tmpfs that fills up when run as root), one minute of
-# `layergate torture`, and the C client's tests (under valgrind) against the
-# layergated just built.
+# (a real tmpfs that fills up when run as root; hostile peers against the
+# release build), one minute of `layergate torture`, 30 s of each fuzz target,
+# and the C client's tests (under valgrind) against the layergated just built.
 test: deps
 	@echo "make: building all targets and tests"
 	$(SWIFT) build --build-tests
+	@echo "make: building the release layergated (the hostile-peer tests measure its memory and latency)"
+	$(SWIFT) build -c release --product layergated
 	@echo "make: running the Swift test suite"
 	$(SWIFT) test --skip-build
+	@echo "make: hostile peers against the release layergated, alone (memory, descriptors, a reader's latency)"
+	LAYERGATE_BOUNDS=1 LAYERGATE_SERVER_BIN=$(CURDIR)/.build/release/layergated $(SWIFT) test --skip-build --filter ResourceBoundTests
 	@echo "make: one minute of layergate torture (crashes, full disks, no descriptors; checked after every restart)"
 	.build/debug/layergate torture --minutes $(TORTURE_MINUTES)
 	@if command -v protoc-c >/dev/null; then scripts/gen-testdata.sh --check; \
 		else echo "make: protoc-c not installed: not re-checking Protocol/testdata/*.bin against the .txtpb (make testdata installs it)"; fi
+	@echo "make: 30 s of fuzzing per target (make fuzz FUZZ_SECONDS=N for longer)"
+	$(MAKE) fuzz FUZZ_SECONDS=30
 	@echo "make: building and testing the C client (clients/c)"
 	$(MAKE) -C clients/c test LAYERGATED=$(CURDIR)/.build/debug/layergated
 

@@ -214,16 +214,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
             request = r
         }
         // Served from memory and cached blocks when it can be: no task, no hand-off.
-        let grant: Result<Grant, TokenError>?
-        switch (dispatcher.verifier, tokens.lookup(request.authToken)) {
-        case (nil, _): grant = nil
-        case (_, .cached(let g)): grant = .success(g)
-        case (_, .failed(let e)): grant = .failure(e)
-        case (_, .unknown): grant = .failure(.missing)  // not used: it goes to a task to be verified
+        // A token not seen on this connection yet is verified in the task.
+        let known: Bool
+        var grant: Result<Grant, TokenError>? = nil
+        if dispatcher.verifier == nil {
+            known = true
+        } else if let cached = tokens.lookup(request.authToken) {
+            (known, grant) = (true, cached)
+        } else {
+            known = false
         }
-        if dispatcher.verifier == nil || tokens.isKnown(request.authToken),
-           let response = dispatcher.handleInline(request, grant: grant, peer: peer)
-        {
+        if known, let response = dispatcher.handleInline(request, grant: grant, peer: peer) {
             write(response, context: context)
             return
         }
@@ -253,12 +254,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
             case .close(let d):
                 outcome = .close(d)
             case .respond(let request):
-                let grant: Result<Grant, TokenError>?
-                switch cached.lookup(request.authToken) {
-                case .cached(let g): grant = .success(g)
-                case .failed(let e): grant = .failure(e)
-                case .unknown:
-                    if let verifier { grant = await verifier.verify(request.authToken) } else { grant = nil }
+                var grant: Result<Grant, TokenError>? = nil
+                if let verifier {
+                    if let known = cached.lookup(request.authToken) { grant = known } else { grant = await verifier.verify(request.authToken) }
                 }
                 await previousPut?.value
                 let response = await dispatcher.handle(request, grant: grant, peer: peer)
@@ -362,22 +360,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
 /// The tokens one connection has shown, verified once each and kept until
 /// they expire, so signatures stay off the GetPage path. At most eight.
 struct TokenCache: Sendable {
-    enum Lookup {
-        case cached(Grant)
-        case failed(TokenError)
-        case unknown
-    }
-
     private var entries: [(token: String, result: Result<Grant, TokenError>)] = []
 
-    func isKnown(_ token: String) -> Bool { entries.contains { $0.token == token } }
-
-    func lookup(_ token: String) -> Lookup {
-        guard let e = entries.first(where: { $0.token == token }) else { return .unknown }
-        switch e.result {
-        case .success(let g): return g.isExpired() ? .failed(.expired) : .cached(g)
-        case .failure(let err): return .failed(err)
-        }
+    /// The verification of `token` on this connection, or nil when it has not
+    /// been seen. Expiry is the Dispatcher's to check, at each request.
+    func lookup(_ token: String) -> Result<Grant, TokenError>? {
+        entries.first(where: { $0.token == token })?.result
     }
 
     mutating func remember(_ token: String, _ result: Result<Grant, TokenError>) {

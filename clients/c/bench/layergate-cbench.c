@@ -74,6 +74,7 @@ typedef struct options {
     int clients, depth, pages;
     double seconds;
     bool quiet, csv;
+    const char *token;  /* NULL: none */
 } options;
 
 typedef struct worker {
@@ -95,7 +96,7 @@ static void *run_worker(void *arg) {
     worker *w = arg;
     const options *o = w->o;
     lg_conn *c;
-    if (lg_connect(o->socket, 10000, &c) != LG_OK) {
+    if (lg_connect(o->socket, 10000, &c) != LG_OK || (o->token && lg_set_auth_token(c, o->token) != LG_OK)) {
         snprintf(w->error, sizeof w->error, "connect: %s", lg_errmsg(c));
         lg_close(c);
         pthread_barrier_wait(&start_line);
@@ -131,7 +132,7 @@ static void *run_worker(void *arg) {
 /* Creates and fills the tenant when it lacks the pages, then reads each once so that all are cached. */
 static int preload(const options *o, uint64_t *lsn) {
     lg_conn *c;
-    if (lg_connect(o->socket, 60000, &c) != LG_OK) {
+    if (lg_connect(o->socket, 60000, &c) != LG_OK || (o->token && lg_set_auth_token(c, o->token) != LG_OK)) {
         fprintf(stderr, "layergate-cbench: %s\n", lg_errmsg(c));
         lg_close(c);
         return -1;
@@ -164,20 +165,22 @@ static int preload(const options *o, uint64_t *lsn) {
 
 static int usage(FILE *to, int code) {
     fprintf(to,
-            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--pages N] [--tenant ID] [-q|--csv]\n"
+            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
             "  -s SOCKET     layergated's socket (default ./.layergate/layergate.sock)\n"
             "  -c CLIENTS    threads, one connection each (default 1)\n"
             "  -P DEPTH      GetPage requests per pipelined batch (default 1; -d is the same)\n"
             "  -t SECONDS    how long to run (default 5)\n"
             "  --pages N     distinct pages, preloaded and read at random (default 1000)\n"
             "  --tenant ID   (default be0c0000000000000000000000000002, the one `layergate bench` uses)\n"
+            "  --token JWT   sent with every request (default: $LAYERGATE_TOKEN); the preload needs admin\n"
+            "                when the tenant is missing, the reads only tenant\n"
             "  -q            one line, like redis-benchmark -q; --csv: redis-benchmark's CSV plus p99.9\n");
     return code;
 }
 
 int main(int argc, char **argv) {
     options o = {.socket = "./.layergate/layergate.sock", .tenant = "be0c0000000000000000000000000002",
-                 .clients = 1, .depth = 1, .pages = 1000, .seconds = 5};
+                 .clients = 1, .depth = 1, .pages = 1000, .seconds = 5, .token = getenv("LAYERGATE_TOKEN")};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -191,6 +194,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "-t") == 0) o.seconds = atof(v), i++;
         else if (strcmp(a, "--pages") == 0) o.pages = atoi(v), i++;
         else if (strcmp(a, "--tenant") == 0) o.tenant = v, i++;
+        else if (strcmp(a, "--token") == 0) o.token = v, i++;
         else return usage(stderr, 2);
     }
     if (o.clients < 1 || o.depth < 1 || o.pages < 1 || o.seconds <= 0) return usage(stderr, 2);
