@@ -407,46 +407,8 @@ extension Wire.Request {
 }
 
 extension ByteBuffer {
-    /// Whether a frame holds a PutRecords (field 11), looked at before decoding
-    /// so puts are put in order even when decoded off the event loop.
-    var isPutRecordsRequest: Bool {
-        withUnsafeReadableBytes { b in
-            var p = 0
-            while p < b.count {
-                var key: UInt64 = 0
-                var shift: UInt64 = 0
-                while p < b.count && shift < 64 {
-                    let byte = b[p]
-                    p += 1
-                    key |= UInt64(byte & 0x7F) << shift
-                    if byte & 0x80 == 0 { break }
-                    shift += 7
-                }
-                if key >> 3 == 11 { return true }
-                switch key & 7 {
-                case 0:
-                    while p < b.count && b[p] & 0x80 != 0 { p += 1 }
-                    p += 1
-                case 2:
-                    var len: UInt64 = 0
-                    var s: UInt64 = 0
-                    while p < b.count && s < 64 {
-                        let byte = b[p]
-                        p += 1
-                        len |= UInt64(byte & 0x7F) << s
-                        if byte & 0x80 == 0 { break }
-                        s += 7
-                    }
-                    guard len <= UInt64(b.count - min(p, b.count)) else { return false }
-                    p += Int(len)
-                case 1: p += 8
-                case 5: p += 4
-                default: return false
-                }
-            }
-            return false
-        }
-    }
+    /// Whether a frame holds a PutRecords, looked at before decoding.
+    var isPutRecordsRequest: Bool { withUnsafeReadableBytes { MessageShape.isPutRecordsRequest($0) } }
 }
 
 /// A response as one frame (length prefix included: the pipeline has no frame encoder on the way out).

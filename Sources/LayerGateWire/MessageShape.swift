@@ -79,6 +79,28 @@ public struct MessageShape: Sendable, Equatable {
         return true
     }
 
+    /// Whether an encoded `Request` holds a PutRecords body, looked at before
+    /// it is decoded (the server keeps puts in order even when it decodes
+    /// them off the event loop). False for anything malformed.
+    public static func isPutRecordsRequest(_ b: UnsafeRawBufferPointer) -> Bool {
+        let putRecords: UInt64 = 11
+        var p = 0
+        while p < b.count {
+            guard let key = varint(b, &p) else { return false }
+            if key >> 3 == putRecords { return true }
+            switch key & 7 {
+            case 0: guard varint(b, &p) != nil else { return false }
+            case 1: p += 8
+            case 5: p += 4
+            case 2:
+                guard let length = varint(b, &p), length <= UInt64(b.count - p) else { return false }
+                p += Int(length)
+            default: return false
+            }
+        }
+        return false
+    }
+
     private static func varint(_ b: UnsafeRawBufferPointer, _ p: inout Int) -> UInt64? {
         var value: UInt64 = 0
         var shift: UInt64 = 0
