@@ -33,6 +33,7 @@ public enum TokenError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformed(String)
     case badSignature
     case expired
+    case notYetValid
 
     public var description: String {
         switch self {
@@ -40,6 +41,7 @@ public enum TokenError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformed(let s): return "the token is malformed: \(s)"
         case .badSignature: return "the token's signature does not verify with the server's key"
         case .expired: return "the token has expired"
+        case .notYetValid: return "the token is not valid yet (nbf)"
         }
     }
 }
@@ -50,6 +52,7 @@ struct TokenClaims: JWTPayload {
     var tenant_id: String?
     var exp: ExpirationClaim?
     var iat: IssuedAtClaim?
+    var nbf: NotBeforeClaim?
 
     func verify(using algorithm: some JWTAlgorithm) async throws {
         try exp?.verifyNotExpired()
@@ -57,6 +60,7 @@ struct TokenClaims: JWTPayload {
 
     /// The grant these claims describe, or why they describe none.
     func grant() -> Result<Grant, TokenError> {
+        if let nbf, Date() < nbf.value { return .failure(.notYetValid) }
         guard let scope = Scope(rawValue: scope) else { return .failure(.malformed("unknown scope '\(self.scope.prefix(40))'")) }
         var tenant: String?
         if scope != .admin {
@@ -83,6 +87,7 @@ public final class TokenVerifier: Sendable {
     public func verify(_ token: String) async -> Result<Grant, TokenError> {
         guard !token.isEmpty else { return .failure(.missing) }
         guard token.utf8.count <= 8192 else { return .failure(.malformed("longer than 8 KiB")) }
+        if let refused = Self.checkHeader(token) { return .failure(refused) }
         do {
             let claims = try await keys.verify(token, as: TokenClaims.self)
             return claims.grant()
@@ -95,6 +100,21 @@ public final class TokenVerifier: Sendable {
         } catch {
             return .failure(.malformed("\(error)"))
         }
+    }
+}
+
+extension TokenVerifier {
+    /// RFC 7515: a header naming critical extensions the verifier does not
+    /// implement must be refused (jwt-kit does not look at `crit`).
+    static func checkHeader(_ token: String) -> TokenError? {
+        guard let first = token.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false).first else { return .malformed("no header") }
+        var b64 = first.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        b64 += String(repeating: "=", count: (4 - b64.count % 4) % 4)
+        guard let data = Data(base64Encoded: b64),
+              let header = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return .malformed("the header is not base64url JSON") }
+        if header["crit"] != nil { return .malformed("the header lists critical extensions (crit); none are supported") }
+        return nil
     }
 }
 
@@ -115,7 +135,7 @@ public enum TokenMinter {
         let now = Date()
         let expires = ttl.map { now.addingTimeInterval(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) }
         let claims = TokenClaims(scope: scope.rawValue, tenant_id: tenant?.lowercased(), exp: expires.map(ExpirationClaim.init(value:)),
-                                 iat: IssuedAtClaim(value: now))
+                                 iat: IssuedAtClaim(value: now), nbf: nil)
         return try await keys.sign(claims)
     }
 }

@@ -28,7 +28,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let peer: PeerIdentity
     private let limits: ServerLimits
     private let maxFrameBytes: Int
-    private let budget: InflightBudget
+    private let budgets: InflightBudgets
     private let tracker: InFlightTracker
     private let logger: Logger
 
@@ -36,12 +36,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var readPending = false
     private var closing = false
     private var inFlight = 0
-    /// Bytes reserved from the budget for the frame being received.
-    private var reserved = 0
+    /// What the frame being received holds of a budget.
+    private var reserved: Reservation?
+    /// Not read until a budget has room, or the frame's token is verified.
     private var waitingForBudget = false
     /// When the first byte of the frame being received arrived.
     private var frameStarted: NIODeadline?
     private var lastActivity = NIODeadline.now()
+    private var lastCheck = NIODeadline.now()
     private var timer: RepeatedTask?
     private var tasks: [UInt64: Task<Void, Never>] = [:]
     private var nextTask: UInt64 = 0
@@ -51,13 +53,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var unflushed = false
     private var context: ChannelHandlerContext?
 
-    init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budget: InflightBudget,
+    init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budgets: InflightBudgets,
          tracker: InFlightTracker, logger: Logger) {
         self.dispatcher = dispatcher
         self.peer = peer
         self.limits = limits
         self.maxFrameBytes = maxFrameBytes
-        self.budget = budget
+        self.budgets = budgets
         self.tracker = tracker
         self.logger = logger
     }
@@ -87,8 +89,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         timer?.cancel()
         timer = nil
         for task in tasks.values { task.cancel() }  // waits end now, not at their timeout
-        budget.release(reserved)
-        reserved = 0
+        reserved?.release()
+        reserved = nil
         buffer = nil
         context.fireChannelInactive()
     }
@@ -97,7 +99,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard !closing else { return }
         var bytes = unwrapInboundIn(data)
         lastActivity = .now()
-        if buffer == nil { buffer = bytes } else { buffer!.writeBuffer(&bytes) }
+        if buffer == nil { buffer = bytes } else { buffer?.writeBuffer(&bytes) }
         process(context: context)
     }
 
@@ -139,33 +141,48 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Takes every whole frame it may from the buffer, then asks for more
     /// bytes only if nothing holds the connection back.
     private func process(context: ChannelHandlerContext) {
-        while canTakeFrame, let length = buffer?.getInteger(at: buffer!.readerIndex, endianness: .big, as: UInt32.self) {
+        while canTakeFrame, let b = buffer, let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) {
             let size = Int(length)
             guard size <= maxFrameBytes else {
                 fail(context: context, code: .frameTooLarge,
                      message: "\(FrameError.frameTooLarge(length: size, max: maxFrameBytes))")
                 return
             }
-            if size > limits.smallFrameBytes && reserved == 0 {
+            if size > limits.smallFrameBytes && reserved == nil {
+                // Only a PutRecords is this large; without tokens only the server's uid may send one.
+                guard dispatcher.verifier != nil || dispatcher.isServerUser(peer) else {
+                    fail(context: context, code: .permissionDenied,
+                         message: "a request of \(size) bytes is a PutRecords, which needs the server's uid or root")
+                    return
+                }
+                if !mayWrite, let verifier = dispatcher.verifier {
+                    // Which pool depends on the token this frame carries: verified first, off the loop.
+                    let peek = frameToken(in: b, size: size)
+                    if case .needMore? = peek { break }  // read on: the token is in the frame's first bytes
+                    if case .token(let token)? = peek, tokens.lookup(token) == nil {
+                        verify(token, with: verifier, context: context)
+                        return
+                    }
+                }
+                let pool = mayWrite ? budgets.writers : budgets.others
                 let wake = NIOLoopBound(self, eventLoop: context.eventLoop)
                 let el = context.eventLoop
-                guard budget.reserve(size, orWake: { el.execute { wake.value.budgetFreed() } }) else {
+                guard pool.reserve(size, orWake: { el.execute { wake.value.budgetFreed() } }) else {
                     waitingForBudget = true
                     return  // not read until the budget has room for this frame
                 }
-                reserved = size
+                reserved = Reservation(bytes: size, pool: pool)
             }
-            guard buffer!.readableBytes >= 4 + size else {
-                if frameStarted == nil { frameStarted = .now() }
-                break
-            }
-            buffer!.moveReaderIndex(forwardBy: 4)
-            let frame = buffer!.readSlice(length: size)!
+            guard let whole = buffer, whole.readableBytes >= 4 + size else { break }
+            buffer?.moveReaderIndex(forwardBy: 4)
+            guard let frame = buffer?.readSlice(length: size) else { break }
             frameStarted = nil
             let charge = reserved
-            reserved = 0
+            reserved = nil
             take(frame, charge: charge, context: context)
         }
+        // A partial frame (or header) is on the clock from its first byte.
+        if frameStarted == nil, let b = buffer, b.readableBytes > 0, !hasWholeFrame { frameStarted = .now() }
         if buffer?.readableBytes == 0 { buffer = nil } else { buffer?.discardReadBytes() }
         if unflushed {
             unflushed = false
@@ -180,6 +197,36 @@ final class ConnectionHandler: ChannelDuplexHandler {
         process(context: context)
     }
 
+    /// The token at the start of a large frame's body, or nil once enough has
+    /// arrived to say there is none (a frame's first 16 KiB, at most).
+    private func frameToken(in b: ByteBuffer, size: Int) -> MessageShape.TokenPeek? {
+        let available = min(b.readableBytes - 4, size)
+        let peek = b.withUnsafeReadableBytes { MessageShape.peekAuthToken(UnsafeRawBufferPointer(rebasing: $0[4..<4 + available])) }
+        if case .needMore = peek, available >= min(size, 16 << 10) { return nil }
+        return peek
+    }
+
+    /// Verifies a token in a task; the connection is not read meanwhile.
+    private func verify(_ token: String, with verifier: TokenVerifier, context: ChannelHandlerContext) {
+        waitingForBudget = true
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        Task {
+            let grant = await verifier.verify(token)
+            bound.eventLoop.execute {
+                let handler = bound.value
+                handler.tokens.remember(token, grant)
+                handler.budgetFreed()
+            }
+        }
+    }
+
+    /// Whether this connection's peer may write pages: the server's uid
+    /// without tokens, or a token it showed that verified with a writing scope.
+    private var mayWrite: Bool {
+        guard dispatcher.verifier != nil else { return dispatcher.isServerUser(peer) }
+        return tokens.mayWrite
+    }
+
     private func requestReadIfAllowed(context: ChannelHandlerContext) {
         guard readPending, canTakeFrame, !waitingForBudget, !hasWholeFrame else { return }
         readPending = false
@@ -188,9 +235,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// One frame: decoded and answered here when small and cheap (a cached
     /// page), else run in a task.
-    private func take(_ frame: ByteBuffer, charge: Int, context: ChannelHandlerContext) {
+    private func take(_ frame: ByteBuffer, charge: Reservation?, context: ChannelHandlerContext) {
         let limits = self.limits
-        if charge > 0 {
+        if let charge {
             // Large: decoded and checked off the event loop.
             run(charge: charge, isPut: frame.isPutRecordsRequest) { _, _ in
                 switch Self.decode(frame, limits: limits) {
@@ -228,7 +275,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             write(response, context: context)
             return
         }
-        run(charge: 0, isPut: request.isPut) { _, _ in .respond(request) }
+        run(charge: nil, isPut: request.isPut) { _, _ in .respond(request) }
     }
 
     private enum Step: Sendable {
@@ -238,7 +285,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// Runs `prepare` and then the request in a task; its answer is written on
     /// the event loop. Puts wait for the put before them.
-    private func run(charge: Int, isPut: Bool, _ prepare: @escaping @Sendable (Dispatcher, PeerIdentity) -> Step) {
+    private func run(charge: Reservation?, isPut: Bool, _ prepare: @escaping @Sendable (Dispatcher, PeerIdentity) -> Step) {
         guard let context else { return }
         inFlight += 1
         tracker.started()
@@ -274,25 +321,24 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case close(Decoded)
     }
 
-    private func finished(key: UInt64, charge: Int, outcome: TaskOutcome) {
+    private func finished(key: UInt64, charge: Reservation?, outcome: TaskOutcome) {
         tasks[key] = nil
         inFlight -= 1
         tracker.finished()
         guard let context, !closing else {
-            budget.release(charge)
+            charge?.release()
             return
         }
         switch outcome {
         case .close(let d):
-            budget.release(charge)
+            charge?.release()
             fail(context: context, code: d.code, message: d.message)
             return
         case .respond(let response, let token, let grant):
             if let grant { tokens.remember(token, grant) }
             // The reservation is given back once the answer has left (or failed to).
-            let release = NIOLoopBound(budget, eventLoop: context.eventLoop)
-            let promise = charge > 0 ? context.eventLoop.makePromise(of: Void.self) : nil
-            promise?.futureResult.whenComplete { _ in release.value.release(charge) }
+            let promise = charge.map { _ in context.eventLoop.makePromise(of: Void.self) }
+            promise?.futureResult.whenComplete { _ in charge?.release() }
             write(response, context: context, promise: promise)
         }
         process(context: context)
@@ -309,7 +355,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func checkTimeouts() {
         guard let context, !closing else { return }
         let now = NIODeadline.now()
-        if let started = frameStarted, let length = buffer?.getInteger(at: buffer!.readerIndex, endianness: .big, as: UInt32.self) {
+        defer { lastCheck = now }
+        // A connection the server holds back is not late: its clock stops meanwhile.
+        if let started = frameStarted, !canTakeFrame || waitingForBudget {
+            frameStarted = started + (now - lastCheck)
+        } else if let started = frameStarted, let b = buffer, !hasWholeFrame {
+            let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) ?? 0
             let allowed = TimeAmount(limits.frameTimeout) + .seconds(Int64(length >> 20))
             if now - started > allowed {
                 logger.debug("closing a connection whose frame did not arrive in time", metadata: ["bytes": "\(length)"])
@@ -366,6 +417,14 @@ struct TokenCache: Sendable {
     /// been seen. Expiry is the Dispatcher's to check, at each request.
     func lookup(_ token: String) -> Result<Grant, TokenError>? {
         entries.first(where: { $0.token == token })?.result
+    }
+
+    /// Whether a token shown here may write pages (ingest or admin, not expired).
+    var mayWrite: Bool {
+        entries.contains { e in
+            guard case .success(let g) = e.result else { return false }
+            return g.scope != .tenant && !g.isExpired()
+        }
     }
 
     mutating func remember(_ token: String, _ result: Result<Grant, TokenError>) {

@@ -124,7 +124,7 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    private func isServerUser(_ peer: PeerIdentity) -> Bool { peer.uid == serverUid || peer.uid == 0 }
+    func isServerUser(_ peer: PeerIdentity) -> Bool { peer.uid == serverUid || peer.uid == 0 }
 
     static func name(of body: Wire.Request.Body?) -> String {
         guard let body else { return "a request" }

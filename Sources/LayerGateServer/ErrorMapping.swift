@@ -12,7 +12,8 @@ enum ErrorMapping {
         case .invalidTenantId, .invalidArgument: code = .invalidArgument
         case .tenantNotFound: code = .tenantNotFound
         case .tenantExists: code = .tenantExists
-        case .tenantUnavailable, .tenantBroken: code = .tenantUnavailable
+        // Cancelled work is a compaction or flush stopped by a reset or shutdown: try again.
+        case .tenantUnavailable, .tenantBroken, .cancelled: code = .tenantUnavailable
         case .pageNotFound: code = .pageNotFound
         case .lsnNotAvailable: code = .lsnNotAvailable
         case .lsnBelowGcHorizon: code = .lsnBelowGcHorizon
@@ -21,7 +22,7 @@ enum ErrorMapping {
         case .io where e.isResourceExhaustion:
             code = .resourceExhausted
             message += " (the server is short of disk space or file descriptors; retry later)"
-        case .corruptLayer, .corruptWal, .corruptIndex, .io, .dataDirectoryLocked, .failpoint, .cancelled, .notCached:
+        case .corruptLayer, .corruptWal, .corruptIndex, .io, .dataDirectoryLocked, .failpoint, .notCached:
             code = .internal
         }
         return Wire.Error(code: code, message: message)

@@ -4,6 +4,28 @@ import Synchronization
 /// connections (`ServerLimits.maxInflightBytes`). A connection reserves a
 /// large frame's size before it reads the frame's body; when the budget is
 /// spent it stops reading and is woken, in turn, as others give bytes back.
+///
+/// Two pools: the writers' (connections that showed a token that may write,
+/// or the server's uid without tokens) and a small one for everyone else, so
+/// a peer that cannot write never holds back the ingest of one that can.
+struct InflightBudgets: Sendable {
+    let writers: InflightBudget
+    let others: InflightBudget
+
+    init(capacity: Int) {
+        writers = InflightBudget(capacity: capacity)
+        others = InflightBudget(capacity: capacity / 8)
+    }
+}
+
+/// Bytes held from one pool until the request they were for is answered.
+struct Reservation: Sendable {
+    let bytes: Int
+    let pool: InflightBudget
+
+    func release() { pool.release(bytes) }
+}
+
 final class InflightBudget: Sendable {
     let capacity: Int
 

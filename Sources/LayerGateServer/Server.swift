@@ -63,7 +63,7 @@ public final class Server: Service, Sendable {
         }
         let verifier: TokenVerifier?
         let tracker = InFlightTracker()
-        let budget = InflightBudget(capacity: config.limits.maxInflightBytes)
+        let budgets = InflightBudgets(capacity: config.limits.maxInflightBytes)
         let channel: Channel
         let dispatcher: Dispatcher
         do {
@@ -73,7 +73,7 @@ public final class Server: Service, Sendable {
                 }
             }
             dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints, verifier: verifier)
-            channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker, budget: budget)
+            channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
         } catch {
             await manager.shutdown()
             try? await group.shutdownGracefully()
@@ -108,7 +108,7 @@ public final class Server: Service, Sendable {
     }
 
     private func bind(group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker,
-                      budget: InflightBudget) async throws -> Channel {
+                      budgets: InflightBudgets) async throws -> Channel {
         let path = config.socketPath
         if let dir = path.range(of: "/", options: .backwards).map({ String(path[..<$0.lowerBound]) }), !dir.isEmpty {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -137,7 +137,7 @@ public final class Server: Service, Sendable {
                     let peer = PeerIdentity(uid: c.uid, pid: c.pid)
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrame,
-                                          budget: budget, tracker: tracker, logger: logger))
+                                          budgets: budgets, tracker: tracker, logger: logger))
                 }
             }
         // Bind with a tight umask, then open up to the configured mode.

@@ -13,7 +13,7 @@ extension Wire {
         let shape = MessageShape.ofRequest(raw, maxMessages: maxMessages)
         if shape.tooManyMessages {
             return .failure(RequestRejection(
-                requestId: 0, message: "the request holds more than \(maxMessages) records, patches and other messages; split it"))
+                requestId: 0, message: "the request holds more than \(maxMessages) records, patches, strings and other fields that each take memory to decode; split it"))
         }
         guard let request = try? decodeRequest(raw) else {
             return .failure(RequestRejection(requestId: 0, message: "frame does not decode as a layergate.v1.Request"))

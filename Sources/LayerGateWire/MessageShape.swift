@@ -6,13 +6,16 @@ import CLayerGateProto
 /// - every string field must be valid UTF-8 without a NUL byte. protobuf-c
 ///   unpacks strings as C strings, so "<tenant>\0garbage" would otherwise
 ///   arrive as "<tenant>", and it does not check UTF-8;
-/// - the number of sub-messages is counted, and the walk stops past a limit,
-///   so a frame of millions of empty records is refused before protobuf-c
-///   allocates a struct for each.
+/// - every field that costs protobuf-c an allocation is counted (a
+///   sub-message, a string or bytes field, even a singular one repeated, and
+///   any unknown field, which it keeps as a struct and a copy), and the walk
+///   stops past a limit: a frame of millions of empty records, repeated
+///   strings or 2-byte unknown fields is refused before protobuf-c allocates
+///   for each.
 ///
 /// Malformed encodings are left for protobuf-c to report.
 public struct MessageShape: Sendable, Equatable {
-    /// Sub-messages seen (nested ones included), up to the limit.
+    /// Fields that take an allocation to decode (nested ones included), up to the limit.
     public var messages = 0
     /// The first string field that is not clean UTF-8, by field name.
     public var badString: String?
@@ -44,9 +47,17 @@ public struct MessageShape: Sendable, Equatable {
     ) -> Bool {
         guard depth < 16 else { return false }
         var p = 0
+        /// One more field that protobuf-c allocates for; false past the limit.
+        func counted() -> Bool {
+            shape.messages += 1
+            if shape.messages > maxMessages { shape.tooManyMessages = true }
+            return !shape.tooManyMessages
+        }
         while p < b.count {
             guard let key = varint(b, &p) else { return false }
             let number = UInt32(truncatingIfNeeded: key >> 3)
+            let field = protobuf_c_message_descriptor_get_field(descriptor, number)
+            if field == nil { guard counted() else { return false } }
             switch key & 7 {
             case 0: guard varint(b, &p) != nil else { return false }
             case 1: p += 8
@@ -55,21 +66,20 @@ public struct MessageShape: Sendable, Equatable {
                 guard let length = varint(b, &p), length <= UInt64(b.count - p) else { return false }
                 let body = UnsafeRawBufferPointer(rebasing: b[p..<p + Int(length)])
                 p += Int(length)
-                guard let field = protobuf_c_message_descriptor_get_field(descriptor, number) else { continue }
+                guard let field else { continue }
                 switch field.pointee.type {
                 case PROTOBUF_C_TYPE_STRING:
+                    guard counted() else { return false }
                     if shape.badString == nil, !isCleanUTF8(body) { shape.badString = String(cString: field.pointee.name) }
+                case PROTOBUF_C_TYPE_BYTES:
+                    guard counted() else { return false }
                 case PROTOBUF_C_TYPE_MESSAGE:
-                    shape.messages += 1
-                    guard shape.messages <= maxMessages else {
-                        shape.tooManyMessages = true
-                        return false
-                    }
-                    guard let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self),
+                    guard counted(),
+                          let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self),
                           walk(body, sub, depth: depth + 1, maxMessages: maxMessages, &shape)
                     else { return false }
                 default:
-                    continue  // bytes, packed scalars
+                    continue  // packed scalars: one array per field, counted by protobuf-c's own first pass
                 }
             default:
                 return false
@@ -99,6 +109,39 @@ public struct MessageShape: Sendable, Equatable {
             }
         }
         return false
+    }
+
+    /// What the first bytes of an encoded `Request` say about its token.
+    public enum TokenPeek: Equatable, Sendable {
+        case token(String)
+        /// It has none where encoders put it (after request_id, before the body).
+        case none
+        /// The bytes end before that can be told.
+        case needMore
+    }
+
+    /// Reads `auth_token` from the start of an encoded `Request`, before the
+    /// rest of it has arrived: the server picks a large frame's budget by who
+    /// sent it. Encoders write fields in number order, so the token comes
+    /// right after request_id; anything else there is taken as no token.
+    public static func peekAuthToken(_ b: UnsafeRawBufferPointer) -> TokenPeek {
+        let maxTokenBytes: UInt64 = 8192
+        var p = 0
+        while p < b.count {
+            guard let key = varint(b, &p) else { return .needMore }
+            switch key {
+            case 1 << 3 | 0:  // request_id
+                guard varint(b, &p) != nil else { return .needMore }
+            case 2 << 3 | 2:  // auth_token
+                guard let length = varint(b, &p) else { return .needMore }
+                guard length <= maxTokenBytes else { return .none }
+                guard length <= UInt64(b.count - p) else { return .needMore }
+                return .token(String(decoding: UnsafeRawBufferPointer(rebasing: b[p..<p + Int(length)]), as: UTF8.self))
+            default:
+                return .none
+            }
+        }
+        return .needMore
     }
 
     private static func varint(_ b: UnsafeRawBufferPointer, _ p: inout Int) -> UInt64? {

@@ -79,6 +79,8 @@ struct AuthTests {
             ("an expired token", try await mint(.admin, nil, ttl: .seconds(-60))), ("alg none", none),
             ("HS256 keyed with the public key", confused), ("a tampered payload", String(tampered)),
             ("an unknown scope", try await hmacFree(privatePEM, scope: "root")),
+            ("a future nbf", try await signed(privatePEM, ["scope": "admin", "nbf": Date().timeIntervalSince1970 + 3600])),
+            ("a crit header", try await signed(privatePEM, ["scope": "admin"], header: ["crit": .array([.string("exp")])])),
         ]
         let tenantToken = try await mint(.tenant, tenantA), ingestToken = try await mint(.ingest, tenantA)
         let otherTenant = try await mint(.ingest, Self.tenantB)
@@ -126,6 +128,63 @@ struct AuthTests {
         await expectServerError(.unauthenticated, { try await anonymous.getPage(tenant: tenantA, key: wkey(1), lsn: 10) })
         await anonymous.close()
         #expect(await server.stop() == 0)
+    }
+
+    /// Large frames reserve from the in-flight budget before their body
+    /// arrives. Peers that cannot write (no token here) hold only a small pool
+    /// of their own: an ingester's 1 MiB put, the first request on a fresh
+    /// connection, goes through at once while sixteen of them stall 16 MiB frames.
+    @Test func peersThatCannotWriteNeverHoldBackAnIngester() async throws {
+        let dir = ServerDir()
+        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
+        try publicPEM.write(toFile: dir.path + "/key.pem", atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--auth-public-key", dir.path + "/key.pem"])
+        let admin = try await LayerGateClient.connect(
+            socketPath: dir.socket, token: try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(600), privateKeyPEM: privatePEM))
+        try await admin.createTenant(tenantA)
+        // A header for 16 MiB, then the start of a PutRecords without a token, then nothing.
+        let stall: [UInt8] = [0x01, 0x00, 0x00, 0x00, 0x08, 0x01, 0x5a, 0xf0, 0xff, 0xff, 0x07]
+        let stallers = try (0..<16).map { _ in try RawConnection(dir.socket) }
+        for s in stallers { s.send(stall) }
+        try await Task.sleep(for: .milliseconds(300))
+        let ingest = try await LayerGateClient.connect(
+            socketPath: dir.socket, token: try await TokenMinter.token(scope: .ingest, tenant: tenantA, ttl: .seconds(600), privateKeyPEM: privatePEM))
+        let start = ContinuousClock.now
+        _ = try await ingest.putRecords(tenant: tenantA, (1...128 as ClosedRange<UInt64>).map { wimage(UInt32($0), $0) })
+        let took = ContinuousClock.now - start
+        print("a 1 MiB put behind 16 stalled 16 MiB frames from peers without a token: \(took)")
+        #expect(took < .seconds(3))
+        #expect(try await ingest.getPage(tenant: tenantA, key: wkey(128), lsn: 128).page == wpage(128 << 32 | 128))
+        _ = stallers
+        await ingest.close()
+        await admin.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// A correctly signed token with any claims and header fields.
+    func signed(_ privatePEM: String, _ claims: [String: any Sendable], header: JWTHeader = JWTHeader()) async throws -> String {
+        struct Raw: JWTPayload {
+            var json: [String: Double]
+            var scope: String
+            func verify(using algorithm: some JWTAlgorithm) async throws {}
+            func encode(to encoder: any Encoder) throws {
+                var c = encoder.container(keyedBy: Key.self)
+                try c.encode(scope, forKey: Key(stringValue: "scope"))
+                for (k, v) in json { try c.encode(v, forKey: Key(stringValue: k)) }
+            }
+            init(json: [String: Double], scope: String) { (self.json, self.scope) = (json, scope) }
+            init(from decoder: any Decoder) throws { (json, scope) = ([:], "") }
+            struct Key: CodingKey {
+                var stringValue: String
+                var intValue: Int? { nil }
+                init(stringValue: String) { self.stringValue = stringValue }
+                init?(intValue: Int) { nil }
+            }
+        }
+        let keys = JWTKeyCollection()
+        await keys.add(eddsa: try EdDSA.PrivateKey(pem: privatePEM))
+        let numbers = claims.compactMapValues { $0 as? Double }
+        return try await keys.sign(Raw(json: numbers, scope: claims["scope"] as? String ?? ""), header: header)
     }
 
     /// A correctly signed token with a claim the server does not know.

@@ -81,13 +81,17 @@ struct ResourceBoundTests {
         #expect(await server.stop() == 0)
     }
 
-    @Test func fourFramesOfSixteenMiBOfEmptyRecords() async throws {
+    /// Millions of 2-byte fields that each cost protobuf-c an allocation: empty
+    /// records, unknown fields (kept as a struct and a copy each), a singular
+    /// string repeated. Refused before decoding; memory stays near the frames' size.
+    @Test(arguments: ["empty records", "unknown fields", "a repeated string"])
+    func fourFramesOfSixteenMiBOfTinyFields(what: String) async throws {
         let (server, probe) = try await Self.start()
-        // Request{request_id 1, put_records {tenant_id, records: millions of empty Records}}
-        let records = 8_000_000
+        // Request{request_id 1, put_records {tenant_id, then 8 million 2-byte fields}}
+        let field: [UInt8] = what == "empty records" ? [0x12, 0x00] : what == "unknown fields" ? [0x18, 0x00] : [0x0a, 0x00]
         var inner: [UInt8] = [0x0a, 32] + Array(tenantA.utf8)
-        inner.reserveCapacity(inner.count + 2 * records)
-        for _ in 0..<records { inner += [0x12, 0x00] }
+        inner.reserveCapacity(inner.count + 16_000_000)
+        for _ in 0..<8_000_000 { inner += field }
         let frame = Wire.frame([0x08, 0x01, 0x5a] + Self.varint(inner.count) + inner)
         let beforeHWM = try Self.status(server, "VmHWM:")
         probe.start()
@@ -118,7 +122,7 @@ struct ResourceBoundTests {
         let peak = try Self.status(server, "VmHWM:") - beforeHWM
         let latency = await probe.stop()
         let bound = 4 * 16 * 2.5 + Self.slackMiB
-        print("4 × 16 MiB frames of empty records: \(answers), peak RSS +\(Self.fmt(peak)) MiB (bound \(Self.fmt(bound))), \(latency)")
+        print("4 × 16 MiB frames of \(what): \(answers), peak RSS +\(Self.fmt(peak)) MiB (bound \(Self.fmt(bound))), \(latency)")
         #expect(answers == Array(repeating: "INVALID_ARGUMENT", count: 4))
         #expect(peak < bound)
         #expect(latency.p99 < .milliseconds(50), "\(latency)")
@@ -150,6 +154,25 @@ struct ResourceBoundTests {
         #expect(took < .seconds(16), "closed 10 s after the first byte, checked each second")
         #expect(grown < bound)
         #expect(latency.p99 < .milliseconds(50), "\(latency)")
+        #expect(await server.stop() == 0)
+    }
+
+    /// A partial frame header (1 or 3 bytes) is on the clock like any partial frame.
+    @Test func partialHeadersAreClosedInTime() async throws {
+        let (server, _) = try await Self.start()
+        let conns = try [[0x00], [0x00, 0x00, 0x10], [0x00, 0x00, 0x10, 0x00, 0x08]].map { (bytes: [UInt8]) -> RawConnection in
+            let c = try RawConnection(server.dir.socket)
+            c.send(bytes)
+            return c
+        }
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .seconds(15), !conns.allSatisfy({ $0.isClosedNow() }) {
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        let took = ContinuousClock.now - start
+        print("partial headers of 1, 3 and 5 bytes: closed after \(took)")
+        #expect(conns.allSatisfy { $0.isClosedNow() }, "still open after \(took)")
+        #expect(took > .seconds(9))
         #expect(await server.stop() == 0)
     }
 

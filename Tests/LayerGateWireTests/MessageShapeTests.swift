@@ -1,0 +1,60 @@
+import LayerGateWire
+import Testing
+
+/// What the server checks in a frame before protobuf-c builds anything from it.
+@Suite("Message shape: strings, allocations, the token peek")
+struct MessageShapeTests {
+    static let tenant = Array("0123456789abcdef0123456789abcdef".utf8)
+
+    func shape(_ bytes: [UInt8], max: Int = 1000) -> MessageShape {
+        bytes.withUnsafeBytes { MessageShape.ofRequest($0, maxMessages: max) }
+    }
+
+    /// GetPageRequest{tenant_id} inside Request field 10, after `prefix`.
+    func getPage(prefix: [UInt8] = [0x08, 0x01], tenant: [UInt8] = tenant, extra: [UInt8] = []) -> [UInt8] {
+        let inner: [UInt8] = [0x0a, UInt8(tenant.count)] + tenant + extra
+        return prefix + [0x52] + varint(inner.count) + inner
+    }
+
+    func varint(_ n: Int) -> [UInt8] {
+        var v = UInt64(n), out: [UInt8] = []
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        return out + [UInt8(v)]
+    }
+
+    @Test func aNulOrInvalidUtf8InAStringIsNamed() {
+        #expect(shape(getPage()).badString == nil)
+        #expect(shape(getPage(tenant: Self.tenant + [0, 0x41])).badString == "tenant_id")
+        #expect(shape(getPage(tenant: Self.tenant + [0xC3, 0x28])).badString == "tenant_id")
+    }
+
+    /// protobuf-c allocates for every unknown field and every occurrence of a
+    /// string (even a singular one repeated): each counts toward the limit.
+    @Test(arguments: ["unknown varints", "unknown bytes", "a repeated singular string", "empty records"])
+    func whatProtobufCAllocatesForIsCounted(what: String) {
+        let n = 2000
+        let body: [UInt8]
+        switch what {
+        case "unknown varints": body = getPage(extra: Array([[UInt8]](repeating: [0x18 | 0x40, 0x00], count: n).joined()))
+        case "unknown bytes": body = getPage(extra: Array([[UInt8]](repeating: [0x7a, 0x00], count: n).joined()))
+        case "a repeated singular string": body = getPage(extra: Array([[UInt8]](repeating: [0x0a, 0x00], count: n).joined()))
+        default:
+            let inner: [UInt8] = [0x0a, 32] + Self.tenant + Array([[UInt8]](repeating: [0x12, 0x00], count: n).joined())
+            body = [0x08, 0x01, 0x5a] + varint(inner.count) + inner
+        }
+        let s = shape(body)
+        #expect(s.tooManyMessages, "\(what): \(s.messages) counted")
+        #expect(!shape(getPage()).tooManyMessages)
+    }
+
+    @Test func theTokenIsReadFromTheFirstBytes() {
+        let token = Array("eyJ.e30.sig".utf8)
+        let full = [0x08, 0x07, 0x12, UInt8(token.count)] + token + [0x5a, 0x80, 0x80, 0x04]
+        func peek(_ b: [UInt8]) -> MessageShape.TokenPeek { b.withUnsafeBytes { MessageShape.peekAuthToken($0) } }
+        #expect(peek(full) == .token("eyJ.e30.sig"))
+        #expect(peek(Array(full.prefix(6))) == .needMore)
+        #expect(peek([0x08]) == .needMore)
+        #expect(peek([0x08, 0x07, 0x5a, 0x10]) == .none, "a body first: no token")
+        #expect(peek([0x12, 0xFF, 0xFF, 0x01]) == .none, "a token over 8 KiB is none")
+    }
+}
