@@ -2,6 +2,8 @@
 SWIFT ?= swift
 BENCH_ARGS ?=
 TORTURE_MINUTES ?= 1
+# Tests use @testable imports; make test builds them in release with this.
+TESTABLE = -Xswiftc -enable-testing
 
 .PHONY: run test build deps bench proto testdata c-client clean torture fuzz
 
@@ -44,40 +46,38 @@ c-client: deps
 build: deps
 	$(SWIFT) build
 
-# Builds every target (the crash tests need the layergate-testhelper binary), then
+# Builds every target in release (the crash tests need the layergate-testhelper binary), then
 # runs every test: unit, model-based, the crash-point and fault sweeps on a
 # simulated disk, the subprocess crash tests, the server integration tests
 # (a real tmpfs that fills up when run as root; hostile peers against the
 # release build), one minute of `layergate torture`, 30 s of each fuzz target,
 # and the C client's tests (under valgrind) against the layergated just built.
 test: deps
-	@echo "make: building all targets and tests"
-	$(SWIFT) build --build-tests
-	@echo "make: building the release layergated (the hostile-peer tests measure its memory and latency)"
-	$(SWIFT) build -c release --product layergated
+	@echo "make: building all targets and tests (release, with testing enabled: one build serves the tests, the binaries they spawn and the measurements)"
+	$(SWIFT) build -c release --build-tests $(TESTABLE)
 	@echo "make: running the Swift test suite"
-	$(SWIFT) test --skip-build
-	@echo "make: hostile peers against the release layergated, alone (memory, descriptors, a reader's latency)"
-	LAYERGATE_BOUNDS=1 LAYERGATE_SERVER_BIN=$(CURDIR)/.build/release/layergated $(SWIFT) test --skip-build --filter ResourceBoundTests
+	$(SWIFT) test -c release --skip-build $(TESTABLE)
+	@echo "make: hostile peers against layergated, alone (memory, descriptors, a reader's latency)"
+	LAYERGATE_BOUNDS=1 $(SWIFT) test -c release --skip-build $(TESTABLE) --filter ResourceBoundTests
 	@echo "make: one minute of layergate torture (crashes, full disks, no descriptors; checked after every restart)"
-	.build/debug/layergate torture --minutes $(TORTURE_MINUTES)
+	.build/release/layergate torture --minutes $(TORTURE_MINUTES)
 	@if command -v protoc-c >/dev/null; then scripts/gen-testdata.sh --check; \
 		else echo "make: protoc-c not installed: not re-checking Protocol/testdata/*.bin against the .txtpb (make testdata installs it)"; fi
-	@echo "make: 30 s of fuzzing per target (make fuzz FUZZ_SECONDS=N for longer)"
+	@echo "make: 30 s of fuzzing per target, all at once (make fuzz FUZZ_SECONDS=N for longer)"
 	$(MAKE) fuzz FUZZ_SECONDS=30
 	@echo "make: building and testing the C client (clients/c)"
-	$(MAKE) -C clients/c test LAYERGATED=$(CURDIR)/.build/debug/layergated
+	$(MAKE) -C clients/c test LAYERGATED=$(CURDIR)/.build/release/layergated
 
 # libFuzzer over what LayerGate reads from peers and disks: the request and
 # response decoders, layer files and WAL segments (Sources/LayerGateFuzz), and
-# the C client's response handling. FUZZ_SECONDS per target (default 60).
+# the C client's response handling, each for FUZZ_SECONDS (default 60), at once.
 FUZZ_SECONDS ?= 60
 fuzz: deps
-	@echo "make: building layergate-fuzz with -sanitize=fuzzer (.build/fuzz)"
+	@echo "make: building layergate-fuzz with -sanitize=fuzzer (.build/fuzz) and the C client's fuzz target"
 	$(SWIFT) build --scratch-path .build/fuzz --product layergate-fuzz \
 		-Xswiftc -sanitize=fuzzer -Xswiftc -DLAYERGATE_FUZZ -Xswiftc -use-ld=lld
+	$(MAKE) -C clients/c build/fuzz/fuzz_response
 	scripts/fuzz.sh $(FUZZ_SECONDS)
-	$(MAKE) -C clients/c fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 # Release-built storage measurements (not a test); see README.
 bench: deps

@@ -96,7 +96,7 @@ struct LayerGated: AsyncParsableCommand {
         let limit = raiseDescriptorLimit(logger: logger)
         config.tenant.maxOpenLayerFiles = max(8, min(maxOpenLayerFiles, limit / 4))
         config.tenant.maxTenantDescriptors = limit / 4
-        config.limits.maxConnections = max(4, min(maxConnections, limit / 2 - min(64, limit / 8)))
+        config.limits.maxConnections = min(maxConnections, max(4, limit / 2 - min(64, limit / 8)))
         if config.tenant.maxOpenLayerFiles < maxOpenLayerFiles || config.limits.maxConnections < maxConnections {
             logger.warning("limits lowered to fit the descriptor limit (raise it with ulimit -n)", metadata: [
                 "descriptor_limit": "\(limit)", "max_open_layer_files": "\(config.tenant.maxOpenLayerFiles)",

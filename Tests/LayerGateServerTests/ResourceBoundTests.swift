@@ -11,8 +11,8 @@ import Glibc
 /// Issue 10: what hostile peers cost the server, read from the real process
 /// (its RSS in /proc), while another client keeps reading a cached page.
 /// The bounds are the README's ("Security"). Latency needs a quiet machine,
-/// so `make test` runs this suite on its own, after the others, against the
-/// release build (LAYERGATE_BOUNDS=1, LAYERGATE_SERVER_BIN).
+/// so `make test` runs this suite on its own (LAYERGATE_BOUNDS=1), after the
+/// others, on its release build; LAYERGATE_SERVER_BIN names another server.
 @Suite("layergated under hostile peers: memory, descriptors, time", .serialized,
        .enabled(if: ProcessInfo.processInfo.environment["LAYERGATE_BOUNDS"] == "1",
                 "measures latency, so it runs alone: LAYERGATE_BOUNDS=1 swift test --filter ResourceBoundTests (make test does)"))

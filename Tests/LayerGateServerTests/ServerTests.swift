@@ -165,6 +165,34 @@ struct ServerTests {
         #expect(await server.stop(SIGKILL) != 0)
     }
 
+    /// One connection past --max-connections gets RESOURCE_EXHAUSTED for
+    /// request id 0, then a close; a wait_ms past --max-wait-lsn-ms is cut
+    /// to it. Both come back as soon as the limit allows.
+    @Test func connectionAndWaitLimits() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--max-connections", "3", "--max-wait-lsn-ms", "300"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        _ = try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        let held = try (0..<2).map { _ in try RawConnection(dir.socket) }
+        try await Task.sleep(for: .milliseconds(200))
+        let extra = try RawConnection(dir.socket)
+        let answer = extra.readFrame().flatMap { try? Wire.decodeResponse($0) }
+        guard case .error(let e)? = answer?.body else {
+            Issue.record("expected an Error, got \(String(describing: answer))")
+            return
+        }
+        #expect(answer?.requestId == 0 && e.code == .resourceExhausted && e.message.contains("maximum of 3"), "\(e.message)")
+        #expect(extra.isClosed())
+        let start = ContinuousClock.now
+        await expectServerError(.lsnNotAvailable) { try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 99, waitMs: 60_000) }
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(250) && waited < .seconds(5), "\(waited)")
+        _ = held
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     @Test func sigtermFinishesInFlightRequestsAndRemovesTheSocket() async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir)
