@@ -1,7 +1,7 @@
 # LayerGate build glue. `make test` is what CI runs (.ci/run).
 SWIFT ?= swift
 BENCH_ARGS ?=
-TORTURE_MINUTES ?= 1
+TORTURE_MINUTES ?= 0.5
 # Tests use @testable imports; make test builds them in release with this.
 TESTABLE = -Xswiftc -enable-testing
 
@@ -50,7 +50,7 @@ build: deps
 # runs every test: unit, model-based, the crash-point and fault sweeps on a
 # simulated disk, the subprocess crash tests, the server integration tests
 # (a real tmpfs that fills up when run as root; hostile peers against the
-# release build), one minute of `layergate torture`, 30 s of each fuzz target,
+# release build), 30 s of `layergate torture`, 30 s of each fuzz target,
 # and the C client's tests (under valgrind) against the layergated just built.
 test: deps
 	@echo "make: building all targets and tests (release, with testing enabled: one build serves the tests, the binaries they spawn and the measurements)"
@@ -59,7 +59,7 @@ test: deps
 	$(SWIFT) test -c release --skip-build $(TESTABLE)
 	@echo "make: hostile peers against layergated, alone (memory, descriptors, a reader's latency)"
 	LAYERGATE_BOUNDS=1 $(SWIFT) test -c release --skip-build $(TESTABLE) --filter ResourceBoundTests
-	@echo "make: one minute of layergate torture (crashes, full disks, no descriptors; checked after every restart)"
+	@echo "make: 30 s of layergate torture (crashes, full disks, no descriptors; checked after every restart)"
 	.build/release/layergate torture --minutes $(TORTURE_MINUTES)
 	@if command -v protoc-c >/dev/null; then scripts/gen-testdata.sh --check; \
 		else echo "make: protoc-c not installed: not re-checking Protocol/testdata/*.bin against the .txtpb (make testdata installs it)"; fi
