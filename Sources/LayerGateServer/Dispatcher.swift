@@ -116,12 +116,18 @@ public final class Dispatcher: Sendable {
         switch (g.scope, need) {
         case (.admin, _): return nil
         case (.tenant, .read(let t)), (.ingest, .read(let t)), (.ingest, .write(let t)):
-            if let mine = g.tenant, t.lowercased() == mine { return nil }
+            if let mine = g.tenant, Self.sameHexIgnoringCase(t, mine) { return nil }
             return Wire.Error(code: .permissionDenied, message: "the token is for tenant \(g.tenant ?? "?"), not this one")
         default:
             return Wire.Error(code: .permissionDenied,
                               message: "\(Self.name(of: request.body)) needs a token of scope \(need.scope), this one is \(g.scope.rawValue)")
         }
+    }
+
+    /// Tenant ids compared as hex digits in either case, without building a
+    /// lowercased copy on every request.
+    static func sameHexIgnoringCase(_ a: String, _ b: String) -> Bool {
+        a.utf8.count == b.utf8.count && zip(a.utf8, b.utf8).allSatisfy { x, y in x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= 0x61 && (x | 0x20) <= 0x66) }
     }
 
     func isServerUser(_ peer: PeerIdentity) -> Bool { peer.uid == serverUid || peer.uid == 0 }

@@ -111,6 +111,24 @@ public struct MessageShape: Sendable, Equatable {
         return false
     }
 
+    /// True when no byte is 0 or ≥ 0x80: eight bytes per step (a token is
+    /// checked on every request that carries one).
+    private static func isAsciiWithoutNul(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let high: UInt64 = 0x8080_8080_8080_8080, ones: UInt64 = 0x0101_0101_0101_0101
+        var i = 0
+        while i + 8 <= bytes.count {
+            let w = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+            // A high bit set, or a zero byte (the classic has-zero-byte test).
+            if w & high != 0 || (w &- ones) & ~w & high != 0 { return false }
+            i += 8
+        }
+        while i < bytes.count {
+            if bytes[i] == 0 || bytes[i] >= 0x80 { return false }
+            i += 1
+        }
+        return true
+    }
+
     /// What the first bytes of an encoded `Request` say about its token.
     public enum TokenPeek: Equatable, Sendable {
         case token(String)
@@ -158,7 +176,7 @@ public struct MessageShape: Sendable, Equatable {
     }
 
     private static func isCleanUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if bytes.allSatisfy({ $0 < 0x80 && $0 != 0 }) { return true }  // ASCII: the usual case, checked fast
+        if isAsciiWithoutNul(bytes) { return true }  // the usual case (ids, tokens), checked a word at a time
         guard !bytes.contains(0) else { return false }
         return String(validating: bytes, as: UTF8.self) != nil
     }
