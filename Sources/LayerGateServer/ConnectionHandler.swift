@@ -50,6 +50,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// The last put's task: the next put waits for it, so puts apply in order.
     private var lastPut: Task<Void, Never>?
     private var tokens = TokenCache()
+    /// The token of the last request, reused by the next decode when equal.
+    private var lastToken: String?
+    /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
+    private let arena = DecodeArena(capacity: 16 << 10)
     private var unflushed = false
     private var context: ChannelHandlerContext?
 
@@ -248,7 +252,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         let request: Wire.Request
-        switch Self.decode(frame, limits: limits) {
+        switch Self.decode(frame, limits: limits, knownToken: lastToken, arena: arena) {
         case .failure(let d):
             if d.requestId == 0 {
                 fail(context: context, code: d.code, message: d.message)
@@ -259,6 +263,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         case .success(let r):
             request = r
+            if !r.authToken.isEmpty { lastToken = r.authToken }
         }
         // Served from memory and cached blocks when it can be: no task, no hand-off.
         // A token not seen on this connection yet is verified in the task.
@@ -399,9 +404,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// Checks the frame's shape (clean strings, a bounded number of
     /// sub-messages), then decodes it.
-    static func decode(_ frame: ByteBuffer, limits: ServerLimits) -> Result<Wire.Request, Decoded> {
+    static func decode(_ frame: ByteBuffer, limits: ServerLimits, knownToken: String? = nil,
+                       arena: DecodeArena? = nil) -> Result<Wire.Request, Decoded> {
         frame.withUnsafeReadableBytes { raw -> Result<Wire.Request, Decoded> in
-            Wire.decodeCheckedRequest(raw, maxMessages: limits.maxMessagesPerRequest).mapError { r in
+            Wire.decodeCheckedRequest(raw, maxMessages: limits.maxMessagesPerRequest, knownToken: knownToken, arena: arena).mapError { r in
                 Decoded(requestId: r.requestId, code: .invalidArgument, message: r.message)
             }
         }

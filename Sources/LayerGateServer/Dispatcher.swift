@@ -127,7 +127,9 @@ public final class Dispatcher: Sendable {
     /// Tenant ids compared as hex digits in either case, without building a
     /// lowercased copy on every request.
     static func sameHexIgnoringCase(_ a: String, _ b: String) -> Bool {
-        a.utf8.count == b.utf8.count && zip(a.utf8, b.utf8).allSatisfy { x, y in x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= 0x61 && (x | 0x20) <= 0x66) }
+        if a == b { return true }  // the usual case: both lowercase, one memcmp
+        return a.utf8.count == b.utf8.count
+            && zip(a.utf8, b.utf8).allSatisfy { x, y in x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= 0x61 && (x | 0x20) <= 0x66) }
     }
 
     func isServerUser(_ peer: PeerIdentity) -> Bool { peer.uid == serverUid || peer.uid == 0 }

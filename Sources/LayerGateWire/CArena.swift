@@ -48,6 +48,17 @@ enum CRead {
         return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)
     }
 
+    /// The same, but `known` itself when the bytes are equal (no new String).
+    static func string(_ p: UnsafeMutablePointer<CChar>?, reusing known: String?) -> String {
+        guard let p, var known else { return string(p) }
+        let count = strlen(p)
+        let same = known.withUTF8 { k in
+            guard k.count == count, let base = k.baseAddress else { return k.count == count }
+            return memcmp(base, p, count) == 0
+        }
+        return same ? known : string(p)
+    }
+
     static func bytes(_ b: ProtobufCBinaryData) -> [UInt8] {
         guard b.len > 0, let data = b.data else { return [] }
         return Array(UnsafeBufferPointer(start: data, count: b.len))

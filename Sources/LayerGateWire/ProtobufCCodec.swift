@@ -84,12 +84,25 @@ extension Wire {
         }
     }
 
-    public static func decodeRequest(_ bytes: UnsafeRawBufferPointer) throws(DecodeError) -> Request {
-        guard let m = layergate__v1__request__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+    /// `knownToken`: a token this peer sent before; when the request carries
+    /// the same bytes it is reused, not copied into a new String (a token is
+    /// on every request of a server that checks them).
+    /// `arena`: decode into it instead of malloc (the event loop's small frames).
+    public static func decodeRequest(_ bytes: UnsafeRawBufferPointer, knownToken: String? = nil,
+                                     arena: DecodeArena? = nil) throws(DecodeError) -> Request {
+        guard let arena else { return try decodeRequest(bytes, knownToken: knownToken, allocator: nil) }
+        return try arena.withAllocator { a in
+            Result { () throws(DecodeError) in try decodeRequest(bytes, knownToken: knownToken, allocator: a) }
+        }.get()
+    }
+
+    private static func decodeRequest(_ bytes: UnsafeRawBufferPointer, knownToken: String?,
+                                      allocator: UnsafeMutablePointer<ProtobufCAllocator>?) throws(DecodeError) -> Request {
+        guard let m = layergate__v1__request__unpack(allocator, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
         else { throw DecodeError(message: "bytes do not decode as a layergate.v1.Request") }
-        defer { layergate__v1__request__free_unpacked(m, nil) }
+        defer { layergate__v1__request__free_unpacked(m, allocator) }
         let r = m.pointee
-        var out = Request(requestId: r.request_id, authToken: CRead.string(r.auth_token), body: nil)
+        var out = Request(requestId: r.request_id, authToken: CRead.string(r.auth_token, reusing: knownToken), body: nil)
         switch r.body_case {
         case LAYERGATE__V1__REQUEST__BODY_GET_PAGE:
             if let p = r.get_page?.pointee {

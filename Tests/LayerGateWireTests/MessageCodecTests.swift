@@ -107,3 +107,21 @@ struct MessageCodecTests {
                           "TENANT_EXISTS", "LSN_BELOW_GC_HORIZON", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"])
     }
 }
+
+/// The server decodes small frames into a reused arena (and large ones, which
+/// overflow it, partly into malloc): the values are the same as without.
+@Suite("Decoding into an arena")
+struct DecodeArenaTests {
+    @Test func everyRequestDecodesTheSameIntoAnArena() throws {
+        let arena = DecodeArena(capacity: 1024)
+        for round in 0..<3 {
+            for body in everyRequest {
+                let request = Wire.Request(requestId: UInt64(round + 1), authToken: "hdr.claims.sig", body: body)
+                let bytes = Wire.encode(request)
+                let plain = try bytes.withUnsafeBytes { try Wire.decodeRequest($0) }
+                let viaArena = try bytes.withUnsafeBytes { try Wire.decodeRequest($0, knownToken: "hdr.claims.sig", arena: arena) }
+                #expect(viaArena == plain && plain == request)
+            }
+        }
+    }
+}

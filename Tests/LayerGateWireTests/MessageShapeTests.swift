@@ -47,6 +47,17 @@ struct MessageShapeTests {
         #expect(!shape(getPage()).tooManyMessages)
     }
 
+    /// The server reuses the last token's String when a request carries the same bytes.
+    @Test func aKnownTokenIsReusedOnlyWhenTheBytesMatch() throws {
+        let bytes = Wire.encode(Wire.Request(requestId: 1, authToken: "hdr.claims.sig", body: .listTenants(Wire.ListTenantsRequest())))
+        for known in ["hdr.claims.sig", "hdr.claims.sIg", "hdr.claims.sig2", "hdr.claims.si", "", nil] as [String?] {
+            let r = try bytes.withUnsafeBytes { try Wire.decodeRequest($0, knownToken: known) }
+            #expect(r.authToken == "hdr.claims.sig", "known: \(String(describing: known))")
+        }
+        let none = Wire.encode(Wire.Request(requestId: 1, body: .listTenants(Wire.ListTenantsRequest())))
+        #expect(try none.withUnsafeBytes { try Wire.decodeRequest($0, knownToken: "hdr.claims.sig") }.authToken == "")
+    }
+
     @Test func theTokenIsReadFromTheFirstBytes() {
         let token = Array("eyJ.e30.sig".utf8)
         let full = [0x08, 0x07, 0x12, UInt8(token.count)] + token + [0x5a, 0x80, 0x80, 0x04]
