@@ -53,7 +53,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// The token of the last request, reused by the next decode when equal.
     private var lastToken: String?
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
-    private let arena = DecodeArena(capacity: 16 << 10)
+    private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
     private var context: ChannelHandlerContext?
 
