@@ -80,7 +80,7 @@ public enum FuzzSeeds {
                 }
             }
             let d = try w.finish()
-            out[kind == .delta ? "delta" : "image"] = try read(disk, d.fileName)
+            out[kind == .delta ? "delta" : "image"] = try disk.contents(of: d.fileName)
         }
         return out
     }
@@ -97,17 +97,8 @@ public enum FuzzSeeds {
                 try wal.append(WalFormat.encodeRecords([r]), firstLsn: Lsn(lsn), lastLsn: Lsn(lsn), failpoints: Failpoints())
             }
             if sealed { wal.close() }
-            out[sealed ? "sealed" : "open"] = try read(disk, Wal.segmentName(Lsn(1)))
+            out[sealed ? "sealed" : "open"] = try disk.contents(of: Wal.segmentName(Lsn(1)))
         }
         return out
-    }
-
-    static func read(_ disk: SimulatedDisk, _ name: String) throws -> [UInt8] {
-        let fd = try disk.open(name, .readOnly)
-        defer { disk.close(fd) }
-        let size = try disk.fstat(fd).size
-        var bytes = [UInt8](repeating: 0, count: size)
-        _ = try bytes.withUnsafeMutableBytes { try disk.pread(fd, into: $0, at: 0) }
-        return bytes
     }
 }

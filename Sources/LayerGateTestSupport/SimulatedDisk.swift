@@ -228,6 +228,16 @@ public final class SimulatedDisk: FileSystem {
     }
 
     /// Counts of each operation so far ("write": 120, …).
+    /// A whole file's bytes (for tests and seed files).
+    public func contents(of path: String) throws(SystemError) -> [UInt8] {
+        let fd = try open(path, .readOnly)
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: try fstat(fd).size)
+        let read = bytes.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try pread(fd, into: b, at: 0) } }
+        _ = try read.get()
+        return bytes
+    }
+
     public var operationCounts: [String: Int] { state.withLock { $0.operationLog } }
 
     // MARK: FileSystem

@@ -58,33 +58,22 @@ public struct MessageShape: Sendable, Equatable {
             let number = UInt32(truncatingIfNeeded: key >> 3)
             let field = protobuf_c_message_descriptor_get_field(descriptor, number)
             if field == nil { guard counted() else { return false } }
-            switch key & 7 {
-            case 0: guard varint(b, &p) != nil else { return false }
-            case 1: p += 8
-            case 5: p += 4
-            case 2:
-                guard let length = varint(b, &p), length <= UInt64(b.count - p) else { return false }
-                let body = UnsafeRawBufferPointer(rebasing: b[p..<p + Int(length)])
-                p += Int(length)
-                guard let field else { continue }
-                switch field.pointee.type {
-                case PROTOBUF_C_TYPE_STRING:
-                    guard counted() else { return false }
-                    if shape.badString == nil, !isCleanUTF8(body) { shape.badString = String(cString: field.pointee.name) }
-                case PROTOBUF_C_TYPE_BYTES:
-                    guard counted() else { return false }
-                case PROTOBUF_C_TYPE_MESSAGE:
-                    guard counted(),
-                          let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self),
-                          walk(body, sub, depth: depth + 1, maxMessages: maxMessages, &shape)
-                    else { return false }
-                default:
-                    continue  // packed scalars: one array per field, counted by protobuf-c's own first pass
-                }
+            guard let body = value(wireType: key & 7, b, &p) else { return false }
+            guard key & 7 == 2, let field else { continue }
+            switch field.pointee.type {
+            case PROTOBUF_C_TYPE_STRING:
+                guard counted() else { return false }
+                if shape.badString == nil, !isCleanUTF8(body) { shape.badString = String(cString: field.pointee.name) }
+            case PROTOBUF_C_TYPE_BYTES:
+                guard counted() else { return false }
+            case PROTOBUF_C_TYPE_MESSAGE:
+                guard counted(),
+                      let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self),
+                      walk(body, sub, depth: depth + 1, maxMessages: maxMessages, &shape)
+                else { return false }
             default:
-                return false
+                continue  // packed scalars: one array per field, counted by protobuf-c's own first pass
             }
-            guard p <= b.count else { return false }
         }
         return true
     }
@@ -98,17 +87,29 @@ public struct MessageShape: Sendable, Equatable {
         while p < b.count {
             guard let key = varint(b, &p) else { return false }
             if key >> 3 == putRecords { return true }
-            switch key & 7 {
-            case 0: guard varint(b, &p) != nil else { return false }
-            case 1: p += 8
-            case 5: p += 4
-            case 2:
-                guard let length = varint(b, &p), length <= UInt64(b.count - p) else { return false }
-                p += Int(length)
-            default: return false
-            }
+            guard value(wireType: key & 7, b, &p) != nil else { return false }
         }
         return false
+    }
+
+    /// Steps over one field's value; a length-delimited one is returned
+    /// (empty for the others). Nil when it runs past the end or the wire
+    /// type is not one proto3 writes.
+    private static func value(wireType: UInt64, _ b: UnsafeRawBufferPointer, _ p: inout Int) -> UnsafeRawBufferPointer? {
+        let empty = UnsafeRawBufferPointer(rebasing: b[b.count...])
+        switch wireType {
+        case 0: return varint(b, &p) == nil ? nil : empty
+        case 1, 5:
+            let width = wireType == 1 ? 8 : 4
+            guard b.count - p >= width else { return nil }
+            p += width
+            return empty
+        case 2:
+            guard let length = varint(b, &p), length <= UInt64(b.count - p) else { return nil }
+            defer { p += Int(length) }
+            return UnsafeRawBufferPointer(rebasing: b[p..<p + Int(length)])
+        default: return nil
+        }
     }
 
     /// True when no byte is 0 or ≥ 0x80: eight bytes per step (a token is

@@ -223,14 +223,7 @@ struct DiskFixture {
         return ((try? disk.list(path)) ?? []).sorted()
     }
 
-    func readFile(_ path: String) throws -> [UInt8] {
-        let fd = try disk.open(path, .readOnly)
-        defer { disk.close(fd) }
-        let size = try disk.fstat(fd).size
-        var out = [UInt8](repeating: 0, count: size)
-        _ = try out.withUnsafeMutableBytes { try disk.pread(fd, into: $0, at: 0) }
-        return out
-    }
+    func readFile(_ path: String) throws -> [UInt8] { try disk.contents(of: path) }
 
     func writeFile(_ path: String, _ bytes: [UInt8]) throws {
         let fd = try disk.open(path, .createTruncate)
