@@ -130,8 +130,9 @@ let package = Package(
         ),
         .testTarget(
             name: "LayerGateServerTests",
-            dependencies: ["LayerGateClient", "LayerGateWire", "LayerGateAuth", "layergated", "layergate",
-                           .product(name: "JWTKit", package: "jwt-kit")]
+            dependencies: ["LayerGateClient", "LayerGateWire", "LayerGateAuth", "LayerGateServer", "layergated", "layergate",
+                           .product(name: "JWTKit", package: "jwt-kit"),
+                           .product(name: "NIOEmbedded", package: "swift-nio")]
         ),
         .testTarget(
             name: "LayerGateStorageTests",
