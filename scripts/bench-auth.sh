@@ -2,14 +2,18 @@
 # What checking tokens costs cached GetPage: the same C client (layergate-cbench)
 # against two release servers in one run, one without --auth-public-key and one
 # with it (a tenant-scope token on every request), alternating rounds; prints
-# ops/s of each and the ratio (goal: within 5%). Release builds.
-#   scripts/bench-auth.sh                 # 8 x 1 and 8 x 16, 3 rounds of 4 s
+# ops/s of each, the median of the rounds' ratios (goal: within 5%), and each
+# server's CPU time per request (from /proc), which machine noise moves less
+# than throughput. Release builds (BUILD=0 uses the binaries already built).
+#   scripts/bench-auth.sh                 # 8 x 1 and 8 x 16, 21 rounds of 1 s
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-4}
-ROUNDS=${ROUNDS:-3}
-swift build -c release --product layergated >/dev/null
-swift build -c release --product layergate >/dev/null
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-1}
+ROUNDS=${ROUNDS:-21}
+if [ "${BUILD:-1}" != 0 ]; then
+    swift build -c release --product layergated >/dev/null
+    swift build -c release --product layergate >/dev/null
+fi
 make -s -C clients/c build/layergate-cbench >/dev/null
 tmp=$(mktemp -d)
 trap 'kill $plain $auth 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -29,16 +33,39 @@ cbench=clients/c/build/layergate-cbench
 $cbench -s "$tmp/plain.sock" -t 0.2 -q >/dev/null
 $cbench -s "$tmp/auth.sock" --token "$admin" -t 0.2 -q >/dev/null
 ops() { echo "$1" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/'; }
-median() { tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-printf '%-7s %14s %14s %8s\n' "N x D" "no auth ops/s" "tokens ops/s" "ratio"
+requests() { echo "$1" | sed -E 's/.* ([0-9]+) requests, .*/\1/'; }
+# The server's user + system CPU time, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# The middle half of the rounds' ratios: how much the machine moved them.
+quartiles() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f–%.2f", a[int(NR / 4) + 1], a[int(3 * NR / 4) + 1] }'; }
+# One round against one server: "ops/s µs-of-server-CPU-per-request".
+round() {
+    local pid=$1; shift
+    local t0 out t1
+    t0=$(ticks "$pid")
+    out=$($cbench "$@" -t "$SECONDS_PER_RUN" -q)
+    t1=$(ticks "$pid")
+    awk -v o="$(ops "$out")" -v n="$(requests "$out")" -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%s %.2f\n", o, d / hz * 1e6 / n }'
+}
+printf '%-7s %14s %14s %8s %12s %16s %16s\n' "N x D" "no auth ops/s" "tokens ops/s" "ratio" "(middle 50%)" "µs CPU/req none" "µs CPU/req auth"
 for cfg in "8 1" "8 16"; do
     set -- $cfg
-    p="" a=""
-    for _ in $(seq "$ROUNDS"); do
-        p="$p $(ops "$($cbench -s "$tmp/plain.sock" -c "$1" -P "$2" -t "$SECONDS_PER_RUN" -q)")"
-        a="$a $(ops "$($cbench -s "$tmp/auth.sock" --token "$reader" -c "$1" -P "$2" -t "$SECONDS_PER_RUN" -q)")"
+    p="" a="" r="" pc="" ac=""
+    for i in $(seq "$ROUNDS"); do
+        # Which server goes first alternates, so that neither gains from its place in a round.
+        if [ $((i % 2)) = 1 ]; then
+            read -r po pu < <(round "$plain" -s "$tmp/plain.sock" -c "$1" -P "$2")
+            read -r ao au < <(round "$auth" -s "$tmp/auth.sock" --token "$reader" -c "$1" -P "$2")
+        else
+            read -r ao au < <(round "$auth" -s "$tmp/auth.sock" --token "$reader" -c "$1" -P "$2")
+            read -r po pu < <(round "$plain" -s "$tmp/plain.sock" -c "$1" -P "$2")
+        fi
+        p="$p $po" a="$a $ao" pc="$pc $pu" ac="$ac $au"
+        r="$r $(awk -v a="$ao" -v p="$po" 'BEGIN { print a / p }')"
     done
-    pm=$(echo $p | median) am=$(echo $a | median)
-    printf '%-7s %14.0f %14.0f %8.3f\n' "$1 x $2" "$pm" "$am" "$(awk -v a="$am" -v p="$pm" 'BEGIN { print a / p }')"
+    printf '%-7s %14.0f %14.0f %8.3f %12s %16.2f %16.2f\n' "$1 x $2" "$(echo $p | median)" "$(echo $a | median)" \
+        "$(echo $r | median)" "$(echo $r | quartiles)" "$(echo $pc | median)" "$(echo $ac | median)"
 done
-echo "(medians of $ROUNDS alternating rounds of ${SECONDS_PER_RUN} s; both servers on both cores)"
+echo "(medians of $ROUNDS rounds of ${SECONDS_PER_RUN} s, each server first in every other round; the ratio is the median of each round's ratio; both servers on both cores)"

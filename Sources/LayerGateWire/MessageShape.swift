@@ -1,4 +1,7 @@
 import CLayerGateProto
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A look at an encoded message before anything is built from it, walking
 /// the protobuf encoding with protobuf-c's own descriptors:
@@ -161,6 +164,30 @@ public struct MessageShape: Sendable, Equatable {
             }
         }
         return .needMore
+    }
+
+    /// When an encoded `Request` starts with its request id (if any) and then
+    /// `token` as its auth_token, and no field after them sets either again:
+    /// the request id and the bytes after the token. Nil otherwise.
+    static func afterToken(_ token: UnsafeBufferPointer<UInt8>, in b: UnsafeRawBufferPointer)
+        -> (requestId: UInt64, rest: UnsafeRawBufferPointer)? {
+        var p = 0
+        var requestId: UInt64 = 0
+        guard var key = varint(b, &p) else { return nil }
+        if key == 1 << 3 | 0 {
+            guard let id = varint(b, &p), let next = varint(b, &p) else { return nil }
+            (requestId, key) = (id, next)
+        }
+        guard key == 2 << 3 | 2, let length = varint(b, &p), length == UInt64(token.count), token.count <= b.count - p,
+              let here = b.baseAddress, let known = token.baseAddress, memcmp(here + p, known, token.count) == 0
+        else { return nil }
+        let rest = UnsafeRawBufferPointer(rebasing: b[(p + token.count)...])
+        // The last value of a field wins: a later request id or token would change the answer.
+        var q = 0
+        while q < rest.count {
+            guard let k = varint(rest, &q), k >> 3 != 1, k >> 3 != 2, value(wireType: k & 7, rest, &q) != nil else { return nil }
+        }
+        return (requestId, rest)
     }
 
     private static func varint(_ b: UnsafeRawBufferPointer, _ p: inout Int) -> UInt64? {

@@ -130,6 +130,32 @@ struct AuthTests {
         #expect(await server.stop() == 0)
     }
 
+    /// A token is verified once per connection, but its `exp` still holds:
+    /// once past it, the same connection is refused, for a cached page
+    /// (answered on the event loop) as for a status (answered in a task).
+    @Test func aTokenThatExpiresOnAnOpenConnectionIsRefused() async throws {
+        let dir = ServerDir()
+        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
+        let keyFile = dir.path + "/token-key.pub.pem"
+        try publicPEM.write(toFile: keyFile, atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--auth-public-key", keyFile])
+        let admin = try await LayerGateClient.connect(
+            socketPath: dir.socket, token: try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(3600), privateKeyPEM: privatePEM))
+        try await admin.createTenant(tenantA)
+        _ = try await admin.putRecords(tenant: tenantA, [wimage(1, 10)])
+        _ = try await admin.getPage(tenant: tenantA, key: wkey(1), lsn: 10)
+        let short = try await TokenMinter.token(scope: .tenant, tenant: tenantA, ttl: .seconds(2), privateKeyPEM: privatePEM)
+        let reader = try await LayerGateClient.connect(socketPath: dir.socket, token: short)
+        #expect(try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10).page == wpage(1 << 32 | 10))
+        _ = try await reader.tenantStatus(tenantA)
+        try await Task.sleep(for: .milliseconds(2500))
+        await expectServerError(.unauthenticated, { try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10) })
+        await expectServerError(.unauthenticated, { try await reader.tenantStatus(tenantA) })
+        await reader.close()
+        await admin.close()
+        #expect(await server.stop() == 0)
+    }
+
     /// Large frames reserve from the in-flight budget before their body
     /// arrives. Peers that cannot write (no token here) hold only a small pool
     /// of their own: an ingester's 1 MiB put, the first request on a fresh

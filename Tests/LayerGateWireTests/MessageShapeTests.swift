@@ -58,6 +58,36 @@ struct MessageShapeTests {
         #expect(try none.withUnsafeBytes { try Wire.decodeRequest($0, knownToken: "hdr.claims.sig") }.authToken == "")
     }
 
+    /// With the connection's token known, the server decodes what follows the
+    /// token; every frame below must get the answer a plain decode gives.
+    @Test func aKnownTokenGivesTheSameAnswer() {
+        let token = Array("hdr.claims.sig".utf8)
+        let tokenField: [UInt8] = [0x12, UInt8(token.count)] + token
+        let frames: [String: [UInt8]] = [
+            "id, token, body": getPage(prefix: [0x08, 0x07] + tokenField),
+            "token, body (id 0)": getPage(prefix: tokenField),
+            "another token": getPage(prefix: [0x08, 0x07, 0x12, 3] + Array("abc".utf8)),
+            "the id again after the body": getPage(prefix: [0x08, 0x07] + tokenField) + [0x08, 0x09],
+            "the id set to 0 after the body": getPage(prefix: [0x08, 0x07] + tokenField) + [0x08, 0x00],
+            "a second token after the body": getPage(prefix: [0x08, 0x07] + tokenField) + [0x12, 0x01, 0x41],
+            "a NUL in the tenant": getPage(prefix: [0x08, 0x07] + tokenField, tenant: Self.tenant + [0]),
+            "truncated body": Array(getPage(prefix: [0x08, 0x07] + tokenField).dropLast(3)),
+            "token cut short": [0x08, 0x07, 0x12, UInt8(token.count)] + token.prefix(5),
+            "nothing after the token": [0x08, 0x07] + tokenField,
+            "the tenant id twice": getPage(prefix: [0x08, 0x07] + tokenField, extra: [0x0a, 0x00]),
+            "the tenant id three times": getPage(prefix: [0x08, 0x07] + tokenField, extra: [0x0a, 0x00, 0x0a, 0x00]),
+        ]
+        for (what, bytes) in frames {
+            for max in [1, 2, 3, 4, 5, 6, 1000] {  // the limit falls on each side of what a frame holds
+                bytes.withUnsafeBytes { raw in
+                    let plain = Wire.decodeCheckedRequest(raw, maxMessages: max)
+                    let known = Wire.decodeCheckedRequest(raw, maxMessages: max, knownToken: "hdr.claims.sig")
+                    #expect(known == plain, "\(what), at most \(max)")
+                }
+            }
+        }
+    }
+
     @Test func theTokenIsReadFromTheFirstBytes() {
         let token = Array("eyJ.e30.sig".utf8)
         let full = [0x08, 0x07, 0x12, UInt8(token.count)] + token + [0x5a, 0x80, 0x80, 0x04]
