@@ -4,7 +4,9 @@
 # with it (a tenant-scope token on every request), alternating rounds; prints
 # ops/s of each, the median of the rounds' ratios (goal: within 5%), and each
 # server's CPU time per request (from /proc), which machine noise moves less
-# than throughput. Release builds (BUILD=0 uses the binaries already built).
+# than throughput. The C bench runs in redis-benchmark's shape (--epoll: one
+# thread for every connection; MODE=threads: a thread per connection).
+# Release builds (BUILD=0 uses the binaries already built).
 #   scripts/bench-auth.sh                 # 8 x 1 and 8 x 16, 21 rounds of 1 s
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,8 @@ plain=$!
 auth=$!
 for _ in $(seq 100); do [ -S "$tmp/plain.sock" ] && [ -S "$tmp/auth.sock" ] && break; sleep 0.1; done
 cbench=clients/c/build/layergate-cbench
+mode=--epoll
+[ "${MODE:-epoll}" = threads ] && mode=""
 # Create and cache the pages on both (admin on the one that checks tokens).
 $cbench -s "$tmp/plain.sock" -t 0.2 -q >/dev/null
 $cbench -s "$tmp/auth.sock" --token "$admin" -t 0.2 -q >/dev/null
@@ -44,7 +48,7 @@ round() {
     local pid=$1; shift
     local t0 out t1
     t0=$(ticks "$pid")
-    out=$($cbench "$@" -t "$SECONDS_PER_RUN" -q)
+    out=$($cbench "$@" -t "$SECONDS_PER_RUN" -q $mode)
     t1=$(ticks "$pid")
     awk -v o="$(ops "$out")" -v n="$(requests "$out")" -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "%s %.2f\n", o, d / hz * 1e6 / n }'
@@ -68,4 +72,4 @@ for cfg in "8 1" "8 16"; do
     printf '%-7s %14.0f %14.0f %8.3f %12s %16.2f %16.2f\n' "$1 x $2" "$(echo $p | median)" "$(echo $a | median)" \
         "$(echo $r | median)" "$(echo $r | quartiles)" "$(echo $pc | median)" "$(echo $ac | median)"
 done
-echo "(medians of $ROUNDS rounds of ${SECONDS_PER_RUN} s, each server first in every other round; the ratio is the median of each round's ratio; both servers on both cores)"
+echo "(cbench ${mode:-with a thread per connection}; medians of $ROUNDS rounds of ${SECONDS_PER_RUN} s, each server first in every other round; the ratio is the median of each round's ratio; both servers on both cores)"

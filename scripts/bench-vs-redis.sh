@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GetPage round trips for cached 8 KiB pages against redis GET of 8 KiB values,
 # all on Unix sockets, in one run, for the same connections (N) and pipelining
-# depth (D), with three clients:
-#   layergate-cbench  the C client (clients/c): N threads, batches of D, like redis-benchmark -P
+# depth (D), with these clients:
+#   cbench --epoll    the C bench in redis-benchmark's shape: one thread, one epoll set,
+#                     N connections each sending batches of D (the ratio that counts)
+#   cbench threads    the C client library (clients/c): a thread per connection, batches of D
 #   layergate bench   the Swift client: N connections, D requests kept in flight on each
 #   redis-benchmark   GET against redis-server (the baseline: ratio 1.00)
 #   scripts/bench-vs-redis.sh            # uses both cores
@@ -12,8 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 command -v redis-server >/dev/null || { echo "installing redis-server"; apt-get install -y -qq redis-server >/dev/null; }
-swift build -c release --product layergated >/dev/null
-swift build -c release --product layergate >/dev/null
+if [ "${BUILD:-1}" != 0 ]; then  # BUILD=0: the release binaries already built
+    swift build -c release --product layergated >/dev/null
+    swift build -c release --product layergate >/dev/null
+fi
 make -s -C clients/c build/layergate-cbench >/dev/null
 pin=""
 [ "${PIN:-0}" = 1 ] && pin="taskset -c 0"
@@ -32,17 +36,21 @@ field() { echo "$1" | sed -E "s/.*$2=([0-9.]+) msec.*/\\1/"; }
 for cfg in "1 1" "8 1" "8 16"; do
     set -- $cfg
     n=$1 d=$2
+    eout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q --epoll)
     cout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q)
     sout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000)
+    eops=$(echo "$eout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     cops=$(echo "$cout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     sops=$(echo "$sout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
-    # About as many requests as the C client did, so that redis runs for a similar time.
-    count=$(awk -v o="$cops" -v s="$SECONDS_PER_RUN" 'BEGIN { c = int(o * s); if (c < 20000) c = 20000; print c }')
+    # About as many requests as the epoll client did, so that redis runs for a similar time.
+    count=$(awk -v o="$eops" -v s="$SECONDS_PER_RUN" 'BEGIN { c = int(o * s); if (c < 20000) c = 20000; print c }')
     # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     rdout=$($pin redis-benchmark -s "$tmp/redis.sock" -t get -d 8192 -r 1000 -c "$n" -P "$d" -n "$count" --csv | grep '^"GET"' | tr -d '"')
     rops=$(echo "$rdout" | cut -d, -f2)
     ratio() { awk -v a="$1" -v b="$rops" 'BEGIN { printf "%.2f", a / b }'; }
-    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "$n x $d" "layergate-cbench" "$cops" "$(field "$cout" p50)" \
+    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "$n x $d" "cbench --epoll" "$eops" "$(field "$eout" p50)" \
+        "$(field "$eout" p99)" "$(field "$eout" p99.9)" "$(ratio "$eops")"
+    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "cbench threads" "$cops" "$(field "$cout" p50)" \
         "$(field "$cout" p99)" "$(field "$cout" p99.9)" "$(ratio "$cops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "layergate bench" "$sops" "$(field "$sout" p50)" \
         "$(field "$sout" p99)" "$(field "$sout" p99.9)" "$(ratio "$sops")"

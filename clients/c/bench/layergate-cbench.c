@@ -1,8 +1,9 @@
 /*
  * layergate-cbench: GetPage round trips for preloaded, cached pages, in the
- * manner of redis-benchmark: N threads, each with its own connection, each
- * sending D requests at a time (a pipelined batch) and waiting for all D, for
- * T seconds. Prints ops/s and latency percentiles like redis-benchmark
+ * manner of redis-benchmark: N connections, each sending D requests at a time
+ * (a pipelined batch) and waiting for all D, for T seconds. By default each
+ * connection has a thread of its own and uses liblayergate; with --epoll one
+ * thread drives them all, as redis-benchmark does (bench/epoll-mode.c). Prints ops/s and latency percentiles like redis-benchmark
  * (-q: its one-line form; --csv: its CSV, plus a p99.9 column).
  *
  * A request's latency is its batch's round trip (the batch is sent at once
@@ -11,7 +12,7 @@
  * so both benches read the same cached data.
  */
 #define _GNU_SOURCE
-#include <layergate.h>
+#include "bench.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -20,62 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Log-linear latency histogram in ns: 2^SUB_BITS buckets per power of two, under 1% error. */
-enum { SUB_BITS = 7, SUB = 1 << SUB_BITS, BUCKETS = 64 * SUB };
-
-typedef struct histogram {
-    uint64_t counts[BUCKETS];
-    uint64_t total, min, max;
-    long double sum;
-} histogram;
-
-static int bucket_of(uint64_t v) {
-    if (v < SUB) return (int)v;
-    int msb = 63 - __builtin_clzll(v);
-    int shift = msb - SUB_BITS;
-    return (shift + 1) * SUB + (int)((v >> shift) - SUB);
-}
-
-static uint64_t bucket_high(int b) {  /* the largest value that lands in bucket b */
-    if (b < SUB) return (uint64_t)b;
-    int shift = b / SUB - 1;
-    uint64_t base = (uint64_t)(b % SUB + SUB) << shift;
-    return base + ((uint64_t)1 << shift) - 1;
-}
-
-static void record(histogram *h, uint64_t ns, uint64_t n) {
-    h->counts[bucket_of(ns)] += n;
-    if (h->total == 0 || ns < h->min) h->min = ns;
-    if (ns > h->max) h->max = ns;
-    h->total += n;
-    h->sum += (long double)ns * n;
-}
-
-static uint64_t percentile(const histogram *h, double q) {
-    uint64_t want = (uint64_t)(q * (double)h->total), seen = 0;
-    if (want >= h->total) want = h->total - 1;
-    for (int b = 0; b < BUCKETS; b++) {
-        seen += h->counts[b];
-        if (seen > want) return bucket_high(b) < h->max ? bucket_high(b) : h->max;
-    }
-    return h->max;
-}
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-typedef struct options {
-    const char *socket;
-    const char *tenant;
-    int clients, depth, pages;
-    double seconds;
-    bool quiet, csv;
-    const char *token;  /* NULL: none */
-} options;
 
 typedef struct worker {
     const options *o;
@@ -87,10 +32,6 @@ typedef struct worker {
 } worker;
 
 static pthread_barrier_t start_line;  /* every client starts together */
-
-static lg_page_key key(uint32_t block) {
-    return (lg_page_key){.spc_oid = 1663, .db_oid = 5, .rel_number = 2000, .fork = 0, .block = block};
-}
 
 static void *run_worker(void *arg) {
     worker *w = arg;
@@ -163,13 +104,40 @@ static int preload(const options *o, uint64_t *lsn) {
     return s == LG_OK ? 0 : -1;
 }
 
+/* The thread-per-connection mode; `start` is set when every thread is ready. */
+static int run_threads(const options *o, uint64_t lsn, histogram *all, uint64_t *start) {
+    worker *w = calloc((size_t)o->clients, sizeof *w);
+    if (w == NULL) return 1;
+    pthread_barrier_init(&start_line, NULL, (unsigned)o->clients + 1);
+    for (int i = 0; i < o->clients; i++) {
+        w[i] = (worker){.o = o, .index = i, .lsn = lsn};
+        pthread_create(&w[i].thread, NULL, run_worker, &w[i]);
+    }
+    pthread_barrier_wait(&start_line);
+    *start = now_ns();
+    int failed = 0;
+    for (int i = 0; i < o->clients; i++) {
+        pthread_join(w[i].thread, NULL);
+        if (w[i].error[0]) { fprintf(stderr, "layergate-cbench: client %d: %s\n", i, w[i].error); failed = 1; }
+        for (int b = 0; b < BUCKETS; b++) all->counts[b] += w[i].h.counts[b];
+        if (w[i].h.total && (all->total == 0 || w[i].h.min < all->min)) all->min = w[i].h.min;
+        if (w[i].h.max > all->max) all->max = w[i].h.max;
+        all->total += w[i].h.total;
+        all->sum += w[i].h.sum;
+    }
+    pthread_barrier_destroy(&start_line);
+    free(w);
+    return failed;
+}
+
 static int usage(FILE *to, int code) {
     fprintf(to,
-            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
+            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--epoll] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
             "  -s SOCKET     layergated's socket (default ./.layergate/layergate.sock)\n"
-            "  -c CLIENTS    threads, one connection each (default 1)\n"
+            "  -c CLIENTS    connections (default 1): a thread each, or all on one thread with --epoll\n"
             "  -P DEPTH      GetPage requests per pipelined batch (default 1; -d is the same)\n"
             "  -t SECONDS    how long to run (default 5)\n"
+            "  --epoll       one thread and an epoll set for every connection, as redis-benchmark runs\n"
             "  --pages N     distinct pages, preloaded and read at random (default 1000)\n"
             "  --tenant ID   (default be0c0000000000000000000000000002, the one `layergate bench` uses)\n"
             "  --token JWT   sent with every request (default: $LAYERGATE_TOKEN); the preload needs admin\n"
@@ -186,6 +154,7 @@ int main(int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-q") == 0) o.quiet = true;
         else if (strcmp(a, "--csv") == 0) o.csv = true;
+        else if (strcmp(a, "--epoll") == 0) o.epoll = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout, 0);
         else if (v == NULL) return usage(stderr, 2);
         else if (strcmp(a, "-s") == 0) o.socket = v, i++;
@@ -201,29 +170,20 @@ int main(int argc, char **argv) {
     uint64_t lsn;
     if (preload(&o, &lsn) != 0) return 1;
 
-    worker *w = calloc((size_t)o.clients, sizeof *w);
-    if (w == NULL) return 1;
-    pthread_barrier_init(&start_line, NULL, (unsigned)o.clients + 1);
-    for (int i = 0; i < o.clients; i++) {
-        w[i] = (worker){.o = &o, .index = i, .lsn = lsn};
-        pthread_create(&w[i].thread, NULL, run_worker, &w[i]);
-    }
-    pthread_barrier_wait(&start_line);
-    uint64_t start = now_ns();
     histogram *all = calloc(1, sizeof *all);
+    if (all == NULL) return 1;
+    uint64_t start = now_ns();
     int failed = 0;
-    for (int i = 0; i < o.clients; i++) {
-        pthread_join(w[i].thread, NULL);
-        if (w[i].error[0]) { fprintf(stderr, "layergate-cbench: client %d: %s\n", i, w[i].error); failed = 1; }
-        for (int b = 0; b < BUCKETS; b++) all->counts[b] += w[i].h.counts[b];
-        if (w[i].h.total && (all->total == 0 || w[i].h.min < all->min)) all->min = w[i].h.min;
-        if (w[i].h.max > all->max) all->max = w[i].h.max;
-        all->total += w[i].h.total;
-        all->sum += w[i].h.sum;
+    if (o.epoll) {
+        char error[600];
+        if (run_epoll(&o, lsn, all, error, sizeof error) != 0) {
+            fprintf(stderr, "layergate-cbench: %s\n", error);
+            failed = 1;
+        }
+    } else {
+        failed = run_threads(&o, lsn, all, &start);
     }
-    double secs = (double)(now_ns() - start) / 1e9;
-    pthread_barrier_destroy(&start_line);
-    if (failed || all->total == 0) return 1;
+    double secs = (double)(now_ns() - start) / 1e9;    if (failed || all->total == 0) return 1;
     double rps = (double)all->total / secs;
     double ms = 1e-6;
     double avg = (double)(all->sum / all->total) * ms, p50 = (double)percentile(all, 0.5) * ms;
@@ -248,6 +208,5 @@ int main(int argc, char **argv) {
                rps, p50, p99, p999, o.clients, o.depth, all->total);
     }
     free(all);
-    free(w);
     return 0;
 }

@@ -1,0 +1,78 @@
+/* What both modes of layergate-cbench share: options, the latency histogram, the pages' keys. */
+#ifndef LAYERGATE_CBENCH_H
+#define LAYERGATE_CBENCH_H
+
+#include <layergate.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Log-linear latency histogram in ns: 2^SUB_BITS buckets per power of two, under 1% error. */
+enum { SUB_BITS = 7, SUB = 1 << SUB_BITS, BUCKETS = 64 * SUB };
+
+typedef struct histogram {
+    uint64_t counts[BUCKETS];
+    uint64_t total, min, max;
+    long double sum;
+} histogram;
+
+static inline int bucket_of(uint64_t v) {
+    if (v < SUB) return (int)v;
+    int msb = 63 - __builtin_clzll(v);
+    int shift = msb - SUB_BITS;
+    return (shift + 1) * SUB + (int)((v >> shift) - SUB);
+}
+
+static inline uint64_t bucket_high(int b) {  /* the largest value that lands in bucket b */
+    if (b < SUB) return (uint64_t)b;
+    int shift = b / SUB - 1;
+    uint64_t base = (uint64_t)(b % SUB + SUB) << shift;
+    return base + ((uint64_t)1 << shift) - 1;
+}
+
+static inline void record(histogram *h, uint64_t ns, uint64_t n) {
+    h->counts[bucket_of(ns)] += n;
+    if (h->total == 0 || ns < h->min) h->min = ns;
+    if (ns > h->max) h->max = ns;
+    h->total += n;
+    h->sum += (long double)ns * n;
+}
+
+static inline uint64_t percentile(const histogram *h, double q) {
+    uint64_t want = (uint64_t)(q * (double)h->total), seen = 0;
+    if (want >= h->total) want = h->total - 1;
+    for (int b = 0; b < BUCKETS; b++) {
+        seen += h->counts[b];
+        if (seen > want) return bucket_high(b) < h->max ? bucket_high(b) : h->max;
+    }
+    return h->max;
+}
+
+static inline uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct options {
+    const char *socket;
+    const char *tenant;
+    int clients, depth, pages;
+    double seconds;
+    bool quiet, csv;
+    bool epoll;  /* one thread, every connection on an epoll set, like redis-benchmark */
+    const char *token;  /* NULL: none */
+} options;
+
+static inline lg_page_key key(uint32_t block) {
+    return (lg_page_key){.spc_oid = 1663, .db_oid = 5, .rel_number = 2000, .fork = 0, .block = block};
+}
+
+/* Runs the epoll mode for o->seconds: every connection sends a batch of o->depth
+ * GetPage requests at once and sends the next when all of its answers are in.
+ * Returns 0, or -1 with `error` filled in. */
+int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_t error_len);
+
+#endif
