@@ -4,6 +4,10 @@ import Logging
 import NIOCore
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One client connection: bytes in, frames out of them, each frame decoded
 /// as a `Request`, authorized, run, and answered with its request id, in any
 /// order (puts in the order they were sent).
@@ -440,7 +444,7 @@ struct TokenCache: Sendable {
     /// The verification of `token` on this connection as of `now` (`expired`
     /// once past its `exp`), or nil when it has not been seen.
     func lookup(_ token: String, at now: NIODeadline) -> Result<Grant, TokenError>? {
-        guard let e = entries.first(where: { $0.token == token }) else { return nil }
+        guard let e = entries.first(where: { Self.sameBytes($0.token, token) }) else { return nil }
         if let until = e.until, now >= until { return .failure(.expired) }
         return e.result
     }
@@ -454,7 +458,9 @@ struct TokenCache: Sendable {
     }
 
     mutating func remember(_ token: String, _ result: Result<Grant, TokenError>) {
-        guard !entries.contains(where: { $0.token == token }) else { return }
+        // Not yet valid is not final: verified again until it is.
+        if case .failure(.notYetValid) = result { return }
+        guard !entries.contains(where: { Self.sameBytes($0.token, token) }) else { return }
         if entries.count >= 8 { entries.removeFirst() }
         var until: NIODeadline?
         if case .success(let g) = result, let expires = g.expires {
@@ -462,6 +468,18 @@ struct TokenCache: Sendable {
             until = .now() + .nanoseconds(Int64(seconds * 1e9))
         }
         entries.append(Entry(token: token, result: result, until: until))
+    }
+
+    /// A token is its bytes. `String ==` is Unicode canonical equivalence, under
+    /// which a forged token with KELVIN SIGN for "K" would pass for the real one.
+    static func sameBytes(_ a: String, _ b: String) -> Bool {
+        var (a, b) = (a, b)
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                guard x.count == y.count, let xs = x.baseAddress, let ys = y.baseAddress else { return x.count == y.count }
+                return memcmp(xs, ys, x.count) == 0
+            }
+        }
     }
 }
 

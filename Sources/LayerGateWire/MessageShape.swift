@@ -173,12 +173,13 @@ public struct MessageShape: Sendable, Equatable {
         -> (requestId: UInt64, rest: UnsafeRawBufferPointer)? {
         var p = 0
         var requestId: UInt64 = 0
-        guard var key = varint(b, &p) else { return nil }
+        // Keys and lengths as protobuf-c reads them: at most 5 bytes (it refuses longer ones).
+        guard var key = varint(b, &p, maxBytes: 5) else { return nil }
         if key == 1 << 3 | 0 {
-            guard let id = varint(b, &p), let next = varint(b, &p) else { return nil }
+            guard let id = varint(b, &p), let next = varint(b, &p, maxBytes: 5) else { return nil }
             (requestId, key) = (id, next)
         }
-        guard key == 2 << 3 | 2, let length = varint(b, &p), length == UInt64(token.count), token.count <= b.count - p,
+        guard key == 2 << 3 | 2, let length = varint(b, &p, maxBytes: 5), length == UInt64(token.count), token.count <= b.count - p,
               let here = b.baseAddress, let known = token.baseAddress, memcmp(here + p, known, token.count) == 0
         else { return nil }
         let rest = UnsafeRawBufferPointer(rebasing: b[(p + token.count)...])
@@ -190,10 +191,10 @@ public struct MessageShape: Sendable, Equatable {
         return (requestId, rest)
     }
 
-    private static func varint(_ b: UnsafeRawBufferPointer, _ p: inout Int) -> UInt64? {
+    private static func varint(_ b: UnsafeRawBufferPointer, _ p: inout Int, maxBytes: UInt64 = 10) -> UInt64? {
         var value: UInt64 = 0
         var shift: UInt64 = 0
-        while p < b.count && shift < 64 {
+        while p < b.count && shift < 7 * maxBytes {
             let byte = b[p]
             p += 1
             value |= UInt64(byte & 0x7F) << shift

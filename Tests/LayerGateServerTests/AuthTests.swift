@@ -156,6 +156,46 @@ struct AuthTests {
         #expect(await server.stop() == 0)
     }
 
+    /// A token is its bytes: one with KELVIN SIGN (U+212A) for a "K" is
+    /// canonically equivalent to the real one as a Swift String, but it is
+    /// not the token that was verified on this connection. Either order.
+    @Test func aLookalikeOfAKnownTokenIsNotIt() async throws {
+        let dir = ServerDir()
+        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
+        let keyFile = dir.path + "/token-key.pub.pem"
+        try publicPEM.write(toFile: keyFile, atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--auth-public-key", keyFile])
+        let admin = try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(3600), privateKeyPEM: privatePEM)
+        let setup = try await LayerGateClient.connect(socketPath: dir.socket, token: admin)
+        try await setup.createTenant(tenantA)
+        _ = try await setup.putRecords(tenant: tenantA, [wimage(1, 10)])
+        _ = try await setup.getPage(tenant: tenantA, key: wkey(1), lsn: 10)
+        await setup.close()
+        // A token with a "K" in it (tokens differ by their expiry).
+        var real = ""
+        for ttl in 3600..<3700 where !real.contains("K") {
+            real = try await TokenMinter.token(scope: .tenant, tenant: tenantA, ttl: .seconds(ttl), privateKeyPEM: privatePEM)
+        }
+        try #require(real.contains("K"))
+        let lookalike = real.replacingOccurrences(of: "K", with: "\u{212A}")
+        #expect(real == lookalike && real.utf8.count != lookalike.utf8.count, "Swift calls them equal; their bytes differ")
+        let getPage = Wire.Request.Body.getPage(Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), lsn: 10))
+        let status = Wire.Request.Body.tenantStatus(Wire.TenantStatusRequest(tenantId: tenantA))
+        for realFirst in [true, false] {
+            let c = try await server.client()
+            if realFirst {
+                _ = try await c.call(getPage, authToken: real)
+                _ = try await c.call(status, authToken: real)
+            }
+            await expectServerError(.unauthenticated, { try await c.call(getPage, authToken: lookalike) })
+            await expectServerError(.unauthenticated, { try await c.call(status, authToken: lookalike) })
+            _ = try await c.call(getPage, authToken: real)
+            _ = try await c.call(status, authToken: real)
+            await c.close()
+        }
+        #expect(await server.stop() == 0)
+    }
+
     /// Large frames reserve from the in-flight budget before their body
     /// arrives. Peers that cannot write (no token here) hold only a small pool
     /// of their own: an ingester's 1 MiB put, the first request on a fresh

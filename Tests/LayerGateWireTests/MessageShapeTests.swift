@@ -74,6 +74,13 @@ struct MessageShapeTests {
             "truncated body": Array(getPage(prefix: [0x08, 0x07] + tokenField).dropLast(3)),
             "token cut short": [0x08, 0x07, 0x12, UInt8(token.count)] + token.prefix(5),
             "nothing after the token": [0x08, 0x07] + tokenField,
+            // protobuf-c reads keys and lengths of at most 5 bytes: padded to 6, the frame is refused.
+            "the token's length in 5 bytes": getPage(prefix: [0x08, 0x07, 0x12, UInt8(token.count) | 0x80, 0x80, 0x80, 0x80, 0x00] + token),
+            "the token's length in 6 bytes": getPage(prefix: [0x08, 0x07, 0x12, UInt8(token.count) | 0x80, 0x80, 0x80, 0x80, 0x80, 0x00] + token),
+            "the token's key in 6 bytes": getPage(prefix: [0x08, 0x07, 0x92, 0x80, 0x80, 0x80, 0x80, 0x00, UInt8(token.count)] + token),
+            "the id's key in 6 bytes": getPage(prefix: [0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0x07] + tokenField),
+            "the id in 10 bytes": getPage(prefix: [0x08, 0x87, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01] + tokenField),
+            "the id in 11 bytes": getPage(prefix: [0x08, 0x87, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01] + tokenField),
             "the tenant id twice": getPage(prefix: [0x08, 0x07] + tokenField, extra: [0x0a, 0x00]),
             "the tenant id three times": getPage(prefix: [0x08, 0x07] + tokenField, extra: [0x0a, 0x00, 0x0a, 0x00]),
         ]
