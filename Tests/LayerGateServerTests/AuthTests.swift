@@ -134,6 +134,20 @@ struct AuthTests {
     /// once past it, the same connection is refused, for a cached page
     /// (answered on the event loop) as for a status (answered in a task).
     @Test func aTokenThatExpiresOnAnOpenConnectionIsRefused() async throws {
+        let (server, privatePEM) = try await Self.serverWithAPage()
+        let short = try await TokenMinter.token(scope: .tenant, tenant: tenantA, ttl: .seconds(2), privateKeyPEM: privatePEM)
+        let reader = try await LayerGateClient.connect(socketPath: server.dir.socket, token: short)
+        #expect(try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10).page == wpage(1 << 32 | 10))
+        _ = try await reader.tenantStatus(tenantA)
+        try await Task.sleep(for: .milliseconds(2500))
+        await expectServerError(.unauthenticated, { try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10) })
+        await expectServerError(.unauthenticated, { try await reader.tenantStatus(tenantA) })
+        await reader.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// A server that checks tokens, with page 1 of `tenantA` at LSN 10 in its cache.
+    static func serverWithAPage() async throws -> (ServerProcess, privatePEM: String) {
         let dir = ServerDir()
         let (privatePEM, publicPEM) = try TokenMinter.keyPair()
         let keyFile = dir.path + "/token-key.pub.pem"
@@ -144,33 +158,15 @@ struct AuthTests {
         try await admin.createTenant(tenantA)
         _ = try await admin.putRecords(tenant: tenantA, [wimage(1, 10)])
         _ = try await admin.getPage(tenant: tenantA, key: wkey(1), lsn: 10)
-        let short = try await TokenMinter.token(scope: .tenant, tenant: tenantA, ttl: .seconds(2), privateKeyPEM: privatePEM)
-        let reader = try await LayerGateClient.connect(socketPath: dir.socket, token: short)
-        #expect(try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10).page == wpage(1 << 32 | 10))
-        _ = try await reader.tenantStatus(tenantA)
-        try await Task.sleep(for: .milliseconds(2500))
-        await expectServerError(.unauthenticated, { try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10) })
-        await expectServerError(.unauthenticated, { try await reader.tenantStatus(tenantA) })
-        await reader.close()
         await admin.close()
-        #expect(await server.stop() == 0)
+        return (server, privatePEM)
     }
 
     /// A token is its bytes: one with KELVIN SIGN (U+212A) for a "K" is
     /// canonically equivalent to the real one as a Swift String, but it is
     /// not the token that was verified on this connection. Either order.
     @Test func aLookalikeOfAKnownTokenIsNotIt() async throws {
-        let dir = ServerDir()
-        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
-        let keyFile = dir.path + "/token-key.pub.pem"
-        try publicPEM.write(toFile: keyFile, atomically: true, encoding: .utf8)
-        let server = try await ServerProcess(dir: dir, extraArgs: ["--auth-public-key", keyFile])
-        let admin = try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(3600), privateKeyPEM: privatePEM)
-        let setup = try await LayerGateClient.connect(socketPath: dir.socket, token: admin)
-        try await setup.createTenant(tenantA)
-        _ = try await setup.putRecords(tenant: tenantA, [wimage(1, 10)])
-        _ = try await setup.getPage(tenant: tenantA, key: wkey(1), lsn: 10)
-        await setup.close()
+        let (server, privatePEM) = try await Self.serverWithAPage()
         // A token with a "K" in it (tokens differ by their expiry).
         var real = ""
         for ttl in 3600..<3700 where !real.contains("K") {
