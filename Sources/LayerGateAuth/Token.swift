@@ -23,8 +23,6 @@ public struct Grant: Sendable, Equatable {
         self.tenant = tenant
         self.expires = expires
     }
-
-    public func isExpired(at now: Date = Date()) -> Bool { expires.map { now >= $0 } ?? false }
 }
 
 /// Why a token was not accepted: each is UNAUTHENTICATED on the wire.

@@ -47,7 +47,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// When the first byte of the frame being received arrived.
     private var frameStarted: NIODeadline?
     private var lastActivity = NIODeadline.now()
-    /// Read once per `process`: what tokens' expiry is checked against.
+    /// Read once per `process` when tokens are checked: what their expiry is checked against.
     private var now = NIODeadline.now()
     private var lastCheck = NIODeadline.now()
     private var timer: RepeatedTask?
@@ -155,7 +155,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Takes every whole frame it may from the buffer, then asks for more
     /// bytes only if nothing holds the connection back.
     private func process(context: ChannelHandlerContext) {
-        now = .now()
+        if dispatcher.verifier != nil { now = .now() }  // only tokens' expiry reads it
         while canTakeFrame, let b = buffer, let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) {
             let size = Int(length)
             guard size <= maxFrameBytes else {
