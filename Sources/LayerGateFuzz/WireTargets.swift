@@ -16,6 +16,16 @@ enum WireTargets {
                 preconditionFailure("knowing the token \(token) changes the answer: \(fast), not \(decoded)")
             }
         }
+        // Where the server reads a GetPage in place, it reads what the decoder does.
+        for token in [nil] + known.map(Optional.some) {
+            for limit in [maxMessages, 3] {
+                guard let inPlace = Wire.readGetPageInPlace(bytes, knownToken: token, maxMessages: limit) else { continue }
+                let general = Wire.decodeCheckedRequest(bytes, maxMessages: limit)
+                guard case .success(let r) = general, r == inPlace.request(authToken: token ?? "") else {
+                    preconditionFailure("read in place as \(inPlace) with token \(token ?? "none"), decoded as \(general)")
+                }
+            }
+        }
         guard case .success(let request) = decoded else { return }
         let again = Wire.encode(request)
         guard let decoded = try? Wire.decodeRequest(again), decoded == request else {

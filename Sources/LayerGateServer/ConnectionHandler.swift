@@ -262,6 +262,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             return
         }
+        // A plain GetPage is read in place, and a cache hit answered from it.
+        if let g = frame.withUnsafeReadableBytes({
+            Wire.readGetPageInPlace($0, knownToken: lastToken, maxMessages: limits.maxMessagesPerRequest)
+        }) {
+            takeInPlace(g, context: context)
+            return
+        }
         let request: Wire.Request
         switch Self.decode(frame, limits: limits, knownToken: lastToken, arena: arena) {
         case .failure(let d):
@@ -287,11 +294,48 @@ final class ConnectionHandler: ChannelDuplexHandler {
         } else {
             known = false
         }
-        if known, let response = dispatcher.handleInline(request, grant: grant, peer: peer) {
-            write(response, context: context)
-            return
+        if known, case .getPage? = request.body {
+            var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
+            switch dispatcher.handleInline(request, grant: grant, peer: peer, into: &out) {
+            case .frame?:
+                context.write(wrapOutboundOut(out), promise: nil)
+                unflushed = true
+                return
+            case .response(let response)?:
+                write(response, context: context)
+                return
+            case nil:
+                break
+            }
         }
         run(charge: nil, isPut: request.isPut) { _, _ in .respond(request) }
+    }
+
+    /// A GetPage read in place: it carries this connection's last token (or
+    /// none, when none was seen). Answered here when the token's verification
+    /// is known and the page cached; else run in a task like any request.
+    private func takeInPlace(_ g: Wire.InPlaceGetPage, context: ChannelHandlerContext) {
+        var grant: Result<Grant, TokenError>? = nil
+        var known = true
+        if dispatcher.verifier != nil {
+            if let token = lastToken, let cached = tokens.lookup(token, at: now) { grant = cached } else { known = false }
+        }
+        if known {
+            var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
+            switch dispatcher.handleInline(g, grant: grant, peer: peer, into: &out) {
+            case .frame?:
+                context.write(wrapOutboundOut(out), promise: nil)
+                unflushed = true
+                return
+            case .response(let response)?:
+                write(response, context: context)
+                return
+            case nil:
+                break
+            }
+        }
+        let request = g.request(authToken: lastToken ?? "")
+        run(charge: nil, isPut: false) { _, _ in .respond(request) }
     }
 
     private enum Step: Sendable {
@@ -519,11 +563,14 @@ extension ByteBuffer {
     var isPutRecordsRequest: Bool { withUnsafeReadableBytes { MessageShape.isPutRecordsRequest($0) } }
 }
 
+/// A page's answer frame: the page and at most 32 bytes around it.
+private let pageFrameCapacity = 8192 + 32
+
 /// A response as one frame (length prefix included: the pipeline has no frame encoder on the way out).
 private func responseFrame(_ response: Wire.Response, allocator: ByteBufferAllocator) -> ByteBuffer {
     var isPage = false
     if case .getPage? = response.body { isPage = true }
-    var buffer = allocator.buffer(capacity: isPage ? 8192 + 32 : 256)
+    var buffer = allocator.buffer(capacity: isPage ? pageFrameCapacity : 256)
     Wire.writeFrame(response, into: &buffer)
     return buffer
 }

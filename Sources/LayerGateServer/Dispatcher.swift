@@ -1,6 +1,7 @@
 import LayerGateAuth
 import LayerGateStorage
 import LayerGateWire
+import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -50,27 +51,70 @@ public final class Dispatcher: Sendable {
         return Wire.Response(requestId: request.requestId, body: body)
     }
 
+    /// What `handleInline` answered.
+    public enum InlineAnswer {
+        /// The page's answer, as a whole frame, was appended to the buffer.
+        case frame
+        /// An answer that is not a page (an error).
+        case response(Wire.Response)
+    }
+
     /// Answers a GetPage at once, on the calling thread (the event loop), when
     /// it needs no disk read and no wait; nil for everything else, which goes
-    /// through `handle` on its own task. Cache hits skip two thread hand-offs.
-    public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity) -> Wire.Response? {
+    /// through `handle` on its own task. Cache hits skip two thread hand-offs,
+    /// and the page is built straight into `out`, the answer's frame.
+    public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
+                             into out: inout ByteBuffer) -> InlineAnswer? {
         guard case .getPage(let r)? = request.body, let k = r.key else { return nil }
-        let body: Wire.Response.Body
-        if let denied = authorize(request, grant: grant, peer: peer) {
-            body = .error(denied)
-        } else {
-            do throws(StorageError) {
-                let t = try tenant(r.tenantId)
-                guard let (page, lsn) = try t.getPageFromCache(key: try Self.pageKey(k), lsn: r.latest ? nil : Lsn(r.lsn)) else {
-                    return nil
-                }
-                body = .getPage(Wire.GetPageResponse(page: page, lsn: lsn.rawValue))
-            } catch {
-                body = .error(ErrorMapping.wire(error))
-            }
+        if let denied = authorize(request, grant: grant, peer: peer) { return answer(request.requestId, .error(denied)) }
+        return inlinePage(requestId: request.requestId, into: &out) { () throws(StorageError) in
+            (try tenant(r.tenantId), k, r.latest ? nil : r.lsn)
         }
+    }
+
+    /// The same for a GetPage read in place (`Wire.readGetPageInPlace`): no
+    /// request is built unless it is refused or not a cache hit.
+    public func handleInline(_ g: Wire.InPlaceGetPage, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
+                             into out: inout ByteBuffer) -> InlineAnswer? {
+        // The usual cases without building the request: no tokens (anyone may
+        // read), or a token for everything or for this tenant. A refusal is
+        // worded by `authorize`, as for any request.
+        var allowed = true
+        if case .success(let ok)? = grant {
+            allowed = ok.scope == .admin || ok.tenant.map { g.tenantIs($0) } ?? false
+        } else if grant != nil {
+            allowed = false
+        }
+        if !allowed, let denied = authorize(g.request(authToken: ""), grant: grant, peer: peer) {
+            return answer(g.requestId, .error(denied))
+        }
+        return inlinePage(requestId: g.requestId, into: &out) { () throws(StorageError) in
+            (try manager.tenant(TenantId(high: g.tenantHigh, low: g.tenantLow)), g.key, g.latest ? nil : g.lsn)
+        }
+    }
+
+    /// Writes the page's answer frame into `out` when the page is cached;
+    /// `target` names the tenant, key and LSN (nil: latest), or why not.
+    private func inlinePage(requestId: UInt64, into out: inout ByteBuffer,
+                            _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
+        do throws(StorageError) {
+            let (t, k, lsn) = try target()
+            let key = try Self.pageKey(k)
+            let wrote = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
+                page throws(StorageError) -> UInt64? in
+                try t.getPageFromCache(key: key, lsn: lsn.map(Lsn.init), into: page)?.rawValue
+            }
+            guard wrote else { return nil }
+            requestCount.add(1, ordering: .relaxed)
+            return .frame
+        } catch {
+            return answer(requestId, .error(ErrorMapping.wire(error)))
+        }
+    }
+
+    private func answer(_ requestId: UInt64, _ body: Wire.Response.Body) -> InlineAnswer {
         requestCount.add(1, ordering: .relaxed)
-        return Wire.Response(requestId: request.requestId, body: body)
+        return .response(Wire.Response(requestId: requestId, body: body))
     }
 
     // MARK: who may do what

@@ -80,10 +80,10 @@ public final class LayerReader: Sendable {
     public func deleteWhenUnused() { deleteOnDeinit.store(true, ordering: .releasing) }
 
     /// Runs `body` over block `n` through the page cache.
-    private func withBlock<R>(_ n: UInt64, isIndex: Bool, _ body: (UnsafeRawBufferPointer) throws(StorageError) -> R)
-        throws(StorageError) -> R
+    private func withBlock<R>(_ n: UInt64, isIndex: Bool, policy: ReadPolicy,
+                              _ body: (UnsafeRawBufferPointer) throws(StorageError) -> R) throws(StorageError) -> R
     {
-        if ReadMode.cachedOnly {
+        if policy == .cachedOnly {
             guard let r = try cache.withCachedBlock(file: fileId, block: n, body: body) else { throw .notCached }
             return r
         }
@@ -109,7 +109,8 @@ public final class LayerReader: Sendable {
 
     /// Visits the entries for `key` with LSN ≤ `upTo`, newest first, until
     /// `visitor` returns false. Reads at most the index blocks those entries sit in.
-    func visit(key: PageKey, upTo: Lsn, _ visitor: (IndexEntry) throws(StorageError) -> Bool) throws(StorageError) {
+    func visit(key: PageKey, upTo: Lsn, policy: ReadPolicy = .mayReadDisk,
+               _ visitor: (IndexEntry) throws(StorageError) -> Bool) throws(StorageError) {
         guard summary.keys.contains(key), upTo >= summary.lsnStart else { return }
         try withUnsafeTemporaryAllocation(byteCount: LayerFormat.fenceSize, alignment: 8) { target throws(StorageError) in
             Self.encodeTarget(key: key, lsn: upTo, into: target)
@@ -127,7 +128,7 @@ public final class LayerReader: Sendable {
             guard block >= 0 else { return }
             var startAtEnd = false
             while block >= 0 {
-                let keepGoing = try withBlock(summary.indexStartBlock + UInt64(block), isIndex: true) {
+                let keepGoing = try withBlock(summary.indexStartBlock + UInt64(block), isIndex: true, policy: policy) {
                     buf throws(StorageError) -> Bool in
                     let count = IndexBlock.count(buf)
                     var j: Int
@@ -183,7 +184,7 @@ public final class LayerReader: Sendable {
 
     /// Copies the payload of `entry` into `dest` (exactly the payload size),
     /// verifying bounds, length and checksum.
-    func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer) throws(StorageError) {
+    func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer, policy: ReadPolicy = .mayReadDisk) throws(StorageError) {
         let bs = UInt64(LayerFormat.blockSize)
         let payloadLength = try payloadLength(of: entry)
         guard payloadLength == dest.count else {
@@ -195,7 +196,7 @@ public final class LayerReader: Sendable {
         let firstInBlock = Int(entry.offset % bs) + LayerFormat.blobHeaderSize
         let firstPart = min(LayerFormat.blockSize - firstInBlock, payloadLength)
         let path = self.path
-        let storedCrc = try withBlock(entry.offset / bs, isIndex: false) {
+        let storedCrc = try withBlock(entry.offset / bs, isIndex: false, policy: policy) {
             buf throws(StorageError) -> UInt32 in
             let at = Int(entry.offset % bs)
             let length = UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at, as: UInt32.self))
@@ -211,7 +212,7 @@ public final class LayerReader: Sendable {
         while copied < payloadLength {
             let inBlock = Int(pos % bs)
             let n = min(LayerFormat.blockSize - inBlock, payloadLength - copied)
-            try withBlock(pos / bs, isIndex: false) { buf throws(StorageError) in
+            try withBlock(pos / bs, isIndex: false, policy: policy) { buf throws(StorageError) in
                 let src = UnsafeRawBufferPointer(rebasing: buf[inBlock..<inBlock + n])
                 (dest.baseAddress! + copied).copyMemory(from: src.baseAddress!, byteCount: n)
             }
@@ -228,7 +229,7 @@ public final class LayerReader: Sendable {
 
     /// The entries of one index block, in order: compaction reads a layer block by block.
     func indexEntries(block b: Int) throws(StorageError) -> [IndexEntry] {
-        try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true) { buf throws(StorageError) in
+        try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true, policy: .mayReadDisk) { buf throws(StorageError) in
             let count = IndexBlock.count(buf)
             return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * LayerFormat.entrySize) }
         }
@@ -239,7 +240,7 @@ public final class LayerReader: Sendable {
         var out: [IndexEntry] = []
         out.reserveCapacity(Int(summary.valueCount))
         for b in 0..<summary.indexBlockCount {
-            try withBlock(summary.indexStartBlock + b, isIndex: true) { buf throws(StorageError) in
+            try withBlock(summary.indexStartBlock + b, isIndex: true, policy: .mayReadDisk) { buf throws(StorageError) in
                 let count = IndexBlock.count(buf)
                 for j in 0..<count { out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)) }
             }

@@ -9,24 +9,16 @@ enum ReadPath {
 
     /// `frozen` is oldest first, as the tenant keeps it. Returns nil when the
     /// key has no record at or below `lsn`.
-    static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap)
-        throws(StorageError) -> [UInt8]?
+    static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
+                            policy: ReadPolicy = .mayReadDisk) throws(StorageError) -> [UInt8]?
     {
-        var pending: [Step] = []  // deltas above the base, newest first; empty (no allocation) for a plain image
         var found = false
         var failure: StorageError?
         let page = [UInt8](unsafeUninitializedCapacity: pageSize) { raw, count in
             count = pageSize
-            let buf = UnsafeMutableRawBufferPointer(raw)
             do throws(StorageError) {
-                found = try gather(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, page: buf, pending: &pending)
-                if !found {
-                    if pending.isEmpty { return }
-                    // Deltas with no base below them start from a zero page.
-                    buf.initializeMemory(as: UInt8.self, repeating: 0)
-                    found = true
-                }
-                for step in pending.reversed() { try apply(step, to: buf) }
+                found = try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers,
+                                        into: UnsafeMutableRawBufferPointer(raw), policy: policy)
             } catch {
                 failure = error
             }
@@ -35,16 +27,33 @@ enum ReadPath {
         return found ? page : nil
     }
 
+    /// The same, written into `page` (exactly `pageSize` bytes): the server
+    /// builds a cached page straight into its answer. False when the key has
+    /// no record at or below `lsn` (`page` then holds nothing meaningful).
+    /// With `.cachedOnly`, a block not in the page cache fails with `notCached`.
+    static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
+                            into page: UnsafeMutableRawBufferPointer, policy: ReadPolicy = .mayReadDisk) throws(StorageError) -> Bool {
+        precondition(page.count == pageSize, "a page is \(pageSize) bytes")
+        var pending: [Step] = []  // deltas above the base, newest first; empty (no allocation) for a plain image
+        if try !gather(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, page: page, pending: &pending, policy: policy) {
+            if pending.isEmpty { return false }
+            // Deltas with no base below them start from a zero page.
+            page.initializeMemory(as: UInt8.self, repeating: 0)
+        }
+        for step in pending.reversed() { try apply(step, to: page, policy: policy) }
+        return true
+    }
+
     private static func gather(
         key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
-        page: UnsafeMutableRawBufferPointer, pending: inout [Step]
+        page: UnsafeMutableRawBufferPointer, pending: inout [Step], policy: ReadPolicy
     ) throws(StorageError) -> Bool {
         for i in stride(from: frozen.count, through: 0, by: -1) {
             let mem = i == frozen.count ? open : frozen[i]
             guard let versions = mem.versions(of: key) else { continue }
             for v in versions.reversed() where v.lsn <= lsn {
                 if v.value.isBase {
-                    try apply(.memory(v.value), to: page)
+                    try apply(.memory(v.value), to: page, policy: policy)
                     return true
                 }
                 pending.append(.memory(v.value))
@@ -69,8 +78,8 @@ enum ReadPath {
             let imageLsn = image?.descriptor.name.lsnStart
             if let image, let imageLsn,
                delta == nil || imageLsn >= min(delta!.descriptor.name.lsnEnd, cursor) {
-                try image.visit(key: key, upTo: cursor) { e throws(StorageError) in
-                    try apply(.disk(image, e), to: page)
+                try image.visit(key: key, upTo: cursor, policy: policy) { e throws(StorageError) in
+                    try apply(.disk(image, e), to: page, policy: policy)
                     based = true
                     return false
                 }
@@ -80,10 +89,10 @@ enum ReadPath {
                 let start = delta.descriptor.name.lsnStart
                 // Below an image inside this delta's range, the image serves: stop there.
                 let lowerExclusive = imageLsn.map { $0 >= start ? $0 : start.previous } ?? start.previous
-                try delta.visit(key: key, upTo: cursor) { e throws(StorageError) in
+                try delta.visit(key: key, upTo: cursor, policy: policy) { e throws(StorageError) in
                     guard e.lsn > lowerExclusive else { return false }
                     if e.isBase {
-                        try apply(.disk(delta, e), to: page)
+                        try apply(.disk(delta, e), to: page, policy: policy)
                         based = true
                         return false
                     }
@@ -99,7 +108,7 @@ enum ReadPath {
         return based
     }
 
-    private static func apply(_ step: Step, to page: UnsafeMutableRawBufferPointer) throws(StorageError) {
+    private static func apply(_ step: Step, to page: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(StorageError) {
         switch step {
         case .memory(.image(let bytes)):
             bytes.withUnsafeBytes { page.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: pageSize) }
@@ -107,13 +116,13 @@ enum ReadPath {
             Redo.apply(d, to: page)
         case .disk(let layer, let e):
             if e.isImage {
-                try layer.readPayload(e, into: page)
+                try layer.readPayload(e, into: page, policy: policy)
             } else {
                 let length = try layer.payloadLength(of: e)
                 let ok = try withUnsafeTemporaryAllocation(byteCount: max(1, length), alignment: 8) {
                     scratch throws(StorageError) -> Bool in
                     let payload = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<length])
-                    try layer.readPayload(e, into: payload)
+                    try layer.readPayload(e, into: payload, policy: policy)
                     return Redo.applyEncoded(UnsafeRawBufferPointer(payload), to: page)
                 }
                 guard ok else {

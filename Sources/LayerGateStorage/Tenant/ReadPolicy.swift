@@ -1,7 +1,8 @@
-/// How a read may get its blocks. Set for the duration of a cached-only
-/// read (`Tenant.getPageFromCache`): every block lookup then fails with
-/// `StorageError.notCached` instead of reading the disk, so the read can run
-/// on a thread that must never block (the server's event loop).
-enum ReadMode {
-    @TaskLocal static var cachedOnly = false
+/// How a read may get its blocks, passed down the read path. The server's
+/// event loop must never block, so it reads with `.cachedOnly`: a block not in
+/// the page cache then fails the read with `StorageError.notCached`, and the
+/// request goes to a task that may read the disk.
+enum ReadPolicy: Sendable {
+    case mayReadDisk
+    case cachedOnly
 }

@@ -23,22 +23,30 @@ extension Tenant {
     /// or an LSN not yet ingested (then use `getPage`). Errors are the same as
     /// `getPage`'s (unknown page, GC horizon, tenant state).
     public func getPageFromCache(key: PageKey, lsn requested: Lsn?) throws(StorageError) -> (page: [UInt8], lsn: Lsn)? {
+        var page = [UInt8](repeating: 0, count: pageSize)
+        let read = page.withUnsafeMutableBytes { b -> Result<Lsn?, StorageError> in
+            do throws(StorageError) { return .success(try getPageFromCache(key: key, lsn: requested, into: b)) } catch { return .failure(error) }
+        }
+        guard let lsn = try read.get() else { return nil }
+        return (page, lsn)
+    }
+
+    /// The same, with the page written into `page` (exactly `pageSize` bytes,
+    /// the server's answer buffer: no copy in between). Returns the LSN read
+    /// at, or nil when the page needs a disk read or a wait (`page` then holds
+    /// nothing meaningful).
+    public func getPageFromCache(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
         let snap = try snapshot()
         let lsn = requested ?? snap.lastRecordLsn
         guard lsn <= snap.lastRecordLsn else { return nil }
         guard lsn >= snap.gcCutoff else { throw .lsnBelowGcHorizon(id, requested: lsn, cutoff: snap.gcCutoff) }
-        let result = ReadMode.$cachedOnly.withValue(true) { () -> Result<[UInt8]?, StorageError> in
-            do throws(StorageError) {
-                return .success(try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers))
-            } catch {
-                return .failure(error)
-            }
-        }
-        switch result {
-        case .success(let page?): return (page, lsn)
-        case .success(nil): throw .pageNotFound(id, key, lsn)
-        case .failure(.notCached): return nil
-        case .failure(let e): throw e
+        do throws(StorageError) {
+            guard try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers,
+                                           into: page, policy: .cachedOnly)
+            else { throw .pageNotFound(id, key, lsn) }
+            return lsn
+        } catch .notCached {
+            return nil
         }
     }
 

@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Wire {
+    /// A GetPage request read where it lies in the frame: no protobuf-c, no
+    /// String, nothing allocated. The server's path for cache hits.
+    ///
+    /// Only the plain form is read this way: each field at most once, with the
+    /// wire type and range its type has, a tenant id of 32 hex digits, a key,
+    /// and the connection's known token or none. Anything else (which is
+    /// where protobuf-c's merging, truncation and error rules would matter)
+    /// is left to `decodeCheckedRequest`, which then answers as always. Where
+    /// this reads a frame, it reads what `decodeCheckedRequest` does (the fuzz
+    /// target `request` checks that on every input).
+    public struct InPlaceGetPage: Sendable, Equatable {
+        public var requestId: UInt64
+        /// The tenant id's 32 hex digits as sent (either case), eight ASCII bytes a word.
+        var tenantText: SIMD4<UInt64>
+        public var tenantHigh: UInt64
+        public var tenantLow: UInt64
+        public var key: PageKey
+        public var lsn: UInt64
+        public var latest: Bool
+        public var waitMs: UInt32
+
+        /// The tenant id as sent (allocates: for the paths that are not a cache hit).
+        public var tenantId: String {
+            withUnsafeBytes(of: tenantText) { String(decoding: $0, as: UTF8.self) }
+        }
+
+        /// Whether the tenant id is `hex` (32 hex digits), in either case.
+        public func tenantIs(_ hex: String) -> Bool {
+            var hex = hex
+            return hex.withUTF8 { h in
+                guard h.count == 32 else { return false }
+                return withUnsafeBytes(of: tenantText) { mine in
+                    for i in 0..<32 where mine[i] != h[i] {
+                        // Hex letters differ in case only by 0x20; digits must match exactly.
+                        let a = mine[i] | 0x20, b = h[i] | 0x20
+                        guard a == b, a >= 0x61, a <= 0x66 else { return false }
+                    }
+                    return true
+                }
+            }
+        }
+
+        /// The request as `decodeCheckedRequest` gives it.
+        public func request(authToken: String) -> Request {
+            Request(requestId: requestId, authToken: authToken,
+                    body: .getPage(GetPageRequest(tenantId: tenantId, key: key, lsn: lsn, latest: latest, waitMs: waitMs)))
+        }
+    }
+
+    /// Reads `raw` as a plain GetPage request; nil for anything else (decode
+    /// it with `decodeCheckedRequest`). `knownToken`: the token this
+    /// connection's requests carry; a request with another token, or with
+    /// none while one is known, is not read here.
+    public static func readGetPageInPlace(_ raw: UnsafeRawBufferPointer, knownToken: String?, maxMessages: Int) -> InPlaceGetPage? {
+        var reader = PlainFields(raw)
+        var requestId: UInt64?
+        var token: UnsafeRawBufferPointer?
+        var body: UnsafeRawBufferPointer?
+        while !reader.atEnd {
+            guard let field = reader.next() else { return nil }
+            switch field {
+            case .varint(1, let v) where requestId == nil: requestId = v
+            case .bytes(2, let b) where token == nil: token = b
+            case .bytes(10, let b) where body == nil: body = b
+            default: return nil
+            }
+        }
+        guard let body, var page = readGetPageBody(body) else { return nil }
+        // Allocations protobuf-c makes for it: the body, the tenant id, the key, the token.
+        guard maxMessages >= (token == nil ? 3 : 4) else { return nil }
+        switch (token, knownToken) {
+        case (nil, nil): break
+        case (let t?, var known?):
+            let same = known.withUTF8 { k in t.count == k.count && (t.count == 0 || memcmp(t.baseAddress!, k.baseAddress!, t.count) == 0) }
+            guard same else { return nil }
+        default: return nil
+        }
+        page.requestId = requestId ?? 0
+        return page
+    }
+
+    private static func readGetPageBody(_ b: UnsafeRawBufferPointer) -> InPlaceGetPage? {
+        var reader = PlainFields(b)
+        var tenant: UnsafeRawBufferPointer?
+        var keyBytes: UnsafeRawBufferPointer?
+        var lsn: UInt64?, latest: UInt64?, waitMs: UInt64?
+        while !reader.atEnd {
+            guard let field = reader.next() else { return nil }
+            switch field {
+            case .bytes(1, let t) where tenant == nil: tenant = t
+            case .bytes(2, let k) where keyBytes == nil: keyBytes = k
+            case .varint(3, let v) where lsn == nil: lsn = v
+            case .varint(4, let v) where latest == nil: latest = v
+            case .varint(5, let v) where waitMs == nil && v <= UInt64(UInt32.max): waitMs = v
+            default: return nil
+            }
+        }
+        guard let tenant, tenant.count == 32, let keyBytes, let key = readPageKey(keyBytes) else { return nil }
+        var text = SIMD4<UInt64>()
+        var high: UInt64 = 0, low: UInt64 = 0
+        for i in 0..<32 {
+            guard let digit = hexDigit(tenant[i]) else { return nil }
+            if i < 16 { high = high << 4 | digit } else { low = low << 4 | digit }
+        }
+        withUnsafeMutableBytes(of: &text) { $0.copyMemory(from: tenant) }
+        return InPlaceGetPage(requestId: 0, tenantText: text, tenantHigh: high, tenantLow: low, key: key, lsn: lsn ?? 0,
+                              latest: (latest ?? 0) != 0, waitMs: UInt32(waitMs ?? 0))
+    }
+
+    private static func readPageKey(_ b: UnsafeRawBufferPointer) -> PageKey? {
+        var reader = PlainFields(b)
+        var values = SIMD8<UInt32>()  // fields 1...5, all uint32
+        var seen: UInt8 = 0
+        while !reader.atEnd {
+            guard case .varint(let number, let v)? = reader.next(), (1...5).contains(number), seen & (1 << number) == 0,
+                  v <= UInt64(UInt32.max)
+            else { return nil }
+            seen |= 1 << number
+            values[Int(number) - 1] = UInt32(v)
+        }
+        return PageKey(spcOid: values[0], dbOid: values[1], relNumber: values[2], fork: values[3], block: values[4])
+    }
+
+    private static func hexDigit(_ c: UInt8) -> UInt64? {
+        switch c {
+        case 0x30...0x39: return UInt64(c - 0x30)
+        case 0x61...0x66: return UInt64(c - 0x61 + 10)
+        case 0x41...0x46: return UInt64(c - 0x41 + 10)
+        default: return nil
+        }
+    }
+}
+
+/// The fields of an encoded message, read as protobuf-c reads them but only
+/// where that is unambiguous: keys and lengths of at most 5 bytes, varints
+/// whose value fits 64 bits, and only the varint and length-delimited wire types.
+private struct PlainFields {
+    enum Field {
+        case varint(UInt64, UInt64)
+        case bytes(UInt64, UnsafeRawBufferPointer)
+    }
+
+    let b: UnsafeRawBufferPointer
+    var p = 0
+
+    init(_ b: UnsafeRawBufferPointer) { self.b = b }
+
+    var atEnd: Bool { p >= b.count }
+
+    mutating func next() -> Field? {
+        guard let key = varint(maxBytes: 5) else { return nil }
+        switch key & 7 {
+        case 0:
+            guard let v = varint(maxBytes: 10) else { return nil }
+            return .varint(key >> 3, v)
+        case 2:
+            guard let length = varint(maxBytes: 5), length <= UInt64(b.count - p) else { return nil }
+            defer { p += Int(length) }
+            return .bytes(key >> 3, UnsafeRawBufferPointer(rebasing: b[p..<p + Int(length)]))
+        default:
+            return nil
+        }
+    }
+
+    /// Nil past `maxBytes`, at the end, or when a tenth byte would carry bits past 64.
+    private mutating func varint(maxBytes: Int) -> UInt64? {
+        var value: UInt64 = 0
+        for i in 0..<maxBytes {
+            guard p < b.count else { return nil }
+            let byte = b[p]
+            p += 1
+            if i == 9 && byte > 1 { return nil }
+            value |= UInt64(byte & 0x7F) << (7 * UInt64(i))
+            if byte & 0x80 == 0 { return value }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,50 @@
+import NIOCore
+import Testing
+
+@testable import LayerGateWire
+
+@Suite("GetPage answer frames written in place")
+struct PageFrameTests {
+    struct Refused: Error {}
+
+    static let edges: [UInt64] = [0, 1, 127, 128, 16_383, 16_384, 1 << 32, UInt64.max]
+
+    /// The in-place writer and protobuf-c agree on every byte, for ids and
+    /// LSNs at each varint length boundary (and zero, which protobuf-c leaves out).
+    @Test(arguments: edges)
+    func sameBytesAsProtobufC(requestId: UInt64) throws {
+        let page = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        for lsn in Self.edges {
+            var packed = ByteBufferAllocator().buffer(capacity: 0)
+            Wire.writeFrame(Wire.Response(requestId: requestId, body: .getPage(Wire.GetPageResponse(page: page, lsn: lsn))), into: &packed)
+            var inPlace = ByteBufferAllocator().buffer(capacity: 0)
+            let wrote = Wire.writePageFrame(requestId: requestId, pageSize: page.count, into: &inPlace) { out -> UInt64? in
+                out.copyBytes(from: page)
+                return lsn
+            }
+            #expect(wrote)
+            #expect(Array(inPlace.readableBytesView) == Array(packed.readableBytesView), "id \(requestId), lsn \(lsn)")
+        }
+    }
+
+    /// Nothing is left behind when the page cannot be served inline or its read fails.
+    @Test func aRefusedPageLeavesTheBufferAsItWas() throws {
+        var buffer = ByteBufferAllocator().buffer(capacity: 0)
+        buffer.writeString("earlier answers")
+        let before = Array(buffer.readableBytesView)
+        #expect(!Wire.writePageFrame(requestId: 9, pageSize: 8192, into: &buffer) { _ -> UInt64? in nil })
+        #expect(Array(buffer.readableBytesView) == before)
+        #expect(throws: Refused.self) {
+            try Wire.writePageFrame(requestId: 9, pageSize: 8192, into: &buffer) { _ throws(Refused) -> UInt64? in throw Refused() }
+        }
+        #expect(Array(buffer.readableBytesView) == before)
+        // And a frame written after them decodes as the page.
+        #expect(Wire.writePageFrame(requestId: 9, pageSize: 8192, into: &buffer) { out -> UInt64? in
+            out.initializeMemory(as: UInt8.self, repeating: 0xAB)
+            return 42
+        })
+        buffer.moveReaderIndex(forwardBy: before.count + 4)
+        let response = try Wire.decodeResponse(Array(buffer.readableBytesView))
+        #expect(response == Wire.Response(requestId: 9, body: .getPage(Wire.GetPageResponse(page: [UInt8](repeating: 0xAB, count: 8192), lsn: 42))))
+    }
+}

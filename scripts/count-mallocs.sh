@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Heap allocations per cached GetPage in layergated: uprobes on libc's malloc
+# and free (perf probe; needs root and Debian's linux-perf), counted in the
+# server process only while layergate-cbench --epoll reads 1,000 cached pages.
+# Prints mallocs and frees per request for 8 x 1 and 8 x 16.
+#   scripts/count-mallocs.sh [path/to/layergated]   # default .build/release/layergated
+# Today: about 3.1 per request. Two are the response's ByteBuffer (its storage
+# object and its bytes), one is the tenant id String of the decoded request;
+# the rest (~0.1) is the read buffer compacted when a read ends mid-frame.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-.build/release/layergated}
+if [ "$(id -u)" != 0 ]; then echo "count-mallocs: skipped, perf uprobes need root"; exit 0; fi
+command -v perf >/dev/null || { echo "count-mallocs: install Debian's linux-perf first"; exit 1; }
+libc=$(ldd "$bin" | awk '/libc\.so/ { print $3 }')
+perf probe -q -x "$libc" malloc 2>/dev/null || true
+perf probe -q -x "$libc" free 2>/dev/null || true
+make -s -C clients/c build/layergate-cbench >/dev/null
+tmp=$(mktemp -d)
+"$bin" --socket "$tmp/s.sock" --data-dir "$tmp/d" --log-level warning & srv=$!
+trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do [ -S "$tmp/s.sock" ] && break; sleep 0.1; done
+cb=clients/c/build/layergate-cbench
+$cb -s "$tmp/s.sock" -t 0.3 -q >/dev/null  # create the tenant, write and cache the pages
+for depth in 1 16; do
+    perf stat -x, -e probe_libc:malloc,probe_libc:free -p $srv -- sleep 2.3 2>"$tmp/stat" & p=$!
+    sleep 0.1
+    n=$($cb -s "$tmp/s.sock" -c 8 -P $depth -t 2 -q --epoll | sed -E 's/.* ([0-9]+) requests, .*/\1/')
+    wait $p
+    awk -F, -v n="$n" -v d=$depth '/probe_libc:malloc/ { m = $1 } /probe_libc:free/ { f = $1 }
+        END { printf "8 x %-2d %8d requests: %.2f mallocs and %.2f frees per cached GetPage\n", d, n, m / n, f / n }' "$tmp/stat"
+done
