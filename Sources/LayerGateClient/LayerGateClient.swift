@@ -68,18 +68,36 @@ public final class LayerGateClient: Sendable {
     /// Sends one request and returns the body of its response; an `Error`
     /// response throws `ClientError.server`. `authToken` overrides the client's token.
     public func call(_ body: Wire.Request.Body, authToken: String? = nil) async throws -> Wire.Response.Body {
+        try await send(body, authToken: authToken).response()
+    }
+
+    /// A request sent and not answered yet (`send`).
+    public struct Pending: Sendable {
+        fileprivate let slot: ResponseSlot
+
+        /// The body of its response; an `Error` response throws `ClientError.server`.
+        public func response() async throws -> Wire.Response.Body {
+            let response = try await slot.promise.futureResult.get()
+            switch response.body {
+            case .error(let e)?: throw ClientError.server(code: e.code, message: e.message)
+            case let b?: return b
+            case nil: throw ClientError.unexpectedResponse("a response without a body")
+            }
+        }
+    }
+
+    /// Sends one request without waiting for its answer. Requests sent one
+    /// after another from one task leave in that order, and the server
+    /// applies puts in the order they arrive on a connection: a caller can
+    /// keep many puts in flight and await their answers later.
+    public func send(_ body: Wire.Request.Body, authToken: String? = nil) -> Pending {
         let authToken = authToken ?? token
         let id = nextId.add(1, ordering: .relaxed).oldValue
         let slot = ResponseSlot(channel.eventLoop.makePromise(of: Wire.Response.self))
         // A write that fails (the connection is gone) must fail the call, or it would wait forever.
         channel.writeAndFlush(PipelinedResponses.Outgoing(request: Wire.Request(requestId: id, authToken: authToken, body: body),
                                                           slot: slot)).whenFailure { slot.fail($0) }
-        let response = try await slot.promise.futureResult.get()
-        switch response.body {
-        case .error(let e)?: throw ClientError.server(code: e.code, message: e.message)
-        case let b?: return b
-        case nil: throw ClientError.unexpectedResponse("a response without a body")
-        }
+        return Pending(slot: slot)
     }
 
     // MARK: One method per request

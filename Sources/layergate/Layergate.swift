@@ -167,33 +167,47 @@ struct Put: AsyncParsableCommand {
     @Option(help: "Put N synthetic 8 KiB images (blocks 0..<keys of rel 1000) instead of a file.") var generate: Int?
     @Option(help: "With --generate: how many distinct blocks.") var keys = 1000
     @Option(help: "Records per PutRecords request.") var batch = 64
+    @Option(help: "PutRecords requests in flight at once on the connection (the server applies them in the order sent).")
+    var pipeline = 1
 
     func run() async throws {
         guard (file == nil) != (generate == nil) else { throw ValidationError("give either --file or --generate") }
+        guard pipeline >= 1, batch >= 1 else { throw ValidationError("--pipeline and --batch must be at least 1") }
         let last = try await global.with { c in
             if let n = generate {
                 var lsn = try await c.tenantStatus(tenant).lastRecordLsn
-                var done = 0
+                var sent = 0, done = 0
+                var inFlight: [(pending: LayerGateClient.Pending, count: Int)] = []
+                var lastAcked = lsn
                 let start = Date()
-                while done < n {
-                    let records = (0..<min(batch, n - done)).map { i -> Wire.Record in
-                        lsn += 1
-                        let b = UInt32((done + i) % keys)
-                        var page = [UInt8](repeating: UInt8(truncatingIfNeeded: lsn), count: 8192)
-                        withUnsafeBytes(of: lsn.bigEndian) { page.replaceSubrange(0..<8, with: $0) }
-                        return Wire.Record(key: Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: b), lsn: lsn,
-                                           value: .image(page))
-                    }
-                    lsn = try await c.putRecords(tenant: tenant, records)
-                    done += records.count
+                /// Waits for the oldest put in flight.
+                func settle() async throws {
+                    let (pending, count) = inFlight.removeFirst()
+                    guard case .putRecords(let p) = try await pending.response() else { throw CLIError("unexpected answer to PutRecords") }
+                    lastAcked = p.lastRecordLsn
+                    done += count
                     if !global.json {
                         let mib = Double(done) * 8192 / 1048576
                         FileHandle.standardError.write(String(format: "\rput %d/%d records (%.1f MiB, %.1f MiB/s)", done, n, mib,
                                                               mib / max(0.001, Date().timeIntervalSince(start))).data(using: .utf8)!)
                     }
                 }
+                while sent < n {
+                    let records = (0..<min(batch, n - sent)).map { i -> Wire.Record in
+                        lsn += 1
+                        let b = UInt32((sent + i) % keys)
+                        var page = [UInt8](repeating: UInt8(truncatingIfNeeded: lsn), count: 8192)
+                        withUnsafeBytes(of: lsn.bigEndian) { page.replaceSubrange(0..<8, with: $0) }
+                        return Wire.Record(key: Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: b), lsn: lsn,
+                                           value: .image(page))
+                    }
+                    sent += records.count
+                    inFlight.append((c.send(.putRecords(Wire.PutRecordsRequest(tenantId: tenant, records: records))), records.count))
+                    if inFlight.count >= pipeline { try await settle() }
+                }
+                while !inFlight.isEmpty { try await settle() }
                 if !global.json { FileHandle.standardError.write("\n".data(using: .utf8)!) }
-                return (lsn, done)
+                return (lastAcked, done)
             }
             let text: String
             if file == "-" {
