@@ -93,10 +93,11 @@ public final class TokenVerifier: Sendable {
             switch e.errorType {
             case .claimVerificationFailure: return .failure(.expired)
             case .signatureVerificationFailed: return .failure(.badSignature)
-            default: return .failure(.malformed("\(e.errorType)"))
+            default: return .failure(.malformed("it does not parse as a JWT (\(e.errorType))"))
             }
         } catch {
-            return .failure(.malformed("\(error)"))
+            // Not the error's own text: a DecodingError names memory addresses, which a peer must not learn.
+            return .failure(.malformed("its claims are not JSON of the expected types"))
         }
     }
 }

@@ -256,3 +256,29 @@ struct AuthTests {
         return try await keys.sign(ForgedClaims(scope: scope, tenant_id: nil, exp: nil))
     }
 }
+
+/// What a peer learns from a refused token is a fixed sentence: no memory
+/// address or decoder dump (an adversarial run saw `… at $55c26bb7d510` in
+/// the message for a token one character short).
+@Suite("token refusals")
+struct TokenRefusalTests {
+    @Test func aMalformedTokenIsRefusedWithoutInternals() async throws {
+        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
+        let verifier = try await TokenVerifier(publicKeyPEM: publicPEM)
+        let good = try await TokenMinter.token(scope: .tenant, tenant: tenantA, ttl: .seconds(600), privateKeyPEM: privatePEM)
+        let parts = good.split(separator: ".").map(String.init)
+        let b64 = { (s: String) in Data(s.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "")
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_") }
+        let bad = [String(good.dropLast()), good + "A", parts[0] + "." + b64(#"{"scope":5}"#) + "." + parts[2],
+                   parts[0] + "." + b64(#"{"exp":"soon","scope":"admin"}"#) + "." + parts[2], "a.b.c", "...", parts[0] + ".."]
+        for token in bad {
+            guard case .failure(let e) = await verifier.verify(token) else {
+                Issue.record("accepted \(token)")
+                continue
+            }
+            let text = "\(e)"
+            #expect(text.count < 160, "\(text)")
+            #expect(text.range(of: #"0x[0-9a-fA-F]{4,}|\$[0-9a-fA-F]{6,}|DecodingError|CodingKeys"#, options: .regularExpression) == nil, "\(text)")
+        }
+    }
+}
