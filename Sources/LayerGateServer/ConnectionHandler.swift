@@ -57,7 +57,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var lastPut: Task<Void, Never>?
     private var tokens = TokenCache()
     /// The token of the last request, reused by the next decode when equal.
-    private var lastToken: String?
+    private var lastToken: String? {
+        didSet { if oldValue.map({ !TokenCache.sameBytes($0, lastToken ?? "") }) ?? true { lastTokenRight = nil } }
+    }
+    /// What `lastToken` lets the connection read, once its verification is
+    /// known: a GetPage read in place carries exactly that token, so a cache
+    /// hit checks this and nothing else (no lookup, no copy of the grant).
+    private var lastTokenRight: (right: Dispatcher.ReadRight, until: NIODeadline?)?
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
@@ -315,14 +321,22 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// none, when none was seen). Answered here when the token's verification
     /// is known and the page cached; else run in a task like any request.
     private func takeInPlace(_ g: Wire.InPlaceGetPage, context: ChannelHandlerContext) {
-        var grant: Result<Grant, TokenError>? = nil
+        var right = Dispatcher.ReadRight.everyTenant  // without tokens
         var known = true
         if dispatcher.verifier != nil {
-            if let token = lastToken, let cached = tokens.lookup(token, at: now) { grant = cached } else { known = false }
+            if lastTokenRight == nil, let token = lastToken, let entry = tokens.entry(token) {
+                lastTokenRight = (Dispatcher.readRight(entry.result), entry.until)
+            }
+            if let (r, until) = lastTokenRight {
+                right = until.map { now < $0 } ?? true ? r : .refused
+            } else {
+                known = false
+            }
         }
         if known {
             var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
-            switch dispatcher.handleInline(g, grant: grant, peer: peer, into: &out) {
+            switch dispatcher.handleInline(g, right: right, grant: self.tokens.lookup(self.lastToken ?? "", at: self.now), peer: peer,
+                                           into: &out) {
             case .frame?:
                 context.write(wrapOutboundOut(out), promise: nil)
                 unflushed = true
@@ -488,9 +502,15 @@ struct TokenCache: Sendable {
     /// The verification of `token` on this connection as of `now` (`expired`
     /// once past its `exp`), or nil when it has not been seen.
     func lookup(_ token: String, at now: NIODeadline) -> Result<Grant, TokenError>? {
-        guard let e = entries.first(where: { Self.sameBytes($0.token, token) }) else { return nil }
+        guard let e = entry(token) else { return nil }
         if let until = e.until, now >= until { return .failure(.expired) }
         return e.result
+    }
+
+    /// The verification of `token` and when it runs out (`exp`), or nil when it has not been seen.
+    func entry(_ token: String) -> (result: Result<Grant, TokenError>, until: NIODeadline?)? {
+        guard let e = entries.first(where: { Self.sameBytes($0.token, token) }) else { return nil }
+        return (e.result, e.until)
     }
 
     /// Whether a token shown here may write pages (ingest or admin, not expired).

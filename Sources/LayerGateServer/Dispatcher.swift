@@ -72,20 +72,36 @@ public final class Dispatcher: Sendable {
         }
     }
 
+    /// What a connection's token lets it read, worked out once per token, so
+    /// that a GetPage read in place is checked without touching the grant.
+    public enum ReadRight: Sendable, Equatable {
+        case everyTenant
+        case tenant(high: UInt64, low: UInt64)
+        /// Nothing, or not known to be allowed: `authorize` decides and words the refusal.
+        case refused
+    }
+
+    /// `grant` as a `ReadRight` (nil, no tokens checked: anyone may read).
+    public static func readRight(_ grant: Result<Grant, TokenError>?) -> ReadRight {
+        guard let grant else { return .everyTenant }
+        guard case .success(let ok) = grant else { return .refused }
+        if ok.scope == .admin { return .everyTenant }
+        guard let text = ok.tenant, let id = try? TenantId(parsing: text) else { return .refused }
+        return .tenant(high: id.high, low: id.low)
+    }
+
     /// The same for a GetPage read in place (`Wire.readGetPageInPlace`): no
-    /// request is built unless it is refused or not a cache hit.
-    public func handleInline(_ g: Wire.InPlaceGetPage, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
-                             into out: inout ByteBuffer) -> InlineAnswer? {
-        // The usual cases without building the request: no tokens (anyone may
-        // read), or a token for everything or for this tenant. A refusal is
-        // worded by `authorize`, as for any request.
-        var allowed = true
-        if case .success(let ok)? = grant {
-            allowed = ok.scope == .admin || ok.tenant.map { g.tenantIs($0) } ?? false
-        } else if grant != nil {
-            allowed = false
+    /// request is built unless it is refused or not a cache hit. `right` is
+    /// `readRight(grant)`; `grant` is evaluated only to word a refusal.
+    public func handleInline(_ g: Wire.InPlaceGetPage, right: ReadRight, grant: @autoclosure () -> Result<Grant, TokenError>?,
+                             peer: PeerIdentity, into out: inout ByteBuffer) -> InlineAnswer? {
+        let allowed: Bool
+        switch right {
+        case .everyTenant: allowed = true
+        case .tenant(let high, let low): allowed = high == g.tenantHigh && low == g.tenantLow
+        case .refused: allowed = false
         }
-        if !allowed, let denied = authorize(g.request(authToken: ""), grant: grant, peer: peer) {
+        if !allowed, let denied = authorize(g.request(authToken: ""), grant: grant(), peer: peer) {
             return answer(g.requestId, .error(denied))
         }
         return inlinePage(requestId: g.requestId, into: &out) { () throws(StorageError) in

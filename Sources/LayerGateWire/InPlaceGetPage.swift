@@ -29,22 +29,6 @@ extension Wire {
             withUnsafeBytes(of: tenantText) { String(decoding: $0, as: UTF8.self) }
         }
 
-        /// Whether the tenant id is `hex` (32 hex digits), in either case.
-        public func tenantIs(_ hex: String) -> Bool {
-            var hex = hex
-            return hex.withUTF8 { h in
-                guard h.count == 32 else { return false }
-                return withUnsafeBytes(of: tenantText) { mine in
-                    for i in 0..<32 where mine[i] != h[i] {
-                        // Hex letters differ in case only by 0x20; digits must match exactly.
-                        let a = mine[i] | 0x20, b = h[i] | 0x20
-                        guard a == b, a >= 0x61, a <= 0x66 else { return false }
-                    }
-                    return true
-                }
-            }
-        }
-
         /// The request as `decodeCheckedRequest` gives it.
         public func request(authToken: String) -> Request {
             Request(requestId: requestId, authToken: authToken,
@@ -76,7 +60,10 @@ extension Wire {
         switch (token, knownToken) {
         case (nil, nil): break
         case (let t?, var known?):
-            let same = known.withUTF8 { k in t.count == k.count && (t.count == 0 || memcmp(t.baseAddress!, k.baseAddress!, t.count) == 0) }
+            let same = known.withUTF8 { k in
+                guard t.count == k.count, let a = t.baseAddress, let b = k.baseAddress else { return t.count == k.count }
+                return memcmp(a, b, t.count) == 0
+            }
             guard same else { return nil }
         default: return nil
         }
