@@ -9,6 +9,10 @@
 #   redis-benchmark   GET against redis-server (the baseline: ratio 1.00)
 #   scripts/bench-vs-redis.sh            # uses both cores
 #   PIN=1 scripts/bench-vs-redis.sh      # every process on CPU 0 (latency without cross-CPU wake-ups)
+# Then, because one run of each on these VMs can be 2x off, the ratio that
+# counts again: ROUNDS (default 15) rounds of 1 s of cbench --epoll and of
+# redis-benchmark, taking turns (each first in every other round), with the
+# median of the rounds' ratios and the middle half of them.
 # Needs: redis-server and redis-benchmark (installed with apt-get if missing), release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +60,30 @@ for cfg in "1 1" "8 1" "8 16"; do
         "$(field "$sout" p99)" "$(field "$sout" p99.9)" "$(ratio "$sops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "redis-benchmark" "$rops" "$(echo "$rdout" | cut -d, -f5)" \
         "$(echo "$rdout" | cut -d, -f7)" "-" "1.00"
+done
+
+ROUNDS=${ROUNDS:-15}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+quartiles() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f-%.2f", a[int(NR / 4) + 1], a[int(3 * NR / 4) + 1] }'; }
+echo
+echo "cbench --epoll vs redis-benchmark, $ROUNDS rounds of 1 s taking turns"
+printf '%-7s %14s %14s %8s %12s\n' "N x D" "layergated" "redis" "ratio" "(middle 50%)"
+for cfg in "1 1" "8 1" "8 16"; do
+    set -- $cfg
+    n=$1 d=$2 e="" r="" q=""
+    for i in $(seq "$ROUNDS"); do
+        lgrun() { $pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t 1 --pages 1000 -q --epoll \
+            | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/'; }
+        # redis-benchmark runs a count, not a time: about a second's worth at the last rate seen.
+        rdrun() { $pin redis-benchmark -s "$tmp/redis.sock" -t get -d 8192 -r 1000 -c "$n" -P "$d" -n "$1" --csv \
+            | grep '^"GET"' | tr -d '"' | cut -d, -f2; }
+        if [ $((i % 2)) = 1 ]; then
+            eo=$(lgrun); ro=$(rdrun "$(awk -v o="$eo" 'BEGIN { c = int(o); print c < 5000 ? 5000 : c }')")
+        else
+            ro=$(rdrun "${last:-20000}"); eo=$(lgrun)
+        fi
+        last=$(awk -v o="$ro" 'BEGIN { c = int(o); print c < 5000 ? 5000 : c }')
+        e="$e $eo" r="$r $ro" q="$q $(awk -v a="$eo" -v b="$ro" 'BEGIN { print a / b }')"
+    done
+    printf '%-7s %14.0f %14.0f %8.2f %12s\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" "$(echo $q | quartiles)"
 done
