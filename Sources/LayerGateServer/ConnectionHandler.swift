@@ -300,19 +300,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         } else {
             known = false
         }
-        if known, case .getPage? = request.body {
-            var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
-            switch dispatcher.handleInline(request, grant: grant, peer: peer, into: &out) {
-            case .frame?:
-                context.write(wrapOutboundOut(out), promise: nil)
-                unflushed = true
-                return
-            case .response(let response)?:
-                write(response, context: context)
-                return
-            case nil:
-                break
-            }
+        if known, case .getPage? = request.body,
+           answeredInline(context: context, { dispatcher.handleInline(request, grant: grant, peer: peer, into: &$0) }) {
+            return
         }
         run(charge: nil, isPut: request.isPut) { _, _ in .respond(request) }
     }
@@ -333,23 +323,31 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 known = false
             }
         }
-        if known {
-            var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
-            switch dispatcher.handleInline(g, right: right, grant: self.tokens.lookup(self.lastToken ?? "", at: self.now), peer: peer,
-                                           into: &out) {
-            case .frame?:
-                context.write(wrapOutboundOut(out), promise: nil)
-                unflushed = true
-                return
-            case .response(let response)?:
-                write(response, context: context)
-                return
-            case nil:
-                break
-            }
+        if known, answeredInline(context: context, {
+            dispatcher.handleInline(g, right: right, grant: self.tokens.lookup(self.lastToken ?? "", at: self.now), peer: peer, into: &$0)
+        }) {
+            return
         }
         let request = g.request(authToken: lastToken ?? "")
         run(charge: nil, isPut: false) { _, _ in .respond(request) }
+    }
+
+    /// Writes what `handle` answers on the event loop (a page's frame, built
+    /// in the buffer it is given, or an error); false when it needs a task.
+    private func answeredInline(context: ChannelHandlerContext,
+                                _ handle: (inout ByteBuffer) -> Dispatcher.InlineAnswer?) -> Bool {
+        var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
+        switch handle(&out) {
+        case .frame?:
+            context.write(wrapOutboundOut(out), promise: nil)
+            unflushed = true
+            return true
+        case .response(let response)?:
+            write(response, context: context)
+            return true
+        case nil:
+            return false
+        }
     }
 
     private enum Step: Sendable {
