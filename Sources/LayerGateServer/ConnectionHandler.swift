@@ -63,7 +63,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// What `lastToken` lets the connection read, once its verification is
     /// known: a GetPage read in place carries exactly that token, so a cache
     /// hit checks this and nothing else (no lookup, no copy of the grant).
-    private var lastTokenRight: (right: Dispatcher.ReadRight, until: NIODeadline?)?
+    /// The grant is kept with it to word a refusal: the token cache may have
+    /// let the token go since (it keeps eight), and a refusal must not depend on it.
+    private var lastTokenRight: (right: Dispatcher.ReadRight, grant: Result<Grant, TokenError>, until: NIODeadline?)?
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
@@ -315,16 +317,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var known = true
         if dispatcher.verifier != nil {
             if lastTokenRight == nil, let token = lastToken, let entry = tokens.entry(token) {
-                lastTokenRight = (Dispatcher.readRight(entry.result), entry.until)
+                lastTokenRight = (Dispatcher.readRight(entry.result), entry.result, entry.until)
             }
-            if let (r, until) = lastTokenRight {
+            if let (r, _, until) = lastTokenRight {
                 right = until.map { now < $0 } ?? true ? r : .refused
             } else {
                 known = false
             }
         }
         if known, answeredInline(context: context, {
-            dispatcher.handleInline(g, right: right, grant: self.tokens.lookup(self.lastToken ?? "", at: self.now), peer: peer, into: &$0)
+            dispatcher.handleInline(g, right: right, grant: self.lastTokenRight.map { TokenCache.verdict($0.grant, until: $0.until, at: self.now) },
+                                    peer: peer, into: &$0)
         }) {
             return
         }
@@ -501,8 +504,13 @@ struct TokenCache: Sendable {
     /// once past its `exp`), or nil when it has not been seen.
     func lookup(_ token: String, at now: NIODeadline) -> Result<Grant, TokenError>? {
         guard let e = entry(token) else { return nil }
-        if let until = e.until, now >= until { return .failure(.expired) }
-        return e.result
+        return Self.verdict(e.result, until: e.until, at: now)
+    }
+
+    /// A verification as of `now`: `expired` once past `until`.
+    static func verdict(_ result: Result<Grant, TokenError>, until: NIODeadline?, at now: NIODeadline) -> Result<Grant, TokenError> {
+        if let until, now >= until { return .failure(.expired) }
+        return result
     }
 
     /// The verification of `token` and when it runs out (`exp`), or nil when it has not been seen.

@@ -101,7 +101,10 @@ public final class Dispatcher: Sendable {
         case .tenant(let high, let low): allowed = high == g.tenantHigh && low == g.tenantLow
         case .refused: allowed = false
         }
-        if !allowed, let denied = authorize(g.request(authToken: ""), grant: grant(), peer: peer) {
+        if !allowed {
+            // Refused whatever `grant` says: nil (no tokens checked) would let `authorize` allow the read.
+            let denied = authorize(g.request(authToken: ""), grant: grant(), peer: peer)
+                ?? Wire.Error(code: .permissionDenied, message: "the token does not cover tenant \(g.tenantId)")
             return answer(g.requestId, .error(denied))
         }
         return inlinePage(requestId: g.requestId, into: &out) { () throws(StorageError) in
