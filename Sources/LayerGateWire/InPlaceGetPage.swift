@@ -154,17 +154,11 @@ private struct PlainFields {
         }
     }
 
-    /// Nil past `maxBytes`, at the end, or when a tenth byte would carry bits past 64.
-    private mutating func varint(maxBytes: Int) -> UInt64? {
-        var value: UInt64 = 0
-        for i in 0..<maxBytes {
-            guard p < b.count else { return nil }
-            let byte = b[p]
-            p += 1
-            if i == 9 && byte > 1 { return nil }
-            value |= UInt64(byte & 0x7F) << (7 * UInt64(i))
-            if byte & 0x80 == 0 { return value }
-        }
-        return nil
+    /// `MessageShape.varint`, and nil when a tenth byte would carry bits past
+    /// 64 (protobuf-c drops them; such a value is left to it).
+    private mutating func varint(maxBytes: UInt64) -> UInt64? {
+        let start = p
+        guard let v = MessageShape.varint(b, &p, maxBytes: maxBytes) else { return nil }
+        return p - start == 10 && b[p - 1] > 1 ? nil : v
     }
 }

@@ -191,7 +191,8 @@ public struct MessageShape: Sendable, Equatable {
         return (requestId, rest)
     }
 
-    private static func varint(_ b: UnsafeRawBufferPointer, _ p: inout Int, maxBytes: UInt64 = 10) -> UInt64? {
+    /// A varint at `p` of at most `maxBytes` bytes (protobuf-c reads keys and lengths of 5 at most).
+    static func varint(_ b: UnsafeRawBufferPointer, _ p: inout Int, maxBytes: UInt64 = 10) -> UInt64? {
         var value: UInt64 = 0
         var shift: UInt64 = 0
         while p < b.count && shift < 7 * maxBytes {
