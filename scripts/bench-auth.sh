@@ -8,6 +8,8 @@
 # thread for every connection; MODE=threads: a thread per connection).
 # Release builds (BUILD=0 uses the binaries already built).
 #   scripts/bench-auth.sh                 # 8 x 1 and 8 x 16, 21 rounds of 1 s
+#   PIN=1 scripts/bench-auth.sh           # servers on CPU 1, the client on CPU 0 (taskset):
+#                                         # less noise from where the scheduler puts threads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-1}
@@ -24,9 +26,11 @@ $lg keygen --out "$tmp/keys" >/dev/null
 tenant=be0c0000000000000000000000000002
 admin=$($lg token --scope admin --ttl 1h --private-key "$tmp/keys/token-key.pem")
 reader=$($lg token --scope tenant --tenant $tenant --ttl 1h --private-key "$tmp/keys/token-key.pem")
-.build/release/layergated --socket "$tmp/plain.sock" --data-dir "$tmp/plain" --log-level warning &
+server_cpu="" client_cpu=""
+if [ "${PIN:-0}" = 1 ]; then server_cpu="taskset -c 1" client_cpu="taskset -c 0"; fi
+$server_cpu .build/release/layergated --socket "$tmp/plain.sock" --data-dir "$tmp/plain" --log-level warning &
 plain=$!
-.build/release/layergated --socket "$tmp/auth.sock" --data-dir "$tmp/auth" --log-level warning \
+$server_cpu .build/release/layergated --socket "$tmp/auth.sock" --data-dir "$tmp/auth" --log-level warning \
     --auth-public-key "$tmp/keys/token-key.pub.pem" &
 auth=$!
 for _ in $(seq 100); do [ -S "$tmp/plain.sock" ] && [ -S "$tmp/auth.sock" ] && break; sleep 0.1; done
@@ -48,14 +52,14 @@ round() {
     local pid=$1; shift
     local t0 out t1
     t0=$(ticks "$pid")
-    out=$($cbench "$@" -t "$SECONDS_PER_RUN" -q $mode)
+    out=$($client_cpu $cbench "$@" -t "$SECONDS_PER_RUN" -q $mode)
     t1=$(ticks "$pid")
     awk -v o="$(ops "$out")" -v n="$(requests "$out")" -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "%s %.2f\n", o, d / hz * 1e6 / n }'
 }
 printf '%-7s %14s %14s %8s %12s %16s %16s\n' "N x D" "no auth ops/s" "tokens ops/s" "ratio" "(middle 50%)" "µs CPU/req none" "µs CPU/req auth"
-for cfg in "8 1" "8 16"; do
-    set -- $cfg
+for cfg in ${CONFIGS:-8x1 8x16}; do
+    set -- ${cfg/x/ }
     p="" a="" r="" pc="" ac=""
     for i in $(seq "$ROUNDS"); do
         # Which server goes first alternates, so that neither gains from its place in a round.
@@ -72,4 +76,4 @@ for cfg in "8 1" "8 16"; do
     printf '%-7s %14.0f %14.0f %8.3f %12s %16.2f %16.2f\n' "$1 x $2" "$(echo $p | median)" "$(echo $a | median)" \
         "$(echo $r | median)" "$(echo $r | quartiles)" "$(echo $pc | median)" "$(echo $ac | median)"
 done
-echo "(cbench ${mode:-with a thread per connection}; medians of $ROUNDS rounds of ${SECONDS_PER_RUN} s, each server first in every other round; the ratio is the median of each round's ratio; both servers on both cores)"
+echo "(cbench ${mode:-with a thread per connection}; medians of $ROUNDS rounds of ${SECONDS_PER_RUN} s, each server first in every other round; the ratio is the median of each round's ratio; $([ "${PIN:-0}" = 1 ] && echo "servers pinned to CPU 1, client to CPU 0" || echo "both servers on both cores"))"

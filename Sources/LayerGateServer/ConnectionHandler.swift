@@ -58,14 +58,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var tokens = TokenCache()
     /// The token of the last request, reused by the next decode when equal.
     private var lastToken: String? {
-        didSet { if oldValue.map({ !TokenCache.sameBytes($0, lastToken ?? "") }) ?? true { lastTokenRight = nil } }
+        didSet { if oldValue.map({ !TokenCache.sameBytes($0, lastToken ?? "") }) ?? true { (lastTokenRight, lastTokenGrant) = (nil, nil) } }
     }
     /// What `lastToken` lets the connection read, once its verification is
     /// known: a GetPage read in place carries exactly that token, so a cache
-    /// hit checks this and nothing else (no lookup, no copy of the grant).
-    /// The grant is kept with it to word a refusal: the token cache may have
-    /// let the token go since (it keeps eight), and a refusal must not depend on it.
-    private var lastTokenRight: (right: Dispatcher.ReadRight, grant: Result<Grant, TokenError>, until: NIODeadline?)?
+    /// hit checks this and nothing else (no lookup; plain values, so no
+    /// reference counting per request).
+    private var lastTokenRight: (right: Dispatcher.ReadRight, until: NIODeadline?)?
+    /// The grant behind `lastTokenRight`, read only to word a refusal: the
+    /// token cache may have let the token go since (it keeps eight), and a
+    /// refusal must not depend on it.
+    private var lastTokenGrant: Result<Grant, TokenError>?
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
@@ -317,16 +320,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var known = true
         if dispatcher.verifier != nil {
             if lastTokenRight == nil, let token = lastToken, let entry = tokens.entry(token) {
-                lastTokenRight = (Dispatcher.readRight(entry.result), entry.result, entry.until)
+                (lastTokenRight, lastTokenGrant) = ((Dispatcher.readRight(entry.result), entry.until), entry.result)
             }
-            if let (r, _, until) = lastTokenRight {
+            if let (r, until) = lastTokenRight {
                 right = until.map { now < $0 } ?? true ? r : .refused
             } else {
                 known = false
             }
         }
         if known, answeredInline(context: context, {
-            dispatcher.handleInline(g, right: right, grant: self.lastTokenRight.map { TokenCache.verdict($0.grant, until: $0.until, at: self.now) },
+            dispatcher.handleInline(g, right: right, grant: self.lastTokenGrant.map { TokenCache.verdict($0, until: self.lastTokenRight?.until, at: self.now) },
                                     peer: peer, into: &$0)
         }) {
             return
