@@ -9,6 +9,7 @@
 #   redis-benchmark   GET against redis-server (the baseline: ratio 1.00)
 #   scripts/bench-vs-redis.sh            # uses both cores
 #   PIN=1 scripts/bench-vs-redis.sh      # every process on CPU 0 (latency without cross-CPU wake-ups)
+#   PIN=split scripts/bench-vs-redis.sh  # both servers on CPU 1, every client on CPU 0
 # Then, because one run of each on these VMs can be 2x off, the ratio that
 # counts again: ROUNDS (default 15) rounds of 1 s of cbench --epoll and of
 # redis-benchmark, taking turns (each first in every other round), with the
@@ -23,17 +24,18 @@ if [ "${BUILD:-1}" != 0 ]; then  # BUILD=0: the release binaries already built
     swift build -c release --product layergate >/dev/null
 fi
 make -s -C clients/c build/layergate-cbench >/dev/null
-pin=""
-[ "${PIN:-0}" = 1 ] && pin="taskset -c 0"
+pin="" serverpin=""
+[ "${PIN:-0}" = 1 ] && pin="taskset -c 0" serverpin="taskset -c 0"
+[ "${PIN:-0}" = split ] && pin="taskset -c 0" serverpin="taskset -c 1"
 tmp=$(mktemp -d)
 trap 'kill $lg $rd 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
-$pin .build/release/layergated --socket "$tmp/lg.sock" --data-dir "$tmp/data" --log-level warning &
+$serverpin .build/release/layergated --socket "$tmp/lg.sock" --data-dir "$tmp/data" --log-level warning &
 lg=$!
-$pin redis-server --port 0 --unixsocket "$tmp/redis.sock" --save "" --appendonly no --daemonize no >/dev/null &
+$serverpin redis-server --port 0 --unixsocket "$tmp/redis.sock" --save "" --appendonly no --daemonize no >/dev/null &
 rd=$!
 for _ in $(seq 100); do [ -S "$tmp/lg.sock" ] && [ -S "$tmp/redis.sock" ] && break; sleep 0.1; done
 redis-benchmark -s "$tmp/redis.sock" -t set -d 8192 -r 1000 -n 20000 -q >/dev/null
-echo "pinning: ${pin:-none}; ${SECONDS_PER_RUN}s per layergate run; latencies in ms"
+echo "pinning: servers ${serverpin:-none}, clients ${pin:-none}; ${SECONDS_PER_RUN}s per layergate run; latencies in ms"
 printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "N x D" "client" "ops/s" "p50" "p99" "p99.9" "vs redis"
 # "GET_PAGE: 123.45 requests per second, p50=… msec, p99=… msec, p99.9=… msec (…)" from either layergate bench.
 field() { echo "$1" | sed -E "s/.*$2=([0-9.]+) msec.*/\\1/"; }
