@@ -58,17 +58,20 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var tokens = TokenCache()
     /// The token of the last request, reused by the next decode when equal.
     private var lastToken: String? {
-        didSet { if oldValue.map({ !TokenCache.sameBytes($0, lastToken ?? "") }) ?? true { (lastTokenRight, lastTokenGrant) = (nil, nil) } }
+        didSet { if oldValue.map({ !TokenCache.sameBytes($0, lastToken ?? "") }) ?? true { lastTokenRight = nil } }
     }
     /// What `lastToken` lets the connection read, once its verification is
     /// known: a GetPage read in place carries exactly that token, so a cache
-    /// hit checks this and nothing else (no lookup; plain values, so no
-    /// reference counting per request).
-    private var lastTokenRight: (right: Dispatcher.ReadRight, until: NIODeadline?)?
-    /// The grant behind `lastTokenRight`, read only to word a refusal: the
-    /// token cache may have let the token go since (it keeps eight), and a
-    /// refusal must not depend on it.
-    private var lastTokenGrant: Result<Grant, TokenError>?
+    /// hit checks `right` and `until` and nothing else (no lookup; read field
+    /// by field, so the grant is not copied, which cost a retain and a release
+    /// per request). The grant is kept to word a refusal: the token cache may
+    /// have let the token go since (it keeps eight), and a refusal must not depend on it.
+    private var lastTokenRight: KnownRight?
+    private struct KnownRight {
+        var right: Dispatcher.ReadRight
+        var until: NIODeadline?
+        var grant: Result<Grant, TokenError>
+    }
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
@@ -320,16 +323,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var known = true
         if dispatcher.verifier != nil {
             if lastTokenRight == nil, let token = lastToken, let entry = tokens.entry(token) {
-                (lastTokenRight, lastTokenGrant) = ((Dispatcher.readRight(entry.result), entry.until), entry.result)
+                lastTokenRight = KnownRight(right: Dispatcher.readRight(entry.result), until: entry.until, grant: entry.result)
             }
-            if let (r, until) = lastTokenRight {
-                right = until.map { now < $0 } ?? true ? r : .refused
+            if let r = lastTokenRight?.right {
+                right = lastTokenRight?.until.map { now < $0 } ?? true ? r : .refused
             } else {
                 known = false
             }
         }
         if known, answeredInline(context: context, {
-            dispatcher.handleInline(g, right: right, grant: self.lastTokenGrant.map { TokenCache.verdict($0, until: self.lastTokenRight?.until, at: self.now) },
+            dispatcher.handleInline(g, right: right, grant: self.lastTokenRight.map { TokenCache.verdict($0.grant, until: $0.until, at: self.now) },
                                     peer: peer, into: &$0)
         }) {
             return
