@@ -1,4 +1,5 @@
 import LayerGateAuth
+import LayerGateStorage
 import LayerGateWire
 import Logging
 import NIOCore
@@ -309,7 +310,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             known = false
         }
         if known, case .getPage? = request.body,
-           answeredInline(context: context, { dispatcher.handleInline(request, grant: grant, peer: peer, into: &$0) }) {
+           answeredInline(context: context, fallback: request, { dispatcher.handleInline(request, grant: grant, peer: peer, into: &$0) }) {
             return
         }
         run(charge: nil, isPut: request.isPut) { _, _ in .respond(request) }
@@ -331,7 +332,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 known = false
             }
         }
-        if known, answeredInline(context: context, {
+        if known, answeredInline(context: context, fallback: g.request(authToken: lastToken ?? ""), {
             dispatcher.handleInline(g, right: right, grant: self.lastTokenRight.map { TokenCache.verdict($0.grant, until: $0.until, at: self.now) },
                                     peer: peer, into: &$0)
         }) {
@@ -342,11 +343,22 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Writes what `handle` answers on the event loop (a page's frame, built
-    /// in the buffer it is given, or an error); false when it needs a task.
-    private func answeredInline(context: ChannelHandlerContext,
+    /// in the buffer it is given, or an error), or hands a read that needs the
+    /// disk to a read thread; false when it needs a task. `fallback` is the
+    /// request, for a disk read that finds it must wait for its LSN.
+    private func answeredInline(context: ChannelHandlerContext, fallback: @autoclosure () -> Wire.Request,
                                 _ handle: (inout ByteBuffer) -> Dispatcher.InlineAnswer?) -> Bool {
         var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
-        switch handle(&out) {
+        let answer = handle(&out)
+        if case .disk(let read)? = answer {
+            readFromDisk(read, into: out, fallback: fallback(), context: context)
+            return true
+        }
+        return wrote(answer, out, context: context)
+    }
+
+    private func wrote(_ answer: Dispatcher.InlineAnswer?, _ out: ByteBuffer, context: ChannelHandlerContext) -> Bool {
+        switch answer {
         case .frame?:
             context.write(wrapOutboundOut(out), promise: nil)
             unflushed = true
@@ -354,9 +366,37 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case .response(let response)?:
             write(response, context: context)
             return true
-        case nil:
+        case .disk?, nil:
             return false
         }
+    }
+
+    /// A GetPage that needs the disk goes straight to a read thread, whose
+    /// answer comes back to the event loop: two hand-offs, where a task would
+    /// take four (loop, task, read thread, task, loop).
+    private func readFromDisk(_ read: Dispatcher.DiskRead, into out: ByteBuffer, fallback: Wire.Request,
+                              context: ChannelHandlerContext) {
+        inFlight += 1
+        tracker.started()
+        let dispatcher = self.dispatcher
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ReadThreads.shared.submit {
+            var out = out
+            let answer = dispatcher.readFromDisk(read, into: &out)
+            let done = out
+            bound.eventLoop.execute { bound.value.readFinished(answer, done, fallback: fallback) }
+        }
+    }
+
+    private func readFinished(_ answer: Dispatcher.InlineAnswer?, _ out: ByteBuffer, fallback: Wire.Request) {
+        inFlight -= 1
+        tracker.finished()
+        guard let context, !closing else { return }
+        if !wrote(answer, out, context: context) {
+            // Its LSN is not ingested yet: a task waits for it.
+            run(charge: nil, isPut: false) { _, _ in .respond(fallback) }
+        }
+        process(context: context)
     }
 
     private enum Step: Sendable {

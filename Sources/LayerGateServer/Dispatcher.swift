@@ -52,17 +52,45 @@ public final class Dispatcher: Sendable {
     }
 
     /// What `handleInline` answered.
-    public enum InlineAnswer {
+    public enum InlineAnswer: Sendable {
         /// The page's answer, as a whole frame, was appended to the buffer.
         case frame
         /// An answer that is not a page (an error).
         case response(Wire.Response)
+        /// A permitted GetPage whose blocks are not all cached: `readFromDisk` it on a read thread.
+        case disk(DiskRead)
+    }
+
+    /// A GetPage that was allowed, and needs the disk.
+    public struct DiskRead: Sendable {
+        let requestId: UInt64
+        let tenant: Tenant
+        let key: PageKey
+        let lsn: Lsn?
+    }
+
+    /// Answers `read` into `out`, reading the disk: call it on a read thread
+    /// (`ReadThreads.shared`). Nil when its LSN is not ingested yet: then it
+    /// goes through `handle` on a task, which waits.
+    public func readFromDisk(_ read: DiskRead, into out: inout ByteBuffer) -> InlineAnswer? {
+        do throws(StorageError) {
+            let wrote = try Wire.writePageFrame(requestId: read.requestId, pageSize: pageSize, into: &out) {
+                page throws(StorageError) -> UInt64? in
+                try read.tenant.getPageFromDisk(key: read.key, lsn: read.lsn, into: page)?.rawValue
+            }
+            guard wrote else { return nil }
+            requestCount.add(1, ordering: .relaxed)
+            return .frame
+        } catch {
+            return answer(read.requestId, .error(ErrorMapping.wire(error)))
+        }
     }
 
     /// Answers a GetPage at once, on the calling thread (the event loop), when
-    /// it needs no disk read and no wait; nil for everything else, which goes
-    /// through `handle` on its own task. Cache hits skip two thread hand-offs,
-    /// and the page is built straight into `out`, the answer's frame.
+    /// it needs no disk read and no wait; `.disk` when it needs the disk; nil
+    /// for everything else, which goes through `handle` on its own task. Cache
+    /// hits skip two thread hand-offs, and the page is built straight into
+    /// `out`, the answer's frame.
     public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
                              into out: inout ByteBuffer) -> InlineAnswer? {
         guard case .getPage(let r)? = request.body, let k = r.key else { return nil }
@@ -112,8 +140,8 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    /// Writes the page's answer frame into `out` when the page is cached;
-    /// `target` names the tenant, key and LSN (nil: latest), or why not.
+    /// Writes the page's answer frame into `out` when the page is cached, else
+    /// answers `.disk`; `target` names the tenant, key and LSN (nil: latest), or why not.
     private func inlinePage(requestId: UInt64, into out: inout ByteBuffer,
                             _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
         do throws(StorageError) {
@@ -123,7 +151,7 @@ public final class Dispatcher: Sendable {
                 page throws(StorageError) -> UInt64? in
                 try t.getPageFromCache(key: key, lsn: lsn.map(Lsn.init), into: page)?.rawValue
             }
-            guard wrote else { return nil }
+            guard wrote else { return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init))) }
             requestCount.add(1, ordering: .relaxed)
             return .frame
         } catch {

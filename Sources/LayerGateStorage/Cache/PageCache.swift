@@ -98,6 +98,32 @@ public final class PageCache: @unchecked Sendable {
         }
     }
 
+    /// Reads the consecutive `blocks` of a file with one `load` (one pread into a
+    /// buffer of `blocks.count` × 8 KiB), installs each block, and runs `body`
+    /// over the whole run. A value that spans two uncached blocks then costs one
+    /// disk round trip, not two in a row. Each block counts as a hit or a miss,
+    /// as if read alone.
+    public func withRun<R>(
+        file: UInt64, blocks: Range<UInt64>,
+        load: (UnsafeMutableRawBufferPointer) throws(StorageError) -> Void,
+        body: (UnsafeRawBufferPointer) throws(StorageError) -> R
+    ) throws(StorageError) -> R {
+        try withUnsafeTemporaryAllocation(byteCount: blocks.count * Self.blockSize, alignment: 4096) { run throws(StorageError) -> R in
+            try load(run)
+            for (i, block) in blocks.enumerated() {
+                let key = BlockKey(file: file, block: block)
+                let shard = shard(for: key)
+                if let present = shard.pinIfPresent(key, memory: memory) {
+                    memory.unpin(present)
+                    continue
+                }
+                let bytes = UnsafeRawBufferPointer(rebasing: run[i * Self.blockSize..<(i + 1) * Self.blockSize])
+                if let slot = shard.install(key, from: bytes, memory: memory) { memory.unpin(slot) }
+            }
+            return try body(UnsafeRawBufferPointer(run))
+        }
+    }
+
     /// Runs `body` over the block if it is cached; nil (and no I/O, no miss
     /// counted) when it is not. For callers that must not touch the disk.
     @inlinable

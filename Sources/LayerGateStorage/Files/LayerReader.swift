@@ -190,14 +190,44 @@ public final class LayerReader: Sendable {
         guard payloadLength == dest.count else {
             throw .corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length")
         }
+        let blocks = entry.offset / bs..<(entry.offset + UInt64(entry.length) - 1) / bs + 1
+        // A value over a few blocks, none cached yet (an 8 KiB image always spans two): one read for all.
+        if policy == .mayReadDisk, blocks.count > 1, blocks.count <= Self.maxRunBlocks,
+           !cache.contains(file: fileId, block: blocks.lowerBound)
+        {
+            let file = self.file
+            try cache.withRun(file: fileId, blocks: blocks,
+                              load: { run throws(StorageError) in try file.read(into: run, at: Int(blocks.lowerBound * bs)) },
+                              body: { run throws(StorageError) in
+                                  try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(StorageError) in
+                                      let at = Int(n - blocks.lowerBound) * LayerFormat.blockSize
+                                      try visit(UnsafeRawBufferPointer(rebasing: run[at..<at + LayerFormat.blockSize]))
+                                  }
+                              })
+            return
+        }
+        try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(StorageError) in
+            try withBlock(n, isIndex: false, policy: policy, visit)
+        }
+    }
+
+    /// The longest run of blocks read at once for one value (a delta's patches can outgrow a page).
+    private static let maxRunBlocks = 4
+
+    /// Copies the blob of `entry` block by block, from `block(n, visit)`, and checks its header and checksum.
+    private func copyPayload(
+        _ entry: IndexEntry, length payloadLength: Int, into dest: UnsafeMutableRawBufferPointer,
+        block: (UInt64, (UnsafeRawBufferPointer) throws(StorageError) -> Void) throws(StorageError) -> Void
+    ) throws(StorageError) {
+        let bs = UInt64(LayerFormat.blockSize)
         // The header and the first part of the payload share a block: one visit.
         // A header that ends exactly at the block's end has its payload in the next block.
         var pos = entry.offset + UInt64(LayerFormat.blobHeaderSize)
         let firstInBlock = Int(entry.offset % bs) + LayerFormat.blobHeaderSize
         let firstPart = min(LayerFormat.blockSize - firstInBlock, payloadLength)
         let path = self.path
-        let storedCrc = try withBlock(entry.offset / bs, isIndex: false, policy: policy) {
-            buf throws(StorageError) -> UInt32 in
+        var storedCrc: UInt32 = 0
+        try block(entry.offset / bs) { buf throws(StorageError) in
             let at = Int(entry.offset % bs)
             let length = UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at, as: UInt32.self))
             guard Int(length) == payloadLength else {
@@ -205,14 +235,14 @@ public final class LayerReader: Sendable {
             }
             let src = UnsafeRawBufferPointer(rebasing: buf[firstInBlock..<firstInBlock + firstPart])
             if firstPart > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: firstPart) }
-            return UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
+            storedCrc = UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
         }
         var copied = firstPart
         pos += UInt64(firstPart)
         while copied < payloadLength {
             let inBlock = Int(pos % bs)
             let n = min(LayerFormat.blockSize - inBlock, payloadLength - copied)
-            try withBlock(pos / bs, isIndex: false, policy: policy) { buf throws(StorageError) in
+            try block(pos / bs) { buf throws(StorageError) in
                 let src = UnsafeRawBufferPointer(rebasing: buf[inBlock..<inBlock + n])
                 (dest.baseAddress! + copied).copyMemory(from: src.baseAddress!, byteCount: n)
             }

@@ -6,16 +6,24 @@ extension Tenant {
     public func getPage(key: PageKey, lsn requested: Lsn?, waitTimeout: Duration? = nil) async throws(StorageError)
         -> (page: [UInt8], lsn: Lsn)
     {
-        var snap = try snapshot()
-        let lsn = requested ?? snap.lastRecordLsn
-        if lsn > snap.lastRecordLsn {
+        if let lsn = requested, case let last = try snapshot().lastRecordLsn, lsn > last {
             try await waitForLsn(lsn, timeout: waitTimeout ?? config.waitLsnTimeout)
-            snap = try snapshot()
         }
-        guard lsn >= snap.gcCutoff else { throw .lsnBelowGcHorizon(id, requested: lsn, cutoff: snap.gcCutoff) }
-        guard let page = try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers)
-        else { throw .pageNotFound(id, key, lsn) }
-        return (page, lsn)
+        if let hit = try getPageFromCache(key: key, lsn: requested) { return hit }
+        // A block must come from the disk: read on a read thread, never on the concurrency pool.
+        return try await ReadThreads.shared.run { () throws(StorageError) -> (page: [UInt8], lsn: Lsn) in
+            var page = [UInt8](repeating: 0, count: pageSize)
+            let read = page.withUnsafeMutableBytes { b -> Result<Lsn?, StorageError> in
+                do throws(StorageError) { return .success(try self.getPageFromDisk(key: key, lsn: requested, into: b)) } catch {
+                    return .failure(error)
+                }
+            }
+            // Nil only if last_record_lsn went below an LSN it reached: never, as records are durable when acknowledged.
+            guard let lsn = try read.get() else {
+                throw .lsnNotAvailable(self.id, requested: requested ?? Lsn(0), lastRecordLsn: (try? self.snapshot().lastRecordLsn) ?? Lsn(0))
+            }
+            return (page, lsn)
+        }
     }
 
     /// GetPage without waiting and without disk I/O: the page when it can be
@@ -36,18 +44,31 @@ extension Tenant {
     /// at, or nil when the page needs a disk read or a wait (`page` then holds
     /// nothing meaningful).
     public func getPageFromCache(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
+        do throws(StorageError) {
+            return try readNow(key: key, lsn: requested, into: page, policy: .cachedOnly)
+        } catch .notCached {
+            return nil
+        }
+    }
+
+    /// The same, reading blocks from disk as needed: it blocks, so call it on
+    /// a read thread (`ReadThreads.shared`), never on an event loop or the
+    /// concurrency pool. Returns nil only when the LSN is not ingested yet
+    /// (then use `getPage`, which waits).
+    public func getPageFromDisk(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
+        try readNow(key: key, lsn: requested, into: page, policy: .mayReadDisk)
+    }
+
+    private func readNow(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer,
+                         policy: ReadPolicy) throws(StorageError) -> Lsn? {
         let snap = try snapshot()
         let lsn = requested ?? snap.lastRecordLsn
         guard lsn <= snap.lastRecordLsn else { return nil }
         guard lsn >= snap.gcCutoff else { throw .lsnBelowGcHorizon(id, requested: lsn, cutoff: snap.gcCutoff) }
-        do throws(StorageError) {
-            guard try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers,
-                                           into: page, policy: .cachedOnly)
-            else { throw .pageNotFound(id, key, lsn) }
-            return lsn
-        } catch .notCached {
-            return nil
-        }
+        guard try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers,
+                                       into: page, policy: policy)
+        else { throw .pageNotFound(id, key, lsn) }
+        return lsn
     }
 
     private struct Snapshot {

@@ -1,0 +1,351 @@
+/*
+ * layergate-pagebench: random GetPage over a data set far larger than the
+ * server's page cache, in the manner of Neon's pagebench, with the disk's own
+ * random-read latency measured on the same files as the baseline.
+ *
+ *   load   fills a tenant: --pages keys, --versions images of each, in key
+ *          order per version (version v of key k at LSN v*pages + k + 1), then
+ *          compacts it. The bytes of each image name its key and version.
+ *   get    -c clients, each on its own connection and thread, each sending one
+ *          GetPage at a time for a random key, at `latest` or (--past) at a
+ *          random LSN whose expected version is known; every page is checked.
+ *   raw    -c threads of random 8 KiB O_DIRECT preads over the tenant's layer
+ *          files (--dir, the tenant's directory): the disk, with no server.
+ *   evict  drops the tenant's layer files from the OS page cache
+ *          (posix_fadvise DONTNEED; and /proc/sys/vm/drop_caches when root).
+ *
+ * get and raw print one line: ops/s and the p50, p99 and p99.9 of one request.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct config {
+    const char *socket, *tenant, *token, *dir;
+    int clients, pages, versions;
+    double seconds;
+    bool past;
+} config;
+
+typedef struct layer_file {
+    int fd;
+    uint64_t blocks, first;  /* its size in 8 KiB blocks; blocks of every file before it */
+} layer_file;
+
+typedef struct files {
+    layer_file *list;
+    size_t count;
+    uint64_t blocks;
+} files;
+
+typedef struct worker {
+    const config *cfg;
+    const files *layers;
+    int index;
+    uint64_t deadline;
+    histogram h;
+    char error[600];
+    pthread_t thread;
+} worker;
+
+static pthread_barrier_t start_line;
+
+static uint64_t next_random(uint64_t *x) {
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return *x;
+}
+
+/* Every byte of version v of key k: the first 8 bytes k, the next 8 v, then a pattern of both. */
+static void fill_image(unsigned char *page, uint32_t k, uint32_t v) {
+    uint64_t a = k, b = v;
+    memcpy(page, &a, 8);
+    memcpy(page + 8, &b, 8);
+    for (int i = 16; i < LG_PAGE_SIZE; i++) page[i] = (unsigned char)(k * 31 + v * 7 + (uint32_t)i);
+}
+
+static bool connect_to(const config *c, lg_conn **out, char *error, size_t len) {
+    if (lg_connect(c->socket, 600000, out) == LG_OK && (c->token == NULL || lg_set_auth_token(*out, c->token) == LG_OK))
+        return true;
+    snprintf(error, len, "connect to %s: %s", c->socket, lg_errmsg(*out));
+    lg_close(*out);
+    *out = NULL;
+    return false;
+}
+
+static int load(const config *c) {
+    char error[600];
+    lg_conn *conn;
+    if (!connect_to(c, &conn, error, sizeof error)) {
+        fprintf(stderr, "layergate-pagebench: %s\n", error);
+        return 1;
+    }
+    lg_tenant_info info;
+    lg_status s = lg_tenant_status(conn, c->tenant, &info);
+    if (s == LG_TENANT_NOT_FOUND) {
+        s = lg_create_tenant(conn, c->tenant);
+        if (s == LG_OK) s = lg_tenant_status(conn, c->tenant, &info);
+    }
+    uint64_t total = (uint64_t)c->pages * (uint64_t)c->versions;
+    if (s == LG_OK && info.last_record_lsn != 0 && info.last_record_lsn != total) {
+        fprintf(stderr, "layergate-pagebench: tenant %s holds %" PRIu64 " records, not %" PRIu64
+                        " (another shape): reset it or pick another tenant\n", c->tenant, info.last_record_lsn, total);
+        lg_close(conn);
+        return 1;
+    }
+    enum { BATCH = 64 };
+    static unsigned char images[BATCH][LG_PAGE_SIZE];
+    lg_record recs[BATCH];
+    uint64_t t0 = now_ns(), lsn = info.last_record_lsn;
+    while (s == LG_OK && lsn < total) {
+        size_t n = 0;
+        for (; n < BATCH && lsn < total; n++, lsn++) {
+            uint32_t v = (uint32_t)(lsn / (uint64_t)c->pages), k = (uint32_t)(lsn % (uint64_t)c->pages);
+            fill_image(images[n], k, v);
+            recs[n] = (lg_record){.key = key(k), .lsn = lsn + 1, .image = images[n], .image_len = LG_PAGE_SIZE};
+        }
+        s = lg_put_records(conn, c->tenant, recs, n, NULL);
+        if (isatty(2) && lsn % 8192 < BATCH)
+            fprintf(stderr, "\rlayergate-pagebench: loaded %" PRIu64 " MiB of %" PRIu64, lsn / 128, total / 128);
+    }
+    if (isatty(2)) fputc('\n', stderr);
+    if (s == LG_OK && info.last_record_lsn < total)
+        fprintf(stderr, "layergate-pagebench: put %" PRIu64 " MiB in %.1f s; compacting\n",
+                (total - info.last_record_lsn) / 128, (double)(now_ns() - t0) / 1e9);
+    lg_compact_result r;
+    if (s == LG_OK) s = lg_compact(conn, c->tenant, false, &r);
+    if (s == LG_OK) s = lg_tenant_status(conn, c->tenant, &info);
+    if (s != LG_OK) {
+        fprintf(stderr, "layergate-pagebench: loading tenant %s: %s\n", c->tenant, lg_errmsg(conn));
+        lg_close(conn);
+        return 1;
+    }
+    printf("tenant %s: %d keys x %d versions, %u layers, %.0f MiB of layer files\n", c->tenant, c->pages, c->versions,
+           info.layer_count, (double)info.layer_bytes / 1048576.0);
+    lg_close(conn);
+    return 0;
+}
+
+static void *run_get(void *arg) {
+    worker *w = arg;
+    const config *c = w->cfg;
+    lg_conn *conn;
+    bool ok = connect_to(c, &conn, w->error, sizeof w->error);
+    unsigned char page[LG_PAGE_SIZE];
+    uint64_t x = 88172645463325252ull ^ ((uint64_t)(w->index + 1) * 0x9E3779B97F4A7C15ull);
+    uint64_t n = (uint64_t)c->pages, newest = n * (uint64_t)c->versions;
+    pthread_barrier_wait(&start_line);
+    w->deadline = now_ns() + (uint64_t)(c->seconds * 1e9);
+    while (ok) {
+        uint32_t k = (uint32_t)(next_random(&x) % n);
+        /* A past LSN in [n, newest] finds a version of every key: version 0 of k is at k + 1 <= n. */
+        uint64_t lsn = c->past ? n + next_random(&x) % (newest - n + 1) : LG_LSN_LATEST;
+        uint64_t want = c->past ? (lsn - k - 1) / n : (uint64_t)c->versions - 1;
+        uint64_t t0 = now_ns();
+        lg_status s = lg_get_page(conn, c->tenant, key(k), lsn, page, sizeof page, NULL);
+        uint64_t t1 = now_ns();
+        if (s != LG_OK) {
+            snprintf(w->error, sizeof w->error, "GetPage of block %u: %s", k, lg_errmsg(conn));
+            break;
+        }
+        uint64_t got_k, got_v;
+        memcpy(&got_k, page, 8);
+        memcpy(&got_v, page + 8, 8);
+        if (got_k != k || got_v != want) {
+            snprintf(w->error, sizeof w->error, "block %u at LSN %" PRIu64 ": got key %" PRIu64 " version %" PRIu64
+                     ", want version %" PRIu64, k, lsn, got_k, got_v, want);
+            break;
+        }
+        record(&w->h, t1 - t0, 1);
+        if (t1 >= w->deadline) break;
+    }
+    if (conn) lg_close(conn);
+    return NULL;
+}
+
+static void *run_raw(void *arg) {
+    worker *w = arg;
+    const files *f = w->layers;
+    void *buf = NULL;
+    bool ok = posix_memalign(&buf, 4096, LG_PAGE_SIZE) == 0;
+    uint64_t x = 0x2545F4914F6CDD1Dull ^ ((uint64_t)(w->index + 1) * 0x9E3779B97F4A7C15ull);
+    pthread_barrier_wait(&start_line);
+    w->deadline = now_ns() + (uint64_t)(w->cfg->seconds * 1e9);
+    while (ok) {
+        uint64_t b = next_random(&x) % f->blocks;
+        size_t lo = 0, hi = f->count;  /* the file holding global block b */
+        while (hi - lo > 1) {
+            size_t mid = (lo + hi) / 2;
+            if (f->list[mid].first <= b) lo = mid; else hi = mid;
+        }
+        const layer_file *l = &f->list[lo];
+        uint64_t t0 = now_ns();
+        ssize_t got = pread(l->fd, buf, LG_PAGE_SIZE, (off_t)((b - l->first) * LG_PAGE_SIZE));
+        uint64_t t1 = now_ns();
+        if (got != LG_PAGE_SIZE) {
+            snprintf(w->error, sizeof w->error, "pread: %s", got < 0 ? strerror(errno) : "short read");
+            break;
+        }
+        record(&w->h, t1 - t0, 1);
+        if (t1 >= w->deadline) break;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* The tenant directory's layer files (every regular file but index.json and temp files), opened with `flags`. */
+static int open_layers(const char *dir, int flags, files *out) {
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        fprintf(stderr, "layergate-pagebench: %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    *out = (files){0};
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "index.json") == 0 || strstr(e->d_name, ".tmp") != NULL) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+        int fd = openat(dirfd(d), e->d_name, flags | O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            fprintf(stderr, "layergate-pagebench: %s/%s: %s\n", dir, e->d_name, strerror(errno));
+            closedir(d);
+            return -1;
+        }
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < LG_PAGE_SIZE) {
+            close(fd);
+            continue;
+        }
+        if (out->count == cap) {
+            cap = cap ? 2 * cap : 64;
+            layer_file *grown = realloc(out->list, cap * sizeof *grown);
+            if (grown == NULL) { close(fd); closedir(d); return -1; }
+            out->list = grown;
+        }
+        out->list[out->count++] = (layer_file){.fd = fd, .blocks = (uint64_t)st.st_size / LG_PAGE_SIZE, .first = out->blocks};
+        out->blocks += (uint64_t)st.st_size / LG_PAGE_SIZE;
+    }
+    closedir(d);
+    if (out->blocks == 0) {
+        fprintf(stderr, "layergate-pagebench: no layer files in %s\n", dir);
+        return -1;
+    }
+    return 0;
+}
+
+static void close_layers(files *f) {
+    for (size_t i = 0; i < f->count; i++) close(f->list[i].fd);
+    free(f->list);
+}
+
+static int evict(const config *c) {
+    files f;
+    if (open_layers(c->dir, 0, &f) != 0) return 1;
+    for (size_t i = 0; i < f.count; i++) posix_fadvise(f.list[i].fd, 0, 0, POSIX_FADV_DONTNEED);
+    printf("evicted %zu layer files (%.0f MiB) from the OS page cache", f.count, (double)f.blocks / 128.0);
+    close_layers(&f);
+    if (geteuid() == 0) {
+        sync();
+        int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+        if (fd >= 0 && write(fd, "3", 1) == 1) printf("; dropped every clean cache (root)");
+        if (fd >= 0) close(fd);
+    }
+    printf("\n");
+    return 0;
+}
+
+static int measure(const config *c, bool raw) {
+    files f = {0};
+    if (raw && open_layers(c->dir, O_DIRECT, &f) != 0) return 1;
+    worker *w = calloc((size_t)c->clients, sizeof *w);
+    histogram *all = calloc(1, sizeof *all);
+    if (w == NULL || all == NULL) return 1;
+    pthread_barrier_init(&start_line, NULL, (unsigned)c->clients + 1);
+    for (int i = 0; i < c->clients; i++) {
+        w[i] = (worker){.cfg = c, .layers = &f, .index = i};
+        pthread_create(&w[i].thread, NULL, raw ? run_raw : run_get, &w[i]);
+    }
+    pthread_barrier_wait(&start_line);
+    uint64_t start = now_ns();
+    int failed = 0;
+    for (int i = 0; i < c->clients; i++) {
+        pthread_join(w[i].thread, NULL);
+        if (w[i].error[0]) { fprintf(stderr, "layergate-pagebench: client %d: %s\n", i, w[i].error); failed = 1; }
+        for (int b = 0; b < BUCKETS; b++) all->counts[b] += w[i].h.counts[b];
+        if (w[i].h.max > all->max) all->max = w[i].h.max;
+        all->total += w[i].h.total;
+    }
+    double secs = (double)(now_ns() - start) / 1e9;
+    pthread_barrier_destroy(&start_line);
+    if (!failed && all->total > 0) {
+        double us = 1e-3;
+        printf("%s: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d %s, %" PRIu64 " reads%s)\n",
+               raw ? "raw O_DIRECT pread" : (c->past ? "GetPage past LSN" : "GetPage latest"),
+               (double)all->total / secs, (double)percentile(all, 0.5) * us, (double)percentile(all, 0.99) * us,
+               (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : "clients", all->total,
+               raw ? ", 8 KiB at random block offsets" : ", each page checked");
+    }
+    if (raw) close_layers(&f);
+    free(w);
+    free(all);
+    return failed || all == NULL ? 1 : 0;
+}
+
+static int usage(FILE *to, int code) {
+    fprintf(to,
+            "usage: layergate-pagebench load|get|raw|evict [options]\n"
+            "  -s SOCKET       layergated's socket (default ./.layergate/layergate.sock)\n"
+            "  --tenant ID     (default be0c0000000000000000000000000003)\n"
+            "  --pages N       keys (default 131072: 1 GiB per version)\n"
+            "  --versions V    images of each key (default 2)\n"
+            "  -c N            clients (get) or threads (raw) (default 8)\n"
+            "  -t SECONDS      how long get and raw run (default 10)\n"
+            "  --past          get reads at random past LSNs instead of latest\n"
+            "  --dir DIR       the tenant's directory (DATA_DIR/tenants/ID), for raw and evict\n"
+            "  --token JWT     sent with every request (default: $LAYERGATE_TOKEN); load needs admin\n");
+    return code;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return usage(stderr, 2);
+    const char *mode = argv[1];
+    config c = {.socket = "./.layergate/layergate.sock", .tenant = "be0c0000000000000000000000000003",
+                .token = getenv("LAYERGATE_TOKEN"), .clients = 8, .pages = 131072, .versions = 2, .seconds = 10};
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--past") == 0) c.past = true;
+        else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout, 0);
+        else if (v == NULL) return usage(stderr, 2);
+        else if (strcmp(a, "-s") == 0) c.socket = v, i++;
+        else if (strcmp(a, "--tenant") == 0) c.tenant = v, i++;
+        else if (strcmp(a, "--pages") == 0) c.pages = atoi(v), i++;
+        else if (strcmp(a, "--versions") == 0) c.versions = atoi(v), i++;
+        else if (strcmp(a, "-c") == 0) c.clients = atoi(v), i++;
+        else if (strcmp(a, "-t") == 0) c.seconds = atof(v), i++;
+        else if (strcmp(a, "--dir") == 0) c.dir = v, i++;
+        else if (strcmp(a, "--token") == 0) c.token = v, i++;
+        else return usage(stderr, 2);
+    }
+    if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0) return usage(stderr, 2);
+    if (strcmp(mode, "-h") == 0 || strcmp(mode, "--help") == 0) return usage(stdout, 0);
+    if (strcmp(mode, "load") == 0) return load(&c);
+    if (strcmp(mode, "get") == 0) return measure(&c, false);
+    if ((strcmp(mode, "raw") == 0 || strcmp(mode, "evict") == 0) && c.dir == NULL) {
+        fprintf(stderr, "layergate-pagebench: %s needs --dir (DATA_DIR/tenants/ID)\n", mode);
+        return 2;
+    }
+    if (strcmp(mode, "raw") == 0) return measure(&c, true);
+    if (strcmp(mode, "evict") == 0) return evict(&c);
+    return usage(stderr, 2);
+}

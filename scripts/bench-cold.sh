@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Cold reads, in the manner of Neon's pagebench: random GetPage over a tenant
+# whose layer files are many times the page cache, with the OS page cache for
+# them dropped before every run, next to the disk alone: random 8 KiB O_DIRECT
+# preads over the same files with as many threads as there are clients,
+# measured in the same run. Prints ops/s and p50/p99/p99.9 of one GetPage,
+# and the server's latency over the disk's (goal: p99 < 0.75 ms at 8 clients,
+# within 1.5x of the disk's).
+#   scripts/bench-cold.sh                  # 2 GiB of images (2 versions of 1 GiB), 128 MiB page cache
+#   CLIENTS="8" RUN_SECONDS=20 scripts/bench-cold.sh
+#   BUILD=0 uses the release binaries already built. The data set is kept in
+#   DATA (default .layergate/bench-cold; it must be on a real disk, not a
+#   tmpfs) and reused while its shape (PAGES, VERSIONS) stays the same.
+# Root drops every clean page cache before each run (echo 3 > drop_caches);
+# without root only the layer files are evicted (posix_fadvise DONTNEED).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE_MIB=${CACHE_MIB:-128}
+PAGES=${PAGES:-131072}
+VERSIONS=${VERSIONS:-2}
+CLIENTS=${CLIENTS:-"1 8"}
+RUN_SECONDS=${RUN_SECONDS:-10}
+DATA=${DATA:-.layergate/bench-cold}
+tenant=be0c0000000000000000000000000003
+if [ "${BUILD:-1}" != 0 ]; then
+    echo "bench-cold: building layergated (release) and the C client's benches"
+    swift build -c release --product layergated >/dev/null
+fi
+make -s -C clients/c build/layergate-pagebench >/dev/null
+bench=clients/c/build/layergate-pagebench
+mkdir -p "$DATA"
+sock=$DATA/layergate.sock
+dir=$DATA/data/tenants/$tenant
+server=""
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
+start() {
+    .build/release/layergated --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
+        --log-level warning &
+    server=$!
+    for _ in $(seq 300); do [ -S "$sock" ] && return; sleep 0.1; done
+    echo "bench-cold: layergated did not start" >&2
+    exit 1
+}
+stop() {
+    kill -TERM "$server"
+    wait "$server" || true
+    server=""
+}
+start
+echo "bench-cold: loading $PAGES keys x $VERSIONS versions into $DATA (kept for the next run)"
+$bench load -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS"
+stop
+layer_mib=$(find "$dir" -maxdepth 1 -type f ! -name index.json -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s / 1048576 }')
+if [ "$layer_mib" -lt $((4 * CACHE_MIB)) ]; then
+    echo "bench-cold: $layer_mib MiB of layers is under 4x the $CACHE_MIB MiB page cache: raise PAGES" >&2
+    exit 1
+fi
+echo "bench-cold: $layer_mib MiB of layer files, page cache $CACHE_MIB MiB ($((layer_mib / CACHE_MIB))x); $RUN_SECONDS s per run"
+field() { echo "$1" | sed -E "s/.*[ ,]$2 ([0-9.]+) ?us.*/\1/"; }
+ops() { echo "$1" | sed -E 's/.*: ([0-9]+) ops\/s.*/\1/'; }
+rows=()
+for c in $CLIENTS; do
+    $bench evict --dir "$dir" >/dev/null
+    raw=$($bench raw --dir "$dir" -c "$c" -t "$RUN_SECONDS")
+    echo "  $raw"
+    for mode in latest past; do
+        flag=""
+        [ $mode = past ] && flag=--past
+        $bench evict --dir "$dir" >/dev/null
+        start  # a fresh server: an empty page cache
+        got=$($bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" $flag)
+        stop
+        echo "  $got"
+        rows+=("$(awk -v c="$c" -v m="$mode" -v o="$(ops "$got")" -v p50="$(field "$got" p50)" -v p99="$(field "$got" p99)" \
+            -v p999="$(field "$got" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
+            'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
+    done
+done
+echo
+printf '%-8s %-7s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"
+printf '%s\n' "${rows[@]}"
+echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients; x: GetPage / raw)"
