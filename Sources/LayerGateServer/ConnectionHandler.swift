@@ -55,7 +55,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var tasks: [UInt64: Task<Void, Never>] = [:]
     private var nextTask: UInt64 = 0
     /// The last put's task: the next put waits for it, so puts apply in order.
-    private var lastPut: Task<Void, Never>?
+    /// The last put's place in this connection's order (`PutTurn`).
+    private var lastPutTurn: PutTurn?
     private var tokens = TokenCache()
     /// The token of the last request, reused by the next decode when equal.
     private var lastToken: String? {
@@ -73,6 +74,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var until: NIODeadline?
         var grant: Result<Grant, TokenError>
     }
+    /// Set when the connection is closed, for its disk reads on read threads:
+    /// a read still queued then does no I/O and holds no page buffer, so a peer
+    /// that pipelines reads and hangs up, again and again, costs no disk time
+    /// and no memory for answers nobody takes.
+    private let gone = Gone()
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
@@ -118,6 +124,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         timer?.cancel()
         timer = nil
         for task in tasks.values { task.cancel() }  // waits end now, not at their timeout
+        gone.set()  // disk reads still queued for it are skipped
         reserved?.release()
         reserved = nil
         buffer = nil
@@ -351,7 +358,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
         let answer = handle(&out)
         if case .disk(let read)? = answer {
-            readFromDisk(read, into: out, fallback: fallback(), context: context)
+            readFromDisk(read, fallback: fallback(), context: context)
             return true
         }
         return wrote(answer, out, context: context)
@@ -374,17 +381,20 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// A GetPage that needs the disk goes straight to a read thread, whose
     /// answer comes back to the event loop: two hand-offs, where a task would
     /// take four (loop, task, read thread, task, loop).
-    private func readFromDisk(_ read: Dispatcher.DiskRead, into out: ByteBuffer, fallback: Wire.Request,
-                              context: ChannelHandlerContext) {
+    private func readFromDisk(_ read: Dispatcher.DiskRead, fallback: Wire.Request, context: ChannelHandlerContext) {
         inFlight += 1
         tracker.started()
-        let dispatcher = self.dispatcher
+        let (dispatcher, allocator, gone) = (self.dispatcher, context.channel.allocator, self.gone)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         ReadThreads.shared.submit {
-            var out = out
-            let answer = dispatcher.readFromDisk(read, into: &out)
-            let done = out
-            bound.eventLoop.execute { bound.value.readFinished(answer, done, fallback: fallback) }
+            var out = allocator.buffer(capacity: 0)
+            var answer: Dispatcher.InlineAnswer?
+            if !gone.isSet {
+                out.reserveCapacity(pageFrameCapacity)
+                answer = dispatcher.readFromDisk(read, into: &out)
+            }
+            let (a, done) = (answer, out)
+            bound.eventLoop.execute { bound.value.readFinished(a, done, fallback: fallback) }
         }
     }
 
@@ -405,7 +415,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Runs `prepare` and then the request in a task; its answer is written on
-    /// the event loop. Puts wait for the put before them.
+    /// the event loop. A put is admitted only after the put before it was
+    /// admitted (not made durable: pipelined puts share a group commit).
     private func run(charge: Reservation?, isPut: Bool, _ prepare: @escaping @Sendable (Dispatcher, PeerIdentity) -> Step) {
         guard let context else { return }
         inFlight += 1
@@ -414,7 +425,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         nextTask += 1
         let (dispatcher, peer, verifier) = (self.dispatcher, self.peer, dispatcher.verifier)
         let cached = tokens
-        let previousPut = isPut ? lastPut : nil
+        let previousTurn = isPut ? lastPutTurn : nil
+        let turn = isPut ? PutTurn() : nil
+        if isPut { lastPutTurn = turn }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let task = Task {
             var outcome: TaskOutcome
@@ -426,15 +439,18 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 if let verifier {
                     if let known = cached.lookup(request.authToken, at: .now()) { grant = known } else { grant = await verifier.verify(request.authToken) }
                 }
-                await previousPut?.value
-                let response = await dispatcher.handle(request, grant: grant, peer: peer)
+                let response = await dispatcher.handle(request, grant: grant, peer: peer, order: turn.map { (previousTurn, $0) })
                 outcome = .respond(response, token: request.authToken, grant: grant)
+            }
+            // Refused, undecodable or stored: the next put goes once every put before this one was admitted.
+            if let turn {
+                await previousTurn?.reached()
+                turn.pass()
             }
             let done = outcome
             bound.eventLoop.execute { bound.value.finished(key: key, charge: charge, outcome: done) }
         }
         tasks[key] = task
-        if isPut { lastPut = task }
     }
 
     private enum TaskOutcome: Sendable {
@@ -602,28 +618,48 @@ struct TokenCache: Sendable {
 /// Counts requests in flight across all connections, for graceful shutdown.
 final class InFlightTracker: Sendable {
     private let count = Atomic<Int>(0)
-    private let idle = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private let idle = Mutex<(next: Int, waiters: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
 
     func started() { count.add(1, ordering: .relaxed) }
 
     func finished() {
         guard count.subtract(1, ordering: .relaxed).newValue == 0 else { return }
-        for c in idle.withLock({ w -> [CheckedContinuation<Void, Never>] in defer { w = [] }; return w }) { c.resume() }
+        let waiters = idle.withLock { w -> [CheckedContinuation<Void, Never>] in
+            defer { w.waiters = [:] }
+            return Array(w.waiters.values)
+        }
+        for c in waiters { c.resume() }
     }
 
     var current: Int { count.load(ordering: .relaxed) }
 
-    /// Returns when nothing is in flight (or at once).
+    /// Returns when nothing is in flight (or at once), or when the task is
+    /// cancelled: shutdown's grace period ends the wait, whatever still runs.
     func drained() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = idle.withLock { w -> Bool in
-                if count.load(ordering: .relaxed) == 0 { return true }
-                w.append(c)
-                return false
+        let id = idle.withLock { w -> Int in
+            defer { w.next += 1 }
+            return w.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = idle.withLock { w -> Bool in
+                    if count.load(ordering: .relaxed) == 0 || Task.isCancelled { return true }
+                    w.waiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
             }
-            if now { c.resume() }
+        } onCancel: {
+            idle.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
+}
+
+/// A flag that outlives its connection's handler, read on other threads.
+private final class Gone: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func set() { flag.store(true, ordering: .relaxed) }
+    var isSet: Bool { flag.load(ordering: .relaxed) }
 }
 
 extension Wire.Request {

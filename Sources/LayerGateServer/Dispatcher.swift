@@ -36,14 +36,16 @@ public final class Dispatcher: Sendable {
 
     /// `grant` is nil when the server does not check tokens; otherwise the
     /// verification of the request's token.
-    public func handle(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity) async -> Wire.Response {
+    /// `order`: a PutRecords' place among its connection's puts (`PutTurn`); the caller passes its turn on every path.
+    public func handle(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
+                       order: (after: PutTurn?, turn: PutTurn)? = nil) async -> Wire.Response {
         requestCount.add(1, ordering: .relaxed)
         let body: Wire.Response.Body
         if let denied = authorize(request, grant: grant, peer: peer) {
             body = .error(denied)
         } else {
             do throws(StorageError) {
-                body = try await respond(to: request, peer: peer)
+                body = try await respond(to: request, peer: peer, order: order)
             } catch {
                 body = .error(ErrorMapping.wire(error))
             }
@@ -235,7 +237,8 @@ public final class Dispatcher: Sendable {
         try manager.tenant(TenantId(parsing: text))
     }
 
-    private func respond(to request: Wire.Request, peer: PeerIdentity) async throws(StorageError) -> Wire.Response.Body {
+    private func respond(to request: Wire.Request, peer: PeerIdentity,
+                         order: (after: PutTurn?, turn: PutTurn)?) async throws(StorageError) -> Wire.Response.Body {
         guard let body = request.body else { throw .invalidArgument("a Request needs a body") }
         switch body {
         case .getPage(let r):
@@ -250,7 +253,7 @@ public final class Dispatcher: Sendable {
             var records: [Record] = []
             records.reserveCapacity(r.records.count)
             for w in r.records { records.append(try Self.record(w)) }
-            let lsn = try await t.put(records)
+            let lsn = try await t.put(records, after: order?.after, turn: order?.turn)
             return .putRecords(Wire.PutRecordsResponse(lastRecordLsn: lsn.rawValue))
         case .compact(let r):
             let result = try await tenant(r.tenantId).compact(forceImageLayers: r.forceImageLayers)

@@ -180,13 +180,15 @@ struct Put: AsyncParsableCommand {
                 var inFlight: [(pending: LayerGateClient.Pending, count: Int)] = []
                 var lastAcked = lsn
                 let start = Date()
+                // A progress line rewritten in place means something only on a terminal: in a pipe or a log it is thousands of lines.
+                let showProgress = !global.json && isatty(STDERR_FILENO) != 0
                 /// Waits for the oldest put in flight.
                 func settle() async throws {
                     let (pending, count) = inFlight.removeFirst()
                     guard case .putRecords(let p) = try await pending.response() else { throw CLIError("unexpected answer to PutRecords") }
                     lastAcked = p.lastRecordLsn
                     done += count
-                    if !global.json {
+                    if showProgress {
                         let mib = Double(done) * 8192 / 1048576
                         FileHandle.standardError.write(String(format: "\rput %d/%d records (%.1f MiB, %.1f MiB/s)", done, n, mib,
                                                               mib / max(0.001, Date().timeIntervalSince(start))).data(using: .utf8)!)
@@ -206,7 +208,7 @@ struct Put: AsyncParsableCommand {
                     if inFlight.count >= pipeline { try await settle() }
                 }
                 while !inFlight.isEmpty { try await settle() }
-                if !global.json { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+                if showProgress { FileHandle.standardError.write("\n".data(using: .utf8)!) }
                 return (lastAcked, done)
             }
             let text: String

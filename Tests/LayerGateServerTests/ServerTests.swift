@@ -97,6 +97,49 @@ struct ServerTests {
         #expect(await server.stop() == 0)
     }
 
+    /// The grace period bounds a graceful shutdown: peers that keep requests
+    /// in flight without a pause hold the server that long at most. (It waited
+    /// for the in-flight count to reach zero, so such peers held it until they stopped.)
+    @Test func peersThatNeverPauseHoldShutdownOnlyForTheGracePeriod() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--enable-failpoints"])
+        let admin = try await server.client()
+        try await admin.createTenant(tenantA)
+        // Every WAL commit takes 200 ms; each peer keeps 8 puts in flight, a new one as soon as one is answered.
+        try await admin.configureFailpoints([Wire.Failpoint(name: "wal-before-fsync", action: "sleep(200)")])
+        var busy: [Task<Int, Never>] = []
+        for peer in 0..<2 as Range<UInt64> {
+            let c = try await server.client()
+            busy.append(Task {
+                var window: [LayerGateClient.Pending] = []
+                var answered = 0
+                var lsn = peer << 32
+                while !Task.isCancelled {
+                    lsn += 1
+                    window.append(c.send(.putRecords(Wire.PutRecordsRequest(tenantId: tenantA, records: [wimage(UInt32(peer), lsn)]))))
+                    guard window.count >= 8 else { continue }
+                    do { _ = try await window.removeFirst().response() } catch ClientError.server { } catch { break }
+                    answered += 1
+                }
+                await c.close()
+                return answered
+            })
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let start = ContinuousClock.now
+        let code = await server.stop()
+        let took = ContinuousClock.now - start
+        var answered = 0
+        for t in busy {
+            t.cancel()
+            answered += await t.value
+        }
+        #expect(answered >= 8, "the peers kept puts in flight")
+        #expect(took < .seconds(14), "stopped \(took) after SIGTERM; the grace period is 8 s")
+        #expect(code == 0, "\(server.log)")
+        await admin.close()
+    }
+
     @Test func twoHundredPipelinedRequestsOnOneConnection() async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir)

@@ -6,11 +6,22 @@ extension Tenant {
     /// nothing; so does a full disk (`resourceExhausted`), and then every put
     /// queued behind it fails too, so an ingester can resend from its first
     /// failed LSN.
-    public func put(_ records: [Record]) async throws(StorageError) -> Lsn {
-        try Self.validateBatch(records)
-        let bytes = WalFormat.encodeRecords(records)
+    ///
+    /// `after`/`turn` order the puts of one connection: this put is admitted
+    /// only once `after` passed, and passes `turn` as soon as it is admitted
+    /// or refused, before it is durable. Validation and encoding happen first,
+    /// alongside the puts ahead of it.
+    public func put(_ records: [Record], after previous: PutTurn? = nil, turn: PutTurn? = nil) async throws(StorageError) -> Lsn {
+        let encoded = Result { () throws(StorageError) -> [UInt8] in
+            try Self.validateBatch(records)
+            return WalFormat.encodeRecords(records)
+        }
+        await previous?.reached()
+        defer { turn?.pass() }  // on every path that does not reach admission
+        let bytes = try encoded.get()
         try await waitForFlushRoom()
         let result: Result<Lsn, StorageError> = await withCheckedContinuation { c in
+            defer { turn?.pass() }  // admitted (or refused): the next put of the connection may go
             let outcome = state.withLock { s -> Result<Bool, StorageError> in
                 if let e = admission(s) { return .failure(e) }
                 let first = records[0].lsn
