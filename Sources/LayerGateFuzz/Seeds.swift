@@ -94,7 +94,7 @@ public enum FuzzSeeds {
             for lsn in 1...6 as ClosedRange<UInt64> {
                 let k = PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: UInt32(lsn % 3))
                 let r = Record(key: k, lsn: Lsn(lsn), value: .delta(Delta(willInit: lsn <= 3, patches: [Patch(offset: Int(lsn), data: [UInt8(lsn)])])))
-                try wal.append(WalFormat.encodeRecords([r]), firstLsn: Lsn(lsn), lastLsn: Lsn(lsn), failpoints: Failpoints())
+                try wal.append([WalFormat.encodeRecords([r])], firstLsn: Lsn(lsn), lastLsn: Lsn(lsn), failpoints: Failpoints())
             }
             if sealed { wal.close() }
             out[sealed ? "sealed" : "open"] = try disk.contents(of: Wal.segmentName(Lsn(1)))

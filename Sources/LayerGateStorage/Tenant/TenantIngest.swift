@@ -115,15 +115,14 @@ extension Tenant {
             case .commit(let puts):
                 batch = puts
             }
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(batch.reduce(0) { $0 + $1.bytes.count })
-            for p in batch { bytes.append(contentsOf: p.bytes) }
+            let parts = batch.map(\.bytes)
+            let size = parts.reduce(0) { $0 + $1.count }
             let first = batch[0].records[0].lsn
             let last = batch[batch.count - 1].records[batch[batch.count - 1].records.count - 1].lsn
             do throws(StorageError) {
                 guard let wal else { throw StorageError.tenantUnavailable(id, state: "loading") }
-                try storage.budget.admitIngest(bytes: bytes.count, tenant: id)
-                try wal.append(bytes, firstLsn: first, lastLsn: last, failpoints: failpoints)
+                try storage.budget.admitIngest(bytes: size, tenant: id)
+                try wal.append(parts, firstLsn: first, lastLsn: last, failpoints: failpoints)
             } catch {
                 failCommit(batch, error)
                 continue

@@ -57,10 +57,11 @@ final class Wal: Sendable {
 
     /// Appends one group commit — `records`, encoded by `WalFormat.encodeRecords`,
     /// with LSNs `firstLsn…lastLsn` — and fsyncs it. Returns once it is durable.
-    func append(_ records: [UInt8], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints) throws(StorageError) {
+    /// Appends one commit whose records are `parts` (encoded, in LSN order) and fsyncs it.
+    func append(_ parts: [[UInt8]], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints) throws(StorageError) {
         let (rollNeeded, current) = state.withLock { s in (s.rollRequested || s.current == nil, s.current) }
         if !rollNeeded, let current {
-            let frame = WalFormat.frame(.commit, sequence: current.nextSequence, payload: records)
+            let frame = WalFormat.frame(.commit, sequence: current.nextSequence, parts: parts)
             try write(frame, to: current.file, at: current.size, failpoints: failpoints)
             state.withLock { s in
                 s.current?.size += frame.count
@@ -71,7 +72,7 @@ final class Wal: Sendable {
             return
         }
         try sealOpenSegment()
-        try startSegment(with: records, firstLsn: firstLsn, lastLsn: lastLsn, failpoints: failpoints)
+        try startSegment(with: parts, firstLsn: firstLsn, lastLsn: lastLsn, failpoints: failpoints)
     }
 
     /// Writes `bytes` at `offset` and fsyncs; on failure the file is cut back
@@ -118,7 +119,7 @@ final class Wal: Sendable {
         try write(frame, to: file, at: offset, failpoints: Failpoints.none)
     }
 
-    private func startSegment(with records: [UInt8], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints)
+    private func startSegment(with parts: [[UInt8]], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints)
         throws(StorageError)
     {
         let fs = directory.fs
@@ -137,11 +138,11 @@ final class Wal: Sendable {
             file = try RawFile.open(fs, path, .readWrite)
         }
         directory.sync()
-        var w = ByteWriter(capacity: records.count + 128)
+        var w = ByteWriter(capacity: parts.reduce(0) { $0 + $1.count } + 128)
         let header = WalFormat.SegmentHeader(startLsn: firstLsn, previousStart: previous?.start ?? .zero,
                                              previousLastLsn: previous?.lastLsn ?? .zero, tenant: tenant)
         WalFormat.appendFrame(.segmentHeader, sequence: 0, payload: WalFormat.headerPayload(header), to: &w)
-        WalFormat.appendFrame(.commit, sequence: 1, payload: records, to: &w)
+        WalFormat.appendFrame(.commit, sequence: 1, parts: parts, to: &w)
         do throws(StorageError) {
             try write(w.bytes, to: file, at: 0, failpoints: failpoints)
         } catch {

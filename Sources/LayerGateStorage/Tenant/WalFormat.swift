@@ -74,21 +74,31 @@ enum WalFormat {
         return w.bytes
     }
 
-    static func frame(_ kind: Kind, sequence: UInt64, payload: some Collection<UInt8>) -> [UInt8] {
-        var w = ByteWriter(capacity: frameHeaderSize + payload.count + 8)
-        appendFrame(kind, sequence: sequence, payload: payload, to: &w)
+    static func frame(_ kind: Kind, sequence: UInt64, payload: [UInt8]) -> [UInt8] {
+        frame(kind, sequence: sequence, parts: [payload])
+    }
+
+    /// One frame whose payload is `parts` one after another: a group commit's
+    /// puts are copied once, into the frame, not first into one payload.
+    static func frame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]]) -> [UInt8] {
+        var w = ByteWriter(capacity: frameHeaderSize + parts.reduce(0) { $0 + $1.count } + 8)
+        appendFrame(kind, sequence: sequence, parts: parts, to: &w)
         return w.bytes
     }
 
-    static func appendFrame(_ kind: Kind, sequence: UInt64, payload: some Collection<UInt8>, to w: inout ByteWriter) {
+    static func appendFrame(_ kind: Kind, sequence: UInt64, payload: [UInt8], to w: inout ByteWriter) {
+        appendFrame(kind, sequence: sequence, parts: [payload], to: &w)
+    }
+
+    static func appendFrame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]], to w: inout ByteWriter) {
         let at = w.count
         w.u32(magic)
         w.u8(kind.rawValue)
         w.zeros(3)
-        w.u32(UInt32(payload.count))
+        w.u32(UInt32(parts.reduce(0) { $0 + $1.count }))
         w.u32(0)
         w.u64(sequence)
-        w.bytes(payload)
+        for part in parts { w.bytes(part) }
         let crc = w.bytes.withUnsafeBytes { crcOfFrame(UnsafeRawBufferPointer(rebasing: $0[at...])) }
         for i in 0..<4 { w.bytes[at + 12 + i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
         w.zeros((8 - w.count % 8) % 8)

@@ -4,8 +4,9 @@
  * random-read latency measured on the same files as the baseline.
  *
  *   load   fills a tenant: --pages keys, --versions images of each, in key
- *          order per version (version v of key k at LSN v*pages + k + 1), then
- *          compacts it. The bytes of each image name its key and version.
+ *          order per version (version v of key k at LSN v*pages + k + 1), from
+ *          one connection with --pipeline puts in flight (lg_put_many), prints
+ *          the MiB/s, then compacts it. The bytes of each image name its key and version.
  *   get    -c clients, each on its own connection and thread, each sending one
  *          GetPage at a time for a random key, at `latest` or (--past) at a
  *          random LSN whose expected version is known; every page is checked.
@@ -32,9 +33,9 @@
 
 typedef struct config {
     const char *socket, *tenant, *token, *dir;
-    int clients, pages, versions;
+    int clients, pages, versions, pipeline;
     double seconds;
-    bool past;
+    bool past, compact;
 } config;
 
 typedef struct layer_file {
@@ -102,27 +103,43 @@ static int load(const config *c) {
         lg_close(conn);
         return 1;
     }
+    /* Puts of 64 images, `pipeline` of them in flight (lg_put_many): the server applies them in order. */
     enum { BATCH = 64 };
-    static unsigned char images[BATCH][LG_PAGE_SIZE];
-    lg_record recs[BATCH];
+    size_t depth = (size_t)c->pipeline;
+    unsigned char *images = malloc(depth * BATCH * LG_PAGE_SIZE);
+    lg_record *recs = malloc(depth * BATCH * sizeof *recs);
+    lg_put *puts = malloc(depth * sizeof *puts);
+    if (images == NULL || recs == NULL || puts == NULL) s = LG_OUT_OF_MEMORY;
     uint64_t t0 = now_ns(), lsn = info.last_record_lsn;
     while (s == LG_OK && lsn < total) {
-        size_t n = 0;
-        for (; n < BATCH && lsn < total; n++, lsn++) {
-            uint32_t v = (uint32_t)(lsn / (uint64_t)c->pages), k = (uint32_t)(lsn % (uint64_t)c->pages);
-            fill_image(images[n], k, v);
-            recs[n] = (lg_record){.key = key(k), .lsn = lsn + 1, .image = images[n], .image_len = LG_PAGE_SIZE};
+        size_t p = 0;
+        for (; p < depth && lsn < total; p++) {
+            size_t n = 0;
+            for (; n < BATCH && lsn < total; n++, lsn++) {
+                uint32_t v = (uint32_t)(lsn / (uint64_t)c->pages), k = (uint32_t)(lsn % (uint64_t)c->pages);
+                unsigned char *image = images + (p * BATCH + n) * LG_PAGE_SIZE;
+                fill_image(image, k, v);
+                recs[p * BATCH + n] = (lg_record){.key = key(k), .lsn = lsn + 1, .image = image, .image_len = LG_PAGE_SIZE};
+            }
+            puts[p] = (lg_put){.records = recs + p * BATCH, .count = n};
         }
-        s = lg_put_records(conn, c->tenant, recs, n, NULL);
-        if (isatty(2) && lsn % 8192 < BATCH)
+        s = lg_put_many(conn, c->tenant, puts, p);
+        if (isatty(2))
             fprintf(stderr, "\rlayergate-pagebench: loaded %" PRIu64 " MiB of %" PRIu64, lsn / 128, total / 128);
     }
+    free(images);
+    free(recs);
+    free(puts);
     if (isatty(2)) fputc('\n', stderr);
-    if (s == LG_OK && info.last_record_lsn < total)
-        fprintf(stderr, "layergate-pagebench: put %" PRIu64 " MiB in %.1f s; compacting\n",
-                (total - info.last_record_lsn) / 128, (double)(now_ns() - t0) / 1e9);
+    if (s == LG_OK && info.last_record_lsn < total) {
+        double secs = (double)(now_ns() - t0) / 1e9;
+        printf("put %" PRIu64 " MiB in %.2f s: %.1f MiB/s (one connection, %d images a put, %d puts in flight)\n",
+               (total - info.last_record_lsn) / 128, secs, (double)(total - info.last_record_lsn) / 128.0 / secs, BATCH,
+               c->pipeline);
+        fflush(stdout);
+    }
     lg_compact_result r;
-    if (s == LG_OK) s = lg_compact(conn, c->tenant, false, &r);
+    if (s == LG_OK && c->compact) s = lg_compact(conn, c->tenant, false, &r);
     if (s == LG_OK) s = lg_tenant_status(conn, c->tenant, &info);
     if (s != LG_OK) {
         fprintf(stderr, "layergate-pagebench: loading tenant %s: %s\n", c->tenant, lg_errmsg(conn));
@@ -308,6 +325,8 @@ static int usage(FILE *to, int code) {
             "  --tenant ID     (default be0c0000000000000000000000000003)\n"
             "  --pages N       keys (default 131072: 1 GiB per version)\n"
             "  --versions V    images of each key (default 2)\n"
+            "  --pipeline D    load: puts of 64 images in flight at once (default 16)\n"
+            "  --no-compact    load: leave the layers as ingest wrote them\n"
             "  -c N            clients (get) or threads (raw) (default 8)\n"
             "  -t SECONDS      how long get and raw run (default 10)\n"
             "  --past          get reads at random past LSNs instead of latest\n"
@@ -320,11 +339,13 @@ int main(int argc, char **argv) {
     if (argc < 2) return usage(stderr, 2);
     const char *mode = argv[1];
     config c = {.socket = "./.layergate/layergate.sock", .tenant = "be0c0000000000000000000000000003",
-                .token = getenv("LAYERGATE_TOKEN"), .clients = 8, .pages = 131072, .versions = 2, .seconds = 10};
+                .token = getenv("LAYERGATE_TOKEN"), .clients = 8, .pages = 131072, .versions = 2, .seconds = 10,
+                .pipeline = 16, .compact = true};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--past") == 0) c.past = true;
+        else if (strcmp(a, "--no-compact") == 0) c.compact = false;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout, 0);
         else if (v == NULL) return usage(stderr, 2);
         else if (strcmp(a, "-s") == 0) c.socket = v, i++;
@@ -332,12 +353,13 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--pages") == 0) c.pages = atoi(v), i++;
         else if (strcmp(a, "--versions") == 0) c.versions = atoi(v), i++;
         else if (strcmp(a, "-c") == 0) c.clients = atoi(v), i++;
+        else if (strcmp(a, "--pipeline") == 0) c.pipeline = atoi(v), i++;
         else if (strcmp(a, "-t") == 0) c.seconds = atof(v), i++;
         else if (strcmp(a, "--dir") == 0) c.dir = v, i++;
         else if (strcmp(a, "--token") == 0) c.token = v, i++;
         else return usage(stderr, 2);
     }
-    if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0) return usage(stderr, 2);
+    if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0 || c.pipeline < 1) return usage(stderr, 2);
     if (strcmp(mode, "-h") == 0 || strcmp(mode, "--help") == 0) return usage(stdout, 0);
     if (strcmp(mode, "load") == 0) return load(&c);
     if (strcmp(mode, "get") == 0) return measure(&c, false);

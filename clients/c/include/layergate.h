@@ -165,6 +165,26 @@ LG_API lg_status lg_create_tenant(lg_conn *conn, const char *tenant_id);
 LG_API lg_status lg_put_records(lg_conn *conn, const char *tenant_id, const lg_record *records, size_t count,
                                 uint64_t *last_record_lsn);
 
+/* One put of a pipelined batch: the caller fills records and count; the call fills the rest. */
+typedef struct lg_put {
+    const lg_record *records;
+    size_t count;
+    lg_status status;           /* this put's own outcome */
+    uint64_t last_record_lsn;   /* on LG_OK: the tenant's, at least this put's last LSN */
+} lg_put;
+
+/*
+ * Pipelined puts to one tenant: sends every put without waiting for the one before,
+ * then collects the answers by request id. The server applies the puts of one
+ * connection in the order sent, and puts in flight together share a WAL fsync.
+ * Returns LG_OK when every put is durable; otherwise the status of the first failed
+ * put in array order, and lg_errmsg names its index. Every put has its own status:
+ * one after a refused put is checked on its own and may be stored (a refusal for a
+ * full disk refuses the puts queued behind it too). A connection that fails part-way
+ * gives every put not yet answered that status (it may or may not have been stored).
+ */
+LG_API lg_status lg_put_many(lg_conn *conn, const char *tenant_id, lg_put *puts, size_t count);
+
 /*
  * Reads a page as of lsn (LG_LSN_LATEST: as of the last ingested record) into
  * page, a buffer of page_len >= LG_PAGE_SIZE bytes, of which the first

@@ -251,6 +251,50 @@ static void test_batch(void) {
     CHECK(reads[0].status == LG_TENANT_NOT_FOUND && reads[2].status == LG_TENANT_NOT_FOUND, "each read failed");
 }
 
+/* Pipelined puts: in order, each with its own status, and the bytes read back. */
+static void test_put_many(void) {
+    lg_conn *c = shared;
+    enum { N = 200 };
+    static unsigned char images[N][LG_PAGE_SIZE], pages[N][LG_PAGE_SIZE];
+    static lg_record recs[N];
+    static lg_put puts[N];
+    static lg_page_read reads[N];
+    const uint64_t base = 2000;
+    for (int i = 0; i < N; i++) {
+        fill_page(images[i], 7000 + (uint32_t)i);
+        recs[i] = (lg_record){.key = key(7000 + (uint32_t)i), .lsn = base + (uint64_t)i, .image = images[i], .image_len = LG_PAGE_SIZE};
+        puts[i] = (lg_put){.records = &recs[i], .count = 1};
+    }
+    EXPECT(c, lg_put_many(c, T, puts, N), LG_OK);
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        if (puts[i].status != LG_OK || puts[i].last_record_lsn < base + (uint64_t)i || puts[i].last_record_lsn > base + N - 1) bad++;
+    CHECK(bad == 0, "%d of %d puts refused or answered with another LSN", bad, N);
+    for (int i = 0; i < N; i++) reads[i] = (lg_page_read){.key = key(7000 + (uint32_t)i), .lsn = base + (uint64_t)i, .page = pages[i]};
+    EXPECT(c, lg_get_pages(c, T, reads, N), LG_OK);
+    bad = 0;
+    for (int i = 0; i < N; i++)
+        if (memcmp(pages[i], images[i], LG_PAGE_SIZE) != 0) bad++;
+    CHECK(bad == 0, "%d of %d pages differ from what was put", bad, N);
+
+    /* Put 5 of 10 goes back in LSN order: it alone is refused, and named. */
+    for (int i = 0; i < 10; i++) recs[i].lsn = base + N + (uint64_t)i;
+    recs[5].lsn = base;
+    EXPECT(c, lg_put_many(c, T, puts, 10), LG_INVALID_ARGUMENT);
+    CHECK(strstr(lg_errmsg(c), "put 5 of 10") != NULL, "the message names the put: %s", lg_errmsg(c));
+    bad = 0;
+    for (int i = 0; i < 10; i++)
+        if (puts[i].status != (i == 5 ? LG_INVALID_ARGUMENT : LG_OK)) bad++;
+    CHECK(bad == 0, "%d puts with the wrong status", bad);
+
+    EXPECT(c, lg_put_many(c, T, puts, 0), LG_OK);
+    puts[2] = (lg_put){.records = NULL, .count = 1};
+    EXPECT(c, lg_put_many(c, T, puts, 3), LG_INVALID_ARGUMENT);
+    CHECK(strstr(lg_errmsg(c), "put 2 of 3: records is NULL") != NULL, "checked before sending: %s", lg_errmsg(c));
+    puts[0] = (lg_put){.records = &recs[0], .count = 1};
+    EXPECT(c, lg_put_many(c, UNKNOWN, puts, 1), LG_TENANT_NOT_FOUND);
+}
+
 /* The example program, run as a reader would run it, against this server. */
 
 static void test_example_program(void) {
@@ -509,6 +553,7 @@ int main(void) {
         {"four threads, a connection each", test_threads},
         {"examples/compute_node", test_example_program},
         {"compact, tenant status, reset", test_compact_status_reset},
+        {"pipelined puts", test_put_many},
         {"server status and failpoints", test_server_status_and_failpoints},
         {"timeout, then the connection is usable", test_timeout_then_usable},
         {"graceful shutdown", stop_shared_server},
