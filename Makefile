@@ -82,10 +82,10 @@ fuzz: deps
 	$(MAKE) -C clients/c build/fuzz/fuzz_response
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-# Release-built storage measurements (not a test); see README.
-bench: deps
-	$(SWIFT) build -c release --product layergate-storage-bench
-	.build/release/layergate-storage-bench $(BENCH_ARGS)
+# Every speed goal next to its baseline, measured in one run: a table and a picture
+# (scripts/bench-all.sh; not a test, about 6 minutes); see README, Measuring.
+bench: deps c-client
+	BENCH_ARGS="$(BENCH_ARGS)" scripts/bench-all.sh
 
 # A longer torture run on the release build: make torture TORTURE_MINUTES=20
 torture: deps

@@ -11,6 +11,7 @@
 #   BUILD=0 uses the release binaries already built. The data set is kept in
 #   DATA (default .layergate/bench-cold; it must be on a real disk, not a
 #   tmpfs) and reused while its shape (PAGES, VERSIONS) stays the same.
+# RESULTS=FILE also appends every figure to FILE as "name value" lines (make bench reads them).
 # Root drops every clean page cache before each run (echo 3 > drop_caches);
 # without root only the layer files are evicted (posix_fadvise DONTNEED).
 set -euo pipefail
@@ -63,6 +64,10 @@ for c in $CLIENTS; do
     $bench evict --dir "$dir" >/dev/null
     raw=$($bench raw --dir "$dir" -c "$c" -t "$RUN_SECONDS")
     echo "  $raw"
+    if [ -n "${RESULTS:-}" ]; then
+        { echo "cold.$c.raw.ops $(ops "$raw")"; echo "cold.$c.raw.p50 $(field "$raw" p50)"
+          echo "cold.$c.raw.p99 $(field "$raw" p99)"; echo "cold.$c.raw.p999 $(field "$raw" p99.9)"; } >>"$RESULTS"
+    fi
     for mode in latest past; do
         flag=""
         [ $mode = past ] && flag=--past
@@ -71,6 +76,10 @@ for c in $CLIENTS; do
         got=$($bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" $flag)
         stop
         echo "  $got"
+        if [ -n "${RESULTS:-}" ]; then
+            { echo "cold.$c.$mode.ops $(ops "$got")"; echo "cold.$c.$mode.p50 $(field "$got" p50)"
+              echo "cold.$c.$mode.p99 $(field "$got" p99)"; echo "cold.$c.$mode.p999 $(field "$got" p99.9)"; } >>"$RESULTS"
+        fi
         rows+=("$(awk -v c="$c" -v m="$mode" -v o="$(ops "$got")" -v p50="$(field "$got" p50)" -v p99="$(field "$got" p99)" \
             -v p999="$(field "$got" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
             'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")

@@ -11,6 +11,7 @@
 # runs both; the median ratio is the figure. Data in a temp dir under /tmp.
 #   scripts/bench-ingest.sh
 #   MIB=2048 PIPELINE=32 ROUNDS=5 BUILD=0 scripts/bench-ingest.sh
+# RESULTS=FILE also appends the medians to FILE as "name value" lines (make bench reads them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${MIB:-1024}
@@ -28,7 +29,7 @@ server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 tenant=be0c0000000000000000000000000004
 pages=$((MIB * 128))
-ratios=""
+ratios="" cs="" ss="" es=""
 printf '%-6s %16s %16s %14s %7s\n' round "C client MiB/s" "Swift CLI MiB/s" "engine MiB/s" ratio
 for r in $(seq "$ROUNDS"); do
     rm -rf "$tmp/data"
@@ -48,8 +49,13 @@ for r in $(seq "$ROUNDS"); do
     engine=$(.build/release/layergate-storage-bench --only ingest --ingest-mib "$MIB" --writers "$WRITERS" |
         sed -nE 's/.*\(([0-9.]+) MiB\/s before the final flush\).*/\1/p')
     ratio=$(awk -v s="$socket" -v e="$engine" 'BEGIN { printf "%.2f", s / e }')
-    ratios="$ratios $ratio"
+    ratios="$ratios $ratio" cs="$cs $socket" ss="$ss $swift_socket" es="$es $engine"
     printf '%-6s %16s %16s %14s %7s\n' "$r" "$socket" "$swift_socket" "$engine" "$ratio"
 done
-median=$(echo $ratios | tr ' ' '\n' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+median=$(echo $ratios | median)
+if [ -n "${RESULTS:-}" ]; then
+    { echo "ingest.c $(echo $cs | median)"; echo "ingest.swift $(echo $ss | median)"; echo "ingest.engine $(echo $es | median)"
+      echo "ingest.ratio $median"; } >>"$RESULTS"
+fi
 echo "median ratio C client over the socket / engine: $median ($MIB MiB of 8 KiB images; one connection, $PIPELINE puts in flight, $BATCH records a put (the C client: 64); engine: $WRITERS writers in-process)"

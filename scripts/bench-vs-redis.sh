@@ -15,6 +15,7 @@
 # redis-benchmark, taking turns (each first in every other round), with the
 # median of the rounds' ratios and the middle half of them.
 # Needs: redis-server and redis-benchmark (installed with apt-get if missing), release builds.
+# RESULTS=FILE also appends every figure to FILE as "name value" lines (make bench reads them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
@@ -62,6 +63,17 @@ for cfg in "1 1" "8 1" "8 16"; do
         "$(field "$sout" p99)" "$(field "$sout" p99.9)" "$(ratio "$sops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "redis-benchmark" "$rops" "$(echo "$rdout" | cut -d, -f5)" \
         "$(echo "$rdout" | cut -d, -f7)" "-" "1.00"
+    if [ -n "${RESULTS:-}" ]; then
+        for c in "epoll $eout" "threads $cout" "swift $sout"; do
+            name=${c%% *} out=${c#* }
+            echo "getpage.${n}x$d.$name.ops $(echo "$out" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')"
+            echo "getpage.${n}x$d.$name.p50 $(field "$out" p50)"
+            echo "getpage.${n}x$d.$name.p99 $(field "$out" p99)"
+            echo "getpage.${n}x$d.$name.p999 $(field "$out" p99.9)"
+        done >>"$RESULTS"
+        { echo "getpage.${n}x$d.redis.ops $rops"; echo "getpage.${n}x$d.redis.p50 $(echo "$rdout" | cut -d, -f5)"
+          echo "getpage.${n}x$d.redis.p99 $(echo "$rdout" | cut -d, -f7)"; } >>"$RESULTS"
+    fi
 done
 
 ROUNDS=${ROUNDS:-15}
@@ -88,4 +100,7 @@ for cfg in "1 1" "8 1" "8 16"; do
         e="$e $eo" r="$r $ro" q="$q $(awk -v a="$eo" -v b="$ro" 'BEGIN { print a / b }')"
     done
     printf '%-7s %14.0f %14.0f %8.2f %12s\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" "$(echo $q | quartiles)"
+    if [ -n "${RESULTS:-}" ]; then
+        { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"; } >>"$RESULTS"
+    fi
 done

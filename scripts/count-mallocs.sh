@@ -2,7 +2,7 @@
 # Heap allocations per cached GetPage in layergated: uprobes on libc's malloc
 # and free (perf probe; needs root and Debian's linux-perf), counted in the
 # server process only while layergate-cbench --epoll reads 1,000 cached pages.
-# Prints mallocs and frees per request for 8 x 1 and 8 x 16.
+# Prints mallocs and frees per request for 8 x 1 and 8 x 16 (RESULTS=FILE: also "name value" lines there).
 #   scripts/count-mallocs.sh [path/to/layergated]   # default .build/release/layergated
 # Today: about 3.1 per request. Two are the response's ByteBuffer (its storage
 # object and its bytes), one is the tenant id String of the decoded request;
@@ -12,13 +12,14 @@ cd "$(dirname "$0")/.."
 bin=${1:-.build/release/layergated}
 if [ "$(id -u)" != 0 ]; then echo "count-mallocs: skipped, perf uprobes need root"; exit 0; fi
 command -v perf >/dev/null || { echo "count-mallocs: install Debian's linux-perf first"; exit 1; }
-libc=$(ldd "$bin" | awk '/libc\.so/ { print $3 }')
+libc=$(ldd "$bin" | awk '$1 ~ /^libc\.so/ { print $3 }')
 perf probe -q -x "$libc" malloc 2>/dev/null || true
 perf probe -q -x "$libc" free 2>/dev/null || true
 make -s -C clients/c build/layergate-cbench >/dev/null
 tmp=$(mktemp -d)
 "$bin" --socket "$tmp/s.sock" --data-dir "$tmp/d" --log-level warning & srv=$!
-trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# The uprobes go when the script does: left in place they tax every malloc on the machine.
+trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; perf probe -q -d "probe_libc:*" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -S "$tmp/s.sock" ] && break; sleep 0.1; done
 cb=clients/c/build/layergate-cbench
 $cb -s "$tmp/s.sock" -t 0.3 -q >/dev/null  # create the tenant, write and cache the pages
@@ -29,4 +30,7 @@ for depth in 1 16; do
     wait $p
     awk -F, -v n="$n" -v d=$depth '/probe_libc:malloc/ { m = $1 } /probe_libc:free/ { f = $1 }
         END { printf "8 x %-2d %8d requests: %.2f mallocs and %.2f frees per cached GetPage\n", d, n, m / n, f / n }' "$tmp/stat"
+    if [ -n "${RESULTS:-}" ]; then
+        awk -F, -v n="$n" -v d=$depth '/probe_libc:malloc/ { printf "mallocs.8x%d %.2f\n", d, $1 / n }' "$tmp/stat" >>"$RESULTS"
+    fi
 done

@@ -75,13 +75,21 @@ static bool page_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
     return true;
 }
 
+/* A call that sends nothing: every read gets its status (none keeps a former call's). */
+static lg_status none_sent(lg_page_read *reads, size_t count, lg_status s) {
+    for (size_t i = 0; reads != NULL && i < count; i++) reads[i].status = s, reads[i].read_lsn = 0;
+    return s;
+}
+
 static lg_status read_pages(lg_conn *c, const char *tenant_id, lg_page_read *reads, size_t count, bool batch) {
     lg_status s = lg__begin(c);
-    if (s != LG_OK) return s;
-    if (tenant_id == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "tenant id is NULL");
+    if (s != LG_OK) return none_sent(reads, count, s);
+    if (tenant_id == NULL) return none_sent(reads, count, lg__fail(c, LG_INVALID_ARGUMENT, "tenant id is NULL"));
     if (count > 0 && reads == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "reads is NULL");
+    for (size_t i = 0; i < count; i++)
+        if (reads[i].page == NULL)
+            return none_sent(reads, count, lg__fail(c, LG_INVALID_ARGUMENT, "read %zu of %zu: page buffer is NULL", i, count));
     for (size_t i = 0; i < count; i++) {
-        if (reads[i].page == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "read %zu of %zu: page buffer is NULL", i, count);
         reads[i].status = PENDING;
         reads[i].read_lsn = 0;
     }

@@ -125,14 +125,21 @@ static bool put_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
     return true;
 }
 
+/* A call that sends nothing: every put gets its status (none keeps a former call's). */
+static lg_status none_sent(lg_put *puts, size_t count, lg_status s) {
+    for (size_t i = 0; puts != NULL && i < count; i++) puts[i].status = s, puts[i].last_record_lsn = 0;
+    return s;
+}
+
 static lg_status put_all(lg_conn *c, const char *tenant_id, lg_put *puts, size_t count, bool batch) {
     lg_status s = lg__begin(c);
-    if (s != LG_OK) return s;
-    if (tenant_id == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "tenant id is NULL");
+    if (s != LG_OK) return none_sent(puts, count, s);
+    if (tenant_id == NULL) return none_sent(puts, count, lg__fail(c, LG_INVALID_ARGUMENT, "tenant id is NULL"));
     if (count > 0 && puts == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "puts is NULL");
     puts_ctx ctx = {.tenant_id = tenant_id, .puts = puts, .count = count, .first_failed = count, .batch = batch};
+    for (size_t i = 0; i < count; i++)
+        if ((s = check_put(c, &ctx, i)) != LG_OK) return none_sent(puts, count, s);
     for (size_t i = 0; i < count; i++) {
-        if ((s = check_put(c, &ctx, i)) != LG_OK) return s;
         puts[i].status = PENDING;
         puts[i].last_record_lsn = 0;
     }

@@ -291,6 +291,8 @@ static void test_put_many(void) {
     puts[2] = (lg_put){.records = NULL, .count = 1};
     EXPECT(c, lg_put_many(c, T, puts, 3), LG_INVALID_ARGUMENT);
     CHECK(strstr(lg_errmsg(c), "put 2 of 3: records is NULL") != NULL, "checked before sending: %s", lg_errmsg(c));
+    CHECK(puts[0].status == LG_INVALID_ARGUMENT && puts[1].status == LG_INVALID_ARGUMENT,
+          "nothing was sent, and every put says so (not a former call's LG_OK)");
     puts[0] = (lg_put){.records = &recs[0], .count = 1};
     EXPECT(c, lg_put_many(c, UNKNOWN, puts, 1), LG_TENANT_NOT_FOUND);
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# make bench: every speed goal of the page server next to its baseline,
+# measured in the same run, then one table (ours, the baseline, the ratio, the
+# goal) and a picture (SVG, gnuplot): latency percentiles of layergated and
+# redis at each connections x depth, and of cold reads next to the disk.
+# Each part is a script of its own (run it alone for more detail):
+#   layergate-storage-bench     the engine alone (BENCH_ARGS)
+#   scripts/bench-vs-redis.sh   cached GetPage vs redis GET, servers on CPU 1, clients on CPU 0
+#   scripts/count-mallocs.sh    heap allocations per cached GetPage (root)
+#   scripts/bench-cold.sh       cold reads over 24x the page cache vs O_DIRECT preads
+#   scripts/bench-ingest.sh     one connection's ingest vs the engine's
+# Figures go to OUT (default .layergate/bench-results/DATE) as results.txt
+# ("name value" lines), summary.txt and bench.svg. Takes about 6 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-.layergate/bench-results/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+res=$out/results.txt
+: >"$res"
+echo "make bench: release builds of layergated, layergate, layergate-storage-bench and the C client"
+for p in layergated layergate layergate-storage-bench; do swift build -c release --product $p >/dev/null; done
+make -s -C clients/c >/dev/null
+echo; echo "== the storage engine alone (layergate-storage-bench ${BENCH_ARGS:-})"
+# shellcheck disable=SC2086
+.build/release/layergate-storage-bench ${BENCH_ARGS:-} | tee "$out/storage.txt"
+echo; echo "== cached GetPage vs redis (scripts/bench-vs-redis.sh, PIN=split)"
+RESULTS=$res BUILD=0 PIN=split ROUNDS=${ROUNDS:-9} SECONDS_PER_RUN=${SECONDS_PER_RUN:-3} scripts/bench-vs-redis.sh | tee "$out/redis.txt"
+echo; echo "== heap allocations per cached GetPage (scripts/count-mallocs.sh)"
+RESULTS=$res scripts/count-mallocs.sh | tee "$out/mallocs.txt"
+echo; echo "== cold reads (scripts/bench-cold.sh)"
+RESULTS=$res BUILD=0 RUN_SECONDS=${COLD_SECONDS:-8} scripts/bench-cold.sh | tee "$out/cold.txt"
+echo; echo "== ingest from one connection (scripts/bench-ingest.sh)"
+RESULTS=$res BUILD=0 ROUNDS=3 scripts/bench-ingest.sh | tee "$out/ingest.txt"
+
+# The table: one row per goal of issue 11, from results.txt.
+# The last value of `name`; numbers are rounded (ratios to 2 places, the rest to whole units, but small ones).
+get() {
+    awk -v k="$1" '$1 == k { v = $2 } END {
+        if (v == "") print "-"
+        else if (v !~ /^[0-9.]+$/) print v
+        else if (k ~ /ratio$/ || (v < 10 && k !~ /\.p[0-9]+$/)) printf "%.2f\n", v
+        else if (v >= 10) printf "%.0f\n", v
+        else print v }' "$res"
+}
+row() {  # goal, ours, baseline, ratio, target
+    printf '%-46s %14s %14s %7s   %s\n' "$1" "$2" "$3" "$4" "$5"
+}
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v * 1000 }'; }
+{
+    echo
+    row "goal" "layergated" "baseline" "ratio" "target"
+    for cfg in 8x1 8x16; do
+        row "1. cached GetPage $cfg, ops/s (median of rounds)" "$(get getpage.$cfg.epoll.ops)" "$(get getpage.$cfg.redis.ops) redis" \
+            "$(get getpage.$cfg.ratio)" ">= 1.0 (middle half $(get getpage.$cfg.ratio_middle))"
+    done
+    for q in p50 p99; do
+        row "2. one client, pinned: GetPage $q" "$(us "$(get getpage.1x1.epoll.$q)")" "$(us "$(get getpage.1x1.redis.$q)") redis" \
+            "$(div "$(get getpage.1x1.epoll.$q)" "$(get getpage.1x1.redis.$q)")" "<= 1.0"
+    done
+    for cfg in 8x1 8x16; do
+        row "3. Swift client $cfg, ops/s" "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops) C" \
+            "$(div "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops)")" ">= 0.8"
+    done
+    for q in p50 p99 p999; do
+        row "4. cold GetPage, 8 clients, latest: $q" "$(get cold.8.latest.$q) µs" "$(get cold.8.raw.$q) µs disk" \
+            "$(div "$(get cold.8.latest.$q)" "$(get cold.8.raw.$q)")" "$([ $q = p99 ] && echo "< 750 µs and <= 1.5x the disk" || echo "<= 1.5x the disk")"
+    done
+    row "4. cold GetPage, 8 clients, past LSNs: p99" "$(get cold.8.past.p99) µs" "$(get cold.8.raw.p99) µs disk" \
+        "$(div "$(get cold.8.past.p99)" "$(get cold.8.raw.p99)")" "< 750 µs and <= 1.5x the disk"
+    row "5. ingest, one connection (C client), MiB/s" "$(get ingest.c)" "$(get ingest.engine) engine" "$(get ingest.ratio)" ">= 400 MiB/s and >= 0.9"
+    row "6. heap allocations per cached GetPage, 8x16" "$(get mallocs.8x16)" "-" "-" "only the answer's buffer (2)"
+    echo "(2-core VMs are noisy: compare runs of the same machine; each script alone prints more)"
+} | tee "$out/summary.txt"
+
+# The picture: gnuplot, installed from Debian when missing.
+if ! command -v gnuplot >/dev/null; then
+    echo "make bench: installing gnuplot-nox (apt-get) for the picture"
+    { apt-get update -qq && apt-get install -y -qq gnuplot-nox >/dev/null; } || true
+fi
+if ! command -v gnuplot >/dev/null; then
+    echo "make bench: no gnuplot, so no picture (the table above has every figure)"
+    exit 0
+fi
+for cfg in 1x1 8x1 8x16; do
+    echo "$cfg $(get getpage.$cfg.epoll.p50) $(get getpage.$cfg.epoll.p99) $(get getpage.$cfg.epoll.p999) $(get getpage.$cfg.redis.p50) $(get getpage.$cfg.redis.p99)"
+done | awk '{ for (i = 2; i <= NF; i++) if ($i != "-") $i *= 1000; print }' >"$out/latency.dat"
+for m in latest past raw; do echo "$m $(get cold.8.$m.p50) $(get cold.8.$m.p99) $(get cold.8.$m.p999)"; done >"$out/cold.dat"
+gnuplot <<GP
+set terminal svg size 1100,460 dynamic font "sans,11" noenhanced
+set output "$out/bench.svg"
+set multiplot layout 1,2 title "layergated, $(date +%Y-%m-%d), $(nproc) cores"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set logscale y
+set grid ytics
+set ylabel "latency (µs, log scale)"
+set key top left
+set datafile missing "-"
+set title "cached GetPage vs redis GET, 8 KiB (C clients x depth)"
+plot "$out/latency.dat" using 2:xtic(1) title "layergated p50", "" using 3 title "layergated p99", \
+     "" using 4 title "layergated p99.9", "" using 5 title "redis p50", "" using 6 title "redis p99"
+set title "cold GetPage, 8 clients, vs O_DIRECT pread of the same files"
+set arrow 1 from graph 0, first 750 to graph 1, first 750 nohead dashtype 2
+set label 1 "goal: p99 < 750 µs" at graph 0.62, first 820
+plot "$out/cold.dat" using 2:xtic(1) title "p50", "" using 3 title "p99", "" using 4 title "p99.9"
+unset multiplot
+GP
+mkdir -p .layergate/bench-results
+cp "$out/bench.svg" .layergate/bench-results/latest.svg
+echo "make bench: the picture is $out/bench.svg (also .layergate/bench-results/latest.svg); figures in $out"
