@@ -303,9 +303,10 @@ static lg_status take_answers(lg_conn *c, lg_exchange *x) {
 lg_status lg__exchange(lg_conn *c, lg_exchange *x) {
     int64_t deadline = deadline_after(c->timeout_ms);
     for (;;) {
-        if (x->refill != NULL) {
-            lg_status s = x->refill(c, x->ctx);
+        while (x->queue != NULL && x->queued < x->count && c->out.end - c->out.start < x->queue_ahead) {
+            lg_status s = x->queue(c, x->ctx, x->queued);
             if (s != LG_OK) return s;
+            x->queued++;
         }
         lg_status s = take_answers(c, x);
         if (s != LG_OK || x->answered == x->count) return s;

@@ -67,7 +67,9 @@ struct lg_conn {
  * answer for one of those ids to on_answer (others are late answers to
  * timed-out calls, and are dropped). on_answer returns true when the answer
  * completes request `index` (false for a second answer to the same index).
- * refill, when set, may queue more requests whenever conn->out runs low.
+ * queue, when set, encodes request `index` (id first_id + index) into conn->out:
+ * the exchange calls it in order whenever conn->out holds less than queue_ahead
+ * bytes, so a batch of any size is sent while its answers are read.
  */
 typedef struct lg_exchange {
     size_t max_answer;   /* the biggest frame an answer to these calls can be (a server that sends more is not trusted) */
@@ -75,7 +77,9 @@ typedef struct lg_exchange {
     size_t count;
     size_t answered;
     bool (*on_answer)(lg_conn *conn, void *ctx, size_t index, const Response *r);
-    lg_status (*refill)(lg_conn *conn, void *ctx);
+    lg_status (*queue)(lg_conn *conn, void *ctx, size_t index);
+    size_t queue_ahead;
+    size_t queued;
     void *ctx;
 } lg_exchange;
 

@@ -11,13 +11,14 @@
 typedef struct reads_ctx {
     const char *tenant_id;
     lg_page_read *reads;
-    size_t count, queued;
+    size_t count;
     size_t first_failed;   /* lowest index that failed so far; count when none */
     bool batch;            /* name the read in messages */
 } reads_ctx;
 
-static lg_status queue_read(lg_conn *c, reads_ctx *x) {
-    const lg_page_read *rd = &x->reads[x->queued];
+static lg_status queue_read(lg_conn *c, void *ctx, size_t index) {
+    const reads_ctx *x = ctx;
+    const lg_page_read *rd = &x->reads[index];
     Layergate__V1__PageKey key;
     layergate__v1__page_key__init(&key);
     lg__fill_key(&key, rd->key);
@@ -33,18 +34,7 @@ static lg_status queue_read(lg_conn *c, reads_ctx *x) {
     req.request_id = c->next_id++;
     req.body_case = LAYERGATE__V1__REQUEST__BODY_GET_PAGE;
     req.get_page = &get;
-    lg_status s = lg__queue(c, &req);
-    if (s == LG_OK) x->queued++;
-    return s;
-}
-
-static lg_status refill(lg_conn *c, void *ctx) {
-    reads_ctx *x = ctx;
-    while (x->queued < x->count && c->out.end - c->out.start < QUEUE_AHEAD_BYTES) {
-        lg_status s = queue_read(c, x);
-        if (s != LG_OK) return s;
-    }
-    return LG_OK;
+    return lg__queue(c, &req);
 }
 
 static void note_failure(lg_conn *c, reads_ctx *x, size_t i, const Response *r) {
@@ -95,7 +85,8 @@ static lg_status read_pages(lg_conn *c, const char *tenant_id, lg_page_read *rea
     }
     if (count == 0) return lg__ok(c);
     reads_ctx ctx = {.tenant_id = tenant_id, .reads = reads, .count = count, .first_failed = count, .batch = batch};
-    lg_exchange x = {.max_answer = LG_SMALL_ANSWER_BYTES, .first_id = c->next_id, .count = count, .on_answer = page_answer, .refill = refill, .ctx = &ctx};
+    lg_exchange x = {.max_answer = LG_SMALL_ANSWER_BYTES, .first_id = c->next_id, .count = count, .on_answer = page_answer,
+                     .queue = queue_read, .queue_ahead = QUEUE_AHEAD_BYTES, .ctx = &ctx};
     s = lg__exchange(c, &x);
     if (s != LG_OK) {
         for (size_t i = 0; i < count; i++)

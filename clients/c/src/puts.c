@@ -48,7 +48,7 @@ static Layergate__V1__Record *build_record(lg_conn *c, const lg_record *in) {
 typedef struct puts_ctx {
     const char *tenant_id;
     lg_put *puts;
-    size_t count, queued;
+    size_t count;
     size_t first_failed;  /* lowest index that failed so far; count when none */
     bool batch;           /* name the put in messages */
 } puts_ctx;
@@ -71,8 +71,9 @@ static lg_status check_put(lg_conn *c, const puts_ctx *x, size_t i) {
 }
 
 /* Encodes the next put into conn->out; its scratch structs live in the arena only until then. */
-static lg_status queue_put(lg_conn *c, puts_ctx *x) {
-    const lg_put *p = &x->puts[x->queued];
+static lg_status queue_put(lg_conn *c, void *ctx, size_t index) {
+    const puts_ctx *x = ctx;
+    const lg_put *p = &x->puts[index];
     lg__arena_reset(&c->arena);
     c->arena.limit = SIZE_MAX;  /* an answer's unpack left its own limit */
     Layergate__V1__Record **ptrs = lg__arena_alloc(&c->arena, sizeof *ptrs * (p->count ? p->count : 1));
@@ -90,18 +91,7 @@ static lg_status queue_put(lg_conn *c, puts_ctx *x) {
     req.request_id = c->next_id++;
     req.body_case = LAYERGATE__V1__REQUEST__BODY_PUT_RECORDS;
     req.put_records = &body;
-    lg_status s = lg__queue(c, &req);
-    if (s == LG_OK) x->queued++;
-    return s;
-}
-
-static lg_status refill(lg_conn *c, void *ctx) {
-    puts_ctx *x = ctx;
-    while (x->queued < x->count && c->out.end - c->out.start < QUEUE_AHEAD_BYTES) {
-        lg_status s = queue_put(c, x);
-        if (s != LG_OK) return s;
-    }
-    return LG_OK;
+    return lg__queue(c, &req);
 }
 
 static bool put_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
@@ -145,7 +135,7 @@ static lg_status put_all(lg_conn *c, const char *tenant_id, lg_put *puts, size_t
     }
     if (count == 0) return lg__ok(c);
     lg_exchange x = {.max_answer = LG_SMALL_ANSWER_BYTES, .first_id = c->next_id, .count = count, .on_answer = put_answer,
-                     .refill = refill, .ctx = &ctx};
+                     .queue = queue_put, .queue_ahead = QUEUE_AHEAD_BYTES, .ctx = &ctx};
     s = lg__exchange(c, &x);
     if (s != LG_OK) {
         for (size_t i = 0; i < count; i++)
