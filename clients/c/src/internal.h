@@ -85,6 +85,27 @@ typedef struct lg_exchange {
 
 lg_status lg__exchange(lg_conn *conn, lg_exchange *x);
 
+/*
+ * Pipelined batches (src/batch.c): each request of `items` has a status and one
+ * 64-bit result (lg_page_read.read_lsn, lg_put.last_record_lsn), found by `slot`.
+ */
+#define LG_PENDING ((lg_status)999)  /* not an lg_status value: a request not answered yet */
+typedef struct lg_batch_slot {
+    lg_status *status;
+    uint64_t *result;
+} lg_batch_slot;
+typedef lg_batch_slot (*lg_batch_slot_fn)(void *items, size_t index);
+/* A call that sends nothing: every request gets status s and result 0 (none keeps a former call's). Returns s. */
+lg_status lg__batch_refuse(void *items, size_t count, lg_batch_slot_fn slot, lg_status s);
+/* The start of every batch call: a usable connection, a tenant id, and `what` (the array's
+ * name) not NULL when count > 0; on failure every request of `items` gets that status. */
+lg_status lg__batch_begin(lg_conn *c, const char *tenant_id, void *items, size_t count, lg_batch_slot_fn slot,
+                          const char *what);
+/* Marks every request pending and runs the exchange. A failed exchange gives every request not
+ * answered its status (ids never sent are not reused); otherwise the status of the request at
+ * *first_failed when it is below x->count (on_answer keeps it), else LG_OK. */
+lg_status lg__batch_run(lg_conn *c, lg_exchange *x, void *items, lg_batch_slot_fn slot, const size_t *first_failed);
+
 /* A connection with no socket yet (lg_connect's first step; the fuzz harness adopts a socketpair). */
 lg_status lg__conn_new(int timeout_ms, lg_conn **out);
 

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PENDING ((lg_status)999)  /* not an lg_status value: a read not answered yet */
 /* Requests queued ahead of the socket; more are encoded as these drain. */
 #define QUEUE_AHEAD_BYTES ((size_t)256 << 10)
 
@@ -52,7 +51,7 @@ static void note_failure(lg_conn *c, reads_ctx *x, size_t i, const Response *r) 
 static bool page_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
     reads_ctx *x = ctx;
     lg_page_read *rd = &x->reads[i];
-    if (rd->status != PENDING) return false;
+    if (rd->status != LG_PENDING) return false;
     if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_GET_PAGE && r->get_page->page.len == LG_PAGE_SIZE) {
         memcpy(rd->page, r->get_page->page.data, LG_PAGE_SIZE);
         rd->read_lsn = r->get_page->lsn;
@@ -65,40 +64,22 @@ static bool page_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
     return true;
 }
 
-/* A call that sends nothing: every read gets its status (none keeps a former call's). */
-static lg_status none_sent(lg_page_read *reads, size_t count, lg_status s) {
-    for (size_t i = 0; reads != NULL && i < count; i++) reads[i].status = s, reads[i].read_lsn = 0;
-    return s;
+static lg_batch_slot read_slot(void *items, size_t i) {
+    lg_page_read *rd = (lg_page_read *)items + i;
+    return (lg_batch_slot){&rd->status, &rd->read_lsn};
 }
 
 static lg_status read_pages(lg_conn *c, const char *tenant_id, lg_page_read *reads, size_t count, bool batch) {
-    lg_status s = lg__begin(c);
-    if (s != LG_OK) return none_sent(reads, count, s);
-    if (tenant_id == NULL) return none_sent(reads, count, lg__fail(c, LG_INVALID_ARGUMENT, "tenant id is NULL"));
-    if (count > 0 && reads == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "reads is NULL");
+    lg_status s = lg__batch_begin(c, tenant_id, reads, count, read_slot, "reads");
+    if (s != LG_OK) return s;
     for (size_t i = 0; i < count; i++)
         if (reads[i].page == NULL)
-            return none_sent(reads, count, lg__fail(c, LG_INVALID_ARGUMENT, "read %zu of %zu: page buffer is NULL", i, count));
-    for (size_t i = 0; i < count; i++) {
-        reads[i].status = PENDING;
-        reads[i].read_lsn = 0;
-    }
-    if (count == 0) return lg__ok(c);
+            return lg__batch_refuse(reads, count, read_slot,
+                                    lg__fail(c, LG_INVALID_ARGUMENT, "read %zu of %zu: page buffer is NULL", i, count));
     reads_ctx ctx = {.tenant_id = tenant_id, .reads = reads, .count = count, .first_failed = count, .batch = batch};
     lg_exchange x = {.max_answer = LG_SMALL_ANSWER_BYTES, .first_id = c->next_id, .count = count, .on_answer = page_answer,
                      .queue = queue_read, .queue_ahead = QUEUE_AHEAD_BYTES, .ctx = &ctx};
-    s = lg__exchange(c, &x);
-    if (s != LG_OK) {
-        for (size_t i = 0; i < count; i++)
-            if (reads[i].status == PENDING) reads[i].status = s;
-        c->next_id = x.first_id + count;  /* ids of requests never sent are not reused */
-        return s;
-    }
-    if (ctx.first_failed < count) {
-        c->last_status = reads[ctx.first_failed].status;
-        return c->last_status;
-    }
-    return lg__ok(c);
+    return lg__batch_run(c, &x, reads, read_slot, &ctx.first_failed);
 }
 
 lg_status lg_get_pages(lg_conn *c, const char *tenant_id, lg_page_read *reads, size_t count) {

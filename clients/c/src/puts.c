@@ -4,7 +4,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define PENDING ((lg_status)999)  /* not an lg_status value: a put not answered yet */
 /* Requests queued ahead of the socket; more are encoded as these drain. */
 #define QUEUE_AHEAD_BYTES ((size_t)1 << 20)
 
@@ -97,7 +96,7 @@ static lg_status queue_put(lg_conn *c, void *ctx, size_t index) {
 static bool put_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
     puts_ctx *x = ctx;
     lg_put *p = &x->puts[i];
-    if (p->status != PENDING) return false;
+    if (p->status != LG_PENDING) return false;
     if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_PUT_RECORDS) {
         p->last_record_lsn = r->put_records->last_record_lsn;
         p->status = LG_OK;
@@ -115,39 +114,20 @@ static bool put_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
     return true;
 }
 
-/* A call that sends nothing: every put gets its status (none keeps a former call's). */
-static lg_status none_sent(lg_put *puts, size_t count, lg_status s) {
-    for (size_t i = 0; puts != NULL && i < count; i++) puts[i].status = s, puts[i].last_record_lsn = 0;
-    return s;
+static lg_batch_slot put_slot(void *items, size_t i) {
+    lg_put *p = (lg_put *)items + i;
+    return (lg_batch_slot){&p->status, &p->last_record_lsn};
 }
 
 static lg_status put_all(lg_conn *c, const char *tenant_id, lg_put *puts, size_t count, bool batch) {
-    lg_status s = lg__begin(c);
-    if (s != LG_OK) return none_sent(puts, count, s);
-    if (tenant_id == NULL) return none_sent(puts, count, lg__fail(c, LG_INVALID_ARGUMENT, "tenant id is NULL"));
-    if (count > 0 && puts == NULL) return lg__fail(c, LG_INVALID_ARGUMENT, "puts is NULL");
+    lg_status s = lg__batch_begin(c, tenant_id, puts, count, put_slot, "puts");
+    if (s != LG_OK) return s;
     puts_ctx ctx = {.tenant_id = tenant_id, .puts = puts, .count = count, .first_failed = count, .batch = batch};
     for (size_t i = 0; i < count; i++)
-        if ((s = check_put(c, &ctx, i)) != LG_OK) return none_sent(puts, count, s);
-    for (size_t i = 0; i < count; i++) {
-        puts[i].status = PENDING;
-        puts[i].last_record_lsn = 0;
-    }
-    if (count == 0) return lg__ok(c);
+        if ((s = check_put(c, &ctx, i)) != LG_OK) return lg__batch_refuse(puts, count, put_slot, s);
     lg_exchange x = {.max_answer = LG_SMALL_ANSWER_BYTES, .first_id = c->next_id, .count = count, .on_answer = put_answer,
                      .queue = queue_put, .queue_ahead = QUEUE_AHEAD_BYTES, .ctx = &ctx};
-    s = lg__exchange(c, &x);
-    if (s != LG_OK) {
-        for (size_t i = 0; i < count; i++)
-            if (puts[i].status == PENDING) puts[i].status = s;
-        c->next_id = x.first_id + count;  /* ids of requests never sent are not reused */
-        return s;
-    }
-    if (ctx.first_failed < count) {
-        c->last_status = puts[ctx.first_failed].status;
-        return c->last_status;
-    }
-    return lg__ok(c);
+    return lg__batch_run(c, &x, puts, put_slot, &ctx.first_failed);
 }
 
 lg_status lg_put_many(lg_conn *c, const char *tenant_id, lg_put *puts, size_t count) {
