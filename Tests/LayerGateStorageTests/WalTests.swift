@@ -226,7 +226,7 @@ struct WalTests {
         let (f, bytes, name) = try await threeCommits()
         var w = ByteWriter()
         w.bytes(bytes)
-        WalFormat.appendFrame(.commit, sequence: 4, payload: WalFormat.encodeRecords([image(key(1), 12)]), to: &w)
+        WalFormat.appendFrame(.commit, sequence: 4, parts: [WalFormat.encodeRecords([image(key(1), 12)])], to: &w)
         try f.writeFile(walPath(name), w.bytes)
         let g = try await DiskFixture.open(f.disk, config: f.config)
         guard case .broken(let reason) = try g.tenant().lifecycle else { Issue.record("a repeated record was replayed"); return }

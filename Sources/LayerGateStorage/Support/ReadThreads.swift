@@ -93,12 +93,15 @@ public final class ReadThreads: Sendable {
         }
     }
 
-    private func drainOnCaller() {
-        while let job = state.withLock({ s -> Job? in
-            guard s.head < s.jobs.count else { return nil }
-            defer { s.head += 1 }
-            return s.jobs[s.head]
-        }) { job() }
+    /// Runs what is queued on `BlockingIO`'s threads: never on the caller, which is an event loop.
+    private func drainElsewhere() {
+        BlockingIO.spawn {
+            while let job = self.state.withLock({ s -> Job? in
+                guard s.head < s.jobs.count else { return nil }
+                defer { s.head += 1 }
+                return s.jobs[s.head]
+            }) { job() }
+        }
     }
 
     private func spawnThread() {
@@ -117,13 +120,13 @@ public final class ReadThreads: Sendable {
         }, box.toOpaque())
         if created != 0 {
             // No new thread (thread limit, memory): the threads that exist take the job.
-            // With none at all, the caller runs the queue itself: slower, never lost.
+            // With none at all, the blocking-I/O queue runs it: slower, never lost.
             box.release()
             let alone = state.withLock { s -> Bool in
                 s.threads -= 1
                 return s.threads == 0
             }
-            if alone { drainOnCaller() }
+            if alone { drainElsewhere() }
         }
     }
 }

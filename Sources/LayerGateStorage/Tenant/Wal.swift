@@ -115,7 +115,7 @@ final class Wal: Sendable {
 
     private func seal(_ file: RawFile, at offset: Int, nextSequence: UInt64, lastLsn: Lsn) throws(StorageError) {
         let seal = WalFormat.Seal(offset: UInt64(offset), lastLsn: lastLsn, commits: nextSequence - 1)
-        let frame = WalFormat.frame(.seal, sequence: nextSequence, payload: WalFormat.sealPayload(seal))
+        let frame = WalFormat.frame(.seal, sequence: nextSequence, parts: [WalFormat.sealPayload(seal)])
         try write(frame, to: file, at: offset, failpoints: Failpoints.none)
     }
 
@@ -141,7 +141,7 @@ final class Wal: Sendable {
         var w = ByteWriter(capacity: parts.reduce(0) { $0 + $1.count } + 128)
         let header = WalFormat.SegmentHeader(startLsn: firstLsn, previousStart: previous?.start ?? .zero,
                                              previousLastLsn: previous?.lastLsn ?? .zero, tenant: tenant)
-        WalFormat.appendFrame(.segmentHeader, sequence: 0, payload: WalFormat.headerPayload(header), to: &w)
+        WalFormat.appendFrame(.segmentHeader, sequence: 0, parts: [WalFormat.headerPayload(header)], to: &w)
         WalFormat.appendFrame(.commit, sequence: 1, parts: parts, to: &w)
         do throws(StorageError) {
             try write(w.bytes, to: file, at: 0, failpoints: failpoints)

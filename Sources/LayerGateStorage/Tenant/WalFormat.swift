@@ -74,20 +74,12 @@ enum WalFormat {
         return w.bytes
     }
 
-    static func frame(_ kind: Kind, sequence: UInt64, payload: [UInt8]) -> [UInt8] {
-        frame(kind, sequence: sequence, parts: [payload])
-    }
-
     /// One frame whose payload is `parts` one after another: a group commit's
     /// puts are copied once, into the frame, not first into one payload.
     static func frame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]]) -> [UInt8] {
         var w = ByteWriter(capacity: frameHeaderSize + parts.reduce(0) { $0 + $1.count } + 8)
         appendFrame(kind, sequence: sequence, parts: parts, to: &w)
         return w.bytes
-    }
-
-    static func appendFrame(_ kind: Kind, sequence: UInt64, payload: [UInt8], to w: inout ByteWriter) {
-        appendFrame(kind, sequence: sequence, parts: [payload], to: &w)
     }
 
     static func appendFrame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]], to w: inout ByteWriter) {
