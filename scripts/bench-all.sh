@@ -59,8 +59,10 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
             "$(div "$(get getpage.1x1.epoll.$q)" "$(get getpage.1x1.redis.$q)")" "<= 1.0"
     done
     for cfg in 8x1 8x16; do
-        row "3. Swift client $cfg, ops/s" "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops) C" \
+        row "3. Swift client (blocking) $cfg, ops/s" "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops) C" \
             "$(div "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops)")" ">= 0.8"
+        row "3. Swift client (async) $cfg, ops/s" "$(get getpage.$cfg.swiftasync.ops)" "$(get getpage.$cfg.threads.ops) C" \
+            "$(div "$(get getpage.$cfg.swiftasync.ops)" "$(get getpage.$cfg.threads.ops)")" "(for reference)"
     done
     for q in p50 p99 p999; do
         row "4. cold GetPage, 8 clients, latest: $q" "$(get cold.8.latest.$q) µs" "$(get cold.8.raw.$q) µs disk" \

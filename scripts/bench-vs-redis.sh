@@ -5,7 +5,9 @@
 #   cbench --epoll    the C bench in redis-benchmark's shape: one thread, one epoll set,
 #                     N connections each sending batches of D (the ratio that counts)
 #   cbench threads    the C client library (clients/c): a thread per connection, batches of D
-#   layergate bench   the Swift client: N connections, D requests kept in flight on each
+#   layergate bench   the Swift client, in the same shape: a thread per connection with
+#                     LayerGateConnection (blocking calls), and with --client async a task
+#                     per connection with LayerGateClient (async/await over NIO)
 #   redis-benchmark   GET against redis-server (the baseline: ratio 1.00)
 #   scripts/bench-vs-redis.sh            # uses both cores
 #   PIN=1 scripts/bench-vs-redis.sh      # every process on CPU 0 (latency without cross-CPU wake-ups)
@@ -46,9 +48,11 @@ for cfg in "1 1" "8 1" "8 16"; do
     eout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q --epoll)
     cout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q)
     sout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000)
+    aout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000 --client async)
     eops=$(echo "$eout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     cops=$(echo "$cout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     sops=$(echo "$sout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
+    aops=$(echo "$aout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     # About as many requests as the epoll client did, so that redis runs for a similar time.
     count=$(awk -v o="$eops" -v s="$SECONDS_PER_RUN" 'BEGIN { c = int(o * s); if (c < 20000) c = 20000; print c }')
     # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
@@ -59,12 +63,14 @@ for cfg in "1 1" "8 1" "8 16"; do
         "$(field "$eout" p99)" "$(field "$eout" p99.9)" "$(ratio "$eops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "cbench threads" "$cops" "$(field "$cout" p50)" \
         "$(field "$cout" p99)" "$(field "$cout" p99.9)" "$(ratio "$cops")"
-    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "layergate bench" "$sops" "$(field "$sout" p50)" \
+    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "swift blocking" "$sops" "$(field "$sout" p50)" \
         "$(field "$sout" p99)" "$(field "$sout" p99.9)" "$(ratio "$sops")"
+    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "swift async" "$aops" "$(field "$aout" p50)" \
+        "$(field "$aout" p99)" "$(field "$aout" p99.9)" "$(ratio "$aops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "redis-benchmark" "$rops" "$(echo "$rdout" | cut -d, -f5)" \
         "$(echo "$rdout" | cut -d, -f7)" "-" "1.00"
     if [ -n "${RESULTS:-}" ]; then
-        for c in "epoll $eout" "threads $cout" "swift $sout"; do
+        for c in "epoll $eout" "threads $cout" "swift $sout" "swiftasync $aout"; do
             name=${c%% *} out=${c#* }
             echo "getpage.${n}x$d.$name.ops $(echo "$out" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')"
             echo "getpage.${n}x$d.$name.p50 $(field "$out" p50)"

@@ -3,71 +3,55 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// What a call to the server can fail with.
-public enum ClientError: Error, Equatable, CustomStringConvertible {
-    /// The server answered with an `Error`: its code and message.
-    case server(code: Wire.ErrorCode, message: String)
-    /// The connection closed before the answer came.
-    case connectionClosed
-    /// The answer's body was not the kind the request asks for.
-    case unexpectedResponse(String)
-
-    public var description: String {
-        switch self {
-        case .server(let code, let message): return "\(code.name): \(message)"
-        case .connectionClosed: return "the connection to layergated closed"
-        case .unexpectedResponse(let s): return "unexpected response: \(s)"
-        }
-    }
-}
-
-/// One connection to layergated. Calls may run concurrently: they are
-/// pipelined on the connection and matched to responses by request id.
+/// One connection to layergated for async code. Calls may run concurrently:
+/// they are pipelined on the connection and matched to responses by request
+/// id. A thread that owns its connection gets more round trips per second from
+/// `LayerGateConnection` (blocking calls, no event loop between it and the socket).
 public final class LayerGateClient: Sendable {
     private let channel: Channel
     private let nextId = Atomic<UInt64>(1)
-    private let ownsGroup: MultiThreadedEventLoopGroup?
     /// Sent with every request (a JWT; "" when the server checks none).
     public let token: String
 
-    private init(channel: Channel, ownsGroup: MultiThreadedEventLoopGroup?, token: String) {
+    private init(channel: Channel, token: String) {
         self.channel = channel
-        self.ownsGroup = ownsGroup
         self.token = token
     }
 
     /// - Parameter token: the JWT this client sends with every request, when
     ///   the server checks tokens (`layergate token` makes one).
+    /// - Parameter group: NIO's shared event loops unless given: connections share
+    ///   them rather than each bringing a thread of its own.
     public static func connect(socketPath: String, token: String = "", maxFrameBytes: Int = defaultMaxFrameBytes,
-                               group: EventLoopGroup? = nil) async throws -> LayerGateClient {
-        let owned = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
-        let bootstrap = ClientBootstrap(group: group ?? owned!)
+                               group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> LayerGateClient {
+        let bootstrap = ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)),
-                        MessageToByteHandler(FrameEncoder()),
                         PipelinedResponses(),
                     ])
                 }
             }
-        do {
-            let channel = try await bootstrap.connect(unixDomainSocketPath: socketPath).get()
-            return LayerGateClient(channel: channel, ownsGroup: owned, token: token)
-        } catch {
-            try? await owned?.shutdownGracefully()
-            throw error
-        }
+        let channel = try await bootstrap.connect(unixDomainSocketPath: socketPath).get()
+        return LayerGateClient(channel: channel, token: token)
     }
 
     public func close() async {
         try? await channel.close()
-        try? await ownsGroup?.shutdownGracefully()
     }
+
+    /// The connection's event loop as an executor. An actor that drives this
+    /// connection can run on it (`nonisolated var unownedExecutor:
+    /// UnownedSerialExecutor { client.executor.asUnownedSerialExecutor() }`):
+    /// `call`, `callMany`, `getPage` and `getPages` then send and resume on the
+    /// connection's own thread, without waking another thread for each call.
+    public var executor: any SerialExecutor { channel.eventLoop.executor }
 
     /// Sends one request and returns the body of its response; an `Error`
     /// response throws `ClientError.server`. `authToken` overrides the client's token.
-    public func call(_ body: Wire.Request.Body, authToken: String? = nil) async throws -> Wire.Response.Body {
+    nonisolated(nonsending)
+    public func call(_ body: Wire.Request.Body, authToken: String? = nil) async throws(ClientError) -> Wire.Response.Body {
         try await send(body, authToken: authToken).response()
     }
 
@@ -76,13 +60,10 @@ public final class LayerGateClient: Sendable {
         fileprivate let slot: ResponseSlot
 
         /// The body of its response; an `Error` response throws `ClientError.server`.
-        public func response() async throws -> Wire.Response.Body {
-            let response = try await slot.promise.futureResult.get()
-            switch response.body {
-            case .error(let e)?: throw ClientError.server(code: e.code, message: e.message)
-            case let b?: return b
-            case nil: throw ClientError.unexpectedResponse("a response without a body")
-            }
+        nonisolated(nonsending)
+        public func response() async throws(ClientError) -> Wire.Response.Body {
+            guard let answer = await slot.answers().first else { throw .connectionClosed }
+            return try answer.get()
         }
     }
 
@@ -91,137 +72,182 @@ public final class LayerGateClient: Sendable {
     /// applies puts in the order they arrive on a connection: a caller can
     /// keep many puts in flight and await their answers later.
     public func send(_ body: Wire.Request.Body, authToken: String? = nil) -> Pending {
+        Pending(slot: submit([body], authToken: authToken))
+    }
+
+    /// Sends every request pipelined and returns each one's outcome, in the order of
+    /// `bodies`. The batch costs one hop to the event loop and one wake-up of the
+    /// caller, whatever its size.
+    nonisolated(nonsending)
+    public func callMany(_ bodies: [Wire.Request.Body], authToken: String? = nil) async -> [Result<Wire.Response.Body, ClientError>] {
+        guard !bodies.isEmpty else { return [] }
+        return await submit(bodies, authToken: authToken).answers()
+    }
+
+    private func submit(_ bodies: [Wire.Request.Body], authToken: String?) -> ResponseSlot {
         let authToken = authToken ?? token
-        let id = nextId.add(1, ordering: .relaxed).oldValue
-        let slot = ResponseSlot(channel.eventLoop.makePromise(of: Wire.Response.self))
-        // A write that fails (the connection is gone) must fail the call, or it would wait forever.
-        channel.writeAndFlush(PipelinedResponses.Outgoing(request: Wire.Request(requestId: id, authToken: authToken, body: body),
-                                                          slot: slot)).whenFailure { slot.fail($0) }
-        return Pending(slot: slot)
+        let first = nextId.add(UInt64(bodies.count), ordering: .relaxed).oldValue
+        let slot = ResponseSlot(count: bodies.count, promise: channel.eventLoop.makePromise())
+        let requests = bodies.enumerated().map { i, body in
+            Wire.Request(requestId: first + UInt64(i), authToken: authToken, body: body)
+        }
+        let writeAll: @Sendable () -> Void = { [channel] in
+            for (i, request) in requests.enumerated() {
+                // A write that fails (the connection is gone) must fail its request, or it would wait forever.
+                channel.write(PipelinedResponses.Outgoing(request: request, slot: slot, index: i))
+                    .whenFailure { slot.complete(i, .failure(ClientError($0))) }
+            }
+            channel.flush()
+        }
+        if channel.eventLoop.inEventLoop { writeAll() } else { channel.eventLoop.execute(writeAll) }
+        return slot
     }
 
     // MARK: One method per request
 
     public func createTenant(_ id: String) async throws {
-        guard case .createTenant = try await call(.createTenant(Wire.CreateTenantRequest(tenantId: id))) else { throw mismatch("CreateTenant") }
+        try await call(.createTenant(Wire.CreateTenantRequest(tenantId: id))).createTenant()
     }
 
+    nonisolated(nonsending)
     public func getPage(tenant: String, key: Wire.PageKey, lsn: UInt64? = nil, waitMs: UInt32 = 0) async throws -> Wire.GetPageResponse {
-        let r = Wire.GetPageRequest(tenantId: tenant, key: key, lsn: lsn ?? 0, latest: lsn == nil, waitMs: waitMs)
-        guard case .getPage(let p) = try await call(.getPage(r)) else { throw mismatch("GetPage") }
-        return p
+        try await call(.getPage(Wire.GetPageRequest(tenant: tenant, key: key, lsn: lsn, waitMs: waitMs))).getPage()
+    }
+
+    /// Many pages as of one LSN, sent together: one outcome per key, in order.
+    nonisolated(nonsending)
+    public func getPages(tenant: String, keys: [Wire.PageKey], lsn: UInt64? = nil, waitMs: UInt32 = 0) async
+        -> [Result<Wire.GetPageResponse, ClientError>]
+    {
+        await callMany(keys.map { .getPage(Wire.GetPageRequest(tenant: tenant, key: $0, lsn: lsn, waitMs: waitMs)) })
+            .map { r in r.flatMap { b in Result { () throws(ClientError) in try b.getPage() } } }
     }
 
     @discardableResult
     public func putRecords(tenant: String, _ records: [Wire.Record]) async throws -> UInt64 {
-        guard case .putRecords(let p) = try await call(.putRecords(Wire.PutRecordsRequest(tenantId: tenant, records: records)))
-        else { throw mismatch("PutRecords") }
-        return p.lastRecordLsn
+        try await call(.putRecords(Wire.PutRecordsRequest(tenantId: tenant, records: records))).putRecords()
     }
 
     public func compact(tenant: String, forceImageLayers: Bool = false) async throws -> Wire.CompactResponse {
-        guard case .compact(let p) = try await call(.compact(Wire.CompactRequest(tenantId: tenant, forceImageLayers: forceImageLayers)))
-        else { throw mismatch("Compact") }
-        return p
+        try await call(.compact(Wire.CompactRequest(tenantId: tenant, forceImageLayers: forceImageLayers))).compact()
     }
 
     public func resetTenant(_ id: String, dropCache: Bool = false) async throws -> Wire.ResetTenantResponse {
-        guard case .resetTenant(let p) = try await call(.resetTenant(Wire.ResetTenantRequest(tenantId: id, dropCache: dropCache)))
-        else { throw mismatch("ResetTenant") }
-        return p
+        try await call(.resetTenant(Wire.ResetTenantRequest(tenantId: id, dropCache: dropCache))).resetTenant()
     }
 
     public func tenantStatus(_ id: String) async throws -> Wire.TenantStatusResponse {
-        guard case .tenantStatus(let p) = try await call(.tenantStatus(Wire.TenantStatusRequest(tenantId: id))) else { throw mismatch("TenantStatus") }
-        return p
+        try await call(.tenantStatus(Wire.TenantStatusRequest(tenantId: id))).tenantStatus()
     }
 
     public func listTenants() async throws -> [String] {
-        guard case .listTenants(let p) = try await call(.listTenants(Wire.ListTenantsRequest())) else { throw mismatch("ListTenants") }
-        return p.tenantIds
+        try await call(.listTenants(Wire.ListTenantsRequest())).listTenants()
     }
 
     public func serverStatus() async throws -> Wire.ServerStatusResponse {
-        guard case .serverStatus(let p) = try await call(.serverStatus(Wire.ServerStatusRequest())) else { throw mismatch("ServerStatus") }
-        return p
+        try await call(.serverStatus(Wire.ServerStatusRequest())).serverStatus()
     }
 
     public func configureFailpoints(_ failpoints: [Wire.Failpoint]) async throws {
-        guard case .configureFailpoints = try await call(.configureFailpoints(Wire.ConfigureFailpointsRequest(failpoints: failpoints)))
-        else { throw mismatch("ConfigureFailpoints") }
+        try await call(.configureFailpoints(Wire.ConfigureFailpointsRequest(failpoints: failpoints))).configureFailpoints()
     }
-
-    private func mismatch(_ what: String) -> ClientError { .unexpectedResponse("the answer to \(what) has another kind of body") }
 }
 
-/// Writes requests and completes each one's promise when the response with
+/// Writes requests and completes each one's slot when the response with
 /// its id arrives, in whatever order the server answers.
 final class PipelinedResponses: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Outgoing
     typealias OutboundOut = ByteBuffer
 
-    struct Outgoing {
+    struct Outgoing: Sendable {
         var request: Wire.Request
         var slot: ResponseSlot
+        var index: Int
     }
 
-    private var pending: [UInt64: ResponseSlot] = [:]
+    private var pending: [UInt64: (slot: ResponseSlot, index: Int)] = [:]
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let out = unwrapOutboundIn(data)
-        pending[out.request.requestId] = out.slot
-        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: Wire.encode(out.request))), promise: promise)
+        pending[out.request.requestId] = (out.slot, out.index)
+        var frame = context.channel.allocator.buffer(capacity: 128)
+        Wire.writeFrame(out.request, into: &frame)
+        context.write(wrapOutboundOut(frame), promise: promise)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         guard let response = try? frame.withUnsafeReadableBytes({ try Wire.decodeResponse($0) }) else {
-            failAll(ClientError.unexpectedResponse("a frame that is not a Response"))
+            failAll(.unexpectedResponse("a frame that is not a Response"))
             context.close(promise: nil)
             return
         }
         if let p = pending.removeValue(forKey: response.requestId) {
-            p.succeed(response)
+            p.slot.complete(p.index, response.outcome())
         } else if case .error(let e)? = response.body {
             // Request id 0: the server rejected the connection's bytes and is closing it.
-            failAll(ClientError.server(code: e.code, message: e.message))
+            failAll(.server(code: e.code, message: e.message))
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(ClientError.connectionClosed)
+        failAll(.connectionClosed)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        failAll(error)
+        failAll(ClientError(error))
         context.close(promise: nil)
     }
 
-    private func failAll(_ error: Error) {
+    private func failAll(_ error: ClientError) {
         let all = pending
         pending = [:]
-        for p in all.values { p.fail(error) }
+        for p in all.values { p.slot.complete(p.index, .failure(error)) }
     }
 }
 
-/// A call's response promise, completed exactly once whoever gets there
-/// first: the response, a failed write, or the connection closing.
+/// The answers to one call or one batch: each request's outcome is set exactly
+/// once, whoever gets there first (its response, a failed write, the
+/// connection closing), and the caller wakes once, when all are set.
 final class ResponseSlot: Sendable {
-    let promise: EventLoopPromise<Wire.Response>
-    private let done = Mutex(false)
+    private let promise: EventLoopPromise<[Result<Wire.Response.Body, ClientError>]>
+    private let state: Mutex<(answers: [Result<Wire.Response.Body, ClientError>?], left: Int)>
 
-    init(_ promise: EventLoopPromise<Wire.Response>) { self.promise = promise }
+    init(count: Int, promise: EventLoopPromise<[Result<Wire.Response.Body, ClientError>]>) {
+        self.promise = promise
+        state = Mutex((Array(repeating: nil, count: count), count))
+    }
 
-    func succeed(_ r: Wire.Response) { if claim() { promise.succeed(r) } }
-    func fail(_ e: Error) { if claim() { promise.fail(e) } }
+    func complete(_ index: Int, _ outcome: Result<Wire.Response.Body, ClientError>) {
+        let all: [Result<Wire.Response.Body, ClientError>]? = state.withLock { s in
+            guard case nil = s.answers[index] else { return nil }
+            s.answers[index] = outcome
+            s.left -= 1
+            return s.left == 0 ? s.answers.compactMap { $0 } : nil
+        }
+        if let all { promise.succeed(all) }
+    }
 
-    private func claim() -> Bool {
-        done.withLock { d in
-            if d { return false }
-            d = true
-            return true
+    /// Resumes on the caller's executor (its own continuation, not
+    /// `EventLoopFuture.get`, which would resume on the global one).
+    nonisolated(nonsending)
+    func answers() async -> [Result<Wire.Response.Body, ClientError>] {
+        await withUnsafeContinuation { continuation in
+            // The promise is only ever succeeded: each failure is an outcome inside it.
+            promise.futureResult.whenComplete { continuation.resume(returning: (try? $0.get()) ?? []) }
+        }
+    }
+}
+
+extension ClientError {
+    /// Any failure of the transport, as the client's own error.
+    init(_ error: any Error) {
+        switch error {
+        case let e as ClientError: self = e
+        case ChannelError.ioOnClosedChannel, ChannelError.alreadyClosed, ChannelError.eof: self = .connectionClosed
+        default: self = .transport(String(describing: error))
         }
     }
 }

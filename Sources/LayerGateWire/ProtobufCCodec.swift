@@ -11,6 +11,16 @@ extension Wire {
     // MARK: Request
 
     public static func encode(_ request: Request) -> [UInt8] {
+        withCRequest(request) { m in
+            let size = layergate__v1__request__get_packed_size(m)
+            return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+                n = layergate__v1__request__pack(m, buf.baseAddress)
+            }
+        }
+    }
+
+    /// Calls `body` with the protobuf-c form of `request`, valid only during the call.
+    static func withCRequest<R>(_ request: Request, _ body: (UnsafePointer<Layergate__V1__Request>) -> R) -> R {
         let a = CArena()
         let m = a.message(Layergate__V1__Request.self) { layergate__v1__request__init($0) }
         m.pointee.request_id = request.requestId
@@ -78,10 +88,7 @@ extension Wire {
             m.pointee.body_case = LAYERGATE__V1__REQUEST__BODY_CONFIGURE_FAILPOINTS
             m.pointee.configure_failpoints = p
         }
-        let size = layergate__v1__request__get_packed_size(m)
-        return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
-            n = layergate__v1__request__pack(m, buf.baseAddress)
-        }
+        return withExtendedLifetime(a) { body(m) }
     }
 
     /// `knownToken`: a token this peer sent before; when the request carries

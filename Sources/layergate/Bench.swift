@@ -4,16 +4,22 @@ import LayerGateClient
 import LayerGateWire
 import Synchronization
 
-/// GetPage round trips over preloaded, cached pages: N connections, each
-/// with D requests in flight, for T seconds. Prints ops/s, p50, p99, p99.9.
+/// GetPage round trips over preloaded, cached pages, in the shape of
+/// `layergate-cbench`: N connections, each sending a batch of D requests and
+/// waiting for all D before the next. A request's latency is its batch's round
+/// trip. Prints ops/s, p50, p99, p99.9.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure GetPage round trips for cached pages.")
     @OptionGroup var global: GlobalOptions
     @Option(name: .shortAndLong, help: "Connections.") var connections = 1
-    @Option(name: .shortAndLong, help: "Requests in flight per connection.") var depth = 1
+    @Option(name: .shortAndLong, help: "Requests per batch on each connection.") var depth = 1
     @Option(name: .shortAndLong, help: "Seconds to run.") var time = 5.0
     @Option(help: "Distinct pages (preloaded, then read at random).") var pages = 1000
     @Option(help: "Tenant to use (created and loaded when it does not exist).") var tenant = "be0c0000000000000000000000000002"
+    @Option(help: "blocking: a thread per connection with LayerGateConnection; async: a task per connection with LayerGateClient.")
+    var client: ClientKind = .blocking
+
+    enum ClientKind: String, ExpressibleByArgument, CaseIterable { case blocking, async }
 
     func run() async throws {
         guard connections >= 1, depth >= 1, time > 0, pages >= 1 else { throw ValidationError("counts must be positive") }
@@ -31,35 +37,32 @@ struct Bench: AsyncParsableCommand {
         for i in 0..<pages { _ = try await setup.getPage(tenant: tenant, key: Self.key(i), lsn: lsn) }  // warm the cache
         await setup.close()
 
-        let clients = try await (0..<connections).asyncMap { _ in try await global.connect() }
         let deadline = ContinuousClock.now + .milliseconds(Int(time * 1000))
         let start = ContinuousClock.now
-        let tenant = self.tenant, pages = self.pages
-        let samples = try await withThrowingTaskGroup(of: [Duration].self) { group in
-            for (ci, c) in clients.enumerated() {
-                for d in 0..<depth {
-                    group.addTask {
-                        var out: [Duration] = []
-                        out.reserveCapacity(100_000)
-                        var x = ci * 7919 + d * 104_729 + 1
-                        let clock = ContinuousClock()
-                        while clock.now < deadline {
-                            x = (x &* 1_103_515_245 &+ 12345) & 0x7fff_ffff
-                            let t0 = clock.now
-                            _ = try await c.getPage(tenant: tenant, key: Self.key(x % pages), lsn: lsn)
-                            out.append(clock.now - t0)
-                        }
-                        return out
-                    }
-                }
+        let load = Load(tenant: tenant, pages: pages, depth: depth, lsn: lsn, deadline: deadline)
+        let samples: [Duration]
+        switch client {
+        case .blocking:
+            let socket = global.socket, token = global.effectiveToken
+            samples = try await Self.onThreads(connections) { ci in
+                try load.run(connection: ci, via: LayerGateConnection(socketPath: socket, token: token))
             }
-            var all: [Duration] = []
-            for try await part in group { all += part }
-            return all
+        case .async:
+            let clients = try await (0..<connections).asyncMap { _ in try await global.connect() }
+            samples = try await withThrowingTaskGroup(of: [Duration].self) { group in
+                for (ci, c) in clients.enumerated() {
+                    let driver = Driver(client: c)
+                    group.addTask { try await driver.run(load, connection: ci) }
+                }
+                var all: [Duration] = []
+                for try await part in group { all += part }
+                return all
+            }
+            for c in clients { await c.close() }
         }
         let elapsed = ContinuousClock.now - start
-        for c in clients { await c.close() }
         let sorted = samples.sorted()
+        guard !sorted.isEmpty else { throw ValidationError("no request finished in \(time) s") }
         func p(_ q: Double) -> Double {
             let d = sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
             return Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
@@ -67,12 +70,102 @@ struct Bench: AsyncParsableCommand {
         let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let ops = Double(sorted.count) / secs
         if global.json {
-            global.printJSON(["connections": connections, "depth": depth, "requests": sorted.count, "ops_per_sec": ops,
-                              "p50_us": p(0.5), "p99_us": p(0.99), "p999_us": p(0.999)])
+            global.printJSON(["client": client.rawValue, "connections": connections, "depth": depth, "requests": sorted.count,
+                              "ops_per_sec": ops, "p50_us": p(0.5), "p99_us": p(0.99), "p999_us": p(0.999)])
         } else {
-            print(String(format: "GET_PAGE: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, p99.9=%.3f msec (%d connections, depth %d, %d requests, 8 KiB pages)",
-                         ops, p(0.5) / 1000, p(0.99) / 1000, p(0.999) / 1000, connections, depth, sorted.count))
+            print(String(format: "GET_PAGE: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, p99.9=%.3f msec (%d connections, depth %d, %d requests, 8 KiB pages, %@ client)",
+                         ops, p(0.5) / 1000, p(0.99) / 1000, p(0.999) / 1000, connections, depth, sorted.count, client.rawValue))
         }
+    }
+
+    /// Drives one connection on its own event loop (`LayerGateClient.executor`),
+    /// the way an embedder should: each batch is sent and resumed on that
+    /// thread, with no wake-up of another.
+    actor Driver {
+        let client: LayerGateClient
+        nonisolated var unownedExecutor: UnownedSerialExecutor { client.executor.asUnownedSerialExecutor() }
+        init(client: LayerGateClient) { self.client = client }
+
+        func run(_ load: Load, connection ci: Int) async throws -> [Duration] {
+            try await load.run(connection: ci, via: client)
+        }
+    }
+
+    /// One connection's batches until the deadline: each request's latency, every page checked.
+    struct Load: Sendable {
+        var tenant: String, pages: Int, depth: Int, lsn: UInt64, deadline: ContinuousClock.Instant
+
+        func run(connection ci: Int, via c: LayerGateConnection) throws -> [Duration] {
+            try run(connection: ci) { keys in c.getPages(tenant: tenant, keys: keys, lsn: lsn) }
+        }
+
+        nonisolated(nonsending)
+        func run(connection ci: Int, via c: LayerGateClient) async throws -> [Duration] {
+            var out: [Duration] = []
+            out.reserveCapacity(100_000)
+            var x = ci * 7919 + 1
+            let clock = ContinuousClock()
+            while clock.now < deadline {
+                let keys = nextKeys(&x)
+                let t0 = clock.now
+                let answers = await c.getPages(tenant: tenant, keys: keys, lsn: lsn)
+                let took = clock.now - t0
+                try check(answers, keys)
+                for _ in keys { out.append(took) }
+            }
+            return out
+        }
+
+        private func run(connection ci: Int, _ batch: ([Wire.PageKey]) -> [Result<Wire.GetPageResponse, ClientError>]) throws
+            -> [Duration]
+        {
+            var out: [Duration] = []
+            out.reserveCapacity(100_000)
+            var x = ci * 7919 + 1
+            let clock = ContinuousClock()
+            while clock.now < deadline {
+                let keys = nextKeys(&x)
+                let t0 = clock.now
+                let answers = batch(keys)
+                let took = clock.now - t0
+                try check(answers, keys)
+                for _ in keys { out.append(took) }
+            }
+            return out
+        }
+
+        private func nextKeys(_ x: inout Int) -> [Wire.PageKey] {
+            (0..<depth).map { _ in
+                x = (x &* 1_103_515_245 &+ 12345) & 0x7fff_ffff
+                return Bench.key(x % pages)
+            }
+        }
+
+        /// Each page must be the one preloaded for its block (every byte = the block number).
+        private func check(_ answers: [Result<Wire.GetPageResponse, ClientError>], _ keys: [Wire.PageKey]) throws {
+            for (answer, key) in zip(answers, keys) {
+                let page = try answer.get().page
+                guard page.count == 8192, page.first == UInt8(truncatingIfNeeded: key.block), page.last == page.first else {
+                    throw ValidationError("block \(key.block): a page that was not stored for it")
+                }
+            }
+        }
+    }
+
+    /// Runs `body` on `count` threads of their own and gathers what they return.
+    static func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) throws -> [Duration]) async throws -> [Duration] {
+        let results = Mutex<[Result<[Duration], any Error>]>([])
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let left = Mutex(count)
+            for i in 0..<count {
+                Thread {
+                    let r = Result { try body(i) }
+                    results.withLock { $0.append(r) }
+                    if left.withLock({ $0 -= 1; return $0 }) == 0 { done.resume() }
+                }.start()
+            }
+        }
+        return try results.withLock { rs in try rs.flatMap { try $0.get() } }
     }
 
     static func key(_ i: Int) -> Wire.PageKey { Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 2000, fork: 0, block: UInt32(i)) }

@@ -14,4 +14,16 @@ extension Wire {
             }
         }
     }
+
+    /// Appends `request` as a whole frame to `buffer`, the same way: a client
+    /// queues many requests in one buffer and writes them with one call.
+    public static func writeFrame(_ request: Request, into buffer: inout ByteBuffer) {
+        withCRequest(request) { m in
+            let size = layergate__v1__request__get_packed_size(m)
+            buffer.writeInteger(UInt32(truncatingIfNeeded: size), endianness: .big)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+                layergate__v1__request__pack(m, out.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+    }
 }

@@ -1,0 +1,26 @@
+import LayerGateWire
+
+/// What a call to the server can fail with, from either client.
+public enum ClientError: Error, Equatable, CustomStringConvertible {
+    /// The server answered with an `Error`: its code and message.
+    case server(code: Wire.ErrorCode, message: String)
+    /// The connection closed before the answer came.
+    case connectionClosed
+    /// The answer's body was not the kind the request asks for, or the bytes were not a response.
+    case unexpectedResponse(String)
+    /// The socket failed: what was being done and the system's reason. The connection is closed.
+    case transport(String)
+    /// No byte came from the server for the connection's timeout. The connection is
+    /// closed: the answers may still be on their way, and a new call must not read them.
+    case timedOut(milliseconds: Int)
+
+    public var description: String {
+        switch self {
+        case .server(let code, let message): return "\(code.name): \(message)"
+        case .connectionClosed: return "the connection to layergated closed"
+        case .unexpectedResponse(let s): return "unexpected response: \(s)"
+        case .transport(let s): return s
+        case .timedOut(let ms): return "no answer from layergated within \(ms) ms; the connection is closed"
+        }
+    }
+}

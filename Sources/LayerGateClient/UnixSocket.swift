@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+
+/// A connected AF_UNIX stream socket in non-blocking mode, owned by one
+/// `LayerGateConnection`. The only place in the client that touches raw
+/// memory: every read and write goes through a `ByteBuffer`.
+final class UnixSocket {
+    private var fd: Int32
+
+    enum ReadOutcome { case bytes(Int), wouldBlock, endOfStream }
+
+    /// Connects (blocking), then switches to non-blocking for the exchanges.
+    init(path: String) throws(ClientError) {
+        let bytes = Array(path.utf8)
+        var addr = sockaddr_un()
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw .transport("socket path \(path) is longer than a Unix socket address allows")
+        }
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .transport("socket(): \(Self.reason(errno))") }
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
+        var r: Int32
+        repeat {
+            r = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+        } while r < 0 && errno == EINTR
+        guard r == 0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
+            let e = errno
+            close()
+            throw .transport("connect to \(path): \(Self.reason(e))")
+        }
+    }
+
+    deinit { close() }
+
+    var isOpen: Bool { fd >= 0 }
+
+    func close() {
+        if fd >= 0 { _ = Glibc.close(fd) }
+        fd = -1
+    }
+
+    /// Writes as much of `buffer`'s readable bytes as the socket takes now.
+    func write(from buffer: inout ByteBuffer) throws(ClientError) {
+        var failure: Int32 = 0
+        while buffer.readableBytes > 0 {
+            let n = buffer.withUnsafeReadableBytes { b in Glibc.send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                buffer.moveReaderIndex(forwardBy: n)
+                continue
+            }
+            if errno == EINTR { continue }
+            if errno != EAGAIN && errno != EWOULDBLOCK { failure = errno }
+            break
+        }
+        if failure == EPIPE || failure == ECONNRESET { throw .connectionClosed }
+        if failure != 0 { throw .transport("write to layergated: \(Self.reason(failure))") }
+    }
+
+    /// Reads what is there, up to `maximum` bytes, onto the end of `buffer`.
+    func read(into buffer: inout ByteBuffer, maximum: Int) throws(ClientError) -> ReadOutcome {
+        while true {
+            var result = 0
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: maximum) { b in
+                result = Glibc.recv(fd, b.baseAddress, min(b.count, maximum), 0)
+                return max(0, result)
+            }
+            if result > 0 { return .bytes(result) }
+            if result == 0 { return .endOfStream }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            if e == ECONNRESET { return .endOfStream }
+            throw .transport("read from layergated: \(Self.reason(e))")
+        }
+    }
+
+    /// Waits until the socket is readable (or, with `writable`, writable too).
+    /// Returns false when `timeoutMs` (−1: forever) passed with neither.
+    func wait(writable: Bool, timeoutMs: Int32) throws(ClientError) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN) | (writable ? Int16(POLLOUT) : 0), revents: 0)
+        while true {
+            let r = poll(&p, 1, timeoutMs)
+            if r > 0 { return true }
+            if r == 0 { return false }
+            if errno != EINTR { throw .transport("poll on the layergated socket: \(Self.reason(errno))") }
+        }
+    }
+
+    private static func reason(_ e: Int32) -> String { String(cString: strerror(e)) + " (errno \(e))" }
+}

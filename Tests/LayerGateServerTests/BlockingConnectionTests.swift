@@ -1,0 +1,230 @@
+import Foundation
+import LayerGateClient
+import LayerGateWire
+import Testing
+
+/// `LayerGateConnection`, the blocking Swift client, against the real server:
+/// the answers, batches far larger than the socket buffers, put ordering, and
+/// every way the connection itself can fail.
+@Suite("the blocking Swift client", .serialized)
+struct BlockingConnectionTests {
+    @Test func answersMatchTheAsyncClientAndABatchFailsPerRequest() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let socket = dir.socket
+        let lsn = try await onThread { () throws(ClientError) -> UInt64 in
+            let c = try LayerGateConnection(socketPath: socket, timeout: .seconds(30))
+            try c.createTenant(tenantA)
+            return try c.putRecords(tenant: tenantA, (0..<20).map { wimage($0, UInt64($0) + 1) })
+        }
+        #expect(lsn == 20)
+        let asyncClient = try await server.client()
+        let viaAsync = try await asyncClient.getPage(tenant: tenantA, key: wkey(7))
+        let results = try await onThread { () throws(ClientError) in
+            let c = try LayerGateConnection(socketPath: socket, timeout: .seconds(30))
+            let one = try c.getPage(tenant: tenantA, key: wkey(7))
+            // Block 999 was never written: its answer fails alone, the others are served.
+            let batch = c.getPages(tenant: tenantA, keys: [wkey(1), wkey(999), wkey(19)])
+            let status = try c.tenantStatus(tenantA)
+            return (one, batch, status)
+        }
+        #expect(results.0 == viaAsync)
+        #expect(results.0.page == wpage(7 << 32 | 8))
+        #expect(try results.1[0].get().page == wpage(1 << 32 | 2))
+        guard case .failure(.server(let code, _)) = results.1[1] else {
+            Issue.record("block 999: \(results.1[1])")
+            return
+        }
+        #expect(code == .pageNotFound)
+        #expect(try results.1[2].get().page == wpage(19 << 32 | 20))
+        #expect(results.2.lastRecordLsn == 20)
+        // The async client's batch, the same way.
+        let asyncBatch = await asyncClient.getPages(tenant: tenantA, keys: [wkey(1), wkey(999)])
+        #expect(try asyncBatch[0].get().page == wpage(1 << 32 | 2))
+        #expect(asyncBatch.count == 2)
+        if case .success = asyncBatch[1] { Issue.record("block 999 was served") }
+        await asyncClient.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// 6,000 GetPages, each with a 2 KB token (which a server without
+    /// `--auth-public-key` ignores), are 12 MB of requests and 49 MB of
+    /// answers: written before anything is read, the two sides would block on
+    /// full socket buffers for ever (the server stops reading a connection that
+    /// does not read its answers). The connection's timeout turns such a hang into a failure.
+    @Test func aBatchLargerThanTheSocketBuffersFlowsBothWays() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let socket = dir.socket
+        let outcome = try await onThread { () throws(ClientError) -> (Int, Int, UInt64) in
+            let c = try LayerGateConnection(socketPath: socket, token: String(repeating: "t", count: 2000), timeout: .seconds(30))
+            try c.createTenant(tenantA)
+            // 2,000 one-record puts pipelined: each must be applied after the one before it.
+            let puts = c.putMany(tenant: tenantA, (1...2000).map { [wimage(UInt32($0 % 100), UInt64($0))] })
+            let refused = puts.filter { if case .failure = $0 { return true } else { return false } }.count
+            let keys = (0..<6000).map { wkey(UInt32($0 % 100)) }
+            let pages = c.getPages(tenant: tenantA, keys: keys)
+            var wrong = 0
+            for (i, p) in pages.enumerated() {
+                let block = UInt64(i % 100)
+                let newest = block == 0 ? 2000 : 1900 + block
+                if (try? p.get().page) != wpage(block << 32 | newest) { wrong += 1 }
+            }
+            return (refused, wrong, try c.tenantStatus(tenantA).lastRecordLsn)
+        }
+        #expect(outcome.0 == 0, "puts refused")
+        #expect(outcome.1 == 0, "pages not as stored")
+        #expect(outcome.2 == 2000)
+        #expect(await server.stop() == 0)
+    }
+
+    @Test func aConnectionThatFailsSaysWhyAndStaysClosed() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let socket = dir.socket
+        try await onThread { () throws(ClientError) in
+            let c = try LayerGateConnection(socketPath: socket, timeout: .seconds(30))
+            try c.createTenant(tenantA)
+            try c.putRecords(tenant: tenantA, [wimage(1, 1)])
+        }
+        // No byte for longer than the timeout: the call fails, and so does the next (its answer could be the old one's).
+        let timedOut = try await onThread { () throws(ClientError) in
+            let c = try LayerGateConnection(socketPath: socket, timeout: .milliseconds(300))
+            let t0 = ContinuousClock.now
+            let first = Result { () throws(ClientError) in try c.getPage(tenant: tenantA, key: wkey(1), lsn: 1_000_000, waitMs: 5000) }
+            let took = ContinuousClock.now - t0
+            let second = Result { () throws(ClientError) in try c.getPage(tenant: tenantA, key: wkey(1)) }
+            return (first, took, second)
+        }
+        guard case .failure(.timedOut(milliseconds: 300)) = timedOut.0 else {
+            Issue.record("a wait beyond the timeout: \(timedOut.0)")
+            return
+        }
+        #expect(timedOut.1 < .seconds(3))
+        guard case .failure(.connectionClosed) = timedOut.2 else {
+            Issue.record("the call after a timeout: \(timedOut.2)")
+            return
+        }
+        // An answer above the connection's frame limit closes it, with the sizes in the error.
+        let tooLarge = try await onThread { () throws(ClientError) in
+            let c = try LayerGateConnection(socketPath: socket, maxFrameBytes: 4096)
+            return Result { () throws(ClientError) in try c.getPage(tenant: tenantA, key: wkey(1)) }
+        }
+        guard case .failure(.unexpectedResponse(let why)) = tooLarge, why.contains("4096") else {
+            Issue.record("an 8 KiB page on a 4 KiB limit: \(tooLarge)")
+            return
+        }
+        // The server killed while a batch waits: every request in it fails with connectionClosed.
+        let killer = Task {
+            try await Task.sleep(for: .milliseconds(300))
+            return await server.stop(SIGKILL)
+        }
+        let batch = try await onThread { () throws(ClientError) in
+            let c = try LayerGateConnection(socketPath: socket)
+            return c.getPages(tenant: tenantA, keys: [wkey(1), wkey(1)], lsn: 1_000_000, waitMs: 10_000)
+        }
+        _ = try await killer.value
+        for r in batch {
+            guard case .failure(.connectionClosed) = r else {
+                Issue.record("a batch whose server died: \(r)")
+                continue
+            }
+        }
+        // Nobody listening: the error names the socket.
+        let missing = dir.path + "/nobody.sock"
+        do {
+            _ = try LayerGateConnection(socketPath: missing)
+            Issue.record("connected to a socket that does not exist")
+        } catch {
+            guard case .transport(let why) = error, why.contains(missing) else {
+                Issue.record("connecting to nothing: \(error)")
+                return
+            }
+        }
+    }
+}
+
+/// A peer that is not layergated: each answer below is what one connection
+/// gets after its first request, and each must end in an error, never a trap
+/// or a hang.
+@Suite("the blocking Swift client against a hostile peer")
+struct BlockingConnectionHostilePeerTests {
+    @Test(arguments: HostileAnswer.allCases)
+    func everyBadAnswerIsAnErrorAndClosesTheConnection(_ answer: HostileAnswer) async throws {
+        let dir = ServerDir()
+        let path = dir.path + "/hostile.sock"
+        let listener = try FakePeer(path: path)
+        let bytes = answer.bytes
+        let peer = Thread {
+            guard let fd = listener.acceptOne() else { return }
+            var sink = [UInt8](repeating: 0, count: 4096)
+            _ = sink.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+        }
+        peer.start()
+        let outcome = try await onThread { () throws(ClientError) in
+            let c = try LayerGateConnection(socketPath: path, timeout: .seconds(10), maxFrameBytes: 1 << 20)
+            let first = Result { () throws(ClientError) in try c.getPage(tenant: tenantA, key: wkey(1)) }
+            let second = Result { () throws(ClientError) in try c.getPage(tenant: tenantA, key: wkey(1)) }
+            return (first, second)
+        }
+        switch (answer, outcome.0) {
+        case (.lengthAboveTheLimit, .failure(.unexpectedResponse(let why))): #expect(why.contains("limit"))
+        case (.notAResponse, .failure(.unexpectedResponse)), (.answerToAnotherRequest, .failure(.unexpectedResponse)),
+             (.tornFrame, .failure(.connectionClosed)), (.nothing, .failure(.connectionClosed)):
+            break
+        case (.refusal, .failure(.server(let code, _))): #expect(code == .resourceExhausted)
+        default: Issue.record("\(answer): \(outcome.0)")
+        }
+        guard case .failure(.connectionClosed) = outcome.1 else {
+            Issue.record("\(answer): the call after it: \(outcome.1)")
+            return
+        }
+    }
+}
+
+enum HostileAnswer: CaseIterable, Sendable {
+    case lengthAboveTheLimit, notAResponse, answerToAnotherRequest, tornFrame, nothing, refusal
+
+    var bytes: [UInt8] {
+        switch self {
+        case .lengthAboveTheLimit: return [0xFF, 0xFF, 0xFF, 0xF0] + [UInt8](repeating: 7, count: 100)
+        case .notAResponse: return Wire.frame([0xFF, 0xFF, 0xFF, 0x0F, 0x08])
+        case .answerToAnotherRequest:
+            return Wire.frame(Wire.encode(Wire.Response(requestId: 4242, body: .createTenant(Wire.CreateTenantResponse()))))
+        case .tornFrame: return Array(Wire.frame(Wire.encode(Wire.Response(requestId: 1, body: .createTenant(Wire.CreateTenantResponse())))).dropLast(2))
+        case .nothing: return []
+        case .refusal:
+            return Wire.frame(Wire.encode(Wire.Response(requestId: 0, body: .error(Wire.Error(code: .resourceExhausted, message: "too many connections")))))
+        }
+    }
+}
+
+/// A listening Unix socket that accepts one connection.
+final class FakePeer: Sendable {
+    let fd: Int32
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in path.utf8.enumerated() { dst[i] = b } }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard ok == 0, listen(fd, 4) == 0 else { throw MissingBinary(name: "a listening socket at \(path)") }
+    }
+    deinit { close(fd) }
+    func acceptOne() -> Int32? {
+        let c = accept(fd, nil, nil)
+        return c >= 0 ? c : nil
+    }
+}
+
+/// Runs blocking client calls on a thread of their own, off the test's executor.
+private func onThread<T: Sendable>(_ body: @escaping @Sendable () throws(ClientError) -> T) async throws(ClientError) -> T {
+    let result: Result<T, ClientError> = await withCheckedContinuation { done in
+        Thread { done.resume(returning: Result { () throws(ClientError) in try body() }) }.start()
+    }
+    return try result.get()
+}
