@@ -7,7 +7,7 @@ TESTABLE = -Xswiftc -enable-testing
 
 .PHONY: run test build deps bench proto testdata c-client clean torture fuzz
 
-# Runs layergated on DESIGN.md's defaults: socket ./.layergate/layergate.sock,
+# Runs layergated on its defaults (README, "layergated flags"): socket ./.layergate/layergate.sock,
 # data in ./.layergate/data. Stop it with Ctrl-C (graceful shutdown).
 # Talk to it with: .build/release/layergate --help
 run: deps

@@ -8,7 +8,7 @@
 # within 1.5x of the disk's).
 #   scripts/bench-cold.sh                  # 2 GiB of images (2 versions of 1 GiB), 128 MiB page cache
 #   CLIENTS="8" RUN_SECONDS=20 scripts/bench-cold.sh
-#   BUILD=0 uses the release binaries already built. The data set is kept in
+#   BUILD=0 uses the release binaries already built; SERVER=PATH another layergated. The data set is kept in
 #   DATA (default .layergate/bench-cold; it must be on a real disk, not a
 #   tmpfs) and reused while its shape (PAGES, VERSIONS) stays the same.
 # RESULTS=FILE also appends every figure to FILE as "name value" lines (make bench reads them).
@@ -35,7 +35,7 @@ dir=$DATA/data/tenants/$tenant
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
 start() {
-    .build/release/layergated --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
+    ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
         --log-level warning &
     server=$!
     for _ in $(seq 300); do [ -S "$sock" ] && return; sleep 0.1; done

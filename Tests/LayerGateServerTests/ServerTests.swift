@@ -39,7 +39,7 @@ struct ServerTests {
         #expect(await server.stop() == 0)
     }
 
-    /// Invariant 8 over a real socket: each bad input gets a clear error,
+    /// Invariant 7 over a real socket: each bad input gets a clear error,
     /// stored data is untouched, and the server keeps serving.
     @Test func badInputGetsClearErrorsAndChangesNothing() async throws {
         let dir = ServerDir()

@@ -49,7 +49,7 @@ struct TenantTests {
         await f.manager.shutdown()
     }
 
-    /// Invariant 8 (storage side): every bad batch is rejected whole and stores nothing.
+    /// Invariant 7 (storage side): every bad batch is rejected whole and stores nothing.
     @Test func badBatchesAreRejectedWholeAndStoreNothing() async throws {
         let f = try await TenantFixture.make()
         let t = f.tenant
