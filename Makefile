@@ -21,7 +21,7 @@ run: deps
 # clang ships with it for the C targets) and the protobuf-c runtime library,
 # installed from Debian's packages when missing.
 deps:
-	@command -v $(SWIFT) >/dev/null || { echo "make: the Swift toolchain (swift 6.1+) is required and not on PATH"; exit 1; }
+	@command -v $(SWIFT) >/dev/null || { echo "make: the Swift toolchain (swift 6.2+) is required and not on PATH"; exit 1; }
 	@echo "make: using $$($(SWIFT) --version 2>&1 | head -1)"
 	@if ! pkg-config --exists libprotobuf-c 2>/dev/null; then \
 		echo "make: installing libprotobuf-c-dev and pkg-config (apt-get)"; \
@@ -78,7 +78,7 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	@echo "make: building layergate-fuzz with -sanitize=fuzzer (.build/fuzz) and the C client's fuzz target"
 	$(SWIFT) build --scratch-path .build/fuzz --product layergate-fuzz \
-		-Xswiftc -sanitize=fuzzer -Xswiftc -DLAYERGATE_FUZZ -Xswiftc -use-ld=lld
+		-Xswiftc -sanitize=fuzzer -Xswiftc -DLAYERGATE_FUZZ -Xswiftc -use-ld=lld -Xswiftc -parse-as-library
 	$(MAKE) -C clients/c build/fuzz/fuzz_response
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 

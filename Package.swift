@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
 
 let package = Package(
@@ -19,10 +19,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
     ],
     targets: [
-        // C functions Swift cannot reach from Glibc: renameat2 and hardware CRC32C.
+        // C functions Swift cannot reach from Glibc: renameat2, hardware CRC32C, SO_PEERCRED.
         .target(
             name: "CSystemShims",
-            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+            cSettings: [.enableWarning("all"), .enableWarning("extra")]
         ),
         // libprotobuf-c, found through pkg-config (Debian: libprotobuf-c-dev).
         .systemLibrary(
@@ -35,8 +35,7 @@ let package = Package(
         .target(
             name: "CLayerGateProto",
             dependencies: ["CProtobufC"],
-            path: "Protocol/c",
-            cSettings: [.unsafeFlags(["-Wno-missing-braces"])]
+            path: "Protocol/c"
         ),
         // Swift values for every wire message, their protobuf-c conversion, and the frame codec.
         .target(
@@ -50,7 +49,7 @@ let package = Package(
         .target(
             name: "LayerGateServer",
             dependencies: [
-                "LayerGateWire", "LayerGateStorage",
+                "LayerGateWire", "LayerGateStorage", "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -113,8 +112,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "layergate-fuzz",
-            dependencies: ["LayerGateFuzz"],
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+            dependencies: ["LayerGateFuzz"]
         ),
         .executableTarget(
             name: "layergate-testhelper",
@@ -141,3 +139,14 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Every warning of this package's own code is an error. These are warning
+// settings, not unsafeFlags: a package that depends on LayerGate's libraries
+// can still use them (SwiftPM ignores the warning settings of dependencies).
+for target in package.targets where target.type != .system {
+    if target.name.hasPrefix("C") {
+        target.cSettings = (target.cSettings ?? []) + [.treatAllWarnings(as: .error)]
+    } else {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.treatAllWarnings(as: .error)]
+    }
+}

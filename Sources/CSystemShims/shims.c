@@ -5,8 +5,13 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+_Static_assert(sizeof(lg_peer_credentials) == sizeof(struct ucred), "lg_peer_credentials must be struct ucred");
+
+int lg_so_peercred(void) { return SO_PEERCRED; }
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)

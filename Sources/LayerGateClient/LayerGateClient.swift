@@ -20,19 +20,25 @@ public final class LayerGateClient: Sendable {
 
     /// - Parameter token: the JWT this client sends with every request, when
     ///   the server checks tokens (`layergate token` makes one).
+    /// - Parameter timeout: when requests wait and no byte has come from the
+    ///   server for this long, every waiting call fails with `timedOut` and the
+    ///   connection closes; also the limit for connecting. Nil waits for ever.
+    ///   Give more than the `waitMs` of any GetPage sent on it.
     /// - Parameter group: NIO's shared event loops unless given: connections share
     ///   them rather than each bringing a thread of its own.
-    public static func connect(socketPath: String, token: String = "", maxFrameBytes: Int = defaultMaxFrameBytes,
+    public static func connect(socketPath: String, token: String = "", timeout: Duration? = nil,
+                               maxFrameBytes: Int = defaultMaxFrameBytes,
                                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> LayerGateClient {
-        let bootstrap = ClientBootstrap(group: group)
+        var bootstrap = ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)),
-                        PipelinedResponses(),
+                        PipelinedResponses(timeout: timeout),
                     ])
                 }
             }
+        if let timeout { bootstrap = bootstrap.connectTimeout(.nanoseconds(timeout.clampedNanoseconds)) }
         let channel = try await bootstrap.connect(unixDomainSocketPath: socketPath).get()
         return LayerGateClient(channel: channel, token: token)
     }
@@ -89,7 +95,7 @@ public final class LayerGateClient: Sendable {
         let first = nextId.add(UInt64(bodies.count), ordering: .relaxed).oldValue
         let slot = ResponseSlot(count: bodies.count, promise: channel.eventLoop.makePromise())
         let requests = bodies.enumerated().map { i, body in
-            Wire.Request(requestId: first + UInt64(i), authToken: authToken, body: body)
+            Wire.Request(requestId: first &+ UInt64(i), authToken: authToken, body: body)
         }
         let writeAll: @Sendable () -> Void = { [channel] in
             for (i, request) in requests.enumerated() {
@@ -154,7 +160,10 @@ public final class LayerGateClient: Sendable {
 }
 
 /// Writes requests and completes each one's slot when the response with
-/// its id arrives, in whatever order the server answers.
+/// its id arrives, in whatever order the server answers. Anything else the
+/// server sends ends the connection: an answer nobody waits for (a call
+/// must never wait for ever for an answer that came under another id), or
+/// bytes that are not a Response.
 final class PipelinedResponses: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Outgoing
@@ -167,9 +176,36 @@ final class PipelinedResponses: ChannelDuplexHandler {
     }
 
     private var pending: [UInt64: (slot: ResponseSlot, index: Int)] = [:]
+    /// Why the connection ended: later calls fail with it.
+    private var failure: ClientError?
+    private let timeout: Duration?
+    private var lastProgress = ContinuousClock.now
+    private var watchdog: RepeatedTask?
+
+    init(timeout: Duration?) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guard let timeout else { return }
+        // One timer per connection, not one per call: the cost stays off the calls.
+        let period = TimeAmount.nanoseconds(max(10_000_000, min(1_000_000_000, timeout.clampedNanoseconds / 4)))
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            let (handler, context) = bound.value
+            guard !handler.pending.isEmpty, ContinuousClock.now - handler.lastProgress > timeout else { return }
+            handler.end(.timedOut(milliseconds: Int(timeout.clampedMilliseconds)), context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { watchdog?.cancel() }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let out = unwrapOutboundIn(data)
+        if let failure {
+            out.slot.complete(out.index, .failure(failure))
+            promise?.fail(failure)
+            return
+        }
+        if pending.isEmpty { lastProgress = .now }
         pending[out.request.requestId] = (out.slot, out.index)
         var frame = context.channel.allocator.buffer(capacity: 128)
         Wire.writeFrame(out.request, into: &frame)
@@ -177,31 +213,39 @@ final class PipelinedResponses: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastProgress = .now
         let frame = unwrapInboundIn(data)
         guard let response = try? frame.withUnsafeReadableBytes({ try Wire.decodeResponse($0) }) else {
-            failAll(.unexpectedResponse("a frame that is not a Response"))
-            context.close(promise: nil)
+            end(.unexpectedResponse("a frame that is not a Response"), context: context)
             return
         }
         if let p = pending.removeValue(forKey: response.requestId) {
             p.slot.complete(p.index, response.outcome())
-        } else if case .error(let e)? = response.body {
-            // Request id 0: the server rejected the connection's bytes and is closing it.
-            failAll(.server(code: e.code, message: e.message))
+        } else if response.requestId == 0, case .error(let e)? = response.body {
+            // The server refused the connection's bytes (or the connection) and is closing it.
+            end(.server(code: e.code, message: e.message), context: context)
+        } else {
+            end(.unexpectedResponse("an answer to request \(response.requestId), which is not waiting"), context: context)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(.connectionClosed)
+        watchdog?.cancel()
+        fail(.connectionClosed)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        failAll(ClientError(error))
+        end(ClientError(error), context: context)
+    }
+
+    private func end(_ error: ClientError, context: ChannelHandlerContext) {
+        fail(error)
         context.close(promise: nil)
     }
 
-    private func failAll(_ error: ClientError) {
+    private func fail(_ error: ClientError) {
+        if failure == nil { failure = error }
         let all = pending
         pending = [:]
         for p in all.values { p.slot.complete(p.index, .failure(error)) }

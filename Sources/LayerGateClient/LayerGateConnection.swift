@@ -37,15 +37,11 @@ public final class LayerGateConnection {
     ///     at most its own `--max-frame-mib`).
     public init(socketPath: String, token: String = "", timeout: Duration? = nil,
                 maxFrameBytes: Int = defaultMaxFrameBytes) throws(ClientError) {
-        socket = try UnixSocket(path: socketPath)
         self.token = token
         self.maxFrameBytes = maxFrameBytes
-        if let timeout {
-            let ms = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-            timeoutMs = Int32(clamping: max(1, ms))
-        } else {
-            timeoutMs = -1
-        }
+        // poll's limit is about 24 days; a longer timeout waits that long.
+        timeoutMs = timeout.map { Int32(clamping: max(1, $0.clampedMilliseconds)) } ?? -1
+        socket = try UnixSocket(path: socketPath, timeoutMs: timeoutMs)
     }
 
     public func close() { socket.close() }
@@ -130,14 +126,23 @@ public final class LayerGateConnection {
         nextId &+= UInt64(count)
         let token = authToken ?? self.token
         var queued = 0
+        // The server stopped reading (it refused the connection, or is closing it):
+        // nothing more is sent, but what it answered before is still read.
+        var peerStoppedReading = false
         do throws(ClientError) {
             while answered < count {
-                while queued < count && output.readableBytes < Self.window {
+                while !peerStoppedReading && queued < count && output.readableBytes < Self.window {
                     Wire.writeFrame(Wire.Request(requestId: first &+ UInt64(queued), authToken: token, body: request(queued)),
                                     into: &output)
                     queued += 1
                 }
-                if output.readableBytes > 0 { try socket.write(from: &output) }
+                if output.readableBytes > 0 {
+                    let peerReads = try socket.write(from: &output)
+                    if !peerReads {
+                        peerStoppedReading = true
+                        output.clear()
+                    }
+                }
                 if output.readableBytes == 0 { output.clear() }
                 guard try socket.wait(writable: output.readableBytes > 0, timeoutMs: timeoutMs) else {
                     throw .timedOut(milliseconds: Int(timeoutMs))

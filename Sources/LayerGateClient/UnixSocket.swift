@@ -11,24 +11,38 @@ final class UnixSocket {
 
     enum ReadOutcome { case bytes(Int), wouldBlock, endOfStream }
 
-    /// Connects (blocking), then switches to non-blocking for the exchanges.
-    init(path: String) throws(ClientError) {
+    /// Connects and switches to non-blocking for the exchanges. With a
+    /// timeout, a server whose listen backlog is full (a Unix socket answers
+    /// EAGAIN then) is retried until `timeoutMs` has passed; without, connect
+    /// waits for it.
+    init(path: String, timeoutMs: Int32) throws(ClientError) {
         let bytes = Array(path.utf8)
         var addr = sockaddr_un()
         guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
             throw .transport("socket path \(path) is longer than a Unix socket address allows")
         }
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let nonBlocking = timeoutMs >= 0 ? Int32(SOCK_NONBLOCK.rawValue) : 0
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | nonBlocking, 0)
         guard fd >= 0 else { throw .transport("socket(): \(Self.reason(errno))") }
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
-        var r: Int32
-        repeat {
-            r = withUnsafePointer(to: &addr) {
+        let deadline = ContinuousClock.now + .milliseconds(max(0, timeoutMs))
+        while true {
+            let r = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
-        } while r < 0 && errno == EINTR
-        guard r == 0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
+            if r == 0 { break }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN && timeoutMs >= 0 && ContinuousClock.now < deadline {
+                usleep(5000)  // the backlog is full: the server is not accepting yet
+                continue
+            }
+            close()
+            if e == EAGAIN && timeoutMs >= 0 { throw .timedOut(milliseconds: Int(timeoutMs)) }
+            throw .transport("connect to \(path): \(Self.reason(e))")
+        }
+        guard nonBlocking != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
             let e = errno
             close()
             throw .transport("connect to \(path): \(Self.reason(e))")
@@ -45,7 +59,8 @@ final class UnixSocket {
     }
 
     /// Writes as much of `buffer`'s readable bytes as the socket takes now.
-    func write(from buffer: inout ByteBuffer) throws(ClientError) {
+    /// Returns false when the peer no longer reads (what it sent before can still be read).
+    func write(from buffer: inout ByteBuffer) throws(ClientError) -> Bool {
         var failure: Int32 = 0
         while buffer.readableBytes > 0 {
             let n = buffer.withUnsafeReadableBytes { b in Glibc.send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL)) }
@@ -57,8 +72,9 @@ final class UnixSocket {
             if errno != EAGAIN && errno != EWOULDBLOCK { failure = errno }
             break
         }
-        if failure == EPIPE || failure == ECONNRESET { throw .connectionClosed }
+        if failure == EPIPE || failure == ECONNRESET { return false }
         if failure != 0 { throw .transport("write to layergated: \(Self.reason(failure))") }
+        return true
     }
 
     /// Reads what is there, up to `maximum` bytes, onto the end of `buffer`.

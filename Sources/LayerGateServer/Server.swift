@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSystemShims
 import Foundation
 import LayerGateAuth
 import LayerGateStorage
@@ -22,13 +23,6 @@ public enum ServerError: Error, CustomStringConvertible {
         case .socket(let s): return s
         }
     }
-}
-
-/// `struct ucred` (Glibc hides it behind _GNU_SOURCE): what SO_PEERCRED returns.
-struct PeerCredentials: Sendable {
-    var pid: Int32 = 0
-    var uid: UInt32 = .max
-    var gid: UInt32 = .max
 }
 
 /// layergated: the tenants, their storage and the Unix socket, as a service
@@ -131,8 +125,8 @@ public final class Server: Service, Sendable {
                 guard let provider = channel as? SocketOptionProvider else {
                     return channel.eventLoop.makeFailedFuture(ServerError.socket("no socket options on \(channel)"))
                 }
-                let cred: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
-                    level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(17 /* SO_PEERCRED */))
+                let cred: EventLoopFuture<lg_peer_credentials> = provider.unsafeGetSocketOption(
+                    level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(lg_so_peercred()))
                 return cred.flatMapThrowing { c in
                     let peer = PeerIdentity(uid: c.uid, pid: c.pid)
                     try channel.pipeline.syncOperations.addHandler(

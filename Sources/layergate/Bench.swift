@@ -43,9 +43,9 @@ struct Bench: AsyncParsableCommand {
         let samples: [Duration]
         switch client {
         case .blocking:
-            let socket = global.socket, token = global.effectiveToken
+            let socket = global.socket, token = global.effectiveToken, timeout = global.effectiveTimeout
             samples = try await Self.onThreads(connections) { ci in
-                try load.run(connection: ci, via: LayerGateConnection(socketPath: socket, token: token))
+                try load.run(connection: ci, via: LayerGateConnection(socketPath: socket, token: token, timeout: timeout))
             }
         case .async:
             let clients = try await (0..<connections).asyncMap { _ in try await global.connect() }
@@ -146,7 +146,7 @@ struct Bench: AsyncParsableCommand {
             for (answer, key) in zip(answers, keys) {
                 let page = try answer.get().page
                 guard page.count == 8192, page.first == UInt8(truncatingIfNeeded: key.block), page.last == page.first else {
-                    throw ValidationError("block \(key.block): a page that was not stored for it")
+                    throw CLIError("block \(key.block): a page that was not stored for it")
                 }
             }
         }

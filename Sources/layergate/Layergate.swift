@@ -48,12 +48,17 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "The server's Unix socket.") var socket = "./.layergate/layergate.sock"
     @Option(help: "A token to send (when the server checks them); default: $LAYERGATE_TOKEN.") var token: String?
     @Flag(help: "Print JSON instead of text.") var json = false
+    @Option(help: "Seconds without a byte from the server before a command gives up (0: wait for ever).")
+    var timeout: Double = 300
 
     var effectiveToken: String { token ?? ProcessInfo.processInfo.environment["LAYERGATE_TOKEN"] ?? "" }
 
+    /// Nil: no limit.
+    var effectiveTimeout: Duration? { timeout > 0 ? .milliseconds(Int64(min(timeout, 1e9) * 1000)) : nil }
+
     func connect() async throws -> LayerGateClient {
         do {
-            return try await LayerGateClient.connect(socketPath: socket, token: effectiveToken)
+            return try await LayerGateClient.connect(socketPath: socket, token: effectiveToken, timeout: effectiveTimeout)
         } catch {
             throw CLIError("cannot connect to \(socket): \(error) (is layergated running?)")
         }
@@ -135,7 +140,7 @@ struct Status: AsyncParsableCommand {
             }
             print("tenant \(s.tenantId): \(s.state), generation \(s.generation)")
             print("  last_record_lsn \(s.lastRecordLsn), disk_consistent_lsn \(s.diskConsistentLsn)")
-            print("  \(s.layers.count) layers, \(s.layers.reduce(0) { $0 + $1.size }) bytes; compaction failures \(s.compactionFailures)"
+            print("  \(s.layers.count) layers, \(s.layers.reduce(0 as UInt64) { $0.addingReportingOverflow($1.size).partialValue }) bytes; compaction failures \(s.compactionFailures)"
                   + (s.lastCompactionError.isEmpty ? "" : " (last: \(s.lastCompactionError))"))
             print("  flush failures \(s.flushFailures)" + (s.lastFlushError.isEmpty ? "" : " (last: \(s.lastFlushError))"))
             if s.walTailCuts > 0 { print("  WAL tails cut at load: \(s.walTailCuts) (last: \(s.lastWalTailCut))") }
@@ -283,7 +288,7 @@ struct GetPage: AsyncParsableCommand {
         }
         print("page \(key.key.relNumber).\(key.key.fork)#\(key.key.block) at LSN \(p.lsn): \(p.page.count) bytes")
         for row in stride(from: 0, to: min(64, p.page.count), by: 16) {
-            print(String(format: "  %04x  ", row) + p.page[row..<row + 16].map { String(format: "%02x", $0) }.joined(separator: " "))
+            print(String(format: "  %04x  ", row) + p.page[row..<min(row + 16, p.page.count)].map { String(format: "%02x", $0) }.joined(separator: " "))
         }
         print("  …  (\(p.page.filter { $0 != 0 }.count) non-zero bytes)")
     }

@@ -9,6 +9,17 @@
 /// EINVAL/ENOSYS where the filesystem or kernel lacks the flag).
 int lg_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
 
+/// What SO_PEERCRED answers for a connected Unix socket: glibc's `struct
+/// ucred`, which it declares only under _GNU_SOURCE (out of Swift's reach).
+typedef struct {
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+} lg_peer_credentials;
+
+/// The SO_PEERCRED option number, for getsockopt at SOL_SOCKET.
+int lg_so_peercred(void);
+
 /// CRC-32C (Castagnoli), continuing from `crc` (start with 0).
 /// Uses the SSE4.2 instruction when the CPU has it, a table otherwise.
 uint32_t lg_crc32c(uint32_t crc, const void *data, size_t length);
