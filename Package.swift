@@ -97,7 +97,7 @@ let package = Package(
         // Release-built measurements of the storage engine (not a test).
         .executableTarget(
             name: "layergate-storage-bench",
-            dependencies: ["LayerGateStorage"]
+            dependencies: ["LayerGateStorage", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The deterministic workload that the crash helper writes and the tests check.
         .target(

@@ -6,27 +6,41 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ArgumentParser
 import Dispatch
 import LayerGateStorage
 import Foundation
 import Logging
 import Synchronization
 
-func argument(_ name: String, _ fallback: Int) -> Int {
-    let a = CommandLine.arguments
-    guard let i = a.firstIndex(of: name), i + 1 < a.count, let v = Int(a[i + 1]) else { return fallback }
-    return v
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "layergate-storage-bench",
+        abstract: "Measure the storage engine alone: ingest with flushes, page-cache hits, getPage latency, compaction.",
+        discussion: "Not a test: the figures depend on the machine. Data goes to a temp directory under /tmp, removed at the end.")
+
+    enum Part: String, ExpressibleByArgument, CaseIterable { case ingest, cache, read, compaction }
+
+    @Option(help: "MiB of 8 KiB images to ingest (the ingest part).") var ingestMib = 512
+    @Option(help: "Concurrent writers during ingest.") var writers = 4
+    @Option(help: "Images per put.") var batchPages = 64
+    @Option(help: "getPage calls per latency figure (the read part).") var readOps = 200_000
+    @Option(help: "MiB of L0 input to compact (the compaction part).") var compactionMib = 1024
+    @Option(help: "Run one part only.") var only: Part?
+
+    func validate() throws {
+        guard ingestMib > 0, writers > 0, batchPages > 0, readOps > 0, compactionMib > 0 else {
+            throw ValidationError("every count must be positive")
+        }
+    }
 }
 
-let ingestMiB = argument("--ingest-mib", 512)
-let writers = argument("--writers", 4)
-let batchPages = argument("--batch-pages", 64)
-let readOps = argument("--read-ops", 200_000)
-/// `--only ingest|cache|read|compaction` runs one part.
-let only: String? = CommandLine.arguments.firstIndex(of: "--only").flatMap { i in
-    i + 1 < CommandLine.arguments.count ? CommandLine.arguments[i + 1] : nil
-}
-func runs(_ part: String) -> Bool { only == nil || only == part }
+let options = Options.parseOrExit()
+let ingestMiB = options.ingestMib
+let writers = options.writers
+let batchPages = options.batchPages
+let readOps = options.readOps
+func runs(_ part: Options.Part) -> Bool { options.only == nil || options.only == part }
 
 func tempDir() -> String {
     var t = Array("/tmp/layergate-bench-XXXXXX".utf8CString)
@@ -63,7 +77,7 @@ let tenantId = try TenantId(parsing: "be0c0000000000000000000000000001")
 print("layergate-storage-bench: \(ProcessInfo.processInfo.processorCount) cores; data in /tmp")
 
 // 1. Ingest, including the flush of every in-memory layer to L0 files.
-if runs("ingest") {
+if runs(.ingest) {
     let dir = tempDir()
     defer { system("rm -rf \(dir)") }
     let manager = try TenantManager(dataDirectory: dir, cache: PageCache(capacity: 16384), logger: logger)
@@ -129,7 +143,7 @@ func cacheBench() throws {
     print(String(format: "page cache hit: %.0f ns/lookup on 1 thread; %.0f ns/lookup of wall time with 2 threads (%.2fx throughput)",
                  single, dual, single / dual))
 }
-if runs("cache") { try cacheBench() }
+if runs(.cache) { try cacheBench() }
 
 // 3. getPage latency.
 func readBench(label: String, cacheSlots: Int, layers: Int, keys: Int) async throws {
@@ -171,7 +185,7 @@ func readBench(label: String, cacheSlots: Int, layers: Int, keys: Int) async thr
     await manager.shutdown()
 }
 
-if runs("read") {
+if runs(.read) {
     try await readBench(label: "cached", cacheSlots: 16384, layers: 4, keys: 4000)
     try await readBench(label: "uncached (16-slot cache, OS page cache warm)", cacheSlots: 16, layers: 4, keys: 4000)
     try await readBench(label: "cached, 200 L0 layers", cacheSlots: 16384, layers: 200, keys: 4000)
@@ -199,7 +213,7 @@ func latestReads(_ tenant: Tenant, keys: Int, ops: Int) async throws -> String {
     return percentiles(&samples)
 }
 
-if runs("compaction") {
+if runs(.compaction) {
     let dir = tempDir()
     defer { system("rm -rf \(dir)") }
     var config = TenantConfig()
@@ -212,7 +226,7 @@ if runs("compaction") {
     let keys = 4000
     var lsn: UInt64 = 0
     var round = 0
-    let targetBytes = argument("--compaction-mib", 1024) << 20
+    let targetBytes = options.compactionMib << 20
     var written = 0
     while written < targetBytes {
         var batch: [Record] = []
