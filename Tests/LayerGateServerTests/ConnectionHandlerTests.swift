@@ -81,3 +81,152 @@ import Testing
         await manager.shutdown()
     }
 }
+
+/// The handler's own paths, in process: a cached page answered on the event
+/// loop within the call that read its frame, bad frames, and back-pressure.
+@Suite struct ConnectionHandlerPathTests {
+    /// A server's pieces over one temp directory, with tenant A holding block 1 at LSN 10.
+    struct Rig {
+        let dir = ServerDir()
+        let manager: TenantManager
+        let dispatcher: Dispatcher
+        let page = [UInt8](repeating: 7, count: pageSize)
+
+        init() async throws {
+            manager = try TenantManager(dataDirectory: dir.data, cache: PageCache(capacity: 64), failpoints: Failpoints())
+            dispatcher = Dispatcher(manager: manager, config: ServerConfig(), failpoints: Failpoints())
+            let id = try TenantId(parsing: tenantA)
+            _ = try await manager.create(id)
+            let t = try manager.tenant(id)
+            _ = try await t.put([Record(key: PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, wireFork: 0, block: 1),
+                                        lsn: Lsn(10), value: .image(page))])
+        }
+
+        func channel(peerUid: UInt32 = 0, maxFrameBytes: Int = 1 << 20) async throws -> EmbeddedChannel {
+            let handler = ConnectionHandler(
+                dispatcher: dispatcher, peer: PeerIdentity(uid: peerUid, pid: 1), limits: ServerLimits(),
+                maxFrameBytes: maxFrameBytes, budgets: InflightBudgets(capacity: 1 << 20), tracker: InFlightTracker(),
+                logger: Logger(label: "test"))
+            let channel = EmbeddedChannel()
+            try channel.pipeline.syncOperations.addHandler(handler)
+            try await channel.connect(to: SocketAddress(unixDomainSocketPath: "/peer")).get()
+            return channel
+        }
+    }
+
+    static func frame(_ id: UInt64, _ body: Wire.Request.Body?) -> [UInt8] {
+        Wire.frame(Wire.encode(Wire.Request(requestId: id, body: body)))
+    }
+
+    static func answers(_ channel: EmbeddedChannel) throws -> [Wire.Response] {
+        var bytes: [UInt8] = []
+        while let b = try channel.readOutbound(as: ByteBuffer.self) { bytes += b.readableBytesView }
+        var out: [Wire.Response] = []
+        var at = 0
+        while at + 4 <= bytes.count {
+            let n = Int(bytes[at]) << 24 | Int(bytes[at + 1]) << 16 | Int(bytes[at + 2]) << 8 | Int(bytes[at + 3])
+            out.append(try Wire.decodeResponse(Array(bytes[at + 4..<at + 4 + n])))
+            at += 4 + n
+        }
+        return out
+    }
+
+    @Test func aCachedPageIsAnsweredWithinTheReadThatBroughtItsFrame() async throws {
+        let rig = try await Rig()
+        let channel = try await rig.channel()
+        // The page is in memory (not flushed): a cache hit needs no disk and no task.
+        let get = Self.frame(5, .getPage(Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), latest: true)))
+        try channel.writeInbound(channel.allocator.buffer(bytes: get + get.map { $0 }))
+        let answers = try Self.answers(channel)
+        #expect(answers.count == 2, "both answered before writeInbound returned")
+        for a in answers {
+            guard case .getPage(let p)? = a.body else { Issue.record("\(a)"); continue }
+            #expect(a.requestId == 5 && p.page == rig.page && p.lsn == 10)
+        }
+        _ = try channel.finish(acceptAlreadyClosed: true)
+        await rig.manager.shutdown()
+    }
+
+    @Test func badFramesGetTheirCodesAndOnlyConnectionErrorsClose() async throws {
+        let rig = try await Rig()
+        // A request that is wrong (a tenant the server does not hold): its own id, and the
+        // connection stays. (Answered on the event loop; a task's answer would come from
+        // another thread, which an EmbeddedChannel cannot take.)
+        let c1 = try await rig.channel()
+        let unknown = Self.frame(3, .getPage(Wire.GetPageRequest(tenantId: "fedcba9876543210fedcba9876543210", key: wkey(1), latest: true)))
+        try c1.writeInbound(c1.allocator.buffer(bytes: unknown))
+        let a1 = try Self.answers(c1)
+        guard case .error(let e1)? = a1.first?.body else { Issue.record("\(a1)"); return }
+        #expect(a1.first?.requestId == 3 && e1.code == .tenantNotFound && c1.isActive)
+        // Bytes that are not a Request: request id 0, then the connection closes.
+        let c2 = try await rig.channel()
+        try c2.writeInbound(c2.allocator.buffer(bytes: Wire.frame([0xFF, 0xFF, 0xFF])))
+        c2.embeddedEventLoop.run()
+        let a2 = try Self.answers(c2)
+        guard case .error(let e2)? = a2.first?.body else { Issue.record("\(a2)"); return }
+        #expect(a2.first?.requestId == 0 && e2.code == .invalidArgument && !c2.isActive)
+        // A length over the limit: FRAME_TOO_LARGE before the body arrives, and a close.
+        let c3 = try await rig.channel(maxFrameBytes: 4096)
+        try c3.writeInbound(c3.allocator.buffer(bytes: [0, 0, 0x10, 0x01]))
+        c3.embeddedEventLoop.run()
+        let a3 = try Self.answers(c3)
+        guard case .error(let e3)? = a3.first?.body else { Issue.record("\(a3)"); return }
+        #expect(a3.first?.requestId == 0 && e3.code == .frameTooLarge && !c3.isActive)
+        _ = try? c1.finish(acceptAlreadyClosed: true)
+        await rig.manager.shutdown()
+    }
+
+    /// A connection whose answers are not being read takes no new frame: they
+    /// wait in its buffer until the channel is writable again.
+    @Test func framesWaitWhileTheChannelIsNotWritable() async throws {
+        let rig = try await Rig()
+        let channel = try await rig.channel()
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        let get = Self.frame(8, .getPage(Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), latest: true)))
+        try channel.writeInbound(channel.allocator.buffer(bytes: get + get + get))
+        #expect(try Self.answers(channel).isEmpty, "no frame taken while the peer does not read")
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        #expect(try Self.answers(channel).count == 3, "all three taken once it reads again")
+        _ = try channel.finish(acceptAlreadyClosed: true)
+        await rig.manager.shutdown()
+    }
+}
+
+/// The dispatcher alone: rights and answers, without a socket.
+@Suite struct DispatcherTests {
+    @Test func rightsFollowThePeerAndAnswersFollowTheRequest() async throws {
+        let rig = try await ConnectionHandlerPathTests.Rig()
+        let d = rig.dispatcher
+        let root = PeerIdentity(uid: 0, pid: 1)
+        let stranger = PeerIdentity(uid: 4242, pid: 2)
+        let put = Wire.Request(requestId: 1, body: .putRecords(Wire.PutRecordsRequest(tenantId: tenantA, records: [wimage(2, 11)])))
+        // Another uid may read but not write or administer.
+        for request in [put, Wire.Request(requestId: 2, body: .listTenants(Wire.ListTenantsRequest()))] {
+            guard case .error(let e)? = await d.handle(request, grant: nil, peer: stranger).body else {
+                Issue.record("\(request) was allowed")
+                continue
+            }
+            #expect(e.code == .permissionDenied)
+        }
+        guard case .getPage(let p)? = await d.handle(Wire.Request(requestId: 3, body: .getPage(
+            Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), latest: true))), grant: nil, peer: stranger).body
+        else { Issue.record("a read was refused"); return }
+        #expect(p.page == rig.page)
+        // Root may write; the answer is the tenant's last record LSN.
+        guard case .putRecords(let r)? = await d.handle(put, grant: nil, peer: root).body else {
+            Issue.record("root's put was refused")
+            return
+        }
+        #expect(r.lastRecordLsn == 11)
+        // Bad input: the right code, naming what was wrong.
+        let bad = Wire.Request(requestId: 4, body: .getPage(Wire.GetPageRequest(tenantId: "nope", key: wkey(1), latest: true)))
+        guard case .error(let e)? = await d.handle(bad, grant: nil, peer: root).body else { Issue.record("accepted"); return }
+        #expect(e.code == .invalidArgument && e.message.contains("nope"))
+        let missing = Wire.Request(requestId: 5, body: .tenantStatus(Wire.TenantStatusRequest(tenantId: "fedcba9876543210fedcba9876543210")))
+        guard case .error(let m)? = await d.handle(missing, grant: nil, peer: root).body else { Issue.record("found"); return }
+        #expect(m.code == .tenantNotFound)
+        await rig.manager.shutdown()
+    }
+}
