@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "layergated",
             dependencies: [
-                "LayerGateServer", "LayerGateStorage",
+                "LayerGateServer", "LayerGateStorage", "LayerGateWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -128,7 +128,8 @@ let package = Package(
         ),
         .testTarget(
             name: "LayerGateServerTests",
-            dependencies: ["LayerGateClient", "LayerGateWire", "LayerGateAuth", "LayerGateServer", "layergated", "layergate",
+            dependencies: ["LayerGateClient", "LayerGateWire", "LayerGateAuth", "LayerGateServer", "LayerGateTestSupport",
+                           "layergated", "layergate",
                            .product(name: "JWTKit", package: "jwt-kit"),
                            .product(name: "NIOEmbedded", package: "swift-nio")]
         ),

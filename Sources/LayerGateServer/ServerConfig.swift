@@ -1,11 +1,12 @@
 import LayerGateStorage
+import LayerGateWire
 
 /// Everything `layergated` is configured with; the defaults are the contract's.
 public struct ServerConfig: Sendable {
-    public var socketPath = "./.layergate/layergate.sock"
+    public var socketPath = Defaults.socketPath
     /// Permission bits of the socket file (0o600: only this uid may connect).
     public var socketMode: UInt16 = 0o600
-    public var dataDirectory = "./.layergate/data"
+    public var dataDirectory = Defaults.dataDirectory
     public var pageCacheMiB = 128
     public var tenant = TenantConfig()
     public var maxFrameBytes = 16 << 20

@@ -14,13 +14,7 @@ public enum CrashWorkload {
     public static func record(_ lsn: UInt64) -> Record {
         let k = key(for: lsn)
         if lsn <= UInt64(keyCount) || lsn % 5 == 0 {
-            var page = [UInt8](repeating: 0, count: pageSize)
-            var x = lsn &* 0x9E37_79B9_7F4A_7C15
-            for i in stride(from: 0, to: pageSize, by: 8) {
-                x ^= x << 13; x ^= x >> 7; x ^= x << 17
-                withUnsafeBytes(of: x) { page.replaceSubrange(i..<i + 8, with: $0) }
-            }
-            return Record(key: k, lsn: Lsn(lsn), value: .image(page))
+            return Record(key: k, lsn: Lsn(lsn), value: .image(seededPage(lsn)))
         }
         let bytes = withUnsafeBytes(of: lsn.bigEndian) { Array($0) }
         return Record(key: k, lsn: Lsn(lsn), value: .delta(Delta(willInit: false, patches: [

@@ -45,7 +45,7 @@ struct Layergate: AsyncParsableCommand {
 }
 
 struct GlobalOptions: ParsableArguments {
-    @Option(help: "The server's Unix socket.") var socket = "./.layergate/layergate.sock"
+    @Option(help: "The server's Unix socket.") var socket = Defaults.socketPath
     @Option(help: "A token to send (when the server checks them); default: $LAYERGATE_TOKEN.") var token: String?
     @Flag(help: "Print JSON instead of text.") var json = false
     @Option(help: "Seconds without a byte from the server before a command gives up (0: wait for ever).")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import LayerGateStorage
+import LayerGateWire
 
 /// The operator's way out of a damaged index.json: offline, with the server
 /// stopped, a new index from the tenant's layer files (see `IndexRebuild`).
@@ -15,7 +16,7 @@ struct RebuildIndex: AsyncParsableCommand {
             The other way out is to put back a copy of index.json from a backup (with the server stopped).
             """)
 
-    @Option(help: "The server's data directory.") var dataDir = "./.layergate/data"
+    @Option(help: "The server's data directory.") var dataDir = Defaults.dataDirectory
     @Argument(help: "The tenant id (32 hex digits).") var tenant: String
     @Flag(help: "Report what would be done; change nothing.") var dryRun = false
 

@@ -6,6 +6,7 @@ import Glibc
 import ArgumentParser
 import Foundation
 import LayerGateServer
+import LayerGateWire
 import LayerGateStorage
 import Logging
 import ServiceLifecycle
@@ -17,10 +18,10 @@ struct LayerGated: AsyncParsableCommand {
         abstract: "Serve LayerGate tenants' pages over a Unix domain socket.",
         version: ServerConfig.version)
 
-    @Option(help: "Unix socket path.") var socket = "./.layergate/layergate.sock"
+    @Option(help: "Unix socket path.") var socket = Defaults.socketPath
     @Option(help: "Socket file mode, octal (660 lets a compute-node group connect; admin stays with this uid).")
     var socketMode = "600"
-    @Option(help: "Where tenants' layer files, indexes and WALs live.") var dataDir = "./.layergate/data"
+    @Option(help: "Where tenants' layer files, indexes and WALs live.") var dataDir = Defaults.dataDirectory
     @Option(help: "Page cache size in MiB (8 KiB pages).") var pageCacheMib = 128
     @Option(help: "In-memory MiB per tenant before a flush to an L0 layer.") var checkpointDistanceMib = 64
     @Option(help: "L0 layers that trigger an L0→L1 compaction.") var compactionThreshold = 10

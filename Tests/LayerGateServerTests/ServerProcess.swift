@@ -1,5 +1,6 @@
 import Foundation
 import LayerGateClient
+import LayerGateTestSupport
 import LayerGateWire
 import Testing
 
@@ -19,14 +20,10 @@ struct MissingBinary: Error, CustomStringConvertible {
 }
 
 /// A temp directory for one server: socket, data dir, logs. Removed at the end.
-final class ServerDir: @unchecked Sendable {
-    let path: String
-    init() {
-        var t = Array((NSTemporaryDirectory() + "lgsrv-XXXXXX").utf8CString)
-        path = t.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-        chmod(path, 0o755)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+/// Readable by all: tests run clients as another uid.
+final class ServerDir: Sendable {
+    private let scratch = TemporaryDirectory("srv", mode: 0o755)
+    var path: String { scratch.path }
     var socket: String { path + "/s.sock" }
     var data: String { path + "/data" }
 }
@@ -101,10 +98,7 @@ let tenantA = "0123456789abcdef0123456789abcdef"
 
 func wkey(_ block: UInt32) -> Wire.PageKey { Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: block) }
 
-func wpage(_ seed: UInt64) -> [UInt8] {
-    var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-    return (0..<8192).map { _ in x ^= x << 13; x ^= x >> 7; x ^= x << 17; return UInt8(truncatingIfNeeded: x) }
-}
+func wpage(_ seed: UInt64) -> [UInt8] { seededPage(seed) }
 
 func wimage(_ block: UInt32, _ lsn: UInt64) -> Wire.Record {
     Wire.Record(key: wkey(block), lsn: lsn, value: .image(wpage(UInt64(block) << 32 | lsn)))

@@ -1,4 +1,5 @@
 import Foundation
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage
@@ -9,13 +10,14 @@ struct LayerMapTests {
     /// again; the process stops rather than serve from two files.
     @Test func invariant3_duplicateInsertStopsTheProcess() async {
         await #expect(processExitsWith: .failure) {
-            let dir = TempDir()
+            let dir = TempDir("exit-duplicate-insert")
             let cache = PageCache(capacity: 8)
             let d = try writeLayer(dir.path, [image(key(1), 5)])
             var map = LayerMap()
             map.insert(try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: cache))
             map.insert(try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: cache))
         }
+        TemporaryDirectory.removeAll(label: "exit-duplicate-insert")
     }
 
     @Test func invariant3_failedPublishLeavesTheCallerNoLayer() async throws {

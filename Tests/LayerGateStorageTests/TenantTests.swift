@@ -109,10 +109,11 @@ struct TenantTests {
     /// (a retried fsync can report success for data the kernel dropped).
     @Test func invariant6_anFsyncErrorStopsTheProcess() async {
         await #expect(processExitsWith: .signal(SIGABRT)) {
-            let f = try await TenantFixture.make()
+            let f = try await TenantFixture.make(label: "exit-fsync-error")
             try f.failpoints.configure("wal-fsync-error", .return)
             _ = try await f.tenant.put([image(key(1), 10)])
         }
+        TemporaryDirectory.removeAll(label: "exit-fsync-error")
     }
 
     @Test func invariant6_aFailedWalWriteStoresNothingAndTheNextPutWorks() async throws {

@@ -5,24 +5,8 @@ import Testing
 
 @testable import LayerGateStorage
 
-/// A temp directory removed when the test ends.
-final class TempDir: @unchecked Sendable {
-    let path: String
-
-    init(_ label: String = "lg") {
-        let template = NSTemporaryDirectory() + "layergate-\(label)-XXXXXX"
-        var bytes = Array(template.utf8CString)
-        let made = bytes.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(made != nil, "mkdtemp failed")
-        path = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    deinit { Directory.removeTree(path) }
-
-    func files(_ sub: String = "") -> [String] {
-        ((try? Directory.list(sub.isEmpty ? path : path + "/" + sub)) ?? [])
-    }
-}
+/// Scratch space for a test (LayerGateTestSupport).
+typealias TempDir = TemporaryDirectory
 
 let testTenant = try! TenantId(parsing: "0123456789abcdef0123456789ABCDEF")
 
@@ -31,10 +15,7 @@ func key(_ block: UInt32, rel: UInt32 = 1000) -> PageKey {
 }
 
 /// A page whose bytes say which (key, lsn) made it.
-func page(_ seed: UInt64) -> [UInt8] {
-    var rng = SeededRandom(seed: seed)
-    return (0..<pageSize / 8).flatMap { _ in withUnsafeBytes(of: rng.next()) { Array($0) } }
-}
+func page(_ seed: UInt64) -> [UInt8] { seededPage(seed) }
 
 func image(_ k: PageKey, _ lsn: UInt64, seed: UInt64? = nil) -> Record {
     Record(key: k, lsn: Lsn(lsn), value: .image(page(seed ?? (UInt64(k.block) << 32 | lsn))))
@@ -87,9 +68,9 @@ struct TenantFixture {
 
     static func make(
         checkpointBytes: Int = 64 << 20, cacheSlots: Int = 1024, waitTimeout: Duration = .seconds(5),
-        configure: (inout TenantConfig) -> Void = { _ in }
+        label: String = "tenant", configure: (inout TenantConfig) -> Void = { _ in }
     ) async throws -> TenantFixture {
-        let dir = TempDir("tenant")
+        let dir = TempDir(label)
         let failpoints = Failpoints()
         try failpoints.enable(environment: nil)
         var config = TenantConfig()
