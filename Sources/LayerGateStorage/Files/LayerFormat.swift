@@ -21,7 +21,6 @@ enum LayerFormat {
     static let indexHeaderSize = 6
     static let entriesPerIndexBlock = (blockSize - indexHeaderSize) / entrySize
     static let fenceSize = 25
-    static let blobHeaderSize = 8
 
     /// Index entry flags.
     static let flagBase: UInt8 = 1
@@ -234,5 +233,34 @@ struct IndexEntry: Equatable {
         } catch {
             preconditionFailure("index entry read past its 38 bytes")
         }
+    }
+}
+
+/// The 8 bytes before every value in the data area: the payload's length and
+/// its CRC-32C, big-endian. A header never crosses a block boundary (the
+/// writer pads), so a reader finds it whole in the value's first block.
+enum BlobHeader {
+    static let size = 8
+
+    /// Appends a header for a payload of `length` bytes, which the caller
+    /// appends next; `seal` then writes the payload's checksum into it.
+    /// Returns where the header starts in `w`.
+    static func begin(payloadLength length: Int, in w: inout ByteWriter) -> Int {
+        let at = w.count
+        w.u32(UInt32(length))
+        w.u32(0)
+        return at
+    }
+
+    /// Fills in the checksum of the payload that follows the header at `at` (to the end of `w`).
+    static func seal(at: Int, in w: inout ByteWriter) {
+        let crc = w.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[(at + size)...])) }
+        for i in 0..<4 { w.bytes[at + 4 + i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
+    }
+
+    /// The length and checksum stored at `at` in `block` (the caller checks `at + size` fits).
+    static func decode(_ block: UnsafeRawBufferPointer, at: Int) -> (length: UInt32, crc: UInt32) {
+        (UInt32(bigEndian: block.loadUnaligned(fromByteOffset: at, as: UInt32.self)),
+         UInt32(bigEndian: block.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self)))
     }
 }

@@ -176,10 +176,10 @@ public final class LayerReader: Sendable {
     func payloadLength(of entry: IndexEntry) throws(StorageError) -> Int {
         let bs = UInt64(LayerFormat.blockSize)
         let (end, overflow) = entry.offset.addingReportingOverflow(UInt64(entry.length))
-        guard entry.offset >= bs, entry.length >= UInt32(LayerFormat.blobHeaderSize), !overflow,
-              end <= summary.dataEnd, entry.offset % bs <= bs - UInt64(LayerFormat.blobHeaderSize)
+        guard entry.offset >= bs, entry.length >= UInt32(BlobHeader.size), !overflow,
+              end <= summary.dataEnd, entry.offset % bs <= bs - UInt64(BlobHeader.size)
         else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
-        return Int(entry.length) - LayerFormat.blobHeaderSize
+        return Int(entry.length) - BlobHeader.size
     }
 
     /// Copies the payload of `entry` into `dest` (exactly the payload size),
@@ -222,20 +222,19 @@ public final class LayerReader: Sendable {
         let bs = UInt64(LayerFormat.blockSize)
         // The header and the first part of the payload share a block: one visit.
         // A header that ends exactly at the block's end has its payload in the next block.
-        var pos = entry.offset + UInt64(LayerFormat.blobHeaderSize)
-        let firstInBlock = Int(entry.offset % bs) + LayerFormat.blobHeaderSize
+        var pos = entry.offset + UInt64(BlobHeader.size)
+        let firstInBlock = Int(entry.offset % bs) + BlobHeader.size
         let firstPart = min(LayerFormat.blockSize - firstInBlock, payloadLength)
         let path = self.path
         var storedCrc: UInt32 = 0
         try block(entry.offset / bs) { buf throws(StorageError) in
-            let at = Int(entry.offset % bs)
-            let length = UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at, as: UInt32.self))
-            guard Int(length) == payloadLength else {
-                throw .corruptLayer(file: path, reason: "blob at offset \(entry.offset) has length \(length), index says \(payloadLength)")
+            let header = BlobHeader.decode(buf, at: Int(entry.offset % bs))
+            guard Int(header.length) == payloadLength else {
+                throw .corruptLayer(file: path, reason: "blob at offset \(entry.offset) has length \(header.length), index says \(payloadLength)")
             }
             let src = UnsafeRawBufferPointer(rebasing: buf[firstInBlock..<firstInBlock + firstPart])
             if firstPart > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: firstPart) }
-            storedCrc = UInt32(bigEndian: buf.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
+            storedCrc = header.crc
         }
         var copied = firstPart
         pos += UInt64(firstPart)

@@ -92,20 +92,16 @@ public final class LayerWriter {
             // Keep the 8-byte blob header inside one block.
             let pos = bufferStart + buffer.count
             let room = LayerFormat.blockSize - pos % LayerFormat.blockSize
-            if room < LayerFormat.blobHeaderSize { buffer.zeros(room) }
+            if room < BlobHeader.size { buffer.zeros(room) }
             let offset = bufferStart + buffer.count
-            let headerAt = buffer.count
-            buffer.u32(UInt32(payloadSize))
-            buffer.u32(0)
-            let payloadAt = buffer.count
+            let headerAt = BlobHeader.begin(payloadLength: payloadSize, in: &buffer)
             switch value {
             case .image(let bytes): buffer.bytes(bytes)
             case .delta: ValueCodec.encode(value, into: &buffer)
             }
-            let crc = buffer.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[payloadAt...])) }
-            for i in 0..<4 { buffer.bytes[headerAt + 4 + i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
+            BlobHeader.seal(at: headerAt, in: &buffer)
             entries.append(IndexEntry(key: key, lsn: lsn, offset: UInt64(offset),
-                                      length: UInt32(LayerFormat.blobHeaderSize + payloadSize), flags: flags))
+                                      length: UInt32(BlobHeader.size + payloadSize), flags: flags))
             lastKey = (key, lsn)
             if buffer.count >= 1 << 20 { try flushBuffer() }
         } catch {
