@@ -11,14 +11,17 @@
 #   scripts/bench-ingest.sh     one connection's ingest vs the engine's
 # Figures go to OUT (default .layergate/bench-results/DATE) as results.txt
 # ("name value" lines), summary.txt and bench.svg. Takes about 6 minutes.
+# BUILD=0 uses the release binaries already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.layergate/bench-results/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 res=$out/results.txt
 : >"$res"
-echo "make bench: release builds of layergated, layergate, layergate-storage-bench and the C client"
-for p in layergated layergate layergate-storage-bench; do swift build -c release --product $p >/dev/null; done
+if [ "${BUILD:-1}" != 0 ]; then  # BUILD=0: the release binaries already built (make test's, say)
+    echo "make bench: release builds of layergated, layergate, layergate-storage-bench and the C client"
+    for p in layergated layergate layergate-storage-bench; do swift build -c release --product $p >/dev/null; done
+fi
 make -s -C clients/c >/dev/null
 echo; echo "== the storage engine alone (layergate-storage-bench ${BENCH_ARGS:-})"
 # shellcheck disable=SC2086

@@ -20,7 +20,8 @@ public enum ClientError: Error, Equatable, CustomStringConvertible {
         case .connectionClosed: return "the connection to layergated closed"
         case .unexpectedResponse(let s): return "unexpected response: \(s)"
         case .transport(let s): return s
-        case .timedOut(let ms): return "no answer from layergated within \(ms) ms; the connection is closed"
+        case .timedOut(let ms):
+            return "no answer from layergated within \(ms) ms; the connection is closed (a request already sent may still complete on the server)"
         }
     }
 }

@@ -32,6 +32,10 @@ struct Options: ParsableCommand {
         guard ingestMib > 0, writers > 0, batchPages > 0, readOps > 0, compactionMib > 0 else {
             throw ValidationError("every count must be positive")
         }
+        guard ingestMib <= 1 << 20, compactionMib <= 1 << 20 else { throw ValidationError("at most 1 TiB of data") }
+        guard writers * batchPages <= ingestMib * 128 else {
+            throw ValidationError("--writers × --batch-pages must not exceed the pages ingested (128 per MiB)")
+        }
     }
 }
 

@@ -14,16 +14,16 @@ struct Layergate: AsyncParsableCommand {
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
                       FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
 
-    /// Global options (`--socket`, `--json`) may come before the subcommand
+    /// Global options (`--socket`, `--token`, `--timeout`, `--json`) may come before the subcommand
     /// too (`layergate --socket S status`): move them after it, where each
     /// subcommand declares them.
     static func main() async {
         var args = Array(CommandLine.arguments.dropFirst())
         var globals: [String] = []
         while let first = args.first {
-            if first == "--json" || first.hasPrefix("--socket=") || first.hasPrefix("--token=") {
+            if first == "--json" || ["--socket=", "--token=", "--timeout="].contains(where: first.hasPrefix) {
                 globals.append(args.removeFirst())
-            } else if (first == "--socket" || first == "--token"), args.count >= 2 {
+            } else if ["--socket", "--token", "--timeout"].contains(first), args.count >= 2 {
                 globals += args[0...1]
                 args.removeFirst(2)
             } else {
@@ -52,6 +52,10 @@ struct GlobalOptions: ParsableArguments {
     var timeout: Double = 300
 
     var effectiveToken: String { token ?? ProcessInfo.processInfo.environment["LAYERGATE_TOKEN"] ?? "" }
+
+    func validate() throws {
+        guard timeout.isFinite, timeout >= 0 else { throw ValidationError("--timeout is seconds, 0 or more (0: wait for ever)") }
+    }
 
     /// Nil: no limit.
     var effectiveTimeout: Duration? { timeout > 0 ? .milliseconds(Int64(min(timeout, 1e9) * 1000)) : nil }
@@ -140,7 +144,7 @@ struct Status: AsyncParsableCommand {
             }
             print("tenant \(s.tenantId): \(s.state), generation \(s.generation)")
             print("  last_record_lsn \(s.lastRecordLsn), disk_consistent_lsn \(s.diskConsistentLsn)")
-            print("  \(s.layers.count) layers, \(s.layers.reduce(0 as UInt64) { $0.addingReportingOverflow($1.size).partialValue }) bytes; compaction failures \(s.compactionFailures)"
+            print("  \(s.layers.count) layers, \(s.layers.reduce(0 as UInt64) { let (s, o) = $0.addingReportingOverflow($1.size); return o ? .max : s }) bytes; compaction failures \(s.compactionFailures)"
                   + (s.lastCompactionError.isEmpty ? "" : " (last: \(s.lastCompactionError))"))
             print("  flush failures \(s.flushFailures)" + (s.lastFlushError.isEmpty ? "" : " (last: \(s.lastFlushError))"))
             if s.walTailCuts > 0 { print("  WAL tails cut at load: \(s.walTailCuts) (last: \(s.lastWalTailCut))") }
