@@ -7,11 +7,7 @@ extension Wire {
     /// server's write path makes no intermediate array.
     public static func writeFrame(_ response: Response, into buffer: inout ByteBuffer) {
         withCResponse(response) { m in
-            let size = layergate__v1__response__get_packed_size(m)
-            buffer.writeInteger(UInt32(truncatingIfNeeded: size), endianness: .big)
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-                layergate__v1__response__pack(m, out.baseAddress?.assumingMemoryBound(to: UInt8.self))
-            }
+            appendFrame(size: layergate__v1__response__get_packed_size(m), into: &buffer) { layergate__v1__response__pack(m, $0) }
         }
     }
 
@@ -19,11 +15,13 @@ extension Wire {
     /// queues many requests in one buffer and writes them with one call.
     public static func writeFrame(_ request: Request, into buffer: inout ByteBuffer) {
         withCRequest(request) { m in
-            let size = layergate__v1__request__get_packed_size(m)
-            buffer.writeInteger(UInt32(truncatingIfNeeded: size), endianness: .big)
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-                layergate__v1__request__pack(m, out.baseAddress?.assumingMemoryBound(to: UInt8.self))
-            }
+            appendFrame(size: layergate__v1__request__get_packed_size(m), into: &buffer) { layergate__v1__request__pack(m, $0) }
         }
+    }
+
+    /// The length prefix, then `pack` writes the message's `size` bytes into the buffer's own storage.
+    private static func appendFrame(size: Int, into buffer: inout ByteBuffer, _ pack: (UnsafeMutablePointer<UInt8>?) -> Int) {
+        buffer.writeInteger(UInt32(truncatingIfNeeded: size), endianness: .big)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in pack(out.baseAddress?.assumingMemoryBound(to: UInt8.self)) }
     }
 }

@@ -96,45 +96,48 @@ struct Bench: AsyncParsableCommand {
         var tenant: String, pages: Int, depth: Int, lsn: UInt64, deadline: ContinuousClock.Instant
 
         func run(connection ci: Int, via c: LayerGateConnection) throws -> [Duration] {
-            try run(connection: ci) { keys in c.getPages(tenant: tenant, keys: keys, lsn: lsn) }
+            var s = Samples(self, connection: ci)
+            while let keys = s.nextBatch() { try s.finish(c.getPages(tenant: tenant, keys: keys, lsn: lsn)) }
+            return s.latencies
         }
 
         nonisolated(nonsending)
         func run(connection ci: Int, via c: LayerGateClient) async throws -> [Duration] {
-            var out: [Duration] = []
-            out.reserveCapacity(100_000)
-            var x = ci * 7919 + 1
-            let clock = ContinuousClock()
-            while clock.now < deadline {
-                let keys = nextKeys(&x)
-                let t0 = clock.now
-                let answers = await c.getPages(tenant: tenant, keys: keys, lsn: lsn)
-                let took = clock.now - t0
-                try check(answers, keys)
-                for _ in keys { out.append(took) }
-            }
-            return out
+            var s = Samples(self, connection: ci)
+            while let keys = s.nextBatch() { try s.finish(await c.getPages(tenant: tenant, keys: keys, lsn: lsn)) }
+            return s.latencies
         }
 
-        private func run(connection ci: Int, _ batch: ([Wire.PageKey]) -> [Result<Wire.GetPageResponse, ClientError>]) throws
-            -> [Duration]
-        {
-            var out: [Duration] = []
-            out.reserveCapacity(100_000)
-            var x = ci * 7919 + 1
-            let clock = ContinuousClock()
-            while clock.now < deadline {
-                let keys = nextKeys(&x)
-                let t0 = clock.now
-                let answers = batch(keys)
-                let took = clock.now - t0
-                try check(answers, keys)
-                for _ in keys { out.append(took) }
+        /// One connection's batches: the keys of the next, and each answered one's latency, its pages checked.
+        struct Samples {
+            let load: Load
+            var latencies: [Duration] = []
+            private var x: Int
+            private var keys: [Wire.PageKey] = []
+            private var started = ContinuousClock.now
+
+            init(_ load: Load, connection ci: Int) {
+                self.load = load
+                x = ci * 7919 + 1
+                latencies.reserveCapacity(100_000)
             }
-            return out
+
+            /// Nil once the deadline has passed.
+            mutating func nextBatch() -> [Wire.PageKey]? {
+                guard ContinuousClock.now < load.deadline else { return nil }
+                keys = load.nextKeys(&x)
+                started = ContinuousClock.now
+                return keys
+            }
+
+            mutating func finish(_ answers: [Result<Wire.GetPageResponse, ClientError>]) throws {
+                let took = ContinuousClock.now - started
+                try load.check(answers, keys)
+                for _ in keys { latencies.append(took) }
+            }
         }
 
-        private func nextKeys(_ x: inout Int) -> [Wire.PageKey] {
+        fileprivate func nextKeys(_ x: inout Int) -> [Wire.PageKey] {
             (0..<depth).map { _ in
                 x = (x &* 1_103_515_245 &+ 12345) & 0x7fff_ffff
                 return Bench.key(x % pages)
@@ -142,7 +145,7 @@ struct Bench: AsyncParsableCommand {
         }
 
         /// Each page must be the one preloaded for its block (every byte = the block number).
-        private func check(_ answers: [Result<Wire.GetPageResponse, ClientError>], _ keys: [Wire.PageKey]) throws {
+        fileprivate func check(_ answers: [Result<Wire.GetPageResponse, ClientError>], _ keys: [Wire.PageKey]) throws {
             for (answer, key) in zip(answers, keys) {
                 let page = try answer.get().page
                 guard page.count == 8192, page.first == UInt8(truncatingIfNeeded: key.block), page.last == page.first else {
