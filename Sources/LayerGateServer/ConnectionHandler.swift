@@ -185,6 +185,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
                      message: "\(FrameError.frameTooLarge(length: size, max: maxFrameBytes))")
                 return
             }
+            guard size > 0 else {
+                // Its answer could only go under request id 0, which means "the connection": end it.
+                fail(context: context, code: .invalidArgument, message: "an empty frame is not a Request")
+                return
+            }
             if size > limits.smallFrameBytes && reserved == nil {
                 // Only a PutRecords is this large; without tokens only the server's uid may send one.
                 guard dispatcher.verifier != nil || dispatcher.isServerUser(peer) else {

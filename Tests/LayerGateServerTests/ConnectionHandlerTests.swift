@@ -165,6 +165,13 @@ import Testing
         let a2 = try Self.answers(c2)
         guard case .error(let e2)? = a2.first?.body else { Issue.record("\(a2)"); return }
         #expect(a2.first?.requestId == 0 && e2.code == .invalidArgument && !c2.isActive)
+        // An empty frame: it has no request id of its own to be answered under, so it ends the connection.
+        let c4 = try await rig.channel()
+        try c4.writeInbound(c4.allocator.buffer(bytes: [0, 0, 0, 0]))
+        c4.embeddedEventLoop.run()
+        let a4 = try Self.answers(c4)
+        guard case .error(let e4)? = a4.first?.body else { Issue.record("\(a4)"); return }
+        #expect(a4.first?.requestId == 0 && e4.code == .invalidArgument && !c4.isActive)
         // A length over the limit: FRAME_TOO_LARGE before the body arrives, and a close.
         let c3 = try await rig.channel(maxFrameBytes: 4096)
         try c3.writeInbound(c3.allocator.buffer(bytes: [0, 0, 0x10, 0x01]))
