@@ -1,6 +1,9 @@
 /* What the pipelined batches (lg_get_pages, lg_put_many) share: a status and a result per request. */
 #include "internal.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 lg_status lg__batch_refuse(void *items, size_t count, lg_batch_slot_fn slot, lg_status s) {
     for (size_t i = 0; items != NULL && i < count; i++) {
         lg_batch_slot at = slot(items, i);
@@ -36,4 +39,25 @@ lg_status lg__batch_run(lg_conn *c, lg_exchange *x, void *items, lg_batch_slot_f
         return c->last_status;
     }
     return lg__ok(c);
+}
+
+lg_status lg__batch_failed(lg_conn *c, size_t *first_failed, size_t i, size_t count, bool batch, const char *noun,
+                           const Response *r, const char *fmt, ...) {
+    bool server = r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR;
+    lg_status s = server ? lg__status_for_code((int)r->error->code) : LG_PROTOCOL_ERROR;
+    if (i >= *first_failed) return s; /* the message stays with the first failed request */
+    *first_failed = i;
+    char context[64] = "";
+    if (batch) snprintf(context, sizeof context, "%s %zu of %zu: ", noun, i, count);
+    if (server) {
+        lg__server_error(c, r->error, context);
+        return s;
+    }
+    char what[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    lg__fail(c, s, "%s%s", context, what);
+    return s;
 }

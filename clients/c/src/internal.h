@@ -105,6 +105,11 @@ lg_status lg__batch_begin(lg_conn *c, const char *tenant_id, void *items, size_t
  * answered its status (ids never sent are not reused); otherwise the status of the request at
  * *first_failed when it is below x->count (on_answer keeps it), else LG_OK. */
 lg_status lg__batch_run(lg_conn *c, lg_exchange *x, void *items, lg_batch_slot_fn slot, const size_t *first_failed);
+/* The status of request i, whose answer `r` is not the one it asked for, and, when it is the
+ * first failure so far (i < *first_failed), the connection's message, prefixed in a batch by
+ * "<noun> i of count: ": a server Error's own words, else `fmt` (a protocol error). */
+lg_status lg__batch_failed(lg_conn *c, size_t *first_failed, size_t i, size_t count, bool batch, const char *noun,
+                           const Response *r, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 
 /* A connection with no socket yet (lg_connect's first step; the fuzz harness adopts a socketpair). */
 lg_status lg__conn_new(int timeout_ms, lg_conn **out);

@@ -36,18 +36,6 @@ static lg_status queue_read(lg_conn *c, void *ctx, size_t index) {
     return lg__queue(c, &req);
 }
 
-static void note_failure(lg_conn *c, reads_ctx *x, size_t i, const Response *r) {
-    lg_page_read *rd = &x->reads[i];
-    if (i >= x->first_failed) return;  /* the message stays with the first failed read */
-    x->first_failed = i;
-    char context[64] = "";
-    if (x->batch) snprintf(context, sizeof context, "read %zu of %zu: ", i, x->count);
-    if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR) lg__server_error(c, r->error, context);
-    else if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_GET_PAGE)
-        lg__fail(c, rd->status, "%sthe server sent a page of %zu bytes, not %d", context, r->get_page->page.len, LG_PAGE_SIZE);
-    else lg__fail(c, rd->status, "%sthe server answered a GetPage with body %d", context, (int)r->body_case);
-}
-
 static bool page_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
     reads_ctx *x = ctx;
     lg_page_read *rd = &x->reads[i];
@@ -58,9 +46,12 @@ static bool page_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
         rd->status = LG_OK;
         return true;
     }
-    rd->status = r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR ? lg__status_for_code((int)r->error->code)
-                                                                      : LG_PROTOCOL_ERROR;
-    note_failure(c, x, i, r);
+    if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_GET_PAGE)
+        rd->status = lg__batch_failed(c, &x->first_failed, i, x->count, x->batch, "read", r,
+                                      "the server sent a page of %zu bytes, not %d", r->get_page->page.len, LG_PAGE_SIZE);
+    else
+        rd->status = lg__batch_failed(c, &x->first_failed, i, x->count, x->batch, "read", r,
+                                      "the server answered a GetPage with body %d", (int)r->body_case);
     return true;
 }
 

@@ -102,15 +102,8 @@ static bool put_answer(lg_conn *c, void *ctx, size_t i, const Response *r) {
         p->status = LG_OK;
         return true;
     }
-    p->status = r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR ? lg__status_for_code((int)r->error->code)
-                                                                    : LG_PROTOCOL_ERROR;
-    if (i < x->first_failed) {  /* the message stays with the first failed put */
-        x->first_failed = i;
-        char context[64] = "";
-        if (x->batch) snprintf(context, sizeof context, "put %zu of %zu: ", i, x->count);
-        if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR) lg__server_error(c, r->error, context);
-        else lg__fail(c, p->status, "%sthe server answered a PutRecords with body %d", context, (int)r->body_case);
-    }
+    p->status = lg__batch_failed(c, &x->first_failed, i, x->count, x->batch, "put", r,
+                                 "the server answered a PutRecords with body %d", (int)r->body_case);
     return true;
 }
 
