@@ -46,18 +46,6 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     }
 }
 
-/// Prefixes each outgoing payload with its 4-byte big-endian length.
-public struct FrameEncoder: MessageToByteEncoder, Sendable {
-    public typealias OutboundIn = ByteBuffer
-
-    public init() {}
-
-    public func encode(data: ByteBuffer, out: inout ByteBuffer) throws {
-        out.writeInteger(UInt32(data.readableBytes), endianness: .big)
-        out.writeImmutableBuffer(data)
-    }
-}
-
 extension Wire {
     /// A whole frame (length prefix + payload) as bytes, for clients without NIO.
     public static func frame(_ payload: [UInt8]) -> [UInt8] {

@@ -63,12 +63,16 @@ struct FrameCodecTests {
         _ = try ch.finish(acceptAlreadyClosed: true)
     }
 
-    @Test func encoderPrefixesTheLength() throws {
-        let ch = EmbeddedChannel()
-        try ch.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-        try ch.writeOutbound(ByteBuffer(bytes: [5, 6, 7]))
-        let out = try ch.readOutbound(as: ByteBuffer.self)
-        #expect(out.map { Array($0.readableBytesView) } == [0, 0, 0, 3, 5, 6, 7])
-        #expect(try ch.finish().isClean)
+    /// Requests and responses packed straight into a buffer are byte for byte
+    /// the length prefix and the message `encode` packs.
+    @Test func writeFrameIsTheLengthThenTheEncodedMessage() throws {
+        let request = Wire.Request(requestId: 300, authToken: "t", body: .getPage(
+            Wire.GetPageRequest(tenantId: "0123456789abcdef0123456789abcdef", key: Wire.PageKey(spcOid: 1, dbOid: 2, relNumber: 3, fork: 0, block: 4),
+                                latest: true, waitMs: 7)))
+        let response = Wire.Response(requestId: 300, body: .error(Wire.Error(code: .pageNotFound, message: "no page")))
+        var buffer = ByteBuffer()
+        Wire.writeFrame(request, into: &buffer)
+        Wire.writeFrame(response, into: &buffer)
+        #expect(Array(buffer.readableBytesView) == Wire.frame(Wire.encode(request)) + Wire.frame(Wire.encode(response)))
     }
 }
