@@ -5,16 +5,18 @@ TORTURE_MINUTES ?= 1
 # Tests use @testable imports; make test builds them in release with this.
 TESTABLE = -Xswiftc -enable-testing
 
-.PHONY: run test build deps bench proto testdata c-client clean torture fuzz
+.PHONY: run test build deps promtool bench proto testdata c-client clean torture fuzz
 
 # Runs layergated on its defaults (README, "layergated flags"): socket ./.layergate/layergate.sock,
-# data in ./.layergate/data. Stop it with Ctrl-C (graceful shutdown).
-# Talk to it with: .build/release/layergate --help
+# data in ./.layergate/data, and Prometheus metrics at http://127.0.0.1:9898/metrics (RUN_ARGS= turns them off).
+# Stop it with Ctrl-C (graceful shutdown). Talk to it with: .build/release/layergate --help
+RUN_ARGS ?= --metrics-listen 127.0.0.1:9898
 run: deps
 	@echo "make: building layergated and layergate (release)"
 	$(SWIFT) build -c release --product layergated
 	$(SWIFT) build -c release --product layergate
 	@echo "make: starting layergated; try: .build/release/layergate create-tenant 0123456789abcdef0123456789abcdef"
+	@echo "make: metrics (if RUN_ARGS keeps --metrics-listen): curl -s http://127.0.0.1:9898/metrics"
 	.build/release/layergated $(RUN_ARGS)
 
 # Everything needed to build: the Swift toolchain (preinstalled on our machines;
@@ -30,6 +32,13 @@ deps:
 	@echo "make: protobuf-c $$(pkg-config --modversion libprotobuf-c)"
 	@command -v cc >/dev/null || { echo "make: installing a C compiler for clients/c (apt-get install gcc)"; \
 		apt-get update -qq && apt-get install -y -qq gcc >/dev/null; }
+
+# promtool (Debian package prometheus) checks the server's /metrics output in
+# MetricsTests; when it cannot be installed that check skips and says why.
+promtool:
+	@command -v promtool >/dev/null || { echo "make: installing promtool (apt-get install prometheus) for the metrics test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+		|| echo "make: could not install prometheus: MetricsTests will skip promtool"; }
 
 # Regenerates Protocol/c (the protoc-c output) from Protocol/layergate.proto (installs protoc-c if missing).
 proto:
@@ -53,7 +62,7 @@ build: deps
 # release build), a minute of `layergate torture` while the fuzz targets build
 # and run for 30 s each (the torture checks correctness, not speed, so it may share the cores),
 # and the C client's tests (under valgrind) against the layergated just built.
-test: deps
+test: deps promtool
 	@echo "make: building all targets and tests (release, with testing enabled: one build serves the tests, the binaries they spawn and the measurements)"
 	$(SWIFT) build -c release --build-tests $(TESTABLE)
 	@echo "make: running the Swift test suite"

@@ -17,7 +17,8 @@ perf probe -q -x "$libc" malloc 2>/dev/null || true
 perf probe -q -x "$libc" free 2>/dev/null || true
 make -s -C clients/c build/layergate-cbench >/dev/null
 tmp=$(mktemp -d)
-"$bin" --socket "$tmp/s.sock" --data-dir "$tmp/d" --log-level warning & srv=$!
+# SERVER_ARGS: more flags, e.g. SERVER_ARGS="--metrics-listen 127.0.0.1:0" to count with metrics exported.
+"$bin" --socket "$tmp/s.sock" --data-dir "$tmp/d" --log-level warning ${SERVER_ARGS:-} & srv=$!
 # The uprobes go when the script does: left in place they tax every malloc on the machine.
 trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; perf probe -q -d "probe_libc:*" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -S "$tmp/s.sock" ] && break; sleep 0.1; done

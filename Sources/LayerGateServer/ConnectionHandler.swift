@@ -107,7 +107,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let count = dispatcher.connectionCount.add(1, ordering: .relaxed).newValue
         guard count <= limits.maxConnections else {
             fail(context: context, code: .resourceExhausted,
-                 message: "the server holds its maximum of \(limits.maxConnections) connections; retry later")
+                 message: "the server holds its maximum of \(limits.maxConnections) connections; retry later", isRequest: false)
             context.fireChannelActive()
             return
         }
@@ -302,6 +302,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if d.requestId == 0 {
                 fail(context: context, code: d.code, message: d.message)
             } else {
+                dispatcher.metrics.finished(.invalid, error: d.code, since: .now)
                 write(Wire.Response(requestId: d.requestId, body: .error(Wire.Error(code: d.code, message: d.message))),
                       context: context)
             }
@@ -519,9 +520,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Answers with an Error for request id 0, then closes the connection.
-    private func fail(context: ChannelHandlerContext, code: Wire.ErrorCode, message: String) {
+    /// `isRequest`: the answer is to a frame (counted as an invalid request), not to the connection itself.
+    private func fail(context: ChannelHandlerContext, code: Wire.ErrorCode, message: String, isRequest: Bool = true) {
         guard !closing else { return }
         closing = true
+        if isRequest { dispatcher.metrics.finished(.invalid, error: code, since: .now) }
         let channel = context.channel
         let response = Wire.Response(requestId: 0, body: .error(Wire.Error(code: code, message: message)))
         context.writeAndFlush(wrapOutboundOut(responseFrame(response, allocator: channel.allocator))).whenComplete { _ in

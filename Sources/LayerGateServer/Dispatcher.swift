@@ -23,15 +23,18 @@ public final class Dispatcher: Sendable {
     let failpoints: Failpoints
     /// Set when the server checks tokens (`--auth-public-key`).
     let verifier: TokenVerifier?
+    let metrics: RequestMetrics
     let requestCount = Atomic<UInt64>(0)
     let connectionCount = Atomic<Int>(0)
     private let serverUid = getuid()
 
-    public init(manager: TenantManager, config: ServerConfig, failpoints: Failpoints, verifier: TokenVerifier? = nil) {
+    public init(manager: TenantManager, config: ServerConfig, failpoints: Failpoints, verifier: TokenVerifier? = nil,
+                metrics: RequestMetrics = RequestMetrics()) {
         self.manager = manager
         self.config = config
         self.failpoints = failpoints
         self.verifier = verifier
+        self.metrics = metrics
     }
 
     /// `grant` is nil when the server does not check tokens; otherwise the
@@ -39,6 +42,7 @@ public final class Dispatcher: Sendable {
     /// `order`: a PutRecords' place among its connection's puts (`PutTurn`); the caller passes its turn on every path.
     public func handle(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
                        order: (after: PutTurn?, turn: PutTurn)? = nil) async -> Wire.Response {
+        let start = ContinuousClock.now
         requestCount.add(1, ordering: .relaxed)
         let body: Wire.Response.Body
         if let denied = authorize(request, grant: grant, peer: peer) {
@@ -50,6 +54,7 @@ public final class Dispatcher: Sendable {
                 body = .error(ErrorMapping.wire(error))
             }
         }
+        metrics.finished(RequestMetrics.Kind(request.body), body, since: start)
         return Wire.Response(requestId: request.requestId, body: body)
     }
 
@@ -69,6 +74,7 @@ public final class Dispatcher: Sendable {
         let tenant: Tenant
         let key: PageKey
         let lsn: Lsn?
+        let started: ContinuousClock.Instant
     }
 
     /// Answers `read` into `out`, reading the disk: call it on a read thread
@@ -81,10 +87,9 @@ public final class Dispatcher: Sendable {
                 try read.tenant.getPageFromDisk(key: read.key, lsn: read.lsn, into: page)?.rawValue
             }
             guard wrote else { return nil }
-            requestCount.add(1, ordering: .relaxed)
-            return .frame
+            return answered(since: read.started)
         } catch {
-            return answer(read.requestId, .error(ErrorMapping.wire(error)))
+            return answer(read.requestId, .error(ErrorMapping.wire(error)), since: read.started)
         }
     }
 
@@ -96,7 +101,9 @@ public final class Dispatcher: Sendable {
     public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
                              into out: inout ByteBuffer) -> InlineAnswer? {
         guard case .getPage(let r)? = request.body, let k = r.key else { return nil }
-        if let denied = authorize(request, grant: grant, peer: peer) { return answer(request.requestId, .error(denied)) }
+        if let denied = authorize(request, grant: grant, peer: peer) {
+            return answer(request.requestId, .error(denied), since: .now)
+        }
         return inlinePage(requestId: request.requestId, into: &out) { () throws(StorageError) in
             (try tenant(r.tenantId), k, r.latest ? nil : r.lsn)
         }
@@ -135,7 +142,7 @@ public final class Dispatcher: Sendable {
             // Refused whatever `grant` says: nil (no tokens checked) would let `authorize` allow the read.
             let denied = authorize(g.request(authToken: ""), grant: grant(), peer: peer)
                 ?? Wire.Error(code: .permissionDenied, message: "the token does not cover tenant \(g.tenantId)")
-            return answer(g.requestId, .error(denied))
+            return answer(g.requestId, .error(denied), since: .now)
         }
         return inlinePage(requestId: g.requestId, into: &out) { () throws(StorageError) in
             (try manager.tenant(TenantId(high: g.tenantHigh, low: g.tenantLow)), g.key, g.latest ? nil : g.lsn)
@@ -146,6 +153,7 @@ public final class Dispatcher: Sendable {
     /// answers `.disk`; `target` names the tenant, key and LSN (nil: latest), or why not.
     private func inlinePage(requestId: UInt64, into out: inout ByteBuffer,
                             _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
+        let start = ContinuousClock.now
         do throws(StorageError) {
             let (t, k, lsn) = try target()
             let key = try Self.pageKey(k)
@@ -153,16 +161,26 @@ public final class Dispatcher: Sendable {
                 page throws(StorageError) -> UInt64? in
                 try t.getPageFromCache(key: key, lsn: lsn.map(Lsn.init), into: page)?.rawValue
             }
-            guard wrote else { return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init))) }
-            requestCount.add(1, ordering: .relaxed)
-            return .frame
+            guard wrote else {
+                return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init), started: start))
+            }
+            return answered(since: start)
         } catch {
-            return answer(requestId, .error(ErrorMapping.wire(error)))
+            return answer(requestId, .error(ErrorMapping.wire(error)), since: start)
         }
     }
 
-    private func answer(_ requestId: UInt64, _ body: Wire.Response.Body) -> InlineAnswer {
+    /// A GetPage answered with its page.
+    private func answered(since start: ContinuousClock.Instant) -> InlineAnswer {
         requestCount.add(1, ordering: .relaxed)
+        metrics.finished(.getPage, error: nil, since: start)
+        return .frame
+    }
+
+    /// A GetPage answered with an error.
+    private func answer(_ requestId: UInt64, _ body: Wire.Response.Body, since start: ContinuousClock.Instant) -> InlineAnswer {
+        requestCount.add(1, ordering: .relaxed)
+        metrics.finished(.getPage, body, since: start)
         return .response(Wire.Response(requestId: requestId, body: body))
     }
 

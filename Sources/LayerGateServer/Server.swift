@@ -7,8 +7,10 @@ import LayerGateAuth
 import LayerGateStorage
 import LayerGateWire
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 
 /// Why the server would not start.
@@ -45,11 +47,16 @@ public final class Server: Service, Sendable {
         // loading many tenants could otherwise take, and NIO cannot start without them.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let cache = PageCache(capacity: max(1, config.pageCacheMiB * 128))
+        // Metrics cost nothing unless exported: without --metrics-listen they go to swift-metrics' no-op handlers.
+        let registry = config.metricsListen.map { _ in PrometheusCollectorRegistry() }
+        let factory: any MetricsFactory = registry.map {
+            DocumentedMetricsFactory(registry: $0, descriptions: Self.metricDescriptions)
+        } ?? NOOPMetricsHandler.instance
         let manager: TenantManager
         let tenants: [TenantId]
         do {
             manager = try TenantManager(dataDirectory: config.dataDirectory, config: config.tenant, cache: cache,
-                                        failpoints: failpoints, logger: logger)
+                                        failpoints: failpoints, metrics: StorageMetrics(factory: factory), logger: logger)
             tenants = try await manager.loadAll()
         } catch {
             try? await group.shutdownGracefully()
@@ -60,15 +67,29 @@ public final class Server: Service, Sendable {
         let budgets = InflightBudgets(capacity: config.limits.maxInflightBytes)
         let channel: Channel
         let dispatcher: Dispatcher
+        var metricsChannel: (any Channel)?
         do {
             verifier = try await config.authPublicKeyPEM.asyncMap { pem in
                 do { return try await TokenVerifier(publicKeyPEM: pem) } catch {
                     throw ServerError.socket("--auth-public-key: not an Ed25519 public key in PEM (\(error))")
                 }
             }
-            dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints, verifier: verifier)
+            dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints, verifier: verifier,
+                                    metrics: RequestMetrics(factory: factory))
+            if let address = config.metricsListen, let registry {
+                let collector = ScrapeCollector(
+                    manager: manager, factory: factory,
+                    connections: { dispatcher.connectionCount.load(ordering: .relaxed) }, inFlight: { tracker.current })
+                do {
+                    metricsChannel = try await MetricsEndpoint.bind(address, group: group, registry: registry,
+                                                                    collector: collector, logger: logger)
+                } catch {
+                    throw ServerError.socket("--metrics-listen \(address): \(error)")
+                }
+            }
             channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
         } catch {
+            try? await metricsChannel?.close()
             await manager.shutdown()
             try? await group.shutdownGracefully()
             throw error
@@ -79,6 +100,7 @@ public final class Server: Service, Sendable {
             "failpoints": "\(config.enableFailpoints ? "enabled" : "off")",
             "auth": "\(verifier == nil ? "off (SO_PEERCRED)" : "tokens (EdDSA)")",
             "max_connections": "\(config.limits.maxConnections)",
+            "metrics": "\(metricsChannel?.localAddress.map { "http://\(Self.hostPort($0))/metrics" } ?? "off")",
         ])
         // Serve until asked to stop (SIGTERM/SIGINT through the service group).
         try? await gracefulShutdown()
@@ -87,6 +109,7 @@ public final class Server: Service, Sendable {
         // then the event loop goes, so no answer is scheduled on a dead loop.
         logger.info("shutting down: no new connections, answering waiting reads, finishing in-flight requests")
         try? await channel.close()
+        try? await metricsChannel?.close()
         manager.failWaiters(reason: "stopping (the server is shutting down)")
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await tracker.drained() }
@@ -143,6 +166,14 @@ public final class Server: Service, Sendable {
             throw ServerError.socket("chmod \(path): errno \(errno)")
         }
         return channel
+    }
+
+    /// Every metric the server exports, with its help text and buckets.
+    static let metricDescriptions = StorageMetrics.descriptions + RequestMetrics.descriptions + ScrapeCollector.descriptions
+
+    static func hostPort(_ a: SocketAddress) -> String {
+        let ip = a.ipAddress ?? "?"
+        return (a.protocol == .inet6 ? "[\(ip)]" : ip) + ":\(a.port ?? 0)"
     }
 
     /// True when a live server accepts connections on `path` (a stale file does not).

@@ -14,6 +14,8 @@ public struct ServerConfig: Sendable {
     public var limits = ServerLimits()
     /// An Ed25519 public key (PEM): when set, every request needs a token.
     public var authPublicKeyPEM: String?
+    /// Where `/metrics` (Prometheus) is served; nil: not at all.
+    public var metricsListen: MetricsAddress?
     /// How long a graceful shutdown waits for in-flight requests.
     public var shutdownGrace: Duration = .seconds(8)
 

@@ -29,7 +29,7 @@ public final class TenantManager: Sendable {
     /// directory gets `dataDirectoryLocked`.
     public convenience init(
         dataDirectory: String, config: TenantConfig = TenantConfig(), cache: PageCache, failpoints: Failpoints = .shared,
-        logger: Logger = Logger(label: "layergate.storage")
+        metrics: StorageMetrics = StorageMetrics(), logger: Logger = Logger(label: "layergate.storage")
     ) throws(StorageError) {
         try Self.createAll(dataDirectory)
         let lock = try DataDirectoryLock(directory: dataDirectory)
@@ -40,22 +40,23 @@ public final class TenantManager: Sendable {
         // With failpoints on, `disk-full` and `no-descriptors` can fail the real disk.
         let fs: any FileSystem = failpoints.isEnabled ? FailpointFileSystem(base: real, failpoints: failpoints) : real
         try self.init(fileSystem: fs, label: dataDirectory, lock: lock, config: config, cache: cache,
-                      failpoints: failpoints, logger: logger)
+                      failpoints: failpoints, metrics: metrics, logger: logger)
     }
 
     /// Serves the data directory that `fileSystem` is rooted at (tests hand in
     /// a simulated disk). Takes no lock.
     public convenience init(
         fileSystem: any FileSystem, config: TenantConfig = TenantConfig(), cache: PageCache,
-        failpoints: Failpoints = .shared, logger: Logger = Logger(label: "layergate.storage")
+        failpoints: Failpoints = .shared, metrics: StorageMetrics = StorageMetrics(),
+        logger: Logger = Logger(label: "layergate.storage")
     ) throws(StorageError) {
         try self.init(fileSystem: fileSystem, label: "(simulated)", lock: nil, config: config, cache: cache,
-                      failpoints: failpoints, logger: logger)
+                      failpoints: failpoints, metrics: metrics, logger: logger)
     }
 
     private init(
         fileSystem fs: any FileSystem, label: String, lock: DataDirectoryLock?, config: TenantConfig, cache: PageCache,
-        failpoints: Failpoints, logger: Logger
+        failpoints: Failpoints, metrics: StorageMetrics, logger: Logger
     ) throws(StorageError) {
         dataDirectory = label
         self.config = config
@@ -65,7 +66,8 @@ public final class TenantManager: Sendable {
             fs: fs, root: label, openFiles: OpenFileTable(fs: fs, capacity: max(1, config.maxOpenLayerFiles)), cache: cache,
             budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes,
                                checkpointDistanceBytes: config.checkpointDistanceBytes),
-            descriptors: DescriptorBudget(capacity: config.maxTenantDescriptors), failpoints: failpoints)
+            descriptors: DescriptorBudget(capacity: config.maxTenantDescriptors), failpoints: failpoints,
+            metrics: metrics)
         if !Directory.isDirectory(fs, Self.tenantsDirectoryName) {
             try Directory.create(fs, Self.tenantsDirectoryName)
             try DirectoryHandle(fs: fs, path: "").sync()

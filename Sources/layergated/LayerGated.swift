@@ -40,12 +40,17 @@ struct LayerGated: AsyncParsableCommand {
     var maxInflightMib = 256
     @Option(help: "An Ed25519 public key (PEM) that signs tokens: then every request needs one (auth_token).")
     var authPublicKey: String?
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9898; port 0 picks one). No authentication: keep it on localhost or a monitoring network. Off by default.")
+    var metricsListen: String?
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
     func validate() throws {
         guard UInt16(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
             throw ValidationError("--socket-mode must be octal permission bits, like 600 or 660")
+        }
+        if let metricsListen, MetricsAddress(parsing: metricsListen) == nil {
+            throw ValidationError("--metrics-listen must be HOST:PORT, [IPv6]:PORT or :PORT, not '\(metricsListen)'")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
@@ -74,6 +79,7 @@ struct LayerGated: AsyncParsableCommand {
         config.pageCacheMiB = pageCacheMib
         config.maxFrameBytes = maxFrameMib << 20
         config.enableFailpoints = enableFailpoints
+        config.metricsListen = metricsListen.flatMap(MetricsAddress.init(parsing:))
         config.tenant.checkpointDistanceBytes = checkpointDistanceMib << 20
         config.tenant.compactionThreshold = compactionThreshold
         config.tenant.imageCreationThreshold = imageCreationThreshold

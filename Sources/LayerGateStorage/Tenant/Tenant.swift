@@ -2,7 +2,7 @@ import Logging
 import Synchronization
 
 /// What every tenant's file work shares: the filesystem, the bounded set of
-/// open layer files, the page cache, the disk budget and the failpoints.
+/// open layer files, the page cache, the disk budget, the failpoints and the metrics.
 public struct TenantStorage: Sendable {
     public let fs: any FileSystem
     /// Where `fs` is rooted, for the operator's log (never in a client's message).
@@ -12,9 +12,10 @@ public struct TenantStorage: Sendable {
     let budget: DiskBudget
     public let descriptors: DescriptorBudget
     public let failpoints: Failpoints
+    let metrics: StorageMetrics
 
     init(fs: any FileSystem, root: String, openFiles: OpenFileTable, cache: PageCache, budget: DiskBudget,
-         descriptors: DescriptorBudget, failpoints: Failpoints) {
+         descriptors: DescriptorBudget, failpoints: Failpoints, metrics: StorageMetrics) {
         self.fs = fs
         self.root = root
         self.openFiles = openFiles
@@ -22,6 +23,7 @@ public struct TenantStorage: Sendable {
         self.budget = budget
         self.descriptors = descriptors
         self.failpoints = failpoints
+        self.metrics = metrics
     }
 }
 

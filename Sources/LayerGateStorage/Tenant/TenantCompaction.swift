@@ -19,6 +19,8 @@ extension Tenant {
         defer { compactionLock.unlock() }
         var result = CompactionResult()
         var failure: StorageError?
+        let start = ContinuousClock.now
+        defer { storage.metrics.compacted(after: start, bytesWritten: result.bytesWritten, failed: failure != nil) }
         let pressure = storage.budget.isUnderPressure()
         if pressure {
             // Ingest is refused for space: first what gives space back — images
@@ -228,8 +230,10 @@ extension Tenant {
             snap.planLayers, lastRecordLsn: snap.lastRecordLsn, horizon: config.gcHorizonLsn,
             currentCutoff: Lsn(snap.index.gcCutoffLsn))
         guard !garbage.isEmpty || cutoff.rawValue > snap.index.gcCutoffLsn else { return CompactionResult() }
-        return try await commit(added: UnlistedLayers(directory: snap.directory), removed: Set(garbage.map(\.fileName)),
-                                gcCutoff: cutoff, generation: snap.index.generation)
+        let result = try await commit(added: UnlistedLayers(directory: snap.directory), removed: Set(garbage.map(\.fileName)),
+                                      gcCutoff: cutoff, generation: snap.index.generation)
+        storage.metrics.collectedGarbage(layers: result.layersRemoved)
+        return result
     }
 
     /// The single index update of a step. Until it succeeds the outputs are

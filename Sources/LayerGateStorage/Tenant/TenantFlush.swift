@@ -79,11 +79,14 @@ extension Tenant {
             let (id, storage) = (self.id, self.storage)
             let reader: LayerReader
             let newIndex: IndexFile
+            let start = ContinuousClock.now
             do throws(StorageError) {
                 (reader, newIndex) = try await BlockingIO.run { () throws(StorageError) -> (LayerReader, IndexFile) in
                     try Self.writeL0(layer, index: index, tenant: id, directory: dir, storage: storage)
                 }
+                storage.metrics.flushed(after: start, failed: false)
             } catch {
+                storage.metrics.flushed(after: start, failed: true)
                 state.withLock { s in
                     s.flushFailures += 1
                     s.lastFlushError = "\(error)"

@@ -127,6 +127,7 @@ extension Tenant {
                 failCommit(batch, error)
                 continue
             }
+            storage.metrics.ingested(puts: batch.count, records: batch.reduce(0) { $0 + $1.records.count }, bytes: size)
             let (lsn, froze) = state.withLock { s -> (Lsn, Bool) in
                 for p in batch { s.open.insert(p.records) }
                 s.lastRecordLsn = last

@@ -210,7 +210,7 @@ extension Tenant {
         index.generation = generation
         try index.write(directory: dir, failpoints: storage.failpoints)
         return LoadedTenant(
-            directory: dir, index: index, layers: layers, wal: Wal(directory: walDir, tenant: id, replayed: replay),
+            directory: dir, index: index, layers: layers, wal: Wal(directory: walDir, tenant: id, replayed: replay, fsyncTime: storage.metrics.walFsync),
             replayed: replay.records, filesSwept: swept, walTailCut: replay.cut)
     }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Metrics
 import Synchronization
 
 /// A tenant's ingest log: `wal/<first-lsn>.wal` segments in `WalFormat`.
@@ -43,10 +44,13 @@ final class Wal: Sendable {
     private let state: Mutex<State>
     /// fsyncs done, to check that concurrent puts share them.
     let syncCount = Atomic<Int>(0)
+    private let fsyncTime: Timer
 
-    init(directory: DirectoryHandle, tenant: TenantId, replayed: WalReplay.Result) {
+    init(directory: DirectoryHandle, tenant: TenantId, replayed: WalReplay.Result,
+         fsyncTime: Timer = StorageMetrics.unexported.walFsync) {
         self.directory = directory
         self.tenant = tenant
+        self.fsyncTime = fsyncTime
         state = Mutex(State(segments: replayed.segments, unsealedTail: replayed.tail, newest: replayed.segments.last))
     }
 
@@ -91,7 +95,9 @@ final class Wal: Sendable {
         do throws(StorageError) { try failpoints.hit("wal-fsync-error") } catch {
             FatalIO.stop("fsync of \(FileLabel.describe(file.path)) failed: failpoint wal-fsync-error")
         }
+        let start = ContinuousClock.now
         file.sync()
+        fsyncTime.record(duration: .now - start)
         syncCount.add(1, ordering: .relaxed)
     }
 
