@@ -14,34 +14,10 @@ struct Layergate: AsyncParsableCommand {
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
                       FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
 
-    /// Global options (`--socket`, `--token`, `--timeout`, `--json`) may come before the subcommand
-    /// too (`layergate --socket S status`): move them after it, where each
-    /// subcommand declares them.
-    static func main() async {
-        var args = Array(CommandLine.arguments.dropFirst())
-        var globals: [String] = []
-        while let first = args.first {
-            if first == "--json" || ["--socket=", "--token=", "--timeout="].contains(where: first.hasPrefix) {
-                globals.append(args.removeFirst())
-            } else if ["--socket", "--token", "--timeout"].contains(first), args.count >= 2 {
-                globals += args[0...1]
-                args.removeFirst(2)
-            } else {
-                break
-            }
-        }
-        if args.isEmpty { args = globals } else { args.insert(contentsOf: globals, at: 1) }
-        do {
-            var command = try parseAsRoot(args)
-            if var async = command as? AsyncParsableCommand {
-                try await async.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
-    }
+    /// `--socket`, `--token`, `--timeout` and `--json` may also come before the
+    /// subcommand (`layergate --socket S status`): the root declares the same
+    /// option group as each subcommand, and ArgumentParser hands the values down.
+    @OptionGroup var global: GlobalOptions
 }
 
 struct GlobalOptions: ParsableArguments {
@@ -227,8 +203,8 @@ struct Put: AsyncParsableCommand {
                 text = try String(contentsOfFile: file!, encoding: .utf8)
             }
             var records: [Wire.Record] = []
-            for (n, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-                records.append(try Self.parse(line, line: n + 1))
+            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+                records.append(try RecordLine.parse(line, line: n + 1))
             }
             var last: UInt64 = 0
             for start in stride(from: 0, to: records.count, by: batch) {
@@ -239,33 +215,6 @@ struct Put: AsyncParsableCommand {
         if global.json { global.printJSON(["last_record_lsn": last.0, "records": last.1]) } else {
             print("stored \(last.1) records; last_record_lsn \(last.0)")
         }
-    }
-
-    static func parse(_ line: Substring, line n: Int) throws -> Wire.Record {
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-            throw CLIError("line \(n): not a JSON object")
-        }
-        func u32(_ d: [String: Any], _ k: String) throws -> UInt32 {
-            guard let v = d[k] as? NSNumber, let u = UInt32(exactly: v.int64Value) else { throw CLIError("line \(n): \(k) must be a u32") }
-            return u
-        }
-        guard let k = obj["key"] as? [String: Any] else { throw CLIError("line \(n): missing key") }
-        let key = Wire.PageKey(spcOid: try u32(k, "spc_oid"), dbOid: try u32(k, "db_oid"), relNumber: try u32(k, "rel_number"),
-                               fork: try u32(k, "fork"), block: try u32(k, "block"))
-        guard let lsn = (obj["lsn"] as? NSNumber)?.uint64Value else { throw CLIError("line \(n): missing lsn") }
-        if let image = obj["image"] as? String {
-            guard let bytes = Data(base64Encoded: image) else { throw CLIError("line \(n): image is not base64") }
-            return Wire.Record(key: key, lsn: lsn, value: .image(Array(bytes)))
-        }
-        guard let d = obj["delta"] as? [String: Any] else { throw CLIError("line \(n): needs image or delta") }
-        let patches = try ((d["patches"] as? [[String: Any]]) ?? []).map { p -> Wire.Patch in
-            guard let data = (p["data"] as? String).flatMap({ Data(base64Encoded: $0) }) else {
-                throw CLIError("line \(n): patch data is not base64")
-            }
-            return Wire.Patch(offset: try u32(p, "offset"), data: Array(data))
-        }
-        return Wire.Record(key: key, lsn: lsn, value: .delta(Wire.DeltaRecord(willInit: (d["will_init"] as? Bool) ?? false,
-                                                                                 patches: patches)))
     }
 }
 

@@ -49,6 +49,21 @@ struct CLITests {
         #expect(bad != 0 && message.contains("PAGE_NOT_FOUND"))
         let (bad2, _, message2) = try runCLI(s + ["put", tenantA, "--file", "-"], stdin: "{not json}\n")
         #expect(bad2 != 0 && message2.contains("line 1"))
+        // Each bad line is refused whole, naming the line and the field.
+        let key = #""key": {"spc_oid": 1663, "db_oid": 5, "rel_number": 1000, "fork": 0, "block": 9}"#
+        for (line, says) in [
+            (#"{"key": {"spc_oid": 1663, "db_oid": 5, "rel_number": 1000, "fork": 0}, "lsn": 20, "image": "AA=="}"#, #"key: missing "block""#),
+            ("{\(key.replacingOccurrences(of: "9}", with: "4294967296}")), \"lsn\": 20, \"image\": \"AA==\"}", "key.block"),
+            ("{\(key), \"lsn\": 20}", #"needs "image" or "delta""#),
+            ("{\(key), \"lsn\": 20, \"image\": \"AA==\", \"delta\": {}}", "both"),
+            ("{\(key), \"lsn\": 20, \"image\": \"!!\"}", "image: "),
+            ("{\(key), \"lsn\": 20, \"delta\": {\"patches\": [{\"offset\": -1, \"data\": \"AA==\"}]}}", "delta.patches[0].offset"),
+            ("[1, 2]", "expected a JSON object"),
+        ] {
+            let (status, _, err) = try runCLI(s + ["put", tenantA, "--file", "-"], stdin: "\n" + line + "\n")
+            #expect(status != 0 && err.contains("line 2: ") && err.contains(says), "\(line) → \(err)")
+        }
+        #expect(try runCLI(s + ["--json", "status", tenantA]).1.contains("\"last_record_lsn\":11"), "a refused file stored something")
         // --generate: its progress line is for a terminal; into a pipe (as here) it writes none.
         let (gen, stored, progress) = try runCLI(s + ["put", tenantA, "--generate", "100", "--keys", "10"])
         #expect(gen == 0 && stored.contains("stored 100 records"), "\(stored)")
