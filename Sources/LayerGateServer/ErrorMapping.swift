@@ -22,7 +22,7 @@ enum ErrorMapping {
         case .io where e.isResourceExhaustion:
             code = .resourceExhausted
             message += " (the server is short of disk space or file descriptors; retry later)"
-        case .corruptLayer, .corruptWal, .corruptIndex, .io, .dataDirectoryLocked, .failpoint, .notCached:
+        case .corruptLayer, .corruptWal, .corruptIndex, .io, .dataDirectoryLocked, .failpoint:
             code = .internal
         }
         return Wire.Error(code: code, message: message)

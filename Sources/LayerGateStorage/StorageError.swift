@@ -45,9 +45,6 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case failpoint(String)
     /// The operation was cancelled or the tenant is shutting down.
     case cancelled(String)
-    /// A cached-only read (`Tenant.getPageFromCache`) needed a block from disk.
-    /// Internal: callers fall back to the ordinary read; never sent to a client.
-    case notCached
 
     public var description: String {
         switch self {
@@ -71,7 +68,6 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "the data directory is in use by another layergate process\(pid > 0 ? " (pid \(pid))" : ""); refusing to open it"
         case .failpoint(let n): return "failpoint \(n) returned an error"
         case .cancelled(let s): return "cancelled: \(s)"
-        case .notCached: return "the page needs a disk read"
         }
     }
 

@@ -128,13 +128,13 @@ if runs(.ingest) {
 func cacheBench() throws {
     let cache = PageCache(capacity: 16384)
     let hot = 4096
-    for b in 0..<hot { try cache.withBlock(file: 1, block: UInt64(b), load: { $0.storeBytes(of: b, as: Int.self) }, body: { _ in }) }
+    for b in 0..<hot { cache.withBlock(file: 1, block: UInt64(b), load: { $0.storeBytes(of: b, as: Int.self) }, body: { _ in }) }
     let iterations = 5_000_000
     @Sendable func loop(_ seed: Int, _ n: Int) throws(StorageError) -> Int {
         var x = seed, sum = 0
         for _ in 0..<n {
             x = (x &* 1103515245 &+ 12345) & 0x7fff_ffff
-            sum &+= try cache.withBlock(file: 1, block: UInt64(x % hot), load: { _ in }, body: { $0.load(as: Int.self) })
+            sum &+= cache.withBlock(file: 1, block: UInt64(x % hot), load: { _ in }, body: { $0.load(as: Int.self) })
         }
         return sum
     }

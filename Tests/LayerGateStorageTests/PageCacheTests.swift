@@ -10,12 +10,12 @@ import Testing
 func touch(_ cache: PageCache, file f: UInt64, block b: UInt64, loads: LoadCounter? = nil) throws(StorageError) -> UInt64 {
     try cache.withBlock(
         file: f, block: b,
-        load: { buf in
+        load: { buf throws(StorageError) in
             loads?.count.add(1, ordering: .relaxed)
             buf.storeBytes(of: f, toByteOffset: 0, as: UInt64.self)
             buf.storeBytes(of: b, toByteOffset: 8, as: UInt64.self)
         },
-        body: { buf in
+        body: { buf throws(StorageError) -> UInt64 in
             #expect(buf.load(fromByteOffset: 0, as: UInt64.self) == f)
             return buf.load(fromByteOffset: 8, as: UInt64.self)
         })
@@ -118,7 +118,7 @@ struct PageCacheTests {
     @Test func allSlotsPinnedStillServesWithoutCaching() throws {
         let cache = PageCache(capacity: 1)
         let inner = try cache.withBlock(
-            file: 1, block: 1, load: { $0.storeBytes(of: UInt64(1), as: UInt64.self) },
+            file: 1, block: 1, load: { buf throws(StorageError) in buf.storeBytes(of: UInt64(1), as: UInt64.self) },
             body: { _ throws(StorageError) in try touch(cache, file: 2, block: 7) })
         #expect(inner == 7)
         #expect(!cache.contains(file: 2, block: 7))

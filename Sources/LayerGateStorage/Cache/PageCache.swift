@@ -75,11 +75,11 @@ public final class PageCache: @unchecked Sendable {
     /// buffer from disk (and validates it); the result is cached unless every
     /// slot is pinned, in which case it is served once without caching.
     @inlinable
-    public func withBlock<R>(
+    public func withBlock<R, E: Error>(
         file: UInt64, block: UInt64,
-        load: (UnsafeMutableRawBufferPointer) throws(StorageError) -> Void,
-        body: (UnsafeRawBufferPointer) throws(StorageError) -> R
-    ) throws(StorageError) -> R {
+        load: (UnsafeMutableRawBufferPointer) throws(E) -> Void,
+        body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
         let key = BlockKey(file: file, block: block)
         let hit = shardRef(for: key)._withUnsafeGuaranteedRef { shard in
             memoryRef._withUnsafeGuaranteedRef { shard.pinIfPresent(key, memory: $0) }
@@ -89,7 +89,7 @@ public final class PageCache: @unchecked Sendable {
             return try body(memoryRef._withUnsafeGuaranteedRef { $0.slot(slot) })
         }
         let shard = shard(for: key)
-        return try withUnsafeTemporaryAllocation(byteCount: Self.blockSize, alignment: 16) { temp throws(StorageError) -> R in
+        return try withUnsafeTemporaryAllocation(byteCount: Self.blockSize, alignment: 16) { temp throws(E) -> R in
             try load(temp)
             let installed = shard.install(key, from: UnsafeRawBufferPointer(temp), memory: memory)
             guard let slot = installed else { return try body(UnsafeRawBufferPointer(temp)) }
@@ -103,12 +103,12 @@ public final class PageCache: @unchecked Sendable {
     /// over the whole run. A value that spans two uncached blocks then costs one
     /// disk round trip, not two in a row. Each block counts as a hit or a miss,
     /// as if read alone.
-    public func withRun<R>(
+    public func withRun<R, E: Error>(
         file: UInt64, blocks: Range<UInt64>,
-        load: (UnsafeMutableRawBufferPointer) throws(StorageError) -> Void,
-        body: (UnsafeRawBufferPointer) throws(StorageError) -> R
-    ) throws(StorageError) -> R {
-        try withUnsafeTemporaryAllocation(byteCount: blocks.count * Self.blockSize, alignment: 4096) { run throws(StorageError) -> R in
+        load: (UnsafeMutableRawBufferPointer) throws(E) -> Void,
+        body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try withUnsafeTemporaryAllocation(byteCount: blocks.count * Self.blockSize, alignment: 4096) { run throws(E) -> R in
             try load(run)
             for (i, block) in blocks.enumerated() {
                 let key = BlockKey(file: file, block: block)
@@ -127,9 +127,9 @@ public final class PageCache: @unchecked Sendable {
     /// Runs `body` over the block if it is cached; nil (and no I/O, no miss
     /// counted) when it is not. For callers that must not touch the disk.
     @inlinable
-    public func withCachedBlock<R>(
-        file: UInt64, block: UInt64, body: (UnsafeRawBufferPointer) throws(StorageError) -> R
-    ) throws(StorageError) -> R? {
+    public func withCachedBlock<R, E: Error>(
+        file: UInt64, block: UInt64, body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R? {
         let key = BlockKey(file: file, block: block)
         let hit = shardRef(for: key)._withUnsafeGuaranteedRef { shard in
             memoryRef._withUnsafeGuaranteedRef { shard.pinIfPresent(key, memory: $0, countMiss: false) }

@@ -81,7 +81,7 @@ public final class LayerReader: Sendable {
 
     /// Runs `body` over block `n` through the page cache.
     private func withBlock<R>(_ n: UInt64, isIndex: Bool, policy: ReadPolicy,
-                              _ body: (UnsafeRawBufferPointer) throws(StorageError) -> R) throws(StorageError) -> R
+                              _ body: (UnsafeRawBufferPointer) throws(ReadFailure) -> R) throws(ReadFailure) -> R
     {
         if policy == .cachedOnly {
             guard let r = try cache.withCachedBlock(file: fileId, block: n, body: body) else { throw .notCached }
@@ -90,12 +90,12 @@ public final class LayerReader: Sendable {
         let (file, path, summary, fences) = (self.file, self.path, self.summary, self.fences)
         return try cache.withBlock(
             file: fileId, block: n,
-            load: { buf throws(StorageError) in
-                try file.read(into: buf, at: Int(n) * LayerFormat.blockSize)
+            load: { buf throws(ReadFailure) in
+                try ReadFailure.lift { () throws(StorageError) in try file.read(into: buf, at: Int(n) * LayerFormat.blockSize) }
                 if isIndex, let problem = IndexBlock.problem(
                     UnsafeRawBufferPointer(buf), number: Int(n - summary.indexStartBlock), summary: summary, fences: fences)
                 {
-                    throw .corruptLayer(file: path, reason: problem)
+                    throw .storage(.corruptLayer(file: path, reason: problem))
                 }
             },
             body: body)
@@ -109,10 +109,17 @@ public final class LayerReader: Sendable {
 
     /// Visits the entries for `key` with LSN ≤ `upTo`, newest first, until
     /// `visitor` returns false. Reads at most the index blocks those entries sit in.
-    func visit(key: PageKey, upTo: Lsn, policy: ReadPolicy = .mayReadDisk,
-               _ visitor: (IndexEntry) throws(StorageError) -> Bool) throws(StorageError) {
+    func visit(key: PageKey, upTo: Lsn, _ visitor: (IndexEntry) throws(StorageError) -> Bool) throws(StorageError) {
+        try ReadFailure.onDisk { () throws(ReadFailure) in
+            try visit(key: key, upTo: upTo, policy: .mayReadDisk) { e throws(ReadFailure) in try ReadFailure.lift { () throws(StorageError) in try visitor(e) } }
+        }
+    }
+
+    /// The same, for the read path, reading blocks as `policy` allows.
+    func visit(key: PageKey, upTo: Lsn, policy: ReadPolicy,
+               _ visitor: (IndexEntry) throws(ReadFailure) -> Bool) throws(ReadFailure) {
         guard summary.keys.contains(key), upTo >= summary.lsnStart else { return }
-        try withUnsafeTemporaryAllocation(byteCount: LayerFormat.fenceSize, alignment: 8) { target throws(StorageError) in
+        try withUnsafeTemporaryAllocation(byteCount: LayerFormat.fenceSize, alignment: 8) { target throws(ReadFailure) in
             Self.encodeTarget(key: key, lsn: upTo, into: target)
             let t = UnsafeRawPointer(target.baseAddress!)
             // Last index block whose first entry is ≤ target.
@@ -129,7 +136,7 @@ public final class LayerReader: Sendable {
             var startAtEnd = false
             while block >= 0 {
                 let keepGoing = try withBlock(summary.indexStartBlock + UInt64(block), isIndex: true, policy: policy) {
-                    buf throws(StorageError) -> Bool in
+                    buf throws(ReadFailure) -> Bool in
                     let count = IndexBlock.count(buf)
                     var j: Int
                     if startAtEnd {
@@ -184,11 +191,16 @@ public final class LayerReader: Sendable {
 
     /// Copies the payload of `entry` into `dest` (exactly the payload size),
     /// verifying bounds, length and checksum.
-    func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer, policy: ReadPolicy = .mayReadDisk) throws(StorageError) {
+    func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        try ReadFailure.onDisk { () throws(ReadFailure) in try readPayload(entry, into: dest, policy: .mayReadDisk) }
+    }
+
+    /// The same, for the read path, reading blocks as `policy` allows.
+    func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(ReadFailure) {
         let bs = UInt64(LayerFormat.blockSize)
-        let payloadLength = try payloadLength(of: entry)
+        let payloadLength = try ReadFailure.lift { () throws(StorageError) -> Int in try self.payloadLength(of: entry) }
         guard payloadLength == dest.count else {
-            throw .corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length")
+            throw .storage(.corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length"))
         }
         let blocks = entry.offset / bs..<(entry.offset + UInt64(entry.length) - 1) / bs + 1
         // A value over a few blocks, none cached yet (an 8 KiB image always spans two): one read for all.
@@ -197,16 +209,18 @@ public final class LayerReader: Sendable {
         {
             let file = self.file
             try cache.withRun(file: fileId, blocks: blocks,
-                              load: { run throws(StorageError) in try file.read(into: run, at: Int(blocks.lowerBound * bs)) },
-                              body: { run throws(StorageError) in
-                                  try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(StorageError) in
+                              load: { run throws(ReadFailure) in
+                                  try ReadFailure.lift { () throws(StorageError) in try file.read(into: run, at: Int(blocks.lowerBound * bs)) }
+                              },
+                              body: { run throws(ReadFailure) in
+                                  try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
                                       let at = Int(n - blocks.lowerBound) * LayerFormat.blockSize
                                       try visit(UnsafeRawBufferPointer(rebasing: run[at..<at + LayerFormat.blockSize]))
                                   }
                               })
             return
         }
-        try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(StorageError) in
+        try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
             try withBlock(n, isIndex: false, policy: policy, visit)
         }
     }
@@ -217,8 +231,8 @@ public final class LayerReader: Sendable {
     /// Copies the blob of `entry` block by block, from `block(n, visit)`, and checks its header and checksum.
     private func copyPayload(
         _ entry: IndexEntry, length payloadLength: Int, into dest: UnsafeMutableRawBufferPointer,
-        block: (UInt64, (UnsafeRawBufferPointer) throws(StorageError) -> Void) throws(StorageError) -> Void
-    ) throws(StorageError) {
+        block: (UInt64, (UnsafeRawBufferPointer) throws(ReadFailure) -> Void) throws(ReadFailure) -> Void
+    ) throws(ReadFailure) {
         let bs = UInt64(LayerFormat.blockSize)
         // The header and the first part of the payload share a block: one visit.
         // A header that ends exactly at the block's end has its payload in the next block.
@@ -227,10 +241,11 @@ public final class LayerReader: Sendable {
         let firstPart = min(LayerFormat.blockSize - firstInBlock, payloadLength)
         let path = self.path
         var storedCrc: UInt32 = 0
-        try block(entry.offset / bs) { buf throws(StorageError) in
+        try block(entry.offset / bs) { buf throws(ReadFailure) in
             let header = BlobHeader.decode(buf, at: Int(entry.offset % bs))
             guard Int(header.length) == payloadLength else {
-                throw .corruptLayer(file: path, reason: "blob at offset \(entry.offset) has length \(header.length), index says \(payloadLength)")
+                throw .storage(.corruptLayer(
+                    file: path, reason: "blob at offset \(entry.offset) has length \(header.length), index says \(payloadLength)"))
             }
             let src = UnsafeRawBufferPointer(rebasing: buf[firstInBlock..<firstInBlock + firstPart])
             if firstPart > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: firstPart) }
@@ -241,7 +256,7 @@ public final class LayerReader: Sendable {
         while copied < payloadLength {
             let inBlock = Int(pos % bs)
             let n = min(LayerFormat.blockSize - inBlock, payloadLength - copied)
-            try block(pos / bs) { buf throws(StorageError) in
+            try block(pos / bs) { buf throws(ReadFailure) in
                 let src = UnsafeRawBufferPointer(rebasing: buf[inBlock..<inBlock + n])
                 (dest.baseAddress! + copied).copyMemory(from: src.baseAddress!, byteCount: n)
             }
@@ -250,7 +265,7 @@ public final class LayerReader: Sendable {
         }
         // One pass over the whole copied payload (contiguous, so the CRC runs its fast 3-lane path).
         guard Checksum.crc32c(UnsafeRawBufferPointer(dest)) == storedCrc else {
-            throw .corruptLayer(file: path, reason: "checksum mismatch in the value of \(entry.key) at \(entry.lsn)")
+            throw .storage(.corruptLayer(file: path, reason: "checksum mismatch in the value of \(entry.key) at \(entry.lsn)"))
         }
     }
 
@@ -258,9 +273,11 @@ public final class LayerReader: Sendable {
 
     /// The entries of one index block, in order: compaction reads a layer block by block.
     func indexEntries(block b: Int) throws(StorageError) -> [IndexEntry] {
-        try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true, policy: .mayReadDisk) { buf throws(StorageError) in
-            let count = IndexBlock.count(buf)
-            return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * LayerFormat.entrySize) }
+        try ReadFailure.onDisk { () throws(ReadFailure) in
+            try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true, policy: .mayReadDisk) { buf in
+                let count = IndexBlock.count(buf)
+                return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * LayerFormat.entrySize) }
+            }
         }
     }
 
@@ -269,9 +286,11 @@ public final class LayerReader: Sendable {
         var out: [IndexEntry] = []
         out.reserveCapacity(Int(summary.valueCount))
         for b in 0..<summary.indexBlockCount {
-            try withBlock(summary.indexStartBlock + b, isIndex: true, policy: .mayReadDisk) { buf throws(StorageError) in
-                let count = IndexBlock.count(buf)
-                for j in 0..<count { out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)) }
+            try ReadFailure.onDisk { () throws(ReadFailure) in
+                try withBlock(summary.indexStartBlock + b, isIndex: true, policy: .mayReadDisk) { buf in
+                    let count = IndexBlock.count(buf)
+                    for j in 0..<count { out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)) }
+                }
             }
         }
         return out

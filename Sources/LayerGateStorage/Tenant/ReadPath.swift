@@ -8,9 +8,9 @@ enum ReadPath {
     }
 
     /// `frozen` is oldest first, as the tenant keeps it. Returns nil when the
-    /// key has no record at or below `lsn`.
-    static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
-                            policy: ReadPolicy = .mayReadDisk) throws(StorageError) -> [UInt8]?
+    /// key has no record at or below `lsn`. Reads the disk as needed.
+    static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap)
+        throws(StorageError) -> [UInt8]?
     {
         var found = false
         var failure: StorageError?
@@ -18,7 +18,7 @@ enum ReadPath {
             count = pageSize
             do throws(StorageError) {
                 found = try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers,
-                                        into: UnsafeMutableRawBufferPointer(raw), policy: policy)
+                                        into: UnsafeMutableRawBufferPointer(raw))
             } catch {
                 failure = error
             }
@@ -27,12 +27,31 @@ enum ReadPath {
         return found ? page : nil
     }
 
-    /// The same, written into `page` (exactly `pageSize` bytes): the server
-    /// builds a cached page straight into its answer. False when the key has
-    /// no record at or below `lsn` (`page` then holds nothing meaningful).
-    /// With `.cachedOnly`, a block not in the page cache fails with `notCached`.
+    /// The same, written into `page` (exactly `pageSize` bytes). False when
+    /// the key has no record at or below `lsn` (`page` then holds nothing meaningful).
     static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
-                            into page: UnsafeMutableRawBufferPointer, policy: ReadPolicy = .mayReadDisk) throws(StorageError) -> Bool {
+                            into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Bool {
+        try ReadFailure.onDisk { () throws(ReadFailure) in
+            try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, policy: .mayReadDisk)
+        }
+    }
+
+    /// The same from memory and cached blocks alone (the server builds a cached
+    /// page straight into its answer): nil when a block is not cached.
+    static func reconstructFromCache(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
+                                     into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Bool? {
+        do throws(ReadFailure) {
+            return try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, policy: .cachedOnly)
+        } catch {
+            switch error {
+            case .notCached: return nil
+            case .storage(let e): throw e
+            }
+        }
+    }
+
+    private static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
+                                     into page: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(ReadFailure) -> Bool {
         precondition(page.count == pageSize, "a page is \(pageSize) bytes")
         var pending: [Step] = []  // deltas above the base, newest first; empty (no allocation) for a plain image
         if try !gather(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, page: page, pending: &pending, policy: policy) {
@@ -47,7 +66,7 @@ enum ReadPath {
     private static func gather(
         key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
         page: UnsafeMutableRawBufferPointer, pending: inout [Step], policy: ReadPolicy
-    ) throws(StorageError) -> Bool {
+    ) throws(ReadFailure) -> Bool {
         for i in stride(from: frozen.count, through: 0, by: -1) {
             let mem = i == frozen.count ? open : frozen[i]
             guard let versions = mem.versions(of: key) else { continue }
@@ -78,7 +97,7 @@ enum ReadPath {
             let imageLsn = image?.descriptor.name.lsnStart
             if let image, let imageLsn,
                delta == nil || imageLsn >= min(delta!.descriptor.name.lsnEnd, cursor) {
-                try image.visit(key: key, upTo: cursor, policy: policy) { e throws(StorageError) in
+                try image.visit(key: key, upTo: cursor, policy: policy) { e throws(ReadFailure) in
                     try apply(.disk(image, e), to: page, policy: policy)
                     based = true
                     return false
@@ -89,7 +108,7 @@ enum ReadPath {
                 let start = delta.descriptor.name.lsnStart
                 // Below an image inside this delta's range, the image serves: stop there.
                 let lowerExclusive = imageLsn.map { $0 >= start ? $0 : start.previous } ?? start.previous
-                try delta.visit(key: key, upTo: cursor, policy: policy) { e throws(StorageError) in
+                try delta.visit(key: key, upTo: cursor, policy: policy) { e throws(ReadFailure) in
                     guard e.lsn > lowerExclusive else { return false }
                     if e.isBase {
                         try apply(.disk(delta, e), to: page, policy: policy)
@@ -108,7 +127,7 @@ enum ReadPath {
         return based
     }
 
-    private static func apply(_ step: Step, to page: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(StorageError) {
+    private static func apply(_ step: Step, to page: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(ReadFailure) {
         switch step {
         case .memory(.image(let bytes)):
             bytes.withUnsafeBytes { page.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: pageSize) }
@@ -118,15 +137,15 @@ enum ReadPath {
             if e.isImage {
                 try layer.readPayload(e, into: page, policy: policy)
             } else {
-                let length = try layer.payloadLength(of: e)
+                let length = try ReadFailure.lift { () throws(StorageError) in try layer.payloadLength(of: e) }
                 let ok = try withUnsafeTemporaryAllocation(byteCount: max(1, length), alignment: 8) {
-                    scratch throws(StorageError) -> Bool in
+                    scratch throws(ReadFailure) -> Bool in
                     let payload = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<length])
                     try layer.readPayload(e, into: payload, policy: policy)
                     return Redo.applyEncoded(UnsafeRawBufferPointer(payload), to: page)
                 }
                 guard ok else {
-                    throw .corruptLayer(file: layer.path, reason: "undecodable delta for \(e.key) at \(e.lsn)")
+                    throw .storage(.corruptLayer(file: layer.path, reason: "undecodable delta for \(e.key) at \(e.lsn)"))
                 }
             }
         }

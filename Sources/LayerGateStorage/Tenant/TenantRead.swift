@@ -44,11 +44,7 @@ extension Tenant {
     /// at, or nil when the page needs a disk read or a wait (`page` then holds
     /// nothing meaningful).
     public func getPageFromCache(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
-        do throws(StorageError) {
-            return try readNow(key: key, lsn: requested, into: page, policy: .cachedOnly)
-        } catch .notCached {
-            return nil
-        }
+        try readNow(key: key, lsn: requested, into: page, policy: .cachedOnly)
     }
 
     /// The same, reading blocks from disk as needed: it blocks, so call it on
@@ -59,15 +55,23 @@ extension Tenant {
         try readNow(key: key, lsn: requested, into: page, policy: .mayReadDisk)
     }
 
+    /// The LSN read at; nil when that LSN is not ingested yet, or (`.cachedOnly`) a block is not cached.
     private func readNow(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer,
                          policy: ReadPolicy) throws(StorageError) -> Lsn? {
         let snap = try snapshot()
         let lsn = requested ?? snap.lastRecordLsn
         guard lsn <= snap.lastRecordLsn else { return nil }
         guard lsn >= snap.gcCutoff else { throw .lsnBelowGcHorizon(id, requested: lsn, cutoff: snap.gcCutoff) }
-        guard try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers,
-                                       into: page, policy: policy)
-        else { throw .pageNotFound(id, key, lsn) }
+        let found: Bool?
+        switch policy {
+        case .mayReadDisk:
+            found = try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers, into: page)
+        case .cachedOnly:
+            found = try ReadPath.reconstructFromCache(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen,
+                                                      layers: snap.layers, into: page)
+        }
+        guard let found else { return nil }
+        guard found else { throw .pageNotFound(id, key, lsn) }
         return lsn
     }
 
