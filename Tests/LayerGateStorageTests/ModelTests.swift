@@ -123,7 +123,60 @@ struct ModelTests {
         #expect(TenantLifecycle.next(.resetting, on: .resetRequested) == nil)
         #expect(TenantLifecycle.next(.active, on: .loaded) == nil)
         #expect(TenantLifecycle.next(.stopped, on: .resetRequested) == nil)
+        #expect(TenantLifecycle.transition(.active, on: .stop)?.actions == [.stopCompaction, .failWaiters])
+        #expect(TenantLifecycle.transition(.broken(reason: "x"), on: .resetRequested)?.actions == [.stopCompaction, .failWaiters])
+        #expect(TenantLifecycle.transition(.resetting, on: .loaded) == TenantTransition(from: .resetting, to: .active, actions: [.allowCompaction]))
+        #expect(TenantLifecycle.transition(.resetting, on: .resetAbandoned(restoring: .active))?.actions == [.allowCompaction])
+        #expect(TenantLifecycle.transition(.loading, on: .loadFailed("x"))?.actions == [])
+        #expect(TenantLifecycle.transition(.stopped, on: .stop) == nil)
         #expect(TenantLifecycle.admission(.active, tenant: testTenant) == nil)
         #expect(TenantLifecycle.admission(.resetting, tenant: testTenant) == .tenantUnavailable(testTenant, state: "resetting"))
+    }
+}
+
+/// The group-commit queue as pure state: admission order, who starts the leader, what it does next.
+@Suite("Commit queue")
+struct CommitQueueTests {
+    @Test func putsQueueInLsnOrderAndOneLeaderTakesThemAll() {
+        var q = CommitQueue<Int>()
+        guard case .queued(startLeader: true) = q.admit(1, first: Lsn(1), last: Lsn(5), tenant: testTenant) else {
+            Issue.record("the first put starts the leader")
+            return
+        }
+        guard case .queued(startLeader: false) = q.admit(2, first: Lsn(6), last: Lsn(6), tenant: testTenant) else {
+            Issue.record("a put behind a running leader rides with it")
+            return
+        }
+        guard case .refused(.invalidArgument(let why)) = q.admit(3, first: Lsn(6), last: Lsn(9), tenant: testTenant) else {
+            Issue.record("a put not above the accepted LSNs is refused")
+            return
+        }
+        #expect(why.contains("LSN \(Lsn(6)) is not above the last record LSN \(Lsn(6))"), "\(why)")
+        #expect(q.requestRetire(below: Lsn(3)) == false)  // the leader runs: it takes the request
+        #expect(q.runningEpoch == 0)
+        guard case .retire(below: Lsn(3)) = q.next() else { Issue.record("WAL deletion goes first"); return }
+        guard case .commit(let batch) = q.next() else { Issue.record("then every queued put, as one commit"); return }
+        #expect(batch == [1, 2])
+        guard case .idle(epoch: 1) = q.next() else { Issue.record("then the leader stops"); return }
+        #expect(q.runningEpoch == nil)
+        #expect(q.requestRetire(below: Lsn(4)) == true)  // no leader: the request starts one
+    }
+
+    @Test func aFailedCommitHandsBackTheQueueAndRewindsAdmission() {
+        var q = CommitQueue<Int>()
+        _ = q.admit(1, first: Lsn(1), last: Lsn(2), tenant: testTenant)
+        guard case .commit = q.next() else { Issue.record("the leader takes put 1"); return }
+        _ = q.admit(2, first: Lsn(3), last: Lsn(4), tenant: testTenant)
+        #expect(q.failQueued(lastDurable: Lsn(0)) == [2])
+        #expect(q.reservedLsn == Lsn(0))
+        guard case .queued = q.admit(3, first: Lsn(1), last: Lsn(1), tenant: testTenant) else {
+            Issue.record("after the failure a put is checked against what is durable")
+            return
+        }
+        q.restart(at: Lsn(10))
+        guard case .refused = q.admit(4, first: Lsn(10), last: Lsn(10), tenant: testTenant) else {
+            Issue.record("after a reload, puts continue above last_record_lsn")
+            return
+        }
     }
 }

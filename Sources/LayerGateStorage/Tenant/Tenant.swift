@@ -60,20 +60,12 @@ public final class Tenant: Sendable {
         var holdsDescriptors = false
         var index: IndexFile
         var lastRecordLsn = Lsn.zero
-        /// Last LSN accepted into the commit queue: new puts must be above it.
-        var reservedLsn = Lsn.zero
+        var commits = CommitQueue<PendingPut>()
         var open = InMemoryLayer(startLsn: Lsn(1))
         /// Oldest first.
         var frozen: [InMemoryLayer] = []
         var layers = LayerMap()
         var wal: Wal?
-        var pending: [PendingPut] = []
-        var committing = false
-        /// Rises each time the commit leader goes idle (see `drainCommits`).
-        var idleEpoch: UInt64 = 0
-        /// A flush asks the commit leader, the WAL's only writer, to delete
-        /// the segments it covers (`walRetired` says when that is done).
-        var walRetireRequest: Lsn?
         /// In-memory bytes counted in the disk budget.
         var unflushedBytes = 0
         /// Frozen layers flushed since the tenant opened (see `flushProgress`).
@@ -179,42 +171,58 @@ public final class Tenant: Sendable {
     /// running compaction stops, the WAL is sealed and closed. Unflushed records
     /// stay in the WAL for the next load.
     public func close() async {
-        guard quiesce(to: .stop, error: .tenantUnavailable(id, state: "stopped")) != nil else { return }
+        _ = await tearDown(on: .stop, failing: .tenantUnavailable(id, state: "stopped")) { _ in
+            state.withLock { $0.wal = nil }
+            setUnflushed(0)
+            let held = state.withLock { s -> Bool in
+                defer { s.holdsDescriptors = false; s.directory = nil }
+                return s.holdsDescriptors
+            }
+            if held { storage.descriptors.releaseTenant() }
+            flushSignal.finish()
+            compactionWake.advance(to: compactionWake.value + 1)
+        }
+    }
+
+    /// The teardown that close and reset share: the lifecycle moves on `event`
+    /// (waiting reads and held-back puts fail with `error`), a running
+    /// compaction stops, then — holding `compactionLock` and `maintenance` —
+    /// the commit leader drains and the WAL closes before `body` runs with the
+    /// state left. Nil, without running `body`, when `event` is not allowed now.
+    func tearDown<T, E: Error>(on event: TenantEvent, failing error: StorageError,
+                               _ body: (TenantState) async throws(E) -> T) async throws(E) -> T? {
+        guard let previous = quiesce(to: event, error: error) else { return nil }
         await compactionLock.lock()
+        defer { compactionLock.unlock() }
         await maintenance.lock()
+        defer { maintenance.unlock() }
         await drainCommits()
-        let wal = state.withLock { s -> Wal? in
-            defer { s.wal = nil }
-            s.lifecycle = .stopped
-            return s.wal
-        }
-        wal?.close()
-        setUnflushed(0)
-        let held = state.withLock { s -> Bool in
-            defer { s.holdsDescriptors = false; s.directory = nil }
-            return s.holdsDescriptors
-        }
-        if held { storage.descriptors.releaseTenant() }
-        flushSignal.finish()
-        compactionWake.advance(to: compactionWake.value + 1)
-        maintenance.unlock()
-        compactionLock.unlock()
+        state.withLock { $0.wal }?.close()
+        return try await body(previous)
     }
 
     /// Moves the lifecycle on `event` (stop or reset), tells a running
     /// compaction to stop and fails every waiting reader and held-back put.
     /// Returns the state it left, or nil when the event is not allowed now.
-    func quiesce(to event: TenantEvent, error: StorageError) -> TenantState? {
-        let previous = state.withLock { s -> TenantState? in
-            guard let next = TenantLifecycle.next(s.lifecycle, on: event) else { return nil }
-            defer { s.lifecycle = next }
-            s.compactionCancelled = true
-            return s.lifecycle
+    private func quiesce(to event: TenantEvent, error: StorageError) -> TenantState? {
+        guard let t = state.withLock({ Self.move(&$0, on: event) }) else { return nil }
+        if t.actions.contains(.failWaiters) {
+            lsnWait.failAll(error)
+            flushProgress.failAll(error)
         }
-        guard previous != nil else { return nil }
-        lsnWait.failAll(error)
-        flushProgress.failAll(error)
-        return previous
+        return t.from
+    }
+
+    /// Moves the lifecycle of `s` on `event` and carries out the actions that
+    /// are state; returns the move (its other actions are the caller's, after
+    /// the lock), or nil when the event is not allowed now.
+    @discardableResult
+    static func move(_ s: inout Inner, on event: TenantEvent) -> TenantTransition? {
+        guard let t = TenantLifecycle.transition(s.lifecycle, on: event) else { return nil }
+        s.lifecycle = t.to
+        if t.actions.contains(.stopCompaction) { s.compactionCancelled = true }
+        if t.actions.contains(.allowCompaction) { s.compactionCancelled = false }
+        return t
     }
 
     /// `base` doubled for each failure after the first, at most `cap`.
@@ -227,7 +235,7 @@ public final class Tenant: Sendable {
     /// Waits until the commit leader has nothing in flight.
     func drainCommits() async {
         while true {
-            let epoch = state.withLock { s -> UInt64? in s.committing ? s.idleEpoch : nil }
+            let epoch = state.withLock { $0.commits.runningEpoch }
             guard let epoch else { return }
             _ = await commitIdle.wait(for: epoch + 1, timeout: .seconds(1))
         }

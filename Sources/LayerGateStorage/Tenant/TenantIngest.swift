@@ -22,23 +22,15 @@ extension Tenant {
         try await waitForFlushRoom()
         let result: Result<Lsn, StorageError> = await withCheckedContinuation { c in
             defer { turn?.pass() }  // admitted (or refused): the next put of the connection may go
-            let outcome = state.withLock { s -> Result<Bool, StorageError> in
-                if let e = admission(s) { return .failure(e) }
-                let first = records[0].lsn
-                guard first > s.reservedLsn else {
-                    return .failure(.invalidArgument(
-                        "tenant \(id): LSN \(first) is not above the last record LSN \(s.reservedLsn)"))
-                }
-                s.reservedLsn = records[records.count - 1].lsn
-                s.pending.append(PendingPut(records: records, bytes: bytes, continuation: c))
-                if s.committing { return .success(false) }
-                s.committing = true
-                return .success(true)
+            let outcome = state.withLock { s -> CommitQueue<PendingPut>.Admission in
+                if let e = admission(s) { return .refused(e) }
+                return s.commits.admit(PendingPut(records: records, bytes: bytes, continuation: c),
+                                      first: records[0].lsn, last: records[records.count - 1].lsn, tenant: id)
             }
             switch outcome {
-            case .failure(let e): c.resume(returning: .failure(e))
-            case .success(true): BlockingIO.spawn { self.commitLoop() }
-            case .success(false): break
+            case .refused(let e): c.resume(returning: .failure(e))
+            case .queued(startLeader: true): BlockingIO.spawn { self.commitLoop() }
+            case .queued(startLeader: false): break
             }
         }
         return try result.get()
@@ -86,25 +78,12 @@ extension Tenant {
     /// arrive meanwhile ride the next round.
     func commitLoop() {
         while true {
-            let next = state.withLock { s -> (work: LeaderWork, wal: Wal?)? in
-                if let lsn = s.walRetireRequest {
-                    s.walRetireRequest = nil
-                    return (.retire(lsn), s.wal)
-                }
-                if s.pending.isEmpty {
-                    s.committing = false
-                    s.idleEpoch += 1
-                    return nil
-                }
-                defer { s.pending = [] }
-                return (.commit(s.pending), s.wal)
-            }
-            guard let (work, wal) = next else {
-                commitIdle.advance(to: state.withLock { $0.idleEpoch })
-                return
-            }
+            let (work, wal) = state.withLock { s in (s.commits.next(), s.wal) }
             let batch: [PendingPut]
             switch work {
+            case .idle(let epoch):
+                commitIdle.advance(to: epoch)
+                return
             case .retire(let lsn):
                 do throws(StorageError) { try wal?.retire(coveredBy: lsn) } catch {
                     logger.warning("could not delete WAL segments below the flush; the next flush tries again",
@@ -142,20 +121,10 @@ extension Tenant {
         }
     }
 
-    enum LeaderWork {
-        case commit([PendingPut])
-        case retire(Lsn)
-    }
-
     /// Asks the commit leader to delete the WAL below `lsn` (starting it if
     /// idle) and waits until it did.
     func retireWal(coveredBy lsn: Lsn) async {
-        let start = state.withLock { s -> Bool in
-            s.walRetireRequest = max(s.walRetireRequest ?? .zero, lsn)
-            if s.committing { return false }
-            s.committing = true
-            return true
-        }
+        let start = state.withLock { $0.commits.requestRetire(below: lsn) }
         if start { BlockingIO.spawn { self.commitLoop() } }
         _ = await walRetired.wait(for: lsn.rawValue, timeout: .seconds(60))
     }
@@ -167,11 +136,7 @@ extension Tenant {
         let error = error.explainedAsResourceExhausted("tenant \(id): put")
         if error.isResourceExhaustion { requestCompactionForSpace() }
         logger.warning("WAL append failed; puts rejected", metadata: ["error": "\(error)", "puts": "\(batch.count)"])
-        let queued = state.withLock { s -> [PendingPut] in
-            defer { s.pending = [] }
-            s.reservedLsn = s.lastRecordLsn
-            return s.pending
-        }
+        let queued = state.withLock { s in s.commits.failQueued(lastDurable: s.lastRecordLsn) }
         for p in batch + queued { p.continuation.resume(returning: .failure(error)) }
     }
 

@@ -1,5 +1,6 @@
 /// A tenant's lifecycle as a pure state machine: each event either moves it
-/// to a new state or is refused, and the tenant performs the I/O.
+/// to a new state, with the actions that go with the move, or is refused. The
+/// tenant carries the actions out and performs the I/O (`Tenant.move`).
 ///
 ///     loading ──loaded──▶ active ──reset──▶ resetting ──loaded──▶ active
 ///        │                  │                   │
@@ -35,7 +36,34 @@ enum TenantEvent: Equatable {
     case stop
 }
 
+/// What a move of the lifecycle asks the tenant to do.
+enum TenantAction: Equatable {
+    /// A running compaction stops at its next value, and none commits until `allowCompaction`.
+    case stopCompaction
+    case allowCompaction
+    /// Every read waiting for an LSN and every put held back for flush room fails now.
+    case failWaiters
+}
+
+struct TenantTransition: Equatable {
+    var from: TenantState
+    var to: TenantState
+    var actions: [TenantAction]
+}
+
 enum TenantLifecycle {
+    /// The move on `event`, or nil when the event is not allowed now.
+    static func transition(_ state: TenantState, on event: TenantEvent) -> TenantTransition? {
+        guard let to = next(state, on: event) else { return nil }
+        let actions: [TenantAction]
+        switch event {
+        case .stop, .resetRequested: actions = [.stopCompaction, .failWaiters]
+        case .loaded, .resetAbandoned: actions = [.allowCompaction]
+        case .loadFailed: actions = []
+        }
+        return TenantTransition(from: state, to: to, actions: actions)
+    }
+
     /// The next state, or nil when the event is not allowed now.
     static func next(_ state: TenantState, on event: TenantEvent) -> TenantState? {
         switch (state, event) {

@@ -13,19 +13,17 @@ extension Tenant {
     /// `tenantUnavailable` meanwhile, never old or mixed bytes. A reload that
     /// fails for want of space or descriptors leaves the tenant as it was.
     public func reset(dropCache: Bool) async throws(StorageError) -> ResetResult {
-        guard let previous = quiesce(to: .resetRequested, error: .tenantUnavailable(id, state: "resetting")) else {
+        let reloaded = try await tearDown(on: .resetRequested, failing: .tenantUnavailable(id, state: "resetting")) {
+            previous throws(StorageError) -> ResetResult in
+            let oldLayers = state.withLock { $0.layers }
+            let result = try await loadLocked(restoring: previous)
+            if dropCache { cache.dropFiles(Set(oldLayers.layers.map(\.fileId))) }
+            return result
+        }
+        guard let reloaded else {
             throw state.withLock { admission($0) } ?? .tenantUnavailable(id, state: lifecycle.name)
         }
-        await compactionLock.lock()
-        defer { compactionLock.unlock() }
-        await maintenance.lock()
-        defer { maintenance.unlock() }
-        await drainCommits()
-        let (oldLayers, oldWal) = state.withLock { s in (s.layers, s.wal) }
-        oldWal?.close()
-        let result = try await loadLocked(restoring: previous)
-        if dropCache { cache.dropFiles(Set(oldLayers.layers.map(\.fileId))) }
-        return result
+        return reloaded
     }
 
     /// Loads from disk and installs the result. On failure: a reset whose
@@ -66,18 +64,16 @@ extension Tenant {
             let replay = loaded.replayed.filter { $0.lsn.rawValue > loaded.index.diskConsistentLsn }
             s.open.insert(replay)
             s.lastRecordLsn = max(Lsn(loaded.index.diskConsistentLsn), replay.last?.lsn ?? .zero)
-            s.reservedLsn = s.lastRecordLsn
-            s.pending = []
+            s.commits.restart(at: s.lastRecordLsn)
             s.flushFailures = 0
             s.lastFlushError = nil
-            s.compactionCancelled = false
             s.lastLoadError = nil
             s.loadFailures = 0
             if let cut = loaded.walTailCut {
                 s.walTailCuts += 1
                 s.lastWalTailCut = cut.description
             }
-            s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .loaded) ?? s.lifecycle
+            Self.move(&s, on: .loaded)
             let froze = s.open.approximateBytes >= config.checkpointDistanceBytes
             if froze { Self.freeze(&s) }
             return (froze, s.lastRecordLsn)
@@ -114,8 +110,7 @@ extension Tenant {
         if error.isResourceExhaustion {
             if let previous {
                 state.withLock { s in
-                    s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .resetAbandoned(restoring: previous)) ?? s.lifecycle
-                    s.compactionCancelled = false
+                    _ = Self.move(&s, on: .resetAbandoned(restoring: previous))
                 }
                 logger.warning("reset could not reload the tenant; it serves on as before", metadata: ["error": "\(reason)"])
                 throw .resourceExhausted(
@@ -138,7 +133,7 @@ extension Tenant {
             return try IndexFile.read(directory: try DirectoryHandle(fs: fs, path: directory))
         }
         state.withLock { s in
-            s.lifecycle = TenantLifecycle.next(s.lifecycle, on: .loadFailed(reason)) ?? s.lifecycle
+            Self.move(&s, on: .loadFailed(reason))
             s.lastLoadError = reason
             if let onDisk, onDisk.tenantId == id.description { s.index = onDisk }
         }
