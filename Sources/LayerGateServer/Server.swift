@@ -46,6 +46,8 @@ public final class Server: Service, Sendable {
         // The event loop first: it needs descriptors (epoll, eventfd, timerfd) that
         // loading many tenants could otherwise take, and NIO cannot start without them.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // /metrics gets its own thread: scrapes, wanted or not, never queue behind GetPage or ahead of it.
+        let metricsGroup = config.metricsListen.map { _ in MultiThreadedEventLoopGroup(numberOfThreads: 1) }
         let cache = PageCache(capacity: max(1, config.pageCacheMiB * 128))
         // Metrics cost nothing unless exported: without --metrics-listen they go to swift-metrics' no-op handlers.
         let registry = config.metricsListen.map { _ in PrometheusCollectorRegistry() }
@@ -60,6 +62,7 @@ public final class Server: Service, Sendable {
             tenants = try await manager.loadAll()
         } catch {
             try? await group.shutdownGracefully()
+            try? await metricsGroup?.shutdownGracefully()
             throw error
         }
         let verifier: TokenVerifier?
@@ -76,13 +79,15 @@ public final class Server: Service, Sendable {
             }
             dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints, verifier: verifier,
                                     metrics: RequestMetrics(factory: factory))
-            if let address = config.metricsListen, let registry {
+            if let address = config.metricsListen, let registry, let metricsGroup {
                 let collector = ScrapeCollector(
                     manager: manager, factory: factory,
                     connections: { dispatcher.connectionCount.load(ordering: .relaxed) }, inFlight: { tracker.current })
                 do {
-                    metricsChannel = try await MetricsEndpoint.bind(address, group: group, registry: registry,
+                    metricsChannel = try await MetricsEndpoint.bind(address, group: metricsGroup, registry: registry,
                                                                     collector: collector, logger: logger)
+                } catch let e as IOError {
+                    throw ServerError.socket("--metrics-listen \(address): \(String(cString: strerror(e.errnoCode)))")
                 } catch {
                     throw ServerError.socket("--metrics-listen \(address): \(error)")
                 }
@@ -92,6 +97,7 @@ public final class Server: Service, Sendable {
             try? await metricsChannel?.close()
             await manager.shutdown()
             try? await group.shutdownGracefully()
+            try? await metricsGroup?.shutdownGracefully()
             throw error
         }
         logger.info("layergated \(ServerConfig.version) serving", metadata: [
@@ -120,6 +126,7 @@ public final class Server: Service, Sendable {
         if tracker.current > 0 { logger.warning("stopping with \(tracker.current) requests still running") }
         await manager.shutdown()
         try? await group.shutdownGracefully()
+        try? await metricsGroup?.shutdownGracefully()
         unlink(config.socketPath)
         logger.info("stopped")
     }

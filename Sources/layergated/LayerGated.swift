@@ -40,7 +40,7 @@ struct LayerGated: AsyncParsableCommand {
     var maxInflightMib = 256
     @Option(help: "An Ed25519 public key (PEM) that signs tokens: then every request needs one (auth_token).")
     var authPublicKey: String?
-    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9898; port 0 picks one). No authentication: keep it on localhost or a monitoring network. Off by default.")
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9898; :PORT is every IPv4 interface; port 0 picks one). No authentication: keep it on localhost or a monitoring network. Off by default.")
     var metricsListen: String?
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"

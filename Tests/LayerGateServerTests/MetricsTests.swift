@@ -30,6 +30,7 @@ struct MetricsTests {
         let compacted = try await c.compact(tenant: tenantA)
         // Compaction dropped the merged layers' blocks from the cache: read some back in.
         for block in 0..<10 as Range<UInt32> { _ = try await c.getPage(tenant: tenantA, key: wkey(block)) }
+        try await Task.sleep(for: MetricsEndpoint.renderInterval * 2)  // not the rendering of the first scrape
 
         let m = try Scrape(port: port)
         #expect(m.value("layergate_requests_total", ["type": "get_page", "result": "ok"]) == 110)
@@ -118,6 +119,43 @@ struct MetricsTests {
         await c.close()
         #expect(await server.stop() == 0)
         _ = dir
+    }
+
+    /// Peers that would make the endpoint hold memory, or lock scrapers out.
+    @Test func hostileScrapersCostBoundedMemoryAndCannotLockOthersOut() async throws {
+        let (dir, server, port) = try await Self.startServer()
+        let pid = server.process.processIdentifier
+        // CONNECT and upgrades: refused at their head, the connection closed (the decoder would buffer what follows).
+        let connect = try Scrape.raw(port: port, "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n" + String(repeating: "z", count: 1 << 20))
+        #expect(connect.hasPrefix("HTTP/1.1 400"), "\(connect.prefix(200))")
+        let upgrade = try Scrape.raw(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        #expect(upgrade.hasPrefix("HTTP/1.1 400"), "\(upgrade.prefix(200))")
+        // An absolute-form target is the same resource.
+        #expect(try Scrape.raw(port: port, "GET http://127.0.0.1/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        // 50,000 pipelined requests from a peer that never reads: answered one at a time, the rest not read.
+        let before = try Self.residentBytes(pid)
+        let flooder = try RawTCP(port: port)
+        let sent = flooder.sendNonBlocking(Array(String(repeating: "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", count: 50_000).utf8),
+                                           for: .seconds(3))
+        let grown = try Self.residentBytes(pid) - before
+        #expect(grown < 64 << 20, "RSS grew by \(grown >> 20) MiB while a peer pipelined \(sent) bytes of requests it never read")
+        // 64 silent connections fill the endpoint; a scraper still gets in (the silent one idle longest goes).
+        let silent = try (0..<MetricsEndpoint.maxConnections).map { _ in try RawTCP(port: port) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try Scrape(port: port).value("layergate_tenants") == 0)
+        _ = (silent, flooder)
+        // And the page service never noticed.
+        let c = try await server.client()
+        #expect(try await c.listTenants().isEmpty)
+        await c.close()
+        #expect(await server.stop() == 0)
+        _ = dir
+    }
+
+    static func residentBytes(_ pid: Int32) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) << 10
     }
 
     @Test func aBadOrTakenAddressStopsTheStartWithAReason() async throws {
@@ -223,6 +261,33 @@ struct Scrape {
 struct ScrapeFailed: Error, CustomStringConvertible {
     var answer: String
     var description: String { "no metrics: \(answer)" }
+}
+
+/// A TCP connection to 127.0.0.1, closed at deinit.
+final class RawTCP {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in.loopback(port: port)
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard fd >= 0, ok == 0 else { throw ScrapeFailed(answer: "connect to port \(port): errno \(errno)") }
+    }
+
+    deinit { close(fd) }
+
+    /// Sends what the peer takes within `duration`, never blocking; returns the bytes sent.
+    func sendNonBlocking(_ bytes: [UInt8], for duration: Duration) -> Int {
+        let deadline = ContinuousClock.now + duration
+        var sent = 0
+        while sent < bytes.count, ContinuousClock.now < deadline {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if n > 0 { sent += n } else { usleep(10_000) }
+        }
+        return sent
+    }
 }
 
 /// A TCP socket listening on a free loopback port, held until deinit.

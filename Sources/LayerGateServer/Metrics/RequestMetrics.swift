@@ -46,7 +46,8 @@ public final class RequestMetrics: Sendable {
     }
 
     private let factory: any MetricsFactory
-    private let answered: [Counter]
+    /// By `Kind.rawValue`; none for `.invalid`, which is never answered OK.
+    private let answered: [Counter?]
     private let latency: [Timer]
     private let failed = Mutex<[ErrorKey: Counter]>([:])
 
@@ -58,7 +59,8 @@ public final class RequestMetrics: Sendable {
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         self.factory = factory
         answered = Kind.allCases.map {
-            Counter(label: Self.requestsTotal.name, dimensions: [("type", $0.label), ("result", "ok")], factory: factory)
+            $0 == .invalid ? nil
+                : Counter(label: Self.requestsTotal.name, dimensions: [("type", $0.label), ("result", "ok")], factory: factory)
         }
         latency = Kind.allCases.map {
             Timer(label: Self.requestDurationSeconds.name, dimensions: [("type", $0.label)], factory: factory)
@@ -69,7 +71,7 @@ public final class RequestMetrics: Sendable {
     func finished(_ kind: Kind, error: Wire.ErrorCode?, since start: ContinuousClock.Instant) {
         latency[kind.rawValue].record(duration: .now - start)
         guard let error else {
-            answered[kind.rawValue].increment()
+            answered[kind.rawValue]?.increment()
             return
         }
         let key = ErrorKey(kind: kind.rawValue, code: error.rawValue)
