@@ -51,12 +51,12 @@ func tempDir() -> String {
     return t.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
 }
 
-func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+func seconds(_ d: Duration) -> Double { d.seconds }
 
 func percentiles(_ samples: inout [Duration]) -> String {
-    samples.sort()
+    let sorted = LatencySamples(samples)
     func p(_ q: Double) -> String {
-        let ns = seconds(samples[min(samples.count - 1, Int(Double(samples.count) * q))]) * 1e9
+        let ns = sorted.microseconds(q) * 1000
         return ns >= 10_000 ? String(format: "%.1f µs", ns / 1000) : String(format: "%.0f ns", ns)
     }
     let slow = samples.filter { $0 > .milliseconds(1) }.count

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LayerGateClient
+import LayerGateStorage
 import LayerGateWire
 import Synchronization
 
@@ -61,14 +62,10 @@ struct Bench: AsyncParsableCommand {
             for c in clients { await c.close() }
         }
         let elapsed = ContinuousClock.now - start
-        let sorted = samples.sorted()
-        guard !sorted.isEmpty else { throw ValidationError("no request finished in \(time) s") }
-        func p(_ q: Double) -> Double {
-            let d = sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
-            return Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
-        }
-        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let ops = Double(sorted.count) / secs
+        let sorted = LatencySamples(samples)
+        guard sorted.count > 0 else { throw ValidationError("no request finished in \(time) s") }
+        let p = sorted.microseconds
+        let ops = Double(sorted.count) / elapsed.seconds
         if global.json {
             global.printJSON(["client": client.rawValue, "connections": connections, "depth": depth, "requests": sorted.count,
                               "ops_per_sec": ops, "p50_us": p(0.5), "p99_us": p(0.99), "p999_us": p(0.999)])

@@ -1,5 +1,6 @@
 import Foundation
 import LayerGateClient
+import LayerGateStorage
 import LayerGateWire
 import Synchronization
 import Testing
@@ -334,8 +335,7 @@ final class LatencyProbe: Sendable {
             }
             if finished { c.resume() }
         }
-        let (s, failed) = state.withLock { ($0.samples.sorted(), $0.failed) }
-        guard !s.isEmpty else { return Summary(count: 0, failed: failed, p50: .zero, p99: .seconds(999)) }
-        return Summary(count: s.count, failed: failed, p50: s[s.count / 2], p99: s[min(s.count - 1, s.count * 99 / 100)])
+        let (s, failed) = state.withLock { (LatencySamples($0.samples), $0.failed) }
+        return Summary(count: s.count, failed: failed, p50: s.percentile(0.5) ?? .zero, p99: s.percentile(0.99) ?? .seconds(999))
     }
 }

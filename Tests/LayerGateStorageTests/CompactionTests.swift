@@ -346,14 +346,14 @@ struct CompactionTests {
         // Exponential: 30, 60, 120, 240 ms… the count grows slowly now.
         try await Task.sleep(for: .milliseconds(200))
         #expect(t.status().compactionFailures <= failures + 2)
-        #expect(t.state.withLock { $0.compactionNotBefore } != nil)
+        #expect(t.state.withLock { $0.compaction.notBefore } != nil)
         // Reads and ingest are unaffected by the failing compaction.
         await expectPagesMatch(t, model, lsns: [end - 1])
         _ = try await t.put([image(key(1), end)])
         // Deep in back-off (so the background loop cannot get there first), an explicit compact runs at once.
         // Holding the compaction lock meanwhile: no background run is half-way when the failpoint goes.
         await t.compactionLock.lock()
-        t.state.withLock { $0.compactionNotBefore = .now + .seconds(600) }
+        t.state.withLock { $0.compaction.notBefore = .now + .seconds(600) }
         try f.failpoints.configure("compaction-after-first-output", .off)
         t.compactionLock.unlock()
         let r = try await t.compact()

@@ -68,24 +68,9 @@ public final class Tenant: Sendable {
         var wal: Wal?
         /// In-memory bytes counted in the disk budget.
         var unflushedBytes = 0
-        /// Frozen layers flushed since the tenant opened (see `flushProgress`).
-        var flushedLayers: UInt64 = 0
-        var flushFailures = 0
-        var lastFlushError: String?
-        var flushRetryScheduled = false
-        /// When the last failed flush was tried (a held-back put may try again
-        /// sooner than the back-off, but not more than once per retry delay).
-        var lastFlushFailureAt: ContinuousClock.Instant?
-        var compactionFailures = 0
-        var lastCompactionError: String?
-        var compactionNotBefore: ContinuousClock.Instant?
-        /// Set by reset and close: a running compaction stops at its next value.
-        var compactionCancelled = false
-        var lastSpaceCompaction: ContinuousClock.Instant?
-        var walTailCuts = 0
-        var lastWalTailCut: String?
-        var lastLoadError: String?
-        var loadFailures = 0
+        var flush = FlushRecord()
+        var compaction = CompactionRecord()
+        var load = LoadRecord()
 
         var generation: UInt32 { index.generation }
         var diskConsistentLsn: Lsn { Lsn(index.diskConsistentLsn) }
@@ -144,7 +129,7 @@ public final class Tenant: Sendable {
 
     /// The error for a request that finds the tenant not serving, or nil.
     func admission(_ s: Inner) -> StorageError? {
-        if s.lifecycle == .loading, let e = s.lastLoadError {
+        if s.lifecycle == .loading, let e = s.load.lastError {
             return .tenantUnavailable(id, state: "loading (the last attempt failed: \(e))")
         }
         return TenantLifecycle.admission(s.lifecycle, tenant: id)
@@ -161,9 +146,9 @@ public final class Tenant: Sendable {
                                      lsnEnd: n.lsnEnd, size: l.descriptor.size)
                 },
                 inMemoryRecords: s.open.recordCount + s.frozen.reduce(0) { $0 + $1.recordCount },
-                flushFailures: s.flushFailures, lastFlushError: s.lastFlushError,
-                compactionFailures: s.compactionFailures, lastCompactionError: s.lastCompactionError,
-                walTailCuts: s.walTailCuts, lastWalTailCut: s.lastWalTailCut, lastLoadError: s.lastLoadError)
+                flushFailures: s.flush.failures, lastFlushError: s.flush.lastError,
+                compactionFailures: s.compaction.failures, lastCompactionError: s.compaction.lastError,
+                walTailCuts: s.load.walTailCuts, lastWalTailCut: s.load.lastWalTailCut, lastLoadError: s.load.lastError)
         }
     }
 
@@ -220,8 +205,8 @@ public final class Tenant: Sendable {
     static func move(_ s: inout Inner, on event: TenantEvent) -> TenantTransition? {
         guard let t = TenantLifecycle.transition(s.lifecycle, on: event) else { return nil }
         s.lifecycle = t.to
-        if t.actions.contains(.stopCompaction) { s.compactionCancelled = true }
-        if t.actions.contains(.allowCompaction) { s.compactionCancelled = false }
+        if t.actions.contains(.stopCompaction) { s.compaction.cancelled = true }
+        if t.actions.contains(.allowCompaction) { s.compaction.cancelled = false }
         return t
     }
 

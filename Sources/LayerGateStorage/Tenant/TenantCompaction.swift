@@ -53,9 +53,9 @@ extension Tenant {
             throw failure
         }
         state.withLock { s in
-            s.compactionFailures = 0
-            s.lastCompactionError = nil
-            s.compactionNotBefore = nil
+            s.compaction.failures = 0
+            s.compaction.lastError = nil
+            s.compaction.notBefore = nil
         }
         if result.layersCreated + result.layersRemoved > 0 {
             logger.info("compaction done", metadata: [
@@ -75,10 +75,10 @@ extension Tenant {
         }
         let (period, cap) = (config.compactionPeriod, config.compactionMaxBackoff)
         let failures = state.withLock { s -> Int in
-            s.compactionFailures += 1
-            s.lastCompactionError = "\(error)"
-            s.compactionNotBefore = .now + Self.backoff(period, failures: s.compactionFailures, cap: cap)
-            return s.compactionFailures
+            s.compaction.failures += 1
+            s.compaction.lastError = "\(error)"
+            s.compaction.notBefore = .now + Self.backoff(period, failures: s.compaction.failures, cap: cap)
+            return s.compaction.failures
         }
         logger.warning("compaction failed", metadata: ["error": "\(error)", "consecutive_failures": "\(failures)"])
     }
@@ -107,7 +107,7 @@ extension Tenant {
     }
 
     private var cancellationCheck: @Sendable () -> Bool {
-        { [weak self] in self?.state.withLock { $0.compactionCancelled } ?? true }
+        { [weak self] in self?.state.withLock { $0.compaction.cancelled } ?? true }
     }
 
 
@@ -246,7 +246,7 @@ extension Tenant {
         defer { maintenance.unlock() }
         let (id, storage) = (self.id, self.storage)
         let current = state.withLock { s -> (IndexFile, DirectoryHandle)? in
-            guard s.lifecycle == .active, s.index.generation == generation, !s.compactionCancelled, let dir = s.directory
+            guard s.lifecycle == .active, s.index.generation == generation, !s.compaction.cancelled, let dir = s.directory
             else { return nil }
             return (s.index, dir)
         }
@@ -301,7 +301,7 @@ extension Tenant {
                 let woken = await wake.wait(for: seen + 1, timeout: period) == .reached
                 seen = wake.value
                 guard let self else { return }
-                let (state, notBefore) = self.state.withLock { ($0.lifecycle, $0.compactionNotBefore) }
+                let (state, notBefore) = self.state.withLock { ($0.lifecycle, $0.compaction.notBefore) }
                 if state == .stopped { return }
                 guard state == .active else { continue }
                 if !woken, let notBefore, ContinuousClock.now < notBefore { continue }
@@ -314,8 +314,8 @@ extension Tenant {
     /// whatever the back-off says, but at most once every two seconds.
     func requestCompactionForSpace() {
         let go = state.withLock { s -> Bool in
-            if let last = s.lastSpaceCompaction, ContinuousClock.now - last < .seconds(2) { return false }
-            s.lastSpaceCompaction = .now
+            if let last = s.compaction.lastForSpace, ContinuousClock.now - last < .seconds(2) { return false }
+            s.compaction.lastForSpace = .now
             return true
         }
         if go { compactionWake.advance(to: compactionWake.value + 1) }

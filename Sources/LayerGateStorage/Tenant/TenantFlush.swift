@@ -40,9 +40,9 @@ extension Tenant {
     /// flush is still tried at most once per delay.
     func kickStalledFlush() {
         let kick = state.withLock { s -> Bool in
-            guard s.flushFailures > 0, let last = s.lastFlushFailureAt, ContinuousClock.now - last >= config.flushRetryDelay
+            guard s.flush.failures > 0, let last = s.flush.lastFailureAt, ContinuousClock.now - last >= config.flushRetryDelay
             else { return false }
-            s.lastFlushFailureAt = .now
+            s.flush.lastFailureAt = .now
             return true
         }
         if kick { flushSignal.yield() }
@@ -52,9 +52,9 @@ extension Tenant {
     /// keeps failing (a full disk) is tried again every few seconds, not in a loop.
     private func scheduleFlushRetry(after error: StorageError) {
         let delay = state.withLock { s -> Duration? in
-            guard !s.flushRetryScheduled, s.lifecycle == .active else { return nil }
-            s.flushRetryScheduled = true
-            return Self.backoff(config.flushRetryDelay, failures: s.flushFailures, cap: config.flushMaxBackoff)
+            guard !s.flush.retryScheduled, s.lifecycle == .active else { return nil }
+            s.flush.retryScheduled = true
+            return Self.backoff(config.flushRetryDelay, failures: s.flush.failures, cap: config.flushMaxBackoff)
         }
         guard let delay else { return }
         logger.error("background flush failed; retrying later", metadata: [
@@ -63,7 +63,7 @@ extension Tenant {
         Task { [weak self] in
             try? await Task.sleep(for: delay)
             guard let self else { return }
-            self.state.withLock { $0.flushRetryScheduled = false }
+            self.state.withLock { $0.flush.retryScheduled = false }
             self.flushSignal.yield()
         }
     }
@@ -88,9 +88,9 @@ extension Tenant {
             } catch {
                 storage.metrics.flushed(after: start, failed: true)
                 state.withLock { s in
-                    s.flushFailures += 1
-                    s.lastFlushError = "\(error)"
-                    s.lastFlushFailureAt = .now
+                    s.flush.failures += 1
+                    s.flush.lastError = "\(error)"
+                    s.flush.lastFailureAt = .now
                 }
                 throw error
             }
@@ -98,10 +98,10 @@ extension Tenant {
                 s.layers.insert(reader)
                 s.frozen.removeFirst()
                 s.index = newIndex
-                s.flushFailures = 0
-                s.lastFlushError = nil
-                s.flushedLayers += 1
-                return s.flushedLayers
+                s.flush.failures = 0
+                s.flush.lastError = nil
+                s.flush.layersFlushed += 1
+                return s.flush.layersFlushed
             }
             refreshUnflushed()
             flushProgress.advance(to: flushed)

@@ -45,7 +45,7 @@ extension Tenant {
         while true {
             let held = state.withLock { s -> UInt64? in
                 guard s.lifecycle == .active, s.frozen.count >= config.maxFrozenLayers else { return nil }
-                return s.flushedLayers
+                return s.flush.layersFlushed
             }
             guard let flushed = held else { return }
             kickStalledFlush()
@@ -56,7 +56,7 @@ extension Tenant {
             case .reached: continue
             case .failed(let e): throw e
             case .timedOut:
-                let (frozen, lastError) = state.withLock { ($0.frozen.count, $0.lastFlushError) }
+                let (frozen, lastError) = state.withLock { ($0.frozen.count, $0.flush.lastError) }
                 throw .resourceExhausted(
                     "tenant \(id): ingest is ahead of flushing: \(frozen) in-memory layers wait for a flush\(lastError.map { " (none has succeeded since: \($0))" } ?? ""); nothing of this put was stored, retry later")
             }

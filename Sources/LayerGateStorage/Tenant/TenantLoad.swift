@@ -65,13 +65,13 @@ extension Tenant {
             s.open.insert(replay)
             s.lastRecordLsn = max(Lsn(loaded.index.diskConsistentLsn), replay.last?.lsn ?? .zero)
             s.commits.restart(at: s.lastRecordLsn)
-            s.flushFailures = 0
-            s.lastFlushError = nil
-            s.lastLoadError = nil
-            s.loadFailures = 0
+            s.flush.failures = 0
+            s.flush.lastError = nil
+            s.load.lastError = nil
+            s.load.failures = 0
             if let cut = loaded.walTailCut {
-                s.walTailCuts += 1
-                s.lastWalTailCut = cut.description
+                s.load.walTailCuts += 1
+                s.load.lastWalTailCut = cut.description
             }
             Self.move(&s, on: .loaded)
             let froze = s.open.approximateBytes >= config.checkpointDistanceBytes
@@ -118,8 +118,8 @@ extension Tenant {
             }
             let stillLoading = state.withLock { s -> Bool in
                 guard s.lifecycle == .loading else { return false }
-                s.lastLoadError = reason
-                s.loadFailures += 1
+                s.load.lastError = reason
+                s.load.failures += 1
                 return true
             }
             logger.warning("tenant could not load; it stays loading and tries again", metadata: ["error": "\(reason)"])
@@ -134,7 +134,7 @@ extension Tenant {
         }
         state.withLock { s in
             Self.move(&s, on: .loadFailed(reason))
-            s.lastLoadError = reason
+            s.load.lastError = reason
             if let onDisk, onDisk.tenantId == id.description { s.index = onDisk }
         }
         logger.error("tenant failed to load", metadata: ["error": "\(reason)"])
@@ -142,7 +142,7 @@ extension Tenant {
     }
 
     private func scheduleLoadRetry() {
-        let delay = Self.backoff(config.loadRetryDelay, failures: state.withLock { $0.loadFailures },
+        let delay = Self.backoff(config.loadRetryDelay, failures: state.withLock { $0.load.failures },
                                  cap: config.flushMaxBackoff)
         Task { [weak self] in
             try? await Task.sleep(for: delay)
