@@ -103,7 +103,22 @@ struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "A tenant's status, or the server's without a tenant.")
     @OptionGroup var global: GlobalOptions
     @Argument var tenant: String?
+    @Flag(help: "Refresh until interrupted: a live view on a terminal, a line per refresh into a pipe (--json: an object per line).")
+    var watch = false
+    @Option(help: "Seconds between refreshes with --watch.") var interval: Double = 1
+    @Option(help: "With --watch, stop after this many refreshes.") var count: Int?
+
+    func validate() throws {
+        guard interval.isFinite, interval >= 0.05, interval <= 86_400 else { throw ValidationError("--interval is seconds, from 0.05 to 86400") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if !watch, count != nil { throw ValidationError("--count goes with --watch") }
+    }
+
     func run() async throws {
+        if watch {
+            try await StatusWatch(global: global, tenant: tenant, interval: .milliseconds(Int64(interval * 1000)), count: count).run()
+            return
+        }
         if let tenant {
             let s = try await global.with { try await $0.tenantStatus(tenant) }
             if global.json {

@@ -71,3 +71,26 @@ struct CLITests {
         #expect(await server.stop() == 0)
     }
 }
+
+@Suite("layergate status --watch", .serialized)
+struct StatusWatchTests {
+    @Test func watchingIntoAPipeWritesALinePerRefreshWithRatesAndSurvivesARestart() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let s = ["--socket", dir.socket]
+        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        #expect(try runCLI(s + ["put", tenantA, "--generate", "500"]).0 == 0)
+        let (status, out, err) = try runCLI(s + ["status", tenantA, "--watch", "--interval", "0.1", "--count", "3"])
+        let lines = out.split(separator: "\n")
+        #expect(status == 0 && lines.count == 3, "\(out)\(err)")
+        #expect(lines.allSatisfy { $0.contains("state=active last_record_lsn=500") }, "\(out)")
+        #expect(lines.last?.contains("requests_per_sec=") == true && lines.last?.contains("requests_per_sec=-") == false, "\(out)")
+        let (_, json, _) = try runCLI(s + ["--json", "status", tenantA, "--watch", "--interval", "0.1", "--count", "2"])
+        #expect(json.split(separator: "\n").count == 2 && json.contains("\"last_record_lsn\":500"), "\(json)")
+        // The server goes away: each refresh says so, and the watch goes on.
+        #expect(await server.stop() == 0)
+        let (gone, down, _) = try runCLI(s + ["status", "--watch", "--interval", "0.1", "--count", "2"])
+        #expect(gone == 0 && down.split(separator: "\n").count == 2 && down.contains("error="), "\(down)")
+        #expect(try runCLI(s + ["status", "--count", "2"]).0 != 0)
+    }
+}
