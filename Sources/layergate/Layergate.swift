@@ -11,6 +11,7 @@ struct Layergate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "layergate",
         abstract: "Talk to a LayerGate page server.",
+        discussion: "--socket, --token, --timeout and --json may come before or after the subcommand; keygen, token, torture and rebuild-index do not use them.",
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
                       FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
 

@@ -19,6 +19,20 @@ public final class DataDirectoryLock: Sendable {
 
     /// Takes the lock, or throws `dataDirectoryLocked` naming the holder.
     public init(directory: String) throws(StorageError) {
+        let deadline = ContinuousClock.now + .seconds(1)
+        while true {
+            do throws(StorageError) {
+                try take(directory)
+                return
+            } catch .dataDirectoryLocked(let pid) where pid == getpid() && ContinuousClock.now < deadline {
+                // This process's own lock, released a moment ago: a child it was spawning meanwhile
+                // holds copies of the descriptors (and so the lock) until its exec closes them.
+                usleep(5_000)
+            }
+        }
+    }
+
+    private func take(_ directory: String) throws(StorageError) {
         let dfd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dfd >= 0 else { throw .io(operation: "open data directory", path: "", errno: errno) }
         guard flock(dfd, LOCK_EX | LOCK_NB) == 0 else {

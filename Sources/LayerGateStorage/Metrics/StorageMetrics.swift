@@ -50,12 +50,17 @@ public final class StorageMetrics: Sendable {
         (failed ? flushFailures : flushes).increment()
     }
 
-    func compacted(after start: ContinuousClock.Instant, bytesWritten: Int, failed: Bool) {
+    /// A compaction run ended, however it ended.
+    func compactionRan(since start: ContinuousClock.Instant) {
         compactionDuration.record(duration: .now - start)
         compactionRuns.increment()
-        if failed { compactionFailures.increment() }
-        compactionBytes.increment(by: bytesWritten)
     }
+
+    /// A compaction failure as the tenant's status counts it (`compactionFailures`).
+    func compactionFailed() { compactionFailures.increment() }
+
+    /// Layer files a compaction step listed in the index.
+    func compactionListed(bytes: Int) { compactionBytes.increment(by: bytes) }
 
     func collectedGarbage(layers: Int) { gcLayersRemoved.increment(by: layers) }
 
@@ -66,7 +71,7 @@ public final class StorageMetrics: Sendable {
         "layergate_ingest_records_total", .counter, "Page records stored by PutRecords, after their fsync.")
     static let walFsyncSeconds = MetricDescription(
         "layergate_wal_fsync_seconds", .durationHistogram(buckets: MetricDescription.exponentialBuckets(from: 50e-6, factor: 2, upTo: 3.2768)),
-        "Time of one WAL fsync (one per group commit).")
+        "Time of one WAL fsync: one per group commit, and one when a segment is sealed (at a roll or a close).")
     static let groupCommitPutsName = MetricDescription(
         "layergate_group_commit_puts", .valueHistogram(buckets: MetricDescription.exponentialBuckets(from: 1, factor: 2, upTo: 1024)),
         "PutRecords requests written by one group commit (one WAL write and fsync).")
@@ -80,7 +85,8 @@ public final class StorageMetrics: Sendable {
     static let compactionRunsTotal = MetricDescription(
         "layergate_compaction_runs_total", .counter, "Compaction runs (background and requested), including runs with nothing to do.")
     static let compactionFailuresTotal = MetricDescription(
-        "layergate_compaction_failures_total", .counter, "Compaction runs that failed; their outputs were removed.")
+        "layergate_compaction_failures_total", .counter,
+        "Compactions that failed, as the tenant's status counts them (a reset or stop meanwhile is not a failure); their unlisted outputs were removed.")
     static let compactionDurationSeconds = MetricDescription(
         "layergate_compaction_duration_seconds", .durationHistogram(buckets: MetricDescription.exponentialBuckets(from: 1e-3, factor: 4, upTo: 262.144)),
         "Time of one compaction run: L0 merge, image layers and GC.")

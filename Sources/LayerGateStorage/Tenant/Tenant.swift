@@ -157,7 +157,6 @@ public final class Tenant: Sendable {
     /// stay in the WAL for the next load.
     public func close() async {
         _ = await tearDown(on: .stop, failing: .tenantUnavailable(id, state: "stopped")) { _ in
-            state.withLock { $0.wal = nil }
             setUnflushed(0)
             let held = state.withLock { s -> Bool in
                 defer { s.holdsDescriptors = false; s.directory = nil }
@@ -182,7 +181,11 @@ public final class Tenant: Sendable {
         await maintenance.lock()
         defer { maintenance.unlock() }
         await drainCommits()
-        state.withLock { $0.wal }?.close()
+        // A stopped tenant lets go of its WAL in the same step; a reset's reload replaces it (or keeps it, if abandoned).
+        state.withLock { s -> Wal? in
+            defer { if event == .stop { s.wal = nil } }
+            return s.wal
+        }?.close()
         return try await body(previous)
     }
 

@@ -20,7 +20,7 @@ extension Tenant {
         var result = CompactionResult()
         var failure: StorageError?
         let start = ContinuousClock.now
-        defer { storage.metrics.compacted(after: start, bytesWritten: result.bytesWritten, failed: failure != nil) }
+        defer { storage.metrics.compactionRan(since: start) }
         let pressure = storage.budget.isUnderPressure()
         if pressure {
             // Ingest is refused for space: first what gives space back — images
@@ -74,6 +74,7 @@ extension Tenant {
         default: break
         }
         let (period, cap) = (config.compactionPeriod, config.compactionMaxBackoff)
+        storage.metrics.compactionFailed()
         let failures = state.withLock { s -> Int in
             s.compaction.failures += 1
             s.compaction.lastError = "\(error)"
@@ -268,6 +269,7 @@ extension Tenant {
             return (readers, next)
         }
         added.disarm()
+        storage.metrics.compactionListed(bytes: outputs.reduce(0) { $0 + $1.size })
         let layers = state.withLock { s -> LayerMap in
             for name in removed { s.layers.remove(named: name)?.deleteWhenUnused() }
             for r in readers { s.layers.insert(r) }
