@@ -151,10 +151,8 @@ struct BlockingConnectionTests {
 struct HostilePeerClientTests {
     @Test(arguments: HostileAnswer.allCases)
     func everyBadAnswerIsAnErrorAndClosesTheBlockingConnection(_ answer: HostileAnswer) async throws {
-        let dir = ServerDir()
-        let path = dir.path + "/hostile.sock"
-        let peer = try FakePeer(path: path)
-        peer.serveOne(answering: answer.bytes)
+        let (dir, peer, path) = try Self.peer(answering: answer)
+        defer { _ = (dir, peer) }
         let outcome = try await onThread { () throws(ClientError) in
             let c = try LayerGateConnection(socketPath: path, timeout: .seconds(10), maxFrameBytes: 1 << 20)
             let first = Result { () throws(ClientError) in try c.getPage(tenant: tenantA, key: wkey(1)) }
@@ -168,14 +166,21 @@ struct HostilePeerClientTests {
         }
     }
 
-    /// Before, the async client ignored an answer under an id nobody waited
-    /// for, and its call waited for ever.
-    @Test(arguments: HostileAnswer.allCases)
-    func everyBadAnswerIsAnErrorAndClosesTheAsyncClient(_ answer: HostileAnswer) async throws {
+    /// A fake peer on a socket of its own that answers one connection's first request with `answer`.
+    static func peer(answering answer: HostileAnswer) throws -> (ServerDir, FakePeer, String) {
         let dir = ServerDir()
         let path = dir.path + "/hostile.sock"
         let peer = try FakePeer(path: path)
         peer.serveOne(answering: answer.bytes)
+        return (dir, peer, path)
+    }
+
+    /// Before, the async client ignored an answer under an id nobody waited
+    /// for, and its call waited for ever.
+    @Test(arguments: HostileAnswer.allCases)
+    func everyBadAnswerIsAnErrorAndClosesTheAsyncClient(_ answer: HostileAnswer) async throws {
+        let (dir, peer, path) = try Self.peer(answering: answer)
+        defer { _ = (dir, peer) }
         let c = try await LayerGateClient.connect(socketPath: path, timeout: .seconds(10), maxFrameBytes: 1 << 20)
         let first = await c.getPages(tenant: tenantA, keys: [wkey(1)])[0]
         answer.check(first, frameLimitError: { if case .transport(let why) = $0 { why.contains("larger than the maximum") } else { false } })

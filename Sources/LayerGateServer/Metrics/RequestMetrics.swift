@@ -60,10 +60,10 @@ public final class RequestMetrics: Sendable {
         self.factory = factory
         answered = Kind.allCases.map {
             $0 == .invalid ? nil
-                : Counter(label: Self.requestsTotal.name, dimensions: [("type", $0.label), ("result", "ok")], factory: factory)
+                : Self.requestsTotal.counter(factory, [("type", $0.label), ("result", "ok")])
         }
         latency = Kind.allCases.map {
-            Timer(label: Self.requestDurationSeconds.name, dimensions: [("type", $0.label)], factory: factory)
+            Self.requestDurationSeconds.timer(factory, [("type", $0.label)])
         }
     }
 
@@ -77,8 +77,7 @@ public final class RequestMetrics: Sendable {
         let key = ErrorKey(kind: kind.rawValue, code: error.rawValue)
         let counter = failed.withLock { made in
             if let c = made[key] { return c }
-            let c = Counter(label: Self.requestsTotal.name, dimensions: [("type", kind.label), ("result", error.metricLabel)],
-                            factory: factory)
+            let c = Self.requestsTotal.counter(factory, [("type", kind.label), ("result", error.metricLabel)])
             made[key] = c
             return c
         }

@@ -28,11 +28,10 @@ final class ScrapeCollector: Sendable {
 
         init(_ id: TenantId, factory: any MetricsFactory) {
             let d = [("tenant", id.description)]
-            func gauge(_ m: MetricDescription) -> Metrics.Gauge { Metrics.Gauge(label: m.name, dimensions: d, factory: factory) }
-            lastRecordLsn = gauge(ScrapeCollector.tenantLastRecordLsn)
-            diskConsistentLsn = gauge(ScrapeCollector.tenantDiskConsistentLsn)
-            layers = gauge(ScrapeCollector.tenantLayers)
-            layerBytes = gauge(ScrapeCollector.tenantLayerBytes)
+            lastRecordLsn = ScrapeCollector.tenantLastRecordLsn.gauge(factory, d)
+            diskConsistentLsn = ScrapeCollector.tenantDiskConsistentLsn.gauge(factory, d)
+            layers = ScrapeCollector.tenantLayers.gauge(factory, d)
+            layerBytes = ScrapeCollector.tenantLayerBytes.gauge(factory, d)
         }
 
         func destroy() { for g in [lastRecordLsn, diskConsistentLsn, layers, layerBytes] { g.destroy() } }
@@ -44,16 +43,14 @@ final class ScrapeCollector: Sendable {
         self.factory = factory
         self.connections = connections
         self.inFlight = inFlight
-        func counter(_ m: MetricDescription) -> Counter { Counter(label: m.name, factory: factory) }
-        func gauge(_ m: MetricDescription) -> Metrics.Gauge { Metrics.Gauge(label: m.name, factory: factory) }
-        cacheHits = counter(Self.cacheHitsTotal)
-        cacheMisses = counter(Self.cacheMissesTotal)
-        cacheEvictions = counter(Self.cacheEvictionsTotal)
-        cacheCapacity = gauge(Self.cacheCapacityBytes)
-        cacheUsed = gauge(Self.cacheUsedBytes)
-        connectionsGauge = gauge(Self.connectionsOpen)
-        inFlightGauge = gauge(Self.requestsInFlight)
-        tenantCount = gauge(Self.tenantsLoaded)
+        cacheHits = Self.cacheHitsTotal.counter(factory)
+        cacheMisses = Self.cacheMissesTotal.counter(factory)
+        cacheEvictions = Self.cacheEvictionsTotal.counter(factory)
+        cacheCapacity = Self.cacheCapacityBytes.gauge(factory)
+        cacheUsed = Self.cacheUsedBytes.gauge(factory)
+        connectionsGauge = Self.connectionsOpen.gauge(factory)
+        inFlightGauge = Self.requestsInFlight.gauge(factory)
+        tenantCount = Self.tenantsLoaded.gauge(factory)
     }
 
     /// Brings every value this collector owns up to now; call before emitting.

@@ -22,21 +22,18 @@ public final class StorageMetrics: Sendable {
     static let unexported = StorageMetrics(factory: NOOPMetricsHandler.instance)
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
-        func counter(_ d: MetricDescription) -> Counter { Counter(label: d.name, factory: factory) }
-        func timer(_ d: MetricDescription) -> Timer { Timer(label: d.name, factory: factory) }
-        typealias D = Self
-        ingestBytes = counter(D.ingestBytesTotal)
-        ingestRecords = counter(D.ingestRecordsTotal)
-        walFsync = timer(D.walFsyncSeconds)
-        groupCommitPuts = Recorder(label: D.groupCommitPutsName.name, aggregate: true, factory: factory)
-        flushes = counter(D.flushesTotal)
-        flushFailures = counter(D.flushFailuresTotal)
-        flushDuration = timer(D.flushDurationSeconds)
-        compactionRuns = counter(D.compactionRunsTotal)
-        compactionFailures = counter(D.compactionFailuresTotal)
-        compactionDuration = timer(D.compactionDurationSeconds)
-        compactionBytes = counter(D.compactionWrittenBytesTotal)
-        gcLayersRemoved = counter(D.gcLayersRemovedTotal)
+        ingestBytes = Self.ingestBytesTotal.counter(factory)
+        ingestRecords = Self.ingestRecordsTotal.counter(factory)
+        walFsync = Self.walFsyncSeconds.timer(factory)
+        groupCommitPuts = Self.groupCommitPutsName.histogram(factory)
+        flushes = Self.flushesTotal.counter(factory)
+        flushFailures = Self.flushFailuresTotal.counter(factory)
+        flushDuration = Self.flushDurationSeconds.timer(factory)
+        compactionRuns = Self.compactionRunsTotal.counter(factory)
+        compactionFailures = Self.compactionFailuresTotal.counter(factory)
+        compactionDuration = Self.compactionDurationSeconds.timer(factory)
+        compactionBytes = Self.compactionWrittenBytesTotal.counter(factory)
+        gcLayersRemoved = Self.gcLayersRemovedTotal.counter(factory)
     }
 
     func ingested(puts: Int, records: Int, bytes: Int) {
