@@ -9,6 +9,9 @@
 #                     LayerGateConnection (blocking calls), and with --client async a task
 #                     per connection with LayerGateClient (async/await over NIO)
 #   redis-benchmark   GET against redis-server (the baseline: ratio 1.00)
+# layergated serves its connections on its own epoll loop (the default); a second
+# layergated with --event-loop nio (SwiftNIO) is measured by cbench --epoll in the
+# same run, to show what the loop itself is worth.
 #   scripts/bench-vs-redis.sh            # uses both cores
 #   PIN=1 scripts/bench-vs-redis.sh      # every process on CPU 0 (latency without cross-CPU wake-ups)
 #   PIN=split scripts/bench-vs-redis.sh  # both servers on CPU 1, every client on CPU 0
@@ -31,12 +34,14 @@ pin="" serverpin=""
 [ "${PIN:-0}" = 1 ] && pin="taskset -c 0" serverpin="taskset -c 0"
 [ "${PIN:-0}" = split ] && pin="taskset -c 0" serverpin="taskset -c 1"
 tmp=$(mktemp -d)
-trap 'kill $lg $rd 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill $lg $nio $rd 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 $serverpin .build/release/layergated --socket "$tmp/lg.sock" --data-dir "$tmp/data" --log-level warning &
 lg=$!
+$serverpin .build/release/layergated --socket "$tmp/nio.sock" --data-dir "$tmp/nio-data" --log-level warning --event-loop nio &
+nio=$!
 $serverpin redis-server --port 0 --unixsocket "$tmp/redis.sock" --save "" --appendonly no --daemonize no >/dev/null &
 rd=$!
-for _ in $(seq 100); do [ -S "$tmp/lg.sock" ] && [ -S "$tmp/redis.sock" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$tmp/lg.sock" ] && [ -S "$tmp/nio.sock" ] && [ -S "$tmp/redis.sock" ] && break; sleep 0.1; done
 redis-benchmark -s "$tmp/redis.sock" -t set -d 8192 -r 1000 -n 20000 -q >/dev/null
 echo "pinning: servers ${serverpin:-none}, clients ${pin:-none}; ${SECONDS_PER_RUN}s per layergate run; latencies in ms"
 printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "N x D" "client" "ops/s" "p50" "p99" "p99.9" "vs redis"
@@ -46,10 +51,12 @@ for cfg in "1 1" "8 1" "8 16"; do
     set -- $cfg
     n=$1 d=$2
     eout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q --epoll)
+    nout=$($pin clients/c/build/layergate-cbench -s "$tmp/nio.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q --epoll)
     cout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q)
     sout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000)
     aout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000 --client async)
     eops=$(echo "$eout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
+    nops=$(echo "$nout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     cops=$(echo "$cout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     sops=$(echo "$sout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     aops=$(echo "$aout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
@@ -61,6 +68,8 @@ for cfg in "1 1" "8 1" "8 16"; do
     ratio() { awk -v a="$1" -v b="$rops" 'BEGIN { printf "%.2f", a / b }'; }
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "$n x $d" "cbench --epoll" "$eops" "$(field "$eout" p50)" \
         "$(field "$eout" p99)" "$(field "$eout" p99.9)" "$(ratio "$eops")"
+    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "  (nio server)" "$nops" "$(field "$nout" p50)" \
+        "$(field "$nout" p99)" "$(field "$nout" p99.9)" "$(ratio "$nops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "cbench threads" "$cops" "$(field "$cout" p50)" \
         "$(field "$cout" p99)" "$(field "$cout" p99.9)" "$(ratio "$cops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "swift blocking" "$sops" "$(field "$sout" p50)" \
@@ -70,7 +79,7 @@ for cfg in "1 1" "8 1" "8 16"; do
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "redis-benchmark" "$rops" "$(echo "$rdout" | cut -d, -f5)" \
         "$(echo "$rdout" | cut -d, -f7)" "-" "1.00"
     if [ -n "${RESULTS:-}" ]; then
-        for c in "epoll $eout" "threads $cout" "swift $sout" "swiftasync $aout"; do
+        for c in "epoll $eout" "nio $nout" "threads $cout" "swift $sout" "swiftasync $aout"; do
             name=${c%% *} out=${c#* }
             echo "getpage.${n}x$d.$name.ops $(echo "$out" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')"
             echo "getpage.${n}x$d.$name.p50 $(field "$out" p50)"
@@ -86,13 +95,13 @@ ROUNDS=${ROUNDS:-15}
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 quartiles() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f-%.2f", a[int(NR / 4) + 1], a[int(3 * NR / 4) + 1] }'; }
 echo
-echo "cbench --epoll vs redis-benchmark, $ROUNDS rounds of 1 s taking turns"
-printf '%-7s %14s %14s %8s %12s\n' "N x D" "layergated" "redis" "ratio" "(middle 50%)"
+echo "cbench --epoll vs redis-benchmark, $ROUNDS rounds of 1 s taking turns (nio: the server on --event-loop nio)"
+printf '%-7s %14s %14s %8s %12s %10s\n' "N x D" "layergated" "redis" "ratio" "(middle 50%)" "nio ratio"
 for cfg in "1 1" "8 1" "8 16"; do
     set -- $cfg
-    n=$1 d=$2 e="" r="" q=""
+    n=$1 d=$2 e="" r="" q="" nq=""
     for i in $(seq "$ROUNDS"); do
-        lgrun() { $pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t 1 --pages 1000 -q --epoll \
+        lgrun() { $pin clients/c/build/layergate-cbench -s "$tmp/${1:-lg}.sock" -c "$n" -P "$d" -t 1 --pages 1000 -q --epoll \
             | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/'; }
         # redis-benchmark runs a count, not a time: about a second's worth at the last rate seen.
         rdrun() { $pin redis-benchmark -s "$tmp/redis.sock" -t get -d 8192 -r 1000 -c "$n" -P "$d" -n "$1" --csv \
@@ -102,11 +111,14 @@ for cfg in "1 1" "8 1" "8 16"; do
         else
             ro=$(rdrun "${last:-20000}"); eo=$(lgrun)
         fi
+        no=$(lgrun nio)
         last=$(awk -v o="$ro" 'BEGIN { c = int(o); print c < 5000 ? 5000 : c }')
         e="$e $eo" r="$r $ro" q="$q $(awk -v a="$eo" -v b="$ro" 'BEGIN { print a / b }')"
+        nq="$nq $(awk -v a="$no" -v b="$ro" 'BEGIN { print a / b }')"
     done
-    printf '%-7s %14.0f %14.0f %8.2f %12s\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" "$(echo $q | quartiles)"
+    printf '%-7s %14.0f %14.0f %8.2f %12s %10.2f\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" \
+        "$(echo $q | quartiles)" "$(echo $nq | median)"
     if [ -n "${RESULTS:-}" ]; then
-        { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"; } >>"$RESULTS"
+        { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.nio_ratio $(echo $nq | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"; } >>"$RESULTS"
     fi
 done

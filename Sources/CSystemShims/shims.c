@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -12,6 +13,10 @@
 _Static_assert(sizeof(lg_peer_credentials) == sizeof(struct ucred), "lg_peer_credentials must be struct ucred");
 
 int lg_so_peercred(void) { return SO_PEERCRED; }
+
+void lg_release_free_heap(void) { malloc_trim(0); }
+
+int lg_accept_nonblocking(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)

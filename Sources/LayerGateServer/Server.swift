@@ -44,8 +44,8 @@ public final class Server: Service, Sendable {
     public func run() async throws {
         if config.enableFailpoints { try failpoints.enable() }
         // The event loop first: it needs descriptors (epoll, eventfd, timerfd) that
-        // loading many tenants could otherwise take, and NIO cannot start without them.
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // loading many tenants could otherwise take, and it cannot start without them.
+        let frontend = try Frontend(config.eventLoop, acceptBackoff: config.limits.acceptBackoff, logger: logger)
         // /metrics gets its own thread: scrapes, wanted or not, never queue behind GetPage or ahead of it.
         let metricsGroup = config.metricsListen.map { _ in MultiThreadedEventLoopGroup(numberOfThreads: 1) }
         let cache = PageCache(capacity: max(1, config.pageCacheMiB * 128))
@@ -61,14 +61,13 @@ public final class Server: Service, Sendable {
                                         failpoints: failpoints, metrics: StorageMetrics(factory: factory), logger: logger)
             tenants = try await manager.loadAll()
         } catch {
-            try? await group.shutdownGracefully()
+            await frontend.shutdown()
             try? await metricsGroup?.shutdownGracefully()
             throw error
         }
         let verifier: TokenVerifier?
         let tracker = InFlightTracker()
         let budgets = InflightBudgets(capacity: config.limits.maxInflightBytes)
-        let channel: Channel
         let dispatcher: Dispatcher
         var metricsChannel: (any Channel)?
         do {
@@ -92,11 +91,11 @@ public final class Server: Service, Sendable {
                     throw ServerError.socket("--metrics-listen \(address): \(error)")
                 }
             }
-            channel = try await bind(group: group, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
+            try await serve(frontend, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
         } catch {
             try? await metricsChannel?.close()
             await manager.shutdown()
-            try? await group.shutdownGracefully()
+            await frontend.shutdown()
             try? await metricsGroup?.shutdownGracefully()
             throw error
         }
@@ -105,7 +104,7 @@ public final class Server: Service, Sendable {
             "tenants": "\(tenants.count)", "page_cache_pages": "\(cache.capacity)",
             "failpoints": "\(config.enableFailpoints ? "enabled" : "off")",
             "auth": "\(verifier == nil ? "off (SO_PEERCRED)" : "tokens (EdDSA)")",
-            "max_connections": "\(config.limits.maxConnections)",
+            "max_connections": "\(config.limits.maxConnections)", "event_loop": "\(config.eventLoop.rawValue)",
             "metrics": "\(metricsChannel?.localAddress.map { "http://\(Self.hostPort($0))/metrics" } ?? "off")",
         ])
         // Serve until asked to stop (SIGTERM/SIGINT through the service group).
@@ -114,7 +113,7 @@ public final class Server: Service, Sendable {
         // now. 3. What runs may finish (bounded). 4. The tenants close. 5. Only
         // then the event loop goes, so no answer is scheduled on a dead loop.
         logger.info("shutting down: no new connections, answering waiting reads, finishing in-flight requests")
-        try? await channel.close()
+        await frontend.stopAccepting()
         try? await metricsChannel?.close()
         manager.failWaiters(reason: "stopping (the server is shutting down)")
         await withTaskGroup(of: Void.self) { group in
@@ -125,19 +124,36 @@ public final class Server: Service, Sendable {
         }
         if tracker.current > 0 { logger.warning("stopping with \(tracker.current) requests still running") }
         await manager.shutdown()
-        try? await group.shutdownGracefully()
+        await frontend.shutdown()
         try? await metricsGroup?.shutdownGracefully()
         unlink(config.socketPath)
         logger.info("stopped")
     }
 
-    private func bind(group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker,
-                      budgets: InflightBudgets) async throws -> Channel {
+    /// Listens on the socket path and serves its connections on `frontend`.
+    private func serve(_ frontend: Frontend, dispatcher: Dispatcher, tracker: InFlightTracker,
+                       budgets: InflightBudgets) async throws {
         let path = config.socketPath
         if let dir = path.range(of: "/", options: .backwards).map({ String(path[..<$0.lowerBound]) }), !dir.isEmpty {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
         if Self.someoneListens(on: path) { throw ServerError.alreadyRunning(socket: path) }
+        let (maxFrame, limits, logger) = (config.maxFrameBytes, config.limits, self.logger)
+        switch frontend {
+        case .epoll(let server):
+            let listener = try UnixListener.listen(path: path, mode: config.socketMode)
+            server.serve(listener) { peer in
+                Connection(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrame, budgets: budgets,
+                           tracker: tracker, logger: logger)
+            }
+        case .nio(let group, let channel):
+            channel.value = try await bind(group: group, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
+        }
+    }
+
+    private func bind(group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker,
+                      budgets: InflightBudgets) async throws -> Channel {
+        let path = config.socketPath
         let (maxFrame, limits, logger) = (config.maxFrameBytes, config.limits, self.logger)
         let backoff = TimeAmount(limits.acceptBackoff)
         let bootstrap = ServerBootstrap(group: group)

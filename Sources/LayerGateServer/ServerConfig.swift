@@ -16,12 +16,22 @@ public struct ServerConfig: Sendable {
     public var authPublicKeyPEM: String?
     /// Where `/metrics` (Prometheus) is served; nil: not at all.
     public var metricsListen: MetricsAddress?
+    /// What serves the Unix socket's connections.
+    public var eventLoop: EventLoopKind = .epoll
     /// How long a graceful shutdown waits for in-flight requests.
     public var shutdownGrace: Duration = .seconds(8)
 
     public init() {}
 
     public static let version = "0.2.0"
+}
+
+/// What serves the Unix socket's connections: the server's own epoll loop
+/// (the default, and the faster), or a SwiftNIO event loop (kept to compare
+/// against, and under the in-process tests). Both run the same `Connection`.
+public enum EventLoopKind: String, Sendable, CaseIterable {
+    case epoll
+    case nio
 }
 
 /// What one peer, or all of them together, may hold of the server: memory,

@@ -43,6 +43,8 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9898; :PORT is every IPv4 interface; port 0 picks one). No authentication: keep it on localhost or a monitoring network. Off by default.")
     var metricsListen: String?
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
+    @Option(help: "What serves the socket's connections: epoll (the server's own loop, the default) or nio (SwiftNIO, to compare).")
+    var eventLoop = EventLoopKind.epoll.rawValue
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
     func validate() throws {
@@ -52,6 +54,7 @@ struct LayerGated: AsyncParsableCommand {
         if let metricsListen, MetricsAddress(parsing: metricsListen) == nil {
             throw ValidationError("--metrics-listen must be HOST:PORT, [IPv6]:PORT or :PORT, not '\(metricsListen)'")
         }
+        guard EventLoopKind(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or nio, not '\(eventLoop)'") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
                           ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
@@ -80,6 +83,7 @@ struct LayerGated: AsyncParsableCommand {
         config.maxFrameBytes = maxFrameMib << 20
         config.enableFailpoints = enableFailpoints
         config.metricsListen = metricsListen.flatMap(MetricsAddress.init(parsing:))
+        config.eventLoop = EventLoopKind(rawValue: eventLoop) ?? .epoll
         config.tenant.checkpointDistanceBytes = checkpointDistanceMib << 20
         config.tenant.compactionThreshold = compactionThreshold
         config.tenant.imageCreationThreshold = imageCreationThreshold

@@ -46,6 +46,8 @@ final class ServerProcess: @unchecked Sendable {
             ?? builtExecutable("layergated")
         let args = ["--socket", dir.socket, "--data-dir", dataDir ?? dir.data, "--page-cache-mib", "16",
                     "--log-level", "warning"] + extraArgs
+            // LAYERGATE_SERVER_ARGS="--event-loop nio" runs these tests against the other event loop.
+            + (ProcessInfo.processInfo.environment["LAYERGATE_SERVER_ARGS"]?.split(separator: " ").map(String.init) ?? [])
         if let first = launcher.first {
             process.executableURL = URL(fileURLWithPath: first)
             process.arguments = Array(launcher.dropFirst()) + [server.path] + args

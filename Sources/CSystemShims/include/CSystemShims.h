@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 
 /// renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE).
 /// Returns 0 or -1 with errno set (EEXIST when the new name is taken,
@@ -19,6 +21,13 @@ typedef struct {
 
 /// The SO_PEERCRED option number, for getsockopt at SOL_SOCKET.
 int lg_so_peercred(void);
+
+/// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): a connection ready
+/// for an epoll loop, not inherited by a child (accept4 needs _GNU_SOURCE).
+int lg_accept_nonblocking(int fd);
+
+/// malloc_trim(0): gives the heap's free pages back to the system (glibc).
+void lg_release_free_heap(void);
 
 /// CRC-32C (Castagnoli), continuing from `crc` (start with 0).
 /// Uses the SSE4.2 instruction when the CPU has it, a table otherwise.

@@ -24,11 +24,7 @@ import Glibc
 ///   idle connection is closed after `idleTimeout`;
 /// - when the connection closes, everything it was running is cancelled
 ///   (a GetPage waiting for an LSN is freed at once).
-final class ConnectionHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
+final class Connection<Transport: ConnectionTransport> {
     private let dispatcher: Dispatcher
     private let peer: PeerIdentity
     private let limits: ServerLimits
@@ -51,7 +47,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Read once per `process` when tokens are checked: what their expiry is checked against.
     private var now = NIODeadline.now()
     private var lastCheck = NIODeadline.now()
-    private var timer: RepeatedTask?
     private var tasks: [UInt64: Task<Void, Never>] = [:]
     private var nextTask: UInt64 = 0
     /// The last put's task: the next put waits for it, so puts apply in order.
@@ -82,7 +77,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
-    private var context: ChannelHandlerContext?
+    /// Nil once the transport is gone (tasks may still finish after that).
+    private var transport: Transport?
+    private var loop: any LoopExecutor = NoLoop()
 
     init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budgets: InflightBudgets,
          tracker: InFlightTracker, logger: Logger) {
@@ -95,72 +92,53 @@ final class ConnectionHandler: ChannelDuplexHandler {
         self.logger = logger
     }
 
-    // MARK: channel events
+    // MARK: what the transport tells
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-    /// The context holds this handler: keeping it past removal would keep both
-    /// (and the connection's arena) for good, about 4.6 KiB per connection ever made.
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
-    func channelActive(context: ChannelHandlerContext) {
-        let count = dispatcher.connectionCount.add(1, ordering: .relaxed).newValue
-        guard count <= limits.maxConnections else {
-            fail(context: context, code: .resourceExhausted,
-                 message: "the server holds its maximum of \(limits.maxConnections) connections; retry later", isRequest: false)
-            context.fireChannelActive()
-            return
-        }
-        let check = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            check.value.checkTimeouts()
-        }
-        context.fireChannelActive()
+    /// `loop` runs closures on the transport's thread: answers from tasks and read threads hop back through it.
+    func attach(_ transport: Transport, loop: any LoopExecutor) {
+        self.transport = transport
+        self.loop = loop
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    /// The transport let go of this connection: nothing more is written to it.
+    func detach() { transport = nil }
+
+    func active() {
+        let count = dispatcher.connectionCount.add(1, ordering: .relaxed).newValue
+        guard count <= limits.maxConnections else {
+            fail(code: .resourceExhausted,
+                 message: "the server holds its maximum of \(limits.maxConnections) connections; retry later", isRequest: false)
+            return
+        }
+    }
+
+    func inactive() {
         dispatcher.connectionCount.subtract(1, ordering: .relaxed)
         closing = true
-        timer?.cancel()
-        timer = nil
         for task in tasks.values { task.cancel() }  // waits end now, not at their timeout
         gone.set()  // disk reads still queued for it are skipped
         reserved?.release()
         reserved = nil
         buffer = nil
-        context.fireChannelInactive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    func received(_ bytes: ByteBuffer) {
         guard !closing else { return }
-        var bytes = unwrapInboundIn(data)
+        var bytes = bytes
         lastActivity = .now()
         if buffer == nil { buffer = bytes } else { buffer?.writeBuffer(&bytes) }
-        process(context: context)
+        process()
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        context.flush()
-        context.fireChannelReadComplete()
-    }
+    func readComplete() { transport?.flush() }
 
     /// The socket is read only when nothing holds the connection back.
-    func read(context: ChannelHandlerContext) {
+    func readRequested() {
         readPending = true
-        requestReadIfAllowed(context: context)
+        requestReadIfAllowed()
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        process(context: context)
-        context.fireChannelWritabilityChanged()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard !closing else { return }
-        logger.debug("connection error", metadata: ["error": "\(error)"])
-        closing = true
-        context.close(promise: nil)
-    }
+    func writabilityChanged() { process() }
 
     // MARK: frames
 
@@ -171,29 +149,29 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private var canTakeFrame: Bool {
-        !closing && inFlight < limits.maxInFlightPerConnection && (context?.channel.isWritable ?? false)
+        !closing && inFlight < limits.maxInFlightPerConnection && (transport?.isWritable ?? false)
     }
 
     /// Takes every whole frame it may from the buffer, then asks for more
     /// bytes only if nothing holds the connection back.
-    private func process(context: ChannelHandlerContext) {
+    private func process() {
         if dispatcher.verifier != nil { now = .now() }  // only tokens' expiry reads it
         while canTakeFrame, let b = buffer, let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) {
             let size = Int(length)
             guard size <= maxFrameBytes else {
-                fail(context: context, code: .frameTooLarge,
+                fail(code: .frameTooLarge,
                      message: "\(FrameError.frameTooLarge(length: size, max: maxFrameBytes))")
                 return
             }
             guard size > 0 else {
                 // Its answer could only go under request id 0, which means "the connection": end it.
-                fail(context: context, code: .invalidArgument, message: "an empty frame is not a Request")
+                fail(code: .invalidArgument, message: "an empty frame is not a Request")
                 return
             }
             if size > limits.smallFrameBytes && reserved == nil {
                 // Only a PutRecords is this large; without tokens only the server's uid may send one.
                 guard dispatcher.verifier != nil || dispatcher.isServerUser(peer) else {
-                    fail(context: context, code: .permissionDenied,
+                    fail(code: .permissionDenied,
                          message: "a request of \(size) bytes is a PutRecords, which needs the server's uid or root")
                     return
                 }
@@ -202,14 +180,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     let peek = frameToken(in: b, size: size)
                     if case .needMore? = peek { break }  // read on: the token is in the frame's first bytes
                     if case .token(let token)? = peek, tokens.lookup(token, at: now) == nil {
-                        verify(token, with: verifier, context: context)
+                        verify(token, with: verifier)
                         return
                     }
                 }
                 let pool = mayWrite ? budgets.writers : budgets.others
-                let wake = NIOLoopBound(self, eventLoop: context.eventLoop)
-                let el = context.eventLoop
-                guard pool.reserve(size, orWake: { el.execute { wake.value.budgetFreed() } }) else {
+                let wake = LoopBound(self, loop: loop)
+                guard pool.reserve(size, orWake: { wake.hop { $0.budgetFreed() } }) else {
                     waitingForBudget = true
                     return  // not read until the budget has room for this frame
                 }
@@ -221,22 +198,22 @@ final class ConnectionHandler: ChannelDuplexHandler {
             frameStarted = nil
             let charge = reserved
             reserved = nil
-            take(frame, charge: charge, context: context)
+            take(frame, charge: charge)
         }
         // A partial frame (or header) is on the clock from its first byte.
         if frameStarted == nil, let b = buffer, b.readableBytes > 0, !hasWholeFrame { frameStarted = .now() }
         if buffer?.readableBytes == 0 { buffer = nil } else { buffer?.discardReadBytes() }
         if unflushed {
             unflushed = false
-            context.flush()
+            transport?.flush()
         }
-        requestReadIfAllowed(context: context)
+        requestReadIfAllowed()
     }
 
     private func budgetFreed() {
-        guard waitingForBudget, let context else { return }
+        guard waitingForBudget, transport != nil else { return }
         waitingForBudget = false
-        process(context: context)
+        process()
     }
 
     /// The token at the start of a large frame's body, or nil once enough has
@@ -249,13 +226,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Verifies a token in a task; the connection is not read meanwhile.
-    private func verify(_ token: String, with verifier: TokenVerifier, context: ChannelHandlerContext) {
+    private func verify(_ token: String, with verifier: TokenVerifier) {
         waitingForBudget = true
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let bound = LoopBound(self, loop: loop)
         Task {
             let grant = await verifier.verify(token)
-            bound.eventLoop.execute {
-                let handler = bound.value
+            bound.hop { handler in
                 handler.tokens.remember(token, grant)
                 handler.budgetFreed()
             }
@@ -269,15 +245,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
         return tokens.mayWrite(at: now)
     }
 
-    private func requestReadIfAllowed(context: ChannelHandlerContext) {
+    private func requestReadIfAllowed() {
         guard readPending, canTakeFrame, !waitingForBudget, !hasWholeFrame else { return }
         readPending = false
-        context.read()
+        transport?.read()
     }
 
     /// One frame: decoded and answered here when small and cheap (a cached
     /// page), else run in a task.
-    private func take(_ frame: ByteBuffer, charge: Reservation?, context: ChannelHandlerContext) {
+    private func take(_ frame: ByteBuffer, charge: Reservation?) {
         let limits = self.limits
         if let charge {
             // Large: decoded and checked off the event loop.
@@ -293,18 +269,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if let g = frame.withUnsafeReadableBytes({
             Wire.readGetPageInPlace($0, knownToken: lastToken, maxMessages: limits.maxMessagesPerRequest)
         }) {
-            takeInPlace(g, context: context)
+            takeInPlace(g)
             return
         }
         let request: Wire.Request
         switch Self.decode(frame, limits: limits, knownToken: lastToken, arena: arena) {
         case .failure(let d):
             if d.requestId == 0 {
-                fail(context: context, code: d.code, message: d.message)
+                fail(code: d.code, message: d.message)
             } else {
                 dispatcher.metrics.finished(.invalid, error: d.code, since: .now)
-                write(Wire.Response(requestId: d.requestId, body: .error(Wire.Error(code: d.code, message: d.message))),
-                      context: context)
+                write(Wire.Response(requestId: d.requestId, body: .error(Wire.Error(code: d.code, message: d.message))))
             }
             return
         case .success(let r):
@@ -323,7 +298,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             known = false
         }
         if known, case .getPage? = request.body,
-           answeredInline(context: context, fallback: request, { dispatcher.handleInline(request, grant: grant, peer: peer, into: &$0) }) {
+           answeredInline(fallback: request, { dispatcher.handleInline(request, grant: grant, peer: peer, into: &$0) }) {
             return
         }
         run(charge: nil, isPut: request.isPut) { _, _ in .respond(request) }
@@ -332,7 +307,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// A GetPage read in place: it carries this connection's last token (or
     /// none, when none was seen). Answered here when the token's verification
     /// is known and the page cached; else run in a task like any request.
-    private func takeInPlace(_ g: Wire.InPlaceGetPage, context: ChannelHandlerContext) {
+    private func takeInPlace(_ g: Wire.InPlaceGetPage) {
         var right = Dispatcher.ReadRight.everyTenant  // without tokens
         var known = true
         if dispatcher.verifier != nil {
@@ -345,7 +320,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 known = false
             }
         }
-        if known, answeredInline(context: context, fallback: g.request(authToken: lastToken ?? ""), {
+        if known, answeredInline(fallback: g.request(authToken: lastToken ?? ""), {
             dispatcher.handleInline(g, right: right, grant: self.lastTokenRight.map { TokenCache.verdict($0.grant, until: $0.until, at: self.now) },
                                     peer: peer, into: &$0)
         }) {
@@ -356,28 +331,35 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Writes what `handle` answers on the event loop (a page's frame, built
-    /// in the buffer it is given, or an error), or hands a read that needs the
-    /// disk to a read thread; false when it needs a task. `fallback` is the
-    /// request, for a disk read that finds it must wait for its LSN.
-    private func answeredInline(context: ChannelHandlerContext, fallback: @autoclosure () -> Wire.Request,
+    /// in place in what the socket is written from, or an error), or hands a
+    /// read that needs the disk to a read thread; false when it needs a task.
+    /// `fallback` is the request, for a disk read that finds it must wait for its LSN.
+    private func answeredInline(fallback: @autoclosure () -> Wire.Request,
                                 _ handle: (inout ByteBuffer) -> Dispatcher.InlineAnswer?) -> Bool {
-        var out = context.channel.allocator.buffer(capacity: pageFrameCapacity)
-        let answer = handle(&out)
-        if case .disk(let read)? = answer {
-            readFromDisk(read, fallback: fallback(), context: context)
-            return true
-        }
-        return wrote(answer, out, context: context)
-    }
-
-    private func wrote(_ answer: Dispatcher.InlineAnswer?, _ out: ByteBuffer, context: ChannelHandlerContext) -> Bool {
-        switch answer {
+        guard let transport else { return true }  // gone: nobody to answer
+        switch transport.writeFrame(handle) {
         case .frame?:
-            context.write(wrapOutboundOut(out), promise: nil)
             unflushed = true
             return true
         case .response(let response)?:
-            write(response, context: context)
+            write(response)
+            return true
+        case .disk(let read)?:
+            readFromDisk(read, fallback: fallback())
+            return true
+        case nil:
+            return false
+        }
+    }
+
+    private func wrote(_ answer: Dispatcher.InlineAnswer?, _ out: ByteBuffer) -> Bool {
+        switch answer {
+        case .frame?:
+            transport?.write(out, whenSent: nil)
+            unflushed = true
+            return true
+        case .response(let response)?:
+            write(response)
             return true
         case .disk?, nil:
             return false
@@ -387,12 +369,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// A GetPage that needs the disk goes straight to a read thread, whose
     /// answer comes back to the event loop: two hand-offs, where a task would
     /// take four (loop, task, read thread, task, loop).
-    private func readFromDisk(_ read: Dispatcher.DiskRead, fallback: Wire.Request, context: ChannelHandlerContext) {
+    private func readFromDisk(_ read: Dispatcher.DiskRead, fallback: Wire.Request) {
         inFlight += 1
         tracker.started()
-        let (dispatcher, allocator, gone) = (self.dispatcher, context.channel.allocator, self.gone)
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let (dispatcher, gone) = (self.dispatcher, self.gone)
+        let bound = LoopBound(self, loop: loop)
         ReadThreads.shared.submit {
+            let allocator = ByteBufferAllocator()
             var out = allocator.buffer(capacity: 0)
             var answer: Dispatcher.InlineAnswer?
             if !gone.isSet {
@@ -400,19 +383,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 answer = dispatcher.readFromDisk(read, into: &out)
             }
             let (a, done) = (answer, out)
-            bound.eventLoop.execute { bound.value.readFinished(a, done, fallback: fallback) }
+            bound.hop { $0.readFinished(a, done, fallback: fallback) }
         }
     }
 
     private func readFinished(_ answer: Dispatcher.InlineAnswer?, _ out: ByteBuffer, fallback: Wire.Request) {
         inFlight -= 1
         tracker.finished()
-        guard let context, !closing else { return }
-        if !wrote(answer, out, context: context) {
+        guard transport != nil, !closing else { return }
+        if !wrote(answer, out) {
             // Its LSN is not ingested yet: a task waits for it.
             run(charge: nil, isPut: false) { _, _ in .respond(fallback) }
         }
-        process(context: context)
+        process()
     }
 
     private enum Step: Sendable {
@@ -424,7 +407,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// the event loop. A put is admitted only after the put before it was
     /// admitted (not made durable: pipelined puts share a group commit).
     private func run(charge: Reservation?, isPut: Bool, _ prepare: @escaping @Sendable (Dispatcher, PeerIdentity) -> Step) {
-        guard let context else { return }
+        guard transport != nil else { return }
         inFlight += 1
         tracker.started()
         let key = nextTask
@@ -434,7 +417,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let previousTurn = isPut ? lastPutTurn : nil
         let turn = isPut ? PutTurn() : nil
         if isPut { lastPutTurn = turn }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let bound = LoopBound(self, loop: loop)
         let task = Task {
             var outcome: TaskOutcome
             switch prepare(dispatcher, peer) {
@@ -454,7 +437,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 turn.pass()
             }
             let done = outcome
-            bound.eventLoop.execute { bound.value.finished(key: key, charge: charge, outcome: done) }
+            bound.hop { $0.finished(key: key, charge: charge, outcome: done) }
         }
         tasks[key] = task
     }
@@ -468,35 +451,40 @@ final class ConnectionHandler: ChannelDuplexHandler {
         tasks[key] = nil
         inFlight -= 1
         tracker.finished()
-        guard let context, !closing else {
+        guard transport != nil, !closing else {
             charge?.release()
             return
         }
         switch outcome {
         case .close(let d):
             charge?.release()
-            fail(context: context, code: d.code, message: d.message)
+            fail(code: d.code, message: d.message)
             return
         case .respond(let response, let token, let grant):
             if let grant { tokens.remember(token, grant) }
             // The reservation is given back once the answer has left (or failed to).
-            let promise = charge.map { _ in context.eventLoop.makePromise(of: Void.self) }
-            promise?.futureResult.whenComplete { _ in charge?.release() }
-            write(response, context: context, promise: promise)
+            var whenSent: (@Sendable () -> Void)?
+            if let charge { whenSent = { charge.release() } }
+            write(response, whenSent: whenSent)
         }
-        process(context: context)
+        process()
     }
 
     /// Writes are flushed once per `process` pass (many answers, one writev).
-    private func write(_ response: Wire.Response, context: ChannelHandlerContext, promise: EventLoopPromise<Void>? = nil) {
-        context.write(wrapOutboundOut(responseFrame(response, allocator: context.channel.allocator)), promise: promise)
+    private func write(_ response: Wire.Response, whenSent: (@Sendable () -> Void)? = nil) {
+        guard let transport else {
+            whenSent?()
+            return
+        }
+        transport.write(responseFrame(response), whenSent: whenSent)
         unflushed = true
     }
 
     // MARK: limits in time
 
-    private func checkTimeouts() {
-        guard let context, !closing else { return }
+    /// Called about once a second by the transport.
+    func checkTimeouts() {
+        guard let transport, !closing else { return }
         let now = NIODeadline.now()
         defer { lastCheck = now }
         // A connection the server holds back is not late: its clock stops meanwhile.
@@ -508,28 +496,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if now - started > allowed {
                 logger.debug("closing a connection whose frame did not arrive in time", metadata: ["bytes": "\(length)"])
                 closing = true
-                context.close(promise: nil)
+                transport.close()
                 return
             }
         }
         if inFlight == 0, buffer == nil, now - lastActivity > TimeAmount(limits.idleTimeout) {
             logger.debug("closing an idle connection")
             closing = true
-            context.close(promise: nil)
+            transport.close()
         }
     }
 
     /// Answers with an Error for request id 0, then closes the connection.
     /// `isRequest`: the answer is to a frame (counted as an invalid request), not to the connection itself.
-    private func fail(context: ChannelHandlerContext, code: Wire.ErrorCode, message: String, isRequest: Bool = true) {
+    private func fail(code: Wire.ErrorCode, message: String, isRequest: Bool = true) {
         guard !closing else { return }
         closing = true
         if isRequest { dispatcher.metrics.finished(.invalid, error: code, since: .now) }
-        let channel = context.channel
         let response = Wire.Response(requestId: 0, body: .error(Wire.Error(code: code, message: message)))
-        context.writeAndFlush(wrapOutboundOut(responseFrame(response, allocator: channel.allocator))).whenComplete { _ in
-            channel.close(promise: nil)
-        }
+        transport?.write(responseFrame(response), whenSent: nil)
+        transport?.closeAfterFlush()
     }
 
     // MARK: decoding
@@ -554,115 +540,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 }
 
-/// The tokens one connection has shown, verified once each and kept until
-/// they expire, so signatures stay off the GetPage path. At most eight.
-///
-/// `exp` is checked here, on every request: a verified token's expiry is kept
-/// as a deadline on the monotonic clock, which the connection reads once per
-/// batch of frames, so a GetPage reads no wall clock (that cost 1 % of the
-/// authenticated GetPage path). A freshly verified token was checked by the verifier.
-struct TokenCache: Sendable {
-    private struct Entry: Sendable {
-        var token: String
-        var result: Result<Grant, TokenError>
-        var until: NIODeadline?
-    }
-
-    private var entries: [Entry] = []
-
-    /// The verification of `token` on this connection as of `now` (`expired`
-    /// once past its `exp`), or nil when it has not been seen.
-    func lookup(_ token: String, at now: NIODeadline) -> Result<Grant, TokenError>? {
-        guard let e = entry(token) else { return nil }
-        return Self.verdict(e.result, until: e.until, at: now)
-    }
-
-    /// A verification as of `now`: `expired` once past `until`.
-    static func verdict(_ result: Result<Grant, TokenError>, until: NIODeadline?, at now: NIODeadline) -> Result<Grant, TokenError> {
-        if let until, now >= until { return .failure(.expired) }
-        return result
-    }
-
-    /// The verification of `token` and when it runs out (`exp`), or nil when it has not been seen.
-    func entry(_ token: String) -> (result: Result<Grant, TokenError>, until: NIODeadline?)? {
-        guard let e = entries.first(where: { Self.sameBytes($0.token, token) }) else { return nil }
-        return (e.result, e.until)
-    }
-
-    /// Whether a token shown here may write pages (ingest or admin, not expired).
-    func mayWrite(at now: NIODeadline) -> Bool {
-        entries.contains { e in
-            guard case .success(let g) = e.result else { return false }
-            return g.scope != .tenant && e.until.map { now < $0 } ?? true
-        }
-    }
-
-    mutating func remember(_ token: String, _ result: Result<Grant, TokenError>) {
-        // Not yet valid is not final: verified again until it is.
-        if case .failure(.notYetValid) = result { return }
-        guard !entries.contains(where: { Self.sameBytes($0.token, token) }) else { return }
-        if entries.count >= 8 { entries.removeFirst() }
-        var until: NIODeadline?
-        if case .success(let g) = result, let expires = g.expires {
-            let seconds = max(0, min(expires.timeIntervalSinceNow, 1e9))  // at most ~31 years: no overflow
-            until = .now() + .nanoseconds(Int64(seconds * 1e9))
-        }
-        entries.append(Entry(token: token, result: result, until: until))
-    }
-
-    /// A token is its bytes. `String ==` is Unicode canonical equivalence, under
-    /// which a forged token with KELVIN SIGN for "K" would pass for the real one.
-    static func sameBytes(_ a: String, _ b: String) -> Bool {
-        var (a, b) = (a, b)
-        return a.withUTF8 { x in
-            b.withUTF8 { y in
-                guard x.count == y.count, let xs = x.baseAddress, let ys = y.baseAddress else { return x.count == y.count }
-                return memcmp(xs, ys, x.count) == 0
-            }
-        }
-    }
-}
-
-/// Counts requests in flight across all connections, for graceful shutdown.
-final class InFlightTracker: Sendable {
-    private let count = Atomic<Int>(0)
-    private let idle = Mutex<(next: Int, waiters: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
-
-    func started() { count.add(1, ordering: .relaxed) }
-
-    func finished() {
-        guard count.subtract(1, ordering: .relaxed).newValue == 0 else { return }
-        let waiters = idle.withLock { w -> [CheckedContinuation<Void, Never>] in
-            defer { w.waiters = [:] }
-            return Array(w.waiters.values)
-        }
-        for c in waiters { c.resume() }
-    }
-
-    var current: Int { count.load(ordering: .relaxed) }
-
-    /// Returns when nothing is in flight (or at once), or when the task is
-    /// cancelled: shutdown's grace period ends the wait, whatever still runs.
-    func drained() async {
-        let id = idle.withLock { w -> Int in
-            defer { w.next += 1 }
-            return w.next
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = idle.withLock { w -> Bool in
-                    if count.load(ordering: .relaxed) == 0 || Task.isCancelled { return true }
-                    w.waiters[id] = c
-                    return false
-                }
-                if now { c.resume() }
-            }
-        } onCancel: {
-            idle.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
-        }
-    }
-}
-
 /// A flag that outlives its connection's handler, read on other threads.
 private final class Gone: Sendable {
     private let flag = Atomic<Bool>(false)
@@ -683,10 +560,10 @@ extension ByteBuffer {
 private let pageFrameCapacity = 8192 + 32
 
 /// A response as one frame (length prefix included: the pipeline has no frame encoder on the way out).
-private func responseFrame(_ response: Wire.Response, allocator: ByteBufferAllocator) -> ByteBuffer {
+private func responseFrame(_ response: Wire.Response) -> ByteBuffer {
     var isPage = false
     if case .getPage? = response.body { isPage = true }
-    var buffer = allocator.buffer(capacity: isPage ? pageFrameCapacity : 256)
+    var buffer = ByteBufferAllocator().buffer(capacity: isPage ? pageFrameCapacity : 256)
     Wire.writeFrame(response, into: &buffer)
     return buffer
 }

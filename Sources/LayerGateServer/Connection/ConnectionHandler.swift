@@ -1,0 +1,109 @@
+import LayerGateStorage
+import Logging
+import NIOCore
+
+/// A connection on a SwiftNIO channel: `--event-loop nio`, and the
+/// in-process tests on an `EmbeddedChannel`. The protocol is `Connection`'s;
+/// this only carries bytes and events between it and the pipeline.
+final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var connection: Connection<ConnectionHandler>?
+    private var context: ChannelHandlerContext?
+    private var timer: RepeatedTask?
+
+    init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budgets: InflightBudgets,
+         tracker: InFlightTracker, logger: Logger) {
+        connection = Connection(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrameBytes,
+                                budgets: budgets, tracker: tracker, logger: logger)
+    }
+
+    // MARK: the pipeline's events, for the connection
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        connection?.attach(self, loop: NIOLoopExecutor(eventLoop: context.eventLoop))
+    }
+
+    /// The context and the connection hold this handler: keeping them past
+    /// removal would keep all three for good, for every connection ever made.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        connection?.detach()
+        connection = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        connection?.active()
+        let check = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            check.value.connection?.checkTimeouts()
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        connection?.inactive()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection?.received(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection?.readComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) { connection?.readRequested() }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        connection?.writabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: the transport, for the connection
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    func writeFrame<R>(_ build: (inout ByteBuffer) -> R) -> R {
+        var out = (context?.channel.allocator ?? ByteBufferAllocator()).buffer(capacity: 8192 + 32)
+        let result = build(&out)
+        if out.readableBytes > 0 { context?.write(wrapOutboundOut(out), promise: nil) }
+        return result
+    }
+
+    func write(_ frame: ByteBuffer, whenSent: (@Sendable () -> Void)?) {
+        guard let context else {
+            whenSent?()
+            return
+        }
+        let promise = whenSent.map { _ in context.eventLoop.makePromise(of: Void.self) }
+        if let whenSent { promise?.futureResult.whenComplete { _ in whenSent() } }
+        context.write(wrapOutboundOut(frame), promise: promise)
+    }
+
+    func flush() { context?.flush() }
+
+    func read() { context?.read() }
+
+    func close() { context?.close(promise: nil) }
+
+    func closeAfterFlush() {
+        guard let context else { return }
+        let channel = context.channel
+        // Writes complete in order: once this empty one has, the answer that explains the close has left.
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+}

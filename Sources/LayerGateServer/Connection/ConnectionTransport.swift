@@ -1,0 +1,67 @@
+import NIOCore
+
+/// What a connection's protocol logic (`Connection`) needs of the socket
+/// under it. Two transports implement it: the server's own epoll loop
+/// (`SocketConnection`, the data path of `layergated`) and a SwiftNIO channel
+/// (`ConnectionHandler`, for `--event-loop nio` and the in-process tests on
+/// an `EmbeddedChannel`). Every call is made on the transport's loop.
+protocol ConnectionTransport: AnyObject, SendableMetatype {
+    /// False while unsent answers are over the high water mark; the
+    /// connection takes no new frame until `writabilityChanged`.
+    var isWritable: Bool { get }
+
+    /// Appends an answer built in place by `build`, which may append nothing.
+    /// Returns what `build` returns. This is how a cached page goes from the
+    /// cache into the bytes the socket is written from in one copy.
+    func writeFrame<R>(_ build: (inout ByteBuffer) -> R) -> R
+
+    /// Appends a whole answer frame; `whenSent` runs once it has left (or the
+    /// connection closed first).
+    func write(_ frame: ByteBuffer, whenSent: (@Sendable () -> Void)?)
+
+    /// Sends what was appended (many answers, one system call).
+    func flush()
+
+    /// Asks for more bytes: the connection's `received` is called once more.
+    func read()
+
+    /// Closes now; `inactive` follows.
+    func close()
+
+    /// Sends what was appended, then closes.
+    func closeAfterFlush()
+}
+
+/// Runs closures on one thread, in order, from any thread.
+protocol LoopExecutor: Sendable {
+    func execute(_ task: @escaping @Sendable () -> Void)
+}
+
+/// A loop-confined value carried through other threads, touched only back on its loop.
+struct LoopBound<Value: AnyObject>: @unchecked Sendable {
+    private let value: Value
+    let loop: any LoopExecutor
+
+    init(_ value: Value, loop: any LoopExecutor) {
+        self.value = value
+        self.loop = loop
+    }
+
+    /// Runs `body` with the value on its loop.
+    func hop(_ body: @escaping @Sendable (Value) -> Void) {
+        let me = self
+        loop.execute { body(me.value) }
+    }
+}
+
+/// A SwiftNIO event loop as a `LoopExecutor`.
+struct NIOLoopExecutor: LoopExecutor {
+    let eventLoop: any EventLoop
+    func execute(_ task: @escaping @Sendable () -> Void) { eventLoop.execute(task) }
+}
+
+/// The loop of a connection not yet attached to a transport: nothing runs on it,
+/// and nothing is asked of it (a connection does nothing before `attach`).
+struct NoLoop: LoopExecutor {
+    func execute(_ task: @escaping @Sendable () -> Void) {}
+}

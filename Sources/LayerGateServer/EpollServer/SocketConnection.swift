@@ -1,0 +1,204 @@
+import CSystemShims
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One client socket on the epoll loop: the transport under a `Connection`.
+/// Everything here runs on the loop thread.
+///
+/// Answers are appended to one buffer (`out`), a cached page built straight
+/// into it, and sent with one `send` per pass. `out` comes from the loop's
+/// spares and goes back once sent, so a GetPage served from the cache
+/// allocates nothing, and an idle connection holds no buffer. Unsent bytes
+/// over `highWater` make the connection unwritable until they fall under
+/// `lowWater` (SwiftNIO's defaults).
+final class SocketConnection: ConnectionTransport {
+    static let highWater = 64 << 10
+    static let lowWater = 32 << 10
+
+    let id: UInt64
+    let fd: Int32
+    private unowned let server: EpollServer
+    private(set) var connection: Connection<SocketConnection>?
+
+    private var out: ByteBuffer?
+    /// Bytes appended to `out` and bytes sent, since the connection began.
+    private var appended = 0
+    private var sent = 0
+    /// Run once the bytes up to `end` are sent (or the connection closed).
+    private var whenSent: [(end: Int, run: @Sendable () -> Void)] = []
+
+    private(set) var isWritable = true
+    /// The connection asked for bytes and has not had them yet.
+    private var wantsRead = false
+    /// What the epoll set watches for this socket.
+    private var interest = UInt32(EPOLLIN.rawValue)
+    private(set) var closed = false
+    /// Since when the connection waits for its last answer to leave, to close.
+    private(set) var closingSince: ContinuousClock.Instant?
+
+    init(id: UInt64, fd: Int32, server: EpollServer, connection: Connection<SocketConnection>) {
+        self.id = id
+        self.fd = fd
+        self.server = server
+        self.connection = connection
+    }
+
+    // MARK: events from the loop
+
+    /// The socket is readable: one read of up to the loop's buffer, handed to the connection.
+    func readable() {
+        guard wantsRead, !closed else {
+            // Held back (or closing): stop watching until the connection asks again.
+            setInterest(interest & ~UInt32(EPOLLIN.rawValue))
+            return
+        }
+        var bytes = server.takeReadBuffer()
+        var failure: Int32 = 0
+        let n = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space -> Int in
+            let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
+            if n < 0 { failure = errno }
+            return max(n, 0)
+        }
+        if n == 0 && failure == 0 {
+            server.giveBack(bytes)
+            close()  // the peer closed its end
+            return
+        }
+        guard n > 0 else {
+            server.giveBack(bytes)
+            if failure != EAGAIN && failure != EINTR { close() }
+            return
+        }
+        wantsRead = false
+        connection?.received(bytes)
+        server.giveBack(bytes)
+        connection?.readComplete()
+        connection?.readRequested()
+    }
+
+    /// The socket takes bytes again.
+    func writable() {
+        flush()
+        notifyIfWritable()
+    }
+
+    /// Tells the connection it may take frames again, if it may: called by the
+    /// loop after each event, never from inside the connection's own call.
+    func notifyIfWritable() {
+        guard writabilityReturned, !closed else { return }
+        writabilityReturned = false
+        connection?.writabilityChanged()
+    }
+    private(set) var writabilityReturned = false
+
+    // MARK: ConnectionTransport
+
+    func writeFrame<R>(_ build: (inout ByteBuffer) -> R) -> R {
+        var buffer = out ?? server.takeOutBuffer()
+        out = nil  // `buffer` is then the one reference: appended to in place
+        let before = buffer.writerIndex
+        let result = build(&buffer)
+        appended += buffer.writerIndex - before
+        out = buffer
+        updateWritability()
+        return result
+    }
+
+    func write(_ frame: ByteBuffer, whenSent done: (@Sendable () -> Void)?) {
+        guard !closed else {
+            done?()
+            return
+        }
+        _ = writeFrame { $0.writeImmutableBuffer(frame) }
+        if let done { whenSent.append((appended, done)) }
+    }
+
+    func flush() {
+        guard !closed else { return }
+        if var buffer = out, buffer.readableBytes > 0 {
+            out = nil
+            while buffer.readableBytes > 0 {
+                let n = buffer.withUnsafeReadableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                if n > 0 {
+                    buffer.moveReaderIndex(forwardBy: n)
+                    sent += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else if n < 0 && errno == EAGAIN {
+                    break
+                } else {
+                    close()  // the peer is gone (EPIPE, ECONNRESET)
+                    return
+                }
+            }
+            runSent()
+            if buffer.readableBytes == 0 {
+                buffer.clear()  // here, where `buffer` is the one reference: no copy
+                server.giveBackOut(buffer)
+            } else {
+                if buffer.readerIndex > buffer.capacity / 2 { buffer.discardReadBytes() }
+                out = buffer
+            }
+        }
+        let pending = appended - sent
+        setInterest(pending > 0 ? interest | UInt32(EPOLLOUT.rawValue) : interest & ~UInt32(EPOLLOUT.rawValue))
+        updateWritability()
+        if pending == 0, closingSince != nil { close() }
+    }
+
+    func read() {
+        guard !closed, closingSince == nil else { return }
+        wantsRead = true
+        setInterest(interest | UInt32(EPOLLIN.rawValue))
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        isWritable = false
+        out = nil
+        sent = appended
+        runSent()
+        server.forget(self)
+        let connection = self.connection
+        self.connection = nil
+        connection?.inactive()
+        connection?.detach()
+    }
+
+    func closeAfterFlush() {
+        guard !closed, closingSince == nil else { return }
+        closingSince = .now
+        wantsRead = false
+        flush()
+    }
+
+    // MARK: bookkeeping
+
+    private func runSent() {
+        guard let last = whenSent.lastIndex(where: { $0.end <= sent }) else { return }
+        let done = whenSent[...last]
+        whenSent.removeSubrange(...last)
+        for d in done { d.run() }
+    }
+
+    private func updateWritability() {
+        let pending = appended - sent
+        if isWritable, pending > Self.highWater {
+            isWritable = false
+        } else if !isWritable, !closed, pending < Self.lowWater {
+            isWritable = true
+            writabilityReturned = true
+            server.noteWritable(self)
+        }
+    }
+
+    private func setInterest(_ wanted: UInt32) {
+        guard wanted != interest, !closed else { return }
+        interest = wanted
+        server.watch(self, for: wanted)
+    }
+}

@@ -1,0 +1,43 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// What serves the Unix socket (`ServerConfig.eventLoop`), started and stopped
+/// the same way whichever it is.
+enum Frontend: Sendable {
+    case epoll(EpollServer)
+    /// The listening channel is set once bound.
+    case nio(MultiThreadedEventLoopGroup, ChannelBox)
+
+    final class ChannelBox: Sendable {
+        private let channel = Mutex<(any Channel)?>(nil)
+        var value: (any Channel)? {
+            get { channel.withLock { $0 } }
+            set { channel.withLock { $0 = newValue } }
+        }
+    }
+
+    init(_ kind: EventLoopKind, acceptBackoff: Duration, logger: Logger) throws {
+        switch kind {
+        case .epoll: self = .epoll(try EpollServer(acceptBackoff: acceptBackoff, logger: logger))
+        case .nio: self = .nio(MultiThreadedEventLoopGroup(numberOfThreads: 1), ChannelBox())
+        }
+    }
+
+    /// No new connections; those open are served on.
+    func stopAccepting() async {
+        switch self {
+        case .epoll(let server): await server.stopAccepting()
+        case .nio(_, let box): try? await box.value?.close()
+        }
+    }
+
+    /// Every connection closed, the loop's thread ended.
+    func shutdown() async {
+        switch self {
+        case .epoll(let server): await server.shutdown()
+        case .nio(let group, _): try? await group.shutdownGracefully()
+        }
+    }
+}
