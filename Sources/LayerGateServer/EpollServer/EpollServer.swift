@@ -127,7 +127,7 @@ final class EpollServer: @unchecked Sendable {
 
     private func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
-        var ran: [LoopQueue.Task] = []
+        var ran: [LoopQueue.Job] = []
         while running {
             let n = events.withUnsafeMutableBufferPointer { epoll_wait(epollFd, $0.baseAddress, Int32($0.count), timeoutMs()) }
             // Only a bad descriptor or argument fails it (EBADF, EFAULT, EINVAL): ours, never a peer's.

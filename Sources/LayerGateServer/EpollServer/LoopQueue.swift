@@ -10,11 +10,11 @@ import Glibc
 /// `epoll_wait`; an eventfd in its set wakes it, written only when the queue
 /// goes from empty to not empty, so a burst of answers costs one wake-up.
 final class LoopQueue: LoopExecutor {
-    typealias Task = @Sendable () -> Void
+    typealias Job = @Sendable () -> Void
 
     /// Registered in the loop's epoll set; readable while tasks wait.
     let eventFd: Int32
-    private let tasks = Mutex<[Task]>([])
+    private let jobs = Mutex<[Job]>([])
 
     init() throws(ServerError) {
         eventFd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -23,8 +23,8 @@ final class LoopQueue: LoopExecutor {
 
     deinit { Glibc.close(eventFd) }
 
-    func execute(_ task: @escaping Task) {
-        let wasEmpty = tasks.withLock { t -> Bool in
+    func execute(_ task: @escaping Job) {
+        let wasEmpty = jobs.withLock { t -> Bool in
             t.append(task)
             return t.count == 1
         }
@@ -37,9 +37,9 @@ final class LoopQueue: LoopExecutor {
     /// Swaps what was queued into `ran`, which must be empty (on the loop, when
     /// `eventFd` is readable). Two arrays trade places: a burst of answers
     /// allocates no array for the queue.
-    func take(into ran: inout [Task]) {
+    func take(into ran: inout [Job]) {
         var count: UInt64 = 0
         _ = withUnsafeMutableBytes(of: &count) { Glibc.read(eventFd, $0.baseAddress, 8) }
-        tasks.withLock { swap(&$0, &ran) }
+        jobs.withLock { swap(&$0, &ran) }
     }
 }
