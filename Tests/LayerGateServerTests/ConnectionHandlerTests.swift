@@ -102,9 +102,9 @@ import Testing
                                         lsn: Lsn(10), value: .image(page))])
         }
 
-        func channel(peerUid: UInt32 = 0, maxFrameBytes: Int = 1 << 20) async throws -> EmbeddedChannel {
+        func channel(peerUid: UInt32 = 0, maxFrameBytes: Int = 1 << 20, limits: ServerLimits = ServerLimits()) async throws -> EmbeddedChannel {
             let handler = ConnectionHandler(
-                dispatcher: dispatcher, peer: PeerIdentity(uid: peerUid, pid: 1), limits: ServerLimits(),
+                dispatcher: dispatcher, peer: PeerIdentity(uid: peerUid, pid: 1), limits: limits,
                 maxFrameBytes: maxFrameBytes, budgets: InflightBudgets(capacity: 1 << 20), tracker: InFlightTracker(),
                 logger: Logger(label: "test"))
             let channel = EmbeddedChannel()
@@ -180,6 +180,38 @@ import Testing
         guard case .error(let e3)? = a3.first?.body else { Issue.record("\(a3)"); return }
         #expect(a3.first?.requestId == 0 && e3.code == .frameTooLarge && !c3.isActive)
         _ = try? c1.finish(acceptAlreadyClosed: true)
+        await rig.manager.shutdown()
+    }
+
+    /// A peer that pipelines frames and then neither reads its answers nor
+    /// sends: its frames wait, nothing runs, and it is closed as idle. (It was
+    /// kept for good: "idle" required an empty buffer, so 1,024 such peers
+    /// could hold every connection slot.)
+    @Test func aPeerThatNeverReadsIsClosedAsIdle() async throws {
+        let rig = try await Rig()
+        var limits = ServerLimits()
+        limits.idleTimeout = .milliseconds(300)
+        let channel = try await rig.channel(limits: limits)
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        let get = Self.frame(8, .getPage(Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), latest: true)))
+        try channel.writeInbound(channel.allocator.buffer(bytes: get + get + get))
+        try await Task.sleep(for: .milliseconds(400))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))  // the once-a-second check
+        #expect(!channel.isActive, "a peer that reads nothing and sends nothing is idle")
+        // One that reads again in time is not.
+        let reader = try await rig.channel(limits: limits)
+        reader.isWritable = false
+        reader.pipeline.fireChannelWritabilityChanged()
+        try reader.writeInbound(reader.allocator.buffer(bytes: get + get))
+        try await Task.sleep(for: .milliseconds(400))
+        reader.isWritable = true
+        reader.pipeline.fireChannelWritabilityChanged()
+        reader.embeddedEventLoop.advanceTime(by: .seconds(1))
+        let answered = try Self.answers(reader).count
+        #expect(reader.isActive && answered == 2)
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+        _ = try? reader.finish(acceptAlreadyClosed: true)
         await rig.manager.shutdown()
     }
 

@@ -138,7 +138,11 @@ final class Connection<Transport: ConnectionTransport> {
         requestReadIfAllowed()
     }
 
-    func writabilityChanged() { process() }
+    /// The peer read its answers: that is activity too (it may have pipelined everything at first).
+    func writabilityChanged() {
+        if transport?.isWritable == true { lastActivity = .now() }
+        process()
+    }
 
     // MARK: frames
 
@@ -500,7 +504,9 @@ final class Connection<Transport: ConnectionTransport> {
                 return
             }
         }
-        if inFlight == 0, buffer == nil, now - lastActivity > TimeAmount(limits.idleTimeout) {
+        // Idle: nothing running and nothing arriving, with nothing to take, or
+        // with frames that wait only because the peer reads none of its answers.
+        if inFlight == 0, buffer == nil || !transport.isWritable, now - lastActivity > TimeAmount(limits.idleTimeout) {
             logger.debug("closing an idle connection")
             closing = true
             transport.close()
