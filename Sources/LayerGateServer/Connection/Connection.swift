@@ -24,6 +24,9 @@ import Glibc
 ///   idle connection is closed after `idleTimeout`;
 /// - when the connection closes, everything it was running is cancelled
 ///   (a GetPage waiting for an LSN is freed at once).
+///
+/// It runs on its transport's loop (the epoll loop's `SocketConnection`, or
+/// SwiftNIO's `ConnectionHandler`), called by it for bytes and events.
 final class Connection<Transport: ConnectionTransport> {
     private let dispatcher: Dispatcher
     private let peer: PeerIdentity
