@@ -139,21 +139,26 @@ public final class Server: Service, Sendable {
         }
         if Self.someoneListens(on: path) { throw ServerError.alreadyRunning(socket: path) }
         let (maxFrame, limits, logger) = (config.maxFrameBytes, config.limits, self.logger)
+        let listener = try UnixListener.listen(path: path, mode: config.socketMode)
         switch frontend {
         case .epoll(let server):
-            let listener = try UnixListener.listen(path: path, mode: config.socketMode)
             server.serve(listener) { peer in
                 Connection(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrame, budgets: budgets,
                            tracker: tracker, logger: logger)
             }
         case .nio(let group, let channel):
-            channel.value = try await bind(group: group, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
+            do {
+                channel.value = try await bind(listener, group: group, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
+            } catch {
+                unlink(path)  // no socket file is left that nothing serves
+                throw error
+            }
         }
     }
 
-    private func bind(group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker,
+    /// Serves `listener` on SwiftNIO (`--event-loop nio`).
+    private func bind(_ listener: Int32, group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker,
                       budgets: InflightBudgets) async throws -> Channel {
-        let path = config.socketPath
         let (maxFrame, limits, logger) = (config.maxFrameBytes, config.limits, self.logger)
         let backoff = TimeAmount(limits.acceptBackoff)
         let bootstrap = ServerBootstrap(group: group)
@@ -180,15 +185,7 @@ public final class Server: Service, Sendable {
                                           budgets: budgets, tracker: tracker, logger: logger))
                 }
             }
-        // Bind with a tight umask, then open up to the configured mode.
-        let old = umask(0o177)
-        defer { umask(old) }
-        let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
-        guard chmod(path, mode_t(config.socketMode)) == 0 else {
-            try? await channel.close()
-            throw ServerError.socket("chmod \(path): errno \(errno)")
-        }
-        return channel
+        return try await bootstrap.withBoundSocket(listener).get()
     }
 
     /// Every metric the server exports, with its help text and buckets.
@@ -201,17 +198,10 @@ public final class Server: Service, Sendable {
 
     /// True when a live server accepts connections on `path` (a stale file does not).
     static func someoneListens(on path: String) -> Bool {
-        guard access(path, F_OK) == 0 else { return false }
+        guard access(path, F_OK) == 0, var addr = UnixListener.address(path) else { return false }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
-        withUnsafeMutableBytes(of: &addr.sun_path) { dst in
-            for (i, b) in bytes.enumerated() { dst[i] = b }
-        }
         let ok = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }

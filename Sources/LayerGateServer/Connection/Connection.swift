@@ -566,7 +566,7 @@ extension ByteBuffer {
 }
 
 /// A page's answer frame: the page and at most 32 bytes around it.
-private let pageFrameCapacity = 8192 + 32
+let pageFrameCapacity = 8192 + 32
 
 /// A response as one frame (length prefix included: the pipeline has no frame encoder on the way out).
 private func responseFrame(_ response: Wire.Response) -> ByteBuffer {

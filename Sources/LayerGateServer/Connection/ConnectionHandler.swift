@@ -13,9 +13,11 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
     private var connection: Connection<ConnectionHandler>?
     private var context: ChannelHandlerContext?
     private var timer: RepeatedTask?
+    private let logger: Logger
 
     init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budgets: InflightBudgets,
          tracker: InFlightTracker, logger: Logger) {
+        self.logger = logger
         connection = Connection(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrameBytes,
                                 budgets: budgets, tracker: tracker, logger: logger)
     }
@@ -68,6 +70,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
@@ -76,7 +79,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
     func writeFrame<R>(_ build: (inout ByteBuffer) -> R) -> R {
-        var out = (context?.channel.allocator ?? ByteBufferAllocator()).buffer(capacity: 8192 + 32)
+        var out = (context?.channel.allocator ?? ByteBufferAllocator()).buffer(capacity: pageFrameCapacity)
         let result = build(&out)
         if out.readableBytes > 0 { context?.write(wrapOutboundOut(out), promise: nil) }
         return result

@@ -148,7 +148,7 @@ final class EpollServer: @unchecked Sendable {
                     if flags & UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
                         c.close()  // the peer is gone both ways: nothing it sent can be answered
                     } else {
-                        if flags & UInt32(EPOLLOUT.rawValue) != 0 { c.writable() }
+                        if flags & UInt32(EPOLLOUT.rawValue) != 0 { c.flush() }
                         if flags & UInt32(EPOLLIN.rawValue) != 0 { c.readable() }
                     }
                 }
@@ -197,7 +197,7 @@ final class EpollServer: @unchecked Sendable {
         while !becameWritable.isEmpty {
             let list = becameWritable
             becameWritable.removeAll()
-            for c in list { c.notifyIfWritable() }
+            for c in list where !c.closed && c.isWritable { c.connection?.writabilityChanged() }
         }
     }
 
@@ -252,7 +252,7 @@ final class EpollServer: @unchecked Sendable {
 
     /// An empty answer buffer: a spare, or a new one the size of a page's answer.
     func takeOutBuffer() -> ByteBuffer {
-        spareOut.popLast() ?? ByteBufferAllocator().buffer(capacity: 8192 + 32)
+        spareOut.popLast() ?? ByteBufferAllocator().buffer(capacity: pageFrameCapacity)
     }
 
     /// An answer buffer all sent, and cleared: kept as a spare, or let go.

@@ -62,37 +62,17 @@ final class SocketConnection: ConnectionTransport {
             if n < 0 { failure = errno }
             return max(n, 0)
         }
-        if n == 0 && failure == 0 {
-            server.giveBack(bytes)
-            close()  // the peer closed its end
-            return
-        }
+        defer { server.giveBack(bytes) }
         guard n > 0 else {
-            server.giveBack(bytes)
+            // 0 bytes and no error: the peer closed its end; an error but EAGAIN/EINTR: it is gone.
             if failure != EAGAIN && failure != EINTR { close() }
             return
         }
         wantsRead = false
         connection?.received(bytes)
-        server.giveBack(bytes)
         connection?.readComplete()
         connection?.readRequested()
     }
-
-    /// The socket takes bytes again.
-    func writable() {
-        flush()
-        notifyIfWritable()
-    }
-
-    /// Tells the connection it may take frames again, if it may: called by the
-    /// loop after each event, never from inside the connection's own call.
-    func notifyIfWritable() {
-        guard writabilityReturned, !closed else { return }
-        writabilityReturned = false
-        connection?.writabilityChanged()
-    }
-    private(set) var writabilityReturned = false
 
     // MARK: ConnectionTransport
 
@@ -191,8 +171,7 @@ final class SocketConnection: ConnectionTransport {
             isWritable = false
         } else if !isWritable, !closed, pending < Self.lowWater {
             isWritable = true
-            writabilityReturned = true
-            server.noteWritable(self)
+            server.noteWritable(self)  // told after the event: never from inside the connection's own call
         }
     }
 

@@ -4,20 +4,26 @@ import Foundation
 import Glibc
 #endif
 
-/// The listening Unix socket of the epoll data path.
+/// The server's listening Unix socket, for either event loop.
 enum UnixListener {
+    /// `path` as a socket address, or nil when longer than a Unix socket allows.
+    static func address(_ path: String) -> sockaddr_un? {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &addr.sun_path) { dst in
+            for (i, b) in bytes.enumerated() { dst[i] = b }
+        }
+        return addr
+    }
+
     /// A non-blocking socket listening at `path`: a stale socket file there is
     /// replaced (the caller checked that no server answers on it), any other
     /// file is not. Bound under a tight umask, then opened up to `mode`.
     static func listen(path: String, mode: UInt16, backlog: Int32 = 256) throws(ServerError) -> Int32 {
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw ServerError.socket("socket path \(path): longer than the \(MemoryLayout.size(ofValue: addr.sun_path) - 1) bytes a Unix socket allows")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { dst in
-            for (i, b) in bytes.enumerated() { dst[i] = b }
+        guard var addr = address(path) else {
+            throw ServerError.socket("socket path \(path): longer than the \(MemoryLayout<sockaddr_un>.size - 3) bytes a Unix socket allows")
         }
         var st = stat()
         if lstat(path, &st) == 0 {
