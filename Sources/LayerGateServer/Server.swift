@@ -172,6 +172,7 @@ public final class Server: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 64 << 10))
             .childChannelOption(.autoRead, value: true)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)  // a peer that shut its sending side still gets its answers
             .childChannelInitializer { channel in
                 guard let provider = channel as? SocketOptionProvider else {
                     return channel.eventLoop.makeFailedFuture(ServerError.socket("no socket options on \(channel)"))

@@ -183,6 +183,44 @@ struct ServerTests {
     /// reads at last, every request it got in is answered, whole and once
     /// (the answers the server could not send at once are sent as
     /// the socket drains).
+    /// A client that sends everything and then shuts its sending side
+    /// (`shutdown(SHUT_WR)`) still reads every answer: one waiting for its
+    /// LSN, which arrives only after the shutdown, and many run in tasks. The
+    /// half frame it left can never complete and gets no answer; then the
+    /// server closes.
+    @Test(arguments: eventLoops) func aClientThatShutsItsSendingSideGetsEveryAnswer(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        let raw = try RawConnection(dir.socket)
+        var bytes = Wire.frame(Wire.encode(Wire.Request(requestId: 1, body: .getPage(
+            Wire.GetPageRequest(tenantId: tenantA, key: wkey(2), lsn: 20, waitMs: 10_000)))))
+        for id in 2...100 {
+            bytes += Wire.frame(Wire.encode(Wire.Request(requestId: UInt64(id), body: .tenantStatus(Wire.TenantStatusRequest(tenantId: tenantA)))))
+        }
+        let half = Wire.frame(Wire.encode(Wire.Request(requestId: 101, body: .listTenants(Wire.ListTenantsRequest()))))
+        bytes += half.prefix(half.count / 2)
+        raw.send(bytes)
+        #expect(shutdown(raw.fd, Int32(SHUT_WR)) == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await c.putRecords(tenant: tenantA, [wimage(2, 20)]) == 20)
+        var answered = Set<UInt64>()
+        while let frame = raw.readFrame() {
+            let answer = try Wire.decodeResponse(frame)
+            #expect(answered.insert(answer.requestId).inserted, "request \(answer.requestId) answered twice")
+            switch answer.body {
+            case .getPage(let p)?: #expect(answer.requestId == 1 && p.page == wpage(2 << 32 | 20) && p.lsn == 20)
+            case .tenantStatus(let s)?: #expect(s.lastRecordLsn >= 10)
+            default: Issue.record("unexpected answer \(answer)")
+            }
+        }
+        #expect(answered == Set(1...100), "\(100 - answered.count) of 100 answers lost")
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     @Test(arguments: eventLoops) func aClientThatNeverReadsIsHeldBack(eventLoop: String) async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])

@@ -80,6 +80,8 @@ final class Connection<Transport: ConnectionTransport> {
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     private var unflushed = false
+    /// The peer sent all it will (it shut its side down): what it sent is answered, then the connection closes.
+    private var inputEnded = false
     /// Nil once the transport is gone (tasks may still finish after that).
     private var transport: Transport?
     private var loop: any LoopExecutor = NoLoop()
@@ -134,6 +136,15 @@ final class Connection<Transport: ConnectionTransport> {
     }
 
     func readComplete() { transport?.flush() }
+
+    /// The peer shut down its sending side (`shutdown(SHUT_WR)`) and waits
+    /// for its answers: every whole frame it sent is answered, a partial one
+    /// can never complete and is dropped, then the connection closes.
+    func endOfInput() {
+        guard !closing, !inputEnded else { return }
+        inputEnded = true
+        process()
+    }
 
     /// The socket is read only when nothing holds the connection back.
     func readRequested() {
@@ -210,6 +221,13 @@ final class Connection<Transport: ConnectionTransport> {
         // A partial frame (or header) is on the clock from its first byte.
         if frameStarted == nil, let b = buffer, b.readableBytes > 0, !hasWholeFrame { frameStarted = .now() }
         if buffer?.readableBytes == 0 { buffer = nil } else { buffer?.discardReadBytes() }
+        if inputEnded, !closing, !hasWholeFrame, inFlight == 0, !waitingForBudget {
+            // Everything the peer sent is answered: it only waits to read the answers.
+            closing = true
+            buffer = nil
+            transport?.closeAfterFlush()
+            return
+        }
         if unflushed {
             unflushed = false
             transport?.flush()
@@ -253,7 +271,7 @@ final class Connection<Transport: ConnectionTransport> {
     }
 
     private func requestReadIfAllowed() {
-        guard readPending, canTakeFrame, !waitingForBudget, !hasWholeFrame else { return }
+        guard readPending, !inputEnded, canTakeFrame, !waitingForBudget, !hasWholeFrame else { return }
         readPending = false
         transport?.read()
     }

@@ -57,6 +57,11 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
         connection?.received(unwrapInboundIn(data))
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed? = event as? ChannelEvent { connection?.endOfInput() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         connection?.readComplete()
         context.fireChannelReadComplete()

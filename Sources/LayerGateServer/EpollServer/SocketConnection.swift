@@ -64,8 +64,14 @@ final class SocketConnection: ConnectionTransport {
         }
         defer { server.giveBack(bytes) }
         guard n > 0 else {
-            // 0 bytes and no error: the peer closed its end; an error but EAGAIN/EINTR: it is gone.
-            if failure != EAGAIN && failure != EINTR { close() }
+            if n == 0 && failure == 0 {
+                // End of input: the peer shut its sending side and may still read (a whole close comes as EPOLLHUP).
+                wantsRead = false
+                setInterest(interest & ~UInt32(EPOLLIN.rawValue))
+                connection?.endOfInput()
+            } else if failure != EAGAIN && failure != EINTR {
+                close()  // the peer is gone
+            }
             return
         }
         wantsRead = false
