@@ -5,7 +5,8 @@
 # redis at each connections x depth, and of cold reads next to the disk.
 # Each part is a script of its own (run it alone for more detail):
 #   layergate-storage-bench     the engine alone (BENCH_ARGS)
-#   scripts/bench-vs-redis.sh   cached GetPage vs redis GET, servers on CPU 1, clients on CPU 0
+#   scripts/bench-vs-redis.sh   cached GetPage vs redis GET, servers on CPU 1, clients on CPU 0; redis
+#                               measured with redis-benchmark and with cbench --redis (the same client)
 #   scripts/count-mallocs.sh    heap allocations per cached GetPage (root)
 #   scripts/bench-cold.sh       cold reads over 24x the page cache vs O_DIRECT preads
 #   scripts/bench-ingest.sh     one connection's ingest vs the engine's
@@ -56,10 +57,14 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
     for cfg in 8x1 8x16; do
         row "1. cached GetPage $cfg, ops/s (median of rounds)" "$(get getpage.$cfg.epoll.ops)" "$(get getpage.$cfg.redis.ops) redis" \
             "$(get getpage.$cfg.ratio)" ">= 1.0 (middle half $(get getpage.$cfg.ratio_middle))"
+        row "   the same, one client for both (cbench --redis)" "" "" \
+            "$(get getpage.$cfg.same_client_ratio)" ">= 1.0 (middle half $(get getpage.$cfg.same_client_middle))"
     done
     for q in p50 p99; do
         row "2. one client, pinned: GetPage $q" "$(us "$(get getpage.1x1.epoll.$q)")" "$(us "$(get getpage.1x1.redis.$q)") redis" \
             "$(div "$(get getpage.1x1.epoll.$q)" "$(get getpage.1x1.redis.$q)")" "<= 1.0"
+        row "   the same, one client for both (cbench --redis)" "" "$(us "$(get getpage.1x1.rediscbench.$q)") redis" \
+            "$(div "$(get getpage.1x1.epoll.$q)" "$(get getpage.1x1.rediscbench.$q)")" "<= 1.0"
     done
     for cfg in 8x1 8x16; do
         row "3. Swift client (blocking) $cfg, ops/s" "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops) C" \

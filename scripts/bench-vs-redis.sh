@@ -9,6 +9,8 @@
 #                     LayerGateConnection (blocking calls), and with --client async a task
 #                     per connection with LayerGateClient (async/await over NIO)
 #   redis-benchmark   GET against redis-server (the baseline: ratio 1.00)
+#   cbench --redis    the cbench --epoll client itself against redis-server (GET of the same
+#                     8 KiB values): the same baseline with the client held equal
 # layergated serves its connections on its own epoll loop (the default); a second
 # layergated with --event-loop nio (SwiftNIO) is measured by cbench --epoll in the
 # same run, to show what the loop itself is worth.
@@ -18,7 +20,8 @@
 # Then, because one run of each on these VMs can be 2x off, the ratio that
 # counts again: ROUNDS (default 15) rounds of 1 s of cbench --epoll and of
 # redis-benchmark, taking turns (each first in every other round), with the
-# median of the rounds' ratios and the middle half of them.
+# median of the rounds' ratios and the middle half of them; and in the same
+# rounds cbench --epoll over cbench --redis (the "same client" ratio).
 # Needs: redis-server and redis-benchmark (installed with apt-get if missing), release builds.
 # RESULTS=FILE also appends every figure to FILE as "name value" lines (make bench reads them).
 set -euo pipefail
@@ -55,6 +58,7 @@ for cfg in "1 1" "8 1" "8 16"; do
     cout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q)
     sout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000)
     aout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000 --client async)
+    rcout=$($pin clients/c/build/layergate-cbench -s "$tmp/redis.sock" --redis -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q)
     eops=$(echo "$eout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     nops=$(echo "$nout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     cops=$(echo "$cout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
@@ -78,10 +82,13 @@ for cfg in "1 1" "8 1" "8 16"; do
         "$(field "$aout" p99)" "$(field "$aout" p99.9)" "$(ratio "$aops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "redis-benchmark" "$rops" "$(echo "$rdout" | cut -d, -f5)" \
         "$(echo "$rdout" | cut -d, -f7)" "-" "1.00"
+    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "cbench --redis" "$(echo "$rcout" | sed -E 's/.*REDIS_GET: ([0-9.]+) requests.*/\1/')" \
+        "$(field "$rcout" p50)" "$(field "$rcout" p99)" "$(field "$rcout" p99.9)" \
+        "$(ratio "$(echo "$rcout" | sed -E 's/.*REDIS_GET: ([0-9.]+) requests.*/\1/')")"
     if [ -n "${RESULTS:-}" ]; then
-        for c in "epoll $eout" "nio $nout" "threads $cout" "swift $sout" "swiftasync $aout"; do
+        for c in "epoll $eout" "nio $nout" "threads $cout" "swift $sout" "swiftasync $aout" "rediscbench $rcout"; do
             name=${c%% *} out=${c#* }
-            echo "getpage.${n}x$d.$name.ops $(echo "$out" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')"
+            echo "getpage.${n}x$d.$name.ops $(echo "$out" | sed -E 's/.*(GET_PAGE|REDIS_GET): ([0-9.]+) requests.*/\2/')"
             echo "getpage.${n}x$d.$name.p50 $(field "$out" p50)"
             echo "getpage.${n}x$d.$name.p99 $(field "$out" p99)"
             echo "getpage.${n}x$d.$name.p999 $(field "$out" p99.9)"
@@ -95,11 +102,12 @@ ROUNDS=${ROUNDS:-15}
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 quartiles() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f-%.2f", a[int(NR / 4) + 1], a[int(3 * NR / 4) + 1] }'; }
 echo
-echo "cbench --epoll vs redis-benchmark, $ROUNDS rounds of 1 s taking turns (nio: the server on --event-loop nio)"
-printf '%-7s %14s %14s %8s %12s %10s\n' "N x D" "layergated" "redis" "ratio" "(middle 50%)" "nio ratio"
+echo "cbench --epoll vs redis-benchmark, $ROUNDS rounds of 1 s taking turns (nio: the server on --event-loop nio;"
+echo "same client: cbench --epoll over cbench --redis, in the same rounds)"
+printf '%-7s %14s %14s %8s %12s %10s %12s %12s\n' "N x D" "layergated" "redis" "ratio" "(middle 50%)" "nio ratio" "same client" "(middle 50%)"
 for cfg in "1 1" "8 1" "8 16"; do
     set -- $cfg
-    n=$1 d=$2 e="" r="" q="" nq=""
+    n=$1 d=$2 e="" r="" q="" nq="" sq=""
     for i in $(seq "$ROUNDS"); do
         lgrun() { $pin clients/c/build/layergate-cbench -s "$tmp/${1:-lg}.sock" -c "$n" -P "$d" -t 1 --pages 1000 -q --epoll \
             | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/'; }
@@ -112,13 +120,17 @@ for cfg in "1 1" "8 1" "8 16"; do
             ro=$(rdrun "${last:-20000}"); eo=$(lgrun)
         fi
         no=$(lgrun nio)
+        so=$($pin clients/c/build/layergate-cbench -s "$tmp/redis.sock" --redis -c "$n" -P "$d" -t 1 --pages 1000 -q \
+            | sed -E 's/.*REDIS_GET: ([0-9.]+) requests.*/\1/')
+        sq="$sq $(awk -v a="$eo" -v b="$so" 'BEGIN { print a / b }')"
         last=$(awk -v o="$ro" 'BEGIN { c = int(o); print c < 5000 ? 5000 : c }')
         e="$e $eo" r="$r $ro" q="$q $(awk -v a="$eo" -v b="$ro" 'BEGIN { print a / b }')"
         nq="$nq $(awk -v a="$no" -v b="$ro" 'BEGIN { print a / b }')"
     done
-    printf '%-7s %14.0f %14.0f %8.2f %12s %10.2f\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" \
-        "$(echo $q | quartiles)" "$(echo $nq | median)"
+    printf '%-7s %14.0f %14.0f %8.2f %12s %10.2f %12.2f %12s\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" \
+        "$(echo $q | quartiles)" "$(echo $nq | median)" "$(echo $sq | median)" "$(echo $sq | quartiles)"
     if [ -n "${RESULTS:-}" ]; then
-        { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.nio_ratio $(echo $nq | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"; } >>"$RESULTS"
+        { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.nio_ratio $(echo $nq | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"
+          echo "getpage.${n}x$d.same_client_ratio $(echo $sq | median)"; echo "getpage.${n}x$d.same_client_middle $(echo $sq | quartiles)"; } >>"$RESULTS"
     fi
 done

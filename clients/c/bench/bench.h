@@ -63,6 +63,7 @@ typedef struct options {
     double seconds;
     bool quiet, csv;
     bool epoll;  /* one thread, every connection on an epoll set, like redis-benchmark */
+    bool redis;  /* the same client against redis-server: GET of 8 KiB values, the baseline */
     const char *token;  /* NULL: none */
 } options;
 
@@ -74,5 +75,9 @@ static inline lg_page_key key(uint32_t block) {
  * GetPage requests at once and sends the next when all of its answers are in.
  * Returns 0, or -1 with `error` filled in. */
 int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_t error_len);
+
+/* --redis: SETs o->pages values of 8 KiB (keys "lg:page:N") on the redis-server at
+ * o->socket, which the epoll mode then GETs at random. Returns 0, or -1 with `error` filled in. */
+int preload_redis(const options *o, char *error, size_t error_len);
 
 #endif

@@ -6,6 +6,11 @@
  * non-blocking sockets (not liblayergate, whose calls block), and each answer
  * is unpacked and checked to be an 8 KiB page, as redis-benchmark parses each
  * reply.
+ *
+ * --redis runs the same loop against redis-server as the baseline: a GET of
+ * an 8 KiB value (RESP) in place of each GetPage, each reply checked to be an
+ * 8 KiB bulk string. One client for both sides leaves the servers as the
+ * only difference (redis-benchmark is another program, with its own costs).
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -17,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -57,11 +63,22 @@ static int connect_unix(const char *path) {
     return fd;
 }
 
+/* RESP: GET lg:page:N, as an array of two bulk strings. */
+static size_t redis_get(unsigned char *at, uint32_t n) {
+    char name[32];
+    int len = snprintf(name, sizeof name, "lg:page:%u", n);
+    return (size_t)sprintf((char *)at, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len, name);
+}
+
 /* Encodes the next batch of D requests into c->out. */
 static void fill_batch(client *c, const options *o, uint64_t lsn) {
     c->out_len = 0;
     for (int d = 0; d < o->depth; d++) {
         c->x ^= c->x << 13, c->x ^= c->x >> 7, c->x ^= c->x << 17;
+        if (o->redis) {
+            c->out_len += redis_get(c->out + c->out_len, (uint32_t)(c->x % (uint64_t)o->pages));
+            continue;
+        }
         lg_page_key k = key((uint32_t)(c->x % (uint64_t)o->pages));
         Layergate__V1__PageKey pk = LAYERGATE__V1__PAGE_KEY__INIT;
         pk.spc_oid = k.spc_oid, pk.db_oid = k.db_oid, pk.rel_number = k.rel_number, pk.fork = k.fork, pk.block = k.block;
@@ -90,8 +107,28 @@ static int flush_out(client *c) {
     return 0;
 }
 
+/* Takes every whole RESP reply from c->in: each must be an 8 KiB bulk string. */
+static int take_redis_replies(client *c, char *error, size_t len) {
+    static const char head[] = "$8192\r\n";
+    const size_t whole = sizeof head - 1 + LG_PAGE_SIZE + 2;
+    size_t at = 0;
+    while (c->in_len - at >= sizeof head - 1) {
+        if (memcmp(c->in + at, head, sizeof head - 1) != 0) {
+            snprintf(error, len, "a redis reply that is not an 8 KiB value: %.40s", (const char *)c->in + at);
+            return -1;
+        }
+        if (c->in_len - at < whole) break;
+        c->pending--;
+        at += whole;
+    }
+    memmove(c->in, c->in + at, c->in_len - at);
+    c->in_len -= at;
+    return 0;
+}
+
 /* Takes every whole answer from c->in; 0, or -1 with `error` set. */
-static int take_answers(client *c, char *error, size_t len) {
+static int take_answers(client *c, const options *o, char *error, size_t len) {
+    if (o->redis) return take_redis_replies(c, error, len);
     size_t at = 0;
     while (c->in_len - at >= 4) {
         const unsigned char *h = c->in + at;
@@ -115,6 +152,42 @@ static int take_answers(client *c, char *error, size_t len) {
     memmove(c->in, c->in + at, c->in_len - at);
     c->in_len -= at;
     return 0;
+}
+
+int preload_redis(const options *o, char *error, size_t error_len) {
+    int fd = connect_unix(o->socket);
+    if (fd < 0) return fail(error, error_len, o->socket, errno);
+    int flags = 0;  /* blocking from here on: a preload, not measured */
+    if (ioctl(fd, FIONBIO, &flags) != 0) { close(fd); return fail(error, error_len, "ioctl", errno); }
+    unsigned char *value = malloc(LG_PAGE_SIZE + 128);
+    int rc = value ? 0 : fail(error, error_len, "malloc", ENOMEM);
+    for (int n = 0; rc == 0 && n < o->pages; n++) {
+        char name[32];
+        int len = snprintf(name, sizeof name, "lg:page:%d", n);
+        int h = sprintf((char *)value, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n", len, name, LG_PAGE_SIZE);
+        memset(value + h, 'a' + n % 26, LG_PAGE_SIZE);
+        memcpy(value + h + LG_PAGE_SIZE, "\r\n", 2);
+        size_t total = (size_t)h + LG_PAGE_SIZE + 2, sent = 0;
+        while (rc == 0 && sent < total) {
+            ssize_t w = send(fd, value + sent, total - sent, MSG_NOSIGNAL);
+            if (w < 0 && errno != EINTR) rc = fail(error, error_len, "send", errno);
+            if (w > 0) sent += (size_t)w;
+        }
+        char ok[5];
+        size_t got = 0;
+        while (rc == 0 && got < sizeof ok) {
+            ssize_t r = recv(fd, ok + got, sizeof ok - got, 0);
+            if (r <= 0 && !(r < 0 && errno == EINTR)) rc = fail(error, error_len, "recv", r == 0 ? ECONNRESET : errno);
+            if (r > 0) got += (size_t)r;
+        }
+        if (rc == 0 && memcmp(ok, "+OK\r\n", 5) != 0) {
+            snprintf(error, error_len, "redis refused SET %s: %.5s", name, ok);
+            rc = -1;
+        }
+    }
+    free(value);
+    close(fd);
+    return rc;
 }
 
 int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_t error_len) {
@@ -165,7 +238,7 @@ int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_
                     break;
                 }
                 c->in_len += (size_t)got;
-                if (take_answers(c, error, error_len) != 0) { rc = -1; break; }
+                if (take_answers(c, o, error, error_len) != 0) { rc = -1; break; }
                 if (c->pending < 0) { rc = -1; snprintf(error, error_len, "more answers than requests"); break; }
                 if (c->pending > 0) continue;
                 uint64_t now = now_ns();

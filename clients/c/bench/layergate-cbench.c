@@ -132,12 +132,14 @@ static int run_threads(const options *o, uint64_t lsn, histogram *all, uint64_t 
 
 static int usage(FILE *to, int code) {
     fprintf(to,
-            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--epoll] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
+            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--epoll] [--redis] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
             "  -s SOCKET     layergated's socket (default ./.layergate/layergate.sock)\n"
             "  -c CLIENTS    connections (default 1): a thread each, or all on one thread with --epoll\n"
             "  -P DEPTH      GetPage requests per pipelined batch (default 1; -d is the same)\n"
             "  -t SECONDS    how long to run (default 5)\n"
             "  --epoll       one thread and an epoll set for every connection, as redis-benchmark runs\n"
+            "  --redis       the baseline: the --epoll client against redis-server at SOCKET, GET of 8 KiB\n"
+            "                values (SET first, keys lg:page:0...N-1) in place of GetPage\n"
             "  --pages N     distinct pages, preloaded and read at random (default 1000)\n"
             "  --tenant ID   (default be0c0000000000000000000000000002, the one `layergate bench` uses)\n"
             "  --token JWT   sent with every request (default: $LAYERGATE_TOKEN); the preload needs admin\n"
@@ -155,6 +157,7 @@ int main(int argc, char **argv) {
         if (strcmp(a, "-q") == 0) o.quiet = true;
         else if (strcmp(a, "--csv") == 0) o.csv = true;
         else if (strcmp(a, "--epoll") == 0) o.epoll = true;
+        else if (strcmp(a, "--redis") == 0) o.redis = o.epoll = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout, 0);
         else if (v == NULL) return usage(stderr, 2);
         else if (strcmp(a, "-s") == 0) o.socket = v, i++;
@@ -167,8 +170,17 @@ int main(int argc, char **argv) {
         else return usage(stderr, 2);
     }
     if (o.clients < 1 || o.depth < 1 || o.pages < 1 || o.seconds <= 0) return usage(stderr, 2);
-    uint64_t lsn;
-    if (preload(&o, &lsn) != 0) return 1;
+    uint64_t lsn = 0;
+    if (o.redis) {
+        char error[600];
+        if (preload_redis(&o, error, sizeof error) != 0) {
+            fprintf(stderr, "layergate-cbench: preloading redis: %s\n", error);
+            return 1;
+        }
+    } else if (preload(&o, &lsn) != 0) {
+        return 1;
+    }
+    const char *name = o.redis ? "REDIS_GET" : "GET_PAGE";
 
     histogram *all = calloc(1, sizeof *all);
     if (all == NULL) return 1;
@@ -191,11 +203,11 @@ int main(int argc, char **argv) {
     double p999 = (double)percentile(all, 0.999) * ms;
     if (o.csv) {
         printf("\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\",\"p999_latency_ms\"\n");
-        printf("\"GET_PAGE\",\"%.2f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\"\n", rps, avg,
+        printf("\"%s\",\"%.2f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\"\n", name, rps, avg,
                (double)all->min * ms, p50, p95, p99, (double)all->max * ms, p999);
     } else {
         if (!o.quiet) {
-            printf("====== GET_PAGE ======\n");
+            printf("====== %s ======\n", name);
             printf("  %" PRIu64 " requests completed in %.2f seconds\n", all->total, secs);
             printf("  %d parallel clients\n  %d bytes payload\n  pipeline %d\n\n", o.clients, LG_PAGE_SIZE, o.depth);
             printf("Summary:\n  throughput summary: %.2f requests per second\n  latency summary (msec):\n", rps);
@@ -203,9 +215,9 @@ int main(int argc, char **argv) {
             printf("%13.3f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n", avg, (double)all->min * ms, p50, p95, p99, p999,
                    (double)all->max * ms);
         }
-        printf("GET_PAGE: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, p99.9=%.3f msec "
+        printf("%s: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, p99.9=%.3f msec "
                "(%d connections, depth %d, %" PRIu64 " requests, 8 KiB pages)\n",
-               rps, p50, p99, p999, o.clients, o.depth, all->total);
+               name, rps, p50, p99, p999, o.clients, o.depth, all->total);
     }
     free(all);
     return 0;
