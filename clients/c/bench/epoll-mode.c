@@ -112,8 +112,10 @@ static int take_redis_replies(client *c, char *error, size_t len) {
     static const char head[] = "$8192\r\n";
     const size_t whole = sizeof head - 1 + LG_PAGE_SIZE + 2;
     size_t at = 0;
-    while (c->in_len - at >= sizeof head - 1) {
-        if (memcmp(c->in + at, head, sizeof head - 1) != 0) {
+    while (c->in_len > at) {
+        /* Checked on what has arrived: a short reply ("$-1", "-ERR") must not wait for bytes that never come. */
+        size_t seen = c->in_len - at < sizeof head - 1 ? c->in_len - at : sizeof head - 1;
+        if (memcmp(c->in + at, head, seen) != 0) {
             snprintf(error, len, "a redis reply that is not an 8 KiB value: %.40s", (const char *)c->in + at);
             return -1;
         }
