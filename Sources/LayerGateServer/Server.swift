@@ -138,17 +138,15 @@ public final class Server: Service, Sendable {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
         if Self.someoneListens(on: path) { throw ServerError.alreadyRunning(socket: path) }
-        let (maxFrame, limits, logger) = (config.maxFrameBytes, config.limits, self.logger)
+        let settings = ConnectionSettings(dispatcher: dispatcher, limits: config.limits, maxFrameBytes: config.maxFrameBytes,
+                                          budgets: budgets, tracker: tracker, logger: logger)
         let listener = try UnixListener.listen(path: path, mode: config.socketMode)
         switch frontend {
         case .epoll(let server):
-            server.serve(listener) { peer in
-                Connection(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrame, budgets: budgets,
-                           tracker: tracker, logger: logger)
-            }
+            server.serve(listener, settings: settings)
         case .nio(let group, let channel):
             do {
-                channel.value = try await bind(listener, group: group, dispatcher: dispatcher, tracker: tracker, budgets: budgets)
+                channel.value = try await bind(listener, group: group, settings: settings)
             } catch {
                 unlink(path)  // no socket file is left that nothing serves
                 throw error
@@ -157,10 +155,8 @@ public final class Server: Service, Sendable {
     }
 
     /// Serves `listener` on SwiftNIO (`--event-loop nio`).
-    private func bind(_ listener: Int32, group: MultiThreadedEventLoopGroup, dispatcher: Dispatcher, tracker: InFlightTracker,
-                      budgets: InflightBudgets) async throws -> Channel {
-        let (maxFrame, limits, logger) = (config.maxFrameBytes, config.limits, self.logger)
-        let backoff = TimeAmount(limits.acceptBackoff)
+    private func bind(_ listener: Int32, group: MultiThreadedEventLoopGroup, settings: ConnectionSettings) async throws -> Channel {
+        let backoff = TimeAmount(settings.limits.acceptBackoff)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelInitializer { channel in
@@ -181,9 +177,7 @@ public final class Server: Service, Sendable {
                     level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(lg_so_peercred()))
                 return cred.flatMapThrowing { c in
                     let peer = PeerIdentity(uid: c.uid, pid: c.pid)
-                    try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrame,
-                                          budgets: budgets, tracker: tracker, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(settings, peer: peer))
                 }
             }
         return try await bootstrap.withBoundSocket(listener).get()

@@ -18,9 +18,9 @@ import Testing
         let dispatcher = Dispatcher(manager: manager, config: ServerConfig(), failpoints: Failpoints())
         weak var gone: ConnectionHandler?
         do {
-            let handler = ConnectionHandler(
-                dispatcher: dispatcher, peer: PeerIdentity(uid: 0, pid: 1), limits: ServerLimits(), maxFrameBytes: 16 << 20,
-                budgets: InflightBudgets(capacity: 1 << 20), tracker: InFlightTracker(), logger: Logger(label: "test"))
+            let handler = ConnectionHandler(ConnectionSettings(
+                dispatcher: dispatcher, limits: ServerLimits(), maxFrameBytes: 16 << 20, budgets: InflightBudgets(capacity: 1 << 20),
+                tracker: InFlightTracker(), logger: Logger(label: "test")), peer: PeerIdentity(uid: 0, pid: 1))
             gone = handler
             let channel = EmbeddedChannel()
             try channel.pipeline.syncOperations.addHandler(handler)
@@ -103,10 +103,9 @@ import Testing
         }
 
         func channel(peerUid: UInt32 = 0, maxFrameBytes: Int = 1 << 20, limits: ServerLimits = ServerLimits()) async throws -> EmbeddedChannel {
-            let handler = ConnectionHandler(
-                dispatcher: dispatcher, peer: PeerIdentity(uid: peerUid, pid: 1), limits: limits,
-                maxFrameBytes: maxFrameBytes, budgets: InflightBudgets(capacity: 1 << 20), tracker: InFlightTracker(),
-                logger: Logger(label: "test"))
+            let handler = ConnectionHandler(ConnectionSettings(
+                dispatcher: dispatcher, limits: limits, maxFrameBytes: maxFrameBytes, budgets: InflightBudgets(capacity: 1 << 20),
+                tracker: InFlightTracker(), logger: Logger(label: "test")), peer: PeerIdentity(uid: peerUid, pid: 1))
             let channel = EmbeddedChannel()
             try channel.pipeline.syncOperations.addHandler(handler)
             try await channel.connect(to: SocketAddress(unixDomainSocketPath: "/peer")).get()

@@ -52,8 +52,7 @@ final class Connection<Transport: ConnectionTransport> {
     private var lastCheck = NIODeadline.now()
     private var tasks: [UInt64: Task<Void, Never>] = [:]
     private var nextTask: UInt64 = 0
-    /// The last put's task: the next put waits for it, so puts apply in order.
-    /// The last put's place in this connection's order (`PutTurn`).
+    /// The last put's place in this connection's order (`PutTurn`): the next put waits for it, so puts apply in order.
     private var lastPutTurn: PutTurn?
     private var tokens = TokenCache()
     /// The token of the last request, reused by the next decode when equal.
@@ -86,15 +85,14 @@ final class Connection<Transport: ConnectionTransport> {
     private var transport: Transport?
     private var loop: any LoopExecutor = NoLoop()
 
-    init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budgets: InflightBudgets,
-         tracker: InFlightTracker, logger: Logger) {
-        self.dispatcher = dispatcher
+    init(_ settings: ConnectionSettings, peer: PeerIdentity) {
+        dispatcher = settings.dispatcher
         self.peer = peer
-        self.limits = limits
-        self.maxFrameBytes = maxFrameBytes
-        self.budgets = budgets
-        self.tracker = tracker
-        self.logger = logger
+        limits = settings.limits
+        maxFrameBytes = settings.maxFrameBytes
+        budgets = settings.budgets
+        tracker = settings.tracker
+        logger = settings.logger
     }
 
     // MARK: what the transport tells
@@ -223,8 +221,11 @@ final class Connection<Transport: ConnectionTransport> {
         if buffer?.readableBytes == 0 { buffer = nil } else { buffer?.discardReadBytes() }
         if inputEnded, !closing, !hasWholeFrame, inFlight == 0, !waitingForBudget {
             // Everything the peer sent is answered: it only waits to read the answers.
+            // The unfinished frame, if any, gives its budget back now, not when the socket closes.
             closing = true
             buffer = nil
+            reserved?.release()
+            reserved = nil
             transport?.closeAfterFlush()
             return
         }

@@ -15,11 +15,9 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
     private var timer: RepeatedTask?
     private let logger: Logger
 
-    init(dispatcher: Dispatcher, peer: PeerIdentity, limits: ServerLimits, maxFrameBytes: Int, budgets: InflightBudgets,
-         tracker: InFlightTracker, logger: Logger) {
-        self.logger = logger
-        connection = Connection(dispatcher: dispatcher, peer: peer, limits: limits, maxFrameBytes: maxFrameBytes,
-                                budgets: budgets, tracker: tracker, logger: logger)
+    init(_ settings: ConnectionSettings, peer: PeerIdentity) {
+        logger = settings.logger
+        connection = Connection(settings, peer: peer)
     }
 
     // MARK: the pipeline's events, for the connection

@@ -24,7 +24,8 @@ import Glibc
 final class EpollServer: @unchecked Sendable {
     private let epollFd: Int32
     private let queue: LoopQueue
-    private var makeConnection: ((PeerIdentity) -> Connection<SocketConnection>)?
+    /// Set by `serve`, before the thread starts.
+    private var settings: ConnectionSettings?
     private let acceptBackoff: Duration
     private let logger: Logger
 
@@ -75,10 +76,9 @@ final class EpollServer: @unchecked Sendable {
 
     deinit { Glibc.close(epollFd) }
 
-    /// Serves `listener` (a listening, non-blocking socket) on a thread of its
-    /// own, each connection's protocol made by `makeConnection`.
-    func serve(_ listener: Int32, makeConnection: @escaping (PeerIdentity) -> Connection<SocketConnection>) {
-        self.makeConnection = makeConnection
+    /// Serves `listener` (a listening, non-blocking socket) on a thread of its own.
+    func serve(_ listener: Int32, settings: ConnectionSettings) {
+        self.settings = settings
         listenFd = listener
         add(listener, id: Self.listenerId, events: UInt32(EPOLLIN.rawValue))
         started.store(true, ordering: .releasing)
@@ -221,13 +221,13 @@ final class EpollServer: @unchecked Sendable {
             }
             var cred = lg_peer_credentials()
             var length = socklen_t(MemoryLayout<lg_peer_credentials>.size)
-            guard getsockopt(fd, SOL_SOCKET, lg_so_peercred(), &cred, &length) == 0, let makeConnection else {
+            guard getsockopt(fd, SOL_SOCKET, lg_so_peercred(), &cred, &length) == 0, let settings else {
                 Glibc.close(fd)
                 continue
             }
             let id = nextId
             nextId += 1
-            let connection = makeConnection(PeerIdentity(uid: cred.uid, pid: cred.pid))
+            let connection = Connection<SocketConnection>(settings, peer: PeerIdentity(uid: cred.uid, pid: cred.pid))
             let socket = SocketConnection(id: id, fd: fd, server: self, connection: connection)
             connections[id] = socket
             add(fd, id: id, events: UInt32(EPOLLIN.rawValue))
