@@ -4,6 +4,9 @@ BENCH_ARGS ?=
 TORTURE_MINUTES ?= 1
 # Tests use @testable imports; make test builds them in release with this.
 TESTABLE = -Xswiftc -enable-testing
+# Every build and test runs through scripts/swift.sh: a private TMPDIR, removed afterwards
+# (the Swift driver leaves an empty directory in TMPDIR on every run).
+SWIFTRUN = SWIFT=$(SWIFT) scripts/swift.sh
 
 .PHONY: run test build deps promtool bench proto testdata c-client clean torture fuzz
 
@@ -13,8 +16,8 @@ TESTABLE = -Xswiftc -enable-testing
 RUN_ARGS ?= --metrics-listen 127.0.0.1:9898
 run: deps
 	@echo "make: building layergated and layergate (release)"
-	$(SWIFT) build -c release --product layergated
-	$(SWIFT) build -c release --product layergate
+	$(SWIFTRUN) build -c release --product layergated
+	$(SWIFTRUN) build -c release --product layergate
 	@echo "make: starting layergated; try: .build/release/layergate create-tenant 0123456789abcdef0123456789abcdef"
 	@echo "make: metrics (if RUN_ARGS keeps --metrics-listen): curl -s http://127.0.0.1:9898/metrics"
 	.build/release/layergated $(RUN_ARGS)
@@ -24,7 +27,7 @@ run: deps
 # installed from Debian's packages when missing.
 deps:
 	@command -v $(SWIFT) >/dev/null || { echo "make: the Swift toolchain (swift 6.2+) is required and not on PATH"; exit 1; }
-	@echo "make: using $$($(SWIFT) --version 2>&1 | head -1)"
+	@echo "make: using $$($(SWIFTRUN) --version 2>&1 | head -1)"
 	@if ! pkg-config --exists libprotobuf-c 2>/dev/null; then \
 		echo "make: installing libprotobuf-c-dev and pkg-config (apt-get)"; \
 		apt-get update -qq && apt-get install -y -qq libprotobuf-c-dev pkg-config >/dev/null; \
@@ -53,7 +56,7 @@ c-client: deps
 	$(MAKE) -C clients/c
 
 build: deps
-	$(SWIFT) build
+	$(SWIFTRUN) build
 
 # Builds every target in release (the crash tests need the layergate-testhelper binary), then
 # runs every test: unit, model-based, the crash-point and fault sweeps on a
@@ -64,11 +67,11 @@ build: deps
 # and the C client's tests (under valgrind) against the layergated just built.
 test: deps promtool
 	@echo "make: building all targets and tests (release, with testing enabled: one build serves the tests, the binaries they spawn and the measurements)"
-	$(SWIFT) build -c release --build-tests $(TESTABLE)
+	$(SWIFTRUN) build -c release --build-tests $(TESTABLE)
 	@echo "make: running the Swift test suite"
-	$(SWIFT) test -c release --skip-build $(TESTABLE)
+	$(SWIFTRUN) test -c release --skip-build $(TESTABLE)
 	@echo "make: hostile peers against layergated, alone (memory, descriptors, a reader's latency)"
-	LAYERGATE_BOUNDS=1 $(SWIFT) test -c release --skip-build $(TESTABLE) --filter ResourceBoundTests
+	LAYERGATE_BOUNDS=1 $(SWIFTRUN) test -c release --skip-build $(TESTABLE) --filter ResourceBoundTests
 	@if command -v protoc-c >/dev/null; then scripts/gen-testdata.sh --check; \
 		else echo "make: protoc-c not installed: not re-checking Protocol/testdata/*.bin against the .txtpb (make testdata installs it)"; fi
 	@echo "make: $(TORTURE_MINUTES) min of layergate torture (crashes, full disks, no descriptors; checked after every restart), meanwhile 30 s of fuzzing per target, all at once (make fuzz FUZZ_SECONDS=N for longer)"
@@ -86,7 +89,7 @@ test: deps promtool
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@echo "make: building layergate-fuzz with -sanitize=fuzzer (.build/fuzz) and the C client's fuzz target"
-	$(SWIFT) build --scratch-path .build/fuzz --product layergate-fuzz \
+	$(SWIFTRUN) build --scratch-path .build/fuzz --product layergate-fuzz \
 		-Xswiftc -sanitize=fuzzer -Xswiftc -DLAYERGATE_FUZZ -Xswiftc -use-ld=lld -Xswiftc -parse-as-library
 	$(MAKE) -C clients/c build/fuzz/fuzz_response
 	scripts/fuzz.sh $(FUZZ_SECONDS)
@@ -98,8 +101,8 @@ bench: deps c-client
 
 # A longer torture run on the release build: make torture TORTURE_MINUTES=20
 torture: deps
-	$(SWIFT) build -c release --product layergated
-	$(SWIFT) build -c release --product layergate
+	$(SWIFTRUN) build -c release --product layergated
+	$(SWIFTRUN) build -c release --product layergate
 	.build/release/layergate torture --minutes $(TORTURE_MINUTES)
 
 clean:

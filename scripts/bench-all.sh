@@ -21,7 +21,7 @@ res=$out/results.txt
 : >"$res"
 if [ "${BUILD:-1}" != 0 ]; then  # BUILD=0: the release binaries already built (make test's, say)
     echo "make bench: release builds of layergated, layergate, layergate-storage-bench and the C client"
-    for p in layergated layergate layergate-storage-bench; do swift build -c release --product $p >/dev/null; done
+    for p in layergated layergate layergate-storage-bench; do scripts/swift.sh build -c release --product $p >/dev/null; done
 fi
 make -s -C clients/c >/dev/null
 echo; echo "== the storage engine alone (layergate-storage-bench ${BENCH_ARGS:-})"

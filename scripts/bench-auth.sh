@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-1}
 ROUNDS=${ROUNDS:-21}
 if [ "${BUILD:-1}" != 0 ]; then
-    swift build -c release --product layergated >/dev/null
-    swift build -c release --product layergate >/dev/null
+    scripts/swift.sh build -c release --product layergated >/dev/null
+    scripts/swift.sh build -c release --product layergate >/dev/null
 fi
 make -s -C clients/c build/layergate-cbench >/dev/null
 tmp=$(mktemp -d)

@@ -25,7 +25,7 @@ DATA=${DATA:-.layergate/bench-cold}
 tenant=be0c0000000000000000000000000003
 if [ "${BUILD:-1}" != 0 ]; then
     echo "bench-cold: building layergated (release) and the C client's benches"
-    swift build -c release --product layergated >/dev/null
+    scripts/swift.sh build -c release --product layergated >/dev/null
 fi
 make -s -C clients/c build/layergate-pagebench >/dev/null
 bench=clients/c/build/layergate-pagebench

@@ -21,7 +21,7 @@ WRITERS=${WRITERS:-4}
 ROUNDS=${ROUNDS:-3}
 if [ "${BUILD:-1}" != 0 ]; then
     echo "bench-ingest: building layergated, layergate and layergate-storage-bench (release)"
-    for p in layergated layergate layergate-storage-bench; do swift build -c release --product $p >/dev/null; done
+    for p in layergated layergate layergate-storage-bench; do scripts/swift.sh build -c release --product $p >/dev/null; done
 fi
 make -s -C clients/c build/layergate-pagebench >/dev/null
 tmp=$(mktemp -d /tmp/layergate-ingest-XXXXXX)

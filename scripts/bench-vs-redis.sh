@@ -29,8 +29,8 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 command -v redis-server >/dev/null || { echo "installing redis-server"; apt-get install -y -qq redis-server >/dev/null; }
 if [ "${BUILD:-1}" != 0 ]; then  # BUILD=0: the release binaries already built
-    swift build -c release --product layergated >/dev/null
-    swift build -c release --product layergate >/dev/null
+    scripts/swift.sh build -c release --product layergated >/dev/null
+    scripts/swift.sh build -c release --product layergate >/dev/null
 fi
 make -s -C clients/c build/layergate-cbench >/dev/null
 pin="" serverpin=""
