@@ -14,6 +14,8 @@ _Static_assert(sizeof(lg_peer_credentials) == sizeof(struct ucred), "lg_peer_cre
 
 int lg_so_peercred(void) { return SO_PEERCRED; }
 
+int lg_o_direct(void) { return O_DIRECT; }
+
 void lg_release_free_heap(void) { malloc_trim(0); }
 
 int lg_accept_nonblocking(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }

@@ -26,6 +26,9 @@ int lg_so_peercred(void);
 /// for an epoll loop, not inherited by a child (accept4 needs _GNU_SOURCE).
 int lg_accept_nonblocking(int fd);
 
+/// The O_DIRECT open flag (fcntl F_SETFL takes it too), which glibc declares only under _GNU_SOURCE.
+int lg_o_direct(void);
+
 /// malloc_trim(0): gives the heap's free pages back to the system (glibc).
 void lg_release_free_heap(void);
 

@@ -20,6 +20,7 @@ public final class LayerWriter {
 
     let tempName: String
     private var file: RawFile?
+    private var direct: DirectWrites?
     private var buffer = ByteWriter(capacity: 1 << 20)
     private var bufferStart = LayerFormat.blockSize
     private var entries: [IndexEntry] = []
@@ -63,6 +64,7 @@ public final class LayerWriter {
         }
         tempName = name
         file = created
+        if let created { direct = DirectWrites(file: created, capacity: 1 << 20) }
     }
 
     deinit { if !done { discard() } }
@@ -138,13 +140,16 @@ public final class LayerWriter {
             buffer.bytes(fenceArea)
             let fileSize = bufferStart + buffer.count
             try flushBuffer()
+            precondition(buffer.count == 0, "a layer file that is not whole 8 KiB blocks")
             let summary = LayerSummary(
                 kind: kind, tenant: tenant, keys: name.keys, lsnStart: lsnStart, lsnEnd: lsnEnd,
                 valueCount: UInt64(entries.count), dataEnd: UInt64(dataEnd), indexStartBlock: UInt64(indexStart),
                 indexBlockCount: UInt64(blocks), fenceStartBlock: UInt64(fenceStart),
                 fenceBlockCount: UInt64(fenceArea.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))
-            guard let file else { throw StorageError.cancelled("layer writer already discarded") }
-            try file.write(summary.encode(), at: 0)
+            guard let file, let direct else { throw StorageError.cancelled("layer writer already discarded") }
+            var block0 = summary.encode()
+            block0.append(contentsOf: repeatElement(0, count: LayerFormat.blockSize - block0.count))
+            try direct.write(block0, 0..<block0.count, to: file, at: 0)
             file.sync()
             file.close()
             try failpoints.hit("layer-writer-before-publish")
@@ -167,10 +172,14 @@ public final class LayerWriter {
         try? directory.fs.unlink(directory.child(tempName))
     }
 
+    /// Writes what can go out now: with direct I/O, whole aligned units (the
+    /// rest stays for the next flush; the finished file is whole blocks).
     private func flushBuffer() throws(StorageError) {
-        guard let file else { throw StorageError.cancelled("layer writer already discarded") }
-        try file.write(buffer.bytes, at: bufferStart)
-        bufferStart += buffer.count
-        buffer.bytes.removeAll(keepingCapacity: true)
+        guard let file, let direct else { throw StorageError.cancelled("layer writer already discarded") }
+        let n = direct.writable(buffer.count)
+        guard n > 0 else { return }
+        try direct.write(buffer.bytes, 0..<n, to: file, at: bufferStart)
+        bufferStart += n
+        buffer.bytes.removeFirst(n)
     }
 }

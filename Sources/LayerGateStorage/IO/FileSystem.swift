@@ -36,6 +36,18 @@ public protocol FileSystem: Sendable {
     func list(_ path: String) throws(SystemError) -> [String]
     /// Bytes an unprivileged writer can still use on the filesystem holding `path`.
     func availableBytes(_ path: String) throws(SystemError) -> UInt64
+    /// Makes later writes to `fd` skip the OS page cache (O_DIRECT), or stop
+    /// skipping it; true when the filesystem agreed. While on, every write's
+    /// memory, offset and length must be multiples of `directIOAlignment`.
+    func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool
+}
+
+/// What O_DIRECT asks of a write on any Linux block device (512- or 4096-byte sectors).
+public let directIOAlignment = 4096
+
+extension FileSystem {
+    /// A filesystem of the tests' making writes through its own memory: never direct.
+    public func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool { false }
 }
 
 public enum OpenMode: Sendable, Equatable {

@@ -138,6 +138,13 @@ public final class RealFileSystem: FileSystem {
         return UInt64(s.f_bavail) &* UInt64(s.f_frsize)
     }
 
+    public func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool {
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0 else { return false }
+        // EINVAL where the filesystem has no direct I/O (FUSE, some network filesystems).
+        return fcntl(fd, F_SETFL, on ? flags | lg_o_direct() : flags & ~lg_o_direct()) == 0
+    }
+
     private static func info(_ st: Glibc.stat) -> FileInfo {
         FileInfo(size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
                  isDirectory: (st.st_mode & S_IFMT) == S_IFDIR, isRegularFile: (st.st_mode & S_IFMT) == S_IFREG)
