@@ -221,6 +221,75 @@ struct ServerTests {
         #expect(await server.stop() == 0)
     }
 
+    /// Pages answered inline (images from memory, a page built with a delta),
+    /// errors, and answers written by tasks, all in one stream to a client
+    /// that reads late and slowly, so the server's sends stop part-way
+    /// through pages. Every answer arrives whole, once, with its own page.
+    @Test(arguments: eventLoops) func pagesArriveWholeBetweenOtherAnswersToASlowReader(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        try await c.putRecords(tenant: tenantA, (1...41 as ClosedRange<UInt32>).map { wimage($0, 10) })
+        try await c.putRecords(tenant: tenantA, [Wire.Record(key: wkey(41), lsn: 11, value: .delta(Wire.DeltaRecord(
+            willInit: false, patches: [Wire.Patch(offset: 100, data: [0xEE, 0xFF])])))])
+        var built = wpage(41 << 32 | 10)
+        built[100] = 0xEE
+        built[101] = 0xFF
+        enum Expected { case page([UInt8], UInt64), notFound, status }
+        var expected: [UInt64: Expected] = [:]
+        var bytes: [UInt8] = []
+        for id in 1...600 as ClosedRange<UInt64> {
+            let body: Wire.Request.Body
+            switch id {
+            case _ where id % 10 == 0:
+                body = .tenantStatus(Wire.TenantStatusRequest(tenantId: tenantA))
+                expected[id] = .status
+            case _ where id % 10 == 5:
+                body = .getPage(Wire.GetPageRequest(tenantId: tenantA, key: wkey(99), latest: true))
+                expected[id] = .notFound
+            case _ where id % 7 == 0:
+                body = .getPage(Wire.GetPageRequest(tenantId: tenantA, key: wkey(41), latest: true))
+                expected[id] = .page(built, 11)
+            default:
+                let block = UInt32(id % 40 + 1)
+                body = .getPage(Wire.GetPageRequest(tenantId: tenantA, key: wkey(block), lsn: 10))
+                expected[id] = .page(wpage(UInt64(block) << 32 | 10), 10)
+            }
+            bytes += Wire.frame(Wire.encode(Wire.Request(requestId: id, body: body)))
+        }
+        let raw = try RawConnection(dir.socket)
+        let fd = raw.fd, all = bytes
+        let sender = Thread {  // blocks while the server holds back; the reader below drains it
+            all.withUnsafeBytes { b in
+                var at = 0
+                while at < b.count {
+                    let n = write(fd, b.baseAddress! + at, b.count - at)
+                    if n <= 0 { return }
+                    at += n
+                }
+            }
+        }
+        sender.start()
+        try await Task.sleep(for: .milliseconds(500))  // let the server's socket buffer fill
+        var answered = Set<UInt64>()
+        while answered.count < 600, let frame = raw.readFrame() {
+            let answer = try Wire.decodeResponse(frame)
+            #expect(answered.insert(answer.requestId).inserted, "request \(answer.requestId) answered twice")
+            switch (expected[answer.requestId], answer.body) {
+            case (.page(let page, let lsn)?, .getPage(let p)?):
+                #expect(p.page == page && p.lsn == lsn, "request \(answer.requestId): the wrong page or LSN")
+            case (.notFound?, .error(let e)?): #expect(e.code == .pageNotFound)
+            case (.status?, .tenantStatus?): break
+            default: Issue.record("request \(answer.requestId): unexpected answer \(String(describing: answer.body).prefix(200))")
+            }
+            if answered.count % 50 == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(answered == Set(1...600), "\(600 - answered.count) of 600 answers missing")
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     @Test(arguments: eventLoops) func aClientThatNeverReadsIsHeldBack(eventLoop: String) async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])
