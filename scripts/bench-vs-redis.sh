@@ -21,7 +21,8 @@
 # counts again: ROUNDS (default 15) rounds of 1 s of cbench --epoll and of
 # redis-benchmark, taking turns (each first in every other round), with the
 # median of the rounds' ratios and the middle half of them; and in the same
-# rounds cbench --epoll over cbench --redis (the "same client" ratio).
+# rounds cbench --epoll over cbench --redis (the "same client" ratio), and each
+# side's p50 and p99 as the median over the rounds (make bench's goal 2 reads the 1 x 1 ones).
 # Needs: redis-server and redis-benchmark (installed with apt-get if missing), release builds.
 # RESULTS=FILE also appends every figure to FILE as "name value" lines (make bench reads them).
 set -euo pipefail
@@ -99,6 +100,7 @@ for cfg in "1 1" "8 1" "8 16"; do
 done
 
 ROUNDS=${ROUNDS:-15}
+lat=""
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 quartiles() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f-%.2f", a[int(NR / 4) + 1], a[int(3 * NR / 4) + 1] }'; }
 echo
@@ -108,29 +110,47 @@ printf '%-7s %14s %14s %8s %12s %10s %12s %12s\n' "N x D" "layergated" "redis" "
 for cfg in "1 1" "8 1" "8 16"; do
     set -- $cfg
     n=$1 d=$2 e="" r="" q="" nq="" sq=""
+    lat_e50="" lat_e99="" lat_r50="" lat_r99="" lat_s50="" lat_s99=""
     for i in $(seq "$ROUNDS"); do
-        lgrun() { $pin clients/c/build/layergate-cbench -s "$tmp/${1:-lg}.sock" -c "$n" -P "$d" -t 1 --pages 1000 -q --epoll \
-            | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/'; }
+        lgrun() { $pin clients/c/build/layergate-cbench -s "$tmp/${1:-lg}.sock" -c "$n" -P "$d" -t 1 --pages 1000 -q --epoll; }
+        ops() { echo "$1" | sed -E 's/.*(GET_PAGE|REDIS_GET): ([0-9.]+) requests.*/\2/'; }
         # redis-benchmark runs a count, not a time: about a second's worth at the last rate seen.
         rdrun() { $pin redis-benchmark -s "$tmp/redis.sock" -t get -d 8192 -r 1000 -c "$n" -P "$d" -n "$1" --csv \
-            | grep '^"GET"' | tr -d '"' | cut -d, -f2; }
+            | grep '^"GET"' | tr -d '"'; }
         if [ $((i % 2)) = 1 ]; then
-            eo=$(lgrun); ro=$(rdrun "$(awk -v o="$eo" 'BEGIN { c = int(o); print c < 5000 ? 5000 : c }')")
+            eout=$(lgrun); eo=$(ops "$eout"); rdout=$(rdrun "$(awk -v o="$eo" 'BEGIN { c = int(o); print c < 5000 ? 5000 : c }')")
         else
-            ro=$(rdrun "${last:-20000}"); eo=$(lgrun)
+            rdout=$(rdrun "${last:-20000}"); eout=$(lgrun); eo=$(ops "$eout")
         fi
-        no=$(lgrun nio)
-        so=$($pin clients/c/build/layergate-cbench -s "$tmp/redis.sock" --redis -c "$n" -P "$d" -t 1 --pages 1000 -q \
-            | sed -E 's/.*REDIS_GET: ([0-9.]+) requests.*/\1/')
+        ro=$(echo "$rdout" | cut -d, -f2)
+        no=$(ops "$(lgrun nio)")
+        sout=$($pin clients/c/build/layergate-cbench -s "$tmp/redis.sock" --redis -c "$n" -P "$d" -t 1 --pages 1000 -q)
+        so=$(ops "$sout")
         sq="$sq $(awk -v a="$eo" -v b="$so" 'BEGIN { print a / b }')"
         last=$(awk -v o="$ro" 'BEGIN { c = int(o); print c < 5000 ? 5000 : c }')
         e="$e $eo" r="$r $ro" q="$q $(awk -v a="$eo" -v b="$ro" 'BEGIN { print a / b }')"
         nq="$nq $(awk -v a="$no" -v b="$ro" 'BEGIN { print a / b }')"
+        lat_e50="$lat_e50 $(field "$eout" p50)" lat_e99="$lat_e99 $(field "$eout" p99)"
+        lat_r50="$lat_r50 $(echo "$rdout" | cut -d, -f5)" lat_r99="$lat_r99 $(echo "$rdout" | cut -d, -f7)"
+        lat_s50="$lat_s50 $(field "$sout" p50)" lat_s99="$lat_s99 $(field "$sout" p99)"
     done
     printf '%-7s %14.0f %14.0f %8.2f %12s %10.2f %12.2f %12s\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" \
         "$(echo $q | quartiles)" "$(echo $nq | median)" "$(echo $sq | median)" "$(echo $sq | quartiles)"
     if [ -n "${RESULTS:-}" ]; then
         { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.nio_ratio $(echo $nq | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"
-          echo "getpage.${n}x$d.same_client_ratio $(echo $sq | median)"; echo "getpage.${n}x$d.same_client_middle $(echo $sq | quartiles)"; } >>"$RESULTS"
+          echo "getpage.${n}x$d.same_client_ratio $(echo $sq | median)"; echo "getpage.${n}x$d.same_client_middle $(echo $sq | quartiles)"
+          # Latency, each side's median over the same rounds (goal 2 reads the 1 x 1 ones).
+          for side in "epoll $lat_e50 / $lat_e99" "redis $lat_r50 / $lat_r99" "rediscbench $lat_s50 / $lat_s99"; do
+              name=${side%% *} rest=${side#* }
+              echo "getpage.${n}x$d.rounds.$name.p50 $(echo ${rest% / *} | median)"
+              echo "getpage.${n}x$d.rounds.$name.p99 $(echo ${rest#* / } | median)"
+          done; } >>"$RESULTS"
     fi
+    lat="$lat$(printf '%-7s %10s %10s %10s %10s %12s %12s' "$n x $d" "$(echo $lat_e50 | median)" "$(echo $lat_e99 | median)" \
+        "$(echo $lat_r50 | median)" "$(echo $lat_r99 | median)" "$(echo $lat_s50 | median)" "$(echo $lat_s99 | median)")
+"
 done
+echo
+echo "latency in ms, each the median over the same rounds: cbench --epoll, redis-benchmark, cbench --redis"
+printf '%-7s %10s %10s %10s %10s %12s %12s\n' "N x D" "lg p50" "lg p99" "redis p50" "redis p99" "cbench-r p50" "cbench-r p99"
+printf '%s' "$lat"
