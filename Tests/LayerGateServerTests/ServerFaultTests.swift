@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LayerGateClient
+import LayerGateTestSupport
 import LayerGateWire
 import Synchronization
 import Testing
@@ -68,18 +69,13 @@ struct ServerFaultTests {
     /// nothing acknowledged lost, the tenant never broken, compaction resumes
     /// with no reset.
     @Test func aRealTmpfsFillsUpAndRecovers() async throws {
-        guard getuid() == 0 else {
-            print("skipped aRealTmpfsFillsUpAndRecovers: mounting a tmpfs needs root (uid \(getuid()))")
-            return
-        }
         let dir = ServerDir()
-        let mountPoint = dir.path + "/tmpfs"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        guard run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", mountPoint]) == 0 else {
-            print("skipped aRealTmpfsFillsUpAndRecovers: mount -t tmpfs failed (no CAP_SYS_ADMIN here?)")
-            return
+        guard let tmpfs = MountedTmpfs.mount(at: dir.path + "/tmpfs", size: "24m", test: "aRealTmpfsFillsUpAndRecovers") else { return }
+        let mountPoint = tmpfs.path
+        defer {
+            tmpfs.unmount()
+            withExtendedLifetime(dir) {}
         }
-        defer { _ = run("/usr/bin/umount", ["-l", mountPoint]) }
         let data = mountPoint + "/data"
         var server = try await ServerProcess(
             dir: dir,
@@ -266,18 +262,6 @@ extension ServerFaultTests {
         #expect(await server.stop() == 0)
         print("48 descriptors, 40 tenants: \(loading) stayed loading, the server served")
     }
-}
-
-@discardableResult
-func run(_ tool: String, _ args: [String]) -> Int32 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: tool)
-    p.arguments = args
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    guard (try? p.run()) != nil else { return -1 }
-    p.waitUntilExit()
-    return p.terminationStatus
 }
 
 /// Writes zeros to `path` until the filesystem is full.

@@ -6,20 +6,25 @@ import Testing
 
 /// The real filesystem, except that a direct write (while O_DIRECT is on)
 /// fails with EINVAL after `directWritesAllowed` of them: a filesystem that
-/// takes O_DIRECT and then refuses an alignment or a short write.
+/// takes O_DIRECT and then refuses an alignment or a short write. With
+/// `offersDirect` false it refuses O_DIRECT outright (FUSE does).
 private final class RefusingDirectFS: FileSystem, @unchecked Sendable {
     // @unchecked: the counters are under `lock`.
     let base = RealFileSystem()
     let directWritesAllowed: Int
+    let offersDirect: Bool
     private let lock = NSLock()
     private var direct: Set<Int32> = []
     private(set) var directWrites = 0
     private(set) var turnedOff = 0
 
-    init(directWritesAllowed: Int) { self.directWritesAllowed = directWritesAllowed }
+    init(directWritesAllowed: Int, offersDirect: Bool = true) {
+        self.directWritesAllowed = directWritesAllowed
+        self.offersDirect = offersDirect
+    }
 
     func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool {
-        guard base.bypassPageCache(fd, on) else { return false }
+        guard offersDirect, base.bypassPageCache(fd, on) else { return false }
         lock.withLock {
             if on { direct.insert(fd) } else if direct.remove(fd) != nil { turnedOff += 1 }
         }
@@ -91,7 +96,7 @@ struct DirectWritesTests {
         let records = mixedRecords()
         let d = try write(records, to: .at(directDir.path))
         // A filesystem that refuses O_DIRECT outright: the plain buffered writer.
-        let b = try write(records, to: try DirectoryHandle(fs: NeverDirectFS(), path: bufferedDir.path))
+        let b = try write(records, to: try DirectoryHandle(fs: RefusingDirectFS(directWritesAllowed: 0, offersDirect: false), path: bufferedDir.path))
         #expect(d == b)
         let direct = try Data(contentsOf: URL(fileURLWithPath: directDir.path + "/" + d.name.description))
         let buffered = try Data(contentsOf: URL(fileURLWithPath: bufferedDir.path + "/" + b.name.description))
@@ -121,18 +126,13 @@ struct DirectWritesTests {
     /// A real tmpfs (which takes O_DIRECT) too small for the layer: the error
     /// is the full disk's, and the temp file is gone.
     @Test func aDirectWriteOnAFullTmpfsSaysNoSpace() throws {
-        guard getuid() == 0 else {
-            print("skipped aDirectWriteOnAFullTmpfsSaysNoSpace: mounting a tmpfs needs root (uid \(getuid()))")
-            return
-        }
         let dir = TempDir()
-        let mountPoint = dir.path + "/tmpfs"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        guard mountTmpfs(mountPoint, size: "2m") else {
-            print("skipped aDirectWriteOnAFullTmpfsSaysNoSpace: mount -t tmpfs failed (no CAP_SYS_ADMIN here?)")
-            return
+        guard let tmpfs = MountedTmpfs.mount(at: dir.path + "/tmpfs", size: "2m", test: "aDirectWriteOnAFullTmpfsSaysNoSpace") else { return }
+        let mountPoint = tmpfs.path
+        defer {
+            tmpfs.unmount()
+            withExtendedLifetime(dir) {}
         }
-        defer { unmount(mountPoint) }
         #expect {
             _ = try write(mixedRecords(), to: .at(mountPoint))
         } throws: { error in
@@ -141,48 +141,4 @@ struct DirectWritesTests {
         }
         #expect(try testFS.list(mountPoint).isEmpty, "no temp file left on the full disk")
     }
-}
-
-/// The real filesystem with O_DIRECT refused: every write buffered.
-private final class NeverDirectFS: FileSystem {
-    let base = RealFileSystem()
-    func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool { false }
-    func open(_ path: String, _ mode: OpenMode) throws(SystemError) -> Int32 { try base.open(path, mode) }
-    func close(_ fd: Int32) { base.close(fd) }
-    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
-        try base.pread(fd, into: buffer, at: offset)
-    }
-    func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
-        try base.pwrite(fd, from: buffer, at: offset)
-    }
-    func fsync(_ fd: Int32) throws(SystemError) { try base.fsync(fd) }
-    func fdatasync(_ fd: Int32) throws(SystemError) { try base.fdatasync(fd) }
-    func truncate(_ fd: Int32, to length: Int) throws(SystemError) { try base.truncate(fd, to: length) }
-    func fstat(_ fd: Int32) throws(SystemError) -> FileInfo { try base.fstat(fd) }
-    func stat(_ path: String) throws(SystemError) -> FileInfo { try base.stat(path) }
-    func renameNoReplace(_ from: String, _ to: String) throws(SystemError) { try base.renameNoReplace(from, to) }
-    func rename(_ from: String, _ to: String) throws(SystemError) { try base.rename(from, to) }
-    func link(_ from: String, _ to: String) throws(SystemError) { try base.link(from, to) }
-    func unlink(_ path: String) throws(SystemError) { try base.unlink(path) }
-    func mkdir(_ path: String) throws(SystemError) { try base.mkdir(path) }
-    func rmdir(_ path: String) throws(SystemError) { try base.rmdir(path) }
-    func list(_ path: String) throws(SystemError) -> [String] { try base.list(path) }
-    func availableBytes(_ path: String) throws(SystemError) -> UInt64 { try base.availableBytes(path) }
-}
-
-private func mountTmpfs(_ point: String, size: String) -> Bool {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/mount")
-    p.arguments = ["-t", "tmpfs", "-o", "size=\(size),mode=0700", "tmpfs", point]
-    guard (try? p.run()) != nil else { return false }
-    p.waitUntilExit()
-    return p.terminationStatus == 0
-}
-
-private func unmount(_ point: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/umount")
-    p.arguments = ["-l", point]
-    guard (try? p.run()) != nil else { return }
-    p.waitUntilExit()
 }
