@@ -6,6 +6,8 @@
 # Tests see the same TMPDIR, so an exit test's parent still finds its child's dirs.
 set -u
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/layergate-swift.XXXXXX")
+# As /tmp is: tests run clients as another uid (setpriv), which must reach sockets in here.
+chmod 1777 "$scratch"
 trap 'rm -rf "$scratch"' EXIT
 trap 'exit 130' INT TERM
 TMPDIR=$scratch "${SWIFT:-swift}" "$@"
