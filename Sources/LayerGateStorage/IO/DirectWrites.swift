@@ -12,7 +12,8 @@
 /// all) are the ones a buffered write reports, and a filesystem that refuses
 /// an alignment still gets its file.
 final class DirectWrites {
-    private let staging: UnsafeMutableRawBufferPointer
+    /// Only when the file took O_DIRECT.
+    private let staging: UnsafeMutableRawBufferPointer?
     /// False once the file writes through the page cache.
     private(set) var active: Bool
 
@@ -20,11 +21,11 @@ final class DirectWrites {
     /// buffer of `capacity` bytes (a multiple of `directIOAlignment`).
     init(file: RawFile, capacity: Int) {
         precondition(capacity > 0 && capacity % directIOAlignment == 0, "staging must be whole aligned units")
-        staging = .allocate(byteCount: capacity, alignment: directIOAlignment)
         active = file.fs.bypassPageCache(file.fd, true)
+        staging = active ? .allocate(byteCount: capacity, alignment: directIOAlignment) : nil
     }
 
-    deinit { staging.deallocate() }
+    deinit { staging?.deallocate() }
 
     /// The longest prefix of `count` bytes that can go out directly now; the
     /// rest waits for more bytes (everything, once direct I/O is off).
@@ -45,7 +46,7 @@ final class DirectWrites {
     /// Writes `bytes` at `offset`. While active, both must be aligned
     /// (`writable` says how much); otherwise it is a plain write.
     func write(_ bytes: UnsafeRawBufferPointer, to file: RawFile, at offset: Int) throws(StorageError) {
-        guard active else { return try file.write(bytes, at: offset) }
+        guard active, let staging else { return try file.write(bytes, at: offset) }
         precondition(bytes.count % directIOAlignment == 0 && offset % directIOAlignment == 0, "unaligned direct write")
         var done = 0
         while done < bytes.count {
