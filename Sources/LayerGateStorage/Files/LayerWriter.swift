@@ -19,8 +19,8 @@ public final class LayerWriter {
     private let mechanism: GatedPublish.Mechanism
 
     let tempName: String
-    private var file: RawFile?
-    private var direct: DirectWrites?
+    /// The temp file, written past the OS page cache where it can be; nil once closed.
+    private var out: DirectWrites?
     private var buffer = ByteWriter(capacity: 1 << 20)
     private var bufferStart = LayerFormat.blockSize
     private var entries: [IndexEntry] = []
@@ -63,8 +63,7 @@ public final class LayerWriter {
             }
         }
         tempName = name
-        file = created
-        if let created { direct = DirectWrites(file: created, capacity: 1 << 20) }
+        out = created.map { DirectWrites(file: $0, capacity: 1 << 20) }
     }
 
     deinit { if !done { discard() } }
@@ -146,16 +145,16 @@ public final class LayerWriter {
                 valueCount: UInt64(entries.count), dataEnd: UInt64(dataEnd), indexStartBlock: UInt64(indexStart),
                 indexBlockCount: UInt64(blocks), fenceStartBlock: UInt64(fenceStart),
                 fenceBlockCount: UInt64(fenceArea.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))
-            guard let file, let direct else { throw StorageError.cancelled("layer writer already discarded") }
+            guard let out else { throw StorageError.cancelled("layer writer already discarded") }
             var block0 = summary.encode()
             block0.append(contentsOf: repeatElement(0, count: LayerFormat.blockSize - block0.count))
-            try direct.write(block0, 0..<block0.count, to: file, at: 0)
-            file.sync()
-            file.close()
+            try out.write(block0, 0..<block0.count, at: 0)
+            out.file.sync()
+            out.file.close()
             try failpoints.hit("layer-writer-before-publish")
             try GatedPublish.publish(directory: directory, temp: tempName, final: name.description, mechanism: mechanism)
             done = true
-            self.file = nil
+            self.out = nil
             return LayerDescriptor(name: name, size: fileSize)
         } catch {
             discard()
@@ -167,18 +166,18 @@ public final class LayerWriter {
     public func discard() {
         guard !done else { return }
         done = true
-        file?.close()
-        file = nil
+        out?.file.close()
+        out = nil
         try? directory.fs.unlink(directory.child(tempName))
     }
 
     /// Writes what can go out now: with direct I/O, whole aligned units (the
     /// rest stays for the next flush; the finished file is whole blocks).
     private func flushBuffer() throws(StorageError) {
-        guard let file, let direct else { throw StorageError.cancelled("layer writer already discarded") }
-        let n = direct.writable(buffer.count)
+        guard let out else { throw StorageError.cancelled("layer writer already discarded") }
+        let n = out.writable(buffer.count)
         guard n > 0 else { return }
-        try direct.write(buffer.bytes, 0..<n, to: file, at: bufferStart)
+        try out.write(buffer.bytes, 0..<n, at: bufferStart)
         bufferStart += n
         buffer.bytes.removeFirst(n)
     }

@@ -12,6 +12,7 @@
 /// all) are the ones a buffered write reports, and a filesystem that refuses
 /// an alignment still gets its file.
 final class DirectWrites {
+    let file: RawFile
     /// Only when the file took O_DIRECT.
     private let staging: UnsafeMutableRawBufferPointer?
     /// False once the file writes through the page cache.
@@ -21,6 +22,7 @@ final class DirectWrites {
     /// buffer of `capacity` bytes (a multiple of `directIOAlignment`).
     init(file: RawFile, capacity: Int) {
         precondition(capacity > 0 && capacity % directIOAlignment == 0, "staging must be whole aligned units")
+        self.file = file
         active = file.fs.bypassPageCache(file.fd, true)
         staging = active ? .allocate(byteCount: capacity, alignment: directIOAlignment) : nil
     }
@@ -32,11 +34,11 @@ final class DirectWrites {
     func writable(_ count: Int) -> Int { active ? count - count % directIOAlignment : count }
 
     /// `bytes[range]` at `offset`, as `write` below.
-    func write(_ bytes: [UInt8], _ range: Range<Int>, to file: RawFile, at offset: Int) throws(StorageError) {
+    func write(_ bytes: [UInt8], _ range: Range<Int>, at offset: Int) throws(StorageError) {
         // withUnsafeBytes rethrows untyped errors: carry the typed one out.
         var failure: StorageError?
         bytes.withUnsafeBytes { b in
-            do throws(StorageError) { try write(UnsafeRawBufferPointer(rebasing: b[range]), to: file, at: offset) } catch {
+            do throws(StorageError) { try write(UnsafeRawBufferPointer(rebasing: b[range]), at: offset) } catch {
                 failure = error
             }
         }
@@ -45,7 +47,7 @@ final class DirectWrites {
 
     /// Writes `bytes` at `offset`. While active, both must be aligned
     /// (`writable` says how much); otherwise it is a plain write.
-    func write(_ bytes: UnsafeRawBufferPointer, to file: RawFile, at offset: Int) throws(StorageError) {
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         guard active, let staging else { return try file.write(bytes, at: offset) }
         precondition(bytes.count % directIOAlignment == 0 && offset % directIOAlignment == 0, "unaligned direct write")
         var done = 0
