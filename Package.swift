@@ -89,6 +89,8 @@ let package = Package(
             name: "layergate",
             dependencies: [
                 "LayerGateClient", "LayerGateWire", "LayerGateStorage", "LayerGateAuth",
+                // MountedTmpfs, for torture's real full disk.
+                "LayerGateTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

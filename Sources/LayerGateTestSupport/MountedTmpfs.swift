@@ -1,35 +1,46 @@
 import Foundation
+import Synchronization
 
-/// A real tmpfs for a test that must fill a real disk: mounted at `path`
-/// (created if missing), unmounted by `unmount()` or when the value goes
-/// away. Only root can mount one; without it `mount` says why and returns
-/// nil, and the test skips. Unmount before the directory holding it is
-/// removed: `defer { tmpfs.unmount(); withExtendedLifetime(dir) {} }`.
-public final class MountedTmpfs {
+/// A real tmpfs, for a test (or `layergate torture`) that must fill a real
+/// disk: mounted at `path` (created if missing), unmounted by `unmount()` or
+/// when the value goes away. Only root can mount one. Unmount before the
+/// directory holding it is removed:
+/// `defer { tmpfs.unmount(); withExtendedLifetime(dir) {} }`.
+public final class MountedTmpfs: Sendable {
     public let path: String
-    private var mounted = true
+    private let mounted = Atomic<Bool>(true)
 
     private init(path: String) { self.path = path }
 
-    /// `size` as mount takes it ("24m"); `test` names the caller in the skip message.
-    public static func mount(at path: String, size: String, test: String) -> MountedTmpfs? {
-        guard getuid() == 0 else {
-            print("skipped \(test): mounting a tmpfs needs root (uid \(getuid()))")
-            return nil
-        }
+    /// Why no tmpfs could be mounted.
+    public struct Refusal: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// `size` as mount takes it ("24m").
+    public static func mount(at path: String, size: String) -> Result<MountedTmpfs, Refusal> {
+        guard getuid() == 0 else { return .failure(Refusal(description: "mounting a tmpfs needs root (uid \(getuid()))")) }
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         guard run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=\(size),mode=0700", "tmpfs", path]) == 0 else {
-            print("skipped \(test): mount -t tmpfs failed (no CAP_SYS_ADMIN here?)")
+            return .failure(Refusal(description: "mount -t tmpfs failed (no CAP_SYS_ADMIN here?)"))
+        }
+        return .success(MountedTmpfs(path: path))
+    }
+
+    /// The same for a test: nil, after saying why the test `test` skips.
+    public static func mount(at path: String, size: String, test: String) -> MountedTmpfs? {
+        switch mount(at: path, size: size) {
+        case .success(let tmpfs): return tmpfs
+        case .failure(let refusal):
+            print("skipped \(test): \(refusal)")
             return nil
         }
-        return MountedTmpfs(path: path)
     }
 
     deinit { unmount() }
 
     public func unmount() {
-        guard mounted else { return }
-        mounted = false
+        guard mounted.exchange(false, ordering: .relaxed) else { return }
         _ = Self.run("/usr/bin/umount", ["-l", path])
     }
 

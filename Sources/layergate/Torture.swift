@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LayerGateClient
+import LayerGateTestSupport
 import LayerGateWire
 import Synchronization
 
@@ -75,32 +76,31 @@ struct Torture: AsyncParsableCommand {
 /// Where the data lives, and how the disk is filled up on cue.
 final class TortureDisk: Sendable, CustomStringConvertible {
     let data: String
-    private let mountPoint: String?
+    private let tmpfs: MountedTmpfs?
 
     init(work: String, tmpfsMib: Int?) throws {
         guard let mib = tmpfsMib else {
             data = work + "/data"
-            mountPoint = nil
+            tmpfs = nil
             return
         }
-        let point = work + "/tmpfs"
-        try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
-        if TortureDisk.run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=\(mib)m,mode=0700", "tmpfs", point]) == 0 {
-            mountPoint = point
-            data = point + "/data"
-        } else {
-            say("torture: could not mount a tmpfs; filling the disk through the disk-full failpoint instead")
-            mountPoint = nil
+        switch MountedTmpfs.mount(at: work + "/tmpfs", size: "\(mib)m") {
+        case .success(let mounted):
+            tmpfs = mounted
+            data = mounted.path + "/data"
+        case .failure(let refusal):
+            say("torture: could not mount a tmpfs (\(refusal)); filling the disk through the disk-full failpoint instead")
+            tmpfs = nil
             data = work + "/data"
         }
     }
 
-    var description: String { mountPoint.map { "a tmpfs at \($0)" } ?? "the working directory (disk-full failpoint)" }
-    var isTmpfs: Bool { mountPoint != nil }
+    var description: String { tmpfs.map { "a tmpfs at \($0.path)" } ?? "the working directory (disk-full failpoint)" }
+    var isTmpfs: Bool { tmpfs != nil }
 
     /// Fills the tmpfs to the last byte.
     func fill() {
-        guard let point = mountPoint else { return }
+        guard let point = tmpfs?.path else { return }
         let fd = open(point + "/filler", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { return }
         defer { close(fd) }
@@ -110,21 +110,9 @@ final class TortureDisk: Sendable, CustomStringConvertible {
         while write(fd, &one, 1) > 0 {}
     }
 
-    func free() { if let point = mountPoint { unlink(point + "/filler") } }
+    func free() { if let point = tmpfs?.path { unlink(point + "/filler") } }
 
-    func tearDown() { if let point = mountPoint { _ = TortureDisk.run("/usr/bin/umount", ["-l", point]) } }
-
-    @discardableResult
-    static func run(_ tool: String, _ args: [String]) -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tool)
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return -1 }
-        p.waitUntilExit()
-        return p.terminationStatus
-    }
+    func tearDown() { tmpfs?.unmount() }
 }
 
 struct TortureTotals {
