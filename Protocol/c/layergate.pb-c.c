@@ -2460,7 +2460,7 @@ const ProtobufCMessageDescriptor layergate__v1__layer_info__descriptor =
   (ProtobufCMessageInit) layergate__v1__layer_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor layergate__v1__tenant_status_response__field_descriptors[12] =
+static const ProtobufCFieldDescriptor layergate__v1__tenant_status_response__field_descriptors[15] =
 {
   {
     "tenant_id",
@@ -2583,6 +2583,30 @@ static const ProtobufCFieldDescriptor layergate__v1__tenant_status_response__fie
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "remote_consistent_lsn",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__TenantStatusResponse, remote_consistent_lsn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layers_pending_upload",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__TenantStatusResponse, layers_pending_upload),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "wal_tail_cuts",
     100,
     PROTOBUF_C_LABEL_NONE,
@@ -2606,6 +2630,18 @@ static const ProtobufCFieldDescriptor layergate__v1__tenant_status_response__fie
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "remote_upload_error",
+    102,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__TenantStatusResponse, remote_upload_error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned layergate__v1__tenant_status_response__field_indices_by_name[] = {
   6,   /* field[6] = compaction_failures */
@@ -2615,17 +2651,20 @@ static const unsigned layergate__v1__tenant_status_response__field_indices_by_na
   7,   /* field[7] = last_compaction_error */
   9,   /* field[9] = last_flush_error */
   2,   /* field[2] = last_record_lsn */
-  11,   /* field[11] = last_wal_tail_cut */
+  13,   /* field[13] = last_wal_tail_cut */
   5,   /* field[5] = layers */
+  11,   /* field[11] = layers_pending_upload */
+  10,   /* field[10] = remote_consistent_lsn */
+  14,   /* field[14] = remote_upload_error */
   1,   /* field[1] = state */
   0,   /* field[0] = tenant_id */
-  10,   /* field[10] = wal_tail_cuts */
+  12,   /* field[12] = wal_tail_cuts */
 };
 static const ProtobufCIntRange layergate__v1__tenant_status_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 100, 10 },
-  { 0, 12 }
+  { 100, 12 },
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor layergate__v1__tenant_status_response__descriptor =
 {
@@ -2635,7 +2674,7 @@ const ProtobufCMessageDescriptor layergate__v1__tenant_status_response__descript
   "Layergate__V1__TenantStatusResponse",
   "layergate.v1",
   sizeof(Layergate__V1__TenantStatusResponse),
-  12,
+  15,
   layergate__v1__tenant_status_response__field_descriptors,
   layergate__v1__tenant_status_response__field_indices_by_name,
   2,  layergate__v1__tenant_status_response__number_ranges,

@@ -18,6 +18,14 @@ public struct PeerIdentity: Sendable, Equatable {
 /// came off the socket, the storage call, and errors as wire codes. Nothing
 /// a client sends can crash it.
 public final class Dispatcher: Sendable {
+    /// What a status reader should know about the remote copy: empty while it keeps up.
+    static func uploadProblem(_ r: RemoteStatus) -> String {
+        if let newer = r.fencedByGeneration {
+            return "a newer generation (\(newer)) writes this tenant's remote copy; this server stopped uploading"
+        }
+        return r.lastUploadError.map { "\(r.uploadFailures) failed upload passes; last: \($0)" } ?? ""
+    }
+
     let manager: TenantManager
     let config: ServerConfig
     let failpoints: Failpoints
@@ -296,7 +304,10 @@ public final class Dispatcher: Sendable {
                 },
                 compactionFailures: UInt32(clamping: s.compactionFailures), lastCompactionError: s.lastCompactionError ?? "",
                 flushFailures: UInt32(clamping: s.flushFailures), lastFlushError: s.lastFlushError ?? "",
-                walTailCuts: UInt32(clamping: s.walTailCuts), lastWalTailCut: s.lastWalTailCut ?? ""))
+                walTailCuts: UInt32(clamping: s.walTailCuts), lastWalTailCut: s.lastWalTailCut ?? "",
+                remoteConsistentLsn: s.remote?.remoteConsistentLsn?.rawValue ?? 0,
+                layersPendingUpload: UInt32(clamping: s.remote?.layersPendingUpload ?? 0),
+                remoteUploadError: s.remote.map(Self.uploadProblem) ?? ""))
         case .listTenants:
             return .listTenants(Wire.ListTenantsResponse(tenantIds: manager.tenantIds.map(\.description)))
         case .serverStatus:

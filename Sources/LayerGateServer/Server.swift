@@ -57,8 +57,11 @@ public final class Server: Service, Sendable {
         let manager: TenantManager
         let tenants: [TenantId]
         do {
+            let remote = try config.remoteStorage.map { url throws(RemoteError) in try RemoteStoreURL.open(url) }
+            if let remote { logger.info("remote storage", metadata: ["store": "\(remote.description)"]) }
             manager = try TenantManager(dataDirectory: config.dataDirectory, config: config.tenant, cache: cache,
-                                        failpoints: failpoints, metrics: StorageMetrics(factory: factory), logger: logger)
+                                        failpoints: failpoints, metrics: StorageMetrics(factory: factory), remote: remote,
+                                        logger: logger)
             tenants = try await manager.loadAll()
         } catch {
             await frontend.shutdown()

@@ -16,6 +16,8 @@ public struct ServerConfig: Sendable {
     public var authPublicKeyPEM: String?
     /// Where `/metrics` (Prometheus) is served; nil: not at all.
     public var metricsListen: MetricsAddress?
+    /// Where layers are copied beyond the data directory (`file:///DIR`); nil: nowhere.
+    public var remoteStorage: String?
     /// What serves the Unix socket's connections.
     public var eventLoop: EventLoopKind = .epoll
     /// How long a graceful shutdown waits for in-flight requests.

@@ -29,7 +29,8 @@ public final class TenantManager: Sendable {
     /// directory gets `dataDirectoryLocked`.
     public convenience init(
         dataDirectory: String, config: TenantConfig = TenantConfig(), cache: PageCache, failpoints: Failpoints = .shared,
-        metrics: StorageMetrics = StorageMetrics(), logger: Logger = Logger(label: "layergate.storage")
+        metrics: StorageMetrics = StorageMetrics(), remote: (any RemoteStore)? = nil,
+        logger: Logger = Logger(label: "layergate.storage")
     ) throws(StorageError) {
         try Self.createAll(dataDirectory)
         let lock = try DataDirectoryLock(directory: dataDirectory)
@@ -40,23 +41,23 @@ public final class TenantManager: Sendable {
         // With failpoints on, `disk-full` and `no-descriptors` can fail the real disk.
         let fs: any FileSystem = failpoints.isEnabled ? FailpointFileSystem(base: real, failpoints: failpoints) : real
         try self.init(fileSystem: fs, label: dataDirectory, lock: lock, config: config, cache: cache,
-                      failpoints: failpoints, metrics: metrics, logger: logger)
+                      failpoints: failpoints, metrics: metrics, remote: remote, logger: logger)
     }
 
     /// Serves the data directory that `fileSystem` is rooted at (tests hand in
     /// a simulated disk). Takes no lock.
     public convenience init(
         fileSystem: any FileSystem, config: TenantConfig = TenantConfig(), cache: PageCache,
-        failpoints: Failpoints = .shared, metrics: StorageMetrics = StorageMetrics(),
+        failpoints: Failpoints = .shared, metrics: StorageMetrics = StorageMetrics(), remote: (any RemoteStore)? = nil,
         logger: Logger = Logger(label: "layergate.storage")
     ) throws(StorageError) {
         try self.init(fileSystem: fileSystem, label: "(simulated)", lock: nil, config: config, cache: cache,
-                      failpoints: failpoints, metrics: metrics, logger: logger)
+                      failpoints: failpoints, metrics: metrics, remote: remote, logger: logger)
     }
 
     private init(
         fileSystem fs: any FileSystem, label: String, lock: DataDirectoryLock?, config: TenantConfig, cache: PageCache,
-        failpoints: Failpoints, metrics: StorageMetrics, logger: Logger
+        failpoints: Failpoints, metrics: StorageMetrics, remote: (any RemoteStore)?, logger: Logger
     ) throws(StorageError) {
         dataDirectory = label
         self.config = config
@@ -67,7 +68,7 @@ public final class TenantManager: Sendable {
             budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes,
                                checkpointDistanceBytes: config.checkpointDistanceBytes),
             descriptors: DescriptorBudget(capacity: config.maxTenantDescriptors), failpoints: failpoints,
-            metrics: metrics)
+            metrics: metrics, remote: remote)
         if !Directory.isDirectory(fs, Self.tenantsDirectoryName) {
             try Directory.create(fs, Self.tenantsDirectoryName)
             try DirectoryHandle(fs: fs, path: "").sync()

@@ -128,15 +128,23 @@ public enum Wire {
         /// LayerGate's own (fields 100+): WAL tails cut at loads since the server started.
         public var walTailCuts: UInt32
         public var lastWalTailCut: String
+        /// disk_consistent_lsn of the newest remote index stored (0: none yet, or no remote storage).
+        public var remoteConsistentLsn: UInt64
+        public var layersPendingUpload: UInt32
+        /// LayerGate's own (field 102): why uploads fail or stopped; empty when they keep up.
+        public var remoteUploadError: String
         public init(tenantId: String, state: String, lastRecordLsn: UInt64, diskConsistentLsn: UInt64, generation: UInt64,
                     layers: [LayerInfo], compactionFailures: UInt32, lastCompactionError: String,
                     flushFailures: UInt32 = 0, lastFlushError: String = "", walTailCuts: UInt32 = 0,
-                    lastWalTailCut: String = "") {
+                    lastWalTailCut: String = "", remoteConsistentLsn: UInt64 = 0, layersPendingUpload: UInt32 = 0,
+                    remoteUploadError: String = "") {
             (self.tenantId, self.state, self.lastRecordLsn, self.diskConsistentLsn, self.generation) =
                 (tenantId, state, lastRecordLsn, diskConsistentLsn, generation)
             (self.layers, self.compactionFailures, self.lastCompactionError) = (layers, compactionFailures, lastCompactionError)
             (self.flushFailures, self.lastFlushError) = (flushFailures, lastFlushError)
             (self.walTailCuts, self.lastWalTailCut) = (walTailCuts, lastWalTailCut)
+            (self.remoteConsistentLsn, self.layersPendingUpload, self.remoteUploadError) =
+                (remoteConsistentLsn, layersPendingUpload, remoteUploadError)
         }
     }
 

@@ -241,6 +241,9 @@ extension Wire {
             p.pointee.last_flush_error = a.string(r.lastFlushError)
             p.pointee.wal_tail_cuts = r.walTailCuts
             p.pointee.last_wal_tail_cut = a.string(r.lastWalTailCut)
+            p.pointee.remote_consistent_lsn = r.remoteConsistentLsn
+            p.pointee.layers_pending_upload = r.layersPendingUpload
+            p.pointee.remote_upload_error = a.string(r.remoteUploadError)
             m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_TENANT_STATUS
             m.pointee.tenant_status = p
         case .listTenants(let r)?:
@@ -307,7 +310,9 @@ extension Wire {
                     },
                     compactionFailures: p.compaction_failures, lastCompactionError: CRead.string(p.last_compaction_error),
                     flushFailures: p.flush_failures, lastFlushError: CRead.string(p.last_flush_error),
-                    walTailCuts: p.wal_tail_cuts, lastWalTailCut: CRead.string(p.last_wal_tail_cut)))
+                    walTailCuts: p.wal_tail_cuts, lastWalTailCut: CRead.string(p.last_wal_tail_cut),
+                    remoteConsistentLsn: p.remote_consistent_lsn, layersPendingUpload: p.layers_pending_upload,
+                    remoteUploadError: CRead.string(p.remote_upload_error)))
             }
         case LAYERGATE__V1__RESPONSE__BODY_LIST_TENANTS:
             if let p = r.list_tenants?.pointee {

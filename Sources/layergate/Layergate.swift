@@ -129,6 +129,8 @@ struct Status: AsyncParsableCommand {
                     "compaction_failures": s.compactionFailures, "last_compaction_error": s.lastCompactionError,
                     "flush_failures": s.flushFailures, "last_flush_error": s.lastFlushError,
                     "wal_tail_cuts": s.walTailCuts, "last_wal_tail_cut": s.lastWalTailCut,
+                    "remote_consistent_lsn": s.remoteConsistentLsn, "layers_pending_upload": s.layersPendingUpload,
+                    "remote_upload_error": s.remoteUploadError,
                     "layers": s.layers.map { ["name": $0.name, "is_image": $0.isImage, "lsn_start": $0.lsnStart,
                                               "lsn_end": $0.lsnEnd, "size": $0.size] as [String: Any] },
                 ])
@@ -140,6 +142,11 @@ struct Status: AsyncParsableCommand {
                   + (s.lastCompactionError.isEmpty ? "" : " (last: \(s.lastCompactionError))"))
             print("  flush failures \(s.flushFailures)" + (s.lastFlushError.isEmpty ? "" : " (last: \(s.lastFlushError))"))
             if s.walTailCuts > 0 { print("  WAL tails cut at load: \(s.walTailCuts) (last: \(s.lastWalTailCut))") }
+            if s.remoteConsistentLsn > 0 || s.layersPendingUpload > 0 || !s.remoteUploadError.isEmpty {
+                let lag = s.diskConsistentLsn >= s.remoteConsistentLsn ? s.diskConsistentLsn - s.remoteConsistentLsn : 0
+                print("  remote: consistent up to \(s.remoteConsistentLsn) (\(lag) of LSN behind disk), \(s.layersPendingUpload) layers pending upload"
+                      + (s.remoteUploadError.isEmpty ? "" : " (\(s.remoteUploadError))"))
+            }
             for l in s.layers { print("    \(l.isImage ? "image" : "delta") \(l.lsnStart)-\(l.lsnEnd) \(l.size) \(l.name)") }
         } else {
             let s = try await global.with { try await $0.serverStatus() }

@@ -42,6 +42,8 @@ struct LayerGated: AsyncParsableCommand {
     var authPublicKey: String?
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9898; :PORT is every IPv4 interface; port 0 picks one). No authentication: keep it on localhost or a monitoring network. Off by default.")
     var metricsListen: String?
+    @Option(help: "Copy every layer and the tenants' remote indexes to this store: file:///DIR (an NFS mount, say). Off by default.")
+    var remoteStorage: String?
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "What serves the socket's connections: epoll (the server's own loop, the default) or nio (SwiftNIO, to compare).")
     var eventLoop = EventLoopKind.epoll.rawValue
@@ -84,6 +86,7 @@ struct LayerGated: AsyncParsableCommand {
         config.enableFailpoints = enableFailpoints
         config.metricsListen = metricsListen.flatMap(MetricsAddress.init(parsing:))
         config.eventLoop = EventLoopKind(rawValue: eventLoop) ?? .epoll
+        config.remoteStorage = remoteStorage
         config.tenant.checkpointDistanceBytes = checkpointDistanceMib << 20
         config.tenant.compactionThreshold = compactionThreshold
         config.tenant.imageCreationThreshold = imageCreationThreshold
@@ -123,6 +126,9 @@ struct LayerGated: AsyncParsableCommand {
             logger.critical("\(e)")
             throw ExitCode(2)
         } catch let e as StorageError {
+            logger.critical("\(e)")
+            throw ExitCode(2)
+        } catch let e as RemoteError {
             logger.critical("\(e)")
             throw ExitCode(2)
         }

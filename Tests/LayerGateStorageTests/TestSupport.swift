@@ -68,7 +68,7 @@ struct TenantFixture {
 
     static func make(
         checkpointBytes: Int = 64 << 20, cacheSlots: Int = 1024, waitTimeout: Duration = .seconds(5),
-        label: String = "tenant", configure: (inout TenantConfig) -> Void = { _ in }
+        label: String = "tenant", remote: (any RemoteStore)? = nil, configure: (inout TenantConfig) -> Void = { _ in }
     ) async throws -> TenantFixture {
         let dir = TempDir(label)
         let failpoints = Failpoints()
@@ -81,7 +81,7 @@ struct TenantFixture {
         configure(&config)
         let cache = PageCache(capacity: cacheSlots)
         let manager = try TenantManager(dataDirectory: dir.path, config: config, cache: cache, failpoints: failpoints,
-                                        logger: quietLogger())
+                                        remote: remote, logger: quietLogger())
         let tenant = try await manager.create(testTenant)
         return TenantFixture(dir: dir, manager: manager, tenant: tenant, failpoints: failpoints, cache: cache)
     }
@@ -89,10 +89,10 @@ struct TenantFixture {
     var tenantDir: String { tenant.path }
 
     /// Closes the tenant and opens it again from disk, as a restart would.
-    func reopen() async throws -> (TenantManager, Tenant) {
+    func reopen(remote: (any RemoteStore)? = nil) async throws -> (TenantManager, Tenant) {
         await manager.shutdown()
         let m = try TenantManager(dataDirectory: dir.path, config: manager.config, cache: cache, failpoints: failpoints,
-                                  logger: quietLogger())
+                                  remote: remote ?? manager.storage.remote, logger: quietLogger())
         try await m.loadAll()
         return (m, try m.tenant(testTenant))
     }

@@ -372,6 +372,14 @@ struct  Layergate__V1__TenantStatusResponse
    */
   char *last_flush_error;
   /*
+   * disk_consistent_lsn of the newest remote index stored; 0: none, or no remote storage
+   */
+  uint64_t remote_consistent_lsn;
+  /*
+   * layers the local index lists that the remote store lacks
+   */
+  uint32_t layers_pending_upload;
+  /*
    * Fields 100 and up are LayerGate's own, outside the shared contract's numbers.
    */
   /*
@@ -382,10 +390,14 @@ struct  Layergate__V1__TenantStatusResponse
    * which segment, offset, bytes, and the last LSN kept
    */
   char *last_wal_tail_cut;
+  /*
+   * why uploads fail or stopped (a newer generation); cleared when they catch up
+   */
+  char *remote_upload_error;
 };
 #define LAYERGATE__V1__TENANT_STATUS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&layergate__v1__tenant_status_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Layergate__V1__ListTenantsRequest

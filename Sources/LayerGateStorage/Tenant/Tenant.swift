@@ -13,9 +13,11 @@ public struct TenantStorage: Sendable {
     public let descriptors: DescriptorBudget
     public let failpoints: Failpoints
     let metrics: StorageMetrics
+    /// Where layers are copied beyond this disk (`--remote-storage`), or nil.
+    public let remote: (any RemoteStore)?
 
     init(fs: any FileSystem, root: String, openFiles: OpenFileTable, cache: PageCache, budget: DiskBudget,
-         descriptors: DescriptorBudget, failpoints: Failpoints, metrics: StorageMetrics) {
+         descriptors: DescriptorBudget, failpoints: Failpoints, metrics: StorageMetrics, remote: (any RemoteStore)?) {
         self.fs = fs
         self.root = root
         self.openFiles = openFiles
@@ -24,6 +26,7 @@ public struct TenantStorage: Sendable {
         self.descriptors = descriptors
         self.failpoints = failpoints
         self.metrics = metrics
+        self.remote = remote
     }
 }
 
@@ -91,6 +94,10 @@ public final class Tenant: Sendable {
     let walRetired = SeqWait()
     /// Wakes the background compaction before its period is up.
     let compactionWake = SeqWait()
+    /// Uploads to the remote store, when there is one (`TenantRemoteSync.swift`).
+    let upload: TenantUpload?
+    /// Advanced when the index changes, so the upload starts at once.
+    let remoteWake = SeqWait()
     let flushSignal: AsyncStream<Void>.Continuation
     let flushSignalsStream: AsyncStream<Void>
 
@@ -105,6 +112,7 @@ public final class Tenant: Sendable {
         lsnWait = SeqWait(maxWaiters: config.maxLsnWaiters, overflow: .resourceExhausted(
             "tenant \(id): \(config.maxLsnWaiters) reads already wait for LSNs not yet ingested; retry later"))
         state = Mutex(Inner(index: IndexFile(tenant: id)))
+        upload = storage.remote.map { TenantUpload(tenant: id, store: $0, fs: storage.fs, directory: directory, logger: logger) }
         (flushSignalsStream, flushSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -122,6 +130,7 @@ public final class Tenant: Sendable {
         tenant.maintenance.unlock()
         tenant.startBackgroundFlush()
         tenant.startBackgroundCompaction()
+        tenant.startBackgroundUpload()
         return tenant
     }
 
@@ -136,7 +145,9 @@ public final class Tenant: Sendable {
     }
 
     public func status() -> TenantStatus {
-        state.withLock { s in
+        let index = state.withLock { $0.index }
+        let progress = upload?.progress(for: index)
+        var status = state.withLock { s in
             TenantStatus(
                 tenantId: id, state: s.lifecycle, lastRecordLsn: s.lastRecordLsn,
                 diskConsistentLsn: s.diskConsistentLsn, gcCutoffLsn: s.gcCutoff, generation: s.generation,
@@ -150,6 +161,12 @@ public final class Tenant: Sendable {
                 compactionFailures: s.compaction.failures, lastCompactionError: s.compaction.lastError,
                 walTailCuts: s.load.walTailCuts, lastWalTailCut: s.load.lastWalTailCut, lastLoadError: s.load.lastError)
         }
+        status.remote = progress.map { p in
+            RemoteStatus(remoteConsistentLsn: p.remoteConsistentLsn, layersPendingUpload: p.layersPendingUpload,
+                         uploadFailures: p.failures, lastUploadError: p.lastError, fencedByGeneration: p.fencedBy,
+                         uploadedBytes: p.uploadedBytes)
+        }
+        return status
     }
 
     /// Stops the tenant: no more reads or puts, in-flight commits finish, a

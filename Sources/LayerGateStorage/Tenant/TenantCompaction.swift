@@ -277,6 +277,7 @@ extension Tenant {
             return s.layers
         }
         noteImageSet(layers)
+        indexChanged()
         var r = CompactionResult()
         r.layersCreated = outputs.count
         r.layersRemoved = removed.count

@@ -105,6 +105,7 @@ extension Tenant {
             }
             refreshUnflushed()
             flushProgress.advance(to: flushed)
+            indexChanged()
             logger.debug("flushed L0 layer", metadata: [
                 "layer": "\(reader.descriptor.fileName)", "bytes": "\(reader.descriptor.size)",
             ])

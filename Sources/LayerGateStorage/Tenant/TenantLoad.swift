@@ -78,6 +78,7 @@ extension Tenant {
             if froze { Self.freeze(&s) }
             return (froze, s.lastRecordLsn)
         }
+        indexChanged()
         refreshUnflushed()
         noteImageSet(loaded.layers)
         lsnWait.reset(to: lastRecordLsn.rawValue)

@@ -28,6 +28,12 @@ public struct TenantConfig: Sendable {
     /// How long a failed load (full disk, no descriptors) waits before it is
     /// tried again; doubles up to `flushMaxBackoff`.
     public var loadRetryDelay: Duration = .seconds(1)
+    /// How often a tenant's remote copy is compared with its index when
+    /// nothing changed (a changed index starts an upload at once).
+    public var remoteSyncPeriod: Duration = .seconds(1)
+    /// The wait after a failed upload pass; doubles up to `remoteMaxBackoff`.
+    public var remoteRetryDelay: Duration = .seconds(1)
+    public var remoteMaxBackoff: Duration = .seconds(60)
     /// L0 layers that make the background loop merge them into L1.
     public var compactionThreshold = 10
     /// Delta layers above the newest image that make compaction write images.
@@ -77,6 +83,23 @@ public struct TenantStatus: Sendable {
     public var lastWalTailCut: String?
     /// Why the last load failed, while the tenant is loading or broken.
     public var lastLoadError: String?
+    /// The remote copy, when the server has remote storage.
+    public var remote: RemoteStatus? = nil
+}
+
+/// How far a tenant's remote copy is behind its local index.
+public struct RemoteStatus: Equatable, Sendable {
+    /// disk_consistent_lsn of the newest remote index stored (or found at start); nil before there is one.
+    public var remoteConsistentLsn: Lsn?
+    /// Layers the local index lists that the store does not hold yet.
+    public var layersPendingUpload: Int
+    /// Consecutive failed upload passes (0 after one that caught up).
+    public var uploadFailures: Int
+    public var lastUploadError: String?
+    /// A newer generation's remote index exists: this server no longer writes the tenant's objects.
+    public var fencedByGeneration: UInt32?
+    /// Bytes of layer objects stored since the server started.
+    public var uploadedBytes: Int
 }
 
 /// What one compaction did.

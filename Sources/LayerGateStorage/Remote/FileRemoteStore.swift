@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// `file:///DIR`: objects are files under DIR (an NFS mount, or a test's
+/// directory), keys their paths below it. A layer object gets its name
+/// through the same gate as a local layer file (`GatedPublish`), so a second
+/// upload under a taken key can never replace the first.
+public final class FileRemoteStore: RemoteStore {
+    public let description: String
+    private let fs: RealFileSystem
+    private let tempCounter = Atomic<UInt64>(0)
+
+    /// DIR must exist.
+    public init(directory: String) throws(RemoteError) {
+        description = "file://" + directory
+        do throws(SystemError) { fs = try RealFileSystem(root: directory) } catch {
+            throw .badConfiguration("cannot open \(directory): \(error)")
+        }
+    }
+
+    public func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut {
+        let (dir, name) = try Self.split(key)
+        let temp = try writeTemp(dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in
+            let input = try RawFile.open(source.fs, source.path, .readOnly)
+            defer { input.close() }
+            var offset = 0
+            var crc: UInt32 = 0
+            try ObjectCopy.chunks(of: input, size: source.size) { chunk throws(StorageError) in
+                try file.write(chunk, at: offset)
+                crc = Checksum.crc32c(chunk, seed: crc)
+                offset += chunk.count
+            }
+            // The file changed under us: what would be uploaded is not what was measured.
+            guard crc == source.crc32c else {
+                throw .corruptLayer(file: source.path, reason: "its checksum changed while it was uploaded")
+            }
+        }
+        do throws(StorageError) {
+            try GatedPublish.publish(directory: try DirectoryHandle(fs: fs, path: dir), temp: temp, final: name)
+            return .created
+        } catch {
+            try? fs.unlink(dir + "/" + temp)
+            guard case .layerExists = error else { throw .unavailable(operation: "publish", key: key, reason: "\(error)") }
+        }
+        let existing: LocalObject
+        do throws(StorageError) { existing = try LocalObject.measure(fs: fs, path: key) } catch {
+            throw .unavailable(operation: "read back", key: key, reason: "\(error)")
+        }
+        return existing.size == source.size && existing.crc32c == source.crc32c ? .sameExists : .differentExists
+    }
+
+    public func replace(_ key: String, bytes: [UInt8]) throws(RemoteError) {
+        let (dir, name) = try Self.split(key)
+        let temp = try writeTemp(dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in try file.write(bytes, at: 0) }
+        do throws(StorageError) {
+            let handle = try DirectoryHandle(fs: fs, path: dir)
+            do throws(SystemError) { try fs.rename(handle.child(temp), key) } catch {
+                throw .io(operation: "rename", path: key, errno: error.errno)
+            }
+            handle.sync()
+        } catch {
+            try? fs.unlink(dir + "/" + temp)
+            throw .unavailable(operation: "replace", key: key, reason: "\(error)")
+        }
+    }
+
+    public func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]? {
+        _ = try Self.split(key)
+        do throws(StorageError) {
+            let file = try RawFile.open(fs, key, .readOnly)
+            defer { file.close() }
+            return try file.readAll(limit: limit)
+        } catch {
+            if case .io(_, _, let e) = error, e == ENOENT { return nil }
+            throw .unavailable(operation: "get", key: key, reason: "\(error)")
+        }
+    }
+
+    public func list(prefix: String) throws(RemoteError) -> [String] {
+        guard prefix.hasSuffix("/"), !prefix.hasPrefix("/"), !prefix.split(separator: "/").contains("..") else {
+            throw .badConfiguration("bad listing prefix '\(prefix)'")
+        }
+        let dir = String(prefix.dropLast())
+        do throws(SystemError) {
+            return try fs.list(dir).filter { !$0.contains(".___temp") }.map { prefix + $0 }
+        } catch {
+            if error.errno == ENOENT { return [] }
+            throw .unavailable(operation: "list", key: prefix, reason: "\(error)")
+        }
+    }
+
+    public func delete(_ key: String) throws(RemoteError) {
+        let (dir, _) = try Self.split(key)
+        do throws(StorageError) {
+            let handle = try DirectoryHandle(fs: fs, path: dir)
+            do throws(SystemError) { try fs.unlink(key) } catch {
+                if error.errno == ENOENT { return }
+                throw .io(operation: "unlink", path: key, errno: error.errno)
+            }
+            handle.sync()
+        } catch {
+            throw .unavailable(operation: "delete", key: key, reason: "\(error)")
+        }
+    }
+
+    /// A new temp file next to `name` in `dir` (created with its parents),
+    /// filled by `fill` and fsynced; its name, or nothing left behind on failure.
+    private func writeTemp(dir: String, name: String, _ fill: (RawFile) throws(StorageError) -> Void) throws(RemoteError) -> String {
+        let temp = "\(name).___temp.\(getpid()).\(tempCounter.add(1, ordering: .relaxed).newValue)"
+        let path = dir + "/" + temp
+        do throws(StorageError) {
+            var prefix = ""
+            for part in dir.split(separator: "/") {
+                prefix += (prefix.isEmpty ? "" : "/") + part
+                try Directory.create(fs, prefix)
+            }
+            let file = try RawFile.open(fs, path, .createExclusive)
+            defer { file.close() }
+            try fill(file)
+            // Not `file.sync()`: an object store that cannot sync fails the upload, not the server.
+            do throws(SystemError) { try fs.fsync(file.fd) } catch { throw .io(operation: "fsync", path: path, errno: error.errno) }
+            return temp
+        } catch {
+            try? fs.unlink(path)
+            throw .unavailable(operation: "write", key: dir + "/" + name, reason: "\(error)")
+        }
+    }
+
+    /// The directory and name of a key; keys are made by this server, but a
+    /// key that could leave DIR is refused all the same.
+    private static func split(_ key: String) throws(RemoteError) -> (String, String) {
+        let parts = key.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count >= 2, !key.hasPrefix("/"), parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+            throw .badConfiguration("bad object key '\(key)'")
+        }
+        return (parts.dropLast().joined(separator: "/"), String(parts[parts.count - 1]))
+    }
+}

@@ -1,0 +1,100 @@
+/// Where layer files live beyond this machine's disk: an object store keyed
+/// by paths such as `tenants/<id>/<layer file name>`.
+///
+/// Layer objects follow the local rule remotely: written once, never
+/// overwritten. `putIfAbsent` is the remote form of RENAME_NOREPLACE (for
+/// S3 a PUT with `If-None-Match: *`). Only a tenant's remote index is
+/// replaced in place, and only by the server of its generation.
+///
+/// Calls block (disk or network): run them on `BlockingIO`, never on an event
+/// loop or the concurrency pool.
+public protocol RemoteStore: Sendable {
+    /// What an operator reads in the log: the URL, never credentials.
+    var description: String { get }
+    /// Stores the bytes of `source` under `key` unless an object has that key already.
+    func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut
+    /// Stores `bytes` under `key`, replacing what is there (remote indexes only).
+    func replace(_ key: String, bytes: [UInt8]) throws(RemoteError)
+    /// The object's bytes, or nil when there is none; more than `limit` bytes is an error.
+    func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]?
+    /// Keys directly under `prefix` (a "directory" ending in "/"), in no particular order.
+    func list(prefix: String) throws(RemoteError) -> [String]
+    /// Removes the object; one that is already gone is fine.
+    func delete(_ key: String) throws(RemoteError)
+}
+
+/// A file of the data directory, about to be uploaded: its CRC-32C is taken
+/// before the upload, so that an object found under the same key can be told
+/// apart from ours.
+public struct LocalObject: Sendable {
+    public let fs: any FileSystem
+    /// Relative to the data directory.
+    public let path: String
+    public let size: Int
+    public let crc32c: UInt32
+
+    /// Reads the whole file once for its checksum.
+    static func measure(fs: any FileSystem, path: String) throws(StorageError) -> LocalObject {
+        let file = try RawFile.open(fs, path, .readOnly)
+        defer { file.close() }
+        let size = try file.size()
+        var crc: UInt32 = 0
+        try ObjectCopy.chunks(of: file, size: size) { chunk in crc = Checksum.crc32c(chunk, seed: crc) }
+        return LocalObject(fs: fs, path: path, size: size, crc32c: crc)
+    }
+}
+
+public enum RemotePut: Equatable, Sendable {
+    /// The object is new.
+    case created
+    /// An object with the same bytes was there: an earlier upload that was not acknowledged, retried.
+    case sameExists
+    /// An object with other bytes was there; it was left alone.
+    case differentExists
+}
+
+/// What went wrong with the object store, with the key it concerns.
+public enum RemoteError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The store could not be reached or refused the operation: try again later.
+    case unavailable(operation: String, key: String, reason: String)
+    /// An object under the key holds other bytes than ours: never overwritten.
+    case conflict(key: String, reason: String)
+    /// A remote index does not parse or contradicts itself.
+    case corruptIndex(key: String, reason: String)
+    /// The remote storage URL or its settings are not usable.
+    case badConfiguration(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let op, let key, let reason): return "remote storage: \(op) \(key): \(reason)"
+        case .conflict(let key, let reason): return "remote storage: object \(key) exists with other bytes: \(reason)"
+        case .corruptIndex(let key, let reason): return "remote storage: corrupt remote index \(key): \(reason)"
+        case .badConfiguration(let s): return "remote storage: \(s)"
+        }
+    }
+}
+
+/// Reads a file in pieces of a bounded size: an upload never holds a whole layer in memory.
+enum ObjectCopy {
+    static let chunkBytes = 1 << 20
+
+    static func chunks(of file: RawFile, size: Int, _ body: (UnsafeRawBufferPointer) throws(StorageError) -> Void)
+        throws(StorageError)
+    {
+        var buffer = [UInt8](repeating: 0, count: min(chunkBytes, max(size, 1)))
+        var offset = 0
+        while offset < size {
+            let n = min(buffer.count, size - offset)
+            let failure = buffer.withUnsafeMutableBytes { b -> StorageError? in
+                let part = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                do throws(StorageError) {
+                    try file.read(into: part, at: offset)
+                    try body(UnsafeRawBufferPointer(part))
+                    return nil
+                } catch { return error }
+            }
+            if let failure { throw failure }
+            offset += n
+        }
+    }
+}

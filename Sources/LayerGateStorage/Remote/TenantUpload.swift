@@ -1,0 +1,198 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Synchronization
+
+/// Keeps one tenant's remote copy behind its local index: uploads every
+/// listed layer that the store lacks, then the remote index of that local
+/// index, then deletes the layer objects no stored index lists any more.
+///
+/// Driven by `Tenant`'s background loop (`TenantRemoteSync.swift`), one pass
+/// at a time, on a blocking-I/O thread. What it knows of the store lives in
+/// `state`; a restart learns it again from a listing and the newest remote
+/// index of a generation not above its own, so nothing needs a local journal:
+/// objects left by a crash (uploaded but never indexed, or not yet deleted)
+/// are found in that listing and deleted after the first index is stored.
+final class TenantUpload: Sendable {
+    enum Outcome: Equatable {
+        /// The store holds the remote form of the index the pass was given.
+        case caughtUp
+        /// A layer of the index was gone when read: a compaction replaced it. Take the new index.
+        case stale
+        /// A remote index of a newer generation exists: this server stops writing for the tenant.
+        case fenced(newer: UInt32)
+    }
+
+    /// What `TenantStatus` reports.
+    struct Progress: Equatable {
+        /// disk_consistent_lsn of the newest remote index stored or found; nil before there is one.
+        var remoteConsistentLsn: Lsn?
+        var layersPendingUpload = 0
+        var failures = 0
+        var lastError: String?
+        /// Set once a newer generation's index was seen: uploads and deletions stopped.
+        var fencedBy: UInt32?
+        var uploadedBytes = 0
+    }
+
+    private struct State {
+        /// Layer objects the store holds (ours or inherited), with their checksums.
+        var stored: [String: UInt32] = [:]
+        /// The local index whose remote form was stored last by this process.
+        var indexed: IndexFile?
+        /// Names the newest stored (or found) remote index lists.
+        var listed: Set<String> = []
+        /// Layer objects to delete once a stored index no longer lists them.
+        var doomed: Set<String> = []
+        var learned = false
+        var progress = Progress()
+    }
+
+    let tenant: TenantId
+    let store: any RemoteStore
+    private let fs: any FileSystem
+    /// The tenant's directory, relative to the data directory.
+    private let directory: String
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    init(tenant: TenantId, store: any RemoteStore, fs: any FileSystem, directory: String, logger: Logger) {
+        self.tenant = tenant
+        self.store = store
+        self.fs = fs
+        self.directory = directory
+        self.logger = logger
+    }
+
+    func progress(for index: IndexFile) -> Progress {
+        state.withLock { s in
+            var p = s.progress
+            p.layersPendingUpload = index.layers.count { s.stored[$0.name] == nil }
+            return p
+        }
+    }
+
+    /// True when the store holds the remote form of `index` and nothing waits for deletion.
+    func isCaughtUp(with index: IndexFile) -> Bool {
+        state.withLock { $0.indexed == index && $0.doomed.isEmpty }
+    }
+
+    var fencedBy: UInt32? { state.withLock { $0.progress.fencedBy } }
+
+    func recordFailure(_ error: RemoteError) -> Int {
+        state.withLock { s in
+            s.progress.failures += 1
+            s.progress.lastError = error.description
+            return s.progress.failures
+        }
+    }
+
+    /// One pass over `index` (the tenant's committed index.json). Blocks.
+    func pass(_ index: IndexFile) throws(RemoteError) -> Outcome {
+        let generation = index.generation
+        if !state.withLock({ $0.learned }) {
+            if let newer = try learn(generation: generation) { return fence(newer) }
+        }
+        let (missing, work) = state.withLock { s in
+            let missing = index.layers.filter { s.stored[$0.name] == nil }
+            return (missing, !missing.isEmpty || s.indexed != index || !s.doomed.isEmpty)
+        }
+        guard work else { return caughtUp() }
+        // Nothing is written once a newer generation has written its index.
+        if let newer = try newerGeneration(than: generation) { return fence(newer) }
+        state.withLock { $0.progress.fencedBy = nil }
+        // 1. Every layer the store lacks.
+        for layer in missing {
+            let object: LocalObject
+            do throws(StorageError) { object = try LocalObject.measure(fs: fs, path: directory + "/" + layer.name) } catch {
+                if case .io(_, _, let e) = error, e == ENOENT { return .stale }
+                throw .unavailable(operation: "read local layer", key: layer.name, reason: "\(error)")
+            }
+            let key = RemoteIndex.layerKey(tenant, layer.name)
+            switch try store.putIfAbsent(key, from: object) {
+            case .created, .sameExists:
+                state.withLock { s in
+                    s.stored[layer.name] = object.crc32c
+                    s.progress.uploadedBytes += object.size
+                }
+            case .differentExists:
+                throw .conflict(key: key, reason: "tenant \(tenant): the local layer has CRC-32C \(object.crc32c)")
+            }
+        }
+        // 2. The index, once all it lists is stored; never over a newer generation's.
+        if state.withLock({ $0.indexed != index }) {
+            if let newer = try newerGeneration(than: generation) { return fence(newer) }
+            let crcs = state.withLock { $0.stored }
+            try store.replace(RemoteIndex.key(tenant, generation: generation), bytes: RemoteIndex(index, crcs: crcs).encoded())
+            state.withLock { s in
+                s.doomed.formUnion(s.listed.subtracting(index.layerNames))
+                s.listed = index.layerNames
+                s.indexed = index
+                s.progress.remoteConsistentLsn = Lsn(index.diskConsistentLsn)
+            }
+        }
+        // 3. Objects no stored index lists any more, none of a newer generation.
+        let doomed = state.withLock { s in s.doomed.subtracting(s.listed) }
+        if !doomed.isEmpty {
+            if let newer = try newerGeneration(than: generation) { return fence(newer) }
+            for name in doomed.sorted() {
+                try store.delete(RemoteIndex.layerKey(tenant, name))
+                state.withLock { s in
+                    s.doomed.remove(name)
+                    s.stored.removeValue(forKey: name)
+                }
+            }
+        }
+        state.withLock { $0.doomed.subtract($0.listed) }  // re-uploaded and listed again: kept
+        return caughtUp()
+    }
+
+    private func caughtUp() -> Outcome {
+        state.withLock { s in
+            s.progress.failures = 0
+            s.progress.lastError = nil
+        }
+        return .caughtUp
+    }
+
+    /// What the store holds for this tenant, from a listing and the newest
+    /// remote index of a generation not above ours. Returns a newer generation, if any.
+    private func learn(generation: UInt32) throws(RemoteError) -> UInt32? {
+        let keys = try store.list(prefix: RemoteIndex.prefix(tenant))
+        let generations = keys.compactMap(RemoteIndex.generation(ofKey:))
+        if let newer = generations.filter({ $0 > generation }).max() { return newer }
+        var base: RemoteIndex?
+        if let g = generations.max() {
+            let key = RemoteIndex.key(tenant, generation: g)
+            guard let bytes = try store.get(key, limit: RemoteIndex.maxBytes) else {
+                throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
+            }
+            base = try RemoteIndex.decode(bytes, key: key, tenant: tenant)
+        }
+        state.withLock { s in
+            s.stored = [:]
+            for l in base?.layers ?? [] { s.stored[l.name] = l.crc32c }
+            s.listed = Set(base?.layers.map(\.name) ?? [])
+            s.progress.remoteConsistentLsn = base.map { Lsn($0.diskConsistentLsn) }
+            // Left by a crash: uploaded and never indexed, or listed by an index since replaced.
+            for key in keys {
+                guard let name = key.split(separator: "/").last.map(String.init),
+                      let layer = LayerName(parsing: name), layer.generation <= generation, !s.listed.contains(name)
+                else { continue }
+                s.doomed.insert(name)
+            }
+            s.learned = true
+        }
+        return nil
+    }
+
+    private func newerGeneration(than generation: UInt32) throws(RemoteError) -> UInt32? {
+        try store.list(prefix: RemoteIndex.prefix(tenant)).compactMap(RemoteIndex.generation(ofKey:)).filter { $0 > generation }.max()
+    }
+
+    private func fence(_ newer: UInt32) -> Outcome {
+        state.withLock { $0.progress.fencedBy = newer }
+        return .fenced(newer: newer)
+    }
+}

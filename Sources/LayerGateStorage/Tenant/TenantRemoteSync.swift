@@ -1,0 +1,73 @@
+/// The background loop that keeps a tenant's remote copy behind its index
+/// (`TenantUpload` does the passes). Runs only with remote storage.
+extension Tenant {
+    /// Starts an upload pass now: the index changed.
+    func indexChanged() {
+        guard upload != nil else { return }
+        remoteWake.advance(to: remoteWake.value + 1)
+    }
+
+    func startBackgroundUpload() {
+        guard let upload else { return }
+        let (period, retry, cap, wake) = (config.remoteSyncPeriod, config.remoteRetryDelay, config.remoteMaxBackoff, remoteWake)
+        Task { [weak self] in
+            var seen: UInt64 = 0
+            var backoff: Duration?
+            var fencedAt: UInt32?
+            while true {
+                if let backoff {
+                    try? await Task.sleep(for: backoff)  // a changed index does not cut a back-off short
+                } else {
+                    _ = await wake.wait(for: seen + 1, timeout: period)
+                }
+                seen = wake.value
+                guard let self else { return }
+                let (lifecycle, index) = self.state.withLock { ($0.lifecycle, $0.index) }
+                if lifecycle == .stopped { return }
+                guard lifecycle == .active else { continue }
+                switch await Self.runPass(upload, index) {
+                case .success(.caughtUp):
+                    backoff = nil
+                    fencedAt = nil
+                case .success(.stale):
+                    backoff = nil
+                    wake.advance(to: seen + 1)  // the index that replaced it is there already
+                case .success(.fenced(let newer)):
+                    backoff = period
+                    if fencedAt != newer {
+                        fencedAt = newer
+                        self.logger.warning("a newer generation of this tenant writes its remote copy: uploads stopped", metadata: [
+                            "generation": "\(index.generation)", "newer": "\(newer)",
+                        ])
+                    }
+                case .failure(let error):
+                    let failures = upload.recordFailure(error)
+                    backoff = Self.backoff(retry, failures: failures, cap: cap)
+                    self.logger.warning("remote upload failed; retrying", metadata: [
+                        "error": "\(error)", "failures": "\(failures)", "retry_in": "\(backoff ?? retry)",
+                    ])
+                }
+            }
+        }
+    }
+
+    private static func runPass(_ upload: TenantUpload, _ index: IndexFile) async -> Result<TenantUpload.Outcome, RemoteError> {
+        await withCheckedContinuation { c in
+            BlockingIO.spawn {
+                do throws(RemoteError) { c.resume(returning: .success(try upload.pass(index))) } catch { c.resume(returning: .failure(error)) }
+            }
+        }
+    }
+
+    /// Waits until the remote copy holds the current index and nothing waits
+    /// for deletion; false after `timeout`, or when there is no remote storage.
+    public func waitUntilUploaded(timeout: Duration) async -> Bool {
+        guard let upload else { return false }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if upload.isCaughtUp(with: state.withLock { $0.index }) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+import Synchronization
+import LayerGateTestSupport
+import Testing
+
+@testable import LayerGateStorage
+
+/// A store that fails the operations it is told to, as an unreachable or
+/// refusing object store would, and otherwise passes them to a real one.
+final class FlakyStore: RemoteStore {
+    enum Op: Hashable { case putIfAbsent, replace, get, list, delete }
+    let base: any RemoteStore
+    let failing = Mutex<Set<Op>>([])
+    let calls = Mutex<[Op: Int]>([:])
+    var description: String { "flaky " + base.description }
+
+    init(_ base: any RemoteStore) { self.base = base }
+
+    private func check(_ op: Op, _ key: String) throws(RemoteError) {
+        calls.withLock { $0[op, default: 0] += 1 }
+        if failing.withLock({ $0.contains(op) }) { throw .unavailable(operation: "\(op)", key: key, reason: "the store is down (test)") }
+    }
+
+    func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut {
+        try check(.putIfAbsent, key)
+        return try base.putIfAbsent(key, from: source)
+    }
+    func replace(_ key: String, bytes: [UInt8]) throws(RemoteError) {
+        try check(.replace, key)
+        try base.replace(key, bytes: bytes)
+    }
+    func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]? {
+        try check(.get, key)
+        return try base.get(key, limit: limit)
+    }
+    func list(prefix: String) throws(RemoteError) -> [String] {
+        try check(.list, prefix)
+        return try base.list(prefix: prefix)
+    }
+    func delete(_ key: String) throws(RemoteError) {
+        try check(.delete, key)
+        try base.delete(key)
+    }
+}
+
+@Suite("Remote storage: uploads to a file:// store")
+struct RemoteUploadTests {
+    /// A remote directory and the tenant's prefix in it.
+    struct Remote {
+        let dir = TempDir("remote")
+        var tenantDir: String { dir.path + "/tenants/\(testTenant)" }
+        func store() throws -> FileRemoteStore { try FileRemoteStore(directory: dir.path) }
+        func objects() -> Set<String> { Set(dir.files("tenants/\(testTenant)")) }
+        func bytes(_ name: String) -> Data? { FileManager.default.contents(atPath: tenantDir + "/" + name) }
+        func index(generation: UInt32) throws -> RemoteIndex {
+            let key = RemoteIndex.key(testTenant, generation: generation)
+            let data = try #require(FileManager.default.contents(atPath: dir.path + "/" + key), "no \(key)")
+            return try RemoteIndex.decode(Array(data), key: key, tenant: testTenant)
+        }
+    }
+
+    static func fast(_ c: inout TenantConfig) {
+        c.remoteSyncPeriod = .milliseconds(50)
+        c.remoteRetryDelay = .milliseconds(20)
+        c.remoteMaxBackoff = .milliseconds(200)
+    }
+
+    /// The local index, and each listed layer's bytes equal to its remote object.
+    func expectMirrored(_ f: TenantFixture, _ remote: Remote, _ t: Tenant) throws {
+        let local = try IndexFile.read(directory: t.path)
+        let index = try remote.index(generation: local.generation)
+        #expect(index.layers.map(\.name) == local.layers.map(\.name))
+        #expect(index.diskConsistentLsn == local.diskConsistentLsn)
+        for layer in local.layers {
+            let mine = FileManager.default.contents(atPath: t.path + "/" + layer.name)
+            #expect(mine != nil && remote.bytes(layer.name) == mine, "object \(layer.name)")
+        }
+        let indexes = remote.objects().filter { $0.hasPrefix(RemoteIndex.namePrefix) }
+        #expect(remote.objects().subtracting(indexes) == local.layerNames, "only listed layers stay in the store")
+    }
+
+    @Test func layersThenTheIndexAreUploadedAndReplacedLayersDeletedAfterTheNewIndex() async throws {
+        let remote = Remote()
+        let f = try await TenantFixture.make(label: "remote-up", remote: try remote.store(), configure: Self.fast)
+        var model = PageModel()
+        let end = try await ingest(f.tenant, &model, from: 1, count: 200, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        try expectMirrored(f, remote, f.tenant)
+        let before = try IndexFile.read(directory: f.tenant.path)
+        #expect(before.layers.count == 10)
+
+        let compacted = try await f.tenant.compact()
+        #expect(compacted.layersRemoved > 0)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        try expectMirrored(f, remote, f.tenant)
+        for gone in before.layerNames.subtracting(try IndexFile.read(directory: f.tenant.path).layerNames) {
+            #expect(remote.bytes(gone) == nil, "\(gone) was replaced by the compaction and must be deleted remotely")
+        }
+        let status = try #require(f.tenant.status().remote)
+        #expect(status.layersPendingUpload == 0)
+        #expect(status.remoteConsistentLsn == f.tenant.status().diskConsistentLsn)
+        #expect(status.uploadFailures == 0 && status.lastUploadError == nil && status.fencedByGeneration == nil)
+        await expectPagesMatch(f.tenant, model, lsns: [end - 1, 100])
+        await f.manager.shutdown()
+    }
+
+    @Test func anUnacknowledgedUploadIsRetriedIdempotentlyAndOrphansAreDeletedAfterTheIndex() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        flaky.failing.withLock { $0 = [.replace] }  // layers go up, the index never does: a crash between the two
+        let f = try await TenantFixture.make(label: "remote-retry", remote: flaky, configure: Self.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        let local = try IndexFile.read(directory: f.tenant.path)
+        try await waitFor("every layer is uploaded") { remote.objects().isSuperset(of: local.layerNames) }
+        let lagging = try #require(f.tenant.status().remote)
+        #expect(lagging.layersPendingUpload == 0)
+        #expect(lagging.remoteConsistentLsn == nil, "no index was stored, so nothing is remote-consistent")
+        try await waitFor("the failure is reported") { (f.tenant.status().remote?.uploadFailures ?? 0) > 0 }
+        #expect(remote.objects().allSatisfy { !$0.hasPrefix(RemoteIndex.namePrefix) }, "no index lists what is not stored")
+
+        // An object no index will list: an upload of a layer that a compaction then replaced, before a crash.
+        let orphan = LayerName(kind: .delta, keys: KeyRange(first: key(0), last: key(1)), lsnStart: Lsn(1), lsnEnd: Lsn(2),
+                               generation: local.generation).description
+        try Data("orphan".utf8).write(to: URL(fileURLWithPath: remote.tenantDir + "/" + orphan))
+
+        // The restart: a new generation finds its layers there already, with the same bytes.
+        let (m, t) = try await f.reopen(remote: try remote.store())
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        try expectMirrored(f, remote, t)
+        #expect(remote.bytes(orphan) == nil, "the orphan is deleted once an index that does not list it is stored")
+        await m.shutdown()
+    }
+
+    @Test func anObjectWithOtherBytesUnderALayersNameIsNeverOverwritten() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        flaky.failing.withLock { $0 = [.list] }  // nothing moves until the squatter is in place
+        let f = try await TenantFixture.make(label: "remote-conflict", remote: flaky, configure: Self.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 40, flushEvery: 20)
+        let local = try IndexFile.read(directory: f.tenant.path)
+        let victim = try #require(local.layers.first?.name)
+        try FileManager.default.createDirectory(atPath: remote.tenantDir, withIntermediateDirectories: true)
+        let squatter = Data(repeating: 0x5a, count: 8192)
+        try squatter.write(to: URL(fileURLWithPath: remote.tenantDir + "/" + victim))
+        flaky.failing.withLock { $0 = [] }
+        try await waitFor("the conflict is reported") {
+            f.tenant.status().remote?.lastUploadError?.contains("exists with other bytes") == true
+        }
+        #expect(remote.bytes(victim) == squatter, "the object that was there keeps its bytes")
+        #expect(remote.objects().allSatisfy { !$0.hasPrefix(RemoteIndex.namePrefix) }, "no index lists a layer that is not ours")
+        #expect(f.tenant.status().remote?.remoteConsistentLsn == nil)
+        await expectPagesMatch(f.tenant, model, lsns: [40], keys: 30)
+        await f.manager.shutdown()
+    }
+
+    @Test func aNewerGenerationsIndexStopsUploadsAndDeletions() async throws {
+        let remote = Remote()
+        let f = try await TenantFixture.make(label: "remote-fence", remote: try remote.store(), configure: Self.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 100, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let generation = try IndexFile.read(directory: f.tenant.path).generation
+        // Another server attached with the next generation: it wrote its own index.
+        var newer = try remote.index(generation: generation)
+        newer.generation = generation + 1
+        let newerKey = RemoteIndex.key(testTenant, generation: generation + 1)
+        try Data(newer.encoded()).write(to: URL(fileURLWithPath: remote.dir.path + "/" + newerKey))
+        let snapshot = remote.objects().map { ($0, remote.bytes($0)) }
+
+        _ = try await ingest(f.tenant, &model, from: 101, count: 40, flushEvery: 20)
+        _ = try await f.tenant.compact()
+        try await waitFor("the fence is reported") { f.tenant.status().remote?.fencedByGeneration == generation + 1 }
+        try await Task.sleep(for: .milliseconds(300))  // several periods: nothing may move
+        #expect(Dictionary(uniqueKeysWithValues: remote.objects().map { ($0, remote.bytes($0)) })
+                == Dictionary(uniqueKeysWithValues: snapshot), "no object was written, replaced or deleted")
+        #expect((f.tenant.status().remote?.layersPendingUpload ?? 0) > 0, "the lag shows")
+        await expectPagesMatch(f.tenant, model, lsns: [140], keys: 30)
+        await f.manager.shutdown()
+    }
+
+    @Test func anOutageLeavesIngestAndReadsAloneAndUploadsCatchUpAfterIt() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        flaky.failing.withLock { $0 = [.putIfAbsent, .replace, .get, .list, .delete] }
+        let f = try await TenantFixture.make(label: "remote-outage", remote: flaky, configure: Self.fast)
+        var model = PageModel()
+        let end = try await ingest(f.tenant, &model, from: 1, count: 120, flushEvery: 20)
+        _ = try await f.tenant.compact()
+        await expectPagesMatch(f.tenant, model, lsns: [end - 1, 60])
+        try await waitFor("the outage is reported") { (f.tenant.status().remote?.uploadFailures ?? 0) >= 2 }
+        let down = try #require(f.tenant.status().remote)
+        #expect(down.layersPendingUpload > 0 && down.remoteConsistentLsn == nil)
+        #expect(down.lastUploadError?.contains("the store is down") == true)
+        // Backing off: far fewer attempts than sync periods.
+        let attempts = flaky.calls.withLock { $0[.list, default: 0] }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(flaky.calls.withLock { $0[.list, default: 0] } - attempts <= 5, "failed passes back off")
+
+        flaky.failing.withLock { $0 = [] }
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        try expectMirrored(f, remote, f.tenant)
+        let up = try #require(f.tenant.status().remote)
+        #expect(up.layersPendingUpload == 0 && up.uploadFailures == 0 && up.lastUploadError == nil)
+        await f.manager.shutdown()
+    }
+
+    @Test func aFileStoreRefusesKeysThatLeaveItsDirectory() throws {
+        let remote = Remote()
+        let store = try remote.store()
+        for bad in ["../x/y", "/etc/passwd", "tenants//x", "tenants/./x", "x"] {
+            #expect(throws: RemoteError.self) { try store.replace(bad, bytes: [1]) }
+        }
+        #expect(throws: RemoteError.self) { _ = try RemoteStoreURL.open("file://relative/dir") }
+        #expect(throws: RemoteError.self) { _ = try RemoteStoreURL.open("http://example.com") }
+    }
+}
+
+/// Polls `condition` until it holds, or fails the test after `timeout`.
+func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out waiting until \(what)")
+}
