@@ -727,6 +727,186 @@ void   layergate__v1__create_tenant_response__free_unpacked
   assert(message->base.descriptor == &layergate__v1__create_tenant_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   layergate__v1__attach_tenant_request__init
+                     (Layergate__V1__AttachTenantRequest         *message)
+{
+  static const Layergate__V1__AttachTenantRequest init_value = LAYERGATE__V1__ATTACH_TENANT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t layergate__v1__attach_tenant_request__get_packed_size
+                     (const Layergate__V1__AttachTenantRequest *message)
+{
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t layergate__v1__attach_tenant_request__pack
+                     (const Layergate__V1__AttachTenantRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t layergate__v1__attach_tenant_request__pack_to_buffer
+                     (const Layergate__V1__AttachTenantRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Layergate__V1__AttachTenantRequest *
+       layergate__v1__attach_tenant_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Layergate__V1__AttachTenantRequest *)
+     protobuf_c_message_unpack (&layergate__v1__attach_tenant_request__descriptor,
+                                allocator, len, data);
+}
+void   layergate__v1__attach_tenant_request__free_unpacked
+                     (Layergate__V1__AttachTenantRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   layergate__v1__attach_tenant_response__init
+                     (Layergate__V1__AttachTenantResponse         *message)
+{
+  static const Layergate__V1__AttachTenantResponse init_value = LAYERGATE__V1__ATTACH_TENANT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t layergate__v1__attach_tenant_response__get_packed_size
+                     (const Layergate__V1__AttachTenantResponse *message)
+{
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t layergate__v1__attach_tenant_response__pack
+                     (const Layergate__V1__AttachTenantResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t layergate__v1__attach_tenant_response__pack_to_buffer
+                     (const Layergate__V1__AttachTenantResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Layergate__V1__AttachTenantResponse *
+       layergate__v1__attach_tenant_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Layergate__V1__AttachTenantResponse *)
+     protobuf_c_message_unpack (&layergate__v1__attach_tenant_response__descriptor,
+                                allocator, len, data);
+}
+void   layergate__v1__attach_tenant_response__free_unpacked
+                     (Layergate__V1__AttachTenantResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &layergate__v1__attach_tenant_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   layergate__v1__detach_tenant_request__init
+                     (Layergate__V1__DetachTenantRequest         *message)
+{
+  static const Layergate__V1__DetachTenantRequest init_value = LAYERGATE__V1__DETACH_TENANT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t layergate__v1__detach_tenant_request__get_packed_size
+                     (const Layergate__V1__DetachTenantRequest *message)
+{
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t layergate__v1__detach_tenant_request__pack
+                     (const Layergate__V1__DetachTenantRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t layergate__v1__detach_tenant_request__pack_to_buffer
+                     (const Layergate__V1__DetachTenantRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Layergate__V1__DetachTenantRequest *
+       layergate__v1__detach_tenant_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Layergate__V1__DetachTenantRequest *)
+     protobuf_c_message_unpack (&layergate__v1__detach_tenant_request__descriptor,
+                                allocator, len, data);
+}
+void   layergate__v1__detach_tenant_request__free_unpacked
+                     (Layergate__V1__DetachTenantRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   layergate__v1__detach_tenant_response__init
+                     (Layergate__V1__DetachTenantResponse         *message)
+{
+  static const Layergate__V1__DetachTenantResponse init_value = LAYERGATE__V1__DETACH_TENANT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t layergate__v1__detach_tenant_response__get_packed_size
+                     (const Layergate__V1__DetachTenantResponse *message)
+{
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t layergate__v1__detach_tenant_response__pack
+                     (const Layergate__V1__DetachTenantResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t layergate__v1__detach_tenant_response__pack_to_buffer
+                     (const Layergate__V1__DetachTenantResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Layergate__V1__DetachTenantResponse *
+       layergate__v1__detach_tenant_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Layergate__V1__DetachTenantResponse *)
+     protobuf_c_message_unpack (&layergate__v1__detach_tenant_response__descriptor,
+                                allocator, len, data);
+}
+void   layergate__v1__detach_tenant_response__free_unpacked
+                     (Layergate__V1__DetachTenantResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &layergate__v1__detach_tenant_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   layergate__v1__tenant_status_request__init
                      (Layergate__V1__TenantStatusRequest         *message)
 {
@@ -1222,7 +1402,7 @@ void   layergate__v1__error__free_unpacked
   assert(message->base.descriptor == &layergate__v1__error__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor layergate__v1__request__field_descriptors[11] =
+static const ProtobufCFieldDescriptor layergate__v1__request__field_descriptors[13] =
 {
   {
     "request_id",
@@ -1356,12 +1536,38 @@ static const ProtobufCFieldDescriptor layergate__v1__request__field_descriptors[
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "attach_tenant",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Layergate__V1__Request, body_case),
+    offsetof(Layergate__V1__Request, attach_tenant),
+    &layergate__v1__attach_tenant_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detach_tenant",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Layergate__V1__Request, body_case),
+    offsetof(Layergate__V1__Request, detach_tenant),
+    &layergate__v1__detach_tenant_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned layergate__v1__request__field_indices_by_name[] = {
+  11,   /* field[11] = attach_tenant */
   1,   /* field[1] = auth_token */
   4,   /* field[4] = compact */
   10,   /* field[10] = configure_failpoints */
   6,   /* field[6] = create_tenant */
+  12,   /* field[12] = detach_tenant */
   2,   /* field[2] = get_page */
   8,   /* field[8] = list_tenants */
   3,   /* field[3] = put_records */
@@ -1374,7 +1580,7 @@ static const ProtobufCIntRange layergate__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 11 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor layergate__v1__request__descriptor =
 {
@@ -1384,14 +1590,14 @@ const ProtobufCMessageDescriptor layergate__v1__request__descriptor =
   "Layergate__V1__Request",
   "layergate.v1",
   sizeof(Layergate__V1__Request),
-  11,
+  13,
   layergate__v1__request__field_descriptors,
   layergate__v1__request__field_indices_by_name,
   2,  layergate__v1__request__number_ranges,
   (ProtobufCMessageInit) layergate__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor layergate__v1__response__field_descriptors[11] =
+static const ProtobufCFieldDescriptor layergate__v1__response__field_descriptors[13] =
 {
   {
     "request_id",
@@ -1525,11 +1731,37 @@ static const ProtobufCFieldDescriptor layergate__v1__response__field_descriptors
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "attach_tenant",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Layergate__V1__Response, body_case),
+    offsetof(Layergate__V1__Response, attach_tenant),
+    &layergate__v1__attach_tenant_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detach_tenant",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Layergate__V1__Response, body_case),
+    offsetof(Layergate__V1__Response, detach_tenant),
+    &layergate__v1__detach_tenant_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned layergate__v1__response__field_indices_by_name[] = {
+  11,   /* field[11] = attach_tenant */
   4,   /* field[4] = compact */
   10,   /* field[10] = configure_failpoints */
   6,   /* field[6] = create_tenant */
+  12,   /* field[12] = detach_tenant */
   1,   /* field[1] = error */
   2,   /* field[2] = get_page */
   8,   /* field[8] = list_tenants */
@@ -1543,7 +1775,7 @@ static const ProtobufCIntRange layergate__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 11 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor layergate__v1__response__descriptor =
 {
@@ -1553,7 +1785,7 @@ const ProtobufCMessageDescriptor layergate__v1__response__descriptor =
   "Layergate__V1__Response",
   "layergate.v1",
   sizeof(Layergate__V1__Response),
-  11,
+  13,
   layergate__v1__response__field_descriptors,
   layergate__v1__response__field_indices_by_name,
   2,  layergate__v1__response__number_ranges,
@@ -2330,6 +2562,184 @@ const ProtobufCMessageDescriptor layergate__v1__create_tenant_response__descript
   layergate__v1__create_tenant_response__field_indices_by_name,
   0,  layergate__v1__create_tenant_response__number_ranges,
   (ProtobufCMessageInit) layergate__v1__create_tenant_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor layergate__v1__attach_tenant_request__field_descriptors[2] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__AttachTenantRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "generation",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__AttachTenantRequest, generation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned layergate__v1__attach_tenant_request__field_indices_by_name[] = {
+  1,   /* field[1] = generation */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange layergate__v1__attach_tenant_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor layergate__v1__attach_tenant_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "layergate.v1.AttachTenantRequest",
+  "AttachTenantRequest",
+  "Layergate__V1__AttachTenantRequest",
+  "layergate.v1",
+  sizeof(Layergate__V1__AttachTenantRequest),
+  2,
+  layergate__v1__attach_tenant_request__field_descriptors,
+  layergate__v1__attach_tenant_request__field_indices_by_name,
+  1,  layergate__v1__attach_tenant_request__number_ranges,
+  (ProtobufCMessageInit) layergate__v1__attach_tenant_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor layergate__v1__attach_tenant_response__field_descriptors[2] =
+{
+  {
+    "generation",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__AttachTenantResponse, generation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layers",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__AttachTenantResponse, layers),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned layergate__v1__attach_tenant_response__field_indices_by_name[] = {
+  0,   /* field[0] = generation */
+  1,   /* field[1] = layers */
+};
+static const ProtobufCIntRange layergate__v1__attach_tenant_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor layergate__v1__attach_tenant_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "layergate.v1.AttachTenantResponse",
+  "AttachTenantResponse",
+  "Layergate__V1__AttachTenantResponse",
+  "layergate.v1",
+  sizeof(Layergate__V1__AttachTenantResponse),
+  2,
+  layergate__v1__attach_tenant_response__field_descriptors,
+  layergate__v1__attach_tenant_response__field_indices_by_name,
+  1,  layergate__v1__attach_tenant_response__number_ranges,
+  (ProtobufCMessageInit) layergate__v1__attach_tenant_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor layergate__v1__detach_tenant_request__field_descriptors[1] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__DetachTenantRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned layergate__v1__detach_tenant_request__field_indices_by_name[] = {
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange layergate__v1__detach_tenant_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor layergate__v1__detach_tenant_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "layergate.v1.DetachTenantRequest",
+  "DetachTenantRequest",
+  "Layergate__V1__DetachTenantRequest",
+  "layergate.v1",
+  sizeof(Layergate__V1__DetachTenantRequest),
+  1,
+  layergate__v1__detach_tenant_request__field_descriptors,
+  layergate__v1__detach_tenant_request__field_indices_by_name,
+  1,  layergate__v1__detach_tenant_request__number_ranges,
+  (ProtobufCMessageInit) layergate__v1__detach_tenant_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor layergate__v1__detach_tenant_response__field_descriptors[1] =
+{
+  {
+    "remote_consistent_lsn",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Layergate__V1__DetachTenantResponse, remote_consistent_lsn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned layergate__v1__detach_tenant_response__field_indices_by_name[] = {
+  0,   /* field[0] = remote_consistent_lsn */
+};
+static const ProtobufCIntRange layergate__v1__detach_tenant_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor layergate__v1__detach_tenant_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "layergate.v1.DetachTenantResponse",
+  "DetachTenantResponse",
+  "Layergate__V1__DetachTenantResponse",
+  "layergate.v1",
+  sizeof(Layergate__V1__DetachTenantResponse),
+  1,
+  layergate__v1__detach_tenant_response__field_descriptors,
+  layergate__v1__detach_tenant_response__field_indices_by_name,
+  1,  layergate__v1__detach_tenant_response__number_ranges,
+  (ProtobufCMessageInit) layergate__v1__detach_tenant_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor layergate__v1__tenant_status_request__field_descriptors[1] =

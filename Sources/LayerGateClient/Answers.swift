@@ -37,6 +37,16 @@ extension Wire.Response.Body {
         return p
     }
 
+    func attachTenant() throws(ClientError) -> Wire.AttachTenantResponse {
+        guard case .attachTenant(let p) = self else { throw mismatch("AttachTenant") }
+        return p
+    }
+
+    func detachTenant() throws(ClientError) -> Wire.DetachTenantResponse {
+        guard case .detachTenant(let p) = self else { throw mismatch("DetachTenant") }
+        return p
+    }
+
     func resetTenant() throws(ClientError) -> Wire.ResetTenantResponse {
         guard case .resetTenant(let p) = self else { throw mismatch("ResetTenant") }
         return p

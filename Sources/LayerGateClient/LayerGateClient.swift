@@ -142,6 +142,16 @@ public final class LayerGateClient: Sendable {
         try await call(.resetTenant(Wire.ResetTenantRequest(tenantId: id, dropCache: dropCache))).resetTenant()
     }
 
+    /// Serves a tenant from remote storage (the server needs `--remote-storage`).
+    public func attachTenant(_ id: String, generation: UInt64) async throws -> Wire.AttachTenantResponse {
+        try await call(.attachTenant(Wire.AttachTenantRequest(tenantId: id, generation: generation))).attachTenant()
+    }
+
+    /// Uploads everything of a tenant, then removes it from the server.
+    public func detachTenant(_ id: String) async throws -> Wire.DetachTenantResponse {
+        try await call(.detachTenant(Wire.DetachTenantRequest(tenantId: id))).detachTenant()
+    }
+
     public func tenantStatus(_ id: String) async throws -> Wire.TenantStatusResponse {
         try await call(.tenantStatus(Wire.TenantStatusRequest(tenantId: id))).tenantStatus()
     }

@@ -290,6 +290,15 @@ public final class Dispatcher: Sendable {
             let result = try await tenant(r.tenantId).reset(dropCache: r.dropCache)
             return .resetTenant(Wire.ResetTenantResponse(generation: UInt64(result.generation),
                                                          filesSwept: UInt32(result.filesSwept)))
+        case .attachTenant(let r):
+            guard let generation = UInt32(exactly: r.generation) else {
+                throw .invalidArgument("AttachTenant: generation \(r.generation) is above 4294967295")
+            }
+            let (t, layers) = try await manager.attach(TenantId(parsing: r.tenantId), generation: generation)
+            return .attachTenant(Wire.AttachTenantResponse(generation: UInt64(t.status().generation), layers: UInt32(clamping: layers)))
+        case .detachTenant(let r):
+            let lsn = try await manager.detach(TenantId(parsing: r.tenantId))
+            return .detachTenant(Wire.DetachTenantResponse(remoteConsistentLsn: lsn.rawValue))
         case .createTenant(let r):
             _ = try await manager.create(TenantId(parsing: r.tenantId))
             return .createTenant(Wire.CreateTenantResponse())

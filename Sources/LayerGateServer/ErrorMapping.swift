@@ -24,6 +24,13 @@ enum ErrorMapping {
             message += " (the server is short of disk space or file descriptors; retry later)"
         case .corruptLayer, .corruptWal, .corruptIndex, .io, .dataDirectoryLocked, .failpoint:
             code = .internal
+        case .remote(_, let r):
+            switch r {
+            case .unavailable: code = .tenantUnavailable  // the store is down or refusing: retry later
+            case .conflict: code = .layerExists
+            case .corruptIndex: code = .internal
+            case .badConfiguration: code = .invalidArgument
+            }
         }
         return Wire.Error(code: code, message: message)
     }

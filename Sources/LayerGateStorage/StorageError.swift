@@ -45,6 +45,8 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case failpoint(String)
     /// The operation was cancelled or the tenant is shutting down.
     case cancelled(String)
+    /// The remote store failed or refused (attach, detach).
+    case remote(TenantId, RemoteError)
 
     public var description: String {
         switch self {
@@ -68,6 +70,7 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "the data directory is in use by another layergate process\(pid > 0 ? " (pid \(pid))" : ""); refusing to open it"
         case .failpoint(let n): return "failpoint \(n) returned an error"
         case .cancelled(let s): return "cancelled: \(s)"
+        case .remote(let t, let e): return "tenant \(t): \(e)"
         }
     }
 

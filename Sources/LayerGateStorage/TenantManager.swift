@@ -15,9 +15,9 @@ public final class TenantManager: Sendable {
     public let storage: TenantStorage
     let logger: Logger
     private let lock: DataDirectoryLock?
-    private let tenantsDirectory: DirectoryHandle
-    private let tenants = Mutex<[TenantId: Tenant]>([:])
-    private let creating = Mutex<Set<TenantId>>([])
+    let tenantsDirectory: DirectoryHandle
+    let tenants = Mutex<[TenantId: Tenant]>([:])
+    let creating = Mutex<Set<TenantId>>([])
 
     static let tenantsDirectoryName = "tenants"
 
@@ -158,14 +158,14 @@ public final class TenantManager: Sendable {
 
     /// Removes what a create made, by name: listing a directory needs a
     /// descriptor, and running out of them is one reason a create fails.
-    private static func removeNewTenant(_ fs: any FileSystem, _ path: String) {
+    static func removeNewTenant(_ fs: any FileSystem, _ path: String) {
         for name in [IndexFile.tempName, IndexFile.fileName] { try? fs.unlink(path + "/" + name) }
         try? fs.rmdir(path + "/" + Tenant.walDirectoryName)
         try? fs.rmdir(path)
         if Directory.exists(fs, path) { Directory.removeTree(fs, path) }
     }
 
-    private static func renameDirectory(_ fs: any FileSystem, _ from: String, _ to: String, tenant: TenantId)
+    static func renameDirectory(_ fs: any FileSystem, _ from: String, _ to: String, tenant: TenantId)
         throws(StorageError)
     {
         do throws(SystemError) { try fs.renameNoReplace(from, to) } catch {

@@ -91,6 +91,28 @@ public enum Wire {
         public init(generation: UInt64, filesSwept: UInt32) { (self.generation, self.filesSwept) = (generation, filesSwept) }
     }
 
+    public struct AttachTenantRequest: Hashable, Sendable {
+        public var tenantId: String
+        public var generation: UInt64
+        public init(tenantId: String, generation: UInt64) { (self.tenantId, self.generation) = (tenantId, generation) }
+    }
+
+    public struct AttachTenantResponse: Hashable, Sendable {
+        public var generation: UInt64
+        public var layers: UInt32
+        public init(generation: UInt64, layers: UInt32) { (self.generation, self.layers) = (generation, layers) }
+    }
+
+    public struct DetachTenantRequest: Hashable, Sendable {
+        public var tenantId: String
+        public init(tenantId: String) { self.tenantId = tenantId }
+    }
+
+    public struct DetachTenantResponse: Hashable, Sendable {
+        public var remoteConsistentLsn: UInt64
+        public init(remoteConsistentLsn: UInt64) { self.remoteConsistentLsn = remoteConsistentLsn }
+    }
+
     public struct CreateTenantRequest: Hashable, Sendable {
         public var tenantId: String
         public init(tenantId: String) { self.tenantId = tenantId }
@@ -255,6 +277,8 @@ public enum Wire {
             case listTenants(ListTenantsRequest)
             case serverStatus(ServerStatusRequest)
             case configureFailpoints(ConfigureFailpointsRequest)
+            case attachTenant(AttachTenantRequest)
+            case detachTenant(DetachTenantRequest)
         }
         public var requestId: UInt64
         public var authToken: String
@@ -277,6 +301,8 @@ public enum Wire {
             case listTenants(ListTenantsResponse)
             case serverStatus(ServerStatusResponse)
             case configureFailpoints(ConfigureFailpointsResponse)
+            case attachTenant(AttachTenantResponse)
+            case detachTenant(DetachTenantResponse)
         }
         public var requestId: UInt64
         public var body: Body?

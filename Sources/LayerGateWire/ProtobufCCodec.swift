@@ -58,6 +58,17 @@ extension Wire {
             p.pointee.drop_cache = r.dropCache ? 1 : 0
             m.pointee.body_case = LAYERGATE__V1__REQUEST__BODY_RESET_TENANT
             m.pointee.reset_tenant = p
+        case .attachTenant(let r)?:
+            let p = a.message(Layergate__V1__AttachTenantRequest.self) { layergate__v1__attach_tenant_request__init($0) }
+            p.pointee.tenant_id = a.string(r.tenantId)
+            p.pointee.generation = r.generation
+            m.pointee.body_case = LAYERGATE__V1__REQUEST__BODY_ATTACH_TENANT
+            m.pointee.attach_tenant = p
+        case .detachTenant(let r)?:
+            let p = a.message(Layergate__V1__DetachTenantRequest.self) { layergate__v1__detach_tenant_request__init($0) }
+            p.pointee.tenant_id = a.string(r.tenantId)
+            m.pointee.body_case = LAYERGATE__V1__REQUEST__BODY_DETACH_TENANT
+            m.pointee.detach_tenant = p
         case .createTenant(let r)?:
             let p = a.message(Layergate__V1__CreateTenantRequest.self) { layergate__v1__create_tenant_request__init($0) }
             p.pointee.tenant_id = a.string(r.tenantId)
@@ -129,6 +140,12 @@ extension Wire {
             if let p = r.reset_tenant?.pointee {
                 out.body = .resetTenant(ResetTenantRequest(tenantId: CRead.string(p.tenant_id), dropCache: p.drop_cache != 0))
             }
+        case LAYERGATE__V1__REQUEST__BODY_ATTACH_TENANT:
+            if let p = r.attach_tenant?.pointee {
+                out.body = .attachTenant(AttachTenantRequest(tenantId: CRead.string(p.tenant_id), generation: p.generation))
+            }
+        case LAYERGATE__V1__REQUEST__BODY_DETACH_TENANT:
+            if let p = r.detach_tenant?.pointee { out.body = .detachTenant(DetachTenantRequest(tenantId: CRead.string(p.tenant_id))) }
         case LAYERGATE__V1__REQUEST__BODY_CREATE_TENANT:
             if let p = r.create_tenant?.pointee { out.body = .createTenant(CreateTenantRequest(tenantId: CRead.string(p.tenant_id))) }
         case LAYERGATE__V1__REQUEST__BODY_TENANT_STATUS:
@@ -213,6 +230,17 @@ extension Wire {
             p.pointee.files_swept = r.filesSwept
             m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_RESET_TENANT
             m.pointee.reset_tenant = p
+        case .attachTenant(let r)?:
+            let p = a.message(Layergate__V1__AttachTenantResponse.self) { layergate__v1__attach_tenant_response__init($0) }
+            p.pointee.generation = r.generation
+            p.pointee.layers = r.layers
+            m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_ATTACH_TENANT
+            m.pointee.attach_tenant = p
+        case .detachTenant(let r)?:
+            let p = a.message(Layergate__V1__DetachTenantResponse.self) { layergate__v1__detach_tenant_response__init($0) }
+            p.pointee.remote_consistent_lsn = r.remoteConsistentLsn
+            m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_DETACH_TENANT
+            m.pointee.detach_tenant = p
         case .createTenant?:
             m.pointee.body_case = LAYERGATE__V1__RESPONSE__BODY_CREATE_TENANT
             m.pointee.create_tenant = a.message(Layergate__V1__CreateTenantResponse.self) { layergate__v1__create_tenant_response__init($0) }
@@ -297,6 +325,12 @@ extension Wire {
             if let p = r.reset_tenant?.pointee {
                 out.body = .resetTenant(ResetTenantResponse(generation: p.generation, filesSwept: p.files_swept))
             }
+        case LAYERGATE__V1__RESPONSE__BODY_ATTACH_TENANT:
+            if let p = r.attach_tenant?.pointee {
+                out.body = .attachTenant(AttachTenantResponse(generation: p.generation, layers: p.layers))
+            }
+        case LAYERGATE__V1__RESPONSE__BODY_DETACH_TENANT:
+            if let p = r.detach_tenant?.pointee { out.body = .detachTenant(DetachTenantResponse(remoteConsistentLsn: p.remote_consistent_lsn)) }
         case LAYERGATE__V1__RESPONSE__BODY_CREATE_TENANT:
             out.body = .createTenant(CreateTenantResponse())
         case LAYERGATE__V1__RESPONSE__BODY_TENANT_STATUS:

@@ -13,7 +13,7 @@ struct Layergate: AsyncParsableCommand {
         abstract: "Talk to a LayerGate page server.",
         discussion: "--socket, --token, --timeout and --json may come before or after the subcommand; keygen, token, torture and rebuild-index do not use them.",
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
-                      FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
+                      Attach.self, Detach.self, FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
 
     /// `--socket`, `--token`, `--timeout` and `--json` may also come before the
     /// subcommand (`layergate --socket S status`): the root declares the same
@@ -291,6 +291,32 @@ struct ResetTenant: AsyncParsableCommand {
         let r = try await global.with { try await $0.resetTenant(tenant, dropCache: dropCache) }
         if global.json { global.printJSON(["generation": r.generation, "files_swept": r.filesSwept]) }
         else { print("tenant reset: generation \(r.generation), \(r.filesSwept) files swept") }
+    }
+}
+
+struct Attach: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a tenant from remote storage (server needs --remote-storage).",
+        discussion: "Reads the newest remote index of a generation below GENERATION, downloads its layers and serves the tenant; what this server writes then carries GENERATION. Give a generation above any a server has used for the tenant: each restart of the attached server uses the next one.")
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String
+    @Argument(help: "The generation this server writes under.") var generation: UInt64
+    func run() async throws {
+        let r = try await global.with { try await $0.attachTenant(tenant, generation: generation) }
+        if global.json { global.printJSON(["generation": r.generation, "layers": r.layers]) }
+        else { print("tenant attached: generation \(r.generation), \(r.layers) layers") }
+    }
+}
+
+struct Detach: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Flush a tenant, upload all of it, then remove it from this server.")
+    @OptionGroup var global: GlobalOptions
+    @Argument var tenant: String
+    func run() async throws {
+        let r = try await global.with { try await $0.detachTenant(tenant) }
+        if global.json { global.printJSON(["remote_consistent_lsn": r.remoteConsistentLsn]) }
+        else { print("tenant detached: remote copy consistent up to LSN \(r.remoteConsistentLsn)") }
     }
 }
 

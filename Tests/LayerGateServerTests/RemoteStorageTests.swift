@@ -43,6 +43,46 @@ struct RemoteStorageTests {
         #expect(await server.stop() == 0)
     }
 
+    @Test func aTenantSurvivesItsDiskDetachAndAttachThroughTheCLI() async throws {
+        let remote = TemporaryDirectory("remote-move")
+        let args = ["--remote-storage", "file://" + remote.path, "--checkpoint-distance-mib", "1"]
+        let first = ServerDir()
+        var server = try await ServerProcess(dir: first, extraArgs: args)
+        var s = ["--socket", first.socket]
+        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        #expect(try runCLI(s + ["put", tenantA, "--generate", "600"]).0 == 0)
+        let client = try await server.client()
+        let before = try await client.tenantStatus(tenantA)
+        var pages: [Wire.GetPageResponse] = []
+        for block in stride(from: UInt32(0), to: 600, by: 37) {
+            pages.append(try await client.getPage(tenant: tenantA, key: Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: block), lsn: nil))
+        }
+        let (code, out, err) = try runCLI(s + ["--json", "detach", tenantA])
+        #expect(code == 0 && out.contains("\"remote_consistent_lsn\":\(before.lastRecordLsn)"), "\(out)\(err)")
+        #expect(try runCLI(s + ["status", tenantA]).0 != 0, "a detached tenant is gone from the server")
+        #expect(await server.stop() == 0)
+        try FileManager.default.removeItem(atPath: first.data)  // and so is its disk
+
+        let second = ServerDir()
+        server = try await ServerProcess(dir: second, extraArgs: args)
+        s = ["--socket", second.socket]
+        let (acode, aout, aerr) = try runCLI(s + ["attach", tenantA, "\(before.generation + 1)"])
+        #expect(acode == 0 && aout.contains("generation \(before.generation + 1)"), "\(aout)\(aerr)")
+        let moved = try await server.client()
+        let after = try await moved.tenantStatus(tenantA)
+        #expect(after.lastRecordLsn == before.lastRecordLsn && after.state == "active")
+        var i = 0
+        for block in stride(from: UInt32(0), to: 600, by: 37) {
+            let got = try await moved.getPage(tenant: tenantA, key: Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: block), lsn: nil)
+            #expect(got == pages[i], "block \(block)")
+            i += 1
+        }
+        // A tenant the store does not hold is refused, with the reason.
+        let (rcode, _, rerr) = try runCLI(s + ["attach", "fedcba9876543210fedcba9876543210", "3"])
+        #expect(rcode != 0 && rerr.contains("no remote index"), "\(rerr)")
+        #expect(await server.stop() == 0)
+    }
+
     @Test func aRemoteStorageURLItCannotUseStopsTheServerWithTheReason() throws {
         let dir = ServerDir()
         let p = Process()

@@ -37,6 +37,10 @@ final class FlakyStore: RemoteStore {
         try check(.list, prefix)
         return try base.list(prefix: prefix)
     }
+    func download(_ key: String, into fs: any FileSystem, path: String) throws(RemoteError) -> LocalObject? {
+        try check(.get, key)
+        return try base.download(key, into: fs, path: path)
+    }
     func delete(_ key: String) throws(RemoteError) {
         try check(.delete, key)
         try base.delete(key)

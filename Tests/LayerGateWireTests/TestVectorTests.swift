@@ -56,8 +56,8 @@ struct TestVectorTests {
             if case .error(let e) = body { codes.insert(e.code.rawValue) }
             if case .getPage(let p) = body, p.page.count == 8192 { sawFullPage = true }
         }
-        #expect(requestKinds.count == 9, "\(requestKinds.sorted())")
-        #expect(responseKinds.count == 10, "\(responseKinds.sorted())")
+        #expect(requestKinds.count == 11, "\(requestKinds.sorted())")
+        #expect(responseKinds.count == 12, "\(responseKinds.sorted())")
         #expect(Set(0...13).isSubset(of: Set(codes.map(Int.init))), "\(codes.sorted())")
         #expect(codes.contains { $0 > 13 }, "a code this version does not define")
         #expect(sawEmptyBody.request && sawEmptyBody.response && sawFullPage)

@@ -31,6 +31,10 @@ typedef struct Layergate__V1__ResetTenantRequest Layergate__V1__ResetTenantReque
 typedef struct Layergate__V1__ResetTenantResponse Layergate__V1__ResetTenantResponse;
 typedef struct Layergate__V1__CreateTenantRequest Layergate__V1__CreateTenantRequest;
 typedef struct Layergate__V1__CreateTenantResponse Layergate__V1__CreateTenantResponse;
+typedef struct Layergate__V1__AttachTenantRequest Layergate__V1__AttachTenantRequest;
+typedef struct Layergate__V1__AttachTenantResponse Layergate__V1__AttachTenantResponse;
+typedef struct Layergate__V1__DetachTenantRequest Layergate__V1__DetachTenantRequest;
+typedef struct Layergate__V1__DetachTenantResponse Layergate__V1__DetachTenantResponse;
 typedef struct Layergate__V1__TenantStatusRequest Layergate__V1__TenantStatusRequest;
 typedef struct Layergate__V1__LayerInfo Layergate__V1__LayerInfo;
 typedef struct Layergate__V1__TenantStatusResponse Layergate__V1__TenantStatusResponse;
@@ -82,7 +86,9 @@ typedef enum {
   LAYERGATE__V1__REQUEST__BODY_TENANT_STATUS = 15,
   LAYERGATE__V1__REQUEST__BODY_LIST_TENANTS = 16,
   LAYERGATE__V1__REQUEST__BODY_SERVER_STATUS = 17,
-  LAYERGATE__V1__REQUEST__BODY_CONFIGURE_FAILPOINTS = 18
+  LAYERGATE__V1__REQUEST__BODY_CONFIGURE_FAILPOINTS = 18,
+  LAYERGATE__V1__REQUEST__BODY_ATTACH_TENANT = 19,
+  LAYERGATE__V1__REQUEST__BODY_DETACH_TENANT = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LAYERGATE__V1__REQUEST__BODY__CASE)
 } Layergate__V1__Request__BodyCase;
 
@@ -102,6 +108,8 @@ struct  Layergate__V1__Request
     Layergate__V1__ListTenantsRequest *list_tenants;
     Layergate__V1__ServerStatusRequest *server_status;
     Layergate__V1__ConfigureFailpointsRequest *configure_failpoints;
+    Layergate__V1__AttachTenantRequest *attach_tenant;
+    Layergate__V1__DetachTenantRequest *detach_tenant;
   };
 };
 #define LAYERGATE__V1__REQUEST__INIT \
@@ -120,7 +128,9 @@ typedef enum {
   LAYERGATE__V1__RESPONSE__BODY_TENANT_STATUS = 15,
   LAYERGATE__V1__RESPONSE__BODY_LIST_TENANTS = 16,
   LAYERGATE__V1__RESPONSE__BODY_SERVER_STATUS = 17,
-  LAYERGATE__V1__RESPONSE__BODY_CONFIGURE_FAILPOINTS = 18
+  LAYERGATE__V1__RESPONSE__BODY_CONFIGURE_FAILPOINTS = 18,
+  LAYERGATE__V1__RESPONSE__BODY_ATTACH_TENANT = 19,
+  LAYERGATE__V1__RESPONSE__BODY_DETACH_TENANT = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LAYERGATE__V1__RESPONSE__BODY__CASE)
 } Layergate__V1__Response__BodyCase;
 
@@ -140,6 +150,8 @@ struct  Layergate__V1__Response
     Layergate__V1__ListTenantsResponse *list_tenants;
     Layergate__V1__ServerStatusResponse *server_status;
     Layergate__V1__ConfigureFailpointsResponse *configure_failpoints;
+    Layergate__V1__AttachTenantResponse *attach_tenant;
+    Layergate__V1__DetachTenantResponse *detach_tenant;
   };
 };
 #define LAYERGATE__V1__RESPONSE__INIT \
@@ -322,6 +334,55 @@ struct  Layergate__V1__CreateTenantResponse
 #define LAYERGATE__V1__CREATE_TENANT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&layergate__v1__create_tenant_response__descriptor) \
      }
+
+
+/*
+ * Remote storage only: serve a tenant from the newest remote index of a
+ * generation not above `generation`; what this server writes carries `generation`.
+ */
+struct  Layergate__V1__AttachTenantRequest
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  uint64_t generation;
+};
+#define LAYERGATE__V1__ATTACH_TENANT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&layergate__v1__attach_tenant_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Layergate__V1__AttachTenantResponse
+{
+  ProtobufCMessage base;
+  uint64_t generation;
+  uint32_t layers;
+};
+#define LAYERGATE__V1__ATTACH_TENANT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&layergate__v1__attach_tenant_response__descriptor) \
+    , 0, 0 }
+
+
+/*
+ * Remote storage only: flush, upload everything, then remove the tenant from this server.
+ */
+struct  Layergate__V1__DetachTenantRequest
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+};
+#define LAYERGATE__V1__DETACH_TENANT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&layergate__v1__detach_tenant_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Layergate__V1__DetachTenantResponse
+{
+  ProtobufCMessage base;
+  uint64_t remote_consistent_lsn;
+};
+#define LAYERGATE__V1__DETACH_TENANT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&layergate__v1__detach_tenant_response__descriptor) \
+    , 0 }
 
 
 struct  Layergate__V1__TenantStatusRequest
@@ -793,6 +854,82 @@ Layergate__V1__CreateTenantResponse *
 void   layergate__v1__create_tenant_response__free_unpacked
                      (Layergate__V1__CreateTenantResponse *message,
                       ProtobufCAllocator *allocator);
+/* Layergate__V1__AttachTenantRequest methods */
+void   layergate__v1__attach_tenant_request__init
+                     (Layergate__V1__AttachTenantRequest         *message);
+size_t layergate__v1__attach_tenant_request__get_packed_size
+                     (const Layergate__V1__AttachTenantRequest   *message);
+size_t layergate__v1__attach_tenant_request__pack
+                     (const Layergate__V1__AttachTenantRequest   *message,
+                      uint8_t             *out);
+size_t layergate__v1__attach_tenant_request__pack_to_buffer
+                     (const Layergate__V1__AttachTenantRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Layergate__V1__AttachTenantRequest *
+       layergate__v1__attach_tenant_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   layergate__v1__attach_tenant_request__free_unpacked
+                     (Layergate__V1__AttachTenantRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Layergate__V1__AttachTenantResponse methods */
+void   layergate__v1__attach_tenant_response__init
+                     (Layergate__V1__AttachTenantResponse         *message);
+size_t layergate__v1__attach_tenant_response__get_packed_size
+                     (const Layergate__V1__AttachTenantResponse   *message);
+size_t layergate__v1__attach_tenant_response__pack
+                     (const Layergate__V1__AttachTenantResponse   *message,
+                      uint8_t             *out);
+size_t layergate__v1__attach_tenant_response__pack_to_buffer
+                     (const Layergate__V1__AttachTenantResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Layergate__V1__AttachTenantResponse *
+       layergate__v1__attach_tenant_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   layergate__v1__attach_tenant_response__free_unpacked
+                     (Layergate__V1__AttachTenantResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Layergate__V1__DetachTenantRequest methods */
+void   layergate__v1__detach_tenant_request__init
+                     (Layergate__V1__DetachTenantRequest         *message);
+size_t layergate__v1__detach_tenant_request__get_packed_size
+                     (const Layergate__V1__DetachTenantRequest   *message);
+size_t layergate__v1__detach_tenant_request__pack
+                     (const Layergate__V1__DetachTenantRequest   *message,
+                      uint8_t             *out);
+size_t layergate__v1__detach_tenant_request__pack_to_buffer
+                     (const Layergate__V1__DetachTenantRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Layergate__V1__DetachTenantRequest *
+       layergate__v1__detach_tenant_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   layergate__v1__detach_tenant_request__free_unpacked
+                     (Layergate__V1__DetachTenantRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Layergate__V1__DetachTenantResponse methods */
+void   layergate__v1__detach_tenant_response__init
+                     (Layergate__V1__DetachTenantResponse         *message);
+size_t layergate__v1__detach_tenant_response__get_packed_size
+                     (const Layergate__V1__DetachTenantResponse   *message);
+size_t layergate__v1__detach_tenant_response__pack
+                     (const Layergate__V1__DetachTenantResponse   *message,
+                      uint8_t             *out);
+size_t layergate__v1__detach_tenant_response__pack_to_buffer
+                     (const Layergate__V1__DetachTenantResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Layergate__V1__DetachTenantResponse *
+       layergate__v1__detach_tenant_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   layergate__v1__detach_tenant_response__free_unpacked
+                     (Layergate__V1__DetachTenantResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Layergate__V1__TenantStatusRequest methods */
 void   layergate__v1__tenant_status_request__init
                      (Layergate__V1__TenantStatusRequest         *message);
@@ -1052,6 +1189,18 @@ typedef void (*Layergate__V1__CreateTenantRequest_Closure)
 typedef void (*Layergate__V1__CreateTenantResponse_Closure)
                  (const Layergate__V1__CreateTenantResponse *message,
                   void *closure_data);
+typedef void (*Layergate__V1__AttachTenantRequest_Closure)
+                 (const Layergate__V1__AttachTenantRequest *message,
+                  void *closure_data);
+typedef void (*Layergate__V1__AttachTenantResponse_Closure)
+                 (const Layergate__V1__AttachTenantResponse *message,
+                  void *closure_data);
+typedef void (*Layergate__V1__DetachTenantRequest_Closure)
+                 (const Layergate__V1__DetachTenantRequest *message,
+                  void *closure_data);
+typedef void (*Layergate__V1__DetachTenantResponse_Closure)
+                 (const Layergate__V1__DetachTenantResponse *message,
+                  void *closure_data);
 typedef void (*Layergate__V1__TenantStatusRequest_Closure)
                  (const Layergate__V1__TenantStatusRequest *message,
                   void *closure_data);
@@ -1108,6 +1257,10 @@ extern const ProtobufCMessageDescriptor layergate__v1__reset_tenant_request__des
 extern const ProtobufCMessageDescriptor layergate__v1__reset_tenant_response__descriptor;
 extern const ProtobufCMessageDescriptor layergate__v1__create_tenant_request__descriptor;
 extern const ProtobufCMessageDescriptor layergate__v1__create_tenant_response__descriptor;
+extern const ProtobufCMessageDescriptor layergate__v1__attach_tenant_request__descriptor;
+extern const ProtobufCMessageDescriptor layergate__v1__attach_tenant_response__descriptor;
+extern const ProtobufCMessageDescriptor layergate__v1__detach_tenant_request__descriptor;
+extern const ProtobufCMessageDescriptor layergate__v1__detach_tenant_response__descriptor;
 extern const ProtobufCMessageDescriptor layergate__v1__tenant_status_request__descriptor;
 extern const ProtobufCMessageDescriptor layergate__v1__layer_info__descriptor;
 extern const ProtobufCMessageDescriptor layergate__v1__tenant_status_response__descriptor;

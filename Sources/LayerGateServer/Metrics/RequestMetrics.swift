@@ -10,7 +10,7 @@ public final class RequestMetrics: Sendable {
     /// The `type` label: the request's body.
     enum Kind: Int, CaseIterable {
         case getPage, putRecords, compact, resetTenant, createTenant, tenantStatus, listTenants, serverStatus
-        case configureFailpoints
+        case configureFailpoints, attachTenant, detachTenant
         /// A frame that is not a request (undecodable, empty, too large, no body).
         case invalid
 
@@ -25,6 +25,8 @@ public final class RequestMetrics: Sendable {
             case .listTenants?: self = .listTenants
             case .serverStatus?: self = .serverStatus
             case .configureFailpoints?: self = .configureFailpoints
+            case .attachTenant?: self = .attachTenant
+            case .detachTenant?: self = .detachTenant
             case nil: self = .invalid
             }
         }
@@ -40,6 +42,8 @@ public final class RequestMetrics: Sendable {
             case .listTenants: return "list_tenants"
             case .serverStatus: return "server_status"
             case .configureFailpoints: return "configure_failpoints"
+            case .attachTenant: return "attach_tenant"
+            case .detachTenant: return "detach_tenant"
             case .invalid: return "invalid"
             }
         }

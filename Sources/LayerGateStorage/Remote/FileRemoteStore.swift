@@ -78,6 +78,33 @@ public final class FileRemoteStore: RemoteStore {
         }
     }
 
+    public func download(_ key: String, into local: any FileSystem, path: String) throws(RemoteError) -> LocalObject? {
+        _ = try Self.split(key)
+        let input: RawFile
+        do throws(StorageError) { input = try RawFile.open(fs, key, .readOnly) } catch {
+            if case .io(_, _, let e) = error, e == ENOENT { return nil }
+            throw .unavailable(operation: "get", key: key, reason: "\(error)")
+        }
+        defer { input.close() }
+        do throws(StorageError) {
+            let size = try input.size()
+            let output = try RawFile.open(local, path, .createExclusive)
+            defer { output.close() }
+            var offset = 0
+            var crc: UInt32 = 0
+            try ObjectCopy.chunks(of: input, size: size) { chunk throws(StorageError) in
+                try output.write(chunk, at: offset)
+                crc = Checksum.crc32c(chunk, seed: crc)
+                offset += chunk.count
+            }
+            output.sync()
+            return LocalObject(fs: local, path: path, size: size, crc32c: crc)
+        } catch {
+            try? local.unlink(path)
+            throw .unavailable(operation: "download", key: key, reason: "\(error)")
+        }
+    }
+
     public func list(prefix: String) throws(RemoteError) -> [String] {
         guard prefix.hasSuffix("/"), !prefix.hasPrefix("/"), !prefix.split(separator: "/").contains("..") else {
             throw .badConfiguration("bad listing prefix '\(prefix)'")

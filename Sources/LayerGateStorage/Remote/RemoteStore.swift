@@ -19,6 +19,9 @@ public protocol RemoteStore: Sendable {
     func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]?
     /// Keys directly under `prefix` (a "directory" ending in "/"), in no particular order.
     func list(prefix: String) throws(RemoteError) -> [String]
+    /// Copies the object into a new file `path` of `fs` (created, written,
+    /// fsynced); returns its size and CRC-32C, or nil when there is no such object.
+    func download(_ key: String, into fs: any FileSystem, path: String) throws(RemoteError) -> LocalObject?
     /// Removes the object; one that is already gone is fine.
     func delete(_ key: String) throws(RemoteError)
 }

@@ -34,6 +34,8 @@ public struct TenantConfig: Sendable {
     /// The wait after a failed upload pass; doubles up to `remoteMaxBackoff`.
     public var remoteRetryDelay: Duration = .seconds(1)
     public var remoteMaxBackoff: Duration = .seconds(60)
+    /// How long a detach waits for the uploads before it gives up (the tenant then stays).
+    public var detachTimeout: Duration = .seconds(120)
     /// L0 layers that make the background loop merge them into L1.
     public var compactionThreshold = 10
     /// Delta layers above the newest image that make compaction write images.

@@ -1,0 +1,131 @@
+/// Moving a tenant between servers through remote storage: attach serves it
+/// from the store's newest index of a generation not above the one given;
+/// detach uploads all of it and then removes it here.
+extension TenantManager {
+    /// Downloads the layers the chosen remote index lists, writes index.json
+    /// and opens the tenant, which then writes with `generation`. All or
+    /// nothing, as `create`: a failed attach leaves no directory behind.
+    /// Returns the tenant and how many layers it has.
+    public func attach(_ id: TenantId, generation: UInt32) async throws(StorageError) -> (tenant: Tenant, layers: Int) {
+        guard let remote = storage.remote else {
+            throw .invalidArgument("attaching tenant \(id) needs a server started with --remote-storage")
+        }
+        guard generation >= 1 else { throw .invalidArgument("tenant \(id): attach needs a generation of 1 or more") }
+        let claimed = creating.withLock { c in tenants.withLock { $0[id] == nil } && c.insert(id).inserted }
+        guard claimed else { throw .tenantExists(id) }
+        defer { _ = creating.withLock { $0.remove(id) } }
+        let fs = storage.fs
+        let final = directory(of: id)
+        let temp = final + ".___temp"
+        guard !Directory.exists(fs, final) else { throw .tenantExists(id) }
+        let (tenantsDirectory, failpoints) = (self.tenantsDirectory, self.failpoints)
+        let layers = try await BlockingIO.run { () throws(StorageError) -> Int in
+            Directory.removeTree(fs, temp)
+            do throws(StorageError) {
+                let base = try Self.newestRemoteIndex(of: id, atMost: generation, in: remote)
+                try Directory.create(fs, temp)
+                try Directory.create(fs, temp + "/" + Tenant.walDirectoryName)
+                for layer in base.layers {
+                    let key = RemoteIndex.layerKey(id, layer.name)
+                    let got: LocalObject?
+                    do throws(RemoteError) { got = try remote.download(key, into: fs, path: temp + "/" + layer.name) } catch {
+                        throw .remote(id, error)
+                    }
+                    guard let got else { throw .remote(id, .corruptIndex(key: RemoteIndex.key(id, generation: base.generation), reason: "it lists \(layer.name), which the store does not hold")) }
+                    guard got.size == layer.size, got.crc32c == layer.crc32c else {
+                        throw .remote(id, .conflict(key: key, reason: "\(got.size) bytes with CRC-32C \(got.crc32c), the index says \(layer.size) and \(layer.crc32c)"))
+                    }
+                }
+                var index = IndexFile(tenant: id)
+                // The load that opens it records the next generation: the one asked for.
+                index.generation = generation - 1
+                index.diskConsistentLsn = base.diskConsistentLsn
+                index.gcCutoffLsn = base.gcCutoffLsn
+                index.layers = base.layers.map { IndexFile.Layer(name: $0.name, size: $0.size, level: $0.level ?? 0) }
+                try index.write(directory: try DirectoryHandle(fs: fs, path: temp), failpoints: failpoints)
+                try Self.renameDirectory(fs, temp, final, tenant: id)
+                tenantsDirectory.sync()
+                return base.layers.count
+            } catch {
+                Directory.removeTree(fs, temp)
+                throw error.explainedAsResourceExhausted("tenant \(id): attach")
+            }
+        }
+        let tenant = await Tenant.open(id: id, directory: final, config: config, storage: storage, logger: logger)
+        guard tenant.lifecycle == .active else {
+            let status = tenant.status()
+            await tenant.close()
+            _ = try? await BlockingIO.run { () throws(StorageError) in
+                Directory.removeTree(fs, final)
+                tenantsDirectory.sync()
+            }
+            throw .tenantBroken(id, reason: "attach: \(status.lastLoadError ?? status.state.name); nothing was kept")
+        }
+        tenants.withLock { $0[id] = tenant }
+        logger.info("attached tenant from remote storage", metadata: [
+            "tenant": "\(id)", "generation": "\(generation)", "layers": "\(layers)",
+        ])
+        return (tenant, layers)
+    }
+
+    /// The newest remote index of `id` whose generation is below `generation`
+    /// (an index of that very generation would be another server's).
+    private static func newestRemoteIndex(of id: TenantId, atMost generation: UInt32, in remote: any RemoteStore)
+        throws(StorageError) -> RemoteIndex
+    {
+        do throws(RemoteError) {
+            let generations = try remote.list(prefix: RemoteIndex.prefix(id)).compactMap(RemoteIndex.generation(ofKey:))
+            guard !generations.contains(generation) else {
+                throw .badConfiguration("tenant \(id): generation \(generation) has a remote index already; attach with a higher one")
+            }
+            guard let base = generations.filter({ $0 < generation }).max() else {
+                throw .badConfiguration("tenant \(id): the store has no remote index below generation \(generation)")
+            }
+            let key = RemoteIndex.key(id, generation: base)
+            guard let bytes = try remote.get(key, limit: RemoteIndex.maxBytes) else {
+                throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
+            }
+            return try RemoteIndex.decode(bytes, key: key, tenant: id)
+        } catch {
+            throw .remote(id, error)
+        }
+    }
+
+    /// Flushes the tenant, waits until its remote copy holds everything, then
+    /// closes it and removes its directory. Returns the remote-consistent LSN.
+    /// If the uploads do not catch up in time, or ingest went on meanwhile,
+    /// the tenant stays (reopened) and the error says why.
+    public func detach(_ id: TenantId) async throws(StorageError) -> Lsn {
+        guard storage.remote != nil else {
+            throw .invalidArgument("detaching tenant \(id) needs a server started with --remote-storage")
+        }
+        let tenant = try self.tenant(id)
+        try await tenant.flush()
+        guard await tenant.waitUntilUploaded(timeout: config.detachTimeout) else {
+            let why = tenant.status().remote.flatMap { r in
+                r.fencedByGeneration.map { "a newer generation (\($0)) owns the remote copy" } ?? r.lastUploadError
+            } ?? "uploads are slow"
+            throw .remote(id, .unavailable(operation: "detach", key: RemoteIndex.prefix(id),
+                                           reason: "the remote copy did not catch up in \(config.detachTimeout): \(why); the tenant stays"))
+        }
+        await tenant.close()
+        let status = tenant.status()
+        // Records put after the flush are in the WAL only: keep the tenant.
+        guard let remoteLsn = status.remote?.remoteConsistentLsn, remoteLsn >= status.lastRecordLsn else {
+            let reopened = await Tenant.open(id: id, directory: directory(of: id), config: config, storage: storage, logger: logger)
+            tenants.withLock { $0[id] = reopened }
+            throw .tenantUnavailable(id, state: "still ingesting (records arrived during the detach); stop ingest and detach again")
+        }
+        tenants.withLock { _ = $0.removeValue(forKey: id) }
+        let (fs, final, tenantsDirectory) = (storage.fs, directory(of: id), self.tenantsDirectory)
+        _ = try? await BlockingIO.run { () throws(StorageError) in
+            // A crash in between leaves `<id>.___temp`, which the next load removes.
+            try Self.renameDirectory(fs, final, final + ".___temp", tenant: id)
+            tenantsDirectory.sync()
+            Directory.removeTree(fs, final + ".___temp")
+            tenantsDirectory.sync()
+        }
+        logger.info("detached tenant", metadata: ["tenant": "\(id)", "remote_consistent_lsn": "\(remoteLsn)"])
+        return remoteLsn
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import LayerGateTestSupport
+import Testing
+
+@testable import LayerGateStorage
+
+@Suite("Remote storage: attach and detach")
+struct RemoteAttachTests {
+    typealias Remote = RemoteUploadTests.Remote
+
+    func manager(_ dir: TempDir, _ store: any RemoteStore) throws -> TenantManager {
+        var config = TenantConfig()
+        config.compactionPeriod = .seconds(3600)
+        RemoteUploadTests.fast(&config)
+        return try TenantManager(dataDirectory: dir.path, config: config, cache: PageCache(capacity: 1024),
+                                 failpoints: Failpoints(), remote: store, logger: quietLogger())
+    }
+
+    @Test func aServerWithAnEmptyDiskAttachesTheNextGenerationAndServesEveryPage() async throws {
+        let remote = Remote()
+        let f = try await TenantFixture.make(label: "attach-src", remote: try remote.store(), configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        var end = try await ingest(f.tenant, &model, from: 1, count: 200, flushEvery: 20)
+        _ = try await f.tenant.compact()
+        end = try await ingest(f.tenant, &model, from: end, count: 40, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let generation = f.tenant.status().generation
+        let listed = try IndexFile.read(directory: f.tenant.path).layers.count
+        await f.manager.shutdown()
+
+        // The host is gone: a server with nothing on its disk takes over.
+        let disk = TempDir("attach-dst")
+        let m = try manager(disk, try remote.store())
+        let (t, layers) = try await m.attach(testTenant, generation: generation + 1)
+        #expect(layers == listed)
+        #expect(t.status().generation == generation + 1)
+        await expectPagesMatch(t, model, lsns: [end - 1, 200, 120, 41])
+
+        // What it writes carries its generation, and its own remote index lists it.
+        end = try await ingest(t, &model, from: end, count: 20, flushEvery: 20)
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        let mine = try remote.index(generation: generation + 1)
+        #expect(mine.layers.contains { LayerName(parsing: $0.name)?.generation == generation + 1 })
+        #expect(mine.diskConsistentLsn == end - 1)
+
+        // An index of that generation exists now: a second attach with it is refused.
+        let other = TempDir("attach-other")
+        let m2 = try manager(other, try remote.store())
+        await #expect(throws: StorageError.self) { _ = try await m2.attach(testTenant, generation: generation + 1) }
+        #expect(other.files("tenants").isEmpty, "a refused attach leaves nothing")
+        await #expect(throws: StorageError.self) { _ = try await m.attach(testTenant, generation: generation + 5) }
+
+        // Detach: everything uploaded, then gone from this server.
+        _ = try await t.put([image(key(3), end, seed: 99)])
+        model.apply([image(key(3), end, seed: 99)])
+        let lsn = try await m.detach(testTenant)
+        #expect(lsn == Lsn(end))
+        #expect(throws: StorageError.self) { _ = try m.tenant(testTenant) }
+        #expect(disk.files("tenants").isEmpty)
+        await m.shutdown()
+        await m2.shutdown()
+
+        // And back: a third server finds the detached tenant's last record.
+        let third = TempDir("attach-third")
+        let m3 = try manager(third, try remote.store())
+        let (t3, _) = try await m3.attach(testTenant, generation: generation + 3)
+        await expectPagesMatch(t3, model, lsns: [end, end - 1, 100])
+        await m3.shutdown()
+    }
+
+    @Test func anOlderGenerationStillRunningNeverTouchesTheNewerOnesObjects() async throws {
+        let remote = Remote()
+        let old = try await TenantFixture.make(label: "attach-old", remote: try remote.store(), configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        var end = try await ingest(old.tenant, &model, from: 1, count: 100, flushEvery: 20)
+        #expect(await old.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let g = old.tenant.status().generation
+
+        let disk = TempDir("attach-new")
+        let m = try manager(disk, try remote.store())
+        let (new, _) = try await m.attach(testTenant, generation: g + 1)
+        var newModel = model
+        let newEnd = try await ingest(new, &newModel, from: end, count: 40, flushEvery: 20, seed: 7)
+        #expect(await new.waitUntilUploaded(timeout: .seconds(20)))
+        let newer = Dictionary(uniqueKeysWithValues: remote.objects().compactMap { name -> (String, Data?)? in
+            guard name.hasPrefix(RemoteIndex.namePrefix) ? name.hasSuffix(String(format: "%08x", g + 1))
+                : LayerName(parsing: name)?.generation == g + 1 else { return nil }
+            return (name, remote.bytes(name))
+        })
+        #expect(newer.count >= 2)
+
+        // The old server goes on ingesting and compacting.
+        end = try await ingest(old.tenant, &model, from: end, count: 80, flushEvery: 20, seed: 3)
+        _ = try await old.tenant.compact()
+        try await waitFor("the old server sees the newer generation") { old.tenant.status().remote?.fencedByGeneration == g + 1 }
+        try await Task.sleep(for: .milliseconds(300))
+        for (name, bytes) in newer { #expect(remote.bytes(name) == bytes, "\(name) of generation \(g + 1) is untouched") }
+        // Neither does it delete what the newer index lists, nor write objects of its own generation any more.
+        let index = try remote.index(generation: g + 1)
+        for layer in index.layers { #expect(remote.bytes(layer.name) != nil, "\(layer.name) is listed by the newer index") }
+        await expectPagesMatch(new, newModel, lsns: [newEnd - 1, 50])
+        await m.shutdown()
+        await old.manager.shutdown()
+    }
+
+    @Test func attachAndDetachNeedRemoteStorage() async throws {
+        let f = try await TenantFixture.make(label: "attach-none")
+        await #expect(throws: StorageError.self) { _ = try await f.manager.attach(testTenant, generation: 9) }
+        await #expect(throws: StorageError.self) { _ = try await f.manager.detach(testTenant) }
+        await f.manager.shutdown()
+    }
+}
