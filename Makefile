@@ -8,7 +8,7 @@ TESTABLE = -Xswiftc -enable-testing
 # (the Swift driver leaves an empty directory in TMPDIR on every run).
 SWIFTRUN = SWIFT=$(SWIFT) scripts/swift.sh
 
-.PHONY: run test build deps promtool bench proto testdata c-client clean torture fuzz
+.PHONY: run test build deps promtool moto bench proto testdata c-client clean torture fuzz
 
 # Runs layergated on its defaults (README, "layergated flags"): socket ./.layergate/layergate.sock,
 # data in ./.layergate/data, and Prometheus metrics at http://127.0.0.1:9898/metrics (RUN_ARGS= turns them off).
@@ -23,8 +23,8 @@ run: deps
 	.build/release/layergated $(RUN_ARGS)
 
 # Everything needed to build: the Swift toolchain (preinstalled on our machines;
-# clang ships with it for the C targets) and the protobuf-c runtime library,
-# installed from Debian's packages when missing.
+# clang ships with it for the C targets), the protobuf-c runtime library and
+# libcurl (S3), installed from Debian's packages when missing.
 deps:
 	@command -v $(SWIFT) >/dev/null || { echo "make: the Swift toolchain (swift 6.2+) is required and not on PATH"; exit 1; }
 	@echo "make: using $$($(SWIFTRUN) --version 2>&1 | head -1)"
@@ -33,6 +33,11 @@ deps:
 		apt-get update -qq && apt-get install -y -qq libprotobuf-c-dev pkg-config >/dev/null; \
 	fi
 	@echo "make: protobuf-c $$(pkg-config --modversion libprotobuf-c)"
+	@if ! pkg-config --exists libcurl 2>/dev/null; then \
+		echo "make: installing libcurl4-openssl-dev (apt-get): the S3 client of --remote-storage"; \
+		apt-get update -qq && apt-get install -y -qq libcurl4-openssl-dev >/dev/null; \
+	fi
+	@echo "make: libcurl $$(pkg-config --modversion libcurl)"
 	@command -v cc >/dev/null || { echo "make: installing a C compiler for clients/c (apt-get install gcc)"; \
 		apt-get update -qq && apt-get install -y -qq gcc >/dev/null; }
 
@@ -42,6 +47,14 @@ promtool:
 	@command -v promtool >/dev/null || { echo "make: installing promtool (apt-get install prometheus) for the metrics test"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
 		|| echo "make: could not install prometheus: MetricsTests will skip promtool"; }
+
+# moto (PyPI moto[server]): the local S3 endpoint the remote-storage tests start
+# and stop on loopback; when it cannot be installed those tests skip and say why.
+moto:
+	@command -v moto_server >/dev/null || [ -x "$$HOME/.pyenv/shims/moto_server" ] || { \
+		echo "make: installing moto[server] (pip) for the S3 remote-storage tests"; \
+		python3 -m pip install -q 'moto[server]' >/dev/null 2>&1 || pip install -q 'moto[server]' >/dev/null 2>&1 \
+		|| echo "make: could not install moto: the S3 tests will skip"; }
 
 # Regenerates Protocol/c (the protoc-c output) from Protocol/layergate.proto (installs protoc-c if missing).
 proto:
@@ -65,7 +78,7 @@ build: deps
 # release build), a minute of `layergate torture` while the fuzz targets build
 # and run for 30 s each (the torture checks correctness, not speed, so it may share the cores),
 # and the C client's tests (under valgrind) against the layergated just built.
-test: deps promtool
+test: deps promtool moto
 	@echo "make: building all targets and tests (release, with testing enabled: one build serves the tests, the binaries they spawn and the measurements)"
 	$(SWIFTRUN) build -c release --build-tests $(TESTABLE)
 	@echo "make: running the Swift test suite"

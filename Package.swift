@@ -26,6 +26,12 @@ let package = Package(
             name: "CSystemShims",
             cSettings: [.enableWarning("all"), .enableWarning("extra")]
         ),
+        // One HTTP request through libcurl (Debian: libcurl4-openssl-dev), AWS SigV4 signed by libcurl itself.
+        .target(
+            name: "CHTTP",
+            cSettings: [.enableWarning("all"), .enableWarning("extra")],
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
         // libprotobuf-c, found through pkg-config (Debian: libprotobuf-c-dev).
         .systemLibrary(
             name: "CProtobufC",
@@ -97,7 +103,7 @@ let package = Package(
         .target(
             name: "LayerGateStorage",
             dependencies: [
-                "CSystemShims",
+                "CSystemShims", "CHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]

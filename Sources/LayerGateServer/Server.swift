@@ -57,7 +57,10 @@ public final class Server: Service, Sendable {
         let manager: TenantManager
         let tenants: [TenantId]
         do {
-            let remote = try config.remoteStorage.map { url throws(RemoteError) in try RemoteStoreURL.open(url) }
+            let remote = try config.remoteStorage.map { url throws(RemoteError) in
+                try RemoteStoreURL.open(url, endpoint: config.s3Endpoint, region: config.s3Region,
+                                        environment: ProcessInfo.processInfo.environment)
+            }
             if let remote { logger.info("remote storage", metadata: ["store": "\(remote.description)"]) }
             manager = try TenantManager(dataDirectory: config.dataDirectory, config: config.tenant, cache: cache,
                                         failpoints: failpoints, metrics: StorageMetrics(factory: factory), remote: remote,

@@ -18,6 +18,9 @@ public struct ServerConfig: Sendable {
     public var metricsListen: MetricsAddress?
     /// Where layers are copied beyond the data directory (`file:///DIR`); nil: nowhere.
     public var remoteStorage: String?
+    /// For s3:// remote storage: the endpoint (nil: AWS's for the region) and the region.
+    public var s3Endpoint: String?
+    public var s3Region = "us-east-1"
     /// What serves the Unix socket's connections.
     public var eventLoop: EventLoopKind = .epoll
     /// How long a graceful shutdown waits for in-flight requests.

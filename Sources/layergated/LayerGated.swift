@@ -42,8 +42,11 @@ struct LayerGated: AsyncParsableCommand {
     var authPublicKey: String?
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9898; :PORT is every IPv4 interface; port 0 picks one). No authentication: keep it on localhost or a monitoring network. Off by default.")
     var metricsListen: String?
-    @Option(help: "Copy every layer and the tenants' remote indexes to this store: file:///DIR (an NFS mount, say). Off by default.")
+    @Option(help: "Copy every layer and the tenants' remote indexes to this store: s3://BUCKET/PREFIX (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or file:///DIR (an NFS mount, say). Off by default.")
     var remoteStorage: String?
+    @Option(help: "The S3 endpoint for s3:// remote storage (default: AWS's for --s3-region), e.g. http://127.0.0.1:5000.")
+    var s3Endpoint: String?
+    @Option(help: "The region s3:// requests are signed for.") var s3Region = "us-east-1"
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "What serves the socket's connections: epoll (the server's own loop, the default) or nio (SwiftNIO, to compare).")
     var eventLoop = EventLoopKind.epoll.rawValue
@@ -87,6 +90,8 @@ struct LayerGated: AsyncParsableCommand {
         config.metricsListen = metricsListen.flatMap(MetricsAddress.init(parsing:))
         config.eventLoop = EventLoopKind(rawValue: eventLoop) ?? .epoll
         config.remoteStorage = remoteStorage
+        config.s3Endpoint = s3Endpoint
+        config.s3Region = s3Region
         config.tenant.checkpointDistanceBytes = checkpointDistanceMib << 20
         config.tenant.compactionThreshold = compactionThreshold
         config.tenant.imageCreationThreshold = imageCreationThreshold

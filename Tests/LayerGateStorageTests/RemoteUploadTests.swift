@@ -12,6 +12,8 @@ final class FlakyStore: RemoteStore {
     let base: any RemoteStore
     let failing = Mutex<Set<Op>>([])
     let calls = Mutex<[Op: Int]>([:])
+    /// Runs before each delete reaches the store (a newer server acting meanwhile, say).
+    let beforeDelete = Mutex<(@Sendable (String) -> Void)?>(nil)
     var description: String { "flaky " + base.description }
 
     init(_ base: any RemoteStore) { self.base = base }
@@ -33,6 +35,10 @@ final class FlakyStore: RemoteStore {
         try check(.get, key)
         return try base.get(key, limit: limit)
     }
+    func head(_ key: String) throws(RemoteError) -> ObjectHead? {
+        try check(.get, key)
+        return try base.head(key)
+    }
     func list(prefix: String) throws(RemoteError) -> [String] {
         try check(.list, prefix)
         return try base.list(prefix: prefix)
@@ -43,6 +49,7 @@ final class FlakyStore: RemoteStore {
     }
     func delete(_ key: String) throws(RemoteError) {
         try check(.delete, key)
+        beforeDelete.withLock { $0 }?(key)
         try base.delete(key)
     }
 }
@@ -182,6 +189,73 @@ struct RemoteUploadTests {
         #expect((f.tenant.status().remote?.layersPendingUpload ?? 0) > 0, "the lag shows")
         await expectPagesMatch(f.tenant, model, lsns: [140], keys: 30)
         await f.manager.shutdown()
+    }
+
+    @Test func aConflictingObjectOutlivesTheLayerItsNameBelongedTo() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        flaky.failing.withLock { $0 = [.list] }
+        let f = try await TenantFixture.make(label: "remote-squat", remote: flaky, configure: Self.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        let victim = try #require(try IndexFile.read(directory: f.tenant.path).layers.first?.name)
+        try FileManager.default.createDirectory(atPath: remote.tenantDir, withIntermediateDirectories: true)
+        let squatter = Data(repeating: 0x33, count: 4096)
+        try squatter.write(to: URL(fileURLWithPath: remote.tenantDir + "/" + victim))
+        flaky.failing.withLock { $0 = [] }
+        try await waitFor("the conflict is reported") {
+            f.tenant.status().remote?.lastUploadError?.contains("exists with other bytes") == true
+        }
+        // The compaction replaces the layer whose name the squatter took: the squatter stays all the same.
+        _ = try await f.tenant.compact()
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        #expect(remote.bytes(victim) == squatter, "an object the server refused to overwrite is never deleted either")
+        await f.manager.shutdown()
+    }
+
+    @Test func aNewerIndexWrittenDuringDeletionsStopsThemAtOnce() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        let f = try await TenantFixture.make(label: "remote-fence-race", remote: flaky, configure: Self.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 200, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let generation = try IndexFile.read(directory: f.tenant.path).generation
+        var newer = try remote.index(generation: generation)
+        newer.generation = generation + 1
+        let newerPath = remote.dir.path + "/" + RemoteIndex.key(testTenant, generation: generation + 1)
+        let bytes = Data(newer.encoded())
+        // The newer server writes its index (listing every current object) as the old one starts deleting.
+        flaky.beforeDelete.withLock { $0 = { _ in if !FileManager.default.fileExists(atPath: newerPath) { try? bytes.write(to: URL(fileURLWithPath: newerPath)) } } }
+        _ = try await f.tenant.compact()
+        try await waitFor("the fence is reported") { f.tenant.status().remote?.fencedByGeneration == generation + 1 }
+        #expect(flaky.calls.withLock { $0[.delete, default: 0] } == 1, "no delete after the one that found the newer index")
+        let gone = newer.layers.filter { remote.bytes($0.name) == nil }
+        #expect(gone.count <= 1, "only the delete already under way when the newer index appeared: \(gone.map(\.name))")
+        await f.manager.shutdown()
+    }
+
+    @Test func aRestartUploadsAgainWhatTheStoreLostAndFollowsARecreatedDirectory() async throws {
+        let remote = Remote()
+        let f = try await TenantFixture.make(label: "remote-lost", remote: try remote.store(), configure: Self.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let lost = try #require(try IndexFile.read(directory: f.tenant.path).layers.first?.name)
+        try FileManager.default.removeItem(atPath: remote.tenantDir + "/" + lost)
+        let (m, t) = try await f.reopen()
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        try expectMirrored(f, remote, t)
+        #expect(remote.objects().filter { $0.hasPrefix(RemoteIndex.namePrefix) }.count == 1, "the superseded index is deleted")
+
+        // The directory goes away and comes back (a remount): uploads resume into the new one.
+        try FileManager.default.removeItem(atPath: remote.dir.path)
+        _ = try await ingest(t, &model, from: 61, count: 20, flushEvery: 20)
+        try await waitFor("the missing directory is reported") { t.status().remote?.lastUploadError != nil }
+        try FileManager.default.createDirectory(atPath: remote.dir.path, withIntermediateDirectories: true)
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        try expectMirrored(f, remote, t)  // the old layers too: the new directory lacked them
+        await m.shutdown()
     }
 
     @Test func anOutageLeavesIngestAndReadsAloneAndUploadsCatchUpAfterIt() async throws {

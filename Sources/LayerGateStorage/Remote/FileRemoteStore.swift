@@ -9,20 +9,42 @@ import Synchronization
 /// upload under a taken key can never replace the first.
 public final class FileRemoteStore: RemoteStore {
     public let description: String
-    private let fs: RealFileSystem
+    private let directory: String
     private let tempCounter = Atomic<UInt64>(0)
 
-    /// DIR must exist.
+    /// DIR must exist now; it is opened again for every call, so a DIR
+    /// removed and made again (a remount) is the one written to.
     public init(directory: String) throws(RemoteError) {
         description = "file://" + directory
-        do throws(SystemError) { fs = try RealFileSystem(root: directory) } catch {
+        self.directory = directory
+        do throws(SystemError) { _ = try RealFileSystem(root: directory) } catch {
             throw .badConfiguration("cannot open \(directory): \(error)")
+        }
+    }
+
+    /// DIR as it is now.
+    private func root(_ operation: String, _ key: String) throws(RemoteError) -> RealFileSystem {
+        do throws(SystemError) { return try RealFileSystem(root: directory) } catch {
+            throw .unavailable(operation: operation, key: key, reason: "cannot open the store's directory: \(error)")
+        }
+    }
+
+    public func head(_ key: String) throws(RemoteError) -> ObjectHead? {
+        _ = try Self.split(key)
+        let fs = try root("head", key)
+        do throws(SystemError) {
+            let info = try fs.stat(key)
+            return info.isRegularFile ? ObjectHead(size: info.size, crc32c: nil) : nil
+        } catch {
+            if error.errno == ENOENT { return nil }
+            throw .unavailable(operation: "head", key: key, reason: "\(error)")
         }
     }
 
     public func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut {
         let (dir, name) = try Self.split(key)
-        let temp = try writeTemp(dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in
+        let fs = try root("put", key)
+        let temp = try writeTemp(fs, dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in
             let input = try RawFile.open(source.fs, source.path, .readOnly)
             defer { input.close() }
             var offset = 0
@@ -53,7 +75,8 @@ public final class FileRemoteStore: RemoteStore {
 
     public func replace(_ key: String, bytes: [UInt8]) throws(RemoteError) {
         let (dir, name) = try Self.split(key)
-        let temp = try writeTemp(dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in try file.write(bytes, at: 0) }
+        let fs = try root("replace", key)
+        let temp = try writeTemp(fs, dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in try file.write(bytes, at: 0) }
         do throws(StorageError) {
             let handle = try DirectoryHandle(fs: fs, path: dir)
             do throws(SystemError) { try fs.rename(handle.child(temp), key) } catch {
@@ -68,6 +91,7 @@ public final class FileRemoteStore: RemoteStore {
 
     public func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]? {
         _ = try Self.split(key)
+        let fs = try root("get", key)
         do throws(StorageError) {
             let file = try RawFile.open(fs, key, .readOnly)
             defer { file.close() }
@@ -80,6 +104,7 @@ public final class FileRemoteStore: RemoteStore {
 
     public func download(_ key: String, into local: any FileSystem, path: String) throws(RemoteError) -> LocalObject? {
         _ = try Self.split(key)
+        let fs = try root("get", key)
         let input: RawFile
         do throws(StorageError) { input = try RawFile.open(fs, key, .readOnly) } catch {
             if case .io(_, _, let e) = error, e == ENOENT { return nil }
@@ -110,6 +135,7 @@ public final class FileRemoteStore: RemoteStore {
             throw .badConfiguration("bad listing prefix '\(prefix)'")
         }
         let dir = String(prefix.dropLast())
+        let fs = try root("list", prefix)
         do throws(SystemError) {
             return try fs.list(dir).filter { !$0.contains(".___temp") }.map { prefix + $0 }
         } catch {
@@ -120,6 +146,7 @@ public final class FileRemoteStore: RemoteStore {
 
     public func delete(_ key: String) throws(RemoteError) {
         let (dir, _) = try Self.split(key)
+        let fs = try root("delete", key)
         do throws(StorageError) {
             let handle = try DirectoryHandle(fs: fs, path: dir)
             do throws(SystemError) { try fs.unlink(key) } catch {
@@ -134,7 +161,7 @@ public final class FileRemoteStore: RemoteStore {
 
     /// A new temp file next to `name` in `dir` (created with its parents),
     /// filled by `fill` and fsynced; its name, or nothing left behind on failure.
-    private func writeTemp(dir: String, name: String, _ fill: (RawFile) throws(StorageError) -> Void) throws(RemoteError) -> String {
+    private func writeTemp(_ fs: RealFileSystem, dir: String, name: String, _ fill: (RawFile) throws(StorageError) -> Void) throws(RemoteError) -> String {
         let temp = "\(name).___temp.\(getpid()).\(tempCounter.add(1, ordering: .relaxed).newValue)"
         let path = dir + "/" + temp
         do throws(StorageError) {

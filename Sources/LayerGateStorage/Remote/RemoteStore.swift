@@ -17,6 +17,8 @@ public protocol RemoteStore: Sendable {
     func replace(_ key: String, bytes: [UInt8]) throws(RemoteError)
     /// The object's bytes, or nil when there is none; more than `limit` bytes is an error.
     func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]?
+    /// The object's size and, when the store keeps it, its CRC-32C; nil when there is none.
+    func head(_ key: String) throws(RemoteError) -> ObjectHead?
     /// Keys directly under `prefix` (a "directory" ending in "/"), in no particular order.
     func list(prefix: String) throws(RemoteError) -> [String]
     /// Copies the object into a new file `path` of `fs` (created, written,
@@ -45,6 +47,12 @@ public struct LocalObject: Sendable {
         try ObjectCopy.chunks(of: file, size: size) { chunk in crc = Checksum.crc32c(chunk, seed: crc) }
         return LocalObject(fs: fs, path: path, size: size, crc32c: crc)
     }
+}
+
+public struct ObjectHead: Equatable, Sendable {
+    public var size: Int
+    /// nil when the store does not say (a directory store would have to read the whole object).
+    public var crc32c: UInt32?
 }
 
 public enum RemotePut: Equatable, Sendable {

@@ -45,6 +45,12 @@ final class TenantUpload: Sendable {
         var listed: Set<String> = []
         /// Layer objects to delete once a stored index no longer lists them.
         var doomed: Set<String> = []
+        /// Objects found under our layers' names with other bytes: never
+        /// overwritten and never deleted (an operator's to look at).
+        var conflicts: Set<String> = []
+        /// Remote indexes of older generations: deleted once ours is stored,
+        /// as the objects they list may be deleted from then on.
+        var superseded: Set<UInt32> = []
         var learned = false
         var progress = Progress()
     }
@@ -75,7 +81,7 @@ final class TenantUpload: Sendable {
 
     /// True when the store holds the remote form of `index` and nothing waits for deletion.
     func isCaughtUp(with index: IndexFile) -> Bool {
-        state.withLock { $0.indexed == index && $0.doomed.isEmpty }
+        state.withLock { $0.indexed == index && $0.doomed.subtracting($0.conflicts).isEmpty }
     }
 
     var fencedBy: UInt32? { state.withLock { $0.progress.fencedBy } }
@@ -94,14 +100,20 @@ final class TenantUpload: Sendable {
         if !state.withLock({ $0.learned }) {
             if let newer = try learn(generation: generation) { return fence(newer) }
         }
-        let (missing, work) = state.withLock { s in
-            let missing = index.layers.filter { s.stored[$0.name] == nil }
-            return (missing, !missing.isEmpty || s.indexed != index || !s.doomed.isEmpty)
+        let work = state.withLock { s in
+            s.indexed != index || !s.doomed.subtracting(s.conflicts).isEmpty || index.layers.contains { s.stored[$0.name] == nil }
         }
         guard work else { return caughtUp() }
+        let keys = try store.list(prefix: RemoteIndex.prefix(tenant))
         // Nothing is written once a newer generation has written its index.
-        if let newer = try newerGeneration(than: generation) { return fence(newer) }
-        state.withLock { $0.progress.fencedBy = nil }
+        if let newer = Self.newest(keys, above: generation) { return fence(newer) }
+        // An object gone from the store since (a directory made anew, say) is uploaded again before an index lists it.
+        let present = Set(keys.compactMap { $0.split(separator: "/").last.map(String.init) })
+        let missing = state.withLock { s in
+            s.progress.fencedBy = nil
+            s.stored = s.stored.filter { present.contains($0.key) }
+            return index.layers.filter { s.stored[$0.name] == nil }
+        }
         // 1. Every layer the store lacks.
         for layer in missing {
             let object: LocalObject
@@ -117,6 +129,10 @@ final class TenantUpload: Sendable {
                     s.progress.uploadedBytes += object.size
                 }
             case .differentExists:
+                state.withLock { s in
+                    s.conflicts.insert(layer.name)
+                    s.doomed.remove(layer.name)
+                }
                 throw .conflict(key: key, reason: "tenant \(tenant): the local layer has CRC-32C \(object.crc32c)")
             }
         }
@@ -132,17 +148,21 @@ final class TenantUpload: Sendable {
                 s.progress.remoteConsistentLsn = Lsn(index.diskConsistentLsn)
             }
         }
-        // 3. Objects no stored index lists any more, none of a newer generation.
-        let doomed = state.withLock { s in s.doomed.subtracting(s.listed) }
-        if !doomed.isEmpty {
+        // 3. Objects no stored index lists any more, none of a newer generation,
+        // each only while no newer generation has written an index.
+        let (doomed, superseded) = state.withLock { s in (s.doomed.subtracting(s.listed).subtracting(s.conflicts), s.superseded) }
+        for name in doomed.sorted() {
             if let newer = try newerGeneration(than: generation) { return fence(newer) }
-            for name in doomed.sorted() {
-                try store.delete(RemoteIndex.layerKey(tenant, name))
-                state.withLock { s in
-                    s.doomed.remove(name)
-                    s.stored.removeValue(forKey: name)
-                }
+            try store.delete(RemoteIndex.layerKey(tenant, name))
+            state.withLock { s in
+                s.doomed.remove(name)
+                s.stored.removeValue(forKey: name)
             }
+        }
+        for old in superseded.sorted() where old < generation {
+            if let newer = try newerGeneration(than: generation) { return fence(newer) }
+            try store.delete(RemoteIndex.key(tenant, generation: old))
+            _ = state.withLock { $0.superseded.remove(old) }
         }
         state.withLock { $0.doomed.subtract($0.listed) }  // re-uploaded and listed again: kept
         return caughtUp()
@@ -170,9 +190,22 @@ final class TenantUpload: Sendable {
             }
             base = try RemoteIndex.decode(bytes, key: key, tenant: tenant)
         }
+        // What the index lists is stored only if the store still holds it: an
+        // object lost or cut short since is uploaded again (or reported, if
+        // other bytes sit under its name), never listed again unchecked.
+        var present: [String: UInt32] = [:]
+        for l in base?.layers ?? [] {
+            guard let head = try store.head(RemoteIndex.layerKey(tenant, l.name)), head.size == l.size,
+                  head.crc32c == nil || head.crc32c == l.crc32c
+            else {
+                logger.warning("a layer the remote index lists is missing or differs in the store", metadata: ["layer": "\(l.name)"])
+                continue
+            }
+            present[l.name] = l.crc32c
+        }
         state.withLock { s in
-            s.stored = [:]
-            for l in base?.layers ?? [] { s.stored[l.name] = l.crc32c }
+            s.stored = present
+            s.superseded = Set(generations.filter { $0 < generation })
             s.listed = Set(base?.layers.map(\.name) ?? [])
             s.progress.remoteConsistentLsn = base.map { Lsn($0.diskConsistentLsn) }
             // Left by a crash: uploaded and never indexed, or listed by an index since replaced.
@@ -188,7 +221,11 @@ final class TenantUpload: Sendable {
     }
 
     private func newerGeneration(than generation: UInt32) throws(RemoteError) -> UInt32? {
-        try store.list(prefix: RemoteIndex.prefix(tenant)).compactMap(RemoteIndex.generation(ofKey:)).filter { $0 > generation }.max()
+        Self.newest(try store.list(prefix: RemoteIndex.prefix(tenant)), above: generation)
+    }
+
+    private static func newest(_ keys: [String], above generation: UInt32) -> UInt32? {
+        keys.compactMap(RemoteIndex.generation(ofKey:)).filter { $0 > generation }.max()
     }
 
     private func fence(_ newer: UInt32) -> Outcome {
