@@ -11,57 +11,32 @@ extension TenantManager {
             throw .invalidArgument("attaching tenant \(id) needs a server started with --remote-storage")
         }
         guard generation >= 1 else { throw .invalidArgument("tenant \(id): attach needs a generation of 1 or more") }
-        let claimed = creating.withLock { c in tenants.withLock { $0[id] == nil } && c.insert(id).inserted }
-        guard claimed else { throw .tenantExists(id) }
-        defer { _ = creating.withLock { $0.remove(id) } }
-        let fs = storage.fs
-        let final = directory(of: id)
-        let temp = final + ".___temp"
-        guard !Directory.exists(fs, final) else { throw .tenantExists(id) }
-        let (tenantsDirectory, failpoints) = (self.tenantsDirectory, self.failpoints)
-        let layers = try await BlockingIO.run { () throws(StorageError) -> Int in
-            Directory.removeTree(fs, temp)
-            do throws(StorageError) {
-                let base = try Self.newestRemoteIndex(of: id, atMost: generation, in: remote)
-                try Directory.create(fs, temp)
-                try Directory.create(fs, temp + "/" + Tenant.walDirectoryName)
-                for layer in base.layers {
-                    let key = RemoteIndex.layerKey(id, layer.name)
-                    let got: LocalObject?
-                    do throws(RemoteError) { got = try remote.download(key, into: fs, path: temp + "/" + layer.name) } catch {
-                        throw .remote(id, error)
-                    }
-                    guard let got else { throw .remote(id, .corruptIndex(key: RemoteIndex.key(id, generation: base.generation), reason: "it lists \(layer.name), which the store does not hold")) }
-                    guard got.size == layer.size, got.crc32c == layer.crc32c else {
-                        throw .remote(id, .conflict(key: key, reason: "\(got.size) bytes with CRC-32C \(got.crc32c), the index says \(layer.size) and \(layer.crc32c)"))
-                    }
+        let failpoints = self.failpoints
+        let (tenant, layers) = try await install(id, doing: "attach") { fs, temp throws(StorageError) -> Int in
+            let base = try Self.newestRemoteIndex(of: id, atMost: generation, in: remote)
+            for layer in base.layers {
+                let key = RemoteIndex.layerKey(id, layer.name)
+                let got: LocalObject?
+                do throws(RemoteError) { got = try remote.download(key, into: fs, path: temp + "/" + layer.name) } catch {
+                    throw .remote(id, error)
                 }
-                var index = IndexFile(tenant: id)
-                // The load that opens it records the next generation: the one asked for.
-                index.generation = generation - 1
-                index.diskConsistentLsn = base.diskConsistentLsn
-                index.gcCutoffLsn = base.gcCutoffLsn
-                index.layers = base.layers.map { IndexFile.Layer(name: $0.name, size: $0.size, level: $0.level ?? 0) }
-                try index.write(directory: try DirectoryHandle(fs: fs, path: temp), failpoints: failpoints)
-                try Self.renameDirectory(fs, temp, final, tenant: id)
-                tenantsDirectory.sync()
-                return base.layers.count
-            } catch {
-                Directory.removeTree(fs, temp)
-                throw error.explainedAsResourceExhausted("tenant \(id): attach")
+                guard let got else {
+                    throw .remote(id, .corruptIndex(key: RemoteIndex.key(id, generation: base.generation),
+                                                    reason: "it lists \(layer.name), which the store does not hold"))
+                }
+                guard got.size == layer.size, got.crc32c == layer.crc32c else {
+                    throw .remote(id, .conflict(key: key, reason: "\(got.size) bytes with CRC-32C \(got.crc32c), the index says \(layer.size) and \(layer.crc32c)"))
+                }
             }
+            var index = IndexFile(tenant: id)
+            // The load that opens it records the next generation: the one asked for.
+            index.generation = generation - 1
+            index.diskConsistentLsn = base.diskConsistentLsn
+            index.gcCutoffLsn = base.gcCutoffLsn
+            index.layers = base.layers.map { IndexFile.Layer(name: $0.name, size: $0.size, level: $0.level ?? 0) }
+            try index.write(directory: try DirectoryHandle(fs: fs, path: temp), failpoints: failpoints)
+            return base.layers.count
         }
-        let tenant = await Tenant.open(id: id, directory: final, config: config, storage: storage, logger: logger)
-        guard tenant.lifecycle == .active else {
-            let status = tenant.status()
-            await tenant.close()
-            _ = try? await BlockingIO.run { () throws(StorageError) in
-                Directory.removeTree(fs, final)
-                tenantsDirectory.sync()
-            }
-            throw .tenantBroken(id, reason: "attach: \(status.lastLoadError ?? status.state.name); nothing was kept")
-        }
-        tenants.withLock { $0[id] = tenant }
         logger.info("attached tenant from remote storage", metadata: [
             "tenant": "\(id)", "generation": "\(generation)", "layers": "\(layers)",
         ])

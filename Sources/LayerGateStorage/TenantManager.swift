@@ -116,6 +116,20 @@ public final class TenantManager: Sendable {
     /// nothing: a create that fails (a full disk, no descriptors) leaves no
     /// directory behind, so it can simply be retried.
     public func create(_ id: TenantId) async throws(StorageError) -> Tenant {
+        let failpoints = self.failpoints
+        return try await install(id, doing: "create") { fs, temp throws(StorageError) in
+            try IndexFile(tenant: id).write(directory: try DirectoryHandle(fs: fs, path: temp), failpoints: failpoints)
+        }.tenant
+    }
+
+    /// The one way a tenant directory comes to be (create, attach): the id is
+    /// claimed, `fill` builds `<id>.___temp` (its WAL directory made already)
+    /// on an I/O thread, the directory is renamed into place and the tenant
+    /// opened. Any failure undoes it all, so a retry starts clean.
+    func install<T: Sendable>(_ id: TenantId, doing what: String,
+                              _ fill: @escaping @Sendable (any FileSystem, String) throws(StorageError) -> T)
+        async throws(StorageError) -> (tenant: Tenant, built: T)
+    {
         let claimed = creating.withLock { c in
             tenants.withLock { $0[id] == nil } && c.insert(id).inserted
         }
@@ -125,35 +139,36 @@ public final class TenantManager: Sendable {
         let final = directory(of: id)
         let temp = final + ".___temp"
         guard !Directory.exists(fs, final) else { throw .tenantExists(id) }
-        let (failpoints, tenantsDirectory) = (self.failpoints, self.tenantsDirectory)
-        try await BlockingIO.run { () throws(StorageError) in
+        let tenantsDirectory = self.tenantsDirectory
+        let built = try await BlockingIO.run { () throws(StorageError) -> T in
             Directory.removeTree(fs, temp)
             do throws(StorageError) {
                 try Directory.create(fs, temp)
                 try Directory.create(fs, temp + "/" + Tenant.walDirectoryName)
-                try IndexFile(tenant: id).write(directory: try DirectoryHandle(fs: fs, path: temp), failpoints: failpoints)
+                let built = try fill(fs, temp)
                 try Self.renameDirectory(fs, temp, final, tenant: id)
                 tenantsDirectory.sync()
+                return built
             } catch {
                 Self.removeNewTenant(fs, temp)
-                throw error.explainedAsResourceExhausted("tenant \(id): create")
+                throw error.explainedAsResourceExhausted("tenant \(id): \(what)")
             }
         }
         let tenant = await Tenant.open(id: id, directory: final, config: config, storage: storage, logger: logger)
         guard tenant.lifecycle == .active else {
             let status = tenant.status()
             await tenant.close()
-            // Nothing acknowledged lives there yet: undo the create so a retry starts clean.
+            // Nothing acknowledged lives there yet: undo it so a retry starts clean.
             _ = try? await BlockingIO.run { () throws(StorageError) in
                 Self.removeNewTenant(fs, final)
                 tenantsDirectory.sync()
             }
             let reason = status.lastLoadError ?? status.state.name
             if case .broken = status.state { throw .tenantBroken(id, reason: reason) }
-            throw .resourceExhausted("tenant \(id) could not be created: \(reason); nothing was kept, retry later")
+            throw .resourceExhausted("tenant \(id): \(what) failed: \(reason); nothing was kept, retry later")
         }
         tenants.withLock { $0[id] = tenant }
-        return tenant
+        return (tenant, built)
     }
 
     /// Removes what a create made, by name: listing a directory needs a
