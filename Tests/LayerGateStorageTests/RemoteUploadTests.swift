@@ -198,10 +198,13 @@ struct RemoteUploadTests {
         let f = try await TenantFixture.make(label: "remote-squat", remote: flaky, configure: Self.fast)
         var model = PageModel()
         _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
-        let victim = try #require(try IndexFile.read(directory: f.tenant.path).layers.first?.name)
+        let layers = try IndexFile.read(directory: f.tenant.path).layers
+        let (victim, second) = (layers[0].name, layers[2].name)
         try FileManager.default.createDirectory(atPath: remote.tenantDir, withIntermediateDirectories: true)
         let squatter = Data(repeating: 0x33, count: 4096)
         try squatter.write(to: URL(fileURLWithPath: remote.tenantDir + "/" + victim))
+        // A second one, further on: the first conflict must not keep the pass from looking at it.
+        try Data("short".utf8).write(to: URL(fileURLWithPath: remote.tenantDir + "/" + second))
         flaky.failing.withLock { $0 = [] }
         try await waitFor("the conflict is reported") {
             f.tenant.status().remote?.lastUploadError?.contains("exists with other bytes") == true
@@ -210,6 +213,7 @@ struct RemoteUploadTests {
         _ = try await f.tenant.compact()
         #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
         #expect(remote.bytes(victim) == squatter, "an object the server refused to overwrite is never deleted either")
+        #expect(remote.bytes(second) == Data("short".utf8), "nor is one after the first conflict")
         await f.manager.shutdown()
     }
 

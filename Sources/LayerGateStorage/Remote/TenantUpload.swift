@@ -114,7 +114,9 @@ final class TenantUpload: Sendable {
             s.stored = s.stored.filter { present.contains($0.key) }
             return index.layers.filter { s.stored[$0.name] == nil }
         }
-        // 1. Every layer the store lacks.
+        // 1. Every layer the store lacks. A conflict does not stop the others:
+        // each name is looked at, so each object with other bytes is known (and kept).
+        var conflict: RemoteError?
         for layer in missing {
             let object: LocalObject
             do throws(StorageError) { object = try LocalObject.measure(fs: fs, path: directory + "/" + layer.name) } catch {
@@ -133,9 +135,10 @@ final class TenantUpload: Sendable {
                     s.conflicts.insert(layer.name)
                     s.doomed.remove(layer.name)
                 }
-                throw .conflict(key: key, reason: "tenant \(tenant): the local layer has CRC-32C \(object.crc32c)")
+                conflict = conflict ?? .conflict(key: key, reason: "tenant \(tenant): the local layer has CRC-32C \(object.crc32c)")
             }
         }
+        if let conflict { throw conflict }
         // 2. The index, once all it lists is stored; never over a newer generation's.
         if state.withLock({ $0.indexed != index }) {
             if let newer = try newerGeneration(than: generation) { return fence(newer) }
