@@ -144,11 +144,11 @@ int lg_http_perform(const char *method, const char *url, const char *sigv4, cons
     for (const char *line = header_lines; line && *line;) {
         const char *nl = strchr(line, '\n');
         size_t n = nl ? (size_t)(nl - line) : strlen(line);
-        char one[1024];
-        if (n > 0 && n < sizeof one) {
-            memcpy(one, line, n);
-            one[n] = 0;
+        /* Any length: a session token header runs to kilobytes. */
+        char *one = n > 0 ? strndup(line, n) : NULL;
+        if (one) {
             headers = curl_slist_append(headers, one);
+            free(one);
         }
         line = nl ? nl + 1 : line + n;
     }

@@ -91,13 +91,24 @@ extension TenantManager {
             tenants.withLock { $0[id] = reopened }
             throw .tenantUnavailable(id, state: "still ingesting (records arrived during the detach); stop ingest and detach again")
         }
-        tenants.withLock { _ = $0.removeValue(forKey: id) }
         let (fs, final, tenantsDirectory) = (storage.fs, directory(of: id), self.tenantsDirectory)
+        let temp = final + ".___temp"
+        do throws(StorageError) {
+            // Out of the tenants' names first: a directory still named for the tenant would load again at the next start.
+            try await BlockingIO.run { () throws(StorageError) in
+                Directory.removeTree(fs, temp)  // left by a crashed create, attach or detach; never a tenant
+                try Self.renameDirectory(fs, final, temp, tenant: id)
+                tenantsDirectory.sync()
+            }
+        } catch {
+            let reopened = await Tenant.open(id: id, directory: final, config: config, storage: storage, logger: logger)
+            tenants.withLock { $0[id] = reopened }
+            throw error
+        }
+        tenants.withLock { _ = $0.removeValue(forKey: id) }
         _ = try? await BlockingIO.run { () throws(StorageError) in
-            // A crash in between leaves `<id>.___temp`, which the next load removes.
-            try Self.renameDirectory(fs, final, final + ".___temp", tenant: id)
-            tenantsDirectory.sync()
-            Directory.removeTree(fs, final + ".___temp")
+            // A crash before this ends leaves `<id>.___temp`, which the next load removes.
+            Directory.removeTree(fs, temp)
             tenantsDirectory.sync()
         }
         logger.info("detached tenant", metadata: ["tenant": "\(id)", "remote_consistent_lsn": "\(remoteLsn)"])

@@ -32,7 +32,7 @@ public final class TenantManager: Sendable {
         metrics: StorageMetrics = StorageMetrics(), remote: (any RemoteStore)? = nil,
         logger: Logger = Logger(label: "layergate.storage")
     ) throws(StorageError) {
-        try Self.createAll(dataDirectory)
+        try Directory.createAll(RealFileSystem(), dataDirectory)
         let lock = try DataDirectoryLock(directory: dataDirectory)
         let real: RealFileSystem
         do throws(SystemError) { real = try RealFileSystem(root: dataDirectory) } catch {
@@ -74,16 +74,6 @@ public final class TenantManager: Sendable {
             try DirectoryHandle(fs: fs, path: "").sync()
         }
         tenantsDirectory = try DirectoryHandle(fs: fs, path: Self.tenantsDirectoryName)
-    }
-
-    /// mkdir -p with mode 0700 for what it creates.
-    private static func createAll(_ path: String) throws(StorageError) {
-        let fs = RealFileSystem()
-        var prefix = path.hasPrefix("/") ? "" : "."
-        for part in path.split(separator: "/") {
-            prefix += "/" + part
-            try Directory.create(fs, prefix)
-        }
     }
 
     /// Relative to the data directory.

@@ -50,7 +50,9 @@ struct RemoteAttachTests {
         #expect(other.files("tenants").isEmpty, "a refused attach leaves nothing")
         await #expect(throws: StorageError.self) { _ = try await m.attach(testTenant, generation: generation + 5) }
 
-        // Detach: everything uploaded, then gone from this server.
+        // Detach: everything uploaded, then gone from this server, even with a crashed attempt's leftover in the way.
+        try FileManager.default.createDirectory(atPath: disk.path + "/tenants/\(testTenant).___temp/leftover",
+                                                withIntermediateDirectories: true)
         _ = try await t.put([image(key(3), end, seed: 99)])
         model.apply([image(key(3), end, seed: 99)])
         let lsn = try await m.detach(testTenant)

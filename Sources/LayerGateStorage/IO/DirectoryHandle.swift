@@ -42,6 +42,15 @@ enum Directory {
         }
     }
 
+    /// Creates `path` and every missing directory above it (mkdir -p).
+    static func createAll(_ fs: any FileSystem, _ path: String) throws(StorageError) {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            try create(fs, prefix)
+        }
+    }
+
     /// Entry names, sorted.
     static func list(_ fs: any FileSystem, _ path: String) throws(StorageError) -> [String] {
         do throws(SystemError) { return try fs.list(path.isEmpty ? "." : path).sorted() } catch {

@@ -84,4 +84,5 @@ final class FailpointFileSystem: FileSystem {
 
     func availableBytes(_ path: String) throws(SystemError) -> UInt64 { try base.availableBytes(path) }
     func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool { base.bypassPageCache(fd, on) }
+    var descriptorsAreReal: Bool { base.descriptorsAreReal }
 }

@@ -40,6 +40,9 @@ public protocol FileSystem: Sendable {
     /// skipping it; true when the filesystem agreed. While on, every write's
     /// memory, offset and length must be multiples of `directIOAlignment`.
     func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool
+    /// True when its descriptors are the kernel's, so other code (libcurl)
+    /// may read and write them directly.
+    var descriptorsAreReal: Bool { get }
 }
 
 /// What O_DIRECT asks of a write on any Linux block device (512- or 4096-byte sectors).
@@ -48,6 +51,7 @@ public let directIOAlignment = 4096
 extension FileSystem {
     /// A filesystem of the tests' making writes through its own memory: never direct.
     public func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool { false }
+    public var descriptorsAreReal: Bool { false }
 }
 
 public enum OpenMode: Sendable, Equatable {

@@ -138,6 +138,8 @@ public final class RealFileSystem: FileSystem {
         return UInt64(s.f_bavail) &* UInt64(s.f_frsize)
     }
 
+    public var descriptorsAreReal: Bool { true }
+
     public func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool {
         let flags = fcntl(fd, F_GETFL)
         guard flags >= 0 else { return false }

@@ -165,11 +165,7 @@ public final class FileRemoteStore: RemoteStore {
         let temp = "\(name).___temp.\(getpid()).\(tempCounter.add(1, ordering: .relaxed).newValue)"
         let path = dir + "/" + temp
         do throws(StorageError) {
-            var prefix = ""
-            for part in dir.split(separator: "/") {
-                prefix += (prefix.isEmpty ? "" : "/") + part
-                try Directory.create(fs, prefix)
-            }
+            try Directory.createAll(fs, dir)
             let file = try RawFile.open(fs, path, .createExclusive)
             defer { file.close() }
             try fill(file)

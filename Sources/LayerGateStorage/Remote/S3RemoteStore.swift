@@ -91,6 +91,8 @@ public final class S3RemoteStore: RemoteStore {
     }
 
     public func download(_ key: String, into fs: any FileSystem, path: String) throws(RemoteError) -> LocalObject? {
+        // The body goes straight into the file: libcurl needs a kernel descriptor.
+        guard fs.descriptorsAreReal else { throw .badConfiguration("S3 downloads need the machine's filesystem") }
         let fd: Int32
         do throws(SystemError) { fd = try fs.open(path, .createExclusive) } catch {
             throw .unavailable(operation: "download", key: key, reason: "create \(FileLabel.describe(path)): \(error)")
@@ -100,8 +102,6 @@ public final class S3RemoteStore: RemoteStore {
             fs.close(fd)
             if !keep { try? fs.unlink(path) }
         }
-        // The body goes straight into the file: `fd` is a real descriptor of the machine's filesystem.
-        guard fs is RealFileSystem else { throw .badConfiguration("S3 downloads need the machine's filesystem") }
         let answer = try request("GET", key, into: fd)
         switch answer.status {
         case 200: break
@@ -191,7 +191,7 @@ public final class S3RemoteStore: RemoteStore {
             guard try file.size() == source.size else {
                 throw .corruptLayer(file: source.path, reason: "its size changed while it was uploaded")
             }
-            body = source.fs is RealFileSystem ? .file(fd: file.fd, offset: 0, length: source.size)
+            body = source.fs.descriptorsAreReal ? .file(fd: file.fd, offset: 0, length: source.size)
                 : .bytes(try file.read(count: source.size, at: 0))
         } catch {
             throw .unavailable(operation: "upload", key: key, reason: "\(error)")
