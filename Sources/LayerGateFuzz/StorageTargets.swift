@@ -24,7 +24,7 @@ enum StorageTargets {
                 let entries = try reader.allEntries()
                 for e in entries.prefix(256) { _ = try reader.value(of: e) }
                 var map = LayerMap()
-                map.insert(reader)
+                map.insert(TenantLayer(reader, download: nil))
                 for e in entries.prefix(16) {
                     _ = try ReadPath.reconstruct(key: e.key, lsn: name.lsnEnd, open: InMemoryLayer(startLsn: name.lsnEnd.next),
                                                  frozen: [], layers: map)

@@ -1,9 +1,10 @@
 /// Moving a tenant between servers through remote storage: attach serves it
-/// from the store's newest index of a generation not above the one given;
+/// from the store's newest index of a generation below the one given;
 /// detach uploads all of it and then removes it here.
 extension TenantManager {
-    /// Downloads the layers the chosen remote index lists, writes index.json
-    /// and opens the tenant, which then writes with `generation`. All or
+    /// Writes index.json from the chosen remote index and opens the tenant,
+    /// which then writes with `generation`. It serves at once: each layer is
+    /// downloaded by the first read (or compaction) that needs it. All or
     /// nothing, as `create`: a failed attach leaves no directory behind.
     /// Returns the tenant and how many layers it has.
     public func attach(_ id: TenantId, generation: UInt32) async throws(StorageError) -> (tenant: Tenant, layers: Int) {
@@ -13,20 +14,12 @@ extension TenantManager {
         guard generation >= 1 else { throw .invalidArgument("tenant \(id): attach needs a generation of 1 or more") }
         let failpoints = self.failpoints
         let (tenant, layers) = try await install(id, doing: "attach") { fs, temp throws(StorageError) -> Int in
-            let base = try Self.newestRemoteIndex(of: id, atMost: generation, in: remote)
-            for layer in base.layers {
-                let key = RemoteIndex.layerKey(id, layer.name)
-                let got: LocalObject?
-                do throws(RemoteError) { got = try remote.download(key, into: fs, path: temp + "/" + layer.name) } catch {
-                    throw .remote(id, error)
-                }
-                guard let got else {
-                    throw .remote(id, .corruptIndex(key: RemoteIndex.key(id, generation: base.generation),
-                                                    reason: "it lists \(layer.name), which the store does not hold"))
-                }
-                guard got.size == layer.size, got.crc32c == layer.crc32c else {
-                    throw .remote(id, .conflict(key: key, reason: "\(got.size) bytes with CRC-32C \(got.crc32c), the index says \(layer.size) and \(layer.crc32c)"))
-                }
+            let (base, keys) = try Self.newestRemoteIndex(of: id, atMost: generation, in: remote)
+            // Each listed object must be there now, not only when a read needs it.
+            let present = Set(keys)
+            for layer in base.layers where !present.contains(RemoteIndex.layerKey(id, layer.name)) {
+                throw .remote(id, .corruptIndex(key: RemoteIndex.key(id, generation: base.generation),
+                                                reason: "it lists \(layer.name), which the store does not hold"))
             }
             var index = IndexFile(tenant: id)
             // The load that opens it records the next generation: the one asked for.
@@ -46,10 +39,11 @@ extension TenantManager {
     /// The newest remote index of `id` whose generation is below `generation`
     /// (an index of that very generation would be another server's).
     private static func newestRemoteIndex(of id: TenantId, atMost generation: UInt32, in remote: any RemoteStore)
-        throws(StorageError) -> RemoteIndex
+        throws(StorageError) -> (index: RemoteIndex, keys: [String])
     {
         do throws(RemoteError) {
-            let generations = try remote.list(prefix: RemoteIndex.prefix(id)).compactMap(RemoteIndex.generation(ofKey:))
+            let keys = try remote.list(prefix: RemoteIndex.prefix(id))
+            let generations = keys.compactMap(RemoteIndex.generation(ofKey:))
             guard !generations.contains(generation) else {
                 throw .badConfiguration("tenant \(id): generation \(generation) has a remote index already; attach with a higher one")
             }
@@ -60,7 +54,7 @@ extension TenantManager {
             guard let bytes = try remote.get(key, limit: RemoteIndex.maxBytes) else {
                 throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
             }
-            return try RemoteIndex.decode(bytes, key: key, tenant: id)
+            return (try RemoteIndex.decode(bytes, key: key, tenant: id), keys)
         } catch {
             throw .remote(id, error)
         }

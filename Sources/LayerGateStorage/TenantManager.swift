@@ -18,6 +18,7 @@ public final class TenantManager: Sendable {
     let tenantsDirectory: DirectoryHandle
     let tenants = Mutex<[TenantId: Tenant]>([:])
     let creating = Mutex<Set<TenantId>>([])
+    private let shutDown = Atomic<Bool>(false)
 
     static let tenantsDirectoryName = "tenants"
 
@@ -74,6 +75,7 @@ public final class TenantManager: Sendable {
             try DirectoryHandle(fs: fs, path: "").sync()
         }
         tenantsDirectory = try DirectoryHandle(fs: fs, path: Self.tenantsDirectoryName)
+        startEviction()
     }
 
     /// Relative to the data directory.
@@ -189,6 +191,8 @@ public final class TenantManager: Sendable {
         return t
     }
 
+    var isShutDown: Bool { shutDown.load(ordering: .acquiring) }
+
     public var tenantIds: [TenantId] { tenants.withLock { $0.keys.sorted() } }
 
     /// Ends every read waiting for an LSN, in every tenant, as unavailable
@@ -199,6 +203,7 @@ public final class TenantManager: Sendable {
 
     /// Closes every tenant and gives up the data directory's lock.
     public func shutdown() async {
+        shutDown.store(true, ordering: .releasing)
         for t in tenants.withLock({ Array($0.values) }) { await t.close() }
         lock?.release()
     }

@@ -47,6 +47,8 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "The S3 endpoint for s3:// remote storage (default: AWS's for --s3-region), e.g. http://127.0.0.1:5000.")
     var s3Endpoint: String?
     @Option(help: "The region s3:// requests are signed for.") var s3Region = "us-east-1"
+    @Option(help: "With --remote-storage: keep at most this many MiB of layer files on the local disk, over all tenants. Beyond it, the least recently read layers that the store holds are removed here and downloaded again by the read that needs them. Off by default (every layer stays local).")
+    var localLayerBudgetMib: Int?
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "What serves the socket's connections: epoll (the server's own loop, the default) or nio (SwiftNIO, to compare).")
     var eventLoop = EventLoopKind.epoll.rawValue
@@ -68,6 +70,10 @@ struct LayerGated: AsyncParsableCommand {
                           ("--max-connections", maxConnections), ("--max-inflight-mib", maxInflightMib)]
         where v < 1 {
             throw ValidationError("\(name) must be at least 1")
+        }
+        if let localLayerBudgetMib {
+            guard localLayerBudgetMib >= 0 else { throw ValidationError("--local-layer-budget-mib must not be negative") }
+            guard remoteStorage != nil else { throw ValidationError("--local-layer-budget-mib needs --remote-storage: a layer is removed here only when the store holds it") }
         }
         guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0, diskReserveMib >= 0, maxWaitLsnMs >= 0 else { throw ValidationError("negative durations are not allowed") }
     }
@@ -93,6 +99,7 @@ struct LayerGated: AsyncParsableCommand {
         config.s3Endpoint = s3Endpoint
         config.s3Region = s3Region
         config.tenant.checkpointDistanceBytes = checkpointDistanceMib << 20
+        config.tenant.localLayerBudgetBytes = localLayerBudgetMib.map { $0 << 20 }
         config.tenant.compactionThreshold = compactionThreshold
         config.tenant.imageCreationThreshold = imageCreationThreshold
         config.tenant.compactionPeriod = .seconds(compactionPeriodS)

@@ -220,7 +220,7 @@ struct CompactionTests {
         var model = PageModel()
         var lsn = try await ingest(t, &model, from: 1, count: 60)
         _ = try await t.compact(forceImageLayers: true)
-        let held: LayerReader = t.state.withLock { $0.layers.layers.first { $0.descriptor.name.kind == .delta }! }
+        let held: LayerReader = t.state.withLock { $0.layers.layers.first { $0.descriptor.name.kind == .delta }!.resident! }
         lsn = try await ingest(t, &model, from: lsn, count: 60, seed: 3)
         _ = try await t.compact(forceImageLayers: true)
         #expect(!t.status().layers.map(\.name).contains(held.descriptor.fileName), "the held layer should be garbage now")

@@ -45,7 +45,7 @@ struct LayerMapTests {
         let path = dir.path + "/" + d.fileName
         var map = LayerMap()
         map.insert(try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: cache))
-        var inFlight: LayerReader? = map.layers[0]  // a read holding the layer
+        var inFlight: LayerReader? = map.layers[0].resident  // a read holding the layer
         map.remove(named: d.fileName)?.deleteWhenUnused()
         #expect(FileManager.default.fileExists(atPath: path))
         #expect(try readAll(inFlight!) == [image(key(1), 5)])

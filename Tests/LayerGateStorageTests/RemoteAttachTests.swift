@@ -34,7 +34,11 @@ struct RemoteAttachTests {
         let (t, layers) = try await m.attach(testTenant, generation: generation + 1)
         #expect(layers == listed)
         #expect(t.status().generation == generation + 1)
+        // It serves at once: no layer is downloaded before a read needs it.
+        #expect(t.status().layers.allSatisfy { !$0.isLocal })
+        #expect(disk.files("tenants/\(testTenant)").allSatisfy { LayerName(parsing: $0) == nil })
         await expectPagesMatch(t, model, lsns: [end - 1, 200, 120, 41])
+        #expect(t.status().layers.contains { $0.isLocal }, "the reads downloaded what they needed")
 
         // What it writes carries its generation, and its own remote index lists it.
         end = try await ingest(t, &model, from: end, count: 20, flushEvery: 20)

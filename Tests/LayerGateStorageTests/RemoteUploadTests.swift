@@ -14,6 +14,9 @@ final class FlakyStore: RemoteStore {
     let calls = Mutex<[Op: Int]>([:])
     /// Runs before each delete reaches the store (a newer server acting meanwhile, say).
     let beforeDelete = Mutex<(@Sendable (String) -> Void)?>(nil)
+    /// Downloads per key, and a delay each takes (a slow link), in seconds.
+    let downloads = Mutex<[String: Int]>([:])
+    let downloadDelay = Mutex<Double?>(nil)
     var description: String { "flaky " + base.description }
 
     init(_ base: any RemoteStore) { self.base = base }
@@ -45,6 +48,8 @@ final class FlakyStore: RemoteStore {
     }
     func download(_ key: String, into fs: any FileSystem, path: String) throws(RemoteError) -> LocalObject? {
         try check(.get, key)
+        downloads.withLock { $0[key, default: 0] += 1 }
+        if let delay = downloadDelay.withLock({ $0 }) { Thread.sleep(forTimeInterval: delay) }
         return try base.download(key, into: fs, path: path)
     }
     func delete(_ key: String) throws(RemoteError) {

@@ -129,6 +129,11 @@ extension LayerReader {
     }
 }
 
+extension LayerMap {
+    /// A local layer without remote storage, as the tenant inserts one.
+    mutating func insert(_ reader: LayerReader) { insert(TenantLayer(reader, download: nil)) }
+}
+
 extension IndexFile {
     static func read(directory: String) throws(StorageError) -> IndexFile { try read(directory: .at(directory)) }
 }

@@ -79,6 +79,16 @@ public final class LayerReader: Sendable {
 
     public func deleteWhenUnused() { deleteOnDeinit.store(true, ordering: .releasing) }
 
+    /// Removes the file's name now (its layer is safe in remote storage),
+    /// while reads that hold this reader go on through a descriptor of its
+    /// own. False, with the file left as it was, when that cannot be done.
+    func removeName() -> Bool {
+        guard file.keepOpenWithoutName() else { return false }
+        let fs = file.fs
+        guard let now = try? fs.stat(path), now.isSameFile(as: file.identity) else { return false }
+        return (try? fs.unlink(path)) != nil
+    }
+
     /// Runs `body` over block `n` through the page cache.
     private func withBlock<R>(_ n: UInt64, isIndex: Bool, policy: ReadPolicy,
                               _ body: (UnsafeRawBufferPointer) throws(ReadFailure) -> R) throws(ReadFailure) -> R

@@ -169,6 +169,9 @@ final class VirtualFile: Sendable {
     let path: String
     let identity: FileInfo
     private let table: OpenFileTable
+    /// A descriptor of the file's own, once its name is gone (an evicted
+    /// layer): reads still in flight on it go on through this one.
+    private let unnamed = Atomic<Int32>(-1)
 
     init(table: OpenFileTable, path: String) throws(StorageError) {
         self.table = table
@@ -177,16 +180,44 @@ final class VirtualFile: Sendable {
         identity = try table.openFirst(path, id: id)
     }
 
-    deinit { table.forget(id) }
+    deinit {
+        let fd = unnamed.load(ordering: .acquiring)
+        if fd >= 0 { table.fs.close(fd) }
+        table.forget(id)
+    }
 
     var fs: any FileSystem { table.fs }
 
     /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
         let (fs, path) = (table.fs, self.path)
-        try table.withDescriptor(self) { fd throws(StorageError) in
+        if case let fd = unnamed.load(ordering: .acquiring), fd >= 0 {
+            return try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
+        }
+        do throws(StorageError) {
+            try table.withDescriptor(self) { fd throws(StorageError) in
+                try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
+            }
+        } catch {
+            // The name went away while this read reopened it: the file did not.
+            let fd = unnamed.load(ordering: .acquiring)
+            guard fd >= 0 else { throw error }
             try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
         }
+    }
+
+    /// Opens a descriptor of the file's own, so that reads go on after its name
+    /// is removed. False when none could be opened, or the name is another file now.
+    func keepOpenWithoutName() -> Bool {
+        if unnamed.load(ordering: .acquiring) >= 0 { return true }
+        let fs = table.fs
+        guard let fd = try? fs.open(path, .readOnly) else { return false }
+        guard let info = try? fs.fstat(fd), info.isSameFile(as: identity) else {
+            fs.close(fd)
+            return false
+        }
+        if !unnamed.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing).exchanged { fs.close(fd) }
+        return true
     }
 
     func read(count: Int, at offset: Int) throws(StorageError) -> [UInt8] {

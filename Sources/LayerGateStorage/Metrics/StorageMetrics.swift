@@ -17,6 +17,11 @@ public final class StorageMetrics: Sendable {
     let compactionDuration: Timer
     let compactionBytes: Counter
     let gcLayersRemoved: Counter
+    let layerDownloads: Counter
+    let layerDownloadBytes: Counter
+    let layerDownloadDuration: Timer
+    let layerEvictions: Counter
+    let localLayerBytes: Gauge
 
     /// Counts nothing: for pieces used outside a `TenantManager` (tools, tests, fuzzing).
     static let unexported = StorageMetrics(factory: NOOPMetricsHandler.instance)
@@ -34,6 +39,11 @@ public final class StorageMetrics: Sendable {
         compactionDuration = Self.compactionDurationSeconds.timer(factory)
         compactionBytes = Self.compactionWrittenBytesTotal.counter(factory)
         gcLayersRemoved = Self.gcLayersRemovedTotal.counter(factory)
+        layerDownloads = Self.layerDownloadsTotal.counter(factory)
+        layerDownloadBytes = Self.layerDownloadBytesTotal.counter(factory)
+        layerDownloadDuration = Self.layerDownloadSeconds.timer(factory)
+        layerEvictions = Self.layerEvictionsTotal.counter(factory)
+        localLayerBytes = Self.localLayerBytesName.gauge(factory)
     }
 
     func ingested(puts: Int, records: Int, bytes: Int) {
@@ -60,6 +70,18 @@ public final class StorageMetrics: Sendable {
     func compactionListed(bytes: Int) { compactionBytes.increment(by: bytes) }
 
     func collectedGarbage(layers: Int) { gcLayersRemoved.increment(by: layers) }
+
+    func layerDownloaded(bytes: Int, since start: ContinuousClock.Instant) {
+        layerDownloadDuration.record(duration: .now - start)
+        layerDownloads.increment()
+        layerDownloadBytes.increment(by: bytes)
+    }
+
+    /// An eviction pass ended with `local` bytes of layer files on disk, having removed `evicted` files.
+    func evictionPass(local: Int, evicted: Int) {
+        localLayerBytes.record(local)
+        if evicted > 0 { layerEvictions.increment(by: evicted) }
+    }
 
     // The names, once, with what they mean.
     static let ingestBytesTotal = MetricDescription(
@@ -92,9 +114,22 @@ public final class StorageMetrics: Sendable {
     static let gcLayersRemovedTotal = MetricDescription(
         "layergate_gc_layers_removed_total", .counter, "Layers that garbage collection removed from the index (below the GC horizon).")
 
+    static let layerDownloadsTotal = MetricDescription(
+        "layergate_layer_downloads_total", .counter, "Layer files downloaded from remote storage because a read or a compaction needed a layer that was not local.")
+    static let layerDownloadBytesTotal = MetricDescription(
+        "layergate_layer_download_bytes_total", .counter, "Bytes of layer files downloaded from remote storage.")
+    static let layerDownloadSeconds = MetricDescription(
+        "layergate_layer_download_seconds", .durationHistogram(buckets: MetricDescription.exponentialBuckets(from: 1e-3, factor: 4, upTo: 262.144)),
+        "Time to download, verify, publish and open one layer file.")
+    static let layerEvictionsTotal = MetricDescription(
+        "layergate_layer_evictions_total", .counter, "Local layer files removed to keep within --local-layer-budget-mib (their objects stay in remote storage).")
+    static let localLayerBytesName = MetricDescription(
+        "layergate_local_layer_bytes", .gauge, "Bytes of layer files on the local disk after the last eviction pass (only with --local-layer-budget-mib).")
+
     public static let descriptions: [MetricDescription] = [
         ingestBytesTotal, ingestRecordsTotal, walFsyncSeconds, groupCommitPutsName, flushesTotal, flushFailuresTotal,
         flushDurationSeconds, compactionRunsTotal, compactionFailuresTotal, compactionDurationSeconds,
-        compactionWrittenBytesTotal, gcLayersRemovedTotal,
+        compactionWrittenBytesTotal, gcLayersRemovedTotal, layerDownloadsTotal, layerDownloadBytesTotal,
+        layerDownloadSeconds, layerEvictionsTotal, localLayerBytesName,
     ]
 }

@@ -18,8 +18,9 @@ final class TenantUpload: Sendable {
     enum Outcome: Equatable {
         /// The store holds the remote form of the index the pass was given.
         case caughtUp
-        /// A layer of the index was gone when read: a compaction replaced it. Take the new index.
-        case stale
+        /// A layer of the index had no local file to upload: a compaction
+        /// replaced it (take the new index), or it was evicted and the store lost it.
+        case stale(layer: String)
         /// A remote index of a newer generation exists: this server stops writing for the tenant.
         case fenced(newer: UInt32)
     }
@@ -86,6 +87,31 @@ final class TenantUpload: Sendable {
 
     var fencedBy: UInt32? { state.withLock { $0.progress.fencedBy } }
 
+    /// True when the local file of `name` may go: the newest remote index
+    /// stored (or found) lists it, its object is there, and no newer
+    /// generation writes the tenant (which could delete the object).
+    func isSafelyStored(_ name: String) -> Bool {
+        state.withLock { s in s.progress.fencedBy == nil && s.listed.contains(name) && s.stored[name] != nil }
+    }
+
+    /// The CRC-32C a downloaded copy of `name` must have: as known from the
+    /// last pass, or else as the newest remote index not above `generation` lists it.
+    func expectedChecksum(of name: String, generation: UInt32) throws(RemoteError) -> UInt32 {
+        if let crc = state.withLock({ $0.stored[name] }) { return crc }
+        let keys = try store.list(prefix: RemoteIndex.prefix(tenant))
+        guard let newest = keys.compactMap(RemoteIndex.generation(ofKey:)).filter({ $0 <= generation }).max() else {
+            throw .corruptIndex(key: RemoteIndex.prefix(tenant), reason: "layer \(name) is not local and no remote index lists it")
+        }
+        let key = RemoteIndex.key(tenant, generation: newest)
+        guard let bytes = try store.get(key, limit: RemoteIndex.maxBytes) else {
+            throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
+        }
+        guard let layer = try RemoteIndex.decode(bytes, key: key, tenant: tenant).layers.first(where: { $0.name == name }) else {
+            throw .corruptIndex(key: key, reason: "layer \(name) is not local and this remote index does not list it")
+        }
+        return layer.crc32c
+    }
+
     func recordFailure(_ error: RemoteError) -> Int {
         state.withLock { s in
             s.progress.failures += 1
@@ -120,7 +146,7 @@ final class TenantUpload: Sendable {
         for layer in missing {
             let object: LocalObject
             do throws(StorageError) { object = try LocalObject.measure(fs: fs, path: directory + "/" + layer.name) } catch {
-                if case .io(_, _, let e) = error, e == ENOENT { return .stale }
+                if case .io(_, _, let e) = error, e == ENOENT { return .stale(layer: layer.name) }
                 throw .unavailable(operation: "read local layer", key: layer.name, reason: "\(error)")
             }
             let key = RemoteIndex.layerKey(tenant, layer.name)

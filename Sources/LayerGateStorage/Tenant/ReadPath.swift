@@ -82,8 +82,8 @@ enum ReadPath {
         var based = false
         while !based {
             // The newest delta and the newest image that can hold (key, ≤ cursor).
-            var delta: LayerReader?
-            var image: LayerReader?
+            var delta: TenantLayer?
+            var image: TenantLayer?
             for layer in layers.layers {
                 let n = layer.descriptor.name
                 guard n.lsnStart <= cursor, n.keys.contains(key) else { continue }
@@ -97,8 +97,9 @@ enum ReadPath {
             let imageLsn = image?.descriptor.name.lsnStart
             if let image, let imageLsn,
                delta == nil || imageLsn >= min(delta!.descriptor.name.lsnEnd, cursor) {
-                try image.visit(key: key, upTo: cursor, policy: policy) { e throws(ReadFailure) in
-                    try apply(.disk(image, e), to: page, policy: policy)
+                let file = try image.reader(policy: policy)
+                try file.visit(key: key, upTo: cursor, policy: policy) { e throws(ReadFailure) in
+                    try apply(.disk(file, e), to: page, policy: policy)
                     based = true
                     return false
                 }
@@ -108,14 +109,15 @@ enum ReadPath {
                 let start = delta.descriptor.name.lsnStart
                 // Below an image inside this delta's range, the image serves: stop there.
                 let lowerExclusive = imageLsn.map { $0 >= start ? $0 : start.previous } ?? start.previous
-                try delta.visit(key: key, upTo: cursor, policy: policy) { e throws(ReadFailure) in
+                let file = try delta.reader(policy: policy)
+                try file.visit(key: key, upTo: cursor, policy: policy) { e throws(ReadFailure) in
                     guard e.lsn > lowerExclusive else { return false }
                     if e.isBase {
-                        try apply(.disk(delta, e), to: page, policy: policy)
+                        try apply(.disk(file, e), to: page, policy: policy)
                         based = true
                         return false
                     }
-                    pending.append(.disk(delta, e))
+                    pending.append(.disk(file, e))
                     return true
                 }
                 guard !based, lowerExclusive < cursor else { break }

@@ -68,6 +68,8 @@ public final class Tenant: Sendable {
         /// Oldest first.
         var frozen: [InMemoryLayer] = []
         var layers = LayerMap()
+        /// How an evicted layer comes back (remote storage only); made at each load.
+        var layerDownload: LayerDownload?
         var wal: Wal?
         /// In-memory bytes counted in the disk budget.
         var unflushedBytes = 0
@@ -154,7 +156,7 @@ public final class Tenant: Sendable {
                 layers: s.layers.layers.map { l in
                     let n = l.descriptor.name
                     return LayerInfo(name: l.descriptor.fileName, isImage: n.kind == .image, lsnStart: n.lsnStart,
-                                     lsnEnd: n.lsnEnd, size: l.descriptor.size)
+                                     lsnEnd: n.lsnEnd, size: l.descriptor.size, isLocal: l.isLocal)
                 },
                 inMemoryRecords: s.open.recordCount + s.frozen.reduce(0) { $0 + $1.recordCount },
                 flushFailures: s.flush.failures, lastFlushError: s.flush.lastError,

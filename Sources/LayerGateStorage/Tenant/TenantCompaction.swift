@@ -150,7 +150,7 @@ extension Tenant {
                 directory: dir, tenant: id, kind: .delta, lsnStart: lsnStart, lsnEnd: lsnEnd, generation: generation,
                 targetBytes: target, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
-                var cursors = try readers.map { r throws(StorageError) in try LayerCursor(r) }
+                var cursors = try readers.map { r throws(StorageError) in try LayerCursor(try r.local()) }
                 var last: (PageKey, Lsn)?
                 while let i = smallestCursor(cursors), let e = cursors[i].current {
                     // Overlapping inputs (a rebuilt index can list both sides of a
@@ -203,7 +203,7 @@ extension Tenant {
                 targetBytes: target, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
                 // Every key any layer holds, in order; the page of each as of `lsn`.
-                var cursors = try layers.layers.map { r throws(StorageError) in try LayerCursor(r) }
+                var cursors = try layers.layers.map { r throws(StorageError) in try LayerCursor(try r.local()) }
                 let none = InMemoryLayer(startLsn: lsn.next)
                 var previous: PageKey?
                 while let i = smallestCursor(cursors), let key = cursors[i].current?.key {
@@ -272,7 +272,7 @@ extension Tenant {
         storage.metrics.compactionListed(bytes: outputs.reduce(0) { $0 + $1.size })
         let layers = state.withLock { s -> LayerMap in
             for name in removed { s.layers.remove(named: name)?.deleteWhenUnused() }
-            for r in readers { s.layers.insert(r) }
+            for r in readers { s.layers.insert(TenantLayer(r, download: s.layerDownload)) }
             s.index = newIndex
             return s.layers
         }

@@ -95,7 +95,7 @@ extension Tenant {
                 throw error
             }
             let flushed = state.withLock { s -> UInt64 in
-                s.layers.insert(reader)
+                s.layers.insert(TenantLayer(reader, download: s.layerDownload))
                 s.frozen.removeFirst()
                 s.index = newIndex
                 s.flush.failures = 0

@@ -17,7 +17,7 @@ extension Tenant {
             previous throws(StorageError) -> ResetResult in
             let oldLayers = state.withLock { $0.layers }
             let result = try await loadLocked(restoring: previous)
-            if dropCache { cache.dropFiles(Set(oldLayers.layers.map(\.fileId))) }
+            if dropCache { cache.dropFiles(Set(oldLayers.layers.compactMap { $0.resident?.fileId })) }
             return result
         }
         guard let reloaded else {
@@ -32,7 +32,7 @@ extension Tenant {
     /// anything else (damage) makes the tenant broken. Caller holds `maintenance`.
     @discardableResult
     func loadLocked(restoring previous: TenantState? = nil) async throws(StorageError) -> ResetResult {
-        let (id, directory, storage) = (self.id, self.directory, self.storage)
+        let (id, directory, storage, upload) = (self.id, self.directory, self.storage, self.upload)
         // A segment holds a checkpoint distance and the commit that crossed it; far more is damage.
         let maxSegmentBytes = max(1 << 30, 2 * config.checkpointDistanceBytes + (512 << 20))
         let held = state.withLock { $0.directory }
@@ -49,7 +49,8 @@ extension Tenant {
         let loaded: LoadedTenant
         do throws(StorageError) {
             loaded = try await BlockingIO.run { () throws(StorageError) -> LoadedTenant in
-                try Self.load(id: id, directory: directory, held: held, storage: storage, maxSegmentBytes: maxSegmentBytes)
+                try Self.load(id: id, directory: directory, held: held, storage: storage, upload: upload,
+                              maxSegmentBytes: maxSegmentBytes)
             }
         } catch {
             try await loadFailed(error, restoring: previous, held: held)
@@ -58,6 +59,7 @@ extension Tenant {
             s.directory = loaded.directory
             s.index = loaded.index
             s.layers = loaded.layers
+            s.layerDownload = loaded.download
             s.wal = loaded.wal
             s.frozen = []
             s.open = InMemoryLayer(startLsn: Lsn(loaded.index.diskConsistentLsn).next)
@@ -159,7 +161,7 @@ extension Tenant {
     /// replays the WAL, and only then records the new generation: a load that
     /// fails changes nothing but the sweep and a cut torn tail. Blocking.
     static func load(id: TenantId, directory: String, held: DirectoryHandle?, storage: TenantStorage,
-                     maxSegmentBytes: Int) throws(StorageError) -> LoadedTenant
+                     upload: TenantUpload?, maxSegmentBytes: Int) throws(StorageError) -> LoadedTenant
     {
         let fs = storage.fs
         let dir: DirectoryHandle
@@ -170,6 +172,10 @@ extension Tenant {
             throw .corruptIndex(file: indexPath, reason: "names tenant \(StorageError.printable(index.tenantId))")
         }
         let generation = try index.nextGeneration(path: indexPath)
+        let download = upload.map {
+            LayerDownload(tenant: id, directory: dir, upload: $0, generation: generation, cache: storage.cache,
+                          openFiles: storage.openFiles, metrics: storage.metrics)
+        }
         var layers = LayerMap()
         for entry in index.layers {
             let path = dir.child(entry.name)
@@ -178,14 +184,18 @@ extension Tenant {
             }
             let info: FileInfo
             do throws(SystemError) { info = try fs.stat(path) } catch {
-                if error.errno == ENOENT { throw .corruptLayer(file: path, reason: "listed in index.json but missing") }
-                throw .io(operation: "stat", path: path, errno: error.errno)
+                guard error.errno == ENOENT else { throw .io(operation: "stat", path: path, errno: error.errno) }
+                // Evicted, or never here since an attach: the first read downloads it.
+                guard let download else { throw .corruptLayer(file: path, reason: "listed in index.json but missing") }
+                layers.insert(TenantLayer(remote: LayerDescriptor(name: name, size: entry.size), download: download))
+                continue
             }
             guard info.size == entry.size else {
                 throw .corruptLayer(file: path, reason: "size is \(info.size) bytes, index.json says \(entry.size)")
             }
-            layers.insert(try LayerReader(directory: dir, name: name, tenant: id, cache: storage.cache,
-                                          openFiles: storage.openFiles, expectedSize: entry.size))
+            layers.insert(TenantLayer(try LayerReader(directory: dir, name: name, tenant: id, cache: storage.cache,
+                                                      openFiles: storage.openFiles, expectedSize: entry.size),
+                                      download: download))
         }
         let walPath = dir.child(walDirectoryName)
         if !Directory.isDirectory(fs, walPath) {
@@ -207,7 +217,7 @@ extension Tenant {
         try index.write(directory: dir, failpoints: storage.failpoints)
         return LoadedTenant(
             directory: dir, index: index, layers: layers, wal: Wal(directory: walDir, tenant: id, replayed: replay, fsyncTime: storage.metrics.walFsync),
-            replayed: replay.records, filesSwept: swept, walTailCut: replay.cut)
+            replayed: replay.records, filesSwept: swept, walTailCut: replay.cut, download: download)
     }
 
     /// A layer file the index does not list is a leftover of a flush or a

@@ -29,9 +29,18 @@ extension Tenant {
                 case .success(.caughtUp):
                     backoff = nil
                     fencedAt = nil
-                case .success(.stale):
-                    backoff = nil
-                    wake.advance(to: seen + 1)  // the index that replaced it is there already
+                case .success(.stale(let layer)):
+                    if self.state.withLock({ $0.index }) == index {
+                        // Still listed, yet neither here nor in the store: nothing to upload it from.
+                        let failures = upload.recordFailure(.corruptIndex(
+                            key: RemoteIndex.layerKey(self.id, layer),
+                            reason: "layer \(layer) has no local file (evicted) and the store no longer holds it"))
+                        backoff = Self.backoff(retry, failures: failures, cap: cap)
+                        self.logger.error("a layer is neither local nor in remote storage", metadata: ["layer": "\(layer)"])
+                    } else {
+                        backoff = nil
+                        wake.advance(to: seen + 1)  // the index that replaced it is there already
+                    }
                 case .success(.fenced(let newer)):
                     backoff = period
                     if fencedAt != newer {

@@ -36,6 +36,13 @@ public struct TenantConfig: Sendable {
     public var remoteMaxBackoff: Duration = .seconds(60)
     /// How long a detach waits for the uploads before it gives up (the tenant then stays).
     public var detachTimeout: Duration = .seconds(120)
+    /// Bytes of layer files kept on the local disk, over all tenants, when
+    /// there is remote storage (nil: no limit). Files beyond it that the
+    /// store holds are removed, least recently read first, and downloaded
+    /// again by the read that needs them (`LocalLayerBudget.swift`).
+    public var localLayerBudgetBytes: Int?
+    /// How often the eviction pass runs.
+    public var evictionPeriod: Duration = .seconds(1)
     /// L0 layers that make the background loop merge them into L1.
     public var compactionThreshold = 10
     /// Delta layers above the newest image that make compaction write images.
@@ -61,6 +68,8 @@ public struct LayerInfo: Equatable, Sendable {
     public var lsnStart: Lsn
     public var lsnEnd: Lsn
     public var size: Int
+    /// False while the file is only in remote storage (evicted, or not read since an attach).
+    public var isLocal: Bool = true
 }
 
 public struct TenantStatus: Sendable {
@@ -134,4 +143,6 @@ struct LoadedTenant: Sendable {
     var replayed: [Record]
     var filesSwept: Int
     var walTailCut: WalReplay.TailCut?
+    /// How its layers come back from remote storage, when there is one.
+    var download: LayerDownload?
 }

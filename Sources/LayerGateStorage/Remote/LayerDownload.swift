@@ -1,0 +1,57 @@
+import Synchronization
+
+/// Brings one evicted (or never local, after an attach) layer back from
+/// remote storage: into a temp file, checked against the size index.json
+/// gives and the CRC-32C the remote index lists, published through the gate
+/// under its layer name, and opened as a new file (a new page-cache id).
+struct LayerDownload: Sendable {
+    let tenant: TenantId
+    let directory: DirectoryHandle
+    let upload: TenantUpload
+    /// The tenant's generation: the remote index consulted is the newest not above it.
+    let generation: UInt32
+    let cache: PageCache
+    let openFiles: OpenFileTable
+    let metrics: StorageMetrics
+
+    private static let tempCounter = Atomic<UInt64>(0)
+
+    func fetch(_ layer: LayerDescriptor) throws(StorageError) -> LayerReader {
+        let name = layer.fileName
+        let start = ContinuousClock.now
+        let crc: UInt32
+        do throws(RemoteError) { crc = try upload.expectedChecksum(of: name, generation: generation) } catch {
+            throw .remote(tenant, error)
+        }
+        let key = RemoteIndex.layerKey(tenant, name)
+        let temp = "\(name).___temp.download.\(Self.tempCounter.add(1, ordering: .relaxed).newValue)"
+        let fs = directory.fs
+        let got: LocalObject?
+        do throws(RemoteError) { got = try upload.store.download(key, into: fs, path: directory.child(temp)) } catch {
+            throw .remote(tenant, error)
+        }
+        guard let got else {
+            throw .remote(tenant, .corruptIndex(key: key, reason: "layer \(name) is not local, and the store no longer holds it"))
+        }
+        do throws(StorageError) {
+            guard got.size == layer.size, got.crc32c == crc else {
+                throw .remote(tenant, .conflict(key: key, reason: "downloaded \(got.size) bytes with CRC-32C \(got.crc32c); index.json says \(layer.size) bytes, the remote index CRC-32C \(crc)"))
+            }
+            try GatedPublish.publish(directory: directory, temp: temp, final: name)
+        } catch {
+            try? fs.unlink(directory.child(temp))
+            throw error
+        }
+        let reader: LayerReader
+        do throws(StorageError) {
+            reader = try LayerReader(directory: directory, name: layer.name, tenant: tenant, cache: cache,
+                                     openFiles: openFiles, expectedSize: layer.size)
+        } catch {
+            // No read holds the name yet: take it back, so the next read downloads again.
+            try? fs.unlink(directory.child(name))
+            throw error
+        }
+        metrics.layerDownloaded(bytes: layer.size, since: start)
+        return reader
+    }
+}

@@ -1,0 +1,180 @@
+import Dispatch
+import Synchronization
+
+/// One layer of a tenant's layer map: its name and size always, its open
+/// file while the layer is local.
+///
+/// With remote storage a layer that is safe in the store may be evicted: its
+/// file goes, its object stays. The first read that needs it again downloads
+/// it (`LayerDownload`) and opens it as a new file with a new id, so blocks
+/// cached from the old file can never be served as the new one's. Reads that
+/// need the same missing layer at once share one download.
+final class TenantLayer: Sendable {
+    let descriptor: LayerDescriptor
+    /// Without remote storage a layer is always local: its reader never changes
+    /// and is read without a lock (the cache-hit path).
+    private let fixed: LayerReader?
+    private let download: LayerDownload?
+    private let state: Mutex<State>
+    /// `LayerClock` tick of the last read: eviction takes the least recent first.
+    private let lastUse = Atomic<UInt64>(0)
+
+    private enum Residence {
+        case local(LayerReader)
+        case remote
+        case downloading(SharedResult)
+    }
+
+    private struct State {
+        var residence: Residence
+        var evicting = false
+        /// Removed from the map (compaction, GC): a file it gets is deleted when unused.
+        var deleted = false
+    }
+
+    /// A layer whose file is open here.
+    init(_ reader: LayerReader, download: LayerDownload?) {
+        descriptor = reader.descriptor
+        fixed = download == nil ? reader : nil
+        self.download = download
+        state = Mutex(State(residence: .local(reader)))
+        touch()
+    }
+
+    /// A layer that index.json lists but whose file is only in remote storage.
+    init(remote descriptor: LayerDescriptor, download: LayerDownload) {
+        self.descriptor = descriptor
+        fixed = nil
+        self.download = download
+        state = Mutex(State(residence: .remote))
+    }
+
+    /// The open file, if the layer is local now.
+    var resident: LayerReader? {
+        if let fixed { return fixed }
+        return state.withLock { s in
+            if case .local(let r) = s.residence { return r }
+            return nil
+        }
+    }
+
+    var isLocal: Bool { resident != nil }
+
+    /// The tick of its last read, for the eviction order.
+    var lastUsed: UInt64 { lastUse.load(ordering: .relaxed) }
+
+    /// The open file for a read: `.cachedOnly` never downloads (the layer
+    /// not being local is then `notCached`); `.mayReadDisk` downloads, blocking.
+    func reader(policy: ReadPolicy) throws(ReadFailure) -> LayerReader {
+        if let fixed { return fixed }
+        touch()
+        if let r = resident { return r }
+        guard policy == .mayReadDisk else { throw .notCached }
+        return try ReadFailure.lift { () throws(StorageError) in try local() }
+    }
+
+    /// The open file, downloaded first if need be. Blocks: call it on a read
+    /// thread or a blocking-I/O thread.
+    func local() throws(StorageError) -> LayerReader {
+        if let fixed { return fixed }
+        enum Step {
+            case have(LayerReader)
+            case wait(SharedResult)
+            case fetch(SharedResult)
+        }
+        let step = state.withLock { s -> Step in
+            switch s.residence {
+            case .local(let r): return .have(r)
+            case .downloading(let shared): return .wait(shared)
+            case .remote:
+                let shared = SharedResult()
+                s.residence = .downloading(shared)
+                return .fetch(shared)
+            }
+        }
+        switch step {
+        case .have(let r):
+            return r
+        case .wait(let shared):
+            return try shared.wait().get()
+        case .fetch(let shared):
+            guard let download else { preconditionFailure("a layer without remote storage is never remote") }
+            let result = Result { () throws(StorageError) in try download.fetch(descriptor) }
+            state.withLock { s in
+                switch result {
+                case .success(let r):
+                    if s.deleted { r.deleteWhenUnused() }
+                    s.residence = .local(r)
+                case .failure:
+                    s.residence = .remote  // the next read tries again
+                }
+            }
+            shared.finish(result)
+            return try result.get()
+        }
+    }
+
+    /// Removes the local file, keeping the layer readable from the store.
+    /// The caller has checked that the store holds it. Returns the bytes
+    /// freed (0 when it was not local, is being removed, or the file stays).
+    func evict() -> Int {
+        guard download != nil else { return 0 }
+        let reader = state.withLock { s -> LayerReader? in
+            guard !s.evicting, !s.deleted, case .local(let r) = s.residence else { return nil }
+            s.evicting = true
+            return r
+        }
+        guard let reader else { return 0 }
+        // Reads that hold the reader go on; new ones download again once the name is gone.
+        let removed = reader.removeName()
+        state.withLock { s in
+            s.evicting = false
+            if removed { s.residence = .remote }
+        }
+        return removed ? descriptor.size : 0
+    }
+
+    /// The layer left the map: its file goes when the last read ends.
+    func deleteWhenUnused() {
+        let reader = state.withLock { s -> LayerReader? in
+            s.deleted = true
+            if case .local(let r) = s.residence { return r }
+            return nil
+        }
+        reader?.deleteWhenUnused()
+    }
+
+    private func touch() {
+        let now = LayerClock.now
+        if lastUse.load(ordering: .relaxed) != now { lastUse.store(now, ordering: .relaxed) }
+    }
+
+    /// One download's outcome, for the reads that wait for it.
+    final class SharedResult: Sendable {
+        private let done = DispatchGroup()
+        private let result = Mutex<Result<LayerReader, StorageError>?>(nil)
+
+        init() { done.enter() }
+
+        func wait() -> Result<LayerReader, StorageError> {
+            done.wait()
+            return result.withLock { $0 } ?? .failure(.cancelled("the download of a layer ended without a result"))
+        }
+
+        func finish(_ r: Result<LayerReader, StorageError>) {
+            result.withLock { $0 = r }
+            done.leave()
+        }
+    }
+}
+
+/// A coarse clock for the eviction order: the evictor advances it once a
+/// pass, so a read marks its layer with one relaxed load (and a store only
+/// when the tick changed), never a clock call.
+enum LayerClock {
+    private static let tick = Atomic<UInt64>(1)
+
+    static var now: UInt64 { tick.load(ordering: .relaxed) }
+
+    static func advance() { tick.add(1, ordering: .relaxed) }
+}

@@ -1,0 +1,201 @@
+import Foundation
+import Synchronization
+import LayerGateTestSupport
+import Testing
+
+@testable import LayerGateStorage
+
+@Suite("Remote storage: eviction and on-demand download")
+struct RemoteEvictionTests {
+    typealias Remote = RemoteUploadTests.Remote
+
+    /// Eviction only when a test asks (`evictLayers`), with a budget of `budget` bytes.
+    static func evicting(budget: Int, period: Duration = .seconds(3600)) -> (inout TenantConfig) -> Void {
+        { c in
+            RemoteUploadTests.fast(&c)
+            c.localLayerBudgetBytes = budget
+            c.evictionPeriod = period
+        }
+    }
+
+    /// A tenant with several layers, all in the store and listed by its remote index.
+    func uploadedTenant(_ label: String, store: any RemoteStore, budget: Int = 0, period: Duration = .seconds(3600),
+                        cacheSlots: Int = 1024, images: Bool = false)
+        async throws -> (TenantFixture, PageModel, UInt64)
+    {
+        let f = try await TenantFixture.make(cacheSlots: cacheSlots, label: label, remote: store,
+                                             configure: Self.evicting(budget: budget, period: period))
+        var model = PageModel()
+        var end = try await ingest(f.tenant, &model, from: 1, count: 200, flushEvery: 20)
+        _ = try await f.tenant.compact(forceImageLayers: images)
+        end = try await ingest(f.tenant, &model, from: end, count: 60, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        return (f, model, end)
+    }
+
+    func localFlags(_ t: Tenant) -> [Bool] { t.status().layers.map(\.isLocal) }
+
+    @Test func anEvictedLayerComesBackAsANewFileWithTheSameBytes() async throws {
+        let remote = Remote()
+        let (f, model, end) = try await uploadedTenant("evict-back", store: try remote.store())
+        let t = f.tenant
+        await expectPagesMatch(t, model, lsns: [end - 1, 150])  // every layer read, blocks cached
+        let before = t.state.withLock { $0.layers.layers.compactMap { $0.resident?.fileId } }
+        let bytes = t.status().layers.reduce(0) { $0 + $1.size }
+        #expect(!before.isEmpty)
+
+        let pass = f.manager.evictLayers()
+        #expect(pass.evicted == before.count && pass.localBytes == 0, "a budget of 0 keeps no layer that the store holds")
+        #expect(f.layerFiles().isEmpty, "the files are gone from the disk")
+        #expect(localFlags(t).allSatisfy { !$0 })
+        #expect(bytes > 0)
+
+        await expectPagesMatch(t, model, lsns: [end - 1, 150, 60])
+        let after = t.state.withLock { $0.layers.layers.compactMap { $0.resident?.fileId } }
+        #expect(!after.isEmpty)
+        #expect(Set(after).isDisjoint(with: before), "a downloaded layer is a new file, with a new cache id")
+        for id in before { #expect(!f.cache.contains(file: id, block: 0), "no block of the evicted file stays cached") }
+        for name in f.layerFiles() {
+            #expect(FileManager.default.contents(atPath: t.path + "/" + name) == remote.bytes(name), "\(name) as stored")
+        }
+        await f.manager.shutdown()
+    }
+
+    @Test func concurrentReadsOfOneMissingLayerShareOneDownload() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        let (f, model, end) = try await uploadedTenant("evict-share", store: flaky, images: true)
+        let t = f.tenant
+        #expect(f.manager.evictLayers().localBytes == 0)
+        flaky.downloadDelay.withLock { $0 = 0.3 }  // a slow link: the reads overlap the download
+        let failures = Tally()
+        let expected = (0..<30 as Range<UInt32>).map { model.page(key($0), at: Lsn(end - 1)) }
+        await withTaskGroup(of: Void.self) { group in
+            for b in 0..<30 as Range<UInt32> {
+                group.addTask {
+                    let want = expected[Int(b)]
+                    switch await readResult(t, key(b), Lsn(end - 1)) {
+                    case .success(let got) where got == want: break
+                    case .failure(.pageNotFound) where want == nil: break
+                    case let other: failures.add("\(key(b)): \(other)")
+                    }
+                }
+            }
+        }
+        #expect(failures.all.isEmpty, "\(failures.all.keys.sorted().prefix(5))")
+        let counts = flaky.downloads.withLock { $0 }
+        #expect(!counts.isEmpty)
+        for (key, n) in counts { #expect(n == 1, "\(key) was downloaded \(n) times") }
+        await f.manager.shutdown()
+    }
+
+    @Test func evictionUnderConcurrentReadsServesNoWrongBytesAndEveryLayerComesBack() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        // A budget of about one layer, a pass every 5 ms and a cache of 16 blocks: most reads need the file.
+        let (f, model, end) = try await uploadedTenant("evict-race", store: flaky, budget: 40 << 10,
+                                                       period: .milliseconds(5), cacheSlots: 16)
+        let t = f.tenant
+        let wrong = Tally()
+        let reads = Tally()
+        // What to read, and what it must be, worked out before the readers start.
+        var rng = SeededRandom(seed: 7)
+        let probes = (0..<600).map { _ -> (PageKey, Lsn, [UInt8]?) in
+            let k = key(UInt32.random(in: 0..<30, using: &rng))
+            let lsn = Lsn(UInt64.random(in: 1..<end, using: &rng))
+            return (k, lsn, model.page(k, at: lsn))
+        }
+        let deadline = ContinuousClock.now + .seconds(3)
+        await withTaskGroup(of: Void.self) { group in
+            for reader in 0..<4 {
+                group.addTask {
+                    var i = reader * 150
+                    while ContinuousClock.now < deadline {
+                        let (k, lsn, want) = probes[i % probes.count]
+                        i += 1
+                        switch await readResult(t, k, lsn) {
+                        case .success(let got) where got == want: break
+                        case .failure(.pageNotFound) where want == nil: break
+                        case let other: wrong.add("\(k) at \(lsn): \(other)")
+                        }
+                        reads.add("read")
+                    }
+                }
+            }
+        }
+        #expect(wrong.all.isEmpty, "\(wrong.all.keys.sorted().prefix(5))")
+        let downloads = flaky.downloads.withLock { $0.values.reduce(0, +) }
+        #expect(downloads > 3, "layers were evicted and downloaded again (\(downloads) downloads, \(reads.all["read"] ?? 0) reads)")
+        // Every layer, evicted or not, serves again.
+        await expectPagesMatch(t, model, lsns: [end - 1, 130, 20])
+        try await waitFor("an eviction pass keeps the local files within the budget") {
+            t.status().layers.filter(\.isLocal).reduce(0) { $0 + $1.size } <= 40 << 10
+        }
+        #expect(try unlistedFiles(t).allSatisfy { $0.hasSuffix(".___temp") == false }, "no download leftovers")
+        await f.manager.shutdown()
+    }
+
+    @Test func aStoredObjectWithOtherBytesIsRefusedNeverServed() async throws {
+        let remote = Remote()
+        let (f, model, end) = try await uploadedTenant("evict-rot", store: try remote.store(), images: true)
+        let t = f.tenant
+        #expect(f.manager.evictLayers().localBytes == 0)
+        // Bit rot in the store: the same size, other bytes.
+        let victim = try #require(t.status().layers.first?.name)
+        let good = try #require(remote.bytes(victim))
+        var bad = good
+        bad[bad.count / 2] ^= 0xff
+        try bad.write(to: URL(fileURLWithPath: remote.tenantDir + "/" + victim))
+
+        var refused = 0
+        for b in 0..<30 as Range<UInt32> {
+            switch await readResult(t, key(b), Lsn(end - 1)) {
+            case .success(let got): #expect(got == model.page(key(b), at: Lsn(end - 1)), "\(key(b)) never from the damaged copy")
+            case .failure(.remote(_, .conflict(let key, _))):
+                #expect(key.hasSuffix(victim))
+                refused += 1
+            case .failure(.pageNotFound) where model.page(key(b), at: Lsn(end - 1)) == nil: break
+            case .failure(let e): Issue.record("\(key(b)): \(e)")
+            }
+        }
+        #expect(refused > 0, "reads that need the damaged layer fail")
+        #expect(!f.layerFiles().contains(victim), "nothing damaged is published locally")
+        #expect(f.layerFiles().allSatisfy { !$0.contains("___temp") })
+
+        try good.write(to: URL(fileURLWithPath: remote.tenantDir + "/" + victim))
+        await expectPagesMatch(t, model, lsns: [end - 1])
+        await f.manager.shutdown()
+    }
+
+    @Test func aRestartKeepsEvictedLayersRemoteAndCompactionDownloadsItsInputs() async throws {
+        let remote = Remote()
+        let (f, model0, end0) = try await uploadedTenant("evict-restart", store: try remote.store())
+        var model = model0
+        #expect(f.manager.evictLayers().localBytes == 0)
+        let (m, t) = try await f.reopen()
+        #expect(t.lifecycle == .active, "index.json lists layers that are only in the store: \(t.status().lastLoadError ?? "")")
+        #expect(localFlags(t).allSatisfy { !$0 })
+        await expectPagesMatch(t, model, lsns: [end0 - 1, 100])
+
+        // More L0 layers, everything evicted again, then a compaction that must read them all.
+        let end = try await ingest(t, &model, from: end0, count: 80, flushEvery: 20)
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        #expect(m.evictLayers().localBytes == 0)
+        let compacted = try await t.compact(forceImageLayers: true)
+        #expect(compacted.layersCreated > 0)
+        await expectPagesMatch(t, model, lsns: [end - 1, end0 + 10, 100])
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        await m.shutdown()
+    }
+
+    @Test func withoutABudgetNothingIsEvicted() async throws {
+        let remote = Remote()
+        let f = try await TenantFixture.make(label: "evict-none", remote: try remote.store(), configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        #expect(f.manager.evictLayers().evicted == 0)
+        #expect(f.layerFiles().count == 3)
+        await f.manager.shutdown()
+    }
+}
