@@ -58,6 +58,10 @@ public final class Failpoints: Sendable {
         "compaction-after-first-output",
         // `return` here makes the WAL's fsync report EIO: the process must stop.
         "wal-fsync-error",
+        // Remote storage: after each layer object is stored, before the remote
+        // index that lists them; and before each layer object is deleted.
+        "remote-after-layer-upload",
+        "remote-before-delete",
         // The filesystem itself (FailpointFileSystem): a full disk, no descriptors.
         "disk-full",
         "no-descriptors",

@@ -62,14 +62,24 @@ final class TenantUpload: Sendable {
     /// The tenant's directory, relative to the data directory.
     private let directory: String
     private let logger: Logger
+    private let failpoints: Failpoints
     private let state = Mutex(State())
 
-    init(tenant: TenantId, store: any RemoteStore, fs: any FileSystem, directory: String, logger: Logger) {
+    init(tenant: TenantId, store: any RemoteStore, fs: any FileSystem, directory: String, failpoints: Failpoints,
+         logger: Logger) {
         self.tenant = tenant
         self.store = store
         self.fs = fs
         self.directory = directory
+        self.failpoints = failpoints
         self.logger = logger
+    }
+
+    /// A failpoint on the way to the store: `return` fails the pass as an unreachable store would.
+    private func hit(_ name: String, _ key: String) throws(RemoteError) {
+        do throws(StorageError) { try failpoints.hit(name) } catch {
+            throw .unavailable(operation: name, key: key, reason: "\(error)")
+        }
     }
 
     func progress(for index: IndexFile) -> Progress {
@@ -156,6 +166,7 @@ final class TenantUpload: Sendable {
                     s.stored[layer.name] = object.crc32c
                     s.progress.uploadedBytes += object.size
                 }
+                try hit("remote-after-layer-upload", key)
             case .differentExists:
                 state.withLock { s in
                     s.conflicts.insert(layer.name)
@@ -182,6 +193,7 @@ final class TenantUpload: Sendable {
         let (doomed, superseded) = state.withLock { s in (s.doomed.subtracting(s.listed).subtracting(s.conflicts), s.superseded) }
         for name in doomed.sorted() {
             if let newer = try newerGeneration(than: generation) { return fence(newer) }
+            try hit("remote-before-delete", RemoteIndex.layerKey(tenant, name))
             try store.delete(RemoteIndex.layerKey(tenant, name))
             state.withLock { s in
                 s.doomed.remove(name)
