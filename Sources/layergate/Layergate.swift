@@ -13,7 +13,7 @@ struct Layergate: AsyncParsableCommand {
         abstract: "Talk to a LayerGate page server.",
         discussion: "--socket, --token, --timeout and --json may come before or after the subcommand; keygen, token, torture and rebuild-index do not use them.",
         subcommands: [CreateTenant.self, Tenants.self, Status.self, Put.self, GetPage.self, Compact.self, ResetTenant.self,
-                      Attach.self, Detach.self, FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
+                      Attach.self, Detach.self, FirstReads.self, FailpointCommand.self, Bench.self, Torture.self, RebuildIndex.self, Keygen.self, TokenCommand.self])
 
     /// `--socket`, `--token`, `--timeout` and `--json` may also come before the
     /// subcommand (`layergate --socket S status`): the root declares the same
