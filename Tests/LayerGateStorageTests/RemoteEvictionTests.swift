@@ -188,6 +188,53 @@ struct RemoteEvictionTests {
         await m.shutdown()
     }
 
+    /// A real tmpfs as the data directory: a download that would eat the room
+    /// kept for flushes is refused, naming the layer, and leaves nothing behind.
+    @Test func aDownloadOnAFullDiskIsRefusedAndTheReadWorksOnceThereIsRoom() async throws {
+        let dir = TempDir("evict-full")
+        guard let tmpfs = MountedTmpfs.mount(at: dir.path + "/tmpfs", size: "24m",
+                                             test: "aDownloadOnAFullDiskIsRefusedAndTheReadWorksOnceThereIsRoom") else { return }
+        defer { tmpfs.unmount(); withExtendedLifetime(dir) {} }
+        let remote = Remote()
+        var config = TenantConfig()
+        Self.evicting(budget: 0)(&config)
+        config.diskReserveBytes = 1 << 20
+        config.checkpointDistanceBytes = 1 << 20
+        config.compactionPeriod = .seconds(3600)
+        let m = try TenantManager(dataDirectory: tmpfs.path + "/data", config: config, cache: PageCache(capacity: 64),
+                                  failpoints: Failpoints(), remote: try remote.store(), logger: quietLogger())
+        let t = try await m.create(testTenant)
+        var model = PageModel()
+        let end = try await ingest(t, &model, from: 1, count: 400, flushEvery: 100)
+        _ = try await t.compact(forceImageLayers: true)
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        #expect(m.evictLayers().localBytes == 0)
+        let largest = try #require(t.status().layers.map(\.size).max())
+
+        // Fill the disk until less than the largest layer (and the reserve) is free.
+        let filler = tmpfs.path + "/filler"
+        let free = try #require(try FileManager.default.attributesOfFileSystem(forPath: tmpfs.path)[.systemFreeSize] as? Int)
+        try Data(count: max(0, free - largest / 2)).write(to: URL(fileURLWithPath: filler))
+        var refused = 0
+        for b in 0..<30 as Range<UInt32> {
+            switch await readResult(t, key(b), Lsn(end - 1)) {
+            case .success(let got): #expect(got == model.page(key(b), at: Lsn(end - 1)))
+            case .failure(.resourceExhausted(let why)):
+                #expect(why.contains("layer ") && why.contains("no room to download") && !why.contains(tmpfs.path), "\(why)")
+                refused += 1
+            case .failure(.pageNotFound) where model.page(key(b), at: Lsn(end - 1)) == nil: break
+            case .failure(let e): Issue.record("\(key(b)): \(e)")
+            }
+        }
+        #expect(refused > 0)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: tmpfs.path + "/data/tenants/\(testTenant)")
+        #expect(leftovers.allSatisfy { !$0.contains("___temp") }, "\(leftovers)")
+
+        try FileManager.default.removeItem(atPath: filler)
+        await expectPagesMatch(t, model, lsns: [end - 1, 150])
+        await m.shutdown()
+    }
+
     @Test func withoutABudgetNothingIsEvicted() async throws {
         let remote = Remote()
         let f = try await TenantFixture.make(label: "evict-none", remote: try remote.store(), configure: RemoteUploadTests.fast)

@@ -12,6 +12,7 @@ struct LayerDownload: Sendable {
     let generation: UInt32
     let cache: PageCache
     let openFiles: OpenFileTable
+    let budget: DiskBudget
     let metrics: StorageMetrics
 
     private static let tempCounter = Atomic<UInt64>(0)
@@ -19,6 +20,9 @@ struct LayerDownload: Sendable {
     func fetch(_ layer: LayerDescriptor) throws(StorageError) -> LayerReader {
         let name = layer.fileName
         let start = ContinuousClock.now
+        // Published meanwhile by another copy of this layer's entry (a map from before a reset): it is the layer.
+        if let here = try? open(layer) { return here }
+        try budget.admitDownload(bytes: layer.size, tenant: tenant, layer: name)
         let crc: UInt32
         do throws(RemoteError) { crc = try upload.expectedChecksum(of: name, generation: generation) } catch {
             throw .remote(tenant, error)
@@ -40,12 +44,13 @@ struct LayerDownload: Sendable {
             try GatedPublish.publish(directory: directory, temp: temp, final: name)
         } catch {
             try? fs.unlink(directory.child(temp))
+            // The name is taken: only the gate gives a layer its name, so what holds it is this layer.
+            if case .layerExists = error { return try open(layer) }
             throw error
         }
         let reader: LayerReader
         do throws(StorageError) {
-            reader = try LayerReader(directory: directory, name: layer.name, tenant: tenant, cache: cache,
-                                     openFiles: openFiles, expectedSize: layer.size)
+            reader = try open(layer)
         } catch {
             // No read holds the name yet: take it back, so the next read downloads again.
             try? fs.unlink(directory.child(name))
@@ -53,5 +58,10 @@ struct LayerDownload: Sendable {
         }
         metrics.layerDownloaded(bytes: layer.size, since: start)
         return reader
+    }
+
+    private func open(_ layer: LayerDescriptor) throws(StorageError) -> LayerReader {
+        try LayerReader(directory: directory, name: layer.name, tenant: tenant, cache: cache, openFiles: openFiles,
+                        expectedSize: layer.size)
     }
 }
