@@ -84,6 +84,38 @@ struct S3RemoteTests {
         await m.shutdown()
     }
 
+    @Test func evictedLayersComeBackFromS3AndADamagedObjectIsRefused() async throws {
+        guard let s3 = try Endpoint.start("S3 eviction", bucket: "evict") else { return }
+        let (f, model, end) = try await RemoteEvictionTests().uploadedTenant("s3-evict", store: s3.store, images: true)
+        let t = f.tenant
+        #expect(f.manager.evictLayers().localBytes == 0)
+        #expect(f.layerFiles().isEmpty)
+        await expectPagesMatch(t, model, lsns: [end - 1, 150, 60])
+        #expect(!f.layerFiles().isEmpty, "read back from the store")
+        for name in f.layerFiles() {
+            #expect(FileManager.default.contents(atPath: t.path + "/" + name).map { [UInt8]($0) } == (try s3.bytes(name)))
+        }
+
+        // Damage one object in the store (a plain PUT over it), evict again: its reads fail, never serve it.
+        #expect(f.manager.evictLayers().localBytes == 0)
+        let victim = try #require(t.status().layers.first { $0.isImage }?.name)
+        var bad = try #require(try s3.bytes(victim))
+        bad[bad.count / 2] ^= 0x5a
+        try s3.store.replace(s3.tenantPrefix + victim, bytes: bad)
+        var refused = 0
+        for b in 0..<30 as Range<UInt32> {
+            switch await readResult(t, key(b), Lsn(end - 1)) {
+            case .success(let got): #expect(got == model.page(key(b), at: Lsn(end - 1)))
+            case .failure(.remote(_, .conflict)): refused += 1
+            case .failure(.pageNotFound) where model.page(key(b), at: Lsn(end - 1)) == nil: break
+            case .failure(let e): Issue.record("\(key(b)): \(e)")
+            }
+        }
+        #expect(refused > 0)
+        #expect(!f.layerFiles().contains(victim))
+        await f.manager.shutdown()
+    }
+
     @Test func anObjectWithOtherBytesIsNeverOverwrittenAndARetryIsIdempotent() async throws {
         guard let s3 = try Endpoint.start("S3 conflict", bucket: "conflict") else { return }
         let flaky = FlakyStore(s3.store)
