@@ -235,6 +235,27 @@ struct RemoteEvictionTests {
         await m.shutdown()
     }
 
+    /// After a restart the objects are known from the remote index only: each
+    /// is read back before its local copy goes, and one with rotten bytes (the
+    /// same size) keeps its local copy, with the conflict in the status.
+    @Test func anObjectRottenInTheStoreIsFoundBeforeItsLocalCopyGoes() async throws {
+        let remote = Remote()
+        let (f, model, end) = try await uploadedTenant("evict-verify", store: try remote.store(), images: true)
+        let (m, t) = try await f.reopen()
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))
+        let victim = try #require(t.status().layers.first { $0.isImage }?.name)
+        var bad = try #require(remote.bytes(victim))
+        bad[bad.count / 3] ^= 0x11
+        try bad.write(to: URL(fileURLWithPath: remote.tenantDir + "/" + victim))
+
+        let pass = m.evictLayers()
+        #expect(pass.evicted == t.status().layers.count - 1, "every other layer goes")
+        #expect(t.status().layers.filter(\.isLocal).map(\.name) == [victim], "the rotten object's local copy stays")
+        try await waitFor("the conflict is reported") { t.status().remote?.lastUploadError?.contains(victim) == true }
+        await expectPagesMatch(t, model, lsns: [end - 1, 150])
+        await m.shutdown()
+    }
+
     @Test func withoutABudgetNothingIsEvicted() async throws {
         let remote = Remote()
         let f = try await TenantFixture.make(label: "evict-none", remote: try remote.store(), configure: RemoteUploadTests.fast)

@@ -52,6 +52,10 @@ final class FlakyStore: RemoteStore {
         if let delay = downloadDelay.withLock({ $0 }) { Thread.sleep(forTimeInterval: delay) }
         return try base.download(key, into: fs, path: path)
     }
+    func verify(_ key: String, size: Int, crc32c: UInt32) throws(RemoteError) -> Bool {
+        try check(.get, key)
+        return try base.verify(key, size: size, crc32c: crc32c)
+    }
     func delete(_ key: String) throws(RemoteError) {
         try check(.delete, key)
         beforeDelete.withLock { $0 }?(key)

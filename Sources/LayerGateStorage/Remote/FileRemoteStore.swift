@@ -41,6 +41,19 @@ public final class FileRemoteStore: RemoteStore {
         }
     }
 
+    /// Reads the object whole: a directory keeps no checksum, and bit rot keeps the size.
+    public func verify(_ key: String, size: Int, crc32c: UInt32) throws(RemoteError) -> Bool {
+        _ = try Self.split(key)
+        let fs = try root("verify", key)
+        do throws(StorageError) {
+            let object = try LocalObject.measure(fs: fs, path: key)
+            return object.size == size && object.crc32c == crc32c
+        } catch {
+            if case .io(_, _, let e) = error, e == ENOENT { return false }
+            throw .unavailable(operation: "verify", key: key, reason: "\(error)")
+        }
+    }
+
     public func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut {
         let (dir, name) = try Self.split(key)
         let fs = try root("put", key)

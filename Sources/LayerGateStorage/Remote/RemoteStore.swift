@@ -26,6 +26,17 @@ public protocol RemoteStore: Sendable {
     func download(_ key: String, into fs: any FileSystem, path: String) throws(RemoteError) -> LocalObject?
     /// Removes the object; one that is already gone is fine.
     func delete(_ key: String) throws(RemoteError)
+    /// True when the object has `size` bytes with CRC-32C `crc32c`, as far as
+    /// the store can tell (a directory store reads it; S3 compares the checksum
+    /// kept in its metadata at upload). Asked before a layer's only local copy goes.
+    func verify(_ key: String, size: Int, crc32c: UInt32) throws(RemoteError) -> Bool
+}
+
+extension RemoteStore {
+    public func verify(_ key: String, size: Int, crc32c: UInt32) throws(RemoteError) -> Bool {
+        guard let head = try head(key) else { return false }
+        return head.size == size && head.crc32c == crc32c
+    }
 }
 
 /// A file of the data directory, about to be uploaded: its CRC-32C is taken

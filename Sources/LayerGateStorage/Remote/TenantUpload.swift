@@ -49,6 +49,9 @@ final class TenantUpload: Sendable {
         /// Objects found under our layers' names with other bytes: never
         /// overwritten and never deleted (an operator's to look at).
         var conflicts: Set<String> = []
+        /// Objects known to hold their layer's bytes: uploaded or compared by
+        /// this process, or verified before an eviction. Learned ones are not, until checked.
+        var verified: Set<String> = []
         /// Remote indexes of older generations: deleted once ours is stored,
         /// as the objects they list may be deleted from then on.
         var superseded: Set<UInt32> = []
@@ -97,11 +100,41 @@ final class TenantUpload: Sendable {
 
     var fencedBy: UInt32? { state.withLock { $0.progress.fencedBy } }
 
-    /// True when the local file of `name` may go: the newest remote index
-    /// stored (or found) lists it, its object is there, and no newer
-    /// generation writes the tenant (which could delete the object).
+    /// True when the local file of `name` may go as far as this process
+    /// knows: the newest remote index stored (or found) lists it, its object
+    /// is there, and no newer generation writes the tenant (which could delete
+    /// the object). `verifiedForEviction` then checks the object's bytes.
     func isSafelyStored(_ name: String) -> Bool {
         state.withLock { s in s.progress.fencedBy == nil && s.listed.contains(name) && s.stored[name] != nil }
+    }
+
+    /// True when the object of `name` holds the layer's bytes: known from this
+    /// process's upload, or checked now (once) with the store. Blocks.
+    func verifiedForEviction(_ name: String, size: Int) -> Bool {
+        let (known, crc) = state.withLock { s in (s.verified.contains(name), s.stored[name]) }
+        if known { return true }
+        guard let crc else { return false }
+        let key = RemoteIndex.layerKey(tenant, name)
+        let ok: Bool
+        do throws(RemoteError) { ok = try store.verify(key, size: size, crc32c: crc) } catch {
+            logger.warning("could not check a layer object before evicting its local copy; it stays", metadata: [
+                "layer": "\(name)", "error": "\(error)",
+            ])
+            return false
+        }
+        if ok {
+            state.withLock { _ = $0.verified.insert(name) }
+        } else {
+            // The only good copy is the local one: keep it, and upload it again once the bad object is gone.
+            logger.error("a layer object in remote storage does not hold the layer's bytes; the local copy stays", metadata: [
+                "layer": "\(name)", "key": "\(key)",
+            ])
+            state.withLock { s in
+                s.stored.removeValue(forKey: name)
+                s.conflicts.insert(name)
+            }
+        }
+        return ok
     }
 
     /// The CRC-32C a downloaded copy of `name` must have: as known from the
@@ -148,6 +181,7 @@ final class TenantUpload: Sendable {
         let missing = state.withLock { s in
             s.progress.fencedBy = nil
             s.stored = s.stored.filter { present.contains($0.key) }
+            s.verified.formIntersection(s.stored.keys)
             return index.layers.filter { s.stored[$0.name] == nil }
         }
         // 1. Every layer the store lacks. A conflict does not stop the others:
@@ -164,6 +198,7 @@ final class TenantUpload: Sendable {
             case .created, .sameExists:
                 state.withLock { s in
                     s.stored[layer.name] = object.crc32c
+                    s.verified.insert(layer.name)
                     s.progress.uploadedBytes += object.size
                 }
                 try hit("remote-after-layer-upload", key)
@@ -246,6 +281,7 @@ final class TenantUpload: Sendable {
         }
         state.withLock { s in
             s.stored = present
+            s.verified.formIntersection(present.keys)
             s.superseded = Set(generations.filter { $0 < generation })
             s.listed = Set(base?.layers.map(\.name) ?? [])
             s.progress.remoteConsistentLsn = base.map { Lsn($0.diskConsistentLsn) }
