@@ -13,7 +13,7 @@ struct RebuildIndex: AsyncParsableCommand {
             damaged ones are renamed <name>.damaged, image sets that do not cover every key are left out, and \
             the old index is kept as index.json.damaged. The WAL is untouched: at the next start it replays \
             what the layers do not hold. Refuses to run while a server holds the data directory. \
-            The other way out is to put back a copy of index.json from a backup (with the server stopped).
+            The other way out is to put back a copy of index.json from a backup (with the server stopped).             With --remote-storage, layers evicted to the store are not on this disk and are not seen here (a gap             they leave is refused); the better way out is then to move the tenant's directory aside and attach             the tenant from the store with a higher generation.
             """)
 
     @Option(help: "The server's data directory.") var dataDir = Defaults.dataDirectory
