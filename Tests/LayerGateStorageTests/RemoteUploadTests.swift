@@ -99,6 +99,19 @@ struct RemoteUploadTests {
         #expect(remote.objects().subtracting(indexes) == local.layerNames, "only listed layers stay in the store")
     }
 
+    @Test func aListingRemovesTempFilesACrashedUploadLeftLongAgo() throws {
+        let remote = Remote()
+        let store = try remote.store()
+        try FileManager.default.createDirectory(atPath: remote.tenantDir, withIntermediateDirectories: true)
+        let old = remote.tenantDir + "/layer.___temp.999999.1"
+        let fresh = remote.tenantDir + "/layer.___temp.999999.2"
+        for path in [old, fresh] { try Data("half an upload".utf8).write(to: URL(fileURLWithPath: path)) }
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -2 * 3600)], ofItemAtPath: old)
+        #expect(try store.list(prefix: RemoteIndex.prefix(testTenant)).isEmpty, "temp files are never listed")
+        #expect(!FileManager.default.fileExists(atPath: old), "a temp file untouched for hours is a crash's leftover")
+        #expect(FileManager.default.fileExists(atPath: fresh), "a recent one may be an upload in progress")
+    }
+
     @Test func layersThenTheIndexAreUploadedAndReplacedLayersDeletedAfterTheNewIndex() async throws {
         let remote = Remote()
         let f = try await TenantFixture.make(label: "remote-up", remote: try remote.store(), configure: Self.fast)

@@ -150,7 +150,9 @@ public final class FileRemoteStore: RemoteStore {
         let dir = String(prefix.dropLast())
         let fs = try root("list", prefix)
         do throws(SystemError) {
-            return try fs.list(dir).filter { !$0.contains(".___temp") }.map { prefix + $0 }
+            let names = try fs.list(dir)
+            sweepStaleTemps(dir, names.filter { $0.contains(".___temp.") })
+            return names.filter { !$0.contains(".___temp") }.map { prefix + $0 }
         } catch {
             if error.errno == ENOENT { return [] }
             throw .unavailable(operation: "list", key: prefix, reason: "\(error)")
@@ -169,6 +171,25 @@ public final class FileRemoteStore: RemoteStore {
             handle.sync()
         } catch {
             throw .unavailable(operation: "delete", key: key, reason: "\(error)")
+        }
+    }
+
+    /// How old a temp file must be before a listing removes it: an upload
+    /// that crashed left it, as no upload of a layer takes this long.
+    static let staleTempSeconds = 3600
+
+    /// Removes the temp files among `names` (in `dir`) that no upload has
+    /// touched for `staleTempSeconds`: leftovers of a process that crashed
+    /// mid-upload, here or on another host sharing the directory.
+    private func sweepStaleTemps(_ dir: String, _ names: [String]) {
+        guard !names.isEmpty else { return }
+        let now = time(nil)
+        for name in names {
+            let path = directory + "/" + dir + "/" + name
+            var st = stat()
+            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
+                  now - st.st_mtim.tv_sec > Self.staleTempSeconds else { continue }
+            unlink(path)
         }
     }
 
