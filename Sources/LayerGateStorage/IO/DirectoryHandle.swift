@@ -30,6 +30,14 @@ public final class DirectoryHandle: Sendable {
             FatalIO.stop("fsync of directory \(FileLabel.describe(path)) failed: \(error)")
         }
     }
+
+    /// The same, failing instead: for a directory that is not the data
+    /// directory's (a file:// object store), whose failure fails one upload.
+    func trySync() throws(StorageError) {
+        do throws(SystemError) { try fs.fsync(fd) } catch {
+            throw .io(operation: "fsync of directory", path: path, errno: error.errno)
+        }
+    }
 }
 
 /// Directory operations over a `FileSystem`.

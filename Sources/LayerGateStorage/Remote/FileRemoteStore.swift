@@ -73,7 +73,7 @@ public final class FileRemoteStore: RemoteStore {
             }
         }
         do throws(StorageError) {
-            try GatedPublish.publish(directory: try DirectoryHandle(fs: fs, path: dir), temp: temp, final: name)
+            try GatedPublish.publish(directory: try DirectoryHandle(fs: fs, path: dir), temp: temp, final: name, failSyncs: true)
             return .created
         } catch {
             try? fs.unlink(dir + "/" + temp)
@@ -95,7 +95,7 @@ public final class FileRemoteStore: RemoteStore {
             do throws(SystemError) { try fs.rename(handle.child(temp), key) } catch {
                 throw .io(operation: "rename", path: key, errno: error.errno)
             }
-            handle.sync()
+            try handle.trySync()
         } catch {
             try? fs.unlink(dir + "/" + temp)
             throw .unavailable(operation: "replace", key: key, reason: "\(error)")
@@ -168,7 +168,7 @@ public final class FileRemoteStore: RemoteStore {
                 if error.errno == ENOENT { return }
                 throw .io(operation: "unlink", path: key, errno: error.errno)
             }
-            handle.sync()
+            try handle.trySync()
         } catch {
             throw .unavailable(operation: "delete", key: key, reason: "\(error)")
         }
