@@ -19,9 +19,11 @@ public struct PeerIdentity: Sendable, Equatable {
 /// a client sends can crash it.
 public final class Dispatcher: Sendable {
     /// What a status reader should know about the remote copy: empty while it keeps up.
-    static func uploadProblem(_ r: RemoteStatus) -> String {
-        if let newer = r.fencedByGeneration {
-            return "a newer generation (\(newer)) writes this tenant's remote copy; this server stopped uploading"
+    static func uploadProblem(_ r: RemoteStatus, generation: UInt32) -> String {
+        if let other = r.fencedByGeneration {
+            return other > generation
+                ? "a newer generation (\(other)) writes this tenant's remote copy; this server stopped uploading"
+                : "another server writes this tenant's remote copy under this server's own generation (\(other)): attached there with it; this server stopped uploading (restart or attach with a higher generation, on one server only)"
         }
         return r.lastUploadError.map { "\(r.uploadFailures) failed upload passes; last: \($0)" } ?? ""
     }
@@ -316,7 +318,7 @@ public final class Dispatcher: Sendable {
                 walTailCuts: UInt32(clamping: s.walTailCuts), lastWalTailCut: s.lastWalTailCut ?? "",
                 remoteConsistentLsn: s.remote?.remoteConsistentLsn?.rawValue ?? 0,
                 layersPendingUpload: UInt32(clamping: s.remote?.layersPendingUpload ?? 0),
-                remoteUploadError: s.remote.map(Self.uploadProblem) ?? ""))
+                remoteUploadError: s.remote.map { Self.uploadProblem($0, generation: s.generation) } ?? ""))
         case .listTenants:
             return .listTenants(Wire.ListTenantsResponse(tenantIds: manager.tenantIds.map(\.description)))
         case .serverStatus:

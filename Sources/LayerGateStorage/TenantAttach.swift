@@ -72,7 +72,7 @@ extension TenantManager {
         try await tenant.flush()
         guard await tenant.waitUntilUploaded(timeout: config.detachTimeout) else {
             let why = tenant.status().remote.flatMap { r in
-                r.fencedByGeneration.map { "a newer generation (\($0)) owns the remote copy" } ?? r.lastUploadError
+                r.fencedByGeneration.map { "another server writes the remote copy with generation \($0)" } ?? r.lastUploadError
             } ?? "uploads are slow"
             throw .remote(id, .unavailable(operation: "detach", key: RemoteIndex.prefix(id),
                                            reason: "the remote copy did not catch up in \(config.detachTimeout): \(why); the tenant stays"))

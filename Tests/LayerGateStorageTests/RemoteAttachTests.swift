@@ -109,6 +109,59 @@ struct RemoteAttachTests {
         await old.manager.shutdown()
     }
 
+    /// A server that restarts (or resets) after another attached the tenant
+    /// with the next generation loads with that same generation: it must
+    /// write nothing under it, and say so.
+    @Test(arguments: [false, true])
+    func aServerThatReloadsIntoAnotherServersGenerationWritesNothing(reset: Bool) async throws {
+        let remote = Remote()
+        let old = try await TenantFixture.make(label: "gen-clash-old", remote: try remote.store(), configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        var end = try await ingest(old.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        #expect(await old.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let g = old.tenant.status().generation
+
+        let disk = TempDir("gen-clash-new")
+        let m = try manager(disk, try remote.store())
+        let (new, _) = try await m.attach(testTenant, generation: g + 1)
+        #expect(await new.waitUntilUploaded(timeout: .seconds(20)))
+        let theirs = Dictionary(uniqueKeysWithValues: remote.objects().map { ($0, remote.bytes($0)) })
+
+        // The old server comes back with generation g + 1 too.
+        let (oldManager, reloaded): (TenantManager, Tenant)
+        if reset {
+            _ = try await old.tenant.reset(dropCache: false)
+            (oldManager, reloaded) = (old.manager, old.tenant)
+        } else {
+            (oldManager, reloaded) = try await old.reopen()
+        }
+        #expect(reloaded.status().generation == g + 1)
+        end = try await ingest(reloaded, &model, from: end, count: 60, flushEvery: 20, seed: 5)
+        _ = try await reloaded.compact()
+        try await waitFor("the reloaded server says another writes its generation") {
+            reloaded.status().remote?.fencedByGeneration == g + 1
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(Set(remote.objects()) == Set(theirs.keys), "no object added or removed by the reloaded server")
+        for (name, bytes) in theirs { #expect(remote.bytes(name) == bytes, "\(name) untouched") }
+        await expectPagesMatch(reloaded, model, lsns: [end - 1, 30], "the reloaded server still serves what it holds")
+        await oldManager.shutdown()
+        await m.shutdown()
+    }
+
+    @Test func aCreatedIndexWhoseAnswerWasLostIsRecognizedAsOurs() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        flaky.loseCreateAnswers.withLock { $0 = 1 }
+        let f = try await TenantFixture.make(label: "lost-create", remote: flaky, configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 40, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let status = try #require(f.tenant.status().remote)
+        #expect(status.fencedByGeneration == nil && status.remoteConsistentLsn == f.tenant.status().diskConsistentLsn, "\(status)")
+        await f.manager.shutdown()
+    }
+
     @Test func attachAndDetachNeedRemoteStorage() async throws {
         let f = try await TenantFixture.make(label: "attach-none")
         await #expect(throws: StorageError.self) { _ = try await f.manager.attach(testTenant, generation: 9) }

@@ -34,6 +34,18 @@ final class FlakyStore: RemoteStore {
         try check(.replace, key)
         try base.replace(key, bytes: bytes)
     }
+    /// Creates whose answer is lost after the object is stored (a timeout on the way back).
+    let loseCreateAnswers = Mutex(0)
+    func create(_ key: String, bytes: [UInt8]) throws(RemoteError) -> Bool {
+        try check(.replace, key)
+        let created = try base.create(key, bytes: bytes)
+        let lose = loseCreateAnswers.withLock { n -> Bool in
+            defer { n = max(0, n - 1) }
+            return n > 0
+        }
+        if lose { throw .unavailable(operation: "create", key: key, reason: "the answer was lost (test)") }
+        return created
+    }
     func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]? {
         try check(.get, key)
         return try base.get(key, limit: limit)

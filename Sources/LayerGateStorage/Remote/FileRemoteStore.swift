@@ -102,6 +102,20 @@ public final class FileRemoteStore: RemoteStore {
         }
     }
 
+    public func create(_ key: String, bytes: [UInt8]) throws(RemoteError) -> Bool {
+        let (dir, name) = try Self.split(key)
+        let fs = try root("create", key)
+        let temp = try writeTemp(fs, dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in try file.write(bytes, at: 0) }
+        do throws(StorageError) {
+            try GatedPublish.publish(directory: try DirectoryHandle(fs: fs, path: dir), temp: temp, final: name, failSyncs: true)
+            return true
+        } catch {
+            try? fs.unlink(dir + "/" + temp)
+            if case .layerExists = error { return false }
+            throw .unavailable(operation: "create", key: key, reason: "\(error)")
+        }
+    }
+
     public func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]? {
         _ = try Self.split(key)
         let fs = try root("get", key)

@@ -15,6 +15,9 @@ public protocol RemoteStore: Sendable {
     func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut
     /// Stores `bytes` under `key`, replacing what is there (remote indexes only).
     func replace(_ key: String, bytes: [UInt8]) throws(RemoteError)
+    /// Stores `bytes` under `key` only if no object has that key (a remote
+    /// index's first write of a generation); false when one has.
+    func create(_ key: String, bytes: [UInt8]) throws(RemoteError) -> Bool
     /// The object's bytes, or nil when there is none; more than `limit` bytes is an error.
     func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]?
     /// The object's size and, when the store keeps it, its CRC-32C; nil when there is none.

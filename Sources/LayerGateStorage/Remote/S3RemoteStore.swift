@@ -77,6 +77,15 @@ public final class S3RemoteStore: RemoteStore {
         guard answer.status == 200 else { throw unexpected("PUT", key, answer) }
     }
 
+    public func create(_ key: String, bytes: [UInt8]) throws(RemoteError) -> Bool {
+        let answer = try request("PUT", key, headers: ["If-None-Match: *", "Content-Type: application/json"], body: .bytes(bytes))
+        switch answer.status {
+        case 200: return true
+        case 412: return false
+        default: throw unexpected("PUT", key, answer)
+        }
+    }
+
     public func get(_ key: String, limit: Int) throws(RemoteError) -> [UInt8]? {
         let answer = try request("GET", key, maxBody: limit + 1)
         switch answer.status {

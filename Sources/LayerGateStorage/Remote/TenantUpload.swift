@@ -55,7 +55,14 @@ final class TenantUpload: Sendable {
         /// Remote indexes of older generations: deleted once ours is stored,
         /// as the objects they list may be deleted from then on.
         var superseded: Set<UInt32> = []
-        var learned = false
+        /// The generation whose store contents `learn` found; a load (restart, reset) gives a new one to learn.
+        var learnedGeneration: UInt32?
+        /// The generation whose remote index this process created (the first
+        /// write of a generation's index may not replace one: it would be another server's).
+        var createdIndex: UInt32?
+        /// CRC-32Cs of the index bodies this process tried to create: a create
+        /// whose answer was lost finds its own bytes there on the retry.
+        var attemptedCreates: Set<UInt32> = []
         var progress = Progress()
     }
 
@@ -166,8 +173,8 @@ final class TenantUpload: Sendable {
     /// One pass over `index` (the tenant's committed index.json). Blocks.
     func pass(_ index: IndexFile) throws(RemoteError) -> Outcome {
         let generation = index.generation
-        if !state.withLock({ $0.learned }) {
-            if let newer = try learn(generation: generation) { return fence(newer) }
+        if state.withLock({ $0.learnedGeneration != generation }) {
+            if let other = try learn(generation: generation) { return fence(other) }
         }
         let work = state.withLock { s in
             s.indexed != index || !s.doomed.subtracting(s.conflicts).isEmpty || index.layers.contains { s.stored[$0.name] == nil }
@@ -215,7 +222,13 @@ final class TenantUpload: Sendable {
         if state.withLock({ $0.indexed != index }) {
             if let newer = try newerGeneration(than: generation) { return fence(newer) }
             let crcs = state.withLock { $0.stored }
-            try store.replace(RemoteIndex.key(tenant, generation: generation), bytes: RemoteIndex(index, crcs: crcs).encoded())
+            let key = RemoteIndex.key(tenant, generation: generation)
+            let bytes = RemoteIndex(index, crcs: crcs).encoded()
+            if state.withLock({ $0.createdIndex != generation }) {
+                guard try createIndex(key, bytes, generation: generation) else { return fence(generation) }
+            } else {
+                try store.replace(key, bytes: bytes)
+            }
             state.withLock { s in
                 s.doomed.formUnion(s.listed.subtracting(index.layerNames))
                 s.listed = index.layerNames
@@ -244,6 +257,31 @@ final class TenantUpload: Sendable {
         return caughtUp()
     }
 
+    /// The first write of this generation's remote index: create-only. False
+    /// when an index of this generation exists that this process did not write
+    /// (another server attached with it): then nothing more is written here.
+    private func createIndex(_ key: String, _ bytes: [UInt8], generation: UInt32) throws(RemoteError) -> Bool {
+        state.withLock { _ = $0.attemptedCreates.insert(Checksum.crc32c(bytes)) }
+        var created = try store.create(key, bytes: bytes)
+        if !created, let there = try store.get(key, limit: RemoteIndex.maxBytes) {
+            created = state.withLock { $0.attemptedCreates.contains(Checksum.crc32c(there)) }  // ours: the answer was lost
+            if created { try store.replace(key, bytes: bytes) }
+        }
+        guard created else {
+            // Learn again at each pass: it finds that index and stops before any write.
+            state.withLock { $0.learnedGeneration = nil }
+            logger.error("another server wrote this tenant's remote index of this server's own generation: uploads stopped", metadata: [
+                "generation": "\(generation)", "key": "\(key)",
+            ])
+            return false
+        }
+        state.withLock { s in
+            s.createdIndex = generation
+            s.attemptedCreates = []
+        }
+        return true
+    }
+
     private func caughtUp() -> Outcome {
         state.withLock { s in
             s.progress.failures = 0
@@ -257,7 +295,8 @@ final class TenantUpload: Sendable {
     private func learn(generation: UInt32) throws(RemoteError) -> UInt32? {
         let keys = try store.list(prefix: RemoteIndex.prefix(tenant))
         let generations = keys.compactMap(RemoteIndex.generation(ofKey:))
-        if let newer = generations.filter({ $0 > generation }).max() { return newer }
+        // An index of our own generation is not ours: every load takes a generation no index of ours has.
+        if let other = generations.filter({ $0 >= generation }).max() { return other }
         var base: RemoteIndex?
         if let g = generations.max() {
             let key = RemoteIndex.key(tenant, generation: g)
@@ -292,7 +331,8 @@ final class TenantUpload: Sendable {
                 else { continue }
                 s.doomed.insert(name)
             }
-            s.learned = true
+            s.learnedGeneration = generation
+            s.indexed = nil
         }
         return nil
     }

@@ -45,7 +45,7 @@ extension Tenant {
                     backoff = period
                     if fencedAt != newer {
                         fencedAt = newer
-                        self.logger.warning("a newer generation of this tenant writes its remote copy: uploads stopped", metadata: [
+                        self.logger.warning("another server writes this tenant's remote copy with a generation at or above this one: uploads stopped", metadata: [
                             "generation": "\(index.generation)", "newer": "\(newer)",
                         ])
                     }
