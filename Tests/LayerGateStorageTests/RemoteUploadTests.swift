@@ -196,6 +196,16 @@ struct RemoteUploadTests {
         #expect(remote.bytes(victim) == squatter, "the object that was there keeps its bytes")
         #expect(remote.objects().allSatisfy { !$0.hasPrefix(RemoteIndex.namePrefix) }, "no index lists a layer that is not ours")
         #expect(f.tenant.status().remote?.remoteConsistentLsn == nil)
+        // A detach cannot finish until an operator acts: it says so at once instead of waiting out its timeout.
+        let start = ContinuousClock.now
+        do {
+            _ = try await f.manager.detach(testTenant)
+            Issue.record("a detach whose uploads cannot catch up must fail")
+        } catch {
+            #expect("\(error)".contains("other bytes"), "\(error)")
+        }
+        #expect(ContinuousClock.now - start < .seconds(10), "refused promptly")
+        #expect(try f.manager.tenant(testTenant).lifecycle == .active, "the tenant stays")
         await expectPagesMatch(f.tenant, model, lsns: [40], keys: 30)
         await f.manager.shutdown()
     }

@@ -28,18 +28,22 @@ struct LayerDownload: Sendable {
             throw .remote(tenant, error)
         }
         let key = RemoteIndex.layerKey(tenant, name)
-        let temp = "\(name).___temp.download.\(Self.tempCounter.add(1, ordering: .relaxed).newValue)"
+        // Ends in ___temp: a crash's leftover is swept by the next load. One
+        // process holds the data directory, so a name from an earlier one is a leftover.
+        let temp = "\(name).download-\(Self.tempCounter.add(1, ordering: .relaxed).newValue).___temp"
         let fs = directory.fs
+        try? fs.unlink(directory.child(temp))
         let got: LocalObject?
         do throws(RemoteError) { got = try upload.store.download(key, into: fs, path: directory.child(temp)) } catch {
             throw .remote(tenant, error)
         }
         guard let got else {
-            throw .remote(tenant, .corruptIndex(key: key, reason: "layer \(name) is not local, and the store no longer holds it"))
+            throw .remote(tenant, .unavailable(operation: "download", key: key,
+                                               reason: "layer \(name) is not local, and the store does not hold it (lost from the store?)"))
         }
         do throws(StorageError) {
             guard got.size == layer.size, got.crc32c == crc else {
-                throw .remote(tenant, .conflict(key: key, reason: "downloaded \(got.size) bytes with CRC-32C \(got.crc32c); index.json says \(layer.size) bytes, the remote index CRC-32C \(crc)"))
+                throw .corruptLayer(file: directory.child(name), reason: "its copy in remote storage (\(key)) is damaged: \(got.size) bytes with CRC-32C \(got.crc32c), where index.json says \(layer.size) bytes and the remote index CRC-32C \(crc); it was not kept")
             }
             try GatedPublish.publish(directory: directory, temp: temp, final: name)
         } catch {

@@ -35,6 +35,9 @@ final class TenantUpload: Sendable {
         /// Set once a newer generation's index was seen: uploads and deletions stopped.
         var fencedBy: UInt32?
         var uploadedBytes = 0
+        /// The index whose pass last failed in a way that needs an operator
+        /// (other bytes under a name, a damaged index), not a retry.
+        var needsOperator: IndexFile?
     }
 
     private struct State {
@@ -107,6 +110,12 @@ final class TenantUpload: Sendable {
 
     var fencedBy: UInt32? { state.withLock { $0.progress.fencedBy } }
 
+    /// No pass over `index` can catch up by itself: another server writes the
+    /// tenant, or the last pass over this very index failed in a way that needs an operator.
+    func isStuck(at index: IndexFile) -> Bool {
+        state.withLock { $0.progress.fencedBy != nil || $0.progress.needsOperator == index }
+    }
+
     /// True when the local file of `name` may go as far as this process
     /// knows: the newest remote index stored (or found) lists it, its object
     /// is there, and no newer generation writes the tenant (which could delete
@@ -162,10 +171,14 @@ final class TenantUpload: Sendable {
         return layer.crc32c
     }
 
-    func recordFailure(_ error: RemoteError) -> Int {
+    func recordFailure(_ error: RemoteError, passing index: IndexFile) -> Int {
         state.withLock { s in
             s.progress.failures += 1
             s.progress.lastError = error.description
+            switch error {
+            case .conflict, .corruptIndex, .badConfiguration: s.progress.needsOperator = index
+            case .unavailable: s.progress.needsOperator = nil
+            }
             return s.progress.failures
         }
     }
@@ -286,6 +299,7 @@ final class TenantUpload: Sendable {
         state.withLock { s in
             s.progress.failures = 0
             s.progress.lastError = nil
+            s.progress.needsOperator = nil
         }
         return .caughtUp
     }

@@ -34,7 +34,7 @@ extension Tenant {
                         // Still listed, yet neither here nor in the store: nothing to upload it from.
                         let failures = upload.recordFailure(.corruptIndex(
                             key: RemoteIndex.layerKey(self.id, layer),
-                            reason: "layer \(layer) has no local file (evicted) and the store no longer holds it"))
+                            reason: "layer \(layer) has no local file (evicted) and the store no longer holds it"), passing: index)
                         backoff = Self.backoff(retry, failures: failures, cap: cap)
                         self.logger.error("a layer is neither local nor in remote storage", metadata: ["layer": "\(layer)"])
                     } else {
@@ -50,7 +50,7 @@ extension Tenant {
                         ])
                     }
                 case .failure(let error):
-                    let failures = upload.recordFailure(error)
+                    let failures = upload.recordFailure(error, passing: index)
                     backoff = Self.backoff(retry, failures: failures, cap: cap)
                     self.logger.warning("remote upload failed; retrying", metadata: [
                         "error": "\(error)", "failures": "\(failures)", "retry_in": "\(backoff ?? retry)",
@@ -69,12 +69,17 @@ extension Tenant {
     }
 
     /// Waits until the remote copy holds the current index and nothing waits
-    /// for deletion; false after `timeout`, or when there is no remote storage.
+    /// for deletion; false after `timeout`, when there is no remote storage,
+    /// or at once (after a pass has had its chance) when no pass can catch up
+    /// by itself: fenced, or a failure that needs an operator.
     public func waitUntilUploaded(timeout: Duration) async -> Bool {
         guard let upload else { return false }
-        let deadline = ContinuousClock.now + timeout
+        let start = ContinuousClock.now
+        let deadline = start + timeout
         while ContinuousClock.now < deadline {
-            if upload.isCaughtUp(with: state.withLock { $0.index }) { return true }
+            let index = state.withLock { $0.index }
+            if upload.isCaughtUp(with: index) { return true }
+            if upload.isStuck(at: index), ContinuousClock.now - start > config.remoteRetryDelay * 2 { return false }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return false
