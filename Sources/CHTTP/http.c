@@ -163,6 +163,11 @@ int lg_http_perform(const char *method, const char *url, const char *sigv4, cons
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
     if (timeout_ms > 0) curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     if (connect_timeout_ms > 0) curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+    /* A store that stops answering mid-transfer (or never starts): give up
+       after 20 s without a byte, long before the whole transfer's timeout,
+       which must allow a large layer on a slow link. */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 20L);
     if (sigv4) {
         curl_easy_setopt(h, CURLOPT_AWS_SIGV4, sigv4);
         curl_easy_setopt(h, CURLOPT_USERPWD, userpwd);

@@ -19,6 +19,7 @@ struct FirstReads: AsyncParsableCommand {
     func run() async throws {
         let client = try await global.connect()
         let status = try await client.tenantStatus(tenant)
+        guard layers >= 1 else { throw ValidationError("--layers must be at least 1") }
         var rows: [(name: String, size: UInt64, first: Double, local: Double, cached: Double)] = []
         for layer in status.layers.prefix(layers) {
             guard let name = LayerName(parsing: layer.name) else { continue }
@@ -44,10 +45,10 @@ struct FirstReads: AsyncParsableCommand {
             global.printJSON(rows.map { ["layer": $0.name, "bytes": "\($0.size)", "first_ms": "\($0.first)", "local_ms": "\($0.local)", "cached_ms": "\($0.cached)"] })
             return
         }
-        print("layer bytes  first read (ms)  other page, layer local (ms)  same page, cached (ms)")
+        print("A first read well above the others downloaded its layer; one close to them found it local already.")
+        print("     MiB  first read (ms)  other page, local (ms)  same page, cached (ms)  layer")
         for r in rows {
-            let label = String(r.name.prefix(24)).padding(toLength: 24, withPad: " ", startingAt: 0)
-            print(label + String(format: "  %8.1f MiB  %10.2f  %10.3f  %10.3f", Double(r.size) / 1048576, r.first, r.local, r.cached))
+            print(String(format: "%8.1f  %15.2f  %22.3f  %22.3f  ", Double(r.size) / 1048576, r.first, r.local, r.cached) + r.name)
         }
         func median(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.sorted()[v.count / 2] }
         print(String(format: "median: first read %.2f ms, layer local %.3f ms, cached %.3f ms",
