@@ -261,6 +261,36 @@ struct RemoteEvictionTests {
         await m.shutdown()
     }
 
+    /// Objects lost from the store while nothing changes here: a periodic
+    /// listing finds them; one with a local copy is uploaded again, one whose
+    /// copy was evicted is reported.
+    @Test func anObjectLostFromTheStoreIsFoundByThePeriodicListing() async throws {
+        let remote = Remote()
+        let f = try await TenantFixture.make(label: "evict-audit", remote: try remote.store()) { c in
+            Self.evicting(budget: 0)(&c)
+            c.remoteAuditPeriod = .milliseconds(100)
+        }
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let t = f.tenant
+        let names = t.status().layers.map(\.name)
+        #expect(names.count == 3)
+        #expect(f.manager.evictLayers().evicted == 3)
+        await expectPagesMatch(t, model, lsns: [30])  // brings back the layers below LSN 30, not the newest
+        let local = try #require(t.status().layers.first(where: \.isLocal)?.name)
+        let evicted = try #require(t.status().layers.first { !$0.isLocal }?.name)
+        try FileManager.default.removeItem(atPath: remote.tenantDir + "/" + local)
+        try await waitFor("the lost object with a local copy is uploaded again") { remote.bytes(local) != nil }
+        #expect(remote.bytes(local) == FileManager.default.contents(atPath: t.path + "/" + local))
+
+        try FileManager.default.removeItem(atPath: remote.tenantDir + "/" + evicted)
+        try await waitFor("the lost object without a local copy is reported") {
+            t.status().remote?.lastUploadError?.contains(evicted) == true
+        }
+        await f.manager.shutdown()
+    }
+
     @Test func withoutABudgetNothingIsEvicted() async throws {
         let remote = Remote()
         let f = try await TenantFixture.make(label: "evict-none", remote: try remote.store(), configure: RemoteUploadTests.fast)

@@ -60,6 +60,8 @@ final class TenantUpload: Sendable {
         var superseded: Set<UInt32> = []
         /// The generation whose store contents `learn` found; a load (restart, reset) gives a new one to learn.
         var learnedGeneration: UInt32?
+        /// When a pass last listed the store.
+        var lastListing: ContinuousClock.Instant?
         /// The generation whose remote index this process created (the first
         /// write of a generation's index may not replace one: it would be another server's).
         var createdIndex: UInt32?
@@ -76,11 +78,14 @@ final class TenantUpload: Sendable {
     private let directory: String
     private let logger: Logger
     private let failpoints: Failpoints
+    /// How often a pass lists the store though nothing changed here.
+    private let auditPeriod: Duration
     private let state = Mutex(State())
 
     init(tenant: TenantId, store: any RemoteStore, fs: any FileSystem, directory: String, failpoints: Failpoints,
-         logger: Logger) {
+         auditPeriod: Duration = .seconds(60), logger: Logger) {
         self.tenant = tenant
+        self.auditPeriod = auditPeriod
         self.store = store
         self.fs = fs
         self.directory = directory
@@ -189,11 +194,15 @@ final class TenantUpload: Sendable {
         if state.withLock({ $0.learnedGeneration != generation }) {
             if let other = try learn(generation: generation) { return fence(other) }
         }
+        let now = ContinuousClock.now
         let work = state.withLock { s in
             s.indexed != index || !s.doomed.subtracting(s.conflicts).isEmpty || index.layers.contains { s.stored[$0.name] == nil }
+                // Now and then a pass with nothing to do lists the store all the same: an object lost from it shows.
+                || s.lastListing.map { now - $0 >= auditPeriod } ?? true
         }
         guard work else { return caughtUp() }
         let keys = try store.list(prefix: RemoteIndex.prefix(tenant))
+        state.withLock { $0.lastListing = now }
         // Nothing is written once a newer generation has written its index.
         if let newer = Self.newest(keys, above: generation) { return fence(newer) }
         // An object gone from the store since (a directory made anew, say) is uploaded again before an index lists it.

@@ -115,7 +115,8 @@ public final class Tenant: Sendable {
             "tenant \(id): \(config.maxLsnWaiters) reads already wait for LSNs not yet ingested; retry later"))
         state = Mutex(Inner(index: IndexFile(tenant: id)))
         upload = storage.remote.map { TenantUpload(tenant: id, store: $0, fs: storage.fs, directory: directory,
-                                                     failpoints: storage.failpoints, logger: logger) }
+                                                     failpoints: storage.failpoints, auditPeriod: config.remoteAuditPeriod,
+                                                     logger: logger) }
         (flushSignalsStream, flushSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 

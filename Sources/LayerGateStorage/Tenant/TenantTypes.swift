@@ -31,6 +31,10 @@ public struct TenantConfig: Sendable {
     /// How often a tenant's remote copy is compared with its index when
     /// nothing changed (a changed index starts an upload at once).
     public var remoteSyncPeriod: Duration = .seconds(1)
+    /// How often a pass lists the store though nothing changed locally, so
+    /// that an object lost from the store is uploaded again (or reported, if
+    /// its local copy was evicted).
+    public var remoteAuditPeriod: Duration = .seconds(60)
     /// The wait after a failed upload pass; doubles up to `remoteMaxBackoff`.
     public var remoteRetryDelay: Duration = .seconds(1)
     public var remoteMaxBackoff: Duration = .seconds(60)
