@@ -21,9 +21,10 @@ public final class Dispatcher: Sendable {
     /// What a status reader should know about the remote copy: empty while it keeps up.
     static func uploadProblem(_ r: RemoteStatus, generation: UInt32) -> String {
         if let other = r.fencedByGeneration {
-            return other > generation
-                ? "a newer generation (\(other)) writes this tenant's remote copy; this server stopped uploading"
-                : "another server writes this tenant's remote copy under this server's own generation (\(other)): attached there with it; this server stopped uploading (restart or attach with a higher generation, on one server only)"
+            let who = other > generation
+                ? "a newer generation (\(other)) writes this tenant's remote copy"
+                : "another server writes this tenant's remote copy with generation \(other), at or above this server's"
+            return who + "; this server stopped uploading for good (it serves what it has). To make it the owner again: remove the tenant's directory here with the server stopped, then attach with a higher generation"
         }
         return r.lastUploadError.map { "\(r.uploadFailures) failed upload passes; last: \($0)" } ?? ""
     }

@@ -27,6 +27,8 @@ extension TenantManager {
             index.diskConsistentLsn = base.diskConsistentLsn
             index.gcCutoffLsn = base.gcCutoffLsn
             index.layers = base.layers.map { IndexFile.Layer(name: $0.name, size: $0.size, level: $0.level ?? 0) }
+            // The index attached from is the newest this server may find without being fenced.
+            try RemoteClaim(claimed: base.generation).write(fs: fs, directory: temp)
             try index.write(directory: try DirectoryHandle(fs: fs, path: temp), failpoints: failpoints)
             return base.layers.count
         }

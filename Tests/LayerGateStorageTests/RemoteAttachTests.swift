@@ -145,7 +145,27 @@ struct RemoteAttachTests {
         #expect(Set(remote.objects()) == Set(theirs.keys), "no object added or removed by the reloaded server")
         for (name, bytes) in theirs { #expect(remote.bytes(name) == bytes, "\(name) untouched") }
         await expectPagesMatch(reloaded, model, lsns: [end - 1, 30], "the reloaded server still serves what it holds")
-        await oldManager.shutdown()
+
+        // Reloaded again, it takes generation g + 2, above the other server's: the fence it recorded still holds.
+        let (againManager, again): (TenantManager, Tenant)
+        if reset {
+            _ = try await reloaded.reset(dropCache: false)
+            (againManager, again) = (oldManager, reloaded)
+        } else {
+            await oldManager.shutdown()
+            let m2 = try TenantManager(dataDirectory: old.dir.path, config: oldManager.config, cache: PageCache(capacity: 1024),
+                                       failpoints: Failpoints(), remote: try remote.store(), logger: quietLogger())
+            try await m2.loadAll()
+            (againManager, again) = (m2, try m2.tenant(testTenant))
+        }
+        #expect(again.status().generation == g + 2)
+        end = try await ingest(again, &model, from: end, count: 40, flushEvery: 20, seed: 9)
+        _ = try await again.compact()
+        try await waitFor("the fence holds across the reload") { again.status().remote?.fencedByGeneration == g + 1 }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(Set(remote.objects()) == Set(theirs.keys), "still no object added or removed")
+        for (name, bytes) in theirs { #expect(remote.bytes(name) == bytes, "\(name) still untouched") }
+        await againManager.shutdown()
         await m.shutdown()
     }
 

@@ -99,7 +99,7 @@ struct TenantFixture {
 
     /// Layer and temp files in the tenant directory.
     func layerFiles() -> [String] {
-        dir.files("tenants/\(testTenant)").filter { $0 != IndexFile.fileName && $0 != "wal" }
+        dir.files("tenants/\(testTenant)").filter { $0 != IndexFile.fileName && $0 != "wal" && $0 != RemoteClaim.fileName }
     }
 }
 

@@ -60,6 +60,8 @@ final class TenantUpload: Sendable {
         var superseded: Set<UInt32> = []
         /// The generation whose store contents `learn` found; a load (restart, reset) gives a new one to learn.
         var learnedGeneration: UInt32?
+        /// This server's claim on the tenant's remote copy, as read at learning and written since.
+        var claim: RemoteClaim?
         /// When a pass last listed the store.
         var lastListing: ContinuousClock.Instant?
         /// The generation whose remote index this process created (the first
@@ -283,6 +285,7 @@ final class TenantUpload: Sendable {
     /// when an index of this generation exists that this process did not write
     /// (another server attached with it): then nothing more is written here.
     private func createIndex(_ key: String, _ bytes: [UInt8], generation: UInt32) throws(RemoteError) -> Bool {
+        try claim(generation)
         state.withLock { _ = $0.attemptedCreates.insert(Checksum.crc32c(bytes)) }
         var created = try store.create(key, bytes: bytes)
         if !created, let there = try store.get(key, limit: RemoteIndex.maxBytes) {
@@ -290,8 +293,6 @@ final class TenantUpload: Sendable {
             if created { try store.replace(key, bytes: bytes) }
         }
         guard created else {
-            // Learn again at each pass: it finds that index and stops before any write.
-            state.withLock { $0.learnedGeneration = nil }
             logger.error("another server wrote this tenant's remote index of this server's own generation: uploads stopped", metadata: [
                 "generation": "\(generation)", "key": "\(key)",
             ])
@@ -316,10 +317,20 @@ final class TenantUpload: Sendable {
     /// What the store holds for this tenant, from a listing and the newest
     /// remote index of a generation not above ours. Returns a newer generation, if any.
     private func learn(generation: UInt32) throws(RemoteError) -> UInt32? {
+        let claim: RemoteClaim
+        do throws(StorageError) { claim = try RemoteClaim.read(fs: fs, directory: directory) } catch {
+            throw .unavailable(operation: "read the remote claim", key: RemoteClaim.fileName, reason: "\(error)")
+        }
+        state.withLock { $0.claim = claim }
+        // Fenced once, fenced for good: a later load's higher generation must not win over the other server.
+        if let other = claim.fencedBy { return other }
         let keys = try store.list(prefix: RemoteIndex.prefix(tenant))
         let generations = keys.compactMap(RemoteIndex.generation(ofKey:))
         // An index of our own generation is not ours: every load takes a generation no index of ours has.
         if let other = generations.filter({ $0 >= generation }).max() { return other }
+        // One newer than anything we claimed is another server's (it attached while we were away), and
+        // an index of a tenant we never claimed (created here, not attached) is another tenant's under its id.
+        if let newest = generations.max(), claim.claimed.map({ newest > $0 }) ?? true { return newest }
         var base: RemoteIndex?
         if let g = generations.max() {
             let key = RemoteIndex.key(tenant, generation: g)
@@ -368,8 +379,38 @@ final class TenantUpload: Sendable {
         keys.compactMap(RemoteIndex.generation(ofKey:)).filter { $0 > generation }.max()
     }
 
+    /// Stops all writes for the tenant, for good: recorded in the claim, so
+    /// that no later load of this directory writes either.
     private func fence(_ newer: UInt32) -> Outcome {
-        state.withLock { $0.progress.fencedBy = newer }
+        let claim = state.withLock { s -> RemoteClaim? in
+            s.progress.fencedBy = newer
+            s.learnedGeneration = nil  // every later pass learns again, and finds the fence
+            guard var claim = s.claim, claim.fencedBy == nil else { return nil }
+            claim.fencedBy = newer
+            s.claim = claim
+            return claim
+        }
+        if let claim {
+            do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
+                logger.error("could not record the fence; it holds until this process stops", metadata: ["error": "\(error)"])
+            }
+        }
         return .fenced(newer: newer)
+    }
+
+    /// Records that this server is about to create the index of `generation`, before it does.
+    private func claim(_ generation: UInt32) throws(RemoteError) {
+        let claim = state.withLock { s -> RemoteClaim? in
+            var claim = s.claim ?? RemoteClaim()
+            guard claim.claimed.map({ $0 < generation }) ?? true else { return nil }
+            claim.claimed = generation
+            s.claim = claim
+            return claim
+        }
+        guard let claim else { return }
+        do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
+            state.withLock { $0.claim = nil }  // read again at the next learning
+            throw .unavailable(operation: "record the remote claim", key: RemoteClaim.fileName, reason: "\(error)")
+        }
     }
 }
