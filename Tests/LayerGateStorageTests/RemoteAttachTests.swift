@@ -169,6 +169,63 @@ struct RemoteAttachTests {
         await m.shutdown()
     }
 
+    /// The store loses the tenant for a while (its directory moved away) just
+    /// as a stale server comes back: it writes an index of the other server's
+    /// generation there. When the other server's copy comes back, the stale
+    /// server finds that index holds bytes it never wrote, and stops, running
+    /// or restarted, writing and deleting nothing.
+    @Test func aStaleServerThatWroteIntoAnEmptiedStoreStopsWhenTheOwnersCopyComesBack() async throws {
+        let remote = Remote()
+        let old = try await TenantFixture.make(label: "gen-vanish-old", remote: try remote.store(), configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        var end = try await ingest(old.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        #expect(await old.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let g = old.tenant.status().generation
+        await old.manager.shutdown()
+
+        let disk = TempDir("gen-vanish-new")
+        let m = try manager(disk, try remote.store())
+        let (new, _) = try await m.attach(testTenant, generation: g + 1)
+        var newModel = model
+        _ = try await ingest(new, &newModel, from: end, count: 40, flushEvery: 20, seed: 7)
+        #expect(await new.waitUntilUploaded(timeout: .seconds(20)))
+        await m.shutdown()
+        let theirs = Dictionary(uniqueKeysWithValues: remote.objects().map { ($0, remote.bytes($0)) })
+
+        // The tenant's objects vanish from the store; the stale server restarts (generation g + 1) and fills it.
+        let aside = remote.dir.path + "/aside"
+        try FileManager.default.moveItem(atPath: remote.tenantDir, toPath: aside)
+        let (oldManager, stale) = try await old.reopen()
+        #expect(stale.status().generation == g + 1)
+        #expect(await stale.waitUntilUploaded(timeout: .seconds(20)), "an empty store: nothing tells it another server exists")
+
+        // The owner's copy comes back while the stale server runs; it writes again.
+        try FileManager.default.removeItem(atPath: remote.tenantDir)
+        try FileManager.default.moveItem(atPath: aside, toPath: remote.tenantDir)
+        end = try await ingest(stale, &model, from: end, count: 40, flushEvery: 20, seed: 3)
+        try await waitFor("it finds the index of its generation holds bytes it did not write") {
+            stale.status().remote?.fencedByGeneration == g + 1
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(Set(remote.objects()) == Set(theirs.keys))
+        for (name, bytes) in theirs { #expect(remote.bytes(name) == bytes, "\(name) untouched") }
+
+        // Restarted into generation g + 2, above the owner's: still nothing written.
+        await oldManager.shutdown()
+        let m2 = try TenantManager(dataDirectory: old.dir.path, config: oldManager.config, cache: PageCache(capacity: 1024),
+                                   failpoints: Failpoints(), remote: try remote.store(), logger: quietLogger())
+        try await m2.loadAll()
+        let again = try m2.tenant(testTenant)
+        #expect(again.status().generation == g + 2)
+        _ = try await ingest(again, &model, from: end, count: 40, flushEvery: 20, seed: 4)
+        _ = try await again.compact()
+        try await waitFor("still fenced") { again.status().remote?.fencedByGeneration != nil }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(Set(remote.objects()) == Set(theirs.keys), "nothing added or deleted")
+        for (name, bytes) in theirs { #expect(remote.bytes(name) == bytes, "\(name) still untouched") }
+        await m2.shutdown()
+    }
+
     @Test func aCreatedIndexWhoseAnswerWasLostIsRecognizedAsOurs() async throws {
         let remote = Remote()
         let flaky = FlakyStore(try remote.store())

@@ -3,8 +3,9 @@ import Glibc
 #endif
 
 /// What this server has claimed of a tenant's remote copy, kept next to
-/// index.json as `remote_claim` (two lines: `claimed <generation>` and, once
-/// another server was seen writing the tenant, `fenced <generation>`).
+/// index.json as `remote_claim` (lines `claimed <generation>`, `index <crc>
+/// [<crc>]` and, once another server was seen writing the tenant,
+/// `fenced <generation>`).
 ///
 /// Generations are taken by loads, not handed out, so a server that was
 /// fenced once would take a higher generation at its next restart and could
@@ -18,7 +19,14 @@ struct RemoteClaim: Equatable, Sendable {
     var claimed: UInt32?
     /// Another server writes the tenant with this generation: nothing more is written here.
     var fencedBy: UInt32?
+    /// CRC-32Cs of the bodies this server wrote as the index of `claimed`
+    /// since its last confirmed write (each recorded before it is written, at
+    /// most `maxIndexCrcs`): an index of that generation with other bytes is
+    /// another server's. Empty when the claimed index was inherited at attach
+    /// (its old server may still replace it).
+    var indexCrcs: [UInt32] = []
 
+    static let maxIndexCrcs = 32
     static let fileName = "remote_claim"
     static let tempName = "remote_claim.___temp"
 
@@ -26,19 +34,22 @@ struct RemoteClaim: Equatable, Sendable {
         var text = ""
         if let claimed { text += "claimed \(claimed)\n" }
         if let fencedBy { text += "fenced \(fencedBy)\n" }
+        if !indexCrcs.isEmpty { text += "index " + indexCrcs.map(String.init).joined(separator: " ") + "\n" }
         return Array(text.utf8)
     }
 
     /// Nil when the bytes are not a claim (damage): the caller then writes nothing remotely.
     static func decode(_ bytes: [UInt8]) -> RemoteClaim? {
-        guard bytes.count <= 256 else { return nil }
+        guard bytes.count <= 1024 else { return nil }
         var claim = RemoteClaim()
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
             let parts = line.split(separator: " ")
-            guard parts.count == 2, let value = UInt32(parts[1]) else { return nil }
-            switch parts[0] {
-            case "claimed": claim.claimed = value
-            case "fenced": claim.fencedBy = value
+            let values = parts.dropFirst().compactMap { UInt32($0) }
+            guard parts.count >= 2, values.count == parts.count - 1 else { return nil }
+            switch (parts[0], values.count) {
+            case ("claimed", 1): claim.claimed = values[0]
+            case ("fenced", 1): claim.fencedBy = values[0]
+            case ("index", 1...maxIndexCrcs): claim.indexCrcs = values
             default: return nil
             }
         }
@@ -52,7 +63,7 @@ struct RemoteClaim: Equatable, Sendable {
         do throws(StorageError) {
             let file = try RawFile.open(fs, path, .readOnly)
             defer { file.close() }
-            bytes = try file.readAll(limit: 256)
+            bytes = try file.readAll(limit: 1024)
         } catch {
             if case .io(_, _, let e) = error, e == ENOENT { return RemoteClaim() }
             throw error

@@ -205,8 +205,9 @@ final class TenantUpload: Sendable {
         guard work else { return caughtUp() }
         let keys = try store.list(prefix: RemoteIndex.prefix(tenant))
         state.withLock { $0.lastListing = now }
-        // Nothing is written once a newer generation has written its index.
+        // Nothing is written once a newer generation has written its index, or another server ours.
         if let newer = Self.newest(keys, above: generation) { return fence(newer) }
+        if try ownIndexIsForeign(generation) { return fence(generation) }
         // An object gone from the store since (a directory made anew, say) is uploaded again before an index lists it.
         let present = Set(keys.compactMap { $0.split(separator: "/").last.map(String.init) })
         let missing = state.withLock { s in
@@ -251,8 +252,12 @@ final class TenantUpload: Sendable {
             if state.withLock({ $0.createdIndex != generation }) {
                 guard try createIndex(key, bytes, generation: generation) else { return fence(generation) }
             } else {
+                if try ownIndexIsForeign(generation) { return fence(generation) }
+                try recordIndexWrite(bytes)
                 try store.replace(key, bytes: bytes)
             }
+            // Confirmed: earlier bodies can no longer be what the store holds (written down with the next record).
+            state.withLock { s in s.claim?.indexCrcs = [Checksum.crc32c(bytes)] }
             state.withLock { s in
                 s.doomed.formUnion(s.listed.subtracting(index.layerNames))
                 s.listed = index.layerNames
@@ -286,6 +291,7 @@ final class TenantUpload: Sendable {
     /// (another server attached with it): then nothing more is written here.
     private func createIndex(_ key: String, _ bytes: [UInt8], generation: UInt32) throws(RemoteError) -> Bool {
         try claim(generation)
+        try recordIndexWrite(bytes)
         state.withLock { _ = $0.attemptedCreates.insert(Checksum.crc32c(bytes)) }
         var created = try store.create(key, bytes: bytes)
         if !created, let there = try store.get(key, limit: RemoteIndex.maxBytes) {
@@ -337,6 +343,8 @@ final class TenantUpload: Sendable {
             guard let bytes = try store.get(key, limit: RemoteIndex.maxBytes) else {
                 throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
             }
+            // The newest index is of the generation we claimed, but not a body we wrote: another server's.
+            if g == claim.claimed, isForeignIndex(bytes) { return g }
             base = try RemoteIndex.decode(bytes, key: key, tenant: tenant)
         }
         // What the index lists is stored only if the store still holds it: an
@@ -398,12 +406,50 @@ final class TenantUpload: Sendable {
         return .fenced(newer: newer)
     }
 
+    /// Records the body this server is about to write as its index, before it does.
+    private func recordIndexWrite(_ bytes: [UInt8]) throws(RemoteError) {
+        let crc = Checksum.crc32c(bytes)
+        let claim = state.withLock { s -> RemoteClaim? in
+            guard var claim = s.claim else { return nil }
+            claim.indexCrcs = Array((claim.indexCrcs.filter { $0 != crc } + [crc]).suffix(RemoteClaim.maxIndexCrcs))
+            s.claim = claim
+            return claim
+        }
+        guard let claim else { return }
+        do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
+            state.withLock { $0.claim = nil }
+            throw .unavailable(operation: "record the remote claim", key: RemoteClaim.fileName, reason: "\(error)")
+        }
+    }
+
+    /// True when this server created its generation's index and the store now
+    /// holds other bytes there: another server writes this generation (a store
+    /// that lost the tenant and got it back, say). Nothing of ours goes over them.
+    private func ownIndexIsForeign(_ generation: UInt32) throws(RemoteError) -> Bool {
+        guard state.withLock({ $0.createdIndex == generation }) else { return false }
+        let key = RemoteIndex.key(tenant, generation: generation)
+        guard let there = try store.get(key, limit: RemoteIndex.maxBytes), isForeignIndex(there) else { return false }
+        logger.error("the remote index of this server's generation holds bytes it did not write: uploads stopped", metadata: [
+            "generation": "\(generation)", "key": "\(key)",
+        ])
+        return true
+    }
+
+    /// True when `bytes`, found as the index of this server's claimed generation, are not a body it wrote.
+    private func isForeignIndex(_ bytes: [UInt8]) -> Bool {
+        state.withLock { s in
+            guard let crcs = s.claim?.indexCrcs, !crcs.isEmpty else { return false }
+            return !crcs.contains(Checksum.crc32c(bytes))
+        }
+    }
+
     /// Records that this server is about to create the index of `generation`, before it does.
     private func claim(_ generation: UInt32) throws(RemoteError) {
         let claim = state.withLock { s -> RemoteClaim? in
             var claim = s.claim ?? RemoteClaim()
             guard claim.claimed.map({ $0 < generation }) ?? true else { return nil }
             claim.claimed = generation
+            claim.indexCrcs = []
             s.claim = claim
             return claim
         }
