@@ -52,11 +52,7 @@ extension TenantManager {
             guard let base = generations.filter({ $0 < generation }).max() else {
                 throw .badConfiguration("tenant \(id): the store has no remote index below generation \(generation)")
             }
-            let key = RemoteIndex.key(id, generation: base)
-            guard let bytes = try remote.get(key, limit: RemoteIndex.maxBytes) else {
-                throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
-            }
-            return (try RemoteIndex.decode(bytes, key: key, tenant: id), keys)
+            return (try RemoteIndex.fetch(id, generation: base, from: remote).index, keys)
         } catch {
             throw .remote(id, error)
         }

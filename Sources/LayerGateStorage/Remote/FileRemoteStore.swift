@@ -72,13 +72,7 @@ public final class FileRemoteStore: RemoteStore {
                 throw .corruptLayer(file: source.path, reason: "its checksum changed while it was uploaded")
             }
         }
-        do throws(StorageError) {
-            try GatedPublish.publish(directory: try DirectoryHandle(fs: fs, path: dir), temp: temp, final: name, failSyncs: true)
-            return .created
-        } catch {
-            try? fs.unlink(dir + "/" + temp)
-            guard case .layerExists = error else { throw .unavailable(operation: "publish", key: key, reason: "\(error)") }
-        }
+        if try publish(fs, dir: dir, temp: temp, name: name, key: key) { return .created }
         let existing: LocalObject
         do throws(StorageError) { existing = try LocalObject.measure(fs: fs, path: key) } catch {
             throw .unavailable(operation: "read back", key: key, reason: "\(error)")
@@ -106,13 +100,19 @@ public final class FileRemoteStore: RemoteStore {
         let (dir, name) = try Self.split(key)
         let fs = try root("create", key)
         let temp = try writeTemp(fs, dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in try file.write(bytes, at: 0) }
+        return try publish(fs, dir: dir, temp: temp, name: name, key: key)
+    }
+
+    /// Gives `temp` the name `name` through the gate; false (the temp removed)
+    /// when the name is taken. A failed directory fsync fails the call, not the server.
+    private func publish(_ fs: RealFileSystem, dir: String, temp: String, name: String, key: String) throws(RemoteError) -> Bool {
         do throws(StorageError) {
             try GatedPublish.publish(directory: try DirectoryHandle(fs: fs, path: dir), temp: temp, final: name, failSyncs: true)
             return true
         } catch {
             try? fs.unlink(dir + "/" + temp)
             if case .layerExists = error { return false }
-            throw .unavailable(operation: "create", key: key, reason: "\(error)")
+            throw .unavailable(operation: "publish", key: key, reason: "\(error)")
         }
     }
 

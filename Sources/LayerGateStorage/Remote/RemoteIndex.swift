@@ -70,6 +70,18 @@ public struct RemoteIndex: Codable, Equatable, Sendable {
     }
 
     /// Parses and checks an index read from the store (untrusted bytes).
+    /// The remote index of `generation`, which a listing just showed, and its
+    /// bytes (their checksum tells whose body it is).
+    static func fetch(_ tenant: TenantId, generation: UInt32, from store: any RemoteStore)
+        throws(RemoteError) -> (index: RemoteIndex, bytes: [UInt8])
+    {
+        let key = key(tenant, generation: generation)
+        guard let bytes = try store.get(key, limit: maxBytes) else {
+            throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
+        }
+        return (try decode(bytes, key: key, tenant: tenant), bytes)
+    }
+
     static func decode(_ bytes: [UInt8], key: String, tenant: TenantId) throws(RemoteError) -> RemoteIndex {
         let index: RemoteIndex
         do { index = try JSONDecoder().decode(RemoteIndex.self, from: Data(bytes)) } catch {

@@ -61,15 +61,12 @@ final class TenantUpload: Sendable {
         /// The generation whose store contents `learn` found; a load (restart, reset) gives a new one to learn.
         var learnedGeneration: UInt32?
         /// This server's claim on the tenant's remote copy, as read at learning and written since.
-        var claim: RemoteClaim?
+        var claim = RemoteClaim()
         /// When a pass last listed the store.
         var lastListing: ContinuousClock.Instant?
         /// The generation whose remote index this process created (the first
         /// write of a generation's index may not replace one: it would be another server's).
         var createdIndex: UInt32?
-        /// CRC-32Cs of the index bodies this process tried to create: a create
-        /// whose answer was lost finds its own bytes there on the retry.
-        var attemptedCreates: Set<UInt32> = []
         var progress = Progress()
     }
 
@@ -168,12 +165,9 @@ final class TenantUpload: Sendable {
         guard let newest = keys.compactMap(RemoteIndex.generation(ofKey:)).filter({ $0 <= generation }).max() else {
             throw .corruptIndex(key: RemoteIndex.prefix(tenant), reason: "layer \(name) is not local and no remote index lists it")
         }
-        let key = RemoteIndex.key(tenant, generation: newest)
-        guard let bytes = try store.get(key, limit: RemoteIndex.maxBytes) else {
-            throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
-        }
-        guard let layer = try RemoteIndex.decode(bytes, key: key, tenant: tenant).layers.first(where: { $0.name == name }) else {
-            throw .corruptIndex(key: key, reason: "layer \(name) is not local and this remote index does not list it")
+        guard let layer = try RemoteIndex.fetch(tenant, generation: newest, from: store).index.layers.first(where: { $0.name == name }) else {
+            throw .corruptIndex(key: RemoteIndex.key(tenant, generation: newest),
+                                reason: "layer \(name) is not local and this remote index does not list it")
         }
         return layer.crc32c
     }
@@ -253,11 +247,11 @@ final class TenantUpload: Sendable {
                 guard try createIndex(key, bytes, generation: generation) else { return fence(generation) }
             } else {
                 if try ownIndexIsForeign(generation) { return fence(generation) }
-                try recordIndexWrite(bytes)
+                try recordIndexWrite(bytes, generation: generation)
                 try store.replace(key, bytes: bytes)
             }
             // Confirmed: earlier bodies can no longer be what the store holds (written down with the next record).
-            state.withLock { s in s.claim?.indexCrcs = [Checksum.crc32c(bytes)] }
+            state.withLock { $0.claim.indexCrcs = [Checksum.crc32c(bytes)] }
             state.withLock { s in
                 s.doomed.formUnion(s.listed.subtracting(index.layerNames))
                 s.listed = index.layerNames
@@ -290,12 +284,10 @@ final class TenantUpload: Sendable {
     /// when an index of this generation exists that this process did not write
     /// (another server attached with it): then nothing more is written here.
     private func createIndex(_ key: String, _ bytes: [UInt8], generation: UInt32) throws(RemoteError) -> Bool {
-        try claim(generation)
-        try recordIndexWrite(bytes)
-        state.withLock { _ = $0.attemptedCreates.insert(Checksum.crc32c(bytes)) }
+        try recordIndexWrite(bytes, generation: generation)
         var created = try store.create(key, bytes: bytes)
         if !created, let there = try store.get(key, limit: RemoteIndex.maxBytes) {
-            created = state.withLock { $0.attemptedCreates.contains(Checksum.crc32c(there)) }  // ours: the answer was lost
+            created = !isForeignIndex(there)  // a body recorded before one of our creates: the answer was lost
             if created { try store.replace(key, bytes: bytes) }
         }
         guard created else {
@@ -304,10 +296,7 @@ final class TenantUpload: Sendable {
             ])
             return false
         }
-        state.withLock { s in
-            s.createdIndex = generation
-            s.attemptedCreates = []
-        }
+        state.withLock { $0.createdIndex = generation }
         return true
     }
 
@@ -339,13 +328,10 @@ final class TenantUpload: Sendable {
         if let newest = generations.max(), claim.claimed.map({ newest > $0 }) ?? true { return newest }
         var base: RemoteIndex?
         if let g = generations.max() {
-            let key = RemoteIndex.key(tenant, generation: g)
-            guard let bytes = try store.get(key, limit: RemoteIndex.maxBytes) else {
-                throw .unavailable(operation: "get", key: key, reason: "listed, then not found")
-            }
+            let (index, bytes) = try RemoteIndex.fetch(tenant, generation: g, from: store)
             // The newest index is of the generation we claimed, but not a body we wrote: another server's.
             if g == claim.claimed, isForeignIndex(bytes) { return g }
-            base = try RemoteIndex.decode(bytes, key: key, tenant: tenant)
+            base = index
         }
         // What the index lists is stored only if the store still holds it: an
         // object lost or cut short since is uploaded again (or reported, if
@@ -393,31 +379,40 @@ final class TenantUpload: Sendable {
         let claim = state.withLock { s -> RemoteClaim? in
             s.progress.fencedBy = newer
             s.learnedGeneration = nil  // every later pass learns again, and finds the fence
-            guard var claim = s.claim, claim.fencedBy == nil else { return nil }
-            claim.fencedBy = newer
-            s.claim = claim
-            return claim
+            guard s.claim.fencedBy == nil else { return nil }
+            s.claim.fencedBy = newer
+            return s.claim
         }
         if let claim {
             do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
-                logger.error("could not record the fence; it holds until this process stops", metadata: ["error": "\(error)"])
+                logger.error("could not record the fence; the next pass finds it again", metadata: ["error": "\(error)"])
             }
         }
         return .fenced(newer: newer)
     }
 
-    /// Records the body this server is about to write as its index, before it does.
-    private func recordIndexWrite(_ bytes: [UInt8]) throws(RemoteError) {
+    /// Records the body this server is about to write as its index of
+    /// `generation`, and that generation as claimed, before it writes.
+    private func recordIndexWrite(_ bytes: [UInt8], generation: UInt32) throws(RemoteError) {
         let crc = Checksum.crc32c(bytes)
-        let claim = state.withLock { s -> RemoteClaim? in
-            guard var claim = s.claim else { return nil }
+        try writeClaim { claim in
+            if claim.claimed.map({ $0 < generation }) ?? true {
+                claim.claimed = generation
+                claim.indexCrcs = []
+            }
             claim.indexCrcs = Array((claim.indexCrcs.filter { $0 != crc } + [crc]).suffix(RemoteClaim.maxIndexCrcs))
-            s.claim = claim
-            return claim
         }
-        guard let claim else { return }
+    }
+
+    /// Changes the claim and writes it down before anything it covers reaches
+    /// the store. If the write fails, the next pass reads the claim from disk again.
+    private func writeClaim(_ change: (inout RemoteClaim) -> Void) throws(RemoteError) {
+        let claim = state.withLock { s -> RemoteClaim in
+            change(&s.claim)
+            return s.claim
+        }
         do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
-            state.withLock { $0.claim = nil }
+            state.withLock { $0.learnedGeneration = nil }
             throw .unavailable(operation: "record the remote claim", key: RemoteClaim.fileName, reason: "\(error)")
         }
     }
@@ -438,25 +433,7 @@ final class TenantUpload: Sendable {
     /// True when `bytes`, found as the index of this server's claimed generation, are not a body it wrote.
     private func isForeignIndex(_ bytes: [UInt8]) -> Bool {
         state.withLock { s in
-            guard let crcs = s.claim?.indexCrcs, !crcs.isEmpty else { return false }
-            return !crcs.contains(Checksum.crc32c(bytes))
-        }
-    }
-
-    /// Records that this server is about to create the index of `generation`, before it does.
-    private func claim(_ generation: UInt32) throws(RemoteError) {
-        let claim = state.withLock { s -> RemoteClaim? in
-            var claim = s.claim ?? RemoteClaim()
-            guard claim.claimed.map({ $0 < generation }) ?? true else { return nil }
-            claim.claimed = generation
-            claim.indexCrcs = []
-            s.claim = claim
-            return claim
-        }
-        guard let claim else { return }
-        do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
-            state.withLock { $0.claim = nil }  // read again at the next learning
-            throw .unavailable(operation: "record the remote claim", key: RemoteClaim.fileName, reason: "\(error)")
+            !s.claim.indexCrcs.isEmpty && !s.claim.indexCrcs.contains(Checksum.crc32c(bytes))
         }
     }
 }

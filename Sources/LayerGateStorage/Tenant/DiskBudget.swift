@@ -88,15 +88,14 @@ final class DiskBudget: Sendable {
     /// Admits the download of a layer of `bytes` that a read needs: it may
     /// not take the flushes' room or the reserve, as compaction may not.
     func admitDownload(bytes: Int, tenant: TenantId, layer: String) throws(StorageError) {
-        let free = try available()
-        let kept = Self.flushSize(unflushedBytes) + reserveBytes
-        guard free >= bytes + kept else {
+        let room = try compactionBudget()
+        guard bytes <= room else {
             throw .resourceExhausted(
-                "tenant \(tenant): layer \(layer) is only in remote storage, and the disk has no room to download it (\(ByteCount.describe(bytes)); \(ByteCount.describe(free)) free, \(ByteCount.describe(kept)) kept for flushes). Free space, or lower --local-layer-budget-mib, then retry")
+                "tenant \(tenant): layer \(layer) is only in remote storage, and the disk has no room to download it (\(ByteCount.describe(bytes)); \(ByteCount.describe(room)) free beyond what flushes need). Free space, or lower --local-layer-budget-mib, then retry")
         }
     }
 
-    /// Bytes compaction may write now without taking the flushes' room or the reserve.
+    /// Bytes compaction (or a download) may write now without taking the flushes' room or the reserve.
     func compactionBudget() throws(StorageError) -> Int {
         let free = try available()
         return max(0, free - Self.flushSize(unflushedBytes) - reserveBytes)
