@@ -3,7 +3,8 @@
 # how fast one server uploads what it ingests, how long a second server with
 # an empty disk takes to attach the tenant (index only: it serves at once),
 # what the first read of a layer that is only in the store costs against
-# reads once it is local, and how long reading one page of every layer takes.
+# reads once it is local, and against curl fetching the same object (the
+# baseline, measured in the same run; printed as a ratio).
 # Not a test; moto keeps objects in Python's memory, so the figures are
 # moto's as much as ours.
 #   scripts/bench-remote.sh               # 256 MiB of 8 KiB images
@@ -77,4 +78,28 @@ print(f"bench-remote: detach {t4-t3:.2f} s; attach of a {b/2**20:.0f} MiB tenant
       f"(the remote index only: layers download as reads need them)")
 PY
 echo "bench-remote: first reads on the attached server (each downloads its layer), then reads once it is local:"
-$cli --socket "$work/b.sock" first-reads $tenant
+$cli --socket "$work/b.sock" --json first-reads $tenant > "$work/first.json"
+# The baseline, in the same run: curl fetching each layer's object from moto into a file, signed the same way.
+for layer in $(python3 -c "import json; [print(r['layer']) for r in json.load(open('$work/first.json'))]"); do
+    s=$(now)
+    curl -s --aws-sigv4 aws:amz:us-east-1:s3 --user testing:testing -o "$work/curl.obj" \
+        "http://127.0.0.1:$port/bench/lg/tenants/$tenant/$layer"
+    e=$(now)
+    echo "$layer $(python3 -c "print(($e - $s) * 1000)")"
+done > "$work/curl.txt"
+python3 - "$work/first.json" "$work/curl.txt" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+curl = dict(line.split() for line in open(sys.argv[2]))
+print("     MiB  first read (ms)  curl GET (ms)  ratio  local page (ms)  cached (ms)")
+ratios = []
+for r in rows:
+    c = float(curl[r["layer"]])
+    ratio = float(r["first_ms"]) / c
+    ratios.append(ratio)
+    print(f"{int(r['bytes'])/2**20:8.1f}  {float(r['first_ms']):15.1f}  {c:13.1f}  {ratio:5.2f}  "
+          f"{float(r['local_ms']):15.3f}  {float(r['cached_ms']):11.3f}")
+ratios.sort()
+print(f"bench-remote: first read / curl GET of the same object, median {ratios[len(ratios)//2]:.2f} "
+      "(a first read downloads the whole layer, checks it, publishes it through the gate and opens it)")
+PY
