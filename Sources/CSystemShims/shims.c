@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -15,6 +16,15 @@ _Static_assert(sizeof(lg_peer_credentials) == sizeof(struct ucred), "lg_peer_cre
 int lg_so_peercred(void) { return SO_PEERCRED; }
 
 int lg_o_direct(void) { return O_DIRECT; }
+
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
+
+ssize_t lg_pread_nowait(int fd, void *buf, size_t count, off_t offset) {
+    struct iovec iov = { .iov_base = buf, .iov_len = count };
+    return preadv2(fd, &iov, 1, offset, RWF_NOWAIT);
+}
 
 void lg_release_free_heap(void) { malloc_trim(0); }
 

@@ -170,7 +170,7 @@ public final class Dispatcher: Sendable {
             let key = try Self.pageKey(k)
             let wrote = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
                 page throws(StorageError) -> UInt64? in
-                try t.getPageFromCache(key: key, lsn: lsn.map(Lsn.init), into: page)?.rawValue
+                try t.getPageWithoutWaiting(key: key, lsn: lsn.map(Lsn.init), into: page)?.rawValue
             }
             guard wrote else {
                 return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init), started: start))

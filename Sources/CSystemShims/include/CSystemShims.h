@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/types.h>
 #include <sys/eventfd.h>
 
 /// renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE).
@@ -28,6 +29,9 @@ int lg_accept_nonblocking(int fd);
 
 /// The O_DIRECT open flag (fcntl F_SETFL takes it too), which glibc declares only under _GNU_SOURCE.
 int lg_o_direct(void);
+/// pread that never waits for the disk (preadv2 with RWF_NOWAIT): -1 with
+/// EAGAIN when the range is not all in the OS page cache (its read is then started).
+ssize_t lg_pread_nowait(int fd, void *buf, size_t count, off_t offset);
 
 /// malloc_trim(0): gives the heap's free pages back to the system (glibc).
 void lg_release_free_heap(void);

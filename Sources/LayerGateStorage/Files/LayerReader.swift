@@ -93,22 +93,32 @@ public final class LayerReader: Sendable {
     private func withBlock<R>(_ n: UInt64, isIndex: Bool, policy: ReadPolicy,
                               _ body: (UnsafeRawBufferPointer) throws(ReadFailure) -> R) throws(ReadFailure) -> R
     {
-        if policy == .cachedOnly {
-            guard let r = try cache.withCachedBlock(file: fileId, block: n, body: body) else { throw .notCached }
-            return r
+        guard policy == .withoutWaiting else {
+            return try cache.withBlock(file: fileId, block: n, load: { buf throws(ReadFailure) in
+                try load(n, into: buf, isIndex: isIndex, policy: policy)
+            }, body: body)
         }
-        let (file, path, summary, fences) = (self.file, self.path, self.summary, self.fences)
-        return try cache.withBlock(
-            file: fileId, block: n,
-            load: { buf throws(ReadFailure) in
-                try ReadFailure.lift { () throws(StorageError) in try file.read(into: buf, at: Int(n) * LayerFormat.blockSize) }
-                if isIndex, let problem = IndexBlock.problem(
-                    UnsafeRawBufferPointer(buf), number: Int(n - summary.indexStartBlock), summary: summary, fences: fences)
-                {
-                    throw .storage(.corruptLayer(file: path, reason: problem))
-                }
-            },
-            body: body)
+        if let r = try cache.withCachedBlock(file: fileId, block: n, body: body) { return r }
+        // Counted as a miss only once loaded: a block that needs the disk is counted by the read thread that reads it.
+        return try cache.withRun(file: fileId, blocks: n..<n + 1, load: { buf throws(ReadFailure) in
+            try load(n, into: buf, isIndex: isIndex, policy: policy)
+        }, body: body)
+    }
+
+    /// Reads the blocks from `first` into `buf` (whole blocks), as `policy`
+    /// allows: `.withoutWaiting` only from the OS page cache. Checks an index block.
+    private func load(_ first: UInt64, into buf: UnsafeMutableRawBufferPointer, isIndex: Bool, policy: ReadPolicy) throws(ReadFailure) {
+        let at = Int(first) * LayerFormat.blockSize
+        if policy == .withoutWaiting {
+            guard file.readIfResident(into: buf, at: at) else { throw .notCached }
+        } else {
+            try ReadFailure.lift { () throws(StorageError) in try file.read(into: buf, at: at) }
+        }
+        if isIndex, let problem = IndexBlock.problem(
+            UnsafeRawBufferPointer(buf), number: Int(first - summary.indexStartBlock), summary: summary, fences: fences)
+        {
+            throw .storage(.corruptLayer(file: path, reason: problem))
+        }
     }
 
     /// Compares the 25-byte (key, lsn) at `p` with `target`: byte order is key order.
@@ -213,15 +223,20 @@ public final class LayerReader: Sendable {
             throw .storage(.corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length"))
         }
         let blocks = entry.offset / bs..<(entry.offset + UInt64(entry.length) - 1) / bs + 1
+        if policy == .withoutWaiting {
+            // Cached blocks first: a cache hit takes no other lock.
+            do throws(ReadFailure) {
+                return try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
+                    guard try cache.withCachedBlock(file: fileId, block: n, body: visit) != nil else { throw .notCached }
+                }
+            } catch {
+                guard case .notCached = error else { throw error }
+            }
+        }
         // A value over a few blocks, none cached yet (an 8 KiB image always spans two): one read for all.
-        if policy == .mayReadDisk, blocks.count > 1, blocks.count <= Self.maxRunBlocks,
-           !cache.contains(file: fileId, block: blocks.lowerBound)
-        {
-            let file = self.file
+        if blocks.count > 1, blocks.count <= Self.maxRunBlocks, !cache.contains(file: fileId, block: blocks.lowerBound) {
             try cache.withRun(file: fileId, blocks: blocks,
-                              load: { run throws(ReadFailure) in
-                                  try ReadFailure.lift { () throws(StorageError) in try file.read(into: run, at: Int(blocks.lowerBound * bs)) }
-                              },
+                              load: { run throws(ReadFailure) in try load(blocks.lowerBound, into: run, isIndex: false, policy: policy) },
                               body: { run throws(ReadFailure) in
                                   try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
                                       let at = Int(n - blocks.lowerBound) * LayerFormat.blockSize

@@ -42,6 +42,10 @@ final class FailpointFileSystem: FileSystem {
         try base.pread(fd, into: buffer, at: offset)
     }
 
+    func preadIfResident(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int? {
+        base.preadIfResident(fd, into: buffer, at: offset)
+    }
+
     func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
         try space()
         return try base.pwrite(fd, from: buffer, at: offset)

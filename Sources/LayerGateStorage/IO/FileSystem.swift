@@ -16,6 +16,10 @@ public protocol FileSystem: Sendable {
     func close(_ fd: Int32)
     /// Reads up to `buffer.count` bytes; 0 means end of file.
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(SystemError) -> Int
+    /// Reads up to `buffer.count` bytes if that needs no wait for the disk
+    /// (they are in the OS page cache); nil when it would, or cannot say.
+    /// For an event loop, which must never block on I/O.
+    func preadIfResident(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int?
     /// Writes up to `buffer.count` bytes; returns how many were written.
     func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) -> Int
     func fsync(_ fd: Int32) throws(SystemError)
@@ -51,6 +55,8 @@ public let directIOAlignment = 4096
 extension FileSystem {
     /// A filesystem of the tests' making writes through its own memory: never direct.
     public func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool { false }
+    /// A filesystem of the tests' making has no OS page cache: every read waits.
+    public func preadIfResident(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int? { nil }
     public var descriptorsAreReal: Bool { false }
 }
 

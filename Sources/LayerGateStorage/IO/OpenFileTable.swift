@@ -70,6 +70,14 @@ public final class OpenFileTable: Sendable {
         return try body(use)
     }
 
+    /// Runs `body` with the descriptor `file` holds in a slot; nil, without
+    /// opening anything, when it holds none (an open may wait for the disk).
+    func withOpenDescriptor<R>(_ file: VirtualFile, _ body: (Int32) -> R) -> R? {
+        guard let fd = acquire(file.id) else { return nil }
+        defer { release(file.id) }
+        return body(fd)
+    }
+
     /// Opens `file` for the first time (no slot yet) and returns what it is.
     func openFirst(_ path: String, id: UInt64) throws(StorageError) -> FileInfo {
         let fd: Int32
@@ -204,6 +212,17 @@ final class VirtualFile: Sendable {
             guard fd >= 0 else { throw error }
             try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
         }
+    }
+
+    /// Fills `buffer` from `offset` if that needs no wait for the disk: the
+    /// bytes are in the OS page cache and the file has a descriptor open.
+    /// False when they are not (or the read fails: the blocking read says why).
+    func readIfResident(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Bool {
+        let fs = table.fs
+        if case let fd = unnamed.load(ordering: .acquiring), fd >= 0 {
+            return fs.preadIfResident(fd, into: buffer, at: offset) == buffer.count
+        }
+        return table.withOpenDescriptor(self) { fd in fs.preadIfResident(fd, into: buffer, at: offset) == buffer.count } ?? false
     }
 
     /// Opens a descriptor of the file's own, so that reads go on after its name

@@ -49,6 +49,12 @@ public final class RealFileSystem: FileSystem {
         }
     }
 
+    public func preadIfResident(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int? {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        let n = lg_pread_nowait(fd, base, buffer.count, off_t(offset))
+        return n >= 0 ? n : nil  // EAGAIN: not resident; anything else: the blocking read will say what
+    }
+
     public func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
         while true {

@@ -36,12 +36,12 @@ enum ReadPath {
         }
     }
 
-    /// The same from memory and cached blocks alone (the server builds a cached
-    /// page straight into its answer): nil when a block is not cached.
-    static func reconstructFromCache(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
+    /// The same without waiting for the disk (the server builds the page
+    /// straight into its answer on its event loop): nil when a block needs the disk.
+    static func reconstructWithoutWaiting(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
                                      into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Bool? {
         do throws(ReadFailure) {
-            return try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, policy: .cachedOnly)
+            return try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, policy: .withoutWaiting)
         } catch {
             switch error {
             case .notCached: return nil

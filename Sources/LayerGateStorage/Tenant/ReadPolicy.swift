@@ -1,17 +1,19 @@
 /// How a read may get its blocks, passed down the read path. The server's
-/// event loop must never block, so it reads with `.cachedOnly`: a block not in
-/// the page cache then stops the read with `ReadFailure.notCached`, and the
-/// request goes to a read thread that may read the disk.
+/// event loop must never wait for the disk, so it reads `.withoutWaiting`:
+/// blocks from the page cache, or copied from the OS page cache when they are
+/// all there (`preadv2` with `RWF_NOWAIT`, which starts the disk read when
+/// they are not). Any other block stops the read with `ReadFailure.notCached`,
+/// and the request goes to a read thread that may wait for the disk.
 enum ReadPolicy: Sendable {
     case mayReadDisk
-    case cachedOnly
+    case withoutWaiting
 }
 
 /// Why the read path stopped. Internal to it: the entry points turn `notCached`
 /// into "needs the disk" and hand out only `StorageError`.
 enum ReadFailure: Error {
     case storage(StorageError)
-    /// A `.cachedOnly` read needed a block that is not cached.
+    /// A `.withoutWaiting` read needed a block that only the disk has.
     case notCached
 
     /// The error of a read that was allowed to use the disk, where no block can be "not cached".

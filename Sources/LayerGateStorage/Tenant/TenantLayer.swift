@@ -63,7 +63,7 @@ final class TenantLayer: Sendable {
     /// The tick of its last read, for the eviction order.
     var lastUsed: UInt64 { lastUse.load(ordering: .relaxed) }
 
-    /// The open file for a read: `.cachedOnly` never downloads (the layer
+    /// The open file for a read: `.withoutWaiting` never downloads (the layer
     /// not being local is then `notCached`); `.mayReadDisk` downloads, blocking.
     func reader(policy: ReadPolicy) throws(ReadFailure) -> LayerReader {
         if let fixed { return fixed }

@@ -9,7 +9,7 @@ extension Tenant {
         if let lsn = requested, case let last = try snapshot().lastRecordLsn, lsn > last {
             try await waitForLsn(lsn, timeout: waitTimeout ?? config.waitLsnTimeout)
         }
-        if let hit = try getPageFromCache(key: key, lsn: requested) { return hit }
+        if let hit = try getPageWithoutWaiting(key: key, lsn: requested) { return hit }
         // A block must come from the disk: read on a read thread, never on the concurrency pool.
         return try await ReadThreads.shared.run { () throws(StorageError) -> (page: [UInt8], lsn: Lsn) in
             var page = [UInt8](repeating: 0, count: pageSize)
@@ -26,14 +26,15 @@ extension Tenant {
         }
     }
 
-    /// GetPage without waiting and without disk I/O: the page when it can be
-    /// built from memory and cached blocks alone; nil when it needs a disk read
-    /// or an LSN not yet ingested (then use `getPage`). Errors are the same as
+    /// GetPage without waiting, for an event loop: the page when it can be
+    /// built from memory, cached blocks and blocks the OS page cache holds
+    /// (copied in without a wait for the disk); nil when it needs the disk or
+    /// an LSN not yet ingested (then use `getPage`). Errors are the same as
     /// `getPage`'s (unknown page, GC horizon, tenant state).
-    public func getPageFromCache(key: PageKey, lsn requested: Lsn?) throws(StorageError) -> (page: [UInt8], lsn: Lsn)? {
+    public func getPageWithoutWaiting(key: PageKey, lsn requested: Lsn?) throws(StorageError) -> (page: [UInt8], lsn: Lsn)? {
         var page = [UInt8](repeating: 0, count: pageSize)
         let read = page.withUnsafeMutableBytes { b -> Result<Lsn?, StorageError> in
-            do throws(StorageError) { return .success(try getPageFromCache(key: key, lsn: requested, into: b)) } catch { return .failure(error) }
+            do throws(StorageError) { return .success(try getPageWithoutWaiting(key: key, lsn: requested, into: b)) } catch { return .failure(error) }
         }
         guard let lsn = try read.get() else { return nil }
         return (page, lsn)
@@ -41,10 +42,10 @@ extension Tenant {
 
     /// The same, with the page written into `page` (exactly `pageSize` bytes,
     /// the server's answer buffer: no copy in between). Returns the LSN read
-    /// at, or nil when the page needs a disk read or a wait (`page` then holds
+    /// at, or nil when the page needs the disk or a wait (`page` then holds
     /// nothing meaningful).
-    public func getPageFromCache(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
-        try readNow(key: key, lsn: requested, into: page, policy: .cachedOnly)
+    public func getPageWithoutWaiting(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
+        try readNow(key: key, lsn: requested, into: page, policy: .withoutWaiting)
     }
 
     /// The same, reading blocks from disk as needed: it blocks, so call it on
@@ -55,7 +56,7 @@ extension Tenant {
         try readNow(key: key, lsn: requested, into: page, policy: .mayReadDisk)
     }
 
-    /// The LSN read at; nil when that LSN is not ingested yet, or (`.cachedOnly`) a block is not cached.
+    /// The LSN read at; nil when that LSN is not ingested yet, or (`.withoutWaiting`) a block needs the disk.
     private func readNow(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer,
                          policy: ReadPolicy) throws(StorageError) -> Lsn? {
         let snap = try snapshot()
@@ -66,8 +67,8 @@ extension Tenant {
         switch policy {
         case .mayReadDisk:
             found = try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers, into: page)
-        case .cachedOnly:
-            found = try ReadPath.reconstructFromCache(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen,
+        case .withoutWaiting:
+            found = try ReadPath.reconstructWithoutWaiting(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen,
                                                       layers: snap.layers, into: page)
         }
         guard let found else { return nil }
