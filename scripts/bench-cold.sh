@@ -34,9 +34,10 @@ sock=$DATA/layergate.sock
 dir=$DATA/data/tenants/$tenant
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
+metrics_port=${METRICS_PORT:-19871}
 start() {
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
-        --log-level warning &
+        --metrics-listen "127.0.0.1:$metrics_port" --log-level warning &
     server=$!
     for _ in $(seq 300); do [ -S "$sock" ] && return; sleep 0.1; done
     echo "bench-cold: layergated did not start" >&2
@@ -59,6 +60,12 @@ fi
 echo "bench-cold: $layer_mib MiB of layer files, page cache $CACHE_MIB MiB ($((layer_mib / CACHE_MIB))x); $RUN_SECONDS s per run"
 field() { echo "$1" | sed -E "s/.*[ ,]$2 ([0-9.]+) ?us.*/\1/"; }
 ops() { echo "$1" | sed -E 's/.*: ([0-9]+) ops\/s.*/\1/'; }
+# "misses M, from the OS page cache N (P %)" from the running server's /metrics.
+misses() {
+    curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '
+        /^layergate_page_cache_misses_total / { m = $2 } /^layergate_page_cache_os_loads_total / { o = $2 }
+        END { if (m > 0) printf "page cache misses %d: %d (%.0f %%) filled by the event loop from the OS page cache, %d read from the disk by read threads", m, o, 100 * o / m, m - o }'
+}
 rows=()
 for c in $CLIENTS; do
     $bench evict --dir "$dir" >/dev/null
@@ -74,8 +81,10 @@ for c in $CLIENTS; do
         $bench evict --dir "$dir" >/dev/null
         start  # a fresh server: an empty page cache
         got=$($bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" $flag)
+        split=$(misses)
         stop
         echo "  $got"
+        echo "    $split"
         if [ -n "${RESULTS:-}" ]; then
             { echo "cold.$c.$mode.ops $(ops "$got")"; echo "cold.$c.$mode.p50 $(field "$got" p50)"
               echo "cold.$c.$mode.p99 $(field "$got" p99)"; echo "cold.$c.$mode.p999 $(field "$got" p99.9)"; } >>"$RESULTS"
@@ -84,8 +93,22 @@ for c in $CLIENTS; do
             -v p999="$(field "$got" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
             'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
     done
+    # The floor: the same client and concurrency, 1,000 pages that stay cached (a first pass loads them).
+    start
+    $bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t 1 >/dev/null
+    floor=$($bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS")
+    stop
+    echo "  cached floor, $floor"
+    if [ -n "${RESULTS:-}" ]; then
+        { echo "cold.$c.cached.ops $(ops "$floor")"; echo "cold.$c.cached.p50 $(field "$floor" p50)"
+          echo "cold.$c.cached.p99 $(field "$floor" p99)"; echo "cold.$c.cached.p999 $(field "$floor" p99.9)"; } >>"$RESULTS"
+    fi
+    rows+=("$(awk -v c="$c" -v o="$(ops "$floor")" -v p50="$(field "$floor" p50)" -v p99="$(field "$floor" p99)" \
+        -v p999="$(field "$floor" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
+        'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, "cached", o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
 done
 echo
 printf '%-8s %-7s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"
 printf '%s\n' "${rows[@]}"
-echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients; x: GetPage / raw)"
+echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients; x: GetPage / raw;"
+echo " cached: 1,000 pages that stay in the page cache, the same client: the floor the socket and scheduler set)"

@@ -11,7 +11,7 @@ final class ScrapeCollector: Sendable {
     private let connections: @Sendable () -> Int
     private let inFlight: @Sendable () -> Int
     private let factory: any MetricsFactory
-    private let cacheHits, cacheMisses, cacheEvictions: Counter
+    private let cacheHits, cacheMisses, cacheEvictions, cacheOsLoads: Counter
     private let cacheCapacity, cacheUsed, connectionsGauge, inFlightGauge, tenantCount: Metrics.Gauge
     private let state = Mutex(State())
 
@@ -20,6 +20,7 @@ final class ScrapeCollector: Sendable {
         var seenHits: UInt64 = 0
         var seenMisses: UInt64 = 0
         var seenEvictions: UInt64 = 0
+        var seenOsLoads: UInt64 = 0
         var tenants: [TenantId: TenantGauges] = [:]
     }
 
@@ -46,6 +47,7 @@ final class ScrapeCollector: Sendable {
         cacheHits = Self.cacheHitsTotal.counter(factory)
         cacheMisses = Self.cacheMissesTotal.counter(factory)
         cacheEvictions = Self.cacheEvictionsTotal.counter(factory)
+        cacheOsLoads = Self.cacheOsLoadsTotal.counter(factory)
         cacheCapacity = Self.cacheCapacityBytes.gauge(factory)
         cacheUsed = Self.cacheUsedBytes.gauge(factory)
         connectionsGauge = Self.connectionsOpen.gauge(factory)
@@ -61,7 +63,8 @@ final class ScrapeCollector: Sendable {
             cacheHits.increment(by: Int64(clamping: cache.hits &- s.seenHits))
             cacheMisses.increment(by: Int64(clamping: cache.misses &- s.seenMisses))
             cacheEvictions.increment(by: Int64(clamping: cache.evictions &- s.seenEvictions))
-            (s.seenHits, s.seenMisses, s.seenEvictions) = (cache.hits, cache.misses, cache.evictions)
+            cacheOsLoads.increment(by: Int64(clamping: cache.fromOsCache &- s.seenOsLoads))
+            (s.seenHits, s.seenMisses, s.seenEvictions, s.seenOsLoads) = (cache.hits, cache.misses, cache.evictions, cache.fromOsCache)
             cacheCapacity.record(cache.capacity * PageCache.blockSize)
             cacheUsed.record(cache.used * PageCache.blockSize)
             connectionsGauge.record(connections())
@@ -89,6 +92,9 @@ final class ScrapeCollector: Sendable {
         "layergate_page_cache_hits_total", .counter, "Page cache lookups that found the block.")
     static let cacheMissesTotal = MetricDescription(
         "layergate_page_cache_misses_total", .counter, "Page cache lookups that did not (the block was read from its layer file).")
+    static let cacheOsLoadsTotal = MetricDescription(
+        "layergate_page_cache_os_loads_total", .counter,
+        "Misses the event loop filled from the OS page cache itself, without a read thread (a part of the misses).")
     static let cacheEvictionsTotal = MetricDescription(
         "layergate_page_cache_evictions_total", .counter, "Blocks evicted from the page cache to make room.")
     static let cacheCapacityBytes = MetricDescription(
@@ -111,7 +117,7 @@ final class ScrapeCollector: Sendable {
         "layergate_tenant_layer_bytes", .gauge, "Bytes of the layer files listed in a tenant's index.")
 
     static let descriptions = [
-        cacheHitsTotal, cacheMissesTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
+        cacheHitsTotal, cacheMissesTotal, cacheOsLoadsTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
         requestsInFlight, tenantsLoaded, tenantLastRecordLsn, tenantDiskConsistentLsn, tenantLayers, tenantLayerBytes,
     ]
 }

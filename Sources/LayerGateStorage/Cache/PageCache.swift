@@ -28,6 +28,8 @@ public final class PageCache: @unchecked Sendable {
         public var hits: UInt64
         public var misses: UInt64
         public var evictions: UInt64
+        /// Misses the event loop filled from the OS page cache itself, with no read thread (a part of `misses`).
+        public var fromOsCache: UInt64
     }
 
     public let capacity: Int
@@ -37,6 +39,7 @@ public final class PageCache: @unchecked Sendable {
     @usableFromInline let memory: SlotMemory
     @usableFromInline let shardRefs: UnsafeMutableBufferPointer<Unmanaged<Shard>>
     @usableFromInline let memoryRef: Unmanaged<SlotMemory>
+    private let osCacheLoads = Atomic<UInt64>(0)
 
     /// - Parameter capacity: number of 8 KiB slots (at least 1).
     public init(capacity: Int) {
@@ -145,6 +148,9 @@ public final class PageCache: @unchecked Sendable {
         return shard(for: key).contains(key)
     }
 
+    /// Counts `blocks` read from the OS page cache without waiting (see `Stats.fromOsCache`).
+    func countedFromOsCache(_ blocks: Int) { osCacheLoads.add(UInt64(blocks), ordering: .relaxed) }
+
     /// Forgets every block of a file: its memory is reused first.
     public func dropFile(_ file: UInt64) {
         for s in shards { s.drop { $0.file == file } }
@@ -156,7 +162,8 @@ public final class PageCache: @unchecked Sendable {
     }
 
     public var stats: Stats {
-        var total = Stats(capacity: capacity, used: 0, hits: 0, misses: 0, evictions: 0)
+        var total = Stats(capacity: capacity, used: 0, hits: 0, misses: 0, evictions: 0,
+                          fromOsCache: osCacheLoads.load(ordering: .relaxed))
         for s in shards {
             let st = s.stats()
             total.used += st.used

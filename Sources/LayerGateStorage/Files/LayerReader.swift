@@ -111,6 +111,7 @@ public final class LayerReader: Sendable {
         let at = Int(first) * LayerFormat.blockSize
         if policy == .withoutWaiting {
             guard file.readIfResident(into: buf, at: at) else { throw .notCached }
+            cache.countedFromOsCache(buf.count / LayerFormat.blockSize)
         } else {
             try ReadFailure.lift { () throws(StorageError) in try file.read(into: buf, at: at) }
         }
