@@ -40,6 +40,23 @@ struct PageCacheTests {
 
     /// Invariant 5: a file id is new at every open, so a reopened (or
     /// replaced) file can never be served another file's cached blocks.
+    /// A run copied from the OS page cache counts its blocks that were not
+    /// cached as misses filled from the OS, and no more (they are a part of the misses).
+    @Test func aRunFromTheOsCacheCountsOnlyItsMisses() throws {
+        let cache = PageCache(capacity: 8)
+        try touch(cache, file: 1, block: 1)  // the run's last block is cached already
+        let before = cache.stats
+        try cache.withRun(file: 1, blocks: 0..<2, fromOsCache: true, load: { (_: UnsafeMutableRawBufferPointer) throws(StorageError) in },
+                          body: { (_: UnsafeRawBufferPointer) throws(StorageError) in })
+        var s = cache.stats
+        #expect(s.misses == before.misses + 1 && s.hits == before.hits + 1 && s.fromOsCache == 1)
+        try cache.withRun(file: 1, blocks: 2..<4, load: { (_: UnsafeMutableRawBufferPointer) throws(StorageError) in },
+                          body: { (_: UnsafeRawBufferPointer) throws(StorageError) in })
+        s = cache.stats
+        #expect(s.misses == before.misses + 3 && s.fromOsCache == 1)  // read from the disk
+        #expect(s.fromOsCache <= s.misses)
+    }
+
     @Test func invariant5_fileIdsAreNeverReused() throws {
         let dir = TempDir()
         let cache = PageCache(capacity: 16)

@@ -105,9 +105,10 @@ public final class PageCache: @unchecked Sendable {
     /// buffer of `blocks.count` × 8 KiB), installs each block, and runs `body`
     /// over the whole run. A value that spans two uncached blocks then costs one
     /// disk round trip, not two in a row. Each block counts as a hit or a miss,
-    /// as if read alone.
+    /// as if read alone; `fromOsCache`: the misses were copied from the OS page
+    /// cache (`Stats.fromOsCache`).
     public func withRun<R, E: Error>(
-        file: UInt64, blocks: Range<UInt64>,
+        file: UInt64, blocks: Range<UInt64>, fromOsCache: Bool = false,
         load: (UnsafeMutableRawBufferPointer) throws(E) -> Void,
         body: (UnsafeRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
@@ -120,6 +121,7 @@ public final class PageCache: @unchecked Sendable {
                     memory.unpin(present)
                     continue
                 }
+                if fromOsCache { osCacheLoads.add(1, ordering: .relaxed) }
                 let bytes = UnsafeRawBufferPointer(rebasing: run[i * Self.blockSize..<(i + 1) * Self.blockSize])
                 if let slot = shard.install(key, from: bytes, memory: memory) { memory.unpin(slot) }
             }
@@ -147,9 +149,6 @@ public final class PageCache: @unchecked Sendable {
         let key = BlockKey(file: file, block: block)
         return shard(for: key).contains(key)
     }
-
-    /// Counts `blocks` read from the OS page cache without waiting (see `Stats.fromOsCache`).
-    func countedFromOsCache(_ blocks: Int) { osCacheLoads.add(UInt64(blocks), ordering: .relaxed) }
 
     /// Forgets every block of a file: its memory is reused first.
     public func dropFile(_ file: UInt64) {

@@ -100,7 +100,7 @@ public final class LayerReader: Sendable {
         }
         if let r = try cache.withCachedBlock(file: fileId, block: n, body: body) { return r }
         // Counted as a miss only once loaded: a block that needs the disk is counted by the read thread that reads it.
-        return try cache.withRun(file: fileId, blocks: n..<n + 1, load: { buf throws(ReadFailure) in
+        return try cache.withRun(file: fileId, blocks: n..<n + 1, fromOsCache: true, load: { buf throws(ReadFailure) in
             try load(n, into: buf, isIndex: isIndex, policy: policy)
         }, body: body)
     }
@@ -111,7 +111,6 @@ public final class LayerReader: Sendable {
         let at = Int(first) * LayerFormat.blockSize
         if policy == .withoutWaiting {
             guard file.readIfResident(into: buf, at: at) else { throw .notCached }
-            cache.countedFromOsCache(buf.count / LayerFormat.blockSize)
         } else {
             try ReadFailure.lift { () throws(StorageError) in try file.read(into: buf, at: at) }
         }
@@ -236,7 +235,7 @@ public final class LayerReader: Sendable {
         }
         // A value over a few blocks, none cached yet (an 8 KiB image always spans two): one read for all.
         if blocks.count > 1, blocks.count <= Self.maxRunBlocks, !cache.contains(file: fileId, block: blocks.lowerBound) {
-            try cache.withRun(file: fileId, blocks: blocks,
+            try cache.withRun(file: fileId, blocks: blocks, fromOsCache: policy == .withoutWaiting,
                               load: { run throws(ReadFailure) in try load(blocks.lowerBound, into: run, isIndex: false, policy: policy) },
                               body: { run throws(ReadFailure) in
                                   try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CSystemShims
+import Synchronization
 
 /// The filesystem of the machine, rooted at a directory: relative paths are
 /// resolved from the root's descriptor (openat and friends), so the engine
@@ -9,6 +10,8 @@ import CSystemShims
 /// too (tools and tests use them).
 public final class RealFileSystem: FileSystem {
     private let root: Int32
+    /// False once the filesystem answered that it cannot read without waiting.
+    private let readsWithoutWaiting = Atomic<Bool>(true)
 
     /// Paths relative to the current directory, or absolute.
     public init() { root = AT_FDCWD }
@@ -51,8 +54,13 @@ public final class RealFileSystem: FileSystem {
 
     public func preadIfResident(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int? {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        guard readsWithoutWaiting.load(ordering: .relaxed) else { return nil }
         let n = lg_pread_nowait(fd, base, buffer.count, off_t(offset))
-        return n >= 0 ? n : nil  // EAGAIN: not resident; anything else: the blocking read will say what
+        if n >= 0 { return n }
+        // A filesystem without it (tmpfs, FUSE) says so every time: stop asking. EAGAIN: not resident;
+        // anything else: the blocking read will say what.
+        if errno == EOPNOTSUPP { readsWithoutWaiting.store(false, ordering: .relaxed) }
+        return nil
     }
 
     public func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
