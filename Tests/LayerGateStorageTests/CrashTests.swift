@@ -152,7 +152,8 @@ struct CrashTests {
     @Test(arguments: [40, 150, 333] as [Int])
     func sigkillDuringIngestThenReopen(afterAcks: Int) async throws {
         let dir = TempDir("kill")
-        let run = try await runHelper(dataDir: dir.path, puts: 5000, checkpointBytes: 30_000, killAfterAcks: afterAcks)
+        // Far more puts than the kill needs: on a fast disk 5,000 finished between two of the parent's polls.
+        let run = try await runHelper(dataDir: dir.path, puts: 100_000, checkpointBytes: 30_000, killAfterAcks: afterAcks)
         #expect(run.killed, "helper finished before the kill: \(run.stderr)")
         #expect(run.acked.count >= afterAcks)
         try await verifyAfterCrash(dataDir: dir.path, acked: run.acked, comment: "SIGKILL after \(afterAcks) acks")
