@@ -34,7 +34,8 @@ sock=$DATA/layergate.sock
 dir=$DATA/data/tenants/$tenant
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
-metrics_port=${METRICS_PORT:-19871}
+# A port free now (METRICS_PORT to choose one): the server takes it at once.
+metrics_port=${METRICS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 19871)}
 start() {
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
         --metrics-listen "127.0.0.1:$metrics_port" --log-level warning &
@@ -66,15 +67,24 @@ misses() {
         /^layergate_page_cache_misses_total / { m = $2 } /^layergate_page_cache_os_loads_total / { o = $2 }
         END { if (m > 0) printf "page cache misses %d: %d (%.0f %%) filled by the event loop from the OS page cache, %d read from the disk by read threads", m, o, 100 * o / m, m - o }'
 }
+# record CLIENTS NAME OUTPUT: its figures into RESULTS as cold.CLIENTS.NAME.*.
+record() {
+    [ -n "${RESULTS:-}" ] || return 0
+    { echo "cold.$1.$2.ops $(ops "$3")"; echo "cold.$1.$2.p50 $(field "$3" p50)"
+      echo "cold.$1.$2.p99 $(field "$3" p99)"; echo "cold.$1.$2.p999 $(field "$3" p99.9)"; } >>"$RESULTS"
+}
+# row CLIENTS NAME OUTPUT: a line of the last table, next to the disk's figures ($raw).
+row() {
+    rows+=("$(awk -v c="$1" -v m="$2" -v o="$(ops "$3")" -v p50="$(field "$3" p50)" -v p99="$(field "$3" p99)" \
+        -v p999="$(field "$3" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
+        'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
+}
 rows=()
 for c in $CLIENTS; do
     $bench evict --dir "$dir" >/dev/null
     raw=$($bench raw --dir "$dir" -c "$c" -t "$RUN_SECONDS")
     echo "  $raw"
-    if [ -n "${RESULTS:-}" ]; then
-        { echo "cold.$c.raw.ops $(ops "$raw")"; echo "cold.$c.raw.p50 $(field "$raw" p50)"
-          echo "cold.$c.raw.p99 $(field "$raw" p99)"; echo "cold.$c.raw.p999 $(field "$raw" p99.9)"; } >>"$RESULTS"
-    fi
+    record "$c" raw "$raw"
     for mode in latest past; do
         flag=""
         [ $mode = past ] && flag=--past
@@ -85,13 +95,8 @@ for c in $CLIENTS; do
         stop
         echo "  $got"
         echo "    $split"
-        if [ -n "${RESULTS:-}" ]; then
-            { echo "cold.$c.$mode.ops $(ops "$got")"; echo "cold.$c.$mode.p50 $(field "$got" p50)"
-              echo "cold.$c.$mode.p99 $(field "$got" p99)"; echo "cold.$c.$mode.p999 $(field "$got" p99.9)"; } >>"$RESULTS"
-        fi
-        rows+=("$(awk -v c="$c" -v m="$mode" -v o="$(ops "$got")" -v p50="$(field "$got" p50)" -v p99="$(field "$got" p99)" \
-            -v p999="$(field "$got" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
-            'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
+        record "$c" $mode "$got"
+        row "$c" $mode "$got"
     done
     # The floor: the same client and concurrency, 1,000 pages that stay cached (a first pass loads them).
     start
@@ -99,13 +104,8 @@ for c in $CLIENTS; do
     floor=$($bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS")
     stop
     echo "  cached floor, $floor"
-    if [ -n "${RESULTS:-}" ]; then
-        { echo "cold.$c.cached.ops $(ops "$floor")"; echo "cold.$c.cached.p50 $(field "$floor" p50)"
-          echo "cold.$c.cached.p99 $(field "$floor" p99)"; echo "cold.$c.cached.p999 $(field "$floor" p99.9)"; } >>"$RESULTS"
-    fi
-    rows+=("$(awk -v c="$c" -v o="$(ops "$floor")" -v p50="$(field "$floor" p50)" -v p99="$(field "$floor" p99)" \
-        -v p999="$(field "$floor" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
-        'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, "cached", o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
+    record "$c" cached "$floor"
+    row "$c" cached "$floor"
 done
 echo
 printf '%-8s %-7s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"

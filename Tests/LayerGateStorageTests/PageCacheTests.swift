@@ -38,8 +38,6 @@ struct PageCacheTests {
         #expect(s.misses == 5 && s.evictions == 1 && s.used == 4)
     }
 
-    /// Invariant 5: a file id is new at every open, so a reopened (or
-    /// replaced) file can never be served another file's cached blocks.
     /// A run copied from the OS page cache counts its blocks that were not
     /// cached as misses filled from the OS, and no more (they are a part of the misses).
     @Test func aRunFromTheOsCacheCountsOnlyItsMisses() throws {
@@ -57,6 +55,8 @@ struct PageCacheTests {
         #expect(s.fromOsCache <= s.misses)
     }
 
+    /// Invariant 5: a file id is new at every open, so a reopened (or
+    /// replaced) file can never be served another file's cached blocks.
     @Test func invariant5_fileIdsAreNeverReused() throws {
         let dir = TempDir()
         let cache = PageCache(capacity: 16)

@@ -64,6 +64,24 @@ struct TenantTests {
         await f.manager.shutdown()
     }
 
+    /// A value whose first block is cached and whose second is only in the OS
+    /// page cache: each block is counted once, the second as a miss filled from the OS.
+    @Test func aHalfCachedValueCountsEachBlockOnce() async throws {
+        let f = try await TenantFixture.make(cacheSlots: 64)
+        let t = f.tenant
+        _ = try await t.put([image(key(1), 10), image(key(2), 10)])  // key 1 in blocks 1–2, key 2 in blocks 2–3
+        try await t.flush()
+        _ = try await t.reset(dropCache: true)
+        #expect(try await t.getPage(key: key(1), lsn: Lsn(10)).page == page(UInt64(1) << 32 | 10))  // caches its index block, blocks 1 and 2
+        for path in try layerFiles(f.tenantDir) { _ = try Data(contentsOf: URL(fileURLWithPath: path)) }
+        let before = f.cache.stats
+        #expect(try t.getPageWithoutWaiting(key: key(2), lsn: Lsn(10))?.page == page(UInt64(2) << 32 | 10))
+        let after = f.cache.stats
+        #expect(after.hits - before.hits == 2)  // the index block and block 2
+        #expect(after.misses - before.misses == 1 && after.fromOsCache - before.fromOsCache == 1)  // block 3
+        await f.manager.shutdown()
+    }
+
     /// Asks the OS to forget a file's cached pages; true when none of them is left (checked with a read that must not wait).
     private static func dropFromOsCache(_ path: String) -> Bool {
         let fd = open(path, O_RDONLY)

@@ -223,18 +223,23 @@ public final class LayerReader: Sendable {
             throw .storage(.corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length"))
         }
         let blocks = entry.offset / bs..<(entry.offset + UInt64(entry.length) - 1) / bs + 1
+        let runnable = blocks.count > 1 && blocks.count <= Self.maxRunBlocks
         if policy == .withoutWaiting {
-            // Cached blocks first: a cache hit takes no other lock.
+            // Block by block, cached ones first (a hit takes no other lock). A first block
+            // not cached (nothing counted yet) makes it one run read below instead.
+            var readAsRun = false
             do throws(ReadFailure) {
                 return try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
-                    guard try cache.withCachedBlock(file: fileId, block: n, body: visit) != nil else { throw .notCached }
+                    guard runnable, n == blocks.lowerBound else { return try withBlock(n, isIndex: false, policy: policy, visit) }
+                    readAsRun = try cache.withCachedBlock(file: fileId, block: n, body: visit) == nil
+                    if readAsRun { throw .notCached }
                 }
             } catch {
-                guard case .notCached = error else { throw error }
+                guard case .notCached = error, readAsRun else { throw error }
             }
         }
         // A value over a few blocks, none cached yet (an 8 KiB image always spans two): one read for all.
-        if blocks.count > 1, blocks.count <= Self.maxRunBlocks, !cache.contains(file: fileId, block: blocks.lowerBound) {
+        if runnable, policy == .withoutWaiting || !cache.contains(file: fileId, block: blocks.lowerBound) {
             try cache.withRun(file: fileId, blocks: blocks, fromOsCache: policy == .withoutWaiting,
                               load: { run throws(ReadFailure) in try load(blocks.lowerBound, into: run, isIndex: false, policy: policy) },
                               body: { run throws(ReadFailure) in
