@@ -53,7 +53,7 @@ public final class Dispatcher: Sendable {
     /// `order`: a PutRecords' place among its connection's puts (`PutTurn`); the caller passes its turn on every path.
     public func handle(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
                        order: (after: PutTurn?, turn: PutTurn)? = nil) async -> Wire.Response {
-        let start = ContinuousClock.now
+        let start = NIODeadline.now()
         requestCount.add(1, ordering: .relaxed)
         let body: Wire.Response.Body
         if let denied = authorize(request, grant: grant, peer: peer) {
@@ -85,7 +85,7 @@ public final class Dispatcher: Sendable {
         let tenant: Tenant
         let key: PageKey
         let lsn: Lsn?
-        let started: ContinuousClock.Instant
+        let started: NIODeadline
     }
 
     /// Answers `read` into `out`, reading the disk: call it on a read thread
@@ -109,13 +109,14 @@ public final class Dispatcher: Sendable {
     /// for everything else, which goes through `handle` on its own task. Cache
     /// hits skip two thread hand-offs, and the page is built straight into
     /// `out`, the answer's frame.
+    /// `start` is when the loop took the request's bytes (one clock reading per pass over a connection's frames).
     public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
-                             into out: inout ByteBuffer) -> InlineAnswer? {
+                             since start: NIODeadline, into out: inout ByteBuffer) -> InlineAnswer? {
         guard case .getPage(let r)? = request.body, let k = r.key else { return nil }
         if let denied = authorize(request, grant: grant, peer: peer) {
-            return answer(request.requestId, .error(denied), since: .now)
+            return answer(request.requestId, .error(denied), since: start)
         }
-        return inlinePage(requestId: request.requestId, into: &out) { () throws(StorageError) in
+        return inlinePage(requestId: request.requestId, since: start, into: &out) { () throws(StorageError) in
             (try tenant(r.tenantId), k, r.latest ? nil : r.lsn)
         }
     }
@@ -142,7 +143,7 @@ public final class Dispatcher: Sendable {
     /// request is built unless it is refused or not a cache hit. `right` is
     /// `readRight(grant)`; `grant` is evaluated only to word a refusal.
     public func handleInline(_ g: Wire.InPlaceGetPage, right: ReadRight, grant: @autoclosure () -> Result<Grant, TokenError>?,
-                             peer: PeerIdentity, into out: inout ByteBuffer) -> InlineAnswer? {
+                             peer: PeerIdentity, since start: NIODeadline, into out: inout ByteBuffer) -> InlineAnswer? {
         let allowed: Bool
         switch right {
         case .everyTenant: allowed = true
@@ -153,18 +154,17 @@ public final class Dispatcher: Sendable {
             // Refused whatever `grant` says: nil (no tokens checked) would let `authorize` allow the read.
             let denied = authorize(g.request(authToken: ""), grant: grant(), peer: peer)
                 ?? Wire.Error(code: .permissionDenied, message: "the token does not cover tenant \(g.tenantId)")
-            return answer(g.requestId, .error(denied), since: .now)
+            return answer(g.requestId, .error(denied), since: start)
         }
-        return inlinePage(requestId: g.requestId, into: &out) { () throws(StorageError) in
+        return inlinePage(requestId: g.requestId, since: start, into: &out) { () throws(StorageError) in
             (try manager.tenant(TenantId(high: g.tenantHigh, low: g.tenantLow)), g.key, g.latest ? nil : g.lsn)
         }
     }
 
     /// Writes the page's answer frame into `out` when the page is cached, else
     /// answers `.disk`; `target` names the tenant, key and LSN (nil: latest), or why not.
-    private func inlinePage(requestId: UInt64, into out: inout ByteBuffer,
+    private func inlinePage(requestId: UInt64, since start: NIODeadline, into out: inout ByteBuffer,
                             _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
-        let start = ContinuousClock.now
         do throws(StorageError) {
             let (t, k, lsn) = try target()
             let key = try Self.pageKey(k)
@@ -182,14 +182,14 @@ public final class Dispatcher: Sendable {
     }
 
     /// A GetPage answered with its page.
-    private func answered(since start: ContinuousClock.Instant) -> InlineAnswer {
+    private func answered(since start: NIODeadline) -> InlineAnswer {
         requestCount.add(1, ordering: .relaxed)
-        metrics.finished(.getPage, error: nil, since: start)
+        metrics.answeredGetPage(since: start)
         return .frame
     }
 
     /// A GetPage answered with an error.
-    private func answer(_ requestId: UInt64, _ body: Wire.Response.Body, since start: ContinuousClock.Instant) -> InlineAnswer {
+    private func answer(_ requestId: UInt64, _ body: Wire.Response.Body, since start: NIODeadline) -> InlineAnswer {
         requestCount.add(1, ordering: .relaxed)
         metrics.finished(.getPage, body, since: start)
         return .response(Wire.Response(requestId: requestId, body: body))

@@ -64,7 +64,7 @@ import Testing
         let g = try #require(bytes.withUnsafeBytes { Wire.readGetPageInPlace($0, knownToken: nil, maxMessages: 100) })
         for right in [Dispatcher.ReadRight.tenant(high: mine.high, low: mine.low), .refused] {
             var out = ByteBufferAllocator().buffer(capacity: 0)
-            let answer = dispatcher.handleInline(g, right: right, grant: nil, peer: PeerIdentity(uid: 0, pid: 1), into: &out)
+            let answer = dispatcher.handleInline(g, right: right, grant: nil, peer: PeerIdentity(uid: 0, pid: 1), since: .now(), into: &out)
             guard case .response(let r)? = answer, case .error(let e)? = r.body else {
                 Issue.record("\(right): answered \(String(describing: answer)) with \(out.readableBytes) bytes")
                 continue
@@ -74,7 +74,7 @@ import Testing
         // The right that covers it serves it.
         var out = ByteBufferAllocator().buffer(capacity: 0)
         guard case .frame? = dispatcher.handleInline(g, right: .tenant(high: other.high, low: other.low), grant: nil,
-                                                     peer: PeerIdentity(uid: 0, pid: 1), into: &out) else {
+                                                     peer: PeerIdentity(uid: 0, pid: 1), since: .now(), into: &out) else {
             Issue.record("the tenant's own right was not served")
             return
         }

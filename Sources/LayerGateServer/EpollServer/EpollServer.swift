@@ -30,13 +30,15 @@ final class EpollServer: @unchecked Sendable {
     private let logger: Logger
 
     private var listenFd: Int32 = -1
-    private var connections: [UInt64: SocketConnection] = [:]
+    // `@exclusivity(unchecked)` on what every event touches: loop-thread
+    // state, never accessed under an access to itself (see SocketConnection).
+    @exclusivity(unchecked) private var connections: [UInt64: SocketConnection] = [:]
     private var nextId: UInt64 = EpollServer.firstConnectionId
     /// Connections whose unsent bytes fell under the low water mark during an event.
-    private var becameWritable: [SocketConnection] = []
-    private var readBuffer: ByteBuffer?
+    @exclusivity(unchecked) private var becameWritable: [SocketConnection] = []
+    @exclusivity(unchecked) private var readBuffer: ByteBuffer?
     /// Answer buffers sent empty, for the next connection with answers to send.
-    private var spareOut: [ByteBuffer] = []
+    @exclusivity(unchecked) private var spareOut: [ByteBuffer] = []
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var nextTick = ContinuousClock.now + .seconds(1)
     private var running = true

@@ -28,6 +28,14 @@ public struct PageKey: Hashable, Comparable, Sendable, CustomStringConvertible {
         self.init(spcOid: spcOid, dbOid: dbOid, relNumber: relNumber, fork: f, block: block)
     }
 
+    /// Two words, not five fields: the in-memory layers hash a key on every
+    /// GetPage, and each `combine` is a round of SipHash. Equal keys give
+    /// equal words; the fork shares bits with the tablespace (both small).
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine((UInt64(spcOid) << 32 | UInt64(dbOid)) ^ (UInt64(fork) << 56))
+        hasher.combine(UInt64(relNumber) << 32 | UInt64(block))
+    }
+
     public static func < (a: PageKey, b: PageKey) -> Bool {
         (a.spcOid, a.dbOid, a.relNumber, a.fork, a.block) < (b.spcOid, b.dbOid, b.relNumber, b.fork, b.block)
     }

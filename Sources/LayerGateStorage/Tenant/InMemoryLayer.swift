@@ -34,9 +34,12 @@ final class InMemoryLayer: Sendable {
         }
     }
 
-    /// The versions of one key, oldest first (a copy-on-write reference, not a copy).
-    func versions(of key: PageKey) -> [(lsn: Lsn, value: RecordValue)]? {
-        state.withLock { $0.versions[key] }
+    /// Runs `body` on the versions of one key (oldest first; nil: none) under
+    /// the layer's lock, so a read copies an image out of them without taking
+    /// its own reference to the list (a retain and a release per cached
+    /// GetPage). `body` only copies memory: inserts wait for it.
+    func withVersions<R>(of key: PageKey, _ body: ([(lsn: Lsn, value: RecordValue)]?) -> R) -> R {
+        state.withLock { body($0.versions[key]) }
     }
 
     var endLsn: Lsn { state.withLock { $0.endLsn } }

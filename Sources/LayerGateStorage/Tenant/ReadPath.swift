@@ -67,16 +67,10 @@ enum ReadPath {
         key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
         page: UnsafeMutableRawBufferPointer, pending: inout [Step], policy: ReadPolicy
     ) throws(ReadFailure) -> Bool {
-        for i in stride(from: frozen.count, through: 0, by: -1) {
-            let mem = i == frozen.count ? open : frozen[i]
-            guard let versions = mem.versions(of: key) else { continue }
-            for v in versions.reversed() where v.lsn <= lsn {
-                if v.value.isBase {
-                    try apply(.memory(v.value), to: page, policy: policy)
-                    return true
-                }
-                pending.append(.memory(v.value))
-            }
+        // The open layer is passed as it is, not picked into a variable: that would retain and release it.
+        if gatherMemory(key: key, lsn: lsn, in: open, page: page, pending: &pending) { return true }
+        for mem in frozen.reversed() where gatherMemory(key: key, lsn: lsn, in: mem, page: page, pending: &pending) {
+            return true
         }
         var cursor = lsn
         var based = false
@@ -129,12 +123,35 @@ enum ReadPath {
         return based
     }
 
+    /// Gathers from one in-memory layer: true once a base is applied to `page`.
+    private static func gatherMemory(key: PageKey, lsn: Lsn, in mem: InMemoryLayer, page: UnsafeMutableRawBufferPointer,
+                                     pending: inout [Step]) -> Bool {
+        mem.withVersions(of: key) { versions -> Bool in
+            guard let versions else { return false }
+            for v in versions.reversed() where v.lsn <= lsn {
+                if v.value.isBase {
+                    applyMemory(v.value, to: page)
+                    return true
+                }
+                pending.append(.memory(v.value))
+            }
+            return false
+        }
+    }
+
+    private static func applyMemory(_ value: RecordValue, to page: UnsafeMutableRawBufferPointer) {
+        switch value {
+        case .image(let bytes):
+            bytes.withUnsafeBytes { page.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: pageSize) }
+        case .delta(let d):
+            Redo.apply(d, to: page)
+        }
+    }
+
     private static func apply(_ step: Step, to page: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(ReadFailure) {
         switch step {
-        case .memory(.image(let bytes)):
-            bytes.withUnsafeBytes { page.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: pageSize) }
-        case .memory(.delta(let d)):
-            Redo.apply(d, to: page)
+        case .memory(let value):
+            applyMemory(value, to: page)
         case .disk(let layer, let e):
             if e.isImage {
                 try layer.readPayload(e, into: page, policy: policy)
