@@ -68,6 +68,9 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
             "$(div "$(get getpage.1x1.rounds.epoll.$q)" "$(get getpage.1x1.rounds.redis.$q)")" "<= 1.0"
         row "   the same, one client for both (cbench --redis)" "" "$(us "$(get getpage.1x1.rounds.rediscbench.$q)") redis" \
             "$(div "$(get getpage.1x1.rounds.epoll.$q)" "$(get getpage.1x1.rounds.rediscbench.$q)")" "<= 1.0"
+        row "   with --busy-poll-us ${BUSY_POLL_US:-50} (opt-in)" "$(us "$(get getpage.1x1.rounds.busypoll.$q)")" \
+            "$(us "$(get getpage.1x1.rounds.redis.$q)") redis" \
+            "$(div "$(get getpage.1x1.rounds.busypoll.$q)" "$(get getpage.1x1.rounds.redis.$q)")" "<= 1.0"
     done
     for cfg in 8x1 8x16; do
         row "3. Swift client (blocking) $cfg, ops/s" "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops) C" \

@@ -13,7 +13,9 @@
 #                     8 KiB values): the same baseline with the client held equal
 # layergated serves its connections on its own epoll loop (the default); a second
 # layergated with --event-loop nio (SwiftNIO) is measured by cbench --epoll in the
-# same run, to show what the loop itself is worth.
+# same run, to show what the loop itself is worth; and at 1 x 1, a third with
+# --busy-poll-us $BUSY_POLL_US (default 50: the loop polls that long after each
+# event before it sleeps, so a lone client's next request finds it awake).
 #   scripts/bench-vs-redis.sh            # uses both cores
 #   PIN=1 scripts/bench-vs-redis.sh      # every process on CPU 0 (latency without cross-CPU wake-ups)
 #   PIN=split scripts/bench-vs-redis.sh  # both servers on CPU 1, every client on CPU 0
@@ -38,14 +40,17 @@ pin="" serverpin=""
 [ "${PIN:-0}" = 1 ] && pin="taskset -c 0" serverpin="taskset -c 0"
 [ "${PIN:-0}" = split ] && pin="taskset -c 0" serverpin="taskset -c 1"
 tmp=$(mktemp -d)
-trap 'kill $lg $nio $rd 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill $lg $nio $bp $rd 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 $serverpin .build/release/layergated --socket "$tmp/lg.sock" --data-dir "$tmp/data" --log-level warning &
 lg=$!
 $serverpin .build/release/layergated --socket "$tmp/nio.sock" --data-dir "$tmp/nio-data" --log-level warning --event-loop nio &
 nio=$!
+BUSY_POLL_US=${BUSY_POLL_US:-50}
+$serverpin .build/release/layergated --socket "$tmp/bp.sock" --data-dir "$tmp/bp-data" --log-level warning --busy-poll-us "$BUSY_POLL_US" &
+bp=$!
 $serverpin redis-server --port 0 --unixsocket "$tmp/redis.sock" --save "" --appendonly no --daemonize no >/dev/null &
 rd=$!
-for _ in $(seq 100); do [ -S "$tmp/lg.sock" ] && [ -S "$tmp/nio.sock" ] && [ -S "$tmp/redis.sock" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$tmp/lg.sock" ] && [ -S "$tmp/nio.sock" ] && [ -S "$tmp/bp.sock" ] && [ -S "$tmp/redis.sock" ] && break; sleep 0.1; done
 redis-benchmark -s "$tmp/redis.sock" -t set -d 8192 -r 1000 -n 20000 -q >/dev/null
 echo "pinning: servers ${serverpin:-none}, clients ${pin:-none}; ${SECONDS_PER_RUN}s per layergate run; latencies in ms"
 printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "N x D" "client" "ops/s" "p50" "p99" "p99.9" "vs redis"
@@ -100,7 +105,7 @@ for cfg in "1 1" "8 1" "8 16"; do
 done
 
 ROUNDS=${ROUNDS:-15}
-lat=""
+lat="" lat_busy=""
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 quartiles() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f-%.2f", a[int(NR / 4) + 1], a[int(3 * NR / 4) + 1] }'; }
 echo
@@ -110,7 +115,7 @@ printf '%-7s %14s %14s %8s %12s %10s %12s %12s\n' "N x D" "layergated" "redis" "
 for cfg in "1 1" "8 1" "8 16"; do
     set -- $cfg
     n=$1 d=$2 e="" r="" q="" nq="" sq=""
-    lat_e50="" lat_e99="" lat_r50="" lat_r99="" lat_s50="" lat_s99=""
+    lat_e50="" lat_e99="" lat_r50="" lat_r99="" lat_s50="" lat_s99="" lat_b50="" lat_b99=""
     for i in $(seq "$ROUNDS"); do
         lgrun() { $pin clients/c/build/layergate-cbench -s "$tmp/${1:-lg}.sock" -c "$n" -P "$d" -t 1 --pages 1000 -q --epoll; }
         ops() { echo "$1" | sed -E 's/.*(GET_PAGE|REDIS_GET): ([0-9.]+) requests.*/\2/'; }
@@ -133,6 +138,10 @@ for cfg in "1 1" "8 1" "8 16"; do
         lat_e50="$lat_e50 $(field "$eout" p50)" lat_e99="$lat_e99 $(field "$eout" p99)"
         lat_r50="$lat_r50 $(echo "$rdout" | cut -d, -f5)" lat_r99="$lat_r99 $(echo "$rdout" | cut -d, -f7)"
         lat_s50="$lat_s50 $(field "$sout" p50)" lat_s99="$lat_s99 $(field "$sout" p99)"
+        if [ "$n x $d" = "1 x 1" ]; then
+            bout=$(lgrun bp)
+            lat_b50="$lat_b50 $(field "$bout" p50)" lat_b99="$lat_b99 $(field "$bout" p99)"
+        fi
     done
     printf '%-7s %14.0f %14.0f %8.2f %12s %10.2f %12.2f %12s\n' "$n x $d" "$(echo $e | median)" "$(echo $r | median)" "$(echo $q | median)" \
         "$(echo $q | quartiles)" "$(echo $nq | median)" "$(echo $sq | median)" "$(echo $sq | quartiles)"
@@ -140,12 +149,15 @@ for cfg in "1 1" "8 1" "8 16"; do
         { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.nio_ratio $(echo $nq | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"
           echo "getpage.${n}x$d.same_client_ratio $(echo $sq | median)"; echo "getpage.${n}x$d.same_client_middle $(echo $sq | quartiles)"
           # Latency, each side's median over the same rounds (goal 2 reads the 1 x 1 ones).
-          for side in "epoll $lat_e50 / $lat_e99" "redis $lat_r50 / $lat_r99" "rediscbench $lat_s50 / $lat_s99"; do
+          for side in "epoll $lat_e50 / $lat_e99" "redis $lat_r50 / $lat_r99" "rediscbench $lat_s50 / $lat_s99" \
+                      "busypoll $lat_b50 / $lat_b99"; do
               name=${side%% *} rest=${side#* }
+              [ -z "$(echo "$rest" | tr -d '/ ')" ] && continue  # busy-poll: 1 x 1 only
               echo "getpage.${n}x$d.rounds.$name.p50 $(echo ${rest% / *} | median)"
               echo "getpage.${n}x$d.rounds.$name.p99 $(echo ${rest#* / } | median)"
           done; } >>"$RESULTS"
     fi
+    [ -n "$lat_b50" ] && lat_busy="$(echo $lat_b50 | median), p99 $(echo $lat_b99 | median)"
     lat="$lat$(printf '%-7s %10s %10s %10s %10s %12s %12s' "$n x $d" "$(echo $lat_e50 | median)" "$(echo $lat_e99 | median)" \
         "$(echo $lat_r50 | median)" "$(echo $lat_r99 | median)" "$(echo $lat_s50 | median)" "$(echo $lat_s99 | median)")
 "
@@ -154,3 +166,4 @@ echo
 echo "latency in ms, each the median over the same rounds: cbench --epoll, redis-benchmark, cbench --redis"
 printf '%-7s %10s %10s %10s %10s %12s %12s\n' "N x D" "lg p50" "lg p99" "redis p50" "redis p99" "cbench-r p50" "cbench-r p99"
 printf '%s' "$lat"
+[ -n "$lat_busy" ] && echo "with --busy-poll-us $BUSY_POLL_US, 1 x 1: p50 $lat_busy ms (same rounds)"

@@ -108,8 +108,9 @@ public final class Dispatcher: Sendable {
     /// it needs no disk read and no wait; `.disk` when it needs the disk; nil
     /// for everything else, which goes through `handle` on its own task. Cache
     /// hits skip two thread hand-offs, and the page is built straight into
-    /// `out`, the answer's frame.
-    /// `start` is when the loop took the request's bytes (one clock reading per pass over a connection's frames).
+    /// `out`, the answer's frame. A `.frame` answer is not counted here: the
+    /// caller counts it with `answeredInline`. `start` is when the loop took
+    /// the request's bytes (one clock reading per pass over a connection's frames).
     public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
                              since start: NIODeadline, into out: inout ByteBuffer) -> InlineAnswer? {
         guard case .getPage(let r)? = request.body, let k = r.key else { return nil }
@@ -175,7 +176,7 @@ public final class Dispatcher: Sendable {
             guard wrote else {
                 return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init), started: start))
             }
-            return answered(since: start)
+            return .frame  // counted by the caller, with the pass's other answers (`answeredInline`)
         } catch {
             return answer(requestId, .error(ErrorMapping.wire(error)), since: start)
         }
@@ -183,9 +184,14 @@ public final class Dispatcher: Sendable {
 
     /// A GetPage answered with its page.
     private func answered(since start: NIODeadline) -> InlineAnswer {
-        requestCount.add(1, ordering: .relaxed)
-        metrics.answeredGetPage(since: start)
+        answeredInline(1, since: start)
         return .frame
+    }
+
+    /// Counts `count` GetPages that `handleInline` answered with `.frame` since `start`.
+    func answeredInline(_ count: Int, since start: NIODeadline) {
+        requestCount.add(UInt64(count), ordering: .relaxed)
+        metrics.answeredGetPages(count, since: start)
     }
 
     /// A GetPage answered with an error.

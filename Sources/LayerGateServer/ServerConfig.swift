@@ -23,6 +23,11 @@ public struct ServerConfig: Sendable {
     public var s3Region = "us-east-1"
     /// What serves the Unix socket's connections.
     public var eventLoop: EventLoopKind = .epoll
+    /// How long the epoll loop keeps polling, without sleeping, after its last
+    /// event (zero: it sleeps at once). A request that comes within it is
+    /// taken without the wake-up of a sleeping thread, at the price of a core
+    /// kept busy that long after each one.
+    public var busyPoll: Duration = .zero
     /// How long a graceful shutdown waits for in-flight requests.
     public var shutdownGrace: Duration = .seconds(8)
 

@@ -14,6 +14,9 @@ extension Wire {
     /// `[length u32 BE] [08 id] [52 n] [0A 80 40 page] [10 lsn]`. The page's
     /// offset must not depend on the LSN, so `n` (the GetPageResponse's size)
     /// takes as many bytes for any LSN: true for 8 KiB pages.
+    /// `@inlinable`: called across modules with the caller's error type, it
+    /// ran unspecialized (a generic metadata lookup on every cached GetPage).
+    @inlinable
     public static func writePageFrame<E: Swift.Error>(
         requestId: UInt64, pageSize: Int, into buffer: inout ByteBuffer,
         fill: (UnsafeMutableRawBufferPointer) throws(E) -> UInt64?
@@ -61,6 +64,7 @@ extension Wire {
         return buffer.writerIndex != before
     }
 
+    @usableFromInline
     static func varintSize(_ v: UInt64) -> Int {
         var n = 1
         var v = v >> 7
@@ -74,19 +78,24 @@ extension Wire {
 
 /// Bytes written at increasing offsets into space known to be large enough
 /// (`writePageFrame` asks the buffer for the most a frame can take).
-private struct FrameBytes {
-    private let out: UnsafeMutableRawBufferPointer
-    private(set) var at = 0
+@usableFromInline
+struct FrameBytes {
+    @usableFromInline let out: UnsafeMutableRawBufferPointer
+    @usableFromInline var at = 0
 
+    @inlinable
     init(_ out: UnsafeMutableRawBufferPointer) { self.out = out }
 
+    @inlinable
     mutating func byte(_ b: UInt8) {
         out[at] = b
         at += 1
     }
 
+    @inlinable
     mutating func skip(_ n: Int) { at += n }
 
+    @inlinable
     mutating func varint(_ value: UInt64) {
         var v = value
         while v >= 0x80 {
@@ -97,6 +106,7 @@ private struct FrameBytes {
     }
 
     /// `value` as a varint padded to exactly `bytes` bytes (continuation bits on all but the last).
+    @inlinable
     func varint(_ value: UInt64, at offset: Int, bytes: Int) {
         var v = value
         for i in 0..<bytes {
@@ -105,11 +115,13 @@ private struct FrameBytes {
         }
     }
 
+    @inlinable
     func uint32BigEndian(_ v: UInt32, at offset: Int) {
         out.storeBytes(of: v.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 
     /// The next `n` bytes, for the caller to fill.
+    @inlinable
     mutating func take(_ n: Int) -> UnsafeMutableRawBufferPointer {
         precondition(at + n <= out.count, "a page frame larger than its reserved space")
         defer { at += n }

@@ -52,6 +52,8 @@ struct LayerGated: AsyncParsableCommand {
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "What serves the socket's connections: epoll (the server's own loop, the default) or nio (SwiftNIO, to compare).")
     var eventLoop = EventLoopKind.epoll.rawValue
+    @Option(help: "With --event-loop epoll: after each event, keep polling the socket for this many microseconds before sleeping, so a request that comes within it is taken without waking a thread (lower latency for a client that sends one request at a time; costs a busy core that long after each event). 0, the default, sleeps at once; at most 10000.")
+    var busyPollUs = 0
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
     func validate() throws {
@@ -61,6 +63,7 @@ struct LayerGated: AsyncParsableCommand {
         if let metricsListen, MetricsAddress(parsing: metricsListen) == nil {
             throw ValidationError("--metrics-listen must be HOST:PORT, [IPv6]:PORT or :PORT, not '\(metricsListen)'")
         }
+        guard (0...10_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us must be 0...10000, not \(busyPollUs)") }
         guard EventLoopKind(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or nio, not '\(eventLoop)'") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
@@ -95,6 +98,7 @@ struct LayerGated: AsyncParsableCommand {
         config.enableFailpoints = enableFailpoints
         config.metricsListen = metricsListen.flatMap(MetricsAddress.init(parsing:))
         config.eventLoop = EventLoopKind(rawValue: eventLoop) ?? .epoll
+        config.busyPoll = .microseconds(busyPollUs)
         config.remoteStorage = remoteStorage
         config.s3Endpoint = s3Endpoint
         config.s3Region = s3Region

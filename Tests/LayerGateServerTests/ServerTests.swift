@@ -143,6 +143,28 @@ struct ServerTests {
         await admin.close()
     }
 
+    /// `--busy-poll-us` keeps the loop polling only just after events: it
+    /// serves as usual, and once idle it sleeps (a server that polled for
+    /// ever would use a whole core here); values past 10 ms are refused.
+    @Test func busyPollServesThenSleeps() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--busy-poll-us", "10000"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        for _ in 0..<200 { #expect(try await c.getPage(tenant: tenantA, key: wkey(1)).page == wpage(1 << 32 | 10)) }
+        try await Task.sleep(for: .milliseconds(100))  // past the polling window
+        let cpu0 = try ResourceBoundTests.cpuSeconds(server)
+        try await Task.sleep(for: .seconds(2))
+        let idle = try ResourceBoundTests.cpuSeconds(server) - cpu0
+        #expect(idle < 0.3, "an idle server with --busy-poll-us used \(idle) s of CPU in 2 s")
+        await c.close()
+        #expect(await server.stop() == 0)
+        await #expect(throws: StartFailure.self) {
+            _ = try await ServerProcess(dir: ServerDir(), extraArgs: ["--busy-poll-us", "20000"])
+        }
+    }
+
     @Test(arguments: eventLoops) func twoHundredPipelinedRequestsOnOneConnection(eventLoop: String) async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])

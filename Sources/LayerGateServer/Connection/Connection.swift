@@ -84,6 +84,8 @@ final class Connection<Transport: ConnectionTransport> {
     /// Small frames decode into this, on the event loop (large ones, off it, use malloc).
     private let arena = DecodeArena(capacity: 4 << 10)
     @exclusivity(unchecked) private var unflushed = false
+    /// GetPages answered on the loop in this pass, counted at its end (`countInlineAnswers`).
+    @exclusivity(unchecked) private var answeredInPass = 0
     /// The peer sent all it will (it shut its side down): what it sent is answered, then the connection closes.
     @exclusivity(unchecked) private var inputEnded = false
     /// Nil once the transport is gone (tasks may still finish after that).
@@ -177,6 +179,7 @@ final class Connection<Transport: ConnectionTransport> {
     /// bytes only if nothing holds the connection back.
     private func process() {
         now = .now()
+        defer { countInlineAnswers() }  // also on the paths that end the pass early
         // `buffer` is peeked at through `?.`, not bound with `let`: a copy of it costs a retain and a release per frame.
         while canTakeFrame, let length = buffer?.peekInteger(endianness: .big, as: UInt32.self) {
             let size = Int(length)
@@ -235,11 +238,20 @@ final class Connection<Transport: ConnectionTransport> {
             transport?.closeAfterFlush()
             return
         }
+        countInlineAnswers()  // before the answers can reach the peer
         if unflushed {
             unflushed = false
             transport?.flush()
         }
         requestReadIfAllowed()
+    }
+
+    /// The pass's cache hits go into the metrics together: one clock reading
+    /// for all of them, where there was one per GetPage.
+    private func countInlineAnswers() {
+        guard answeredInPass > 0 else { return }
+        dispatcher.answeredInline(answeredInPass, since: now)
+        answeredInPass = 0
     }
 
     private func budgetFreed() {
@@ -372,6 +384,7 @@ final class Connection<Transport: ConnectionTransport> {
         switch transport?.writeFrame(handle) ?? nil {  // not bound with `let`: that costs a retain and a release
         case .frame?:
             unflushed = true
+            answeredInPass += 1
             return true
         case .response(let response)?:
             write(response)

@@ -27,6 +27,9 @@ final class EpollServer: @unchecked Sendable {
     /// Set by `serve`, before the thread starts.
     private var settings: ConnectionSettings?
     private let acceptBackoff: Duration
+    /// `ServerConfig.busyPoll`, and when the last event came.
+    private let busyPoll: Duration
+    private var lastEvent = ContinuousClock.now
     private let logger: Logger
 
     private var listenFd: Int32 = -1
@@ -64,7 +67,7 @@ final class EpollServer: @unchecked Sendable {
 
     /// The epoll set and its wake-up descriptor, taken before the tenants load
     /// (they can take every descriptor there is); the thread starts in `serve`.
-    init(acceptBackoff: Duration, logger: Logger) throws(ServerError) {
+    init(acceptBackoff: Duration, busyPoll: Duration = .zero, logger: Logger) throws(ServerError) {
         epollFd = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epollFd >= 0 else { throw ServerError.socket("epoll_create1: \(String(cString: strerror(errno)))") }
         do { queue = try LoopQueue() } catch {
@@ -72,6 +75,7 @@ final class EpollServer: @unchecked Sendable {
             throw error
         }
         self.acceptBackoff = acceptBackoff
+        self.busyPoll = busyPoll
         self.logger = logger
         add(queue.eventFd, id: Self.queueId, events: UInt32(EPOLLIN.rawValue))
     }
@@ -157,6 +161,7 @@ final class EpollServer: @unchecked Sendable {
                 notifyWritable()
             }
             let now = ContinuousClock.now
+            if n > 0 { lastEvent = now }
             if let until = acceptPausedUntil, now >= until {
                 acceptPausedUntil = nil
                 if listenFd >= 0 { add(listenFd, id: Self.listenerId, events: UInt32(EPOLLIN.rawValue)) }
@@ -171,11 +176,14 @@ final class EpollServer: @unchecked Sendable {
         done?.resume()
     }
 
-    /// Until the next second's timeout check, or the end of an accept pause.
+    /// Until the next second's timeout check, or the end of an accept pause;
+    /// zero (a poll) within `busyPoll` of the last event.
     private func timeoutMs() -> Int32 {
+        let now = ContinuousClock.now
+        if busyPoll > .zero, lastEvent.duration(to: now) < busyPoll { return 0 }
         var until = nextTick
         if let paused = acceptPausedUntil, paused < until { until = paused }
-        let left = ContinuousClock.now.duration(to: until)
+        let left = now.duration(to: until)
         return Int32(clamping: max(0, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1))
     }
 
