@@ -52,7 +52,8 @@ struct LayerGated: AsyncParsableCommand {
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "What serves the socket's connections: epoll (the server's own loop, the default) or nio (SwiftNIO, to compare).")
     var eventLoop = EventLoopKind.epoll.rawValue
-    @Option(help: "With --event-loop epoll: after each event, keep polling the socket for this many microseconds before sleeping, so a request that comes within it is taken without waking a thread (lower latency for a client that sends one request at a time; costs a busy core that long after each event). 0, the default, sleeps at once; at most 10000.")
+    @Option(parsing: .unconditional,  // so that "-1" is this option's (refused) value, not taken for a flag
+            help: "With --event-loop epoll: after each event, keep polling the socket for this many microseconds before sleeping, so a request that comes within it is taken without waking a thread (lower latency for a client that sends one request at a time; costs a busy core that long after each event). 0, the default, sleeps at once; at most 10000.")
     var busyPollUs = 0
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
@@ -133,6 +134,9 @@ struct LayerGated: AsyncParsableCommand {
                 "max_connections": "\(config.limits.maxConnections)",
                 "max_open_tenants": "\(config.tenant.maxTenantDescriptors / DescriptorBudget.perTenant)",
             ])
+        }
+        if config.busyPoll > .zero && config.eventLoop != .epoll {
+            logger.warning("--busy-poll-us has no effect with --event-loop \(eventLoop): only the epoll loop polls")
         }
         let server = Server(config: config, logger: logger)
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -160,8 +160,11 @@ struct ServerTests {
         #expect(idle < 0.3, "an idle server with --busy-poll-us used \(idle) s of CPU in 2 s")
         await c.close()
         #expect(await server.stop() == 0)
-        await #expect(throws: StartFailure.self) {
-            _ = try await ServerProcess(dir: ServerDir(), extraArgs: ["--busy-poll-us", "20000"])
+        for bad in ["20000", "-1"] {
+            let refused = await #expect(throws: StartFailure.self) {
+                _ = try await ServerProcess(dir: ServerDir(), extraArgs: ["--busy-poll-us", bad])
+            }
+            #expect(refused?.log.contains("--busy-poll-us must be 0...10000, not \(bad)") == true, "\(bad): \(refused?.log ?? "")")
         }
     }
 
