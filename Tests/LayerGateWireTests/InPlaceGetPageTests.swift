@@ -35,6 +35,39 @@ struct InPlaceGetPageTests {
         #expect(g.tenantId == Self.tenant, "as sent, case and all")
     }
 
+    /// The word-at-a-time hex decode agrees with a digit-at-a-time one for
+    /// every byte value at every position of a word.
+    @Test func hexWordsAreReadAsDigitByDigit() {
+        func reference(_ bytes: [UInt8]) -> UInt32? {
+            var v: UInt32 = 0
+            for c in bytes {
+                let d: UInt8
+                switch c {
+                case 0x30...0x39: d = c - 0x30
+                case 0x61...0x66: d = c - 0x61 + 10
+                case 0x41...0x46: d = c - 0x41 + 10
+                default: return nil
+                }
+                v = v << 4 | UInt32(d)
+            }
+            return v
+        }
+        let bases: [[UInt8]] = [Array("0123abcd".utf8), Array("89ABCDEF".utf8), Array("fFfF0909".utf8)]
+        var checked = 0
+        for base in bases {
+            for position in 0..<8 {
+                for c in 0...255 {
+                    var bytes = base
+                    bytes[position] = UInt8(c)
+                    let word = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                    #expect(Wire.hexWord(word) == reference(bytes), "\(bytes)")
+                    checked += 1
+                }
+            }
+        }
+        #expect(checked == 3 * 8 * 256)
+    }
+
     @Test func aTokenMustBeTheKnownOne() {
         #expect(Self.inPlace(Self.getPage(token: Self.token), known: nil) == nil, "a token not yet known")
         #expect(Self.inPlace(Self.getPage(token: Self.token + "x"), known: Self.token) == nil, "another token")
