@@ -166,4 +166,4 @@ echo
 echo "latency in ms, each the median over the same rounds: cbench --epoll, redis-benchmark, cbench --redis"
 printf '%-7s %10s %10s %10s %10s %12s %12s\n' "N x D" "lg p50" "lg p99" "redis p50" "redis p99" "cbench-r p50" "cbench-r p99"
 printf '%s' "$lat"
-[ -n "$lat_busy" ] && echo "with --busy-poll-us $BUSY_POLL_US, 1 x 1: p50 $lat_busy ms (same rounds)"
+if [ -n "$lat_busy" ]; then echo "with --busy-poll-us $BUSY_POLL_US, 1 x 1: p50 $lat_busy ms (same rounds)"; fi

@@ -109,7 +109,7 @@ public final class Dispatcher: Sendable {
     /// for everything else, which goes through `handle` on its own task. Cache
     /// hits skip two thread hand-offs, and the page is built straight into
     /// `out`, the answer's frame. A `.frame` answer is not counted here: the
-    /// caller counts it with `answeredInline`. `start` is when the loop took
+    /// caller counts it with `countPagesAnswered`. `start` is when the loop took
     /// the request's bytes (one clock reading per pass over a connection's frames).
     public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
                              since start: NIODeadline, into out: inout ByteBuffer) -> InlineAnswer? {
@@ -176,7 +176,7 @@ public final class Dispatcher: Sendable {
             guard wrote else {
                 return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init), started: start))
             }
-            return .frame  // counted by the caller, with the pass's other answers (`answeredInline`)
+            return .frame  // counted by the caller, with the pass's other answers (`countPagesAnswered`)
         } catch {
             return answer(requestId, .error(ErrorMapping.wire(error)), since: start)
         }
@@ -184,12 +184,13 @@ public final class Dispatcher: Sendable {
 
     /// A GetPage answered with its page.
     private func answered(since start: NIODeadline) -> InlineAnswer {
-        answeredInline(1, since: start)
+        countPagesAnswered(1, since: start)
         return .frame
     }
 
-    /// Counts `count` GetPages that `handleInline` answered with `.frame` since `start`.
-    func answeredInline(_ count: Int, since start: NIODeadline) {
+    /// Counts `count` GetPages answered with their page since `start`: a
+    /// disk read's, or the `.frame` answers of `handleInline` in one pass.
+    func countPagesAnswered(_ count: Int, since start: NIODeadline) {
         requestCount.add(UInt64(count), ordering: .relaxed)
         metrics.answeredGetPages(count, since: start)
     }

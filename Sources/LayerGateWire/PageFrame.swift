@@ -77,7 +77,9 @@ extension Wire {
 }
 
 /// Bytes written at increasing offsets into space known to be large enough
-/// (`writePageFrame` asks the buffer for the most a frame can take).
+/// (`writePageFrame` asks the buffer for the most a frame can take). Every
+/// write is checked against the space: the raw stores stay inside it even if
+/// that sum were wrong.
 @usableFromInline
 struct FrameBytes {
     @usableFromInline let out: UnsafeMutableRawBufferPointer
@@ -88,6 +90,7 @@ struct FrameBytes {
 
     @inlinable
     mutating func byte(_ b: UInt8) {
+        precondition(at < out.count, "a page frame larger than its reserved space")
         out[at] = b
         at += 1
     }
@@ -108,6 +111,7 @@ struct FrameBytes {
     /// `value` as a varint padded to exactly `bytes` bytes (continuation bits on all but the last).
     @inlinable
     func varint(_ value: UInt64, at offset: Int, bytes: Int) {
+        precondition(offset >= 0 && offset + bytes <= out.count, "a page frame larger than its reserved space")
         var v = value
         for i in 0..<bytes {
             out[offset + i] = UInt8(truncatingIfNeeded: v & 0x7F) | (i < bytes - 1 ? 0x80 : 0)
@@ -117,6 +121,7 @@ struct FrameBytes {
 
     @inlinable
     func uint32BigEndian(_ v: UInt32, at offset: Int) {
+        precondition(offset >= 0 && offset + 4 <= out.count, "a page frame larger than its reserved space")
         out.storeBytes(of: v.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 

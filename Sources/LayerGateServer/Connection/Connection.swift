@@ -250,7 +250,7 @@ final class Connection<Transport: ConnectionTransport> {
     /// for all of them, where there was one per GetPage.
     private func countInlineAnswers() {
         guard answeredInPass > 0 else { return }
-        dispatcher.answeredInline(answeredInPass, since: now)
+        dispatcher.countPagesAnswered(answeredInPass, since: now)
         answeredInPass = 0
     }
 
