@@ -8,7 +8,8 @@
 # within 1.5x of the disk's).
 #   scripts/bench-cold.sh                  # 2 GiB of images (2 versions of 1 GiB), 128 MiB page cache
 #   CLIENTS="8" RUN_SECONDS=20 scripts/bench-cold.sh
-#   BUILD=0 uses the release binaries already built; SERVER=PATH another layergated. The data set is kept in
+#   BUILD=0 uses the release binaries already built; SERVER=PATH another layergated;
+#   SERVER_ARGS="--busy-poll-us 50" more flags for it. The data set is kept in
 #   DATA (default .layergate/bench-cold; it must be on a real disk, not a
 #   tmpfs) and reused while its shape (PAGES, VERSIONS) stays the same.
 # RESULTS=FILE also appends every figure to FILE as "name value" lines (make bench reads them).
@@ -38,7 +39,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' 
 metrics_port=${METRICS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 19871)}
 start() {
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
-        --metrics-listen "127.0.0.1:$metrics_port" --log-level warning &
+        --metrics-listen "127.0.0.1:$metrics_port" --log-level warning ${SERVER_ARGS:-} &
     server=$!
     for _ in $(seq 300); do [ -S "$sock" ] && return; sleep 0.1; done
     echo "bench-cold: layergated did not start" >&2

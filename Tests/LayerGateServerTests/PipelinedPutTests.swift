@@ -74,3 +74,84 @@ struct PipelinedPutTests {
         #expect(await server.stop() == 0)
     }
 }
+
+/// Large frames read in whatever pieces the peer's writes make: the rest of a
+/// PutRecords goes straight into a buffer of its whole size (`Connection.keepRest`,
+/// `receiveInPlace`), and the frames behind it, cut anywhere, must come out whole.
+@Suite("large frames in pieces over a real socket", .serialized)
+struct LargeFramePiecesTests {
+    @Test func putsAndReadsCutAtEveryKindOfBoundaryAreAllAnswered() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        // 12 puts of 40 images (about 330 KiB each, above the 64 KiB small-frame size),
+        // each followed by a GetPage at its last LSN (it waits for the put) of one of its blocks.
+        var stream: [UInt8] = []
+        var expected: [UInt64: (isPut: Bool, lsn: UInt64, page: [UInt8]?)] = [:]
+        var lsn: UInt64 = 0
+        var id: UInt64 = 0
+        for put in 0..<12 {
+            let records = (0..<40).map { i -> Wire.Record in
+                lsn += 1
+                return wimage(UInt32(put * 40 + i), lsn)
+            }
+            id += 1
+            stream += Wire.frame(Wire.encode(Wire.Request(requestId: id, body: .putRecords(Wire.PutRecordsRequest(tenantId: tenantA, records: records)))))
+            expected[id] = (true, lsn, nil)
+            let block = UInt32(put * 40 + put % 40)
+            let blockLsn = lsn - 39 + UInt64(put % 40)
+            id += 1
+            stream += Wire.frame(Wire.encode(Wire.Request(requestId: id, body: .getPage(Wire.GetPageRequest(
+                tenantId: tenantA, key: wkey(block), lsn: lsn, waitMs: 10_000)))))
+            expected[id] = (false, lsn, wpage(UInt64(block) << 32 | blockLsn))
+        }
+        // Pieces of 1 byte to 200 KiB, with pauses, so frames and headers are cut anywhere and read partly.
+        let raw = try RawConnection(dir.socket)
+        let sizes = [1, 3, 4, 5, 4093, 65_536, 65_541, 200_000, 7, 131_072, 2, 99_999]
+        let (fd, bytes) = (raw.fd, stream)
+        let writer = Thread {
+            var at = 0
+            var turn = 0
+            while at < bytes.count {
+                let end = min(at + sizes[turn % sizes.count], bytes.count)
+                while at < end {
+                    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + at, end - at) }
+                    guard n > 0 else { return }
+                    at += n
+                }
+                turn += 1
+                if turn % 3 == 0 { usleep(2_000) }
+            }
+        }
+        writer.start()
+        var problems: [String] = []
+        for _ in 0..<expected.count {
+            guard let frame = raw.readFrame() else {
+                problems.append("the connection ended early")
+                break
+            }
+            let response = try Wire.decodeResponse(frame)
+            guard let want = expected.removeValue(forKey: response.requestId) else {
+                problems.append("an answer to \(response.requestId), which was not asked or was answered twice")
+                continue
+            }
+            switch response.body {
+            case .putRecords(let r)? where want.isPut:
+                if r.lastRecordLsn < want.lsn { problems.append("put \(response.requestId) answered LSN \(r.lastRecordLsn) < \(want.lsn)") }
+            case .getPage(let r)? where !want.isPut:
+                if r.page != want.page { problems.append("GetPage \(response.requestId) returned the wrong bytes") }
+            default:
+                problems.append("request \(response.requestId): \(String(describing: response.body))")
+            }
+        }
+        #expect(problems.isEmpty, "\(problems.prefix(5))")
+        #expect(expected.isEmpty, "unanswered: \(expected.keys.sorted().prefix(5))")
+        #expect(try await c.tenantStatus(tenantA).lastRecordLsn == lsn)
+        for block in stride(from: 0, to: 480, by: 37) as StrideTo<UInt32> {
+            #expect(try await c.getPage(tenant: tenantA, key: wkey(block)).page == wpage(UInt64(block) << 32 | UInt64(block + 1)))
+        }
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+}

@@ -140,6 +140,19 @@ final class Connection<Transport: ConnectionTransport> {
         process()
     }
 
+    /// Reads the rest of a large frame straight into its buffer, which
+    /// `keepRest` gave the frame's whole size: no copy through the loop's read
+    /// buffer. `read` fills the space it is given and returns the bytes read
+    /// (0: none). Nil, without calling `read`, when no such frame is waiting.
+    func receiveInPlace(_ read: (UnsafeMutableRawBufferPointer) -> Int) -> Int? {
+        guard !closing, reserved != nil, let room = buffer?.writableBytes, room > 0 else { return nil }
+        let n = buffer?.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { read($0) } ?? 0
+        guard n > 0 else { return 0 }
+        lastActivity = .now()
+        process()
+        return n
+    }
+
     func readComplete() { transport?.flush() }
 
     /// The peer shut down its sending side (`shutdown(SHUT_WR)`) and waits
@@ -227,7 +240,7 @@ final class Connection<Transport: ConnectionTransport> {
         }
         // A partial frame (or header) is on the clock from its first byte.
         if frameStarted == nil, let b = buffer, b.readableBytes > 0, !hasWholeFrame { frameStarted = .now() }
-        if buffer?.readableBytes == 0 { buffer = nil } else { buffer?.discardReadBytes() }
+        keepRest()
         if inputEnded, !closing, !hasWholeFrame, inFlight == 0, !waitingForBudget {
             // Everything the peer sent is answered: it only waits to read the answers.
             // The unfinished frame, if any, gives its budget back now, not when the socket closes.
@@ -244,6 +257,28 @@ final class Connection<Transport: ConnectionTransport> {
             transport?.flush()
         }
         requestReadIfAllowed()
+    }
+
+    /// What a pass leaves in the buffer: nothing (let go), or the start of the
+    /// next frame. A large frame whose budget is reserved gets a buffer of its
+    /// whole size now, so the rest of it is appended in place. Why: a 512 KiB
+    /// put comes in 64 KiB reads; the buffer's doublings, and the copy of a
+    /// buffer still shared with the frame just taken, cost 6 % of the
+    /// server's CPU during ingest. The reservation bounds what this allocates.
+    private func keepRest() {
+        // Peeked at through `?.`: a bound copy would make the buffer shared, and discarding then copies it.
+        guard let rest = buffer?.readableBytes, rest > 0 else {
+            buffer = nil
+            return
+        }
+        if let reserved, let reader = buffer?.readerIndex, let capacity = buffer?.capacity,
+           reader > 0 || capacity < 4 + reserved.bytes {
+            var whole = ByteBufferAllocator().buffer(capacity: max(4 + reserved.bytes, rest))
+            if let old = buffer { whole.writeImmutableBuffer(old) }
+            buffer = whole
+        } else {
+            buffer?.discardReadBytes()
+        }
     }
 
     /// The pass's cache hits go into the metrics together: one clock reading

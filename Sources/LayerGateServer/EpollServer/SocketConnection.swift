@@ -54,21 +54,32 @@ final class SocketConnection: ConnectionTransport {
 
     // MARK: events from the loop
 
-    /// The socket is readable: one read of up to the loop's buffer, handed to the connection.
+    /// The socket is readable: one read, of up to the loop's buffer or into
+    /// the connection's own for the rest of a large frame.
     func readable() {
         guard wantsRead, !closed else {
             // Held back (or closing): stop watching until the connection asks again.
             setInterest(interest & ~UInt32(EPOLLIN.rawValue))
             return
         }
-        var bytes = server.takeReadBuffer()
         var failure: Int32 = 0
-        let n = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space -> Int in
+        let receive = { [fd] (space: UnsafeMutableRawBufferPointer) -> Int in
             let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
             if n < 0 { failure = errno }
             return max(n, 0)
         }
-        defer { server.giveBack(bytes) }
+        // Off before the connection sees the bytes: handling them may ask for more (`read()`).
+        wantsRead = false
+        // The rest of a large frame goes straight into its own buffer; anything else through the loop's.
+        let n: Int
+        if let inPlace = connection?.receiveInPlace(receive) {
+            n = inPlace
+        } else {
+            var bytes = server.takeReadBuffer()
+            n = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: 0, receive)
+            if n > 0 { connection?.received(bytes) }
+            server.giveBack(bytes)
+        }
         guard n > 0 else {
             if n == 0 && failure == 0 {
                 // End of input: the peer shut its sending side and may still read (a whole close comes as EPOLLHUP).
@@ -77,11 +88,11 @@ final class SocketConnection: ConnectionTransport {
                 connection?.endOfInput()
             } else if failure != EAGAIN && failure != EINTR {
                 close()  // the peer is gone
+            } else {
+                wantsRead = true  // nothing came: still waiting for it
             }
             return
         }
-        wantsRead = false
-        connection?.received(bytes)
         connection?.readComplete()
         connection?.readRequested()
     }
