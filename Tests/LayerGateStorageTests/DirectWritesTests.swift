@@ -88,7 +88,7 @@ struct DirectWritesTests {
         let directDir = TempDir(), bufferedDir = TempDir()
         // Is O_DIRECT on here at all? (ext4 and tmpfs: yes; FUSE: no.)
         let probe = try RawFile.open(testFS, directDir.path + "/probe", .createExclusive)
-        let supported = DirectWrites(file: probe, capacity: directIOAlignment).active
+        let supported = DirectWrites(file: probe).active
         probe.close()
         try testFS.unlink(directDir.path + "/probe")
         if !supported { print("aLayerWrittenDirectIsByteForByteTheBufferedOne: no O_DIRECT on \(directDir.path): both files buffered") }

@@ -242,20 +242,18 @@ struct IndexEntry: Equatable {
 enum BlobHeader {
     static let size = 8
 
-    /// Appends a header for a payload of `length` bytes, which the caller
-    /// appends next; `seal` then writes the payload's checksum into it.
-    /// Returns where the header starts in `w`.
-    static func begin(payloadLength length: Int, in w: inout ByteWriter) -> Int {
-        let at = w.count
-        w.u32(UInt32(length))
-        w.u32(0)
-        return at
-    }
-
-    /// Fills in the checksum of the payload that follows the header at `at` (to the end of `w`).
-    static func seal(at: Int, in w: inout ByteWriter) {
-        let crc = w.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[(at + size)...])) }
-        for i in 0..<4 { w.bytes[at + 4 + i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
+    /// Appends a blob: its header (length, CRC-32C of the payload) and the
+    /// `length` bytes of payload that `fill` writes in place.
+    static func append(payloadLength length: Int, to buffer: AlignedBuffer,
+                       _ fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        let at = buffer.count
+        buffer.appendZeros(size)
+        buffer.append(length, fill)
+        let crc = buffer.withBytes(at + size..<at + size + length) { Checksum.crc32c($0) }
+        var header = ByteWriter(capacity: size)
+        header.u32(UInt32(length))
+        header.u32(crc)
+        buffer.overwrite(at: at, with: header.bytes)
     }
 
     /// The length and checksum stored at `at` in `block` (the caller checks `at + size` fits).

@@ -21,7 +21,8 @@ public final class LayerWriter {
     let tempName: String
     /// The temp file, written past the OS page cache where it can be; nil once closed.
     private var out: DirectWrites?
-    private var buffer = ByteWriter(capacity: 1 << 20)
+    /// Bytes not yet written, from `bufferStart`; flushed at 1 MiB.
+    private let buffer = AlignedBuffer(capacity: 1 << 20 + 64 << 10)
     private var bufferStart = LayerFormat.blockSize
     private var entries: [IndexEntry] = []
     private var lastKey: (PageKey, Lsn)?
@@ -63,7 +64,7 @@ public final class LayerWriter {
             }
         }
         tempName = name
-        out = created.map { DirectWrites(file: $0, capacity: 1 << 20) }
+        out = created.map { DirectWrites(file: $0) }
     }
 
     deinit { if !done { discard() } }
@@ -93,14 +94,17 @@ public final class LayerWriter {
             // Keep the 8-byte blob header inside one block.
             let pos = bufferStart + buffer.count
             let room = LayerFormat.blockSize - pos % LayerFormat.blockSize
-            if room < BlobHeader.size { buffer.zeros(room) }
+            if room < BlobHeader.size { buffer.appendZeros(room) }
             let offset = bufferStart + buffer.count
-            let headerAt = BlobHeader.begin(payloadLength: payloadSize, in: &buffer)
             switch value {
-            case .image(let bytes): buffer.bytes(bytes)
-            case .delta: ValueCodec.encode(value, into: &buffer)
+            case .image(let bytes):
+                BlobHeader.append(payloadLength: payloadSize, to: buffer) { to in bytes.withUnsafeBytes { to.copyMemory(from: $0) } }
+            case .delta:
+                var encoded = ByteWriter(capacity: payloadSize)
+                ValueCodec.encode(value, into: &encoded)
+                precondition(encoded.count == payloadSize, "a delta's encoded size is what encodedSize said")
+                BlobHeader.append(payloadLength: payloadSize, to: buffer) { to in encoded.bytes.withUnsafeBytes { to.copyMemory(from: $0) } }
             }
-            BlobHeader.seal(at: headerAt, in: &buffer)
             entries.append(IndexEntry(key: key, lsn: lsn, offset: UInt64(offset),
                                       length: UInt32(BlobHeader.size + payloadSize), flags: flags))
             lastKey = (key, lsn)
@@ -122,13 +126,13 @@ public final class LayerWriter {
             let name = LayerName(kind: kind, keys: KeyRange(first: entries.first!.key, last: entries.last!.key),
                                  lsnStart: lsnStart, lsnEnd: lsnEnd, generation: generation)
             let dataEnd = bufferStart + buffer.count
-            buffer.zeros((LayerFormat.blockSize - dataEnd % LayerFormat.blockSize) % LayerFormat.blockSize)
+            buffer.appendZeros((LayerFormat.blockSize - dataEnd % LayerFormat.blockSize) % LayerFormat.blockSize)
             let indexStart = (bufferStart + buffer.count) / LayerFormat.blockSize
             var fences = ByteWriter()
             var blocks = 0
             for chunkStart in stride(from: 0, to: entries.count, by: LayerFormat.entriesPerIndexBlock) {
                 let chunk = entries[chunkStart..<min(chunkStart + LayerFormat.entriesPerIndexBlock, entries.count)]
-                buffer.bytes(IndexBlock.encode(chunk))
+                buffer.append(IndexBlock.encode(chunk))
                 chunk.first!.key.write(to: &fences)
                 fences.u64(chunk.first!.lsn.rawValue)
                 blocks += 1
@@ -136,7 +140,7 @@ public final class LayerWriter {
             }
             let fenceStart = (bufferStart + buffer.count) / LayerFormat.blockSize
             let fenceArea = FenceArea.encode(fences.bytes, count: blocks)
-            buffer.bytes(fenceArea)
+            buffer.append(fenceArea)
             let fileSize = bufferStart + buffer.count
             try flushBuffer()
             precondition(buffer.count == 0, "a layer file that is not whole 8 KiB blocks")
@@ -146,9 +150,12 @@ public final class LayerWriter {
                 indexBlockCount: UInt64(blocks), fenceStartBlock: UInt64(fenceStart),
                 fenceBlockCount: UInt64(fenceArea.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))
             guard let out else { throw StorageError.cancelled("layer writer already discarded") }
-            var block0 = summary.encode()
-            block0.append(contentsOf: repeatElement(0, count: LayerFormat.blockSize - block0.count))
-            try out.write(block0, 0..<block0.count, at: 0)
+            // The summary block goes out last, from the (now empty) aligned buffer.
+            let block0 = summary.encode()
+            buffer.append(block0)
+            buffer.appendZeros(LayerFormat.blockSize - block0.count)
+            try buffer.withBytes(0..<LayerFormat.blockSize) { (b) throws(StorageError) in try out.write(b, at: 0) }
+            buffer.removeFirst(LayerFormat.blockSize)
             out.file.sync()
             out.file.close()
             try failpoints.hit("layer-writer-before-publish")
@@ -177,8 +184,8 @@ public final class LayerWriter {
         guard let out else { throw StorageError.cancelled("layer writer already discarded") }
         let n = out.writable(buffer.count)
         guard n > 0 else { return }
-        try out.write(buffer.bytes, 0..<n, at: bufferStart)
+        try buffer.withBytes(0..<n) { (b) throws(StorageError) in try out.write(b, at: bufferStart) }
         bufferStart += n
-        buffer.bytes.removeFirst(n)
+        buffer.removeFirst(n)
     }
 }
