@@ -116,7 +116,8 @@ struct LargeFramePiecesTests {
             while at < bytes.count {
                 let end = min(at + sizes[turn % sizes.count], bytes.count)
                 while at < end {
-                    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + at, end - at) }
+                    // MSG_NOSIGNAL: a server that closed early fails the test, not the test process.
+                    let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + at, end - at, Int32(MSG_NOSIGNAL)) }
                     guard n > 0 else { return }
                     at += n
                 }
@@ -146,7 +147,8 @@ struct LargeFramePiecesTests {
             }
         }
         #expect(problems.isEmpty, "\(problems.prefix(5))")
-        #expect(expected.isEmpty, "unanswered: \(expected.keys.sorted().prefix(5))")
+        let unanswered = expected.keys.sorted()  // ids only: the expected pages would flood the report
+        #expect(unanswered.isEmpty, "unanswered: \(unanswered.prefix(5))")
         #expect(try await c.tenantStatus(tenantA).lastRecordLsn == lsn)
         for block in stride(from: 0, to: 480, by: 37) as StrideTo<UInt32> {
             #expect(try await c.getPage(tenant: tenantA, key: wkey(block)).page == wpage(UInt64(block) << 32 | UInt64(block + 1)))
