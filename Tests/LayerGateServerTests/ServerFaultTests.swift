@@ -277,7 +277,6 @@ extension ServerFaultTests {
     }
 }
 
-/// Writes zeros to `path` until the filesystem is full.
 /// Bytes still free on the filesystem holding `path` (as root sees it).
 func freeBytes(_ path: String) -> UInt64 {
     var st = statvfs()
@@ -285,6 +284,7 @@ func freeBytes(_ path: String) -> UInt64 {
     return UInt64(st.f_bfree) * UInt64(st.f_frsize)
 }
 
+/// Writes zeros to `path` until the filesystem is full.
 func fill(_ path: String) {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     guard fd >= 0 else { return }

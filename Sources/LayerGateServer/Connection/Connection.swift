@@ -135,8 +135,13 @@ final class Connection<Transport: ConnectionTransport> {
     func received(_ bytes: ByteBuffer) {
         guard !closing else { return }
         var bytes = bytes
-        lastActivity = .now()
         if buffer == nil { buffer = bytes } else { buffer?.writeBuffer(&bytes) }
+        arrived()
+    }
+
+    /// Bytes came in, appended to `buffer` already: the peer is active, and frames may be whole.
+    private func arrived() {
+        lastActivity = .now()
         process()
     }
 
@@ -148,8 +153,7 @@ final class Connection<Transport: ConnectionTransport> {
         guard !closing, reserved != nil, let room = buffer?.writableBytes, room > 0 else { return nil }
         let n = buffer?.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { read($0) } ?? 0
         guard n > 0 else { return 0 }
-        lastActivity = .now()
-        process()
+        arrived()
         return n
     }
 

@@ -246,14 +246,12 @@ enum BlobHeader {
     /// `length` bytes of payload that `fill` writes in place.
     static func append(payloadLength length: Int, to buffer: AlignedBuffer,
                        _ fill: (UnsafeMutableRawBufferPointer) -> Void) {
-        let at = buffer.count
-        buffer.appendZeros(size)
-        buffer.append(length, fill)
-        let crc = buffer.withBytes(at + size..<at + size + length) { Checksum.crc32c($0) }
-        var header = ByteWriter(capacity: size)
-        header.u32(UInt32(length))
-        header.u32(crc)
-        buffer.overwrite(at: at, with: header.bytes)
+        buffer.append(size + length) { blob in
+            let payload = UnsafeMutableRawBufferPointer(rebasing: blob[size...])
+            fill(payload)
+            blob.storeBytes(of: UInt32(length).bigEndian, toByteOffset: 0, as: UInt32.self)
+            blob.storeBytes(of: Checksum.crc32c(UnsafeRawBufferPointer(payload)).bigEndian, toByteOffset: 4, as: UInt32.self)
+        }
     }
 
     /// The length and checksum stored at `at` in `block` (the caller checks `at + size` fits).

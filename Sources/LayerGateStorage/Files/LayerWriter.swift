@@ -150,10 +150,8 @@ public final class LayerWriter {
                 indexBlockCount: UInt64(blocks), fenceStartBlock: UInt64(fenceStart),
                 fenceBlockCount: UInt64(fenceArea.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))
             guard let out else { throw StorageError.cancelled("layer writer already discarded") }
-            // The summary block goes out last, from the (now empty) aligned buffer.
-            let block0 = summary.encode()
-            buffer.append(block0)
-            buffer.appendZeros(LayerFormat.blockSize - block0.count)
+            // The summary block (a whole block) goes out last, from the now empty aligned buffer.
+            buffer.append(summary.encode())
             try buffer.withBytes(0..<LayerFormat.blockSize) { (b) throws(StorageError) in try out.write(b, at: 0) }
             buffer.removeFirst(LayerFormat.blockSize)
             out.file.sync()

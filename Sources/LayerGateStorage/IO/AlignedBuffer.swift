@@ -37,12 +37,6 @@ final class AlignedBuffer {
         return try body(UnsafeRawBufferPointer(rebasing: memory[range]))
     }
 
-    /// Overwrites bytes already appended, from `at` (a header filled in after its payload).
-    func overwrite(at: Int, with bytes: [UInt8]) {
-        precondition(at >= 0 && at + bytes.count <= count, "bytes outside the buffer")
-        bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: memory[at..<at + bytes.count]).copyMemory(from: $0) }
-    }
-
     /// Drops the first `n` bytes (written out): what follows moves to the front, which stays aligned.
     func removeFirst(_ n: Int) {
         precondition(n >= 0 && n <= count, "removing more than the buffer holds")
