@@ -23,6 +23,10 @@ import Synchronization
 /// - **Faults.** `inject(_:)`: fail chosen operations with an errno (ENOSPC,
 ///   EIO, EMFILE…), by kind, by path, by count. `capacity` makes a full disk
 ///   the honest way; `maxOpenFiles` makes descriptors run out.
+/// - **Direct I/O.** With `directIO`, descriptors take O_DIRECT
+///   (`bypassPageCache`), and then refuse writes whose offset, length or
+///   memory is not 4 KiB-aligned with EINVAL, as Linux does. Durability is
+///   the same as for other writes: only an fsync makes them survive.
 public final class SimulatedDisk: FileSystem {
     public enum Operation: String, Sendable, CaseIterable {
         case open, create, read, write, truncate, sync, rename, link, unlink, mkdir, rmdir, list, stat, statfs
@@ -111,17 +115,23 @@ public final class SimulatedDisk: FileSystem {
         var capacity: Int?
         var maxOpenFiles: Int?
         var operationLog: [String: Int] = [:]
+        var directIO = false
+        var directFds: Set<Int32> = []
     }
 
     private let state = Mutex(State())
     private static let rootId = 0
 
-    public init(capacity: Int? = nil) {
+    public init(capacity: Int? = nil, directIO: Bool = false) {
         state.withLock { s in
             s.inodes[Self.rootId] = Inode(id: Self.rootId, isDirectory: true)
             s.capacity = capacity
+            s.directIO = directIO
         }
     }
+
+    /// Whether descriptors take O_DIRECT.
+    public var directIO: Bool { state.withLock { $0.directIO } }
 
     // MARK: test controls
 
@@ -166,7 +176,7 @@ public final class SimulatedDisk: FileSystem {
     /// The disk as it is after a power loss now: a new disk holding what was
     /// durable (and, in `.torn` mode, pieces of what was not).
     public func crashImage(_ mode: CrashMode = .strict) -> SimulatedDisk {
-        let image = SimulatedDisk()
+        let image = SimulatedDisk(directIO: directIO)
         state.withLock { s in
             var rng = SeededRandom(seed: { if case .torn(let seed) = mode { return seed }; return 0 }())
             let torn: Bool = { if case .torn = mode { return true }; return false }()
@@ -273,7 +283,18 @@ public final class SimulatedDisk: FileSystem {
     }
 
     public func close(_ fd: Int32) {
-        state.withLock { s in _ = s.fds.removeValue(forKey: fd) }
+        state.withLock { s in
+            _ = s.fds.removeValue(forKey: fd)
+            s.directFds.remove(fd)
+        }
+    }
+
+    public func bypassPageCache(_ fd: Int32, _ on: Bool) -> Bool {
+        state.withLock { s in
+            guard s.directIO, s.fds[fd] != nil else { return false }
+            if on { s.directFds.insert(fd) } else { s.directFds.remove(fd) }
+            return true
+        }
     }
 
     public func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
@@ -292,6 +313,10 @@ public final class SimulatedDisk: FileSystem {
     public func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
         try withFile(.write, fd) { s, f, inode throws(SystemError) in
             guard f.writable, offset >= 0 else { throw SystemError(EBADF) }
+            if s.directFds.contains(fd), offset % directIOAlignment != 0 || buffer.count % directIOAlignment != 0
+                || Int(bitPattern: buffer.baseAddress) % directIOAlignment != 0 {
+                throw SystemError(EINVAL)
+            }
             let end = offset + buffer.count
             let growth = max(0, end - inode.data.count)
             if let capacity = s.capacity, growth > 0, Self.used(s) + growth > capacity { throw SystemError(ENOSPC) }

@@ -187,11 +187,22 @@ struct TenantTests {
         let walDir = f.tenantDir + "/wal"
         let seg = walDir + "/" + f.dir.files("tenants/\(testTenant)/wal")[0]
         let good = try Data(contentsOf: URL(fileURLWithPath: seg))
+        // The frames: header, two commits, the seal (then the padding of a direct write).
+        var frames: [Range<Int>] = []
+        [UInt8](good).withUnsafeBytes { b in
+            var pos = 0
+            while let frame = WalFormat.frame(in: b, at: pos) {
+                frames.append(pos..<frame.end)
+                pos = frame.end
+            }
+        }
+        try #require(frames.count == 4)
         // Torn: half of the last record.
-        try good.prefix(good.count - 3000).write(to: URL(fileURLWithPath: seg))
+        let torn = frames[2].lowerBound + frames[2].count / 2
+        try good.prefix(torn).write(to: URL(fileURLWithPath: seg))
         var (m, t) = try await f.reopen()
         #expect(t.status().lastRecordLsn == Lsn(10), "\(t.lifecycle)")
-        #expect(Directory.fileSize(seg)! < good.count - 3000)
+        #expect(Directory.fileSize(seg)! < torn)
         await m.shutdown()
         // Torn: zeros after the last good record.
         try (good + Data(count: 4096)).write(to: URL(fileURLWithPath: seg))

@@ -1,10 +1,13 @@
 /// A growable byte buffer whose memory is aligned for O_DIRECT, so a layer
-/// file's bytes are written to the device from where they were appended.
+/// file's or a WAL commit's bytes are written to the device from where they
+/// were appended.
 ///
 /// Why: the layer writer used to append into an array and then copy each
 /// MiB into an aligned staging buffer for the direct write; that second copy
 /// was 10–14 % of the server's CPU during ingest.
-final class AlignedBuffer {
+final class AlignedBuffer: @unchecked Sendable {
+    // @unchecked: one user at a time: its owner, or the pool of
+    // `AppendOnlyFile` between two commits.
     private var memory: UnsafeMutableRawBufferPointer
     private(set) var count = 0
 
@@ -43,6 +46,23 @@ final class AlignedBuffer {
         let rest = count - n
         if rest > 0, let base = memory.baseAddress { base.copyMemory(from: base + n, byteCount: rest) }
         count = rest
+    }
+
+    /// Drops the last `n` bytes.
+    func removeLast(_ n: Int) {
+        precondition(n >= 0 && n <= count, "removing more than the buffer holds")
+        count -= n
+    }
+
+    /// Gives memory beyond `capacity` back (keeping the bytes held), so a
+    /// buffer that once held a large write does not keep its size while idle.
+    func shrink(toCapacity capacity: Int) {
+        let keep = max(capacity, count, directIOAlignment)
+        guard memory.count > keep else { return }
+        let smaller = UnsafeMutableRawBufferPointer.allocate(byteCount: keep, alignment: directIOAlignment)
+        if count > 0, let to = smaller.baseAddress, let from = memory.baseAddress { to.copyMemory(from: from, byteCount: count) }
+        memory.deallocate()
+        memory = smaller
     }
 
     private func reserve(_ n: Int) {

@@ -21,9 +21,9 @@ final class Wal: Sendable {
     let tenant: TenantId
 
     private struct Current {
-        var file: RawFile
+        /// The segment's file; `log.end` is where the next frame goes.
+        var log: AppendOnlyFile
         var segment: WalReplay.Segment
-        var size: Int
         var nextSequence: UInt64
         var lastLsn: Lsn
     }
@@ -59,16 +59,16 @@ final class Wal: Sendable {
     /// The next append starts a new segment (called at freeze).
     func requestRoll() { state.withLock { $0.rollRequested = true } }
 
-    /// Appends one group commit — `records`, encoded by `WalFormat.encodeRecords`,
-    /// with LSNs `firstLsn…lastLsn` — and fsyncs it. Returns once it is durable.
-    /// Appends one commit whose records are `parts` (encoded, in LSN order) and fsyncs it.
+    /// Appends one group commit, whose records are `parts` (each encoded by
+    /// `WalFormat.encodeRecords`, in LSN order, LSNs `firstLsn…lastLsn`), and
+    /// fsyncs it. Returns once it is durable.
     func append(_ parts: [[UInt8]], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints) throws(StorageError) {
         let (rollNeeded, current) = state.withLock { s in (s.rollRequested || s.current == nil, s.current) }
         if !rollNeeded, let current {
-            let frame = WalFormat.frame(.commit, sequence: current.nextSequence, parts: parts)
-            try write(frame, to: current.file, at: current.size, failpoints: failpoints)
+            try write(WalFormat.frameSize(parts: parts), to: current.log, failpoints: failpoints) { out in
+                WalFormat.writeFrame(.commit, sequence: current.nextSequence, parts: parts, into: out)
+            }
             state.withLock { s in
-                s.current?.size += frame.count
                 s.current?.nextSequence += 1
                 s.current?.lastLsn = lastLsn
                 s.newest?.lastLsn = lastLsn
@@ -79,14 +79,18 @@ final class Wal: Sendable {
         try startSegment(with: parts, firstLsn: firstLsn, lastLsn: lastLsn, failpoints: failpoints)
     }
 
-    /// Writes `bytes` at `offset` and fsyncs; on failure the file is cut back
-    /// to `offset` (and that is fsynced) before the error is thrown.
-    private func write(_ bytes: [UInt8], to file: RawFile, at offset: Int, failpoints: Failpoints) throws(StorageError) {
+    /// Appends `count` bytes of frames, written by `fill`, and fsyncs; on
+    /// failure the file is cut back to where it ended (and that is fsynced)
+    /// before the error is thrown.
+    private func write(_ count: Int, to log: AppendOnlyFile, failpoints: Failpoints,
+                       _ fill: (UnsafeMutableRawBufferPointer) -> Void) throws(StorageError) {
+        let file = log.file
+        let offset = log.end
         do throws(StorageError) {
-            try file.write(bytes, at: offset)
+            try log.append(count, fill)
             try failpoints.hit("wal-before-fsync")
         } catch {
-            do throws(StorageError) { try file.truncate(to: offset) } catch let e {
+            do throws(StorageError) { try log.cutBack(to: offset) } catch let e {
                 FatalIO.stop("cannot cut \(FileLabel.describe(file.path)) back after a failed write (\(error)): \(e)")
             }
             file.sync()
@@ -106,12 +110,12 @@ final class Wal: Sendable {
     private func sealOpenSegment() throws(StorageError) {
         let (current, tail) = state.withLock { s in (s.current, s.unsealedTail) }
         if let current {
-            try seal(current.file, at: current.size, nextSequence: current.nextSequence, lastLsn: current.lastLsn)
-            current.file.close()
+            try seal(current.log, nextSequence: current.nextSequence, lastLsn: current.lastLsn)
+            current.log.file.close()
         } else if let tail {
             let file = try RawFile.open(directory.fs, directory.child(tail.segment.name), .readWrite)
-            try seal(file, at: tail.size, nextSequence: tail.nextSequence, lastLsn: tail.lastLsn)
-            file.close()
+            defer { file.close() }
+            try seal(try AppendOnlyFile(file: file, end: tail.size), nextSequence: tail.nextSequence, lastLsn: tail.lastLsn)
         }
         state.withLock { s in
             s.current = nil
@@ -119,10 +123,12 @@ final class Wal: Sendable {
         }
     }
 
-    private func seal(_ file: RawFile, at offset: Int, nextSequence: UInt64, lastLsn: Lsn) throws(StorageError) {
-        let seal = WalFormat.Seal(offset: UInt64(offset), lastLsn: lastLsn, commits: nextSequence - 1)
-        let frame = WalFormat.frame(.seal, sequence: nextSequence, parts: [WalFormat.sealPayload(seal)])
-        try write(frame, to: file, at: offset, failpoints: Failpoints.none)
+    private func seal(_ log: AppendOnlyFile, nextSequence: UInt64, lastLsn: Lsn) throws(StorageError) {
+        let seal = WalFormat.Seal(offset: UInt64(log.end), lastLsn: lastLsn, commits: nextSequence - 1)
+        let parts = [WalFormat.sealPayload(seal)]
+        try write(WalFormat.frameSize(parts: parts), to: log, failpoints: Failpoints.none) { out in
+            WalFormat.writeFrame(.seal, sequence: nextSequence, parts: parts, into: out)
+        }
     }
 
     private func startSegment(with parts: [[UInt8]], firstLsn: Lsn, lastLsn: Lsn, failpoints: Failpoints)
@@ -144,13 +150,17 @@ final class Wal: Sendable {
             file = try RawFile.open(fs, path, .readWrite)
         }
         directory.sync()
-        var w = ByteWriter(capacity: parts.reduce(0) { $0 + $1.count } + 128)
         let header = WalFormat.SegmentHeader(startLsn: firstLsn, previousStart: previous?.start ?? .zero,
                                              previousLastLsn: previous?.lastLsn ?? .zero, tenant: tenant)
-        WalFormat.appendFrame(.segmentHeader, sequence: 0, parts: [WalFormat.headerPayload(header)], to: &w)
-        WalFormat.appendFrame(.commit, sequence: 1, parts: parts, to: &w)
+        let headerParts = [WalFormat.headerPayload(header)]
+        let headerSize = WalFormat.frameSize(parts: headerParts)
+        let log: AppendOnlyFile
         do throws(StorageError) {
-            try write(w.bytes, to: file, at: 0, failpoints: failpoints)
+            log = try AppendOnlyFile(file: file, end: 0)
+            try write(headerSize + WalFormat.frameSize(parts: parts), to: log, failpoints: failpoints) { out in
+                WalFormat.writeFrame(.segmentHeader, sequence: 0, parts: headerParts, into: .init(rebasing: out[..<headerSize]))
+                WalFormat.writeFrame(.commit, sequence: 1, parts: parts, into: .init(rebasing: out[headerSize...]))
+            }
         } catch {
             file.close()
             try? fs.unlink(path)
@@ -161,7 +171,7 @@ final class Wal: Sendable {
         state.withLock { s in
             if s.segments.last?.name != name { s.segments.append(segment) }
             s.newest = segment
-            s.current = Current(file: file, segment: segment, size: w.count, nextSequence: 2, lastLsn: lastLsn)
+            s.current = Current(log: log, segment: segment, nextSequence: 2, lastLsn: lastLsn)
             s.rollRequested = false
         }
     }
@@ -201,7 +211,7 @@ final class Wal: Sendable {
         if failure == nil, let newest {
             let file = state.withLock { s -> RawFile? in
                 defer { s.current = nil; s.unsealedTail = nil; s.rollRequested = true }
-                return s.current?.segment.name == newest.name ? s.current?.file : nil
+                return s.current?.segment.name == newest.name ? s.current?.log.file : nil
             }
             file?.close()
             do throws(StorageError) {
@@ -231,13 +241,13 @@ final class Wal: Sendable {
         }
         guard let current else { return }
         do throws(StorageError) {
-            try seal(current.file, at: current.size, nextSequence: current.nextSequence, lastLsn: current.lastLsn)
+            try seal(current.log, nextSequence: current.nextSequence, lastLsn: current.lastLsn)
         } catch {
             state.withLock { s in
-                s.unsealedTail = WalReplay.OpenTail(segment: current.segment, size: current.size,
+                s.unsealedTail = WalReplay.OpenTail(segment: current.segment, size: current.log.end,
                                                     nextSequence: current.nextSequence, lastLsn: current.lastLsn)
             }
         }
-        current.file.close()
+        current.log.file.close()
     }
 }

@@ -74,26 +74,44 @@ enum WalFormat {
         return w.bytes
     }
 
-    /// One frame whose payload is `parts` one after another: a group commit's
-    /// puts are copied once, into the frame, not first into one payload.
+    /// One frame whose payload is `parts` one after another.
     static func frame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]]) -> [UInt8] {
-        var w = ByteWriter(capacity: frameHeaderSize + parts.reduce(0) { $0 + $1.count } + 8)
+        var w = ByteWriter(capacity: frameSize(parts: parts))
         appendFrame(kind, sequence: sequence, parts: parts, to: &w)
         return w.bytes
     }
 
     static func appendFrame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]], to w: inout ByteWriter) {
         let at = w.count
-        w.u32(magic)
-        w.u8(kind.rawValue)
-        w.zeros(3)
-        w.u32(UInt32(parts.reduce(0) { $0 + $1.count }))
-        w.u32(0)
-        w.u64(sequence)
-        for part in parts { w.bytes(part) }
-        let crc = w.bytes.withUnsafeBytes { crcOfFrame(UnsafeRawBufferPointer(rebasing: $0[at...])) }
-        for i in 0..<4 { w.bytes[at + 12 + i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
-        w.zeros((8 - w.count % 8) % 8)
+        w.zeros(frameSize(parts: parts))
+        w.bytes.withUnsafeMutableBytes { writeFrame(kind, sequence: sequence, parts: parts, into: .init(rebasing: $0[at...])) }
+    }
+
+    /// The bytes a frame of `parts` takes, its padding included.
+    static func frameSize(parts: [[UInt8]]) -> Int {
+        let n = frameHeaderSize + parts.reduce(0) { $0 + $1.count }
+        return n + (8 - n % 8) % 8
+    }
+
+    /// Writes the frame into `out`, exactly `frameSize(parts:)` bytes: a
+    /// group commit's puts are copied once, into the frame where it is
+    /// written from, not first into one payload.
+    static func writeFrame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]], into out: UnsafeMutableRawBufferPointer) {
+        let length = parts.reduce(0) { $0 + $1.count }
+        let size = frameSize(parts: parts)
+        precondition(out.count == size, "a frame's buffer of the wrong size")
+        out.storeBytes(of: magic.bigEndian, toByteOffset: 0, as: UInt32.self)
+        out.storeBytes(of: (UInt32(kind.rawValue) << 24).bigEndian, toByteOffset: 4, as: UInt32.self)
+        out.storeBytes(of: UInt32(length).bigEndian, toByteOffset: 8, as: UInt32.self)
+        out.storeBytes(of: sequence.bigEndian, toByteOffset: 16, as: UInt64.self)
+        var at = frameHeaderSize
+        for part in parts {
+            part.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[at..<at + $0.count]).copyMemory(from: $0) }
+            at += part.count
+        }
+        UnsafeMutableRawBufferPointer(rebasing: out[at...]).initializeMemory(as: UInt8.self, repeating: 0)
+        let crc = crcOfFrame(UnsafeRawBufferPointer(rebasing: out[0..<frameHeaderSize + length]))
+        out.storeBytes(of: crc.bigEndian, toByteOffset: 12, as: UInt32.self)
     }
 
     static func headerPayload(_ h: SegmentHeader) -> [UInt8] {

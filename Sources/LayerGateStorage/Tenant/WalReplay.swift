@@ -94,7 +94,7 @@ enum WalReplay {
             if let failure { throw failure }
             out.records += scan.records
             order = scan.order
-            if let cutAt = scan.cutAt, !scan.sealed {
+            if let cutAt = scan.cutAt, !scan.sealed, !scan.cutIsPadding {
                 out.cut = TailCut(segment: name, offset: cutAt, bytes: bytes.count - cutAt, lastLsnKept: scan.lastLsnInSegment)
             }
             if isLast, !scan.sealed, scan.records.isEmpty {
@@ -158,6 +158,8 @@ private struct SegmentScan {
     var lastLsnInSegment = Lsn.zero
     var records: [Record] = []
     var cutAt: Int?
+    /// What is cut is the zeros a direct write pads its last block with, not a torn commit.
+    var cutIsPadding = false
     var sealed = false
     var legacy = false
     var nextSequence: UInt64 = 1
@@ -209,7 +211,12 @@ private struct SegmentScan {
         var pos = first.end
         while pos < b.count {
             guard let f = WalFormat.frame(in: b, at: pos), f.sequence == nextSequence, f.kind != .segmentHeader else {
-                try damaged(b, at: pos, what: "commit \(nextSequence)")
+                if isLast && Self.isPadding(b, from: pos) {
+                    cutAt = pos
+                    cutIsPadding = true
+                } else {
+                    try damaged(b, at: pos, what: "commit \(nextSequence)")
+                }
                 return
             }
             let payload = UnsafeRawBufferPointer(rebasing: b[f.payload])
@@ -250,6 +257,14 @@ private struct SegmentScan {
         }
         guard isLast else { throw corrupt("\(what) at offset \(pos) is damaged and newer segments exist") }
         cutAt = pos
+    }
+
+    /// Zeros from `pos` to the end of the file, which ends on the block
+    /// boundary after `pos`: what a direct write (`AppendOnlyFile`) leaves
+    /// after its bytes. More zeros than that are a torn write.
+    static func isPadding(_ b: UnsafeRawBufferPointer, from pos: Int) -> Bool {
+        b.count % directIOAlignment == 0 && b.count - pos < directIOAlignment
+            && UnsafeRawBufferPointer(rebasing: b[pos...]).allSatisfy { $0 == 0 }
     }
 
     /// The first verified commit or seal after `pos` with at least `minSequence`.

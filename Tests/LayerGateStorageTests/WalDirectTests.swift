@@ -1,0 +1,186 @@
+import Foundation
+import LayerGateTestSupport
+import Testing
+
+@testable import LayerGateStorage
+
+/// The WAL written with O_DIRECT (`AppendOnlyFile`): each commit rewrites the
+/// segment's partial last block and pads to a block boundary. The padding is
+/// the end of the segment, not a torn write; more zeros than that still are;
+/// a failed commit leaves the next one starting from the right bytes; and
+/// a power loss anywhere keeps every acknowledged record.
+@Suite("WAL written directly: padding, cut-backs, power loss")
+struct WalDirectTests {
+    func walPath(_ name: String) -> String { "tenants/\(testTenant)/wal/\(name)" }
+
+    func segments(_ f: DiskFixture) -> [String] { f.files("wal").filter { $0.hasSuffix(".wal") } }
+
+    /// Records whose commits end anywhere within a block: an image and a
+    /// delta of `extra` bytes.
+    func oddCommit(_ n: UInt64) -> [Record] {
+        [image(key(UInt32(n)), 10 + 2 * n), delta(key(UInt32(n)), 11 + 2 * n, offset: Int(n) * 7, bytes: [UInt8](repeating: UInt8(n), count: 1 + Int(n) * 97 % 700))]
+    }
+
+    /// Where the frames of a segment end (past the last one that verifies).
+    func framesEnd(_ bytes: [UInt8]) -> Int {
+        var pos = 0
+        bytes.withUnsafeBytes { b in
+            while let frame = WalFormat.frame(in: b, at: pos) { pos = frame.end }
+        }
+        return pos
+    }
+
+    @Test func commitsArePaddedToABlockAndTheRestartTakesThePaddingAsTheEnd() async throws {
+        var f = try await DiskFixture.open(SimulatedDisk(directIO: true))
+        let t = try await f.manager.create(testTenant)
+        for n in 0..<6 as Range<UInt64> { _ = try await t.put(oddCommit(n)) }
+        let name = try #require(segments(f).first)
+        let bytes = try f.readFile(walPath(name))
+        let end = framesEnd(bytes)
+        #expect(bytes.count % directIOAlignment == 0 && bytes.count > end, "\(bytes.count) bytes, frames end at \(end)")
+        #expect(bytes.count - end < directIOAlignment && bytes[end...].allSatisfy { $0 == 0 })
+
+        // A power loss: every commit was fsynced, so all of it is there and nothing is reported cut.
+        f = try await f.afterPowerLoss()
+        var t2 = try f.tenant()
+        #expect(t2.lifecycle == .active)
+        #expect(t2.status().lastRecordLsn == Lsn(21))
+        #expect(t2.status().walTailCuts == 0)
+        // The next commit seals that segment (its partial block read back) and starts another.
+        _ = try await t2.put(oddCommit(6))
+        f = try await f.afterPowerLoss()
+        t2 = try f.tenant()
+        #expect(t2.status().walTailCuts == 0)
+        #expect(t2.status().lastRecordLsn == Lsn(23))
+        for n in 0...6 as ClosedRange<UInt64> {
+            #expect(try await t2.getPage(key: key(UInt32(n)), lsn: Lsn(10 + 2 * n)).page == page(UInt64(n) << 32 | (10 + 2 * n)))
+        }
+        await f.manager.shutdown()
+    }
+
+    /// Zeros past the block boundary after the last frame are not padding:
+    /// a direct write that extended the file and then tore. Cut, and reported.
+    @Test func zerosBeyondThePaddedBlockAreATornWriteAndReported() async throws {
+        let f = try await DiskFixture.open(SimulatedDisk(directIO: true))
+        let t = try await f.manager.create(testTenant)
+        for n in 0..<3 as Range<UInt64> { _ = try await t.put(oddCommit(n)) }
+        let name = try #require(segments(f).first)
+        let image = f.disk.crashImage()
+        f.disk.crashNow()
+        await f.manager.shutdown()
+        let g = try await DiskFixture.open(image, config: f.config)
+        await g.manager.shutdown()
+        // The replay trimmed the padding of the unsealed segment; a torn next commit leaves zeros past a block.
+        let bytes = try g.readFile(walPath(name))
+        try g.writeFile(walPath(name), bytes + [UInt8](repeating: 0, count: 2 * directIOAlignment - bytes.count % directIOAlignment))
+        let h = try await DiskFixture.open(g.disk, config: g.config)
+        let t3 = try h.tenant()
+        #expect(t3.lifecycle == .active)
+        #expect(t3.status().lastRecordLsn == Lsn(15))
+        #expect(t3.status().walTailCuts == 1)
+        await h.manager.shutdown()
+    }
+
+    /// A commit written and then not fsynced (failpoint) is cut back; the
+    /// next commit must start from the partial block as it was before, or
+    /// the records of the one before the failure are lost or garbled.
+    @Test(arguments: [false, true], 0..<4 as Range<UInt64>)
+    func aCommitAfterAFailedOneStartsFromTheRightBytes(directIO: Bool, seed: UInt64) async throws {
+        var f = try await DiskFixture.open(SimulatedDisk(directIO: directIO))
+        let t = try await f.manager.create(testTenant)
+        _ = try await t.put(oddCommit(0))
+        _ = try await t.put(oddCommit(1))
+        try f.failpoints.configure("wal-before-fsync", .return)
+        guard case .failure = await putResult(t, oddCommit(2)) else {
+            Issue.record("the put should fail")
+            return
+        }
+        try f.failpoints.configure("wal-before-fsync", .off)
+        _ = try await t.put([image(key(9), 20, seed: 9)])
+        f = try await f.afterPowerLoss(.torn(seed: seed))
+        let t2 = try f.tenant()
+        #expect(t2.lifecycle == .active)
+        #expect(t2.status().lastRecordLsn == Lsn(20))
+        #expect(t2.status().walTailCuts == 0)
+        #expect(try await t2.getPage(key: key(1), lsn: Lsn(12)).page == page(UInt64(1) << 32 | 12))
+        #expect(try await t2.getPage(key: key(9), lsn: Lsn(20)).page == page(9))
+        await #expect(throws: StorageError.pageNotFound(testTenant, key(2), Lsn(20))) {
+            try await t2.getPage(key: key(2), lsn: Lsn(20))
+        }
+        await f.manager.shutdown()
+    }
+
+    /// On a real filesystem (ext4 in /tmp here) the open segment really is
+    /// written with O_DIRECT, its file ends in padding, and a copy of the
+    /// data directory taken as a crash would leave it replays without a cut.
+    @Test func onARealFilesystemTheSegmentIsWrittenDirectlyAndReplays() async throws {
+        let fx = try await TenantFixture.make(label: "wal-direct")
+        for n in 0..<5 as Range<UInt64> { _ = try await fx.tenant.put(oddCommit(n)) }
+        let walDir = fx.tenantDir + "/wal"
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: walDir).first { $0.hasSuffix(".wal") })
+        let path = walDir + "/" + name
+        guard let flags = Self.openFlags(of: path) else {
+            Issue.record("the open segment \(name) has no descriptor in /proc/self/fd")
+            await fx.manager.shutdown()
+            return
+        }
+        let oDirect = 0o40000
+        if Self.filesystemTakesDirectIO(walDir) {
+            #expect(flags & oDirect != 0, "flags \(String(flags, radix: 8))")
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            #expect(bytes.count % directIOAlignment == 0 && bytes.count > framesEnd(bytes))
+        } else {
+            print("the filesystem of \(walDir) refuses O_DIRECT: the WAL is written through the page cache")
+        }
+        // What a kill -9 leaves: the files as they are, the segment unsealed.
+        let copy = TempDir("wal-direct-copy")
+        _ = try Process.run(URL(fileURLWithPath: "/bin/cp"), arguments: ["-a", fx.dir.path + "/.", copy.path]).waitUntilExitAndCheck()
+        await fx.manager.shutdown()
+        var m = try TenantManager(dataDirectory: copy.path, config: fx.manager.config, cache: PageCache(capacity: 64),
+                                  failpoints: Failpoints(), logger: quietLogger())
+        try await m.loadAll()
+        var t = try m.tenant(testTenant)
+        #expect(t.status().walTailCuts == 0)
+        #expect(t.status().lastRecordLsn == Lsn(19))
+        _ = try await t.put(oddCommit(5))
+        await m.shutdown()
+        m = try TenantManager(dataDirectory: copy.path, config: fx.manager.config, cache: PageCache(capacity: 64),
+                              failpoints: Failpoints(), logger: quietLogger())
+        try await m.loadAll()
+        t = try m.tenant(testTenant)
+        #expect(t.status().walTailCuts == 0)
+        for n in 0...5 as ClosedRange<UInt64> {
+            #expect(try await t.getPage(key: key(UInt32(n)), lsn: Lsn(10 + 2 * n)).page == page(UInt64(n) << 32 | (10 + 2 * n)))
+        }
+        await m.shutdown()
+    }
+
+    /// The `flags:` of this process's descriptor open on `path`.
+    static func openFlags(of path: String) -> Int? {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in fds {
+            guard (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd)) == path,
+                  let info = try? String(contentsOfFile: "/proc/self/fdinfo/" + fd, encoding: .utf8),
+                  let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags:") })
+            else { continue }
+            return Int(line.dropFirst("flags:".count).trimmingCharacters(in: .whitespaces), radix: 8)
+        }
+        return nil
+    }
+
+    static func filesystemTakesDirectIO(_ dir: String) -> Bool {
+        let fd = Glibc.open(dir + "/.direct-probe", O_CREAT | O_RDWR, 0o600)
+        defer { unlink(dir + "/.direct-probe") }
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        return RealFileSystem().bypassPageCache(fd, true)
+    }
+}
+
+extension Process {
+    fileprivate func waitUntilExitAndCheck() throws -> Int32 {
+        waitUntilExit()
+        guard terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+        return terminationStatus
+    }
+}
