@@ -38,7 +38,7 @@ struct WalDirectTests {
         let bytes = try f.readFile(walPath(name))
         let end = framesEnd(bytes)
         #expect(bytes.count % directIOAlignment == 0 && bytes.count > end, "\(bytes.count) bytes, frames end at \(end)")
-        #expect(bytes.count - end < directIOAlignment && bytes[end...].allSatisfy { $0 == 0 })
+        #expect(bytes.withUnsafeBytes { WalFormat.isBlockPadding($0, from: end) })
 
         // A power loss: every commit was fsynced, so all of it is there and nothing is reported cut.
         f = try await f.afterPowerLoss()
@@ -56,6 +56,40 @@ struct WalDirectTests {
             #expect(try await t2.getPage(key: key(UInt32(n)), lsn: Lsn(10 + 2 * n)).page == page(UInt64(n) << 32 | (10 + 2 * n)))
         }
         await f.manager.shutdown()
+    }
+
+    /// A commit zeroed after its fsync, inside the last block, is not taken
+    /// for padding: padding is not zeros. Cut, and reported.
+    @Test func smallCommitsZeroedAfterTheirFsyncAreReported() async throws {
+        let f = try await DiskFixture.open(SimulatedDisk(directIO: true))
+        let t = try await f.manager.create(testTenant)
+        _ = try await t.put(oddCommit(0))
+        for lsn in 20..<24 as Range<UInt64> { _ = try await t.put([delta(key(0), lsn, offset: 0, bytes: [1, 2, 3])]) }
+        let name = try #require(segments(f).first)
+        let image = f.disk.crashImage()
+        f.disk.crashNow()
+        await f.manager.shutdown()
+        var bytes = try image.contents(of: walPath(name))
+        let end = framesEnd(bytes)
+        // The last commit (one small delta) lies in the last block: zero it, padding up to it kept.
+        var last = 0
+        bytes.withUnsafeBytes { b in
+            var pos = 0
+            while let frame = WalFormat.frame(in: b, at: pos), frame.end < end { pos = frame.end }
+            last = pos
+        }
+        #expect(last / directIOAlignment == (bytes.count - 1) / directIOAlignment, "the last commit is in the last block")
+        for i in last..<end { bytes[i] = 0 }
+        let fd = try image.open(walPath(name), .createTruncate)
+        _ = try bytes.withUnsafeBytes { try image.pwrite(fd, from: $0, at: 0) }
+        try image.fsync(fd)
+        image.close(fd)
+        let g = try await DiskFixture.open(image, config: f.config)
+        let t2 = try g.tenant()
+        #expect(t2.lifecycle == .active)
+        #expect(t2.status().lastRecordLsn == Lsn(22))
+        #expect(t2.status().walTailCuts == 1)
+        await g.manager.shutdown()
     }
 
     /// Zeros past the block boundary after the last frame are not padding:

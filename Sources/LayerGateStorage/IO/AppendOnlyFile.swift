@@ -10,10 +10,10 @@ import Synchronization
 ///
 /// A direct write covers whole aligned blocks, so each append writes the
 /// file's partial last block again (kept here, the same bytes the file
-/// holds), then the new bytes, then zeros to the next block boundary, which
-/// the next append overwrites. Writing the same bytes again cannot tear them:
+/// holds), then the new bytes, then padding (the caller's) to the next block
+/// boundary, which the next append overwrites. Writing the same bytes again cannot tear them:
 /// whatever a crash leaves of each sector, old or new, is the same there.
-/// So a reader finds zeros after the last append, up to a block boundary.
+/// So a reader finds padding after the last append, up to a block boundary.
 final class AppendOnlyFile: @unchecked Sendable {
     // @unchecked: one writer at a time (a tenant's commit leader), and the
     // file is closed after its last append.
@@ -35,16 +35,18 @@ final class AppendOnlyFile: @unchecked Sendable {
         writes = DirectWrites(file: file)
     }
 
-    /// Writes `count` bytes, filled by `fill`, at `end` (not synced). On a
-    /// failure `end` stays, and the caller cuts the file back to it (`cutBack`).
-    func append(_ count: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void) throws(StorageError) {
+    /// Writes `count` bytes, filled by `fill`, at `end` (not synced); a
+    /// direct write is padded to the block boundary by `pad`. On a failure
+    /// `end` stays, and the caller cuts the file back to it (`cutBack`).
+    func append(_ count: Int, pad: (UnsafeMutableRawBufferPointer) -> Void,
+                _ fill: (UnsafeMutableRawBufferPointer) -> Void) throws(StorageError) {
         let buffer = AppendBuffers.take()
         defer { AppendBuffers.give(buffer) }
         let base = end - tail.count
         buffer.append(tail)
         buffer.append(count, fill)
         if writes.active {
-            buffer.appendZeros((directIOAlignment - buffer.count % directIOAlignment) % directIOAlignment)
+            buffer.append((directIOAlignment - buffer.count % directIOAlignment) % directIOAlignment, pad)
             try buffer.withBytes(0..<buffer.count) { bytes throws(StorageError) in try writes.write(bytes, at: base) }
         } else {
             try buffer.withBytes(tail.count..<tail.count + count) { bytes throws(StorageError) in

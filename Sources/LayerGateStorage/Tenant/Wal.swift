@@ -56,6 +56,8 @@ final class Wal: Sendable {
 
     static func segmentName(_ start: Lsn) -> String { start.hex16 + ".wal" }
 
+    private static func zeros(_ out: UnsafeMutableRawBufferPointer) { out.initializeMemory(as: UInt8.self, repeating: 0) }
+
     /// The next append starts a new segment (called at freeze).
     func requestRoll() { state.withLock { $0.rollRequested = true } }
 
@@ -82,12 +84,13 @@ final class Wal: Sendable {
     /// Appends `count` bytes of frames, written by `fill`, and fsyncs; on
     /// failure the file is cut back to where it ended (and that is fsynced)
     /// before the error is thrown.
-    private func write(_ count: Int, to log: AppendOnlyFile, failpoints: Failpoints,
+    private func write(_ count: Int, to log: AppendOnlyFile, failpoints: Failpoints, sealing: Bool = false,
                        _ fill: (UnsafeMutableRawBufferPointer) -> Void) throws(StorageError) {
         let file = log.file
         let offset = log.end
         do throws(StorageError) {
-            try log.append(count, fill)
+            // Nothing follows a seal: zeros after it. After a commit, padding that a zeroed commit cannot pass for.
+            try log.append(count, pad: sealing ? Self.zeros : WalFormat.writeBlockPadding, fill)
             try failpoints.hit("wal-before-fsync")
         } catch {
             do throws(StorageError) { try log.cutBack(to: offset) } catch let e {
@@ -126,7 +129,7 @@ final class Wal: Sendable {
     private func seal(_ log: AppendOnlyFile, nextSequence: UInt64, lastLsn: Lsn) throws(StorageError) {
         let seal = WalFormat.Seal(offset: UInt64(log.end), lastLsn: lastLsn, commits: nextSequence - 1)
         let parts = [WalFormat.sealPayload(seal)]
-        try write(WalFormat.frameSize(parts: parts), to: log, failpoints: Failpoints.none) { out in
+        try write(WalFormat.frameSize(parts: parts), to: log, failpoints: Failpoints.none, sealing: true) { out in
             WalFormat.writeFrame(.seal, sequence: nextSequence, parts: parts, into: out)
         }
     }

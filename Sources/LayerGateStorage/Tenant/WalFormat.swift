@@ -19,6 +19,11 @@
 /// Segment header payload: u32 format version, u64 start LSN (the name), u64
 /// start LSN and u64 last record LSN of the segment before it (0: none; it
 /// may have been deleted since), u64 × 2 tenant id.
+/// A segment written with O_DIRECT ends each commit's write with *block
+/// padding*: the 8 bytes "LGWF-pad" over and over, up to the next 4 KiB
+/// boundary, which the next commit overwrites. Not zeros, so that a commit
+/// zeroed after its fsync is not taken for padding. (A seal's write is padded
+/// with zeros: nothing follows a seal.)
 /// Commit payload: records, each `[u32 length][lsn u64][key 17][value]`
 /// (value as `ValueCodec`). Seal payload: u64 offset of the seal, u64 last LSN,
 /// u64 number of commits.
@@ -114,6 +119,13 @@ enum WalFormat {
         out.storeBytes(of: crc.bigEndian, toByteOffset: 12, as: UInt32.self)
     }
 
+    static let blockPadding: [UInt8] = Array("LGWF-pad".utf8)
+
+    /// Fills `out`, which starts at an 8-byte-aligned offset of the file, with block padding.
+    static func writeBlockPadding(into out: UnsafeMutableRawBufferPointer) {
+        for i in 0..<out.count { out[i] = blockPadding[i % blockPadding.count] }
+    }
+
     static func headerPayload(_ h: SegmentHeader) -> [UInt8] {
         var w = ByteWriter(capacity: headerPayloadSize)
         w.u32(version)
@@ -147,6 +159,16 @@ enum WalFormat {
         let end = offset + frameHeaderSize + length
         return Frame(kind: kind, sequence: u64(h, 16), payload: offset + frameHeaderSize..<end,
                      end: min(bytes.count, end + (8 - end % 8) % 8))
+    }
+
+    /// Whether the bytes from `pos` (8-byte aligned) to the end are block
+    /// padding that ends on the block boundary after `pos`.
+    static func isBlockPadding(_ b: UnsafeRawBufferPointer, from pos: Int) -> Bool {
+        guard pos % 8 == 0, b.count % directIOAlignment == 0, pos < b.count, b.count - pos < directIOAlignment else {
+            return false
+        }
+        for i in pos..<b.count where b[i] != blockPadding[(i - pos) % blockPadding.count] { return false }
+        return true
     }
 
     static func decodeHeader(_ p: UnsafeRawBufferPointer) -> SegmentHeader? {

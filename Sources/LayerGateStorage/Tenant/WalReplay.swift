@@ -21,7 +21,11 @@ import Glibc
 /// newest commit of the newest segment, after a stop that did not seal it.
 /// A crash during that commit's write is the normal cause; bit rot of that one
 /// commit after its fsync looks the same. The cut is reported (`TailCut`),
-/// logged at error level by the tenant and counted in its status.
+/// logged at error level by the tenant and counted in its status. Block
+/// padding after the newest commit, ending on the next block boundary, is not
+/// damage: a direct write ends so (`AppendOnlyFile`, `WalFormat`). It is cut
+/// without a report. Zeros there are not padding: a commit zeroed after its
+/// fsync is cut and reported like any other damage.
 enum WalReplay {
     struct Segment: Equatable {
         var start: Lsn
@@ -158,7 +162,7 @@ private struct SegmentScan {
     var lastLsnInSegment = Lsn.zero
     var records: [Record] = []
     var cutAt: Int?
-    /// What is cut is the zeros a direct write pads its last block with, not a torn commit.
+    /// What is cut is the padding a direct write ends its last block with, not a torn commit.
     var cutIsPadding = false
     var sealed = false
     var legacy = false
@@ -211,7 +215,7 @@ private struct SegmentScan {
         var pos = first.end
         while pos < b.count {
             guard let f = WalFormat.frame(in: b, at: pos), f.sequence == nextSequence, f.kind != .segmentHeader else {
-                if isLast && Self.isPadding(b, from: pos) {
+                if isLast && WalFormat.isBlockPadding(b, from: pos) {
                     cutAt = pos
                     cutIsPadding = true
                 } else {
@@ -257,14 +261,6 @@ private struct SegmentScan {
         }
         guard isLast else { throw corrupt("\(what) at offset \(pos) is damaged and newer segments exist") }
         cutAt = pos
-    }
-
-    /// Zeros from `pos` to the end of the file, which ends on the block
-    /// boundary after `pos`: what a direct write (`AppendOnlyFile`) leaves
-    /// after its bytes. More zeros than that are a torn write.
-    static func isPadding(_ b: UnsafeRawBufferPointer, from pos: Int) -> Bool {
-        b.count % directIOAlignment == 0 && b.count - pos < directIOAlignment
-            && UnsafeRawBufferPointer(rebasing: b[pos...]).allSatisfy { $0 == 0 }
     }
 
     /// The first verified commit or seal after `pos` with at least `minSequence`.
