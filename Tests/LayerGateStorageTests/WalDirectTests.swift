@@ -189,6 +189,58 @@ struct WalDirectTests {
         await m.shutdown()
     }
 
+    /// A real tmpfs (which takes O_DIRECT) fills up in the middle of a
+    /// commit: the error is ENOSPC, the cut-back leaves exactly the commits
+    /// before it, and once there is room again the next commits continue
+    /// from the right bytes (through the page cache: the failed direct write
+    /// turned direct I/O off for the file).
+    @Test func aFullTmpfsRefusesACommitAndTheNextOnesContinueAfterTheLastGoodOne() throws {
+        let dir = TempDir()
+        guard let tmpfs = MountedTmpfs.mount(at: dir.path + "/tmpfs", size: "1m", test: "aFullTmpfsRefusesACommit") else { return }
+        defer {
+            tmpfs.unmount()
+            withExtendedLifetime(dir) {}
+        }
+        let filler = tmpfs.path + "/filler"
+        let room = try RawFile.open(testFS, filler, .createExclusive)
+        try room.write([UInt8](repeating: 1, count: 400_000), at: 0)
+        room.close()
+        let path = tmpfs.path + "/log"
+        let file = try RawFile.open(testFS, path, .createExclusive)
+        defer { file.close() }
+        let log = try AppendOnlyFile(file: file, end: 0)
+        var written: [UInt8] = []
+        func commit(_ n: Int) throws(StorageError) {
+            let bytes = (0..<10_007).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ n) }
+            try log.append(bytes.count, pad: WalFormat.writeBlockPadding) { $0.copyBytes(from: bytes) }
+            file.sync()
+            written += bytes
+        }
+        var n = 0
+        var failure: StorageError?
+        while n < 200 {
+            do throws(StorageError) { try commit(n) } catch { failure = error; break }
+            n += 1
+        }
+        guard case .io(_, _, let errno) = failure else {
+            Issue.record("the disk never filled: \(String(describing: failure))")
+            return
+        }
+        #expect(errno == ENOSPC)
+        #expect(n > 20, "\(n) commits before the disk was full")
+        try log.cutBack(to: log.end)
+        file.sync()
+        func contents() throws -> [UInt8] {
+            let reader = try RawFile.open(testFS, path, .readOnly)
+            defer { reader.close() }
+            return try reader.read(count: try reader.size(), at: 0)
+        }
+        #expect(try contents() == written)
+        try testFS.unlink(filler)
+        for m in n..<n + 5 { try commit(m) }
+        #expect(try contents() == written)
+    }
+
     /// The `flags:` of this process's descriptor open on `path`.
     static func openFlags(of path: String) -> Int? {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
