@@ -188,14 +188,7 @@ struct TenantTests {
         let seg = walDir + "/" + f.dir.files("tenants/\(testTenant)/wal")[0]
         let good = try Data(contentsOf: URL(fileURLWithPath: seg))
         // The frames: header, two commits, the seal (then the padding of a direct write).
-        var frames: [Range<Int>] = []
-        [UInt8](good).withUnsafeBytes { b in
-            var pos = 0
-            while let frame = WalFormat.frame(in: b, at: pos) {
-                frames.append(pos..<frame.end)
-                pos = frame.end
-            }
-        }
+        let frames = walFrames([UInt8](good))
         try #require(frames.count == 4)
         // Torn: half of the last record.
         let torn = frames[2].lowerBound + frames[2].count / 2

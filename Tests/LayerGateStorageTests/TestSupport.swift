@@ -223,3 +223,27 @@ struct DiskFixture {
 func putResult(_ t: Tenant, _ records: [Record]) async -> Result<Lsn, StorageError> {
     do { return .success(try await t.put(records)) } catch { return .failure(error) }
 }
+
+// MARK: WAL segments
+
+/// A WAL segment of `testTenant`, by name, on a `DiskFixture`'s disk.
+func walPath(_ name: String) -> String { "tenants/\(testTenant)/wal/\(name)" }
+
+extension DiskFixture {
+    /// The names of `testTenant`'s WAL segments, oldest first.
+    func walSegments() -> [String] { files("wal").filter { $0.hasSuffix(".wal") } }
+}
+
+/// The frames of a format-2 segment that verify, one after another from its
+/// start, each with the zeros that align it to 8 bytes.
+func walFrames(_ bytes: [UInt8]) -> [Range<Int>] {
+    var out: [Range<Int>] = []
+    bytes.withUnsafeBytes { b in
+        var pos = 0
+        while let frame = WalFormat.frame(in: b, at: pos) {
+            out.append(pos..<frame.end)
+            pos = frame.end
+        }
+    }
+    return out
+}

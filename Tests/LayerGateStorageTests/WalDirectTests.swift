@@ -11,9 +11,6 @@ import Testing
 /// a power loss anywhere keeps every acknowledged record.
 @Suite("WAL written directly: padding, cut-backs, power loss")
 struct WalDirectTests {
-    func walPath(_ name: String) -> String { "tenants/\(testTenant)/wal/\(name)" }
-
-    func segments(_ f: DiskFixture) -> [String] { f.files("wal").filter { $0.hasSuffix(".wal") } }
 
     /// Records whose commits end anywhere within a block: an image and a
     /// delta of `extra` bytes.
@@ -21,22 +18,14 @@ struct WalDirectTests {
         [image(key(UInt32(n)), 10 + 2 * n), delta(key(UInt32(n)), 11 + 2 * n, offset: Int(n) * 7, bytes: [UInt8](repeating: UInt8(n), count: 1 + Int(n) * 97 % 700))]
     }
 
-    /// Where the frames of a segment end (past the last one that verifies).
-    func framesEnd(_ bytes: [UInt8]) -> Int {
-        var pos = 0
-        bytes.withUnsafeBytes { b in
-            while let frame = WalFormat.frame(in: b, at: pos) { pos = frame.end }
-        }
-        return pos
-    }
 
     @Test func commitsArePaddedToABlockAndTheRestartTakesThePaddingAsTheEnd() async throws {
         var f = try await DiskFixture.open(SimulatedDisk(directIO: true))
         let t = try await f.manager.create(testTenant)
         for n in 0..<6 as Range<UInt64> { _ = try await t.put(oddCommit(n)) }
-        let name = try #require(segments(f).first)
+        let name = try #require(f.walSegments().first)
         let bytes = try f.readFile(walPath(name))
-        let end = framesEnd(bytes)
+        let end = (walFrames(bytes).last?.upperBound ?? 0)
         #expect(bytes.count % directIOAlignment == 0 && bytes.count > end, "\(bytes.count) bytes, frames end at \(end)")
         #expect(bytes.withUnsafeBytes { WalFormat.isBlockPadding($0, from: end) })
 
@@ -65,19 +54,14 @@ struct WalDirectTests {
         let t = try await f.manager.create(testTenant)
         _ = try await t.put(oddCommit(0))
         for lsn in 20..<24 as Range<UInt64> { _ = try await t.put([delta(key(0), lsn, offset: 0, bytes: [1, 2, 3])]) }
-        let name = try #require(segments(f).first)
+        let name = try #require(f.walSegments().first)
         let image = f.disk.crashImage()
         f.disk.crashNow()
         await f.manager.shutdown()
         var bytes = try image.contents(of: walPath(name))
-        let end = framesEnd(bytes)
+        let end = (walFrames(bytes).last?.upperBound ?? 0)
         // The last commit (one small delta) lies in the last block: zero it, padding up to it kept.
-        var last = 0
-        bytes.withUnsafeBytes { b in
-            var pos = 0
-            while let frame = WalFormat.frame(in: b, at: pos), frame.end < end { pos = frame.end }
-            last = pos
-        }
+        let last = try #require(walFrames(bytes).last).lowerBound
         #expect(last / directIOAlignment == (bytes.count - 1) / directIOAlignment, "the last commit is in the last block")
         for i in last..<end { bytes[i] = 0 }
         let fd = try image.open(walPath(name), .createTruncate)
@@ -98,7 +82,7 @@ struct WalDirectTests {
         let f = try await DiskFixture.open(SimulatedDisk(directIO: true))
         let t = try await f.manager.create(testTenant)
         for n in 0..<3 as Range<UInt64> { _ = try await t.put(oddCommit(n)) }
-        let name = try #require(segments(f).first)
+        let name = try #require(f.walSegments().first)
         let image = f.disk.crashImage()
         f.disk.crashNow()
         await f.manager.shutdown()
@@ -162,15 +146,17 @@ struct WalDirectTests {
         if Self.filesystemTakesDirectIO(walDir) {
             #expect(flags & oDirect != 0, "flags \(String(flags, radix: 8))")
             let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-            #expect(bytes.count % directIOAlignment == 0 && bytes.count > framesEnd(bytes))
+            #expect(bytes.count % directIOAlignment == 0 && bytes.count > (walFrames(bytes).last?.upperBound ?? 0))
         } else {
             print("the filesystem of \(walDir) refuses O_DIRECT: the WAL is written through the page cache")
         }
         // What a kill -9 leaves: the files as they are, the segment unsealed.
-        let copy = TempDir("wal-direct-copy")
-        _ = try Process.run(URL(fileURLWithPath: "/bin/cp"), arguments: ["-a", fx.dir.path + "/.", copy.path]).waitUntilExitAndCheck()
+        let copyDir = TempDir("wal-direct-copy")
+        defer { withExtendedLifetime(copyDir) {} }
+        let copy = copyDir.path + "/data"
+        try FileManager.default.copyItem(atPath: fx.dir.path, toPath: copy)
         await fx.manager.shutdown()
-        var m = try TenantManager(dataDirectory: copy.path, config: fx.manager.config, cache: PageCache(capacity: 64),
+        var m = try TenantManager(dataDirectory: copy, config: fx.manager.config, cache: PageCache(capacity: 64),
                                   failpoints: Failpoints(), logger: quietLogger())
         try await m.loadAll()
         var t = try m.tenant(testTenant)
@@ -178,7 +164,7 @@ struct WalDirectTests {
         #expect(t.status().lastRecordLsn == Lsn(19))
         _ = try await t.put(oddCommit(5))
         await m.shutdown()
-        m = try TenantManager(dataDirectory: copy.path, config: fx.manager.config, cache: PageCache(capacity: 64),
+        m = try TenantManager(dataDirectory: copy, config: fx.manager.config, cache: PageCache(capacity: 64),
                               failpoints: Failpoints(), logger: quietLogger())
         try await m.loadAll()
         t = try m.tenant(testTenant)
@@ -212,7 +198,7 @@ struct WalDirectTests {
         var written: [UInt8] = []
         func commit(_ n: Int) throws(StorageError) {
             let bytes = (0..<10_007).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ n) }
-            try log.append(bytes.count, pad: WalFormat.writeBlockPadding) { $0.copyBytes(from: bytes) }
+            try log.append(bytes.count, padding: WalFormat.blockPadding) { $0.copyBytes(from: bytes) }
             file.sync()
             written += bytes
         }
@@ -260,13 +246,5 @@ struct WalDirectTests {
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
         return RealFileSystem().bypassPageCache(fd, true)
-    }
-}
-
-extension Process {
-    fileprivate func waitUntilExitAndCheck() throws -> Int32 {
-        waitUntilExit()
-        guard terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
-        return terminationStatus
     }
 }

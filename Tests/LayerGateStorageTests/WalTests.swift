@@ -8,8 +8,6 @@ import Testing
 /// before and after the last fsync, sealed and missing segments, format 1.
 @Suite("WAL: rolls, torn tails, corruption")
 struct WalTests {
-    func segments(_ f: DiskFixture) -> [String] { f.files("wal").filter { $0.hasSuffix(".wal") } }
-    func walPath(_ name: String) -> String { "tenants/\(testTenant)/wal/\(name)" }
 
     /// Issue 9.1: the first write of a new segment fails (a full disk). The
     /// segment must not stay behind under the failed batch's LSN, or a later
@@ -28,11 +26,11 @@ struct WalTests {
         let failed = await putResult(t, [image(key(2), 100), image(key(3), 101)])
         guard case .failure(let e) = failed else { Issue.record("the put should fail"); return }
         if how == "ENOSPC" { #expect(e.isResourceExhaustion, "\(e)") }
-        #expect(!segments(f).contains(Wal.segmentName(Lsn(100))), "\(segments(f))")
+        #expect(!f.walSegments().contains(Wal.segmentName(Lsn(100))), "\(f.walSegments())")
         f.disk.clearFaults()
         try f.failpoints.configure("wal-before-fsync", .off)
         #expect(try await t.put([image(key(2), 50, seed: 5)]) == Lsn(50))
-        #expect(segments(f).contains(Wal.segmentName(Lsn(50))))
+        #expect(f.walSegments().contains(Wal.segmentName(Lsn(50))))
         f = try await f.afterPowerLoss()
         let t2 = try f.tenant()
         #expect(t2.lifecycle == .active)
@@ -50,28 +48,15 @@ struct WalTests {
         f = try await f.afterPowerLoss()
         await f.manager.shutdown()
         // The restart sealed nothing: appends only roll, and none came.
-        let name = segments(f)[0]
+        let name = f.walSegments()[0]
         return (f, try f.readFile(walPath(name)), name)
-    }
-
-    /// Offsets of the frames of a format-2 segment.
-    func frameOffsets(_ bytes: [UInt8]) -> [Int] {
-        var out: [Int] = []
-        var pos = 0
-        bytes.withUnsafeBytes { b in
-            while let frame = WalFormat.frame(in: b, at: pos) {
-                out.append(pos)
-                pos = frame.end
-            }
-        }
-        return out
     }
 
     /// Issue 9.2: a torn tail with a hole (the last commit's header zeroed,
     /// bytes after it) is cut at the last verified commit.
     @Test func aTornTailWithAHoleIsCut() async throws {
         let (f, bytes, name) = try await threeCommits()
-        let frames = frameOffsets(bytes)
+        let frames = walFrames(bytes).map(\.lowerBound)
         #expect(frames.count == 4)  // header + three commits
         var torn = bytes
         for i in frames[3]..<frames[3] + 24 { torn[i] = 0 }
@@ -90,7 +75,7 @@ struct WalTests {
     /// once: the tenant is broken with a clear error, not silently shorter.
     @Test func damageBeforeTheLastFsyncBreaksTheTenant() async throws {
         let (f, bytes, name) = try await threeCommits()
-        let frames = frameOffsets(bytes)
+        let frames = walFrames(bytes).map(\.lowerBound)
         var bad = bytes
         bad[frames[2] + 100] ^= 0x01  // inside commit 2's page
         try f.writeFile(walPath(name), bad)
@@ -108,7 +93,7 @@ struct WalTests {
     /// write: it is cut, counted and reported, and the tenant serves.
     @Test func damageToTheNewestCommitAfterACrashIsCutAndReported() async throws {
         let (f, bytes, name) = try await threeCommits()
-        let frames = frameOffsets(bytes)
+        let frames = walFrames(bytes).map(\.lowerBound)
         var bad = bytes
         bad[frames[3] + 100] ^= 0x01
         try f.writeFile(walPath(name), bad)
@@ -128,9 +113,9 @@ struct WalTests {
         for lsn in [10, 11, 12] as [UInt64] { _ = try await t.put([image(key(1), lsn)]) }
         f = try await f.restarted()  // clean close: sealed
         await f.manager.shutdown()
-        let name = segments(f)[0]
+        let name = f.walSegments()[0]
         let bytes = try f.readFile(walPath(name))
-        let frames = frameOffsets(bytes)
+        let frames = walFrames(bytes).map(\.lowerBound)
         #expect(frames.count == 5, "header, three commits, seal")
         var bad = bytes
         bad[frames[3] + 100] ^= 0x01
@@ -154,7 +139,7 @@ struct WalTests {
         }
         f = try await f.afterPowerLoss()
         await f.manager.shutdown()
-        let names = segments(f)
+        let names = f.walSegments()
         #expect(names.count == 3, "\(names)")
         let first = try f.readFile(walPath(names[0]))
         try f.writeFile(walPath(names[0]), Array(first.dropLast(8)))
@@ -224,10 +209,10 @@ struct WalTests {
     /// breaks the tenant at replay (it would otherwise stop a flush later).
     @Test func aCommitRepeatingAKeyAtAnLsnIsCorruption() async throws {
         let (f, bytes, name) = try await threeCommits()
-        var w = ByteWriter()
-        w.bytes(bytes)
-        WalFormat.appendFrame(.commit, sequence: 4, parts: [WalFormat.encodeRecords([image(key(1), 12)])], to: &w)
-        try f.writeFile(walPath(name), w.bytes)
+        let parts = [WalFormat.encodeRecords([image(key(1), 12)])]
+        var frame = [UInt8](repeating: 0, count: WalFormat.frameSize(parts: parts))
+        frame.withUnsafeMutableBytes { WalFormat.writeFrame(.commit, sequence: 4, parts: parts, into: $0) }
+        try f.writeFile(walPath(name), bytes + frame)
         let g = try await DiskFixture.open(f.disk, config: f.config)
         guard case .broken(let reason) = try g.tenant().lifecycle else { Issue.record("a repeated record was replayed"); return }
         #expect(reason.contains("appears twice"), "\(reason)")
@@ -244,7 +229,7 @@ struct WalTests {
         for lsn in [10, 11, 12] as [UInt64] { _ = try await t.put([image(key(1), lsn)]) }
         f = try await f.restarted()  // sealed
         await f.manager.shutdown()
-        let name = segments(f)[0]
+        let name = f.walSegments()[0]
         var bytes = try f.readFile(walPath(name))
         if what == "first byte" { bytes[0] ^= 0x01 } else { for i in 0..<4096 { bytes[i] = 0 } }
         try f.writeFile(walPath(name), bytes)
@@ -254,7 +239,7 @@ struct WalTests {
             return
         }
         #expect(reason.contains("segment header"), "\(reason)")
-        #expect(segments(g).contains(name), "the segment is kept as evidence")
+        #expect(g.walSegments().contains(name), "the segment is kept as evidence")
         await g.manager.shutdown()
     }
 
@@ -289,7 +274,7 @@ struct WalTests {
         }
         h = try await h.afterPowerLoss()
         await h.manager.shutdown()
-        try h.disk.unlink(walPath(segments(h)[0]))
+        try h.disk.unlink(walPath(h.walSegments()[0]))
         let i = try await DiskFixture.open(h.disk, config: h.config)
         guard case .broken = try i.tenant().lifecycle else { Issue.record("a deleted oldest segment went unnoticed"); return }
         await i.manager.shutdown()

@@ -36,9 +36,9 @@ final class AppendOnlyFile: @unchecked Sendable {
     }
 
     /// Writes `count` bytes, filled by `fill`, at `end` (not synced); a
-    /// direct write is padded to the block boundary by `pad`. On a failure
-    /// `end` stays, and the caller cuts the file back to it (`cutBack`).
-    func append(_ count: Int, pad: (UnsafeMutableRawBufferPointer) -> Void,
+    /// direct write is padded to the block boundary with `padding` repeated.
+    /// On a failure `end` stays, and the caller cuts the file back to it (`cutBack`).
+    func append(_ count: Int, padding: [UInt8],
                 _ fill: (UnsafeMutableRawBufferPointer) -> Void) throws(StorageError) {
         let buffer = AppendBuffers.take()
         defer { AppendBuffers.give(buffer) }
@@ -46,7 +46,9 @@ final class AppendOnlyFile: @unchecked Sendable {
         buffer.append(tail)
         buffer.append(count, fill)
         if writes.active {
-            buffer.append((directIOAlignment - buffer.count % directIOAlignment) % directIOAlignment, pad)
+            buffer.append((directIOAlignment - buffer.count % directIOAlignment) % directIOAlignment) { out in
+                for i in 0..<out.count { out[i] = padding[i % padding.count] }
+            }
             try buffer.withBytes(0..<buffer.count) { bytes throws(StorageError) in try writes.write(bytes, at: base) }
         } else {
             try buffer.withBytes(tail.count..<tail.count + count) { bytes throws(StorageError) in

@@ -56,8 +56,6 @@ final class Wal: Sendable {
 
     static func segmentName(_ start: Lsn) -> String { start.hex16 + ".wal" }
 
-    private static func zeros(_ out: UnsafeMutableRawBufferPointer) { out.initializeMemory(as: UInt8.self, repeating: 0) }
-
     /// The next append starts a new segment (called at freeze).
     func requestRoll() { state.withLock { $0.rollRequested = true } }
 
@@ -90,7 +88,7 @@ final class Wal: Sendable {
         let offset = log.end
         do throws(StorageError) {
             // Nothing follows a seal: zeros after it. After a commit, padding that a zeroed commit cannot pass for.
-            try log.append(count, pad: sealing ? Self.zeros : WalFormat.writeBlockPadding, fill)
+            try log.append(count, padding: sealing ? [0] : WalFormat.blockPadding, fill)
             try failpoints.hit("wal-before-fsync")
         } catch {
             do throws(StorageError) { try log.cutBack(to: offset) } catch let e {

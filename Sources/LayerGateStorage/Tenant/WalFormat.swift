@@ -79,19 +79,6 @@ enum WalFormat {
         return w.bytes
     }
 
-    /// One frame whose payload is `parts` one after another.
-    static func frame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]]) -> [UInt8] {
-        var w = ByteWriter(capacity: frameSize(parts: parts))
-        appendFrame(kind, sequence: sequence, parts: parts, to: &w)
-        return w.bytes
-    }
-
-    static func appendFrame(_ kind: Kind, sequence: UInt64, parts: [[UInt8]], to w: inout ByteWriter) {
-        let at = w.count
-        w.zeros(frameSize(parts: parts))
-        w.bytes.withUnsafeMutableBytes { writeFrame(kind, sequence: sequence, parts: parts, into: .init(rebasing: $0[at...])) }
-    }
-
     /// The bytes a frame of `parts` takes, its padding included.
     static func frameSize(parts: [[UInt8]]) -> Int {
         let n = frameHeaderSize + parts.reduce(0) { $0 + $1.count }
@@ -119,12 +106,8 @@ enum WalFormat {
         out.storeBytes(of: crc.bigEndian, toByteOffset: 12, as: UInt32.self)
     }
 
+    /// Repeated from the end of a commit (8-byte aligned) to the block boundary.
     static let blockPadding: [UInt8] = Array("LGWF-pad".utf8)
-
-    /// Fills `out`, which starts at an 8-byte-aligned offset of the file, with block padding.
-    static func writeBlockPadding(into out: UnsafeMutableRawBufferPointer) {
-        for i in 0..<out.count { out[i] = blockPadding[i % blockPadding.count] }
-    }
 
     static func headerPayload(_ h: SegmentHeader) -> [UInt8] {
         var w = ByteWriter(capacity: headerPayloadSize)
