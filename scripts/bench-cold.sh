@@ -6,8 +6,14 @@
 # measured in the same run. Prints ops/s and p50/p99/p99.9 of one GetPage,
 # and the server's latency over the disk's (goal: p99 < 0.75 ms at 8 clients,
 # within 1.5x of the disk's).
+# The clients are connections on one epoll thread (as pagebench's async
+# clients and redis-benchmark run); CLIENT=threads gives each its own thread.
+# Each GetPage run is made twice: with the server reading layer files through
+# the OS page cache (--layer-reads buffered, the default: a miss reads ahead,
+# and later misses often find their bytes in the OS page cache), and past it
+# (direct: every miss of the server's page cache is a read of the disk).
 #   scripts/bench-cold.sh                  # 2 GiB of images (2 versions of 1 GiB), 128 MiB page cache
-#   CLIENTS="8" RUN_SECONDS=20 scripts/bench-cold.sh
+#   CLIENTS="8" RUN_SECONDS=20 LAYER_READS=buffered scripts/bench-cold.sh
 #   BUILD=0 uses the release binaries already built; SERVER=PATH another layergated;
 #   SERVER_ARGS="--busy-poll-us 50" more flags for it. The data set is kept in
 #   DATA (default .layergate/bench-cold; it must be on a real disk, not a
@@ -21,6 +27,9 @@ CACHE_MIB=${CACHE_MIB:-128}
 PAGES=${PAGES:-131072}
 VERSIONS=${VERSIONS:-2}
 CLIENTS=${CLIENTS:-"1 8"}
+LAYER_READS=${LAYER_READS:-"buffered direct"}
+client_mode=--epoll
+[ "${CLIENT:-epoll}" = threads ] && client_mode=
 RUN_SECONDS=${RUN_SECONDS:-10}
 DATA=${DATA:-.layergate/bench-cold}
 tenant=be0c0000000000000000000000000003
@@ -37,9 +46,10 @@ server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
 # A port free now (METRICS_PORT to choose one): the server takes it at once.
 metrics_port=${METRICS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 19871)}
+# start [READS]: the server, reading layer files READS (buffered by default).
 start() {
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
-        --metrics-listen "127.0.0.1:$metrics_port" --log-level warning ${SERVER_ARGS:-} &
+        --metrics-listen "127.0.0.1:$metrics_port" --log-level warning --layer-reads "${1:-buffered}" ${SERVER_ARGS:-} &
     server=$!
     for _ in $(seq 300); do [ -S "$sock" ] && return; sleep 0.1; done
     echo "bench-cold: layergated did not start" >&2
@@ -78,7 +88,7 @@ record() {
 row() {
     rows+=("$(awk -v c="$1" -v m="$2" -v o="$(ops "$3")" -v p50="$(field "$3" p50)" -v p99="$(field "$3" p99)" \
         -v p999="$(field "$3" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
-        'BEGIN { printf "%-8s %-7s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
+        'BEGIN { printf "%-8s %-14s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
 }
 rows=()
 for c in $CLIENTS; do
@@ -86,30 +96,38 @@ for c in $CLIENTS; do
     raw=$($bench raw --dir "$dir" -c "$c" -t "$RUN_SECONDS")
     echo "  $raw"
     record "$c" raw "$raw"
-    for mode in latest past; do
-        flag=""
-        [ $mode = past ] && flag=--past
-        $bench evict --dir "$dir" >/dev/null
-        start  # a fresh server: an empty page cache
-        got=$($bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" $flag)
-        split=$(misses)
-        stop
-        echo "  $got"
-        echo "    $split"
-        record "$c" $mode "$got"
-        row "$c" $mode "$got"
+    for reads in $LAYER_READS; do
+        for mode in latest past; do
+            flag=""
+            [ $mode = past ] && flag=--past
+            $bench evict --dir "$dir" >/dev/null
+            start "$reads"  # a fresh server: an empty page cache
+            got=$($bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" \
+                $flag $client_mode)
+            split=$(misses)
+            stop
+            echo "  $got ($reads layer reads)"
+            echo "    $split"
+            # Buffered, the default, keeps the plain names that make bench reads.
+            name=$mode
+            [ "$reads" = buffered ] || name=$mode-$reads
+            record "$c" "$name" "$got"
+            row "$c" "$name" "$got"
+        done
     done
     # The floor: the same client and concurrency, 1,000 pages that stay cached (a first pass loads them).
     start
-    $bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t 1 >/dev/null
-    floor=$($bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS")
+    $bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t 1 $client_mode >/dev/null
+    floor=$($bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" $client_mode)
     stop
     echo "  cached floor, $floor"
     record "$c" cached "$floor"
     row "$c" cached "$floor"
 done
 echo
-printf '%-8s %-7s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"
+printf '%-8s %-14s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"
 printf '%s\n' "${rows[@]}"
 echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients; x: GetPage / raw;"
-echo " cached: 1,000 pages that stay in the page cache, the same client: the floor the socket and scheduler set)"
+echo " -direct: the server reads layer files past the OS page cache (--layer-reads direct), else through it;"
+echo " cached: 1,000 pages that stay in the page cache, the same client: the floor the socket and scheduler set;"
+echo " clients: ${CLIENT:-epoll} (CLIENT=threads: a thread each))"

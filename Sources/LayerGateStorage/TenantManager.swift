@@ -65,7 +65,8 @@ public final class TenantManager: Sendable {
         self.lock = lock
         self.logger = logger
         storage = TenantStorage(
-            fs: fs, root: label, openFiles: OpenFileTable(fs: fs, capacity: max(1, config.maxOpenLayerFiles)), cache: cache,
+            fs: fs, root: label, openFiles: OpenFileTable(fs: fs, capacity: max(1, config.maxOpenLayerFiles),
+                                                       directReads: config.directLayerReads), cache: cache,
             budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes,
                                checkpointDistanceBytes: config.checkpointDistanceBytes),
             descriptors: DescriptorBudget(capacity: config.maxTenantDescriptors), failpoints: failpoints,

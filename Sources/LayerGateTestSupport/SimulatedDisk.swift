@@ -301,6 +301,11 @@ public final class SimulatedDisk: FileSystem {
         try withFile(.read, fd) { s, f, inode throws(SystemError) in
             guard offset >= 0 else { throw SystemError(EINVAL) }
             guard !inode.isDirectory else { throw SystemError(EISDIR) }
+            // As Linux refuses it: a direct read of unaligned memory, length or offset.
+            if s.directFds.contains(fd), offset % directIOAlignment != 0 || buffer.count % directIOAlignment != 0
+                || Int(bitPattern: buffer.baseAddress) % directIOAlignment != 0 {
+                throw SystemError(EINVAL)
+            }
             guard offset < inode.data.count else { return 0 }
             let n = min(buffer.count, inode.data.count - offset)
             inode.data.withUnsafeBytes { src in

@@ -34,6 +34,8 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "Free MiB kept on the data directory's filesystem beyond what flushing memory needs; ingest stops before it.")
     var diskReserveMib = 64
     @Option(help: "Layer-file descriptors kept open at most (reopened on demand).") var maxOpenLayerFiles = 256
+    @Option(help: "How layer files are read: buffered (the default: through the OS page cache, which then holds them too, read ahead) or direct (O_DIRECT: the page cache is the one cache of them, and every miss is one read of the disk). A filesystem without direct I/O reads buffered.")
+    var layerReads = "buffered"
     @Option(help: "Connections at most; one more gets RESOURCE_EXHAUSTED and is closed.") var maxConnections = 1024
     @Option(help: "A GetPage's wait_ms is capped to this many milliseconds.") var maxWaitLsnMs = 60_000
     @Option(help: "MiB of large requests being received, decoded or served at once; past it the server stops reading them.")
@@ -66,6 +68,7 @@ struct LayerGated: AsyncParsableCommand {
         }
         guard (0...10_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us must be 0...10000, not \(busyPollUs)") }
         guard EventLoopKind(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or nio, not '\(eventLoop)'") }
+        guard ["direct", "buffered"].contains(layerReads) else { throw ValidationError("--layer-reads must be direct or buffered, not '\(layerReads)'") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
                           ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
@@ -112,6 +115,7 @@ struct LayerGated: AsyncParsableCommand {
         config.tenant.gcHorizonLsn = UInt64(gcHorizonMib) << 20
         config.tenant.waitLsnTimeout = .milliseconds(waitLsnTimeoutMs)
         config.tenant.diskReserveBytes = diskReserveMib << 20
+        config.tenant.directLayerReads = layerReads == "direct"
         config.limits.maxConnections = maxConnections
         config.limits.maxWaitLsn = .milliseconds(maxWaitLsnMs)
         config.limits.maxInflightBytes = maxInflightMib << 20

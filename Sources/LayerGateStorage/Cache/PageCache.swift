@@ -92,7 +92,8 @@ public final class PageCache: @unchecked Sendable {
             return try body(memoryRef._withUnsafeGuaranteedRef { $0.slot(slot) })
         }
         let shard = shard(for: key)
-        return try withUnsafeTemporaryAllocation(byteCount: Self.blockSize, alignment: 16) { temp throws(E) -> R in
+        // Aligned for a direct read (`ReadDescriptor`).
+        return try withUnsafeTemporaryAllocation(byteCount: Self.blockSize, alignment: directIOAlignment) { temp throws(E) -> R in
             try load(temp)
             let installed = shard.install(key, from: UnsafeRawBufferPointer(temp), memory: memory)
             guard let slot = installed else { return try body(UnsafeRawBufferPointer(temp)) }
@@ -112,7 +113,7 @@ public final class PageCache: @unchecked Sendable {
         load: (UnsafeMutableRawBufferPointer) throws(E) -> Void,
         body: (UnsafeRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        try withUnsafeTemporaryAllocation(byteCount: blocks.count * Self.blockSize, alignment: 4096) { run throws(E) -> R in
+        try withUnsafeTemporaryAllocation(byteCount: blocks.count * Self.blockSize, alignment: directIOAlignment) { run throws(E) -> R in
             try load(run)
             for (i, block) in blocks.enumerated() {
                 let key = BlockKey(file: file, block: block)

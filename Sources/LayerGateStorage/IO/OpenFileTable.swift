@@ -17,13 +17,18 @@ import Synchronization
 /// A slot in use by a read is never evicted; when every slot is in use, a read
 /// opens a descriptor for itself and closes it after. No lock is held across
 /// an open, read or close.
+///
+/// With `directReads`, every descriptor reads past the OS page cache
+/// (O_DIRECT) where the filesystem allows it: see `ReadDescriptor`.
 public final class OpenFileTable: Sendable {
     public let capacity: Int
     let fs: any FileSystem
+    /// Descriptors are opened for direct reads (`O_DIRECT`) where the filesystem takes them.
+    public let directReads: Bool
 
     private struct Slot {
         var owner: UInt64 = 0
-        var fd: Int32 = -1
+        var fd = ReadDescriptor.none
         var users = 0
         var referenced = false
     }
@@ -33,37 +38,41 @@ public final class OpenFileTable: Sendable {
         var slotOf: [UInt64: Int] = [:]
         var hand = 0
         var opens = 0
+        var fallbacks = 0
     }
 
     private let state: Mutex<State>
     private static let nextFileId = Atomic<UInt64>(1)
 
-    public init(fs: any FileSystem, capacity: Int) {
+    public init(fs: any FileSystem, capacity: Int, directReads: Bool = false) {
         precondition(capacity >= 1, "the open file table needs a slot")
         self.fs = fs
         self.capacity = capacity
+        self.directReads = directReads
         state = Mutex(State(slots: Array(repeating: Slot(), count: capacity)))
     }
 
-    /// Descriptors currently held in slots, and how many opens the table has done.
-    public var stats: (open: Int, opens: Int) {
-        state.withLock { s in (s.slotOf.count, s.opens) }
+    /// Descriptors currently held in slots, how many opens the table has
+    /// done, how many of the held descriptors read directly, and how many
+    /// files fell back to the OS page cache when a direct read was refused.
+    public var stats: (open: Int, opens: Int, direct: Int, fallbacks: Int) {
+        state.withLock { s in (s.slotOf.count, s.opens, s.slotOf.values.count { s.slots[$0].fd.direct }, s.fallbacks) }
     }
 
     static func newFileId() -> UInt64 { nextFileId.add(1, ordering: .relaxed).newValue }
 
     /// Runs `body` with a descriptor of `file`, opening it when it has none.
-    func withDescriptor<R>(_ file: VirtualFile, _ body: (Int32) throws(StorageError) -> R) throws(StorageError) -> R {
+    func withDescriptor<R>(_ file: VirtualFile, _ body: (ReadDescriptor) throws(StorageError) -> R) throws(StorageError) -> R {
         if let fd = acquire(file.id) {
             defer { release(file.id) }
             return try body(fd)
         }
         let fd = try open(file)
         let (use, spare) = install(file.id, fd)
-        if let spare { fs.close(spare) }
+        if let spare { fs.close(spare.fd) }
         guard let use else {
             // Every slot is busy: this read gets a descriptor of its own.
-            defer { fs.close(fd) }
+            defer { fs.close(fd.fd) }
             return try body(fd)
         }
         defer { release(file.id) }
@@ -72,7 +81,7 @@ public final class OpenFileTable: Sendable {
 
     /// Runs `body` with the descriptor `file` holds in a slot; nil, without
     /// opening anything, when it holds none (an open may wait for the disk).
-    func withOpenDescriptor<R>(_ file: VirtualFile, _ body: (Int32) -> R) -> R? {
+    func withOpenDescriptor<R>(_ file: VirtualFile, _ body: (ReadDescriptor) -> R) -> R? {
         guard let fd = acquire(file.id) else { return nil }
         defer { release(file.id) }
         return body(fd)
@@ -80,20 +89,26 @@ public final class OpenFileTable: Sendable {
 
     /// Opens `file` for the first time (no slot yet) and returns what it is.
     func openFirst(_ path: String, id: UInt64) throws(StorageError) -> FileInfo {
-        let fd: Int32
-        do throws(SystemError) { fd = try fs.open(path, .readOnly) } catch {
-            throw .io(operation: "open", path: path, errno: error.errno)
-        }
+        let fd = try openDescriptor(path)
         let info: FileInfo
-        do throws(SystemError) { info = try fs.fstat(fd) } catch {
-            fs.close(fd)
+        do throws(SystemError) { info = try fs.fstat(fd.fd) } catch {
+            fs.close(fd.fd)
             throw .io(operation: "fstat", path: path, errno: error.errno)
         }
         state.withLock { $0.opens += 1 }
         let (use, spare) = install(id, fd)
-        if let spare { fs.close(spare) }
-        if use == nil { fs.close(fd) } else { release(id) }
+        if let spare { fs.close(spare.fd) }
+        if use == nil { fs.close(fd.fd) } else { release(id) }
         return info
+    }
+
+    /// Opens `path` read-only, for direct reads when the table asks for them and the filesystem allows.
+    func openDescriptor(_ path: String) throws(StorageError) -> ReadDescriptor {
+        let fd: Int32
+        do throws(SystemError) { fd = try fs.open(path, .readOnly) } catch {
+            throw .io(operation: "open", path: path, errno: error.errno)
+        }
+        return ReadDescriptor(fd: fd, direct: directReads && fs.bypassPageCache(fd, true))
     }
 
     /// Closes the file's descriptor, if it holds one (the file is gone for good).
@@ -102,12 +117,22 @@ public final class OpenFileTable: Sendable {
             guard let i = s.slotOf.removeValue(forKey: id) else { return nil }
             precondition(s.slots[i].users == 0, "a layer file was dropped during a read")
             defer { s.slots[i] = Slot() }
-            return s.slots[i].fd
+            return s.slots[i].fd.fd
         }
         if let fd { fs.close(fd) }
     }
 
-    private func acquire(_ id: UInt64) -> Int32? {
+    /// A direct read was refused: the file's slot reads through the OS page
+    /// cache from now on (its descriptor already does).
+    func readsBuffered(_ id: UInt64) {
+        state.withLock { s in
+            s.fallbacks += 1
+            guard let i = s.slotOf[id] else { return }
+            s.slots[i].fd.direct = false
+        }
+    }
+
+    private func acquire(_ id: UInt64) -> ReadDescriptor? {
         state.withLock { s in
             guard let i = s.slotOf[id] else { return nil }
             s.slots[i].users += 1
@@ -123,16 +148,13 @@ public final class OpenFileTable: Sendable {
         }
     }
 
-    private func open(_ file: VirtualFile) throws(StorageError) -> Int32 {
-        let fd: Int32
-        do throws(SystemError) { fd = try fs.open(file.path, .readOnly) } catch {
-            throw .io(operation: "open", path: file.path, errno: error.errno)
-        }
+    private func open(_ file: VirtualFile) throws(StorageError) -> ReadDescriptor {
+        let fd = try openDescriptor(file.path)
         // The name must still be the file that was validated: a layer is never
         // rewritten, so anything else is damage from outside.
-        let info = try? fs.fstat(fd)
+        let info = try? fs.fstat(fd.fd)
         guard let info, info.isSameFile(as: file.identity), info.size == file.identity.size else {
-            fs.close(fd)
+            fs.close(fd.fd)
             throw .corruptLayer(file: file.path, reason: "the file was replaced or changed size while open")
         }
         state.withLock { $0.opens += 1 }
@@ -141,7 +163,7 @@ public final class OpenFileTable: Sendable {
 
     /// Puts `fd` in a slot for `id`, acquired once. Returns the descriptor to
     /// use (nil: no free slot, use `fd` uncached) and one to close.
-    private func install(_ id: UInt64, _ fd: Int32) -> (use: Int32?, spare: Int32?) {
+    private func install(_ id: UInt64, _ fd: ReadDescriptor) -> (use: ReadDescriptor?, spare: ReadDescriptor?) {
         state.withLock { s in
             if let i = s.slotOf[id] {
                 // Another read opened it meanwhile: use that one.
@@ -167,85 +189,5 @@ public final class OpenFileTable: Sendable {
             }
             return (nil, nil)
         }
-    }
-}
-
-/// A layer file's identity for reads: its path, what it was when validated,
-/// and a descriptor from the table when one is needed.
-final class VirtualFile: Sendable {
-    let id: UInt64
-    let path: String
-    let identity: FileInfo
-    private let table: OpenFileTable
-    /// A descriptor of the file's own, once its name is gone (an evicted
-    /// layer): reads still in flight on it go on through this one.
-    private let unnamed = Atomic<Int32>(-1)
-
-    init(table: OpenFileTable, path: String) throws(StorageError) {
-        self.table = table
-        self.path = path
-        id = OpenFileTable.newFileId()
-        identity = try table.openFirst(path, id: id)
-    }
-
-    deinit {
-        let fd = unnamed.load(ordering: .acquiring)
-        if fd >= 0 { table.fs.close(fd) }
-        table.forget(id)
-    }
-
-    var fs: any FileSystem { table.fs }
-
-    /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error.
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
-        let (fs, path) = (table.fs, self.path)
-        if case let fd = unnamed.load(ordering: .acquiring), fd >= 0 {
-            return try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
-        }
-        do throws(StorageError) {
-            try table.withDescriptor(self) { fd throws(StorageError) in
-                try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
-            }
-        } catch {
-            // The name went away while this read reopened it: the file did not.
-            let fd = unnamed.load(ordering: .acquiring)
-            guard fd >= 0 else { throw error }
-            try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
-        }
-    }
-
-    /// Fills `buffer` from `offset` if that needs no wait for the disk: the
-    /// bytes are in the OS page cache and the file has a descriptor open.
-    /// False when they are not (or the read fails: the blocking read says why).
-    func readIfResident(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Bool {
-        let fs = table.fs
-        if case let fd = unnamed.load(ordering: .acquiring), fd >= 0 {
-            return fs.preadIfResident(fd, into: buffer, at: offset) == buffer.count
-        }
-        return table.withOpenDescriptor(self) { fd in fs.preadIfResident(fd, into: buffer, at: offset) == buffer.count } ?? false
-    }
-
-    /// Opens a descriptor of the file's own, so that reads go on after its name
-    /// is removed. False when none could be opened, or the name is another file now.
-    func keepOpenWithoutName() -> Bool {
-        if unnamed.load(ordering: .acquiring) >= 0 { return true }
-        let fs = table.fs
-        guard let fd = try? fs.open(path, .readOnly) else { return false }
-        guard let info = try? fs.fstat(fd), info.isSameFile(as: identity) else {
-            fs.close(fd)
-            return false
-        }
-        if !unnamed.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing).exchanged { fs.close(fd) }
-        return true
-    }
-
-    func read(count: Int, at offset: Int) throws(StorageError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var failure: StorageError?
-        out.withUnsafeMutableBytes { buf in
-            do throws(StorageError) { try read(into: buf, at: offset) } catch { failure = error }
-        }
-        if let failure { throw failure }
-        return out
     }
 }

@@ -22,6 +22,9 @@ public struct TenantConfig: Sendable {
     public var diskReserveBytes = 64 << 20
     /// Layer-file descriptors the process keeps open at most (`OpenFileTable`).
     public var maxOpenLayerFiles = 256
+    /// Layer files are read past the OS page cache (O_DIRECT) where the
+    /// filesystem allows it: the page cache is then the only cache of them.
+    public var directLayerReads = false
     /// Descriptors open tenants may hold together (`DescriptorBudget`,
     /// three each); a tenant beyond stays `loading` until one closes.
     public var maxTenantDescriptors = Int.max

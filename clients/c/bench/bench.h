@@ -1,4 +1,4 @@
-/* What both modes of layergate-cbench share: options, the latency histogram, the pages' keys. */
+/* What the benches share: options, the latency histogram, the pages' keys, the epoll client. */
 #ifndef LAYERGATE_CBENCH_H
 #define LAYERGATE_CBENCH_H
 
@@ -70,6 +70,42 @@ typedef struct options {
 static inline lg_page_key key(uint32_t block) {
     return (lg_page_key){.spc_oid = 1663, .db_oid = 5, .rel_number = 2000, .fork = 0, .block = block};
 }
+
+/* A workload for the one-thread epoll client (epoll-driver.c). */
+typedef struct epoll_work {
+    const char *socket;
+    int clients, depth;
+    double seconds;
+    size_t request_max;   /* the most one request takes */
+    size_t answer_max;    /* the most one answer takes when all is well */
+    size_t answer_limit;  /* the most any one answer may take (an error with its message) */
+    /* Writes request d of connection i's next batch at `at`; returns its length. */
+    size_t (*request)(void *ctx, int i, int d, unsigned char *at);
+    /* Takes the whole answers at the start of in[0, len) for connection i, adding
+     * them to *answers: returns the bytes taken, or -1 with `error` filled in. */
+    long (*take)(void *ctx, int i, const unsigned char *in, size_t len, int *answers, char *error, size_t error_len);
+    void *ctx;
+} epoll_work;
+
+/* Runs w for w->seconds: every connection sends a batch of w->depth requests at
+ * once and the next when all of its answers are in; each batch's latency goes
+ * to `out`. Returns 0, or -1 with `error` filled in. */
+int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t error_len);
+
+/* A non-blocking connection to a Unix socket, or -1 with errno set. */
+int connect_unix(const char *path);
+
+/* GetPage frames (page-frames.c). */
+size_t page_request_max(const char *tenant, const char *token);
+size_t page_answer_max(void);
+size_t page_answer_limit(void);
+/* Writes a GetPage request frame at `at` (page_request_max bytes free; LG_LSN_LATEST: latest); returns its length. */
+size_t page_request(unsigned char *at, uint64_t id, const char *tenant, const char *token, lg_page_key k, uint64_t lsn);
+/* Checks a page answered to request `id` on connection `conn`: 0, or -1 with `error` filled in. */
+typedef int (*page_check)(void *ctx, int conn, uint64_t id, const unsigned char *page, char *error, size_t error_len);
+/* An epoll_work `take` for GetPage answers: each must be an 8 KiB page, and pass `check` when given. */
+long take_pages(const unsigned char *in, size_t len, int *answers, page_check check, void *ctx, int conn,
+                char *error, size_t error_len);
 
 /* Runs the epoll mode for o->seconds: every connection sends a batch of o->depth
  * GetPage requests at once and sends the next when all of its answers are in.

@@ -10,6 +10,10 @@
  *   get    -c clients, each on its own connection and thread, each sending one
  *          GetPage at a time for a random key, at `latest` or (--past) at a
  *          random LSN whose expected version is known; every page is checked.
+ *          --epoll: the same connections all on one thread and one epoll set,
+ *          the shape of redis-benchmark and of Neon's pagebench (async
+ *          clients on few threads): the client's own thread wake-ups then
+ *          weigh less on a small machine.
  *   raw    -c threads of random 8 KiB O_DIRECT preads over the tenant's layer
  *          files (--dir, the tenant's directory): the disk, with no server.
  *   evict  drops the tenant's layer files from the OS page cache
@@ -35,7 +39,7 @@ typedef struct config {
     const char *socket, *tenant, *token, *dir;
     int clients, pages, versions, pipeline;
     double seconds;
-    bool past, compact;
+    bool past, compact, epoll;
 } config;
 
 typedef struct layer_file {
@@ -152,36 +156,97 @@ static int load(const config *c) {
     return 0;
 }
 
+/* One GetPage of a run: a random key, at latest or at a random past LSN, and the version it must find. */
+typedef struct target {
+    uint32_t k;
+    uint64_t lsn, want;
+} target;
+
+static uint64_t seed(int client) { return 88172645463325252ull ^ ((uint64_t)(client + 1) * 0x9E3779B97F4A7C15ull); }
+
+static target pick(const config *c, uint64_t *x) {
+    uint64_t n = (uint64_t)c->pages, newest = n * (uint64_t)c->versions;
+    target t = {.k = (uint32_t)(next_random(x) % n)};
+    /* A past LSN in [n, newest] finds a version of every key: version 0 of k is at k + 1 <= n. */
+    t.lsn = c->past ? n + next_random(x) % (newest - n + 1) : LG_LSN_LATEST;
+    t.want = c->past ? (t.lsn - t.k - 1) / n : (uint64_t)c->versions - 1;
+    return t;
+}
+
+/* The page must be the version of its key that its LSN sees (fill_image wrote its first 16 bytes). */
+static int check_page(target t, const unsigned char *page, char *error, size_t len) {
+    uint64_t got_k, got_v;
+    memcpy(&got_k, page, 8);
+    memcpy(&got_v, page + 8, 8);
+    if (got_k == t.k && got_v == t.want) return 0;
+    snprintf(error, len, "block %u at LSN %" PRIu64 ": got key %" PRIu64 " version %" PRIu64 ", want version %" PRIu64,
+             t.k, t.lsn, got_k, got_v, t.want);
+    return -1;
+}
+
+/* --epoll: every connection's next GetPage and the answer it must get. */
+typedef struct epoll_get {
+    const config *c;
+    uint64_t *x;
+    target *asked;
+} epoll_get;
+
+static size_t epoll_request(void *ctx, int i, int d, unsigned char *at) {
+    (void)d;  /* one GetPage at a time per connection */
+    epoll_get *g = ctx;
+    g->asked[i] = pick(g->c, &g->x[i]);
+    return page_request(at, 1, g->c->tenant, g->c->token, key(g->asked[i].k), g->asked[i].lsn);
+}
+
+static int epoll_check(void *ctx, int conn, uint64_t id, const unsigned char *page, char *error, size_t len) {
+    epoll_get *g = ctx;
+    if (id != 1) {
+        snprintf(error, len, "an answer to request %" PRIu64 ", not to the one asked", id);
+        return -1;
+    }
+    return check_page(g->asked[conn], page, error, len);
+}
+
+static long epoll_take(void *ctx, int i, const unsigned char *in, size_t len, int *answers, char *error, size_t error_len) {
+    return take_pages(in, len, answers, epoll_check, ctx, i, error, error_len);
+}
+
+static int run_get_epoll(const config *c, histogram *all, char *error, size_t len) {
+    epoll_get g = {.c = c, .x = calloc((size_t)c->clients, sizeof *g.x), .asked = calloc((size_t)c->clients, sizeof *g.asked)};
+    int rc = -1;
+    if (g.x == NULL || g.asked == NULL) {
+        snprintf(error, len, "out of memory");
+    } else {
+        for (int i = 0; i < c->clients; i++) g.x[i] = seed(i);
+        epoll_work w = {.socket = c->socket, .clients = c->clients, .depth = 1, .seconds = c->seconds,
+                        .request_max = page_request_max(c->tenant, c->token), .answer_max = page_answer_max(),
+                        .answer_limit = page_answer_limit(), .request = epoll_request, .take = epoll_take, .ctx = &g};
+        rc = run_epoll_work(&w, all, error, len);
+    }
+    free(g.x);
+    free(g.asked);
+    return rc;
+}
+
 static void *run_get(void *arg) {
     worker *w = arg;
     const config *c = w->cfg;
     lg_conn *conn;
     bool ok = connect_to(c, &conn, w->error, sizeof w->error);
     unsigned char page[LG_PAGE_SIZE];
-    uint64_t x = 88172645463325252ull ^ ((uint64_t)(w->index + 1) * 0x9E3779B97F4A7C15ull);
-    uint64_t n = (uint64_t)c->pages, newest = n * (uint64_t)c->versions;
+    uint64_t x = seed(w->index);
     pthread_barrier_wait(&start_line);
     w->deadline = now_ns() + (uint64_t)(c->seconds * 1e9);
     while (ok) {
-        uint32_t k = (uint32_t)(next_random(&x) % n);
-        /* A past LSN in [n, newest] finds a version of every key: version 0 of k is at k + 1 <= n. */
-        uint64_t lsn = c->past ? n + next_random(&x) % (newest - n + 1) : LG_LSN_LATEST;
-        uint64_t want = c->past ? (lsn - k - 1) / n : (uint64_t)c->versions - 1;
+        target t = pick(c, &x);
         uint64_t t0 = now_ns();
-        lg_status s = lg_get_page(conn, c->tenant, key(k), lsn, page, sizeof page, NULL);
+        lg_status s = lg_get_page(conn, c->tenant, key(t.k), t.lsn, page, sizeof page, NULL);
         uint64_t t1 = now_ns();
         if (s != LG_OK) {
-            snprintf(w->error, sizeof w->error, "GetPage of block %u: %s", k, lg_errmsg(conn));
+            snprintf(w->error, sizeof w->error, "GetPage of block %u: %s", t.k, lg_errmsg(conn));
             break;
         }
-        uint64_t got_k, got_v;
-        memcpy(&got_k, page, 8);
-        memcpy(&got_v, page + 8, 8);
-        if (got_k != k || got_v != want) {
-            snprintf(w->error, sizeof w->error, "block %u at LSN %" PRIu64 ": got key %" PRIu64 " version %" PRIu64
-                     ", want version %" PRIu64, k, lsn, got_k, got_v, want);
-            break;
-        }
+        if (check_page(t, page, w->error, sizeof w->error) != 0) break;
         record(&w->h, t1 - t0, 1);
         if (t1 >= w->deadline) break;
     }
@@ -284,18 +349,28 @@ static int evict(const config *c) {
 static int measure(const config *c, bool raw) {
     files f = {0};
     if (raw && open_layers(c->dir, O_DIRECT, &f) != 0) return 1;
-    worker *w = calloc((size_t)c->clients, sizeof *w);
+    bool epoll = c->epoll && !raw;
+    worker *w = calloc(epoll ? 0 : (size_t)c->clients, sizeof *w);
     histogram *all = calloc(1, sizeof *all);
-    if (w == NULL || all == NULL) return 1;
-    pthread_barrier_init(&start_line, NULL, (unsigned)c->clients + 1);
-    for (int i = 0; i < c->clients; i++) {
-        w[i] = (worker){.cfg = c, .layers = &f, .index = i};
-        pthread_create(&w[i].thread, NULL, raw ? run_raw : run_get, &w[i]);
-    }
-    pthread_barrier_wait(&start_line);
+    if ((w == NULL && !epoll) || all == NULL) return 1;
     uint64_t start = now_ns();
     int failed = 0;
-    for (int i = 0; i < c->clients; i++) {
+    if (epoll) {
+        char error[600];
+        if (run_get_epoll(c, all, error, sizeof error) != 0) {
+            fprintf(stderr, "layergate-pagebench: %s\n", error);
+            failed = 1;
+        }
+    } else {
+        pthread_barrier_init(&start_line, NULL, (unsigned)c->clients + 1);
+        for (int i = 0; i < c->clients; i++) {
+            w[i] = (worker){.cfg = c, .layers = &f, .index = i};
+            pthread_create(&w[i].thread, NULL, raw ? run_raw : run_get, &w[i]);
+        }
+        pthread_barrier_wait(&start_line);
+        start = now_ns();
+    }
+    for (int i = 0; !epoll && i < c->clients; i++) {
         pthread_join(w[i].thread, NULL);
         if (w[i].error[0]) { fprintf(stderr, "layergate-pagebench: client %d: %s\n", i, w[i].error); failed = 1; }
         for (int b = 0; b < BUCKETS; b++) all->counts[b] += w[i].h.counts[b];
@@ -303,13 +378,13 @@ static int measure(const config *c, bool raw) {
         all->total += w[i].h.total;
     }
     double secs = (double)(now_ns() - start) / 1e9;
-    pthread_barrier_destroy(&start_line);
+    if (!epoll) pthread_barrier_destroy(&start_line);
     if (!failed && all->total > 0) {
         double us = 1e-3;
         printf("%s: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d %s, %" PRIu64 " reads%s)\n",
                raw ? "raw O_DIRECT pread" : (c->past ? "GetPage past LSN" : "GetPage latest"),
                (double)all->total / secs, (double)percentile(all, 0.5) * us, (double)percentile(all, 0.99) * us,
-               (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : "clients", all->total,
+               (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : epoll ? "clients on one epoll thread" : "clients", all->total,
                raw ? ", 8 KiB at random block offsets" : ", each page checked");
     }
     if (raw) close_layers(&f);
@@ -330,6 +405,7 @@ static int usage(FILE *to, int code) {
             "  -c N            clients (get) or threads (raw) (default 8)\n"
             "  -t SECONDS      how long get and raw run (default 10)\n"
             "  --past          get reads at random past LSNs instead of latest\n"
+            "  --epoll         get: every connection on one thread and one epoll set (default: a thread each)\n"
             "  --dir DIR       the tenant's directory (DATA_DIR/tenants/ID), for raw and evict\n"
             "  --token JWT     sent with every request (default: $LAYERGATE_TOKEN); load needs admin\n");
     return code;
@@ -346,6 +422,7 @@ int main(int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--past") == 0) c.past = true;
         else if (strcmp(a, "--no-compact") == 0) c.compact = false;
+        else if (strcmp(a, "--epoll") == 0) c.epoll = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout, 0);
         else if (v == NULL) return usage(stderr, 2);
         else if (strcmp(a, "-s") == 0) c.socket = v, i++;

@@ -1,0 +1,157 @@
+/*
+ * The one-thread epoll client that layergate-cbench --epoll and
+ * layergate-pagebench get --epoll share, in the shape of redis-benchmark:
+ * every connection sits on one epoll set, writes a batch of D requests at
+ * once, reads until all D answers are in, and only then writes the next
+ * batch. What a request is and what makes an answer right is the workload's
+ * (`epoll_work`); the connections, the sends, the reads and the clock are here.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+typedef struct conn_state {
+    int fd;
+    unsigned char *out;  /* the batch being written */
+    size_t out_len, out_sent;
+    unsigned char *in;   /* answers read and not yet taken */
+    size_t in_len, in_cap;
+    int pending;         /* answers still due for this batch */
+    uint64_t sent_at;
+    bool done;
+} conn_state;
+
+static int fail(char *error, size_t len, const char *what, int err) {
+    snprintf(error, len, "%s: %s", what, strerror(err));
+    return -1;
+}
+
+int connect_unix(const char *path) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    /* A Unix socket connects at once or fails (EAGAIN: the backlog is full). */
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static void fill_batch(const epoll_work *w, int i, conn_state *c) {
+    c->out_len = 0;
+    for (int d = 0; d < w->depth; d++) c->out_len += w->request(w->ctx, i, d, c->out + c->out_len);
+    c->out_sent = 0;
+    c->pending = w->depth;
+}
+
+/* Writes what is left of the batch; 0, or -1 on a broken connection. */
+static int flush_out(conn_state *c) {
+    while (c->out_sent < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+        if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        c->out_sent += (size_t)n;
+    }
+    return 0;
+}
+
+/* Hands the whole answers read so far to the workload; 0, or -1 with `error` set. */
+static int take(const epoll_work *w, int i, conn_state *c, char *error, size_t len) {
+    int answers = 0;
+    long taken = w->take(w->ctx, i, c->in, c->in_len, &answers, error, len);
+    if (taken < 0) return -1;
+    memmove(c->in, c->in + taken, c->in_len - (size_t)taken);
+    c->in_len -= (size_t)taken;
+    c->pending -= answers;
+    if (c->pending < 0) {
+        snprintf(error, len, "more answers than requests");
+        return -1;
+    }
+    return 0;
+}
+
+int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t error_len) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return fail(error, error_len, "epoll_create1", errno);
+    conn_state *cs = calloc((size_t)w->clients, sizeof *cs);
+    int rc = cs ? 0 : fail(error, error_len, "calloc", ENOMEM);
+    for (int i = 0; rc == 0 && i < w->clients; i++) {
+        conn_state *c = &cs[i];
+        c->fd = -1;
+        c->out = malloc(w->request_max * (size_t)w->depth);
+        c->in_cap = (size_t)w->depth * w->answer_max + w->answer_limit;
+        c->in = malloc(c->in_cap);
+        if (!c->out || !c->in) { rc = fail(error, error_len, "malloc", ENOMEM); break; }
+        c->fd = connect_unix(w->socket);
+        if (c->fd < 0) { rc = fail(error, error_len, w->socket, errno); break; }
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) rc = fail(error, error_len, "epoll_ctl", errno);
+    }
+    uint64_t deadline = now_ns() + (uint64_t)(w->seconds * 1e9);
+    for (int i = 0; rc == 0 && i < w->clients; i++) {
+        fill_batch(w, i, &cs[i]);
+        cs[i].sent_at = now_ns();
+        if (flush_out(&cs[i]) != 0) rc = fail(error, error_len, "send", errno);
+    }
+    int running = rc == 0 ? w->clients : 0;
+    struct epoll_event events[64];
+    while (rc == 0 && running > 0) {
+        int n = epoll_wait(ep, events, 64, 1000);
+        if (n < 0 && errno != EINTR) rc = fail(error, error_len, "epoll_wait", errno);
+        for (int e = 0; rc == 0 && e < n; e++) {
+            int i = (int)events[e].data.u32;
+            conn_state *c = &cs[i];
+            if (c->done) continue;
+            if ((events[e].events & EPOLLOUT) && flush_out(c) != 0) { rc = fail(error, error_len, "send", errno); break; }
+            /* Edge-triggered: read until the socket is empty. */
+            for (;;) {
+                if (c->in_len == c->in_cap) { rc = -1; snprintf(error, error_len, "more answers than requests"); break; }
+                ssize_t got = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+                if (got == 0) { rc = -1; snprintf(error, error_len, "the server closed a connection"); break; }
+                if (got < 0) {
+                    if (errno == EAGAIN) break;
+                    if (errno == EINTR) continue;
+                    rc = fail(error, error_len, "recv", errno);
+                    break;
+                }
+                c->in_len += (size_t)got;
+                if (take(w, i, c, error, error_len) != 0) { rc = -1; break; }
+                if (c->pending > 0) continue;
+                uint64_t now = now_ns();
+                record(out, now - c->sent_at, (uint64_t)w->depth);
+                if (now >= deadline) {
+                    c->done = true;
+                    running--;
+                    break;
+                }
+                fill_batch(w, i, c);
+                c->sent_at = now;
+                if (flush_out(c) != 0) { rc = fail(error, error_len, "send", errno); break; }
+            }
+        }
+        if (rc == 0 && n == 0 && now_ns() > deadline + 10000000000ull) {
+            rc = -1;
+            snprintf(error, error_len, "no answer for 10 s past the end");
+        }
+    }
+    for (int i = 0; cs && i < w->clients; i++) {
+        if (cs[i].fd >= 0) close(cs[i].fd);
+        free(cs[i].out);
+        free(cs[i].in);
+    }
+    free(cs);
+    close(ep);
+    return rc;
+}
