@@ -40,6 +40,17 @@ struct DirectLayerReadTests {
         }
     }
 
+    /// A disk holding the history in layer files, opened again with an 8-slot
+    /// page cache (cold), and the model its pages must match.
+    static func coldFixture(_ disk: SimulatedDisk, directReads: Bool) async throws -> (DiskFixture, PageModel) {
+        let (batches, model) = Self.history()
+        let config = DiskFixture.config { $0.directLayerReads = directReads }
+        let f = try await DiskFixture.open(disk, config: config)
+        try await Self.write(try await f.manager.create(testTenant), batches)
+        await f.manager.shutdown()
+        return (try await DiskFixture.open(disk, config: config, cacheSlots: 8), model)
+    }
+
     /// Every key at every LSN, from a cache far smaller than the data: the reads go to the files.
     static func readBack(_ t: Tenant, _ model: PageModel) async throws {
         for lsn in stride(from: 10 as UInt64, through: 10 + 240, by: 7) {
@@ -59,13 +70,7 @@ struct DirectLayerReadTests {
     /// (as Linux does): every read of a cold tenant, the summaries and fences
     /// at open included, is aligned, or it would fall back (and count it).
     @Test func everyReadOfALayerIsAligned() async throws {
-        let (batches, model) = Self.history()
-        let config = DiskFixture.config { $0.directLayerReads = true }
-        let disk = SimulatedDisk(directIO: true)
-        let f = try await DiskFixture.open(disk, config: config)
-        try await Self.write(try await f.manager.create(testTenant), batches)
-        await f.manager.shutdown()
-        let cold = try await DiskFixture.open(disk, config: config, cacheSlots: 8)
+        let (cold, model) = try await Self.coldFixture(SimulatedDisk(directIO: true), directReads: true)
         try await Self.readBack(try cold.tenant(), model)
         let stats = cold.manager.storage.openFiles.stats
         #expect(stats.direct == stats.open && stats.open > 0, "\(stats)")
@@ -78,13 +83,8 @@ struct DirectLayerReadTests {
     /// A direct read the filesystem refuses (EINVAL) is read again through
     /// the OS page cache, and the file reads that way from then on.
     @Test func aRefusedDirectReadFallsBackToThePageCache() async throws {
-        let (batches, model) = Self.history()
-        let config = DiskFixture.config { $0.directLayerReads = true }
         let disk = SimulatedDisk(directIO: true)
-        let f = try await DiskFixture.open(disk, config: config)
-        try await Self.write(try await f.manager.create(testTenant), batches)
-        await f.manager.shutdown()
-        let cold = try await DiskFixture.open(disk, config: config, cacheSlots: 8)
+        let (cold, model) = try await Self.coldFixture(disk, directReads: true)
         let t = try cold.tenant()
         disk.inject(.init([.read], errno: EINVAL, count: 1))
         try await Self.readBack(t, model)
@@ -96,13 +96,7 @@ struct DirectLayerReadTests {
     /// Off (the default), or on a filesystem without direct I/O, nothing reads directly.
     @Test(arguments: [(false, true), (true, false)])
     func withoutDirectReadsTheDescriptorsAreBuffered(asked: Bool, diskTakesIt: Bool) async throws {
-        let (batches, model) = Self.history()
-        let config = DiskFixture.config { $0.directLayerReads = asked }
-        let disk = SimulatedDisk(directIO: diskTakesIt)
-        let f = try await DiskFixture.open(disk, config: config)
-        try await Self.write(try await f.manager.create(testTenant), batches)
-        await f.manager.shutdown()
-        let cold = try await DiskFixture.open(disk, config: config, cacheSlots: 8)
+        let (cold, model) = try await Self.coldFixture(SimulatedDisk(directIO: diskTakesIt), directReads: asked)
         try await Self.readBack(try cold.tenant(), model)
         let stats = cold.manager.storage.openFiles.stats
         #expect(stats.direct == 0 && stats.open > 0 && stats.fallbacks == 0, "\(stats)")
