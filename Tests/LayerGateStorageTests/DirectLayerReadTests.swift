@@ -93,6 +93,41 @@ struct DirectLayerReadTests {
         await cold.manager.shutdown()
     }
 
+    /// A filesystem that takes O_DIRECT but refuses every 4 KiB-aligned read
+    /// (XFS on a 16 KiB-sector device), under many reads at once with fewer
+    /// descriptor slots than layers: reads through private descriptors and
+    /// through slots fall back side by side. Each file falls back once, and
+    /// no read fails (a fallback on one descriptor once marked another, still
+    /// direct, as buffered: its next read failed with EINVAL).
+    @Test func aFilesystemThatRefusesEveryDirectReadIsReadBufferedUnderLoad() async throws {
+        let (batches, model) = Self.history()
+        var config = DiskFixture.config { $0.directLayerReads = true }
+        config.maxOpenLayerFiles = 2
+        let disk = SimulatedDisk(directIO: true, directReadAlignment: 16384)
+        let f = try await DiskFixture.open(disk, config: config)
+        try await Self.write(try await f.manager.create(testTenant), batches)
+        await f.manager.shutdown()
+        let cold = try await DiskFixture.open(disk, config: config, cacheSlots: 4)
+        let t = try cold.tenant()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for reader in 0..<16 {
+                group.addTask {
+                    for i in 0..<60 {
+                        let k = UInt32((reader * 7 + i * 13) % 40)
+                        let lsn = Lsn(UInt64(51 + (reader * 31 + i * 17) % 200))
+                        let got = try await t.getPage(key: key(k), lsn: lsn)
+                        #expect(got.page == model.page(key(k), at: lsn), "key \(k) at \(lsn)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let stats = cold.manager.storage.openFiles.stats
+        #expect(stats.fallbacks == t.status().layers.count, "\(stats)")
+        #expect(stats.direct == 0, "\(stats)")
+        await cold.manager.shutdown()
+    }
+
     /// Off (the default), or on a filesystem without direct I/O, nothing reads directly.
     @Test(arguments: [(false, true), (true, false)])
     func withoutDirectReadsTheDescriptorsAreBuffered(asked: Bool, diskTakesIt: Bool) async throws {

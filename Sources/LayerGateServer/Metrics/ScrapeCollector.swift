@@ -11,7 +11,7 @@ final class ScrapeCollector: Sendable {
     private let connections: @Sendable () -> Int
     private let inFlight: @Sendable () -> Int
     private let factory: any MetricsFactory
-    private let cacheHits, cacheMisses, cacheEvictions, cacheOsLoads: Counter
+    private let cacheHits, cacheMisses, cacheEvictions, cacheOsLoads, directFallbacks: Counter
     private let cacheCapacity, cacheUsed, connectionsGauge, inFlightGauge, tenantCount: Metrics.Gauge
     private let state = Mutex(State())
 
@@ -21,6 +21,7 @@ final class ScrapeCollector: Sendable {
         var seenMisses: UInt64 = 0
         var seenEvictions: UInt64 = 0
         var seenOsLoads: UInt64 = 0
+        var seenFallbacks = 0
         var tenants: [TenantId: TenantGauges] = [:]
     }
 
@@ -48,6 +49,7 @@ final class ScrapeCollector: Sendable {
         cacheMisses = Self.cacheMissesTotal.counter(factory)
         cacheEvictions = Self.cacheEvictionsTotal.counter(factory)
         cacheOsLoads = Self.cacheOsLoadsTotal.counter(factory)
+        directFallbacks = Self.directReadFallbacksTotal.counter(factory)
         cacheCapacity = Self.cacheCapacityBytes.gauge(factory)
         cacheUsed = Self.cacheUsedBytes.gauge(factory)
         connectionsGauge = Self.connectionsOpen.gauge(factory)
@@ -58,6 +60,7 @@ final class ScrapeCollector: Sendable {
     /// Brings every value this collector owns up to now; call before emitting.
     func collect() {
         let cache = manager.cache.stats
+        let fallbacks = manager.storage.openFiles.stats.fallbacks
         let tenants = manager.tenantIds.compactMap { try? manager.tenant($0).status() }
         state.withLock { s in
             cacheHits.increment(by: Int64(clamping: cache.hits &- s.seenHits))
@@ -65,6 +68,8 @@ final class ScrapeCollector: Sendable {
             cacheEvictions.increment(by: Int64(clamping: cache.evictions &- s.seenEvictions))
             cacheOsLoads.increment(by: Int64(clamping: cache.fromOsCache &- s.seenOsLoads))
             (s.seenHits, s.seenMisses, s.seenEvictions, s.seenOsLoads) = (cache.hits, cache.misses, cache.evictions, cache.fromOsCache)
+            directFallbacks.increment(by: Int64(fallbacks - s.seenFallbacks))
+            s.seenFallbacks = fallbacks
             cacheCapacity.record(cache.capacity * PageCache.blockSize)
             cacheUsed.record(cache.used * PageCache.blockSize)
             connectionsGauge.record(connections())
@@ -95,6 +100,9 @@ final class ScrapeCollector: Sendable {
     static let cacheOsLoadsTotal = MetricDescription(
         "layergate_page_cache_os_loads_total", .counter,
         "Misses the event loop filled from the OS page cache itself, without a read thread (a part of the misses).")
+    static let directReadFallbacksTotal = MetricDescription(
+        "layergate_layer_direct_read_fallbacks_total", .counter,
+        "Layer files whose direct reads (--layer-reads direct) the filesystem refused: they are read through the OS page cache.")
     static let cacheEvictionsTotal = MetricDescription(
         "layergate_page_cache_evictions_total", .counter, "Blocks evicted from the page cache to make room.")
     static let cacheCapacityBytes = MetricDescription(
@@ -117,7 +125,7 @@ final class ScrapeCollector: Sendable {
         "layergate_tenant_layer_bytes", .gauge, "Bytes of the layer files listed in a tenant's index.")
 
     static let descriptions = [
-        cacheHitsTotal, cacheMissesTotal, cacheOsLoadsTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
+        cacheHitsTotal, cacheMissesTotal, cacheOsLoadsTotal, directReadFallbacksTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
         requestsInFlight, tenantsLoaded, tenantLastRecordLsn, tenantDiskConsistentLsn, tenantLayers, tenantLayerBytes,
     ]
 }

@@ -102,13 +102,14 @@ public final class OpenFileTable: Sendable {
         return info
     }
 
-    /// Opens `path` read-only, for direct reads when the table asks for them and the filesystem allows.
-    func openDescriptor(_ path: String) throws(StorageError) -> ReadDescriptor {
+    /// Opens `path` read-only, for direct reads when the table asks for them,
+    /// `direct` allows (false: the file refused them before) and the filesystem takes them.
+    func openDescriptor(_ path: String, direct: Bool = true) throws(StorageError) -> ReadDescriptor {
         let fd: Int32
         do throws(SystemError) { fd = try fs.open(path, .readOnly) } catch {
             throw .io(operation: "open", path: path, errno: error.errno)
         }
-        return ReadDescriptor(fd: fd, direct: directReads && fs.bypassPageCache(fd, true))
+        return ReadDescriptor(fd: fd, direct: directReads && direct && fs.bypassPageCache(fd, true))
     }
 
     /// Closes the file's descriptor, if it holds one (the file is gone for good).
@@ -122,12 +123,15 @@ public final class OpenFileTable: Sendable {
         if let fd { fs.close(fd) }
     }
 
-    /// A direct read was refused: the file's slot reads through the OS page
-    /// cache from now on (its descriptor already does).
-    func readsBuffered(_ id: UInt64) {
+    /// A file refused a direct read: counted once per file.
+    func countFallback() { state.withLock { $0.fallbacks += 1 } }
+
+    /// Descriptor `fd` of file `id` no longer reads directly (O_DIRECT is off
+    /// on it): so says its slot, if the slot holds that very descriptor (a
+    /// read that fell back may hold one of its own while the slot has another).
+    func readsBuffered(_ id: UInt64, fd: Int32) {
         state.withLock { s in
-            s.fallbacks += 1
-            guard let i = s.slotOf[id] else { return }
+            guard let i = s.slotOf[id], s.slots[i].fd.fd == fd else { return }
             s.slots[i].fd.direct = false
         }
     }
@@ -149,7 +153,7 @@ public final class OpenFileTable: Sendable {
     }
 
     private func open(_ file: VirtualFile) throws(StorageError) -> ReadDescriptor {
-        let fd = try openDescriptor(file.path)
+        let fd = try openDescriptor(file.path, direct: !file.refusedDirectReads)
         // The name must still be the file that was validated: a layer is never
         // rewritten, so anything else is damage from outside.
         let info = try? fs.fstat(fd.fd)

@@ -27,6 +27,10 @@ final class VirtualFile: Sendable {
     private let unnamed = Atomic<Int32>(-1)
     /// Whether `unnamed` reads directly: set before it is published.
     private let unnamedDirect = Atomic<Bool>(false)
+    /// The filesystem refused a direct read of this file: every descriptor
+    /// of it reads through the OS page cache from then on.
+    private let directRefused = Atomic<Bool>(false)
+    var refusedDirectReads: Bool { directRefused.load(ordering: .relaxed) }
 
     init(table: OpenFileTable, path: String) throws(StorageError) {
         self.table = table
@@ -63,30 +67,43 @@ final class VirtualFile: Sendable {
     /// One read through `fd`. A direct one needs aligned memory: the page
     /// cache's loads have it; anything else (a summary, the fences) goes
     /// through an aligned copy. A filesystem that refuses the direct read
-    /// (EINVAL) has the file read through the OS page cache from then on.
+    /// (EINVAL) has the file read through the OS page cache from then on, by
+    /// this descriptor and every other (each turned buffered before its next read).
     private func read(_ fd: ReadDescriptor, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
         let (fs, path) = (table.fs, self.path)
-        guard fd.direct else { return try RawFile.read(fs, fd.fd, path: path, into: buffer, at: offset) }
-        do throws(StorageError) {
-            let a = directIOAlignment
-            if offset % a == 0, buffer.count % a == 0, Int(bitPattern: buffer.baseAddress) % a == 0 {
-                return try RawFile.read(fs, fd.fd, path: path, into: buffer, at: offset)
-            }
-            // Whole aligned units around the bytes asked for; a layer file is whole 8 KiB blocks,
-            // so they end within it when the bytes do.
-            let start = offset - offset % a
-            let end = (offset + buffer.count + a - 1) / a * a
-            try withUnsafeTemporaryAllocation(byteCount: end - start, alignment: a) { span throws(StorageError) in
-                try RawFile.read(fs, fd.fd, path: path, into: span, at: start)
-                if let to = buffer.baseAddress, let from = span.baseAddress {
-                    to.copyMemory(from: from + (offset - start), byteCount: buffer.count)
+        if fd.direct {
+            if !directRefused.load(ordering: .relaxed) {
+                do throws(StorageError) {
+                    return try readDirect(fd.fd, into: buffer, at: offset)
+                } catch {
+                    guard case .io(_, _, EINVAL) = error else { throw error }
+                    if !directRefused.exchange(true, ordering: .relaxed) { table.countFallback() }
                 }
             }
-        } catch {
-            guard case .io(_, _, EINVAL) = error, fs.bypassPageCache(fd.fd, false) else { throw error }
+            guard fs.bypassPageCache(fd.fd, false) else {
+                throw .io(operation: "read (direct I/O refused, and it could not be turned off)", path: path, errno: EINVAL)
+            }
+            table.readsBuffered(id, fd: fd.fd)
             if fd.fd == unnamed.load(ordering: .acquiring) { unnamedDirect.store(false, ordering: .relaxed) }
-            table.readsBuffered(id)
-            try RawFile.read(fs, fd.fd, path: path, into: buffer, at: offset)
+        }
+        try RawFile.read(fs, fd.fd, path: path, into: buffer, at: offset)
+    }
+
+    private func readDirect(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
+        let (fs, path) = (table.fs, self.path)
+        let a = directIOAlignment
+        if offset % a == 0, buffer.count % a == 0, Int(bitPattern: buffer.baseAddress) % a == 0 {
+            return try RawFile.read(fs, fd, path: path, into: buffer, at: offset)
+        }
+        // Whole aligned units around the bytes asked for; a layer file is whole 8 KiB blocks,
+        // so they end within it when the bytes do.
+        let start = offset - offset % a
+        let end = (offset + buffer.count + a - 1) / a * a
+        try withUnsafeTemporaryAllocation(byteCount: end - start, alignment: a) { span throws(StorageError) in
+            try RawFile.read(fs, fd, path: path, into: span, at: start)
+            if let to = buffer.baseAddress, let from = span.baseAddress {
+                to.copyMemory(from: from + (offset - start), byteCount: buffer.count)
+            }
         }
     }
 
@@ -109,7 +126,7 @@ final class VirtualFile: Sendable {
     func keepOpenWithoutName() -> Bool {
         if unnamed.load(ordering: .acquiring) >= 0 { return true }
         let fs = table.fs
-        guard let fd = try? table.openDescriptor(path) else { return false }
+        guard let fd = try? table.openDescriptor(path, direct: !refusedDirectReads) else { return false }
         guard let info = try? fs.fstat(fd.fd), info.isSameFile(as: identity) else {
             fs.close(fd.fd)
             return false
