@@ -116,22 +116,22 @@ public final class SimulatedDisk: FileSystem {
         var maxOpenFiles: Int?
         var operationLog: [String: Int] = [:]
         var directIO = false
-        var directReadAlignment = directIOAlignment
+        var directAlignment = directIOAlignment
         var directFds: Set<Int32> = []
     }
 
     private let state = Mutex(State())
     private static let rootId = 0
 
-    /// `directReadAlignment`: what a direct read must be aligned to. Linux asks
-    /// for the device's logical block size: above 4 KiB (a 16 KiB-sector
-    /// device) it refuses the reads the engine aligns to `directIOAlignment`.
-    public init(capacity: Int? = nil, directIO: Bool = false, directReadAlignment: Int = directIOAlignment) {
+    /// `directAlignment`: what a direct read or write must be aligned to. Linux
+    /// asks for the device's logical block size: above 4 KiB (a 16 KiB-sector
+    /// device) it refuses the I/O the engine aligns to `directIOAlignment`.
+    public init(capacity: Int? = nil, directIO: Bool = false, directAlignment: Int = directIOAlignment) {
         state.withLock { s in
             s.inodes[Self.rootId] = Inode(id: Self.rootId, isDirectory: true)
             s.capacity = capacity
             s.directIO = directIO
-            s.directReadAlignment = directReadAlignment
+            s.directAlignment = directAlignment
         }
     }
 
@@ -181,7 +181,7 @@ public final class SimulatedDisk: FileSystem {
     /// The disk as it is after a power loss now: a new disk holding what was
     /// durable (and, in `.torn` mode, pieces of what was not).
     public func crashImage(_ mode: CrashMode = .strict) -> SimulatedDisk {
-        let image = SimulatedDisk(directIO: directIO, directReadAlignment: state.withLock { $0.directReadAlignment })
+        let image = SimulatedDisk(directIO: directIO, directAlignment: state.withLock { $0.directAlignment })
         state.withLock { s in
             var rng = SeededRandom(seed: { if case .torn(let seed) = mode { return seed }; return 0 }())
             let torn: Bool = { if case .torn = mode { return true }; return false }()
@@ -307,7 +307,7 @@ public final class SimulatedDisk: FileSystem {
             guard offset >= 0 else { throw SystemError(EINVAL) }
             guard !inode.isDirectory else { throw SystemError(EISDIR) }
             // As Linux refuses it: a direct read of unaligned memory, length or offset.
-            let a = s.directReadAlignment
+            let a = s.directAlignment
             if s.directFds.contains(fd), offset % a != 0 || buffer.count % a != 0 || Int(bitPattern: buffer.baseAddress) % a != 0 {
                 throw SystemError(EINVAL)
             }
@@ -323,8 +323,8 @@ public final class SimulatedDisk: FileSystem {
     public func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
         try withFile(.write, fd) { s, f, inode throws(SystemError) in
             guard f.writable, offset >= 0 else { throw SystemError(EBADF) }
-            if s.directFds.contains(fd), offset % directIOAlignment != 0 || buffer.count % directIOAlignment != 0
-                || Int(bitPattern: buffer.baseAddress) % directIOAlignment != 0 {
+            let a = s.directAlignment
+            if s.directFds.contains(fd), offset % a != 0 || buffer.count % a != 0 || Int(bitPattern: buffer.baseAddress) % a != 0 {
                 throw SystemError(EINVAL)
             }
             let end = offset + buffer.count

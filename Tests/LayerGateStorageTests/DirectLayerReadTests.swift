@@ -103,7 +103,7 @@ struct DirectLayerReadTests {
         let (batches, model) = Self.history()
         var config = DiskFixture.config { $0.directLayerReads = true }
         config.maxOpenLayerFiles = 2
-        let disk = SimulatedDisk(directIO: true, directReadAlignment: 16384)
+        let disk = SimulatedDisk(directIO: true, directAlignment: 16384)
         let f = try await DiskFixture.open(disk, config: config)
         try await Self.write(try await f.manager.create(testTenant), batches)
         await f.manager.shutdown()

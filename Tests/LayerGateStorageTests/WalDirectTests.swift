@@ -47,6 +47,64 @@ struct WalDirectTests {
         await f.manager.shutdown()
     }
 
+    /// A device that takes O_DIRECT but refuses 4 KiB-aligned writes (16 KiB
+    /// sectors): the first direct write of each segment falls back to the page
+    /// cache, padding and all. That padding is cut off at once, so a shorter
+    /// frame after it (a seal) leaves nothing behind, and the segment loads
+    /// (an outside review found such a tenant broken after a restart:
+    /// "bytes follow the seal").
+    @Test func aDeviceThatRefusesDirectWritesLeavesSegmentsThatLoad() async throws {
+        var f = try await DiskFixture.open(SimulatedDisk(directIO: true, directAlignment: 16384))
+        let t = try await f.manager.create(testTenant)
+        _ = try await t.put(oddCommit(0))
+        for lsn in 20..<24 as Range<UInt64> { _ = try await t.put([delta(key(0), lsn, offset: 0, bytes: [1, 2, 3])]) }
+        let name = try #require(f.walSegments().first)
+        await f.manager.shutdown()  // seals the segment
+        let bytes = try f.readFile(walPath(name))
+        #expect(walFrames(bytes).last?.upperBound == bytes.count, "nothing after the seal: \(bytes.count) bytes")
+        f = try await DiskFixture.open(f.disk, config: f.config)
+        var t2 = try f.tenant()
+        #expect(t2.lifecycle == .active)
+        #expect(t2.status().lastRecordLsn == Lsn(23))
+        _ = try await t2.put([delta(key(0), 24, offset: 0, bytes: [4])])
+        f = try await f.afterPowerLoss()
+        t2 = try f.tenant()
+        #expect(t2.lifecycle == .active)
+        #expect(t2.status().walTailCuts == 0)
+        var want = page(10)
+        want[0...2] = [4, 2, 3]
+        #expect(try await t2.getPage(key: key(0), lsn: Lsn(24)).page == want)
+        await f.manager.shutdown()
+    }
+
+    /// A sealed segment that an earlier build left with block padding after
+    /// its seal (the fallback above, before its padding was cut) loads: the
+    /// padding is dropped like zeros after a seal. Anything else there is still damage.
+    @Test(arguments: [true, false])
+    func blockPaddingAfterASealLoadsAndOtherBytesDoNot(padding: Bool) async throws {
+        let f = try await DiskFixture.open(SimulatedDisk())
+        let t = try await f.manager.create(testTenant)
+        _ = try await t.put(oddCommit(0))
+        let name = try #require(f.walSegments().first)
+        await f.manager.shutdown()
+        var bytes = try f.readFile(walPath(name))
+        let end = try #require(walFrames(bytes).last).upperBound
+        bytes.removeSubrange(end...)
+        let room = directIOAlignment - end % directIOAlignment
+        bytes += padding ? (0..<room).map { WalFormat.blockPadding[$0 % WalFormat.blockPadding.count] } : [UInt8](repeating: 7, count: room)
+        try f.writeFile(walPath(name), bytes)
+        let g = try await DiskFixture.open(f.disk, config: f.config)
+        let t2 = try g.tenant()
+        if padding {
+            #expect(t2.lifecycle == .active)
+            #expect(t2.status().lastRecordLsn == Lsn(11))
+            #expect(t2.status().walTailCuts == 0)
+        } else {
+            #expect(t2.lifecycle != .active, "bytes after a seal that are not padding are damage")
+        }
+        await g.manager.shutdown()
+    }
+
     /// A commit zeroed after its fsync, inside the last block, is not taken
     /// for padding: padding is not zeros. Cut, and reported.
     @Test func smallCommitsZeroedAfterTheirFsyncAreReported() async throws {

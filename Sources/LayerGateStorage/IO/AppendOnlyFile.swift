@@ -50,6 +50,10 @@ final class AppendOnlyFile: @unchecked Sendable {
                 for i in 0..<out.count { out[i] = padding[i % padding.count] }
             }
             try buffer.withBytes(0..<buffer.count) { bytes throws(StorageError) in try writes.write(bytes, at: base) }
+            // Refused directly (a device whose sectors are larger than the alignment), the
+            // same bytes went through the page cache: from now on nothing overwrites the
+            // padding, which a shorter frame (a seal) would leave behind it. It goes.
+            if !writes.active, base + buffer.count > end + count { try file.truncate(to: end + count) }
         } else {
             try buffer.withBytes(tail.count..<tail.count + count) { bytes throws(StorageError) in
                 try writes.write(bytes, at: end)

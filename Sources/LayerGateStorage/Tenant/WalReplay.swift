@@ -228,10 +228,14 @@ private struct SegmentScan {
                 guard let seal = WalFormat.decodeSeal(payload), seal.offset == UInt64(pos),
                       seal.commits == nextSequence - 1, seal.lastLsn == lastLsnInSegment
                 else { throw corrupt("the seal at offset \(pos) does not match the segment") }
-                // Nothing is written after a seal; zeros there (a file extended by
-                // something else) hold no record and are dropped.
+                // Nothing is written after a seal; zeros there (a seal's own padding,
+                // or a file extended by something else) hold no record and are dropped,
+                // and so is block padding: what an earlier commit's direct write that fell
+                // back to the page cache left there (earlier builds left it).
                 let after = UnsafeRawBufferPointer(rebasing: b[f.end...])
-                guard after.allSatisfy({ $0 == 0 }) else { throw corrupt("\(after.count) bytes follow the seal") }
+                guard after.allSatisfy({ $0 == 0 }) || WalFormat.isBlockPadding(b, from: f.end) else {
+                    throw corrupt("\(after.count) bytes follow the seal")
+                }
                 if !after.isEmpty && isLast { cutAt = f.end }
                 sealed = true
                 return
