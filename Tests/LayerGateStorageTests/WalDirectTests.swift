@@ -105,6 +105,26 @@ struct WalDirectTests {
         await g.manager.shutdown()
     }
 
+    /// A kill between a new segment's create and its first write leaves it
+    /// empty: it held nothing, so it is removed without a report (it was
+    /// reported as a tail cut of 0 bytes, at error level).
+    @Test func anEmptyNewestSegmentIsRemovedWithoutAReport() async throws {
+        let f = try await DiskFixture.open(SimulatedDisk(directIO: true))
+        let t = try await f.manager.create(testTenant)
+        for n in 0..<3 as Range<UInt64> { _ = try await t.put(oddCommit(n)) }
+        await f.manager.shutdown()
+        let empty = walPath(Hex.fixed(16, digits: 16) + ".wal")
+        try f.writeFile(empty, [])
+        let g = try await DiskFixture.open(f.disk, config: f.config)
+        let t2 = try g.tenant()
+        #expect(t2.lifecycle == .active)
+        #expect(t2.status().walTailCuts == 0)
+        #expect(t2.status().lastRecordLsn == Lsn(15))
+        #expect(!g.walSegments().contains(Hex.fixed(16, digits: 16) + ".wal"))
+        _ = try await t2.put(oddCommit(3))
+        await g.manager.shutdown()
+    }
+
     /// A commit zeroed after its fsync, inside the last block, is not taken
     /// for padding: padding is not zeros. Cut, and reported.
     @Test func smallCommitsZeroedAfterTheirFsyncAreReported() async throws {

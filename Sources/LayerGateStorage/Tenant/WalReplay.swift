@@ -98,7 +98,8 @@ enum WalReplay {
             if let failure { throw failure }
             out.records += scan.records
             order = scan.order
-            if let cutAt = scan.cutAt, !scan.sealed, !scan.cutIsPadding {
+            // An empty newest segment (a kill between its create and its first write) loses nothing: no report.
+            if let cutAt = scan.cutAt, !scan.sealed, !scan.cutIsPadding, bytes.count > cutAt {
                 out.cut = TailCut(segment: name, offset: cutAt, bytes: bytes.count - cutAt, lastLsnKept: scan.lastLsnInSegment)
             }
             if isLast, !scan.sealed, scan.records.isEmpty {
