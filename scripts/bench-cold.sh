@@ -46,10 +46,13 @@ server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
 # A port free now (METRICS_PORT to choose one): the server takes it at once.
 metrics_port=${METRICS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 19871)}
-# start [READS]: the server, reading layer files READS (buffered by default).
+# start [READS]: the server, reading layer files READS (buffered, its default, when not given:
+# a SERVER built before --layer-reads then still runs with LAYER_READS=buffered).
 start() {
+    local reads=()
+    [ "${1:-buffered}" = buffered ] || reads=(--layer-reads "$1")
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
-        --metrics-listen "127.0.0.1:$metrics_port" --log-level warning --layer-reads "${1:-buffered}" ${SERVER_ARGS:-} &
+        --metrics-listen "127.0.0.1:$metrics_port" --log-level warning "${reads[@]}" ${SERVER_ARGS:-} &
     server=$!
     for _ in $(seq 300); do [ -S "$sock" ] && return; sleep 0.1; done
     echo "bench-cold: layergated did not start" >&2

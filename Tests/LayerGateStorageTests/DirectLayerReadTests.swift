@@ -40,15 +40,19 @@ struct DirectLayerReadTests {
         }
     }
 
-    /// A disk holding the history in layer files, opened again with an 8-slot
-    /// page cache (cold), and the model its pages must match.
-    static func coldFixture(_ disk: SimulatedDisk, directReads: Bool) async throws -> (DiskFixture, PageModel) {
+    /// A disk holding the history in layer files, opened again with a page
+    /// cache of `cacheSlots` (cold), and the model its pages must match.
+    static func coldFixture(_ disk: SimulatedDisk, directReads: Bool, cacheSlots: Int = 8,
+                            _ configure: (inout TenantConfig) -> Void = { _ in }) async throws -> (DiskFixture, PageModel) {
         let (batches, model) = Self.history()
-        let config = DiskFixture.config { $0.directLayerReads = directReads }
+        let config = DiskFixture.config {
+            $0.directLayerReads = directReads
+            configure(&$0)
+        }
         let f = try await DiskFixture.open(disk, config: config)
         try await Self.write(try await f.manager.create(testTenant), batches)
         await f.manager.shutdown()
-        return (try await DiskFixture.open(disk, config: config, cacheSlots: 8), model)
+        return (try await DiskFixture.open(disk, config: config, cacheSlots: cacheSlots), model)
     }
 
     /// Every key at every LSN, from a cache far smaller than the data: the reads go to the files.
@@ -100,14 +104,8 @@ struct DirectLayerReadTests {
     /// no read fails (a fallback on one descriptor once marked another, still
     /// direct, as buffered: its next read failed with EINVAL).
     @Test func aFilesystemThatRefusesEveryDirectReadIsReadBufferedUnderLoad() async throws {
-        let (batches, model) = Self.history()
-        var config = DiskFixture.config { $0.directLayerReads = true }
-        config.maxOpenLayerFiles = 2
-        let disk = SimulatedDisk(directIO: true, directAlignment: 16384)
-        let f = try await DiskFixture.open(disk, config: config)
-        try await Self.write(try await f.manager.create(testTenant), batches)
-        await f.manager.shutdown()
-        let cold = try await DiskFixture.open(disk, config: config, cacheSlots: 4)
+        let (cold, model) = try await Self.coldFixture(SimulatedDisk(directIO: true, directAlignment: 16384), directReads: true,
+                                                       cacheSlots: 4) { $0.maxOpenLayerFiles = 2 }
         let t = try cold.tenant()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for reader in 0..<16 {

@@ -211,11 +211,16 @@ struct DiskFixture {
 
     func readFile(_ path: String) throws -> [UInt8] { try disk.contents(of: path) }
 
-    func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-        let fd = try disk.open(path, .createTruncate)
-        defer { disk.close(fd) }
-        _ = try bytes.withUnsafeBytes { try disk.pwrite(fd, from: $0, at: 0) }
-        try disk.fsync(fd)
+    func writeFile(_ path: String, _ bytes: [UInt8]) throws { try disk.replaceFile(path, with: bytes) }
+}
+
+extension SimulatedDisk {
+    /// Replaces the file's whole contents with `bytes`, synced (damage made by hand).
+    func replaceFile(_ path: String, with bytes: [UInt8]) throws {
+        let fd = try open(path, .createTruncate)
+        defer { close(fd) }
+        _ = try bytes.withUnsafeBytes { try pwrite(fd, from: $0, at: 0) }
+        try fsync(fd)
     }
 }
 

@@ -142,10 +142,7 @@ struct WalDirectTests {
         let last = try #require(walFrames(bytes).last).lowerBound
         #expect(last / directIOAlignment == (bytes.count - 1) / directIOAlignment, "the last commit is in the last block")
         for i in last..<end { bytes[i] = 0 }
-        let fd = try image.open(walPath(name), .createTruncate)
-        _ = try bytes.withUnsafeBytes { try image.pwrite(fd, from: $0, at: 0) }
-        try image.fsync(fd)
-        image.close(fd)
+        try image.replaceFile(walPath(name), with: bytes)
         let g = try await DiskFixture.open(image, config: f.config)
         let t2 = try g.tenant()
         #expect(t2.lifecycle == .active)
