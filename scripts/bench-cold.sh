@@ -75,11 +75,12 @@ fi
 echo "bench-cold: $layer_mib MiB of layer files, page cache $CACHE_MIB MiB ($((layer_mib / CACHE_MIB))x); $RUN_SECONDS s per run"
 field() { echo "$1" | sed -E "s/.*[ ,]$2 ([0-9.]+) ?us.*/\1/"; }
 ops() { echo "$1" | sed -E 's/.*: ([0-9]+) ops\/s.*/\1/'; }
-# "misses M, from the OS page cache N (P %)" from the running server's /metrics.
+# Who filled the page cache's misses, from the running server's /metrics.
 misses() {
     curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '
         /^layergate_page_cache_misses_total / { m = $2 } /^layergate_page_cache_os_loads_total / { o = $2 }
-        END { if (m > 0) printf "page cache misses %d: %d (%.0f %%) filled by the event loop from the OS page cache, %d read from the disk by read threads", m, o, 100 * o / m, m - o }'
+        /^layergate_page_cache_loop_reads_total / { u = $2 }
+        END { if (m > 0) printf "page cache misses %d: %d (%.0f %%) filled by the event loop from the OS page cache, %d (%.0f %%) read from the disk by the event loop (io_uring), %d by read threads", m, o, 100 * o / m, u, 100 * u / m, m - o - u }'
 }
 # record CLIENTS NAME OUTPUT: its figures into RESULTS as cold.CLIENTS.NAME.*.
 record() {

@@ -75,7 +75,8 @@ public final class Dispatcher: Sendable {
         case frame
         /// An answer that is not a page (an error).
         case response(Wire.Response)
-        /// A permitted GetPage whose blocks are not all cached: `readFromDisk` it on a read thread.
+        /// A permitted GetPage whose blocks are not all cached: read them
+        /// (`DiskRead.miss`) and `readWithoutWaiting` it again, or `readFromDisk` it on a read thread.
         case disk(DiskRead)
     }
 
@@ -86,6 +87,28 @@ public final class Dispatcher: Sendable {
         let key: PageKey
         let lsn: Lsn?
         let started: NIODeadline
+        /// The layer-file blocks it lacked (nil: not known, as for a layer not downloaded).
+        let miss: BlockMiss?
+    }
+
+    /// Answers `read` again without waiting, once the blocks it lacked are in
+    /// the page cache: `.disk` again, naming the next blocks, when it needs
+    /// more (an index block first, then the page's).
+    public func readWithoutWaiting(_ read: DiskRead, into out: inout ByteBuffer) -> InlineAnswer? {
+        var miss: BlockMiss?
+        do throws(StorageError) {
+            let wrote = try Wire.writePageFrame(requestId: read.requestId, pageSize: pageSize, into: &out) {
+                page throws(StorageError) -> UInt64? in
+                try read.tenant.getPageWithoutWaiting(key: read.key, lsn: read.lsn, into: page, miss: &miss)?.rawValue
+            }
+            guard wrote else {
+                return .disk(DiskRead(requestId: read.requestId, tenant: read.tenant, key: read.key, lsn: read.lsn,
+                                      started: read.started, miss: miss))
+            }
+            return answered(since: read.started)
+        } catch {
+            return answer(read.requestId, .error(ErrorMapping.wire(error)), since: read.started)
+        }
     }
 
     /// Answers `read` into `out`, reading the disk: call it on a read thread
@@ -166,15 +189,16 @@ public final class Dispatcher: Sendable {
     /// answers `.disk`; `target` names the tenant, key and LSN (nil: latest), or why not.
     private func inlinePage(requestId: UInt64, since start: NIODeadline, into out: inout ByteBuffer,
                             _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
+        var miss: BlockMiss?
         do throws(StorageError) {
             let (t, k, lsn) = try target()
             let key = try Self.pageKey(k)
             let wrote = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
                 page throws(StorageError) -> UInt64? in
-                try t.getPageWithoutWaiting(key: key, lsn: lsn.map(Lsn.init), into: page)?.rawValue
+                try t.getPageWithoutWaiting(key: key, lsn: lsn.map(Lsn.init), into: page, miss: &miss)?.rawValue
             }
             guard wrote else {
-                return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init), started: start))
+                return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init), started: start, miss: miss))
             }
             return .frame  // counted by the caller, with the pass's other answers (`countPagesAnswered`)
         } catch {

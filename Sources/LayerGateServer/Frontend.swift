@@ -18,9 +18,10 @@ enum Frontend: Sendable {
         }
     }
 
-    init(_ kind: EventLoopKind, acceptBackoff: Duration, busyPoll: Duration, logger: Logger) throws {
+    init(_ kind: EventLoopKind, acceptBackoff: Duration, busyPoll: Duration, kernelReads: Bool, logger: Logger) throws {
         switch kind {
-        case .epoll: self = .epoll(try EpollServer(acceptBackoff: acceptBackoff, busyPoll: busyPoll, logger: logger))
+        case .epoll:
+            self = .epoll(try EpollServer(acceptBackoff: acceptBackoff, busyPoll: busyPoll, kernelReads: kernelReads, logger: logger))
         case .nio: self = .nio(MultiThreadedEventLoopGroup(numberOfThreads: 1), ChannelBox())
         }
     }

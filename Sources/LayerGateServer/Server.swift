@@ -45,7 +45,8 @@ public final class Server: Service, Sendable {
         if config.enableFailpoints { try failpoints.enable() }
         // The event loop first: it needs descriptors (epoll, eventfd, timerfd) that
         // loading many tenants could otherwise take, and it cannot start without them.
-        let frontend = try Frontend(config.eventLoop, acceptBackoff: config.limits.acceptBackoff, busyPoll: config.busyPoll, logger: logger)
+        let frontend = try Frontend(config.eventLoop, acceptBackoff: config.limits.acceptBackoff, busyPoll: config.busyPoll,
+                                     kernelReads: config.kernelReads, logger: logger)
         // /metrics gets its own thread: scrapes, wanted or not, never queue behind GetPage or ahead of it.
         let metricsGroup = config.metricsListen.map { _ in MultiThreadedEventLoopGroup(numberOfThreads: 1) }
         let cache = PageCache(capacity: max(1, config.pageCacheMiB * 128))

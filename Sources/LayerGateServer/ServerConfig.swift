@@ -28,6 +28,10 @@ public struct ServerConfig: Sendable {
     /// taken without the wake-up of a sleeping thread, at the price of a core
     /// kept busy that long after each one.
     public var busyPoll: Duration = .zero
+    /// The epoll loop reads GetPage misses of direct layer reads itself,
+    /// through io_uring (where the kernel allows it); false, or buffered layer
+    /// reads: read threads do, handed each miss and back.
+    public var kernelReads = true
     /// How long a graceful shutdown waits for in-flight requests.
     public var shutdownGrace: Duration = .seconds(8)
 

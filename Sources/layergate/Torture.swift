@@ -20,7 +20,9 @@ struct Torture: AsyncParsableCommand {
             the GC horizon and every key's latest page byte for byte), then runs ingest, reads, compactions \
             and resets while faults come: a full disk (a tmpfs filled to the brim when run as root, else the \
             disk-full failpoint), no descriptors (the no-descriptors failpoint), and the end of the round: \
-            SIGKILL, a failpoint `exit` at a random point, or SIGTERM. Exit status 1 when any violation was seen.
+            SIGKILL, a failpoint `exit` at a random point, or SIGTERM. Every other round reads layer files \
+            directly (--layer-reads direct), so misses are read by the event loop's io_uring. Exit status 1 \
+            when any violation was seen.
             """)
 
     @Option(help: "How long to run, in minutes.") var minutes = 1.0
@@ -210,6 +212,8 @@ final class TortureRun: Sendable {
             "--page-cache-mib", "8", "--checkpoint-distance-mib", "1", "--compaction-period-s", "2",
             "--compaction-threshold", "4", "--image-creation-threshold", "2", "--gc-horizon-mib", "1",
             "--compaction-target-mib", "1", "--disk-reserve-mib", "4", "--wait-lsn-timeout-ms", "2000",
+            // Every other round past the OS page cache: misses are then read by the event loop's io_uring.
+            "--layer-reads", round % 2 == 0 ? "buffered" : "direct",
         ]
         let log = work + "/server-\(round).log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)

@@ -57,6 +57,8 @@ struct LayerGated: AsyncParsableCommand {
     @Option(parsing: .unconditional,  // so that "-1" is this option's (refused) value, not taken for a flag
             help: "With --event-loop epoll: after each event, keep polling the socket for this many microseconds before sleeping, so a request that comes within it is taken without waking a thread (lower latency for a client that sends one request at a time; costs a busy core that long after each event). 0, the default, sleeps at once; at most 10000.")
     var busyPollUs = 0
+    @Option(help: "With --event-loop epoll and --layer-reads direct: who reads the disk for a GetPage whose blocks are not cached: uring (the event loop itself, through io_uring; the default where the kernel allows it) or threads (handed to a read thread and back, as buffered layer reads always are).")
+    var missReads = "uring"
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
     func validate() throws {
@@ -68,6 +70,7 @@ struct LayerGated: AsyncParsableCommand {
         }
         guard (0...10_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us must be 0...10000, not \(busyPollUs)") }
         guard EventLoopKind(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or nio, not '\(eventLoop)'") }
+        guard ["uring", "threads"].contains(missReads) else { throw ValidationError("--miss-reads must be uring or threads, not '\(missReads)'") }
         guard ["direct", "buffered"].contains(layerReads) else { throw ValidationError("--layer-reads must be direct or buffered, not '\(layerReads)'") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
@@ -103,6 +106,7 @@ struct LayerGated: AsyncParsableCommand {
         config.metricsListen = metricsListen.flatMap(MetricsAddress.init(parsing:))
         config.eventLoop = EventLoopKind(rawValue: eventLoop) ?? .epoll
         config.busyPoll = .microseconds(busyPollUs)
+        config.kernelReads = missReads == "uring"
         config.remoteStorage = remoteStorage
         config.s3Endpoint = s3Endpoint
         config.s3Region = s3Region

@@ -44,7 +44,7 @@ struct PageCacheTests {
         let cache = PageCache(capacity: 8)
         try touch(cache, file: 1, block: 1)  // the run's last block is cached already
         let before = cache.stats
-        try cache.withRun(file: 1, blocks: 0..<2, fromOsCache: true, load: { (_: UnsafeMutableRawBufferPointer) throws(StorageError) in },
+        try cache.withRun(file: 1, blocks: 0..<2, source: .osCache, load: { (_: UnsafeMutableRawBufferPointer) throws(StorageError) in },
                           body: { (_: UnsafeRawBufferPointer) throws(StorageError) in })
         var s = cache.stats
         #expect(s.misses == before.misses + 1 && s.hits == before.hits + 1 && s.fromOsCache == 1)

@@ -47,4 +47,28 @@ uint32_t lg_crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t length_b);
 /// The table implementation, exposed so tests can check both agree.
 uint32_t lg_crc32c_portable(uint32_t crc, const void *data, size_t length);
 
+/// An io_uring used for reads only, by one thread (the event loop), with
+/// the raw system calls (no liburing on the build machines). Completions
+/// signal `eventfd`, which the loop watches with the rest of its epoll set.
+typedef struct lg_uring lg_uring;
+
+/// A ring of `entries` submissions (completions: twice that). NULL with errno
+/// set where the kernel has no io_uring, or forbids it (io_uring_disabled, seccomp).
+lg_uring *lg_uring_open(unsigned entries, int eventfd);
+
+/// Submits one read of `length` bytes at `offset` of `fd` into `buffer`,
+/// tagged `tag`. Returns 0, or -errno when it was not submitted. The kernel
+/// holds the file from the submission on: `fd` may be closed after it returns.
+int lg_uring_read(lg_uring *ring, int fd, void *buffer, uint32_t length, uint64_t offset, uint64_t tag);
+
+/// Takes up to `max` completions: each read's tag, and its result (bytes
+/// read, or -errno). Returns how many it took.
+unsigned lg_uring_reap(lg_uring *ring, uint64_t *tags, int32_t *results, unsigned max);
+
+/// Waits until at least `count` completions are ready to reap (0, or -errno).
+int lg_uring_wait(lg_uring *ring, unsigned count);
+
+/// Unmaps and closes the ring. Reads still in flight must be reaped first.
+void lg_uring_close(lg_uring *ring);
+
 #endif

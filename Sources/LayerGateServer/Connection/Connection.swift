@@ -450,10 +450,22 @@ final class Connection<Transport: ConnectionTransport> {
         }
     }
 
-    /// A GetPage that needs the disk goes straight to a read thread, whose
-    /// answer comes back to the event loop: two hand-offs, where a task would
-    /// take four (loop, task, read thread, task, loop).
-    private func readFromDisk(_ read: Dispatcher.DiskRead, fallback: Wire.Request) {
+    /// A GetPage that needs the disk: the loop reads the blocks it lacks itself
+    /// (`KernelReads`) and answers it again once they are cached, a few times
+    /// at most (an index block, then the page's blocks, then an older layer's).
+    /// Else it goes straight to a read thread, whose answer comes back to the
+    /// event loop: two hand-offs, where a task would take four (loop, task,
+    /// read thread, task, loop).
+    private func readFromDisk(_ read: Dispatcher.DiskRead, fallback: Wire.Request, kernelTrips: Int = 0) {
+        if kernelTrips < Self.maxKernelTrips, let miss = read.miss, let reads = transport?.kernelReads {
+            inFlight += 1
+            tracker.started()
+            if reads.read(miss, { [self] bytes in kernelReadDone(read, miss, bytes, fallback: fallback, trips: kernelTrips + 1) }) {
+                return
+            }
+            inFlight -= 1
+            tracker.finished()
+        }
         inFlight += 1
         tracker.started()
         let (dispatcher, gone) = (self.dispatcher, self.gone)
@@ -469,6 +481,35 @@ final class Connection<Transport: ConnectionTransport> {
             let (a, done) = (answer, out)
             bound.hop { $0.readFinished(a, done, fallback: fallback) }
         }
+    }
+
+    /// Kernel reads one GetPage may take before the rest is left to a read thread.
+    private static var maxKernelTrips: Int { 8 }
+
+    private func kernelReadDone(_ read: Dispatcher.DiskRead, _ miss: BlockMiss, _ bytes: UnsafeRawBufferPointer?,
+                                fallback: Wire.Request, trips: Int) {
+        inFlight -= 1
+        tracker.finished()
+        // Cached even when its requester is gone: another reader may want the blocks.
+        let installed = bytes.map { miss.install($0) } ?? false
+        guard transport != nil, !closing else { return }
+        guard installed else {
+            // Failed, short, or not what the file should hold: the ordinary read says why.
+            readFromDisk(read, fallback: fallback, kernelTrips: Self.maxKernelTrips)
+            process()
+            return
+        }
+        switch transport?.writeFrame({ dispatcher.readWithoutWaiting(read, into: &$0) }) ?? nil {
+        case .frame?:
+            unflushed = true
+        case .response(let response)?:
+            write(response)
+        case .disk(let next)?:
+            readFromDisk(next, fallback: fallback, kernelTrips: trips)
+        case nil:
+            run(charge: nil, isPut: false) { _, _ in .respond(fallback) }
+        }
+        process()
     }
 
     private func readFinished(_ answer: Dispatcher.InlineAnswer?, _ out: ByteBuffer, fallback: Wire.Request) {

@@ -81,6 +81,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
+    var kernelReads: KernelReads? { nil }
+
     func writeFrame<R>(_ build: (inout ByteBuffer) -> R) -> R {
         var out = (context?.channel.allocator ?? ByteBufferAllocator()).buffer(capacity: pageFrameCapacity)
         let result = build(&out)

@@ -30,6 +30,10 @@ protocol ConnectionTransport: AnyObject, SendableMetatype {
 
     /// Sends what was appended, then closes.
     func closeAfterFlush()
+
+    /// The loop's own reads of the disk, for GetPage misses; nil where the
+    /// loop has none (SwiftNIO, or a kernel without io_uring): read threads serve them.
+    var kernelReads: KernelReads? { get }
 }
 
 /// Runs closures on one thread, in order, from any thread.

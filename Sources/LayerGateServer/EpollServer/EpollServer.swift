@@ -33,6 +33,8 @@ final class EpollServer: @unchecked Sendable {
     private let logger: Logger
 
     private var listenFd: Int32 = -1
+    /// The loop's own reads of GetPage misses (nil: read threads serve them).
+    private(set) var kernelReads: KernelReads?
     // `@exclusivity(unchecked)` on what every event touches: loop-thread
     // state, never accessed under an access to itself (see SocketConnection).
     @exclusivity(unchecked) private var connections: [UInt64: SocketConnection] = [:]
@@ -53,7 +55,8 @@ final class EpollServer: @unchecked Sendable {
 
     private static let listenerId: UInt64 = 0
     private static let queueId: UInt64 = 1
-    private static let firstConnectionId: UInt64 = 2
+    private static let kernelReadsId: UInt64 = 2
+    private static let firstConnectionId: UInt64 = 3
     private static let readBufferBytes = 64 << 10
     /// Past this many connections closed in a second, the heap's free pages go back to the system.
     private static let closesPerTrim = 256
@@ -67,7 +70,7 @@ final class EpollServer: @unchecked Sendable {
 
     /// The epoll set and its wake-up descriptor, taken before the tenants load
     /// (they can take every descriptor there is); the thread starts in `serve`.
-    init(acceptBackoff: Duration, busyPoll: Duration = .zero, logger: Logger) throws(ServerError) {
+    init(acceptBackoff: Duration, busyPoll: Duration = .zero, kernelReads useKernelReads: Bool = true, logger: Logger) throws(ServerError) {
         epollFd = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epollFd >= 0 else { throw ServerError.socket("epoll_create1: \(String(cString: strerror(errno)))") }
         do { queue = try LoopQueue() } catch {
@@ -78,9 +81,21 @@ final class EpollServer: @unchecked Sendable {
         self.busyPoll = busyPoll
         self.logger = logger
         add(queue.eventFd, id: Self.queueId, events: UInt32(EPOLLIN.rawValue))
+        if useKernelReads {
+            switch KernelReads.open() {
+            case .success(let reads):
+                kernelReads = reads
+                add(reads.eventFd, id: Self.kernelReadsId, events: UInt32(EPOLLIN.rawValue))
+            case .failure(let e):
+                logger.notice("no io_uring (\(e)): GetPage misses go to read threads")
+            }
+        }
     }
 
-    deinit { Glibc.close(epollFd) }
+    deinit {
+        kernelReads?.close()  // a server never started: nothing is in flight
+        Glibc.close(epollFd)
+    }
 
     /// Serves `listener` (a listening, non-blocking socket) on a thread of its own.
     func serve(_ listener: Int32, settings: ConnectionSettings) {
@@ -149,6 +164,8 @@ final class EpollServer: @unchecked Sendable {
                         notifyWritable()
                     }
                     ran.removeAll(keepingCapacity: true)
+                case Self.kernelReadsId:
+                    kernelReads?.reap()
                 default:
                     guard let c = connections[id] else { continue }  // closed earlier in this batch
                     if flags & UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
@@ -171,6 +188,9 @@ final class EpollServer: @unchecked Sendable {
                 tick(now)
             }
         }
+        // Reads in flight write into the ring's buffers: wait for them before letting go.
+        kernelReads?.close()
+        kernelReads = nil
         let done = finished
         finished = nil
         done?.resume()

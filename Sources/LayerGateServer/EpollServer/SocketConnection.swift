@@ -45,6 +45,8 @@ final class SocketConnection: ConnectionTransport {
     /// Since when the connection waits for its last answer to leave, to close.
     private(set) var closingSince: ContinuousClock.Instant?
 
+    var kernelReads: KernelReads? { server.kernelReads }
+
     init(id: UInt64, fd: Int32, server: EpollServer, connection: Connection<SocketConnection>) {
         self.id = id
         self.fd = fd

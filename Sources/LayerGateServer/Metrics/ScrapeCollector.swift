@@ -11,7 +11,7 @@ final class ScrapeCollector: Sendable {
     private let connections: @Sendable () -> Int
     private let inFlight: @Sendable () -> Int
     private let factory: any MetricsFactory
-    private let cacheHits, cacheMisses, cacheEvictions, cacheOsLoads, directFallbacks: Counter
+    private let cacheHits, cacheMisses, cacheEvictions, cacheOsLoads, cacheLoopReads, directFallbacks: Counter
     private let cacheCapacity, cacheUsed, connectionsGauge, inFlightGauge, tenantCount: Metrics.Gauge
     private let state = Mutex(State())
 
@@ -21,6 +21,7 @@ final class ScrapeCollector: Sendable {
         var seenMisses: UInt64 = 0
         var seenEvictions: UInt64 = 0
         var seenOsLoads: UInt64 = 0
+        var seenLoopReads: UInt64 = 0
         var seenFallbacks = 0
         var tenants: [TenantId: TenantGauges] = [:]
     }
@@ -49,6 +50,7 @@ final class ScrapeCollector: Sendable {
         cacheMisses = Self.cacheMissesTotal.counter(factory)
         cacheEvictions = Self.cacheEvictionsTotal.counter(factory)
         cacheOsLoads = Self.cacheOsLoadsTotal.counter(factory)
+        cacheLoopReads = Self.cacheLoopReadsTotal.counter(factory)
         directFallbacks = Self.directReadFallbacksTotal.counter(factory)
         cacheCapacity = Self.cacheCapacityBytes.gauge(factory)
         cacheUsed = Self.cacheUsedBytes.gauge(factory)
@@ -67,7 +69,9 @@ final class ScrapeCollector: Sendable {
             cacheMisses.increment(by: Int64(clamping: cache.misses &- s.seenMisses))
             cacheEvictions.increment(by: Int64(clamping: cache.evictions &- s.seenEvictions))
             cacheOsLoads.increment(by: Int64(clamping: cache.fromOsCache &- s.seenOsLoads))
+            cacheLoopReads.increment(by: Int64(clamping: cache.byLoopReads &- s.seenLoopReads))
             (s.seenHits, s.seenMisses, s.seenEvictions, s.seenOsLoads) = (cache.hits, cache.misses, cache.evictions, cache.fromOsCache)
+            s.seenLoopReads = cache.byLoopReads
             directFallbacks.increment(by: Int64(fallbacks - s.seenFallbacks))
             s.seenFallbacks = fallbacks
             cacheCapacity.record(cache.capacity * PageCache.blockSize)
@@ -100,6 +104,9 @@ final class ScrapeCollector: Sendable {
     static let cacheOsLoadsTotal = MetricDescription(
         "layergate_page_cache_os_loads_total", .counter,
         "Misses the event loop filled from the OS page cache itself, without a read thread (a part of the misses).")
+    static let cacheLoopReadsTotal = MetricDescription(
+        "layergate_page_cache_loop_reads_total", .counter,
+        "Misses the event loop read from the disk itself (io_uring, --miss-reads uring), without a read thread (a part of the misses).")
     static let directReadFallbacksTotal = MetricDescription(
         "layergate_layer_direct_read_fallbacks_total", .counter,
         "Layer files whose direct reads (--layer-reads direct) the filesystem refused: they are read through the OS page cache.")
@@ -125,7 +132,7 @@ final class ScrapeCollector: Sendable {
         "layergate_tenant_layer_bytes", .gauge, "Bytes of the layer files listed in a tenant's index.")
 
     static let descriptions = [
-        cacheHitsTotal, cacheMissesTotal, cacheOsLoadsTotal, directReadFallbacksTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
+        cacheHitsTotal, cacheMissesTotal, cacheOsLoadsTotal, cacheLoopReadsTotal, directReadFallbacksTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
         requestsInFlight, tenantsLoaded, tenantLastRecordLsn, tenantDiskConsistentLsn, tenantLayers, tenantLayerBytes,
     ]
 }

@@ -30,6 +30,16 @@ public final class PageCache: @unchecked Sendable {
         public var evictions: UInt64
         /// Misses the event loop filled from the OS page cache itself, with no read thread (a part of `misses`).
         public var fromOsCache: UInt64
+        /// Misses the event loop read from the disk itself (io_uring), with no read thread (a part of `misses`).
+        public var byLoopReads: UInt64
+    }
+
+    /// Who filled a miss, for `Stats`: a read thread (the disk), the event
+    /// loop from the OS page cache, or the event loop's own disk read.
+    public enum LoadSource: Sendable {
+        case readThread
+        case osCache
+        case loopRead
     }
 
     public let capacity: Int
@@ -40,6 +50,7 @@ public final class PageCache: @unchecked Sendable {
     @usableFromInline let shardRefs: UnsafeMutableBufferPointer<Unmanaged<Shard>>
     @usableFromInline let memoryRef: Unmanaged<SlotMemory>
     private let osCacheLoads = Atomic<UInt64>(0)
+    private let loopReadLoads = Atomic<UInt64>(0)
 
     /// - Parameter capacity: number of 8 KiB slots (at least 1).
     public init(capacity: Int) {
@@ -106,10 +117,9 @@ public final class PageCache: @unchecked Sendable {
     /// buffer of `blocks.count` × 8 KiB), installs each block, and runs `body`
     /// over the whole run. A value that spans two uncached blocks then costs one
     /// disk round trip, not two in a row. Each block counts as a hit or a miss,
-    /// as if read alone; `fromOsCache`: the misses were copied from the OS page
-    /// cache (`Stats.fromOsCache`).
+    /// as if read alone; `source`: who filled the misses (`Stats`).
     public func withRun<R, E: Error>(
-        file: UInt64, blocks: Range<UInt64>, fromOsCache: Bool = false,
+        file: UInt64, blocks: Range<UInt64>, source: LoadSource = .readThread,
         load: (UnsafeMutableRawBufferPointer) throws(E) -> Void,
         body: (UnsafeRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
@@ -122,7 +132,11 @@ public final class PageCache: @unchecked Sendable {
                     memory.unpin(present)
                     continue
                 }
-                if fromOsCache { osCacheLoads.add(1, ordering: .relaxed) }
+                switch source {
+                case .readThread: break
+                case .osCache: osCacheLoads.add(1, ordering: .relaxed)
+                case .loopRead: loopReadLoads.add(1, ordering: .relaxed)
+                }
                 let bytes = UnsafeRawBufferPointer(rebasing: run[i * Self.blockSize..<(i + 1) * Self.blockSize])
                 if let slot = shard.install(key, from: bytes, memory: memory) { memory.unpin(slot) }
             }
@@ -163,7 +177,7 @@ public final class PageCache: @unchecked Sendable {
 
     public var stats: Stats {
         var total = Stats(capacity: capacity, used: 0, hits: 0, misses: 0, evictions: 0,
-                          fromOsCache: osCacheLoads.load(ordering: .relaxed))
+                          fromOsCache: osCacheLoads.load(ordering: .relaxed), byLoopReads: loopReadLoads.load(ordering: .relaxed))
         for s in shards {
             let st = s.stats()
             total.used += st.used

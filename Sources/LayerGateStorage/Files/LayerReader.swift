@@ -100,7 +100,7 @@ public final class LayerReader: Sendable {
         }
         if let r = try cache.withCachedBlock(file: fileId, block: n, body: body) { return r }
         // Counted as a miss only once loaded: a block that needs the disk is counted by the read thread that reads it.
-        return try cache.withRun(file: fileId, blocks: n..<n + 1, fromOsCache: true, load: { buf throws(ReadFailure) in
+        return try cache.withRun(file: fileId, blocks: n..<n + 1, source: .osCache, load: { buf throws(ReadFailure) in
             try load(n, into: buf, isIndex: isIndex, policy: policy)
         }, body: body)
     }
@@ -110,16 +110,41 @@ public final class LayerReader: Sendable {
     private func load(_ first: UInt64, into buf: UnsafeMutableRawBufferPointer, isIndex: Bool, policy: ReadPolicy) throws(ReadFailure) {
         let at = Int(first) * LayerFormat.blockSize
         if policy == .withoutWaiting {
-            guard file.readIfResident(into: buf, at: at) else { throw .notCached }
+            guard file.readIfResident(into: buf, at: at) else {
+                throw .notCached(BlockMiss(reader: self, blocks: first..<first + UInt64(buf.count / LayerFormat.blockSize), isIndex: isIndex))
+            }
         } else {
             try ReadFailure.lift { () throws(StorageError) in try file.read(into: buf, at: at) }
         }
-        if isIndex, let problem = IndexBlock.problem(
-            UnsafeRawBufferPointer(buf), number: Int(first - summary.indexStartBlock), summary: summary, fences: fences)
-        {
+        try check(UnsafeRawBufferPointer(buf), first: first, isIndex: isIndex)
+    }
+
+    /// What every load of blocks into the page cache checks: an index block's checksum and entries.
+    private func check(_ buf: UnsafeRawBufferPointer, first: UInt64, isIndex: Bool) throws(ReadFailure) {
+        if isIndex, let problem = IndexBlock.problem(buf, number: Int(first - summary.indexStartBlock), summary: summary, fences: fences) {
             throw .storage(.corruptLayer(file: path, reason: problem))
         }
     }
+
+    /// Puts `bytes`, the blocks of `miss` read by someone else (the event
+    /// loop's kernel reads), in the page cache, checked as a load here checks
+    /// them. False when they are not what the file should hold there: the
+    /// read is then made again the ordinary way, which says what is wrong.
+    func install(_ miss: BlockMiss, from bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count == miss.byteCount else { return false }
+        do throws(ReadFailure) {
+            try cache.withRun(file: fileId, blocks: miss.blocks, source: .loopRead, load: { run throws(ReadFailure) in
+                run.copyMemory(from: bytes)
+                try check(UnsafeRawBufferPointer(run), first: miss.blocks.lowerBound, isIndex: miss.isIndex)
+            }, body: { _ throws(ReadFailure) in })
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// Runs `body` with an open direct descriptor of the file, held open until it returns (`VirtualFile`).
+    func withOpenDirectDescriptor<R>(_ body: (Int32) -> R) -> R? { file.withOpenDirectDescriptor(body) }
 
     /// Compares the 25-byte (key, lsn) at `p` with `target`: byte order is key order.
     @inline(__always)
@@ -232,7 +257,7 @@ public final class LayerReader: Sendable {
                 return try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
                     guard runnable, n == blocks.lowerBound else { return try withBlock(n, isIndex: false, policy: policy, visit) }
                     readAsRun = try cache.withCachedBlock(file: fileId, block: n, body: visit) == nil
-                    if readAsRun { throw .notCached }
+                    if readAsRun { throw .notCached(nil) }
                 }
             } catch {
                 guard case .notCached = error, readAsRun else { throw error }
@@ -240,7 +265,7 @@ public final class LayerReader: Sendable {
         }
         // A value over a few blocks, none cached yet (an 8 KiB image always spans two): one read for all.
         if runnable, policy == .withoutWaiting || !cache.contains(file: fileId, block: blocks.lowerBound) {
-            try cache.withRun(file: fileId, blocks: blocks, fromOsCache: policy == .withoutWaiting,
+            try cache.withRun(file: fileId, blocks: blocks, source: policy == .withoutWaiting ? .osCache : .readThread,
                               load: { run throws(ReadFailure) in try load(blocks.lowerBound, into: run, isIndex: false, policy: policy) },
                               body: { run throws(ReadFailure) in
                                   try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in

@@ -121,6 +121,17 @@ final class VirtualFile: Sendable {
         } ?? false
     }
 
+    /// Runs `body` with an open direct descriptor, held open until it returns.
+    /// Nil when none is open, when it reads through the OS page cache (a read
+    /// there can start megabytes of read-ahead in the caller: a read thread
+    /// should bear that, not an event loop), or when the filesystem is one of
+    /// the tests' making (its descriptors are not the kernel's).
+    func withOpenDirectDescriptor<R>(_ body: (Int32) -> R) -> R? {
+        guard table.fs.descriptorsAreReal, !refusedDirectReads else { return nil }
+        if let own = ownDescriptor { return own.direct ? body(own.fd) : nil }
+        return table.withOpenDescriptor(self) { $0.direct ? body($0.fd) : nil } ?? nil
+    }
+
     /// Opens a descriptor of the file's own, so that reads go on after its name
     /// is removed. False when none could be opened, or the name is another file now.
     func keepOpenWithoutName() -> Bool {

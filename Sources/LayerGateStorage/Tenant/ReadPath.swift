@@ -37,14 +37,17 @@ enum ReadPath {
     }
 
     /// The same without waiting for the disk (the server builds the page
-    /// straight into its answer on its event loop): nil when a block needs the disk.
+    /// straight into its answer on its event loop): nil when a block needs
+    /// the disk, and then `miss` names the blocks when they are a layer file's.
     static func reconstructWithoutWaiting(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
-                                     into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Bool? {
+                                          into page: UnsafeMutableRawBufferPointer, miss: inout BlockMiss?) throws(StorageError) -> Bool? {
         do throws(ReadFailure) {
             return try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, policy: .withoutWaiting)
         } catch {
             switch error {
-            case .notCached: return nil
+            case .notCached(let blocks):
+                miss = blocks
+                return nil
             case .storage(let e): throw e
             }
         }

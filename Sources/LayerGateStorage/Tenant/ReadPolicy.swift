@@ -13,8 +13,9 @@ enum ReadPolicy: Sendable {
 /// into "needs the disk" and hand out only `StorageError`.
 enum ReadFailure: Error {
     case storage(StorageError)
-    /// A `.withoutWaiting` read needed a block that only the disk has.
-    case notCached
+    /// A `.withoutWaiting` read needed a block that only the disk has: which
+    /// blocks, when they are a layer file's (nil: a layer not downloaded yet).
+    case notCached(BlockMiss?)
 
     /// The error of a read that was allowed to use the disk, where no block can be "not cached".
     var ofDiskRead: StorageError {

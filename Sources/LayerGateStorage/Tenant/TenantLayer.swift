@@ -69,7 +69,7 @@ final class TenantLayer: Sendable {
         if let fixed { return fixed }
         touch()
         if let r = resident { return r }
-        guard policy == .mayReadDisk else { throw .notCached }
+        guard policy == .mayReadDisk else { throw .notCached(nil) }
         return try ReadFailure.lift { () throws(StorageError) in try local() }
     }
 

@@ -45,7 +45,15 @@ extension Tenant {
     /// at, or nil when the page needs the disk or a wait (`page` then holds
     /// nothing meaningful).
     public func getPageWithoutWaiting(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
-        try readNow(key: key, lsn: requested, into: page, policy: .withoutWaiting)
+        var miss: BlockMiss?
+        return try getPageWithoutWaiting(key: key, lsn: requested, into: page, miss: &miss)
+    }
+
+    /// The same; when it needs the disk for blocks of a layer file, `miss`
+    /// names them (the event loop may read them itself, `BlockMiss`).
+    public func getPageWithoutWaiting(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer,
+                                      miss: inout BlockMiss?) throws(StorageError) -> Lsn? {
+        try readNow(key: key, lsn: requested, into: page, policy: .withoutWaiting, miss: &miss)
     }
 
     /// The same, reading blocks from disk as needed: it blocks, so call it on
@@ -53,12 +61,13 @@ extension Tenant {
     /// concurrency pool. Returns nil only when the LSN is not ingested yet
     /// (then use `getPage`, which waits).
     public func getPageFromDisk(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
-        try readNow(key: key, lsn: requested, into: page, policy: .mayReadDisk)
+        var miss: BlockMiss?
+        return try readNow(key: key, lsn: requested, into: page, policy: .mayReadDisk, miss: &miss)
     }
 
     /// The LSN read at; nil when that LSN is not ingested yet, or (`.withoutWaiting`) a block needs the disk.
     private func readNow(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer,
-                         policy: ReadPolicy) throws(StorageError) -> Lsn? {
+                         policy: ReadPolicy, miss: inout BlockMiss?) throws(StorageError) -> Lsn? {
         let snap = try snapshot()
         let lsn = requested ?? snap.lastRecordLsn
         guard lsn <= snap.lastRecordLsn else { return nil }
@@ -69,7 +78,7 @@ extension Tenant {
             found = try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers, into: page)
         case .withoutWaiting:
             found = try ReadPath.reconstructWithoutWaiting(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen,
-                                                      layers: snap.layers, into: page)
+                                                      layers: snap.layers, into: page, miss: &miss)
         }
         guard let found else { return nil }
         guard found else { throw .pageNotFound(id, key, lsn) }
