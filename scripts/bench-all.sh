@@ -87,7 +87,10 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
     for m in latest past; do
         row "   --layer-reads direct, $m: p50 / p99" "$(get cold.8.$m-direct.p50) / $(get cold.8.$m-direct.p99) µs" \
             "$(get cold.8.raw.p99) µs disk" "$(div "$(get cold.8.$m-direct.p99)" "$(get cold.8.raw.p99)")" \
-            "(every miss a disk read: no OS page cache)"
+            "(every miss a disk read, by the event loop's io_uring)"
+        row "   the same, misses on read threads, $m: p50 / p99" "$(get cold.8.$m-direct-threads.p50) / $(get cold.8.$m-direct-threads.p99) µs" \
+            "$(get cold.8.raw.p99) µs disk" "$(div "$(get cold.8.$m-direct-threads.p99)" "$(get cold.8.raw.p99)")" \
+            "(--miss-reads threads: the hand-off io_uring replaces)"
     done
     row "   floor: 1,000 cached pages, same client, 8: p99" "$(get cold.8.cached.p99) µs" "$(get cold.8.raw.p99) µs disk" \
         "$(div "$(get cold.8.cached.p99)" "$(get cold.8.raw.p99)")" "(no disk: the socket and scheduler alone)"

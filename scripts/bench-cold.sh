@@ -11,7 +11,9 @@
 # Each GetPage run is made twice: with the server reading layer files through
 # the OS page cache (--layer-reads buffered, the default: a miss reads ahead,
 # and later misses often find their bytes in the OS page cache), and past it
-# (direct: every miss of the server's page cache is a read of the disk).
+# (direct: every miss of the server's page cache is a read of the disk, which
+# the event loop makes itself through io_uring), and past it with those reads
+# handed to read threads instead (direct-threads: --miss-reads threads).
 #   scripts/bench-cold.sh                  # 2 GiB of images (2 versions of 1 GiB), 128 MiB page cache
 #   CLIENTS="8" RUN_SECONDS=20 LAYER_READS=buffered scripts/bench-cold.sh
 #   BUILD=0 uses the release binaries already built; SERVER=PATH another layergated;
@@ -27,7 +29,7 @@ CACHE_MIB=${CACHE_MIB:-128}
 PAGES=${PAGES:-131072}
 VERSIONS=${VERSIONS:-2}
 CLIENTS=${CLIENTS:-"1 8"}
-LAYER_READS=${LAYER_READS:-"buffered direct"}
+LAYER_READS=${LAYER_READS:-"buffered direct direct-threads"}
 client_mode=--epoll
 [ "${CLIENT:-epoll}" = threads ] && client_mode=
 RUN_SECONDS=${RUN_SECONDS:-10}
@@ -50,7 +52,11 @@ metrics_port=${METRICS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s
 # a SERVER built before --layer-reads then still runs with LAYER_READS=buffered).
 start() {
     local reads=()
-    [ "${1:-buffered}" = buffered ] || reads=(--layer-reads "$1")
+    case "${1:-buffered}" in
+    buffered) ;;
+    direct-threads) reads=(--layer-reads direct --miss-reads threads) ;;
+    *) reads=(--layer-reads "$1") ;;
+    esac
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
         --metrics-listen "127.0.0.1:$metrics_port" --log-level warning "${reads[@]}" ${SERVER_ARGS:-} &
     server=$!
@@ -133,5 +139,6 @@ printf '%-8s %-14s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s
 printf '%s\n' "${rows[@]}"
 echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients; x: GetPage / raw;"
 echo " -direct: the server reads layer files past the OS page cache (--layer-reads direct), else through it;"
+echo " -direct-threads: the same, each miss handed to a read thread (--miss-reads threads), not read by the event loop's io_uring;"
 echo " cached: 1,000 pages that stay in the page cache, the same client: the floor the socket and scheduler set;"
 echo " clients: ${CLIENT:-epoll} (CLIENT=threads: a thread each))"

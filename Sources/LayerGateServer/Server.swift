@@ -46,7 +46,7 @@ public final class Server: Service, Sendable {
         // The event loop first: it needs descriptors (epoll, eventfd, timerfd) that
         // loading many tenants could otherwise take, and it cannot start without them.
         let frontend = try Frontend(config.eventLoop, acceptBackoff: config.limits.acceptBackoff, busyPoll: config.busyPoll,
-                                     kernelReads: config.kernelReads, logger: logger)
+                                     kernelReads: config.makesKernelReads, logger: logger)
         // /metrics gets its own thread: scrapes, wanted or not, never queue behind GetPage or ahead of it.
         let metricsGroup = config.metricsListen.map { _ in MultiThreadedEventLoopGroup(numberOfThreads: 1) }
         let cache = PageCache(capacity: max(1, config.pageCacheMiB * 128))

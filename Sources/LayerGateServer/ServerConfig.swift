@@ -32,6 +32,10 @@ public struct ServerConfig: Sendable {
     /// through io_uring (where the kernel allows it); false, or buffered layer
     /// reads: read threads do, handed each miss and back.
     public var kernelReads = true
+
+    /// Whether the epoll loop makes its io_uring: only direct layer reads use
+    /// it (with buffered ones it would hold two descriptors for nothing).
+    public var makesKernelReads: Bool { kernelReads && tenant.directLayerReads && eventLoop == .epoll }
     /// How long a graceful shutdown waits for in-flight requests.
     public var shutdownGrace: Duration = .seconds(8)
 

@@ -131,11 +131,13 @@ struct LayerGated: AsyncParsableCommand {
         }
         // The descriptor table, shared so that it never runs out (some of the
         // runtime cannot survive that): a quarter for layer files, a quarter
-        // for open tenants, half for connections, a little for the rest.
+        // for open tenants, half for connections, a little for the rest, and
+        // the io_uring's two (the ring and its eventfd) when the loop makes one.
         let limit = raiseDescriptorLimit(logger: logger)
+        let ringDescriptors = config.makesKernelReads ? 2 : 0
         config.tenant.maxOpenLayerFiles = max(8, min(maxOpenLayerFiles, limit / 4))
         config.tenant.maxTenantDescriptors = limit / 4
-        config.limits.maxConnections = min(maxConnections, max(4, limit / 2 - min(64, limit / 8)))
+        config.limits.maxConnections = min(maxConnections, max(4, limit / 2 - min(64, limit / 8) - ringDescriptors))
         if config.tenant.maxOpenLayerFiles < maxOpenLayerFiles || config.limits.maxConnections < maxConnections {
             logger.warning("limits lowered to fit the descriptor limit (raise it with ulimit -n)", metadata: [
                 "descriptor_limit": "\(limit)", "max_open_layer_files": "\(config.tenant.maxOpenLayerFiles)",
