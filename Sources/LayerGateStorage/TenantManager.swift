@@ -66,6 +66,7 @@ public final class TenantManager: Sendable {
         self.logger = logger
         storage = TenantStorage(
             fs: fs, root: label, openFiles: OpenFileTable(fs: fs, capacity: max(1, config.maxOpenLayerFiles),
+                                                       looseLimit: config.maxLooseLayerFiles,
                                                        directReads: config.directLayerReads), cache: cache,
             budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes,
                                checkpointDistanceBytes: config.checkpointDistanceBytes),

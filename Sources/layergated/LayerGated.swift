@@ -130,12 +130,14 @@ struct LayerGated: AsyncParsableCommand {
             }
         }
         // The descriptor table, shared so that it never runs out (some of the
-        // runtime cannot survive that): a quarter for layer files, a quarter
+        // runtime cannot survive that): a quarter for layer files (the slots,
+        // and the rest of the quarter for reads' own while the slots are busy), a quarter
         // for open tenants, half for connections, a little for the rest, and
         // the io_uring's two (the ring and its eventfd) when the loop makes one.
         let limit = raiseDescriptorLimit(logger: logger)
         let ringDescriptors = config.makesKernelReads ? 2 : 0
         config.tenant.maxOpenLayerFiles = max(8, min(maxOpenLayerFiles, limit / 4))
+        config.tenant.maxLooseLayerFiles = max(4, limit / 4 - config.tenant.maxOpenLayerFiles)
         config.tenant.maxTenantDescriptors = limit / 4
         config.limits.maxConnections = min(maxConnections, max(4, limit / 2 - min(64, limit / 8) - ringDescriptors))
         if config.tenant.maxOpenLayerFiles < maxOpenLayerFiles || config.limits.maxConnections < maxConnections {

@@ -175,6 +175,39 @@ struct DiskFaultTests {
         await f.manager.shutdown()
     }
 
+    /// With every slot busy a read opens a descriptor of its own: those are
+    /// bounded too (`maxLooseLayerFiles`), so that sixteen readers over two
+    /// slots stay within a descriptor table sized for slots plus loose ones.
+    @Test(arguments: [2, 1])
+    func readsOwnDescriptorsAreBoundedToo(loose: Int) async throws {
+        let f = try await DiskFixture.open(config: DiskFixture.config {
+            $0.maxOpenLayerFiles = 2
+            $0.maxLooseLayerFiles = loose
+        }, cacheSlots: 4)
+        let t = try await f.manager.create(testTenant)
+        for lsn in 1...24 as ClosedRange<UInt64> {
+            _ = try await t.put([image(key(UInt32(lsn)), lsn)])
+            try await t.flush()
+        }
+        // Directories and the WAL segment, the two slots, and the loose ones: not one more.
+        f.disk.maxOpenFiles = f.disk.openDescriptors - f.manager.storage.openFiles.stats.open + 2 + loose
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for reader in 0..<16 {
+                group.addTask {
+                    for i in 0..<80 {
+                        let k = UInt32(1 + (reader * 7 + i * 5) % 24)
+                        let got = try await t.getPage(key: key(k), lsn: Lsn(24))
+                        #expect(got.page == page(UInt64(k) << 32 | UInt64(k)))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(f.manager.storage.openFiles.stats.opens > 24, "descriptors were evicted and reopened")
+        f.disk.maxOpenFiles = nil
+        await f.manager.shutdown()
+    }
+
     /// Issue 9.7: compaction on a nearly full disk merges in steps that fit,
     /// says how much it needs when even one step does not, and resumes by
     /// itself once space is back.

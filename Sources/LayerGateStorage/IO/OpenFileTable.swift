@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import Synchronization
 
 /// A bounded set of open descriptors for layer files, shared by every layer
@@ -15,8 +16,11 @@ import Synchronization
 /// never other bytes.
 ///
 /// A slot in use by a read is never evicted; when every slot is in use, a read
-/// opens a descriptor for itself and closes it after. No lock is held across
-/// an open, read or close.
+/// opens a descriptor for itself and closes it after. Such loose descriptors
+/// (and one opened on its way into a slot) are `looseLimit` at most: past it a
+/// read waits for one to close, so that the process's descriptors stay within
+/// what the server shared out (a table full of them fails connections and
+/// WAL rolls). No lock is held across an open, read, close or that wait.
 ///
 /// With `directReads`, every descriptor reads past the OS page cache
 /// (O_DIRECT) where the filesystem allows it: see `ReadDescriptor`.
@@ -43,12 +47,17 @@ public final class OpenFileTable: Sendable {
 
     private let state: Mutex<State>
     private static let nextFileId = Atomic<UInt64>(1)
+    /// Permits for loose descriptors; nil: no limit. Why a semaphore: its
+    /// holders only open, read and close, and never wait for another, so a
+    /// read waiting here always gets one.
+    private let loose: DispatchSemaphore?
 
-    public init(fs: any FileSystem, capacity: Int, directReads: Bool = false) {
+    public init(fs: any FileSystem, capacity: Int, looseLimit: Int? = nil, directReads: Bool = false) {
         precondition(capacity >= 1, "the open file table needs a slot")
         self.fs = fs
         self.capacity = capacity
         self.directReads = directReads
+        loose = looseLimit.map { DispatchSemaphore(value: max(1, $0)) }
         state = Mutex(State(slots: Array(repeating: Slot(), count: capacity)))
     }
 
@@ -67,14 +76,23 @@ public final class OpenFileTable: Sendable {
             defer { release(file.id) }
             return try body(fd)
         }
-        let fd = try open(file)
+        loose?.wait()
+        let fd: ReadDescriptor
+        do throws(StorageError) { fd = try open(file) } catch {
+            loose?.signal()
+            throw error
+        }
         let (use, spare) = install(file.id, fd)
         if let spare { fs.close(spare.fd) }
         guard let use else {
             // Every slot is busy: this read gets a descriptor of its own.
-            defer { fs.close(fd.fd) }
+            defer {
+                fs.close(fd.fd)
+                loose?.signal()
+            }
             return try body(fd)
         }
+        loose?.signal()  // in a slot now, or closed (another read had opened the file)
         defer { release(file.id) }
         return try body(use)
     }
@@ -89,6 +107,8 @@ public final class OpenFileTable: Sendable {
 
     /// Opens `file` for the first time (no slot yet) and returns what it is.
     func openFirst(_ path: String, id: UInt64) throws(StorageError) -> FileInfo {
+        loose?.wait()
+        defer { loose?.signal() }  // by then in a slot, or closed
         let fd = try openDescriptor(path)
         let info: FileInfo
         do throws(SystemError) { info = try fs.fstat(fd.fd) } catch {

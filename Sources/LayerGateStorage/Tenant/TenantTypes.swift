@@ -22,6 +22,10 @@ public struct TenantConfig: Sendable {
     public var diskReserveBytes = 64 << 20
     /// Layer-file descriptors the process keeps open at most (`OpenFileTable`).
     public var maxOpenLayerFiles = 256
+    /// Layer-file descriptors open outside those slots at once: a read's own
+    /// while every slot is busy, or one just opened on its way into a slot.
+    /// Past it a read waits for one to close (nil: no limit).
+    public var maxLooseLayerFiles: Int? = nil
     /// Layer files are read past the OS page cache (O_DIRECT) where the
     /// filesystem allows it: the page cache is then the only cache of them.
     public var directLayerReads = false
