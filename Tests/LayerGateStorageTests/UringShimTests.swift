@@ -20,15 +20,10 @@ struct UringShimTests {
         let fd = open(path, O_RDONLY)
         try #require(fd >= 0)
         defer { close(fd) }
-        let efd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        defer { close(efd) }
-        guard let ring = lg_uring_open(8, efd) else {
-            // A kernel without io_uring, or one that forbids it: the server then uses read threads.
-            print("io_uring not available (errno \(errno)): skipped")
-            return
-        }
-        defer { lg_uring_close(ring) }
+        try Self.withRing { ring, efd in try Self.readFourAndTwoThatFail(ring, efd, fd: fd, bytes: bytes) }
+    }
 
+    private static func readFourAndTwoThatFail(_ ring: OpaquePointer, _ efd: Int32, fd: Int32, bytes: [UInt8]) throws {
         // Four reads of 8 KiB, a read on a bad descriptor, and one wholly past the end of the file.
         let offsets: [UInt64] = [0, 8192, 40960, 57344]
         let buffers = (0..<6).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 4096) }
@@ -64,13 +59,10 @@ struct UringShimTests {
         let first = dir.path + "/first", second = dir.path + "/second"
         try #require(FileManager.default.createFile(atPath: first, contents: Data(repeating: 0xAA, count: 8192)))
         try #require(FileManager.default.createFile(atPath: second, contents: Data(repeating: 0x55, count: 8192)))
-        let efd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        defer { close(efd) }
-        guard let ring = lg_uring_open(8, efd) else {
-            print("io_uring not available (errno \(errno)): skipped")
-            return
-        }
-        defer { lg_uring_close(ring) }
+        try Self.withRing { ring, _ in try Self.readAfterClose(ring, first: first, second: second) }
+    }
+
+    private static func readAfterClose(_ ring: OpaquePointer, first: String, second: String) throws {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 4096)
         defer { buffer.deallocate() }
         for round in 0..<50 {
@@ -87,5 +79,18 @@ struct UringShimTests {
             #expect(buffer.allSatisfy { $0 == 0xAA }, "round \(round) read another file")
             close(reused)
         }
+    }
+
+    /// Runs `body` with a ring of 8 and its eventfd; skips (and says so) where
+    /// the kernel has no io_uring or forbids it: the server then uses read threads.
+    private static func withRing(_ body: (OpaquePointer, Int32) throws -> Void) throws {
+        let efd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        defer { close(efd) }
+        guard let ring = lg_uring_open(8, efd) else {
+            print("io_uring not available (errno \(errno)): skipped")
+            return
+        }
+        defer { lg_uring_close(ring) }
+        try body(ring, efd)
     }
 }
