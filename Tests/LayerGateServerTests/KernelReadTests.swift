@@ -1,5 +1,6 @@
 import Foundation
 import LayerGateClient
+import LayerGateTestSupport
 import LayerGateWire
 import Testing
 
@@ -36,7 +37,7 @@ struct KernelReadTests {
         await c.close()
         #expect(await server.stop() == 0)
         // A cold start: an empty page cache, and (buffered) layer files out of the OS page cache.
-        Self.dropFromOsCache(dir.data + "/tenants/" + tenantA)
+        Self.dropDirectoryFromOsCache(dir.data + "/tenants/" + tenantA)
         let cold = try await ServerProcess(dir: dir, extraArgs: args)
         let wrong = try await withThrowingTaskGroup(of: Int.self) { group in
             for reader in 0..<8 {
@@ -160,13 +161,10 @@ struct KernelReadTests {
 
     static func lsn(_ key: UInt32, version: Int) -> UInt64 { UInt64(version) * 10_000 + UInt64(key) + 1 }
 
-    /// posix_fadvise(DONTNEED) over every file in `dir`: what a cold start finds.
-    static func dropFromOsCache(_ dir: String) {
+    /// Every file in `dir` out of the OS page cache: what a cold start finds.
+    static func dropDirectoryFromOsCache(_ dir: String) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
-            let fd = open(dir + "/" + name, O_RDONLY)
-            guard fd >= 0 else { continue }
-            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
-            close(fd)
+            LayerGateTestSupport.dropFromOsCache(dir + "/" + name)
         }
     }
 

@@ -43,7 +43,7 @@ struct TenantTests {
         _ = try await t.reset(dropCache: true)                                                              // nothing cached
         let layers = try layerFiles(f.tenantDir)
         #expect(!layers.isEmpty)
-        guard layers.allSatisfy(Self.dropFromOsCache) else {
+        guard layers.allSatisfy({ dropFromOsCache($0) }) else {
             print("skip: the OS keeps \(f.tenantDir)'s pages in memory whatever it is told (tmpfs?): only the disk-free half is checked")
             await f.manager.shutdown()
             return
@@ -58,7 +58,7 @@ struct TenantTests {
         #expect(try t.getPageWithoutWaiting(key: key(1), lsn: Lsn(10))?.page == page(UInt64(1) << 32 | 10))
         #expect(f.cache.stats.misses == loaded.misses && f.cache.stats.hits > loaded.hits)  // and cached now
         _ = try await t.reset(dropCache: true)
-        #expect(layers.allSatisfy(Self.dropFromOsCache))
+        #expect(layers.allSatisfy({ dropFromOsCache($0) }))
         #expect(try await t.getPage(key: key(2), lsn: Lsn(10)).page == page(UInt64(2) << 32 | 10))        // waits for the disk
         #expect(throws: StorageError.pageNotFound(testTenant, key(9), Lsn(10))) { try t.getPageWithoutWaiting(key: key(9), lsn: Lsn(10)) }
         await f.manager.shutdown()
@@ -80,16 +80,6 @@ struct TenantTests {
         #expect(after.hits - before.hits == 2)  // the index block and block 2
         #expect(after.misses - before.misses == 1 && after.fromOsCache - before.fromOsCache == 1)  // block 3
         await f.manager.shutdown()
-    }
-
-    /// Asks the OS to forget a file's cached pages; true when none of them is left (checked with a read that must not wait).
-    private static func dropFromOsCache(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
-        var byte: UInt8 = 0
-        return withUnsafeMutableBytes(of: &byte) { RealFileSystem().preadIfResident(fd, into: $0, at: 8192) } == nil
     }
 
     private func layerFiles(_ dir: String) throws -> [String] {

@@ -70,7 +70,7 @@ final class EpollServer: @unchecked Sendable {
 
     /// The epoll set and its wake-up descriptor, taken before the tenants load
     /// (they can take every descriptor there is); the thread starts in `serve`.
-    init(acceptBackoff: Duration, busyPoll: Duration = .zero, kernelReads useKernelReads: Bool = true, logger: Logger) throws(ServerError) {
+    init(acceptBackoff: Duration, busyPoll: Duration = .zero, kernelReads useKernelReads: Bool, logger: Logger) throws(ServerError) {
         epollFd = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epollFd >= 0 else { throw ServerError.socket("epoll_create1: \(String(cString: strerror(errno)))") }
         do { queue = try LoopQueue() } catch {

@@ -37,6 +37,9 @@ final class KernelReads {
     /// The largest run the read path asks for at once (4 blocks of 8 KiB).
     static let bufferBytes = 32 << 10
     private static let reapBatch = 32
+    /// Where `takeCompletions` collects a batch: kept, so that a reap allocates nothing.
+    private var tags = [UInt64](repeating: 0, count: KernelReads.reapBatch)
+    private var results = [Int32](repeating: 0, count: KernelReads.reapBatch)
 
     /// Nil, with the reason, where the kernel has no io_uring or forbids it:
     /// misses then go to read threads as before.
@@ -55,8 +58,6 @@ final class KernelReads {
         self.ring = ring
         self.eventFd = eventFd
     }
-
-    var inFlight: Int { pending.count }
 
     /// Starts a read of `miss`'s blocks; `done` runs on the loop when it ends.
     /// False (and `done` never runs) when it could not be started: too many in
@@ -90,8 +91,6 @@ final class KernelReads {
     }
 
     private func takeCompletions() {
-        var tags = [UInt64](repeating: 0, count: Self.reapBatch)
-        var results = [Int32](repeating: 0, count: Self.reapBatch)
         while true {
             let n = Int(lg_uring_reap(ring, &tags, &results, UInt32(Self.reapBatch)))
             if n == 0 { return }

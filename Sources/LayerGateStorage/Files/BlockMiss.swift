@@ -12,8 +12,6 @@ public struct BlockMiss: Sendable {
     /// 8 KiB blocks, so a direct read of them is aligned.
     public var offset: Int { Int(blocks.lowerBound) * LayerFormat.blockSize }
     public var byteCount: Int { blocks.count * LayerFormat.blockSize }
-    /// For messages: the layer, never a path.
-    public var layer: String { reader.descriptor.name.description }
 
     /// Runs `submit` with an open direct (`O_DIRECT`) descriptor of the file,
     /// which stays open (not reused for another file) until `submit` returns:
