@@ -90,7 +90,7 @@ struct CraftedFileTests {
             // Every entry of the first index block gets the crafted location.
             let count = Int(UInt16(crafted[indexAt + 4]) << 8 | UInt16(crafted[indexAt + 5]))
             for i in 0..<count {
-                let at = indexAt + LayerFormat.indexHeaderSize + i * LayerFormat.entrySize + 25
+                let at = indexAt + LayerFormat.indexHeaderSize + i * LayerFormat.Version.written.entrySize + 25
                 for j in 0..<8 { crafted[at + j] = UInt8(truncatingIfNeeded: offset >> UInt64(56 - 8 * j)) }
                 for j in 0..<4 { crafted[at + 8 + j] = UInt8(truncatingIfNeeded: length >> UInt32(24 - 8 * j)) }
             }
@@ -217,14 +217,14 @@ struct CraftedFileTests {
         let at = Int(summary.indexStartBlock) * 8192
         var count = Int(UInt16(bytes[at + 4]) << 8 | UInt16(bytes[at + 5]))
         var entries = (0..<count).map { i in
-            Array(bytes[(at + LayerFormat.indexHeaderSize + i * LayerFormat.entrySize)..<(at + LayerFormat.indexHeaderSize + (i + 1) * LayerFormat.entrySize)])
+            Array(bytes[(at + LayerFormat.indexHeaderSize + i * LayerFormat.Version.written.entrySize)..<(at + LayerFormat.indexHeaderSize + (i + 1) * LayerFormat.Version.written.entrySize)])
         }
         edit(&entries, &count)
         var out = bytes
         out[at + 4] = UInt8(count >> 8)
         out[at + 5] = UInt8(count & 0xFF)
         for (i, e) in entries.enumerated() {
-            out.replaceSubrange((at + LayerFormat.indexHeaderSize + i * LayerFormat.entrySize)..<(at + LayerFormat.indexHeaderSize + (i + 1) * LayerFormat.entrySize), with: e)
+            out.replaceSubrange((at + LayerFormat.indexHeaderSize + i * LayerFormat.Version.written.entrySize)..<(at + LayerFormat.indexHeaderSize + (i + 1) * LayerFormat.Version.written.entrySize), with: e)
         }
         let crc = out[(at + 4)..<(at + 8192)].withUnsafeBytes { Checksum.crc32c($0) }
         for j in 0..<4 { out[at + j] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * j)) }

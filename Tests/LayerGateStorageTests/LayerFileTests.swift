@@ -7,12 +7,13 @@ import Testing
 /// Writes a layer of `records` (sorted here) and returns its descriptor.
 func writeLayer(
     _ dir: String, _ records: [Record], kind: LayerName.Kind = .delta, generation: UInt32 = 1,
-    failpoints: Failpoints = Failpoints(), mechanism: GatedPublish.Mechanism = .automatic
+    failpoints: Failpoints = Failpoints(), mechanism: GatedPublish.Mechanism = .automatic,
+    version: LayerFormat.Version = .written
 ) throws -> LayerDescriptor {
     let sorted = records.sorted { ($0.key, $0.lsn.rawValue) < ($1.key, $1.lsn.rawValue) }
     let lo = records.map(\.lsn).min()!, hi = records.map(\.lsn).max()!
     let w = try LayerWriter(directory: .at(dir), tenant: testTenant, kind: kind, lsnStart: lo, lsnEnd: hi,
-                            generation: generation, failpoints: failpoints, mechanism: mechanism)
+                            generation: generation, failpoints: failpoints, mechanism: mechanism, version: version)
     for r in sorted { try w.append(key: r.key, lsn: r.lsn, value: r.value) }
     return try w.finish()
 }
@@ -25,14 +26,15 @@ func tempFiles(_ dir: TempDir) -> [String] { dir.files().filter { $0.hasSuffix("
 
 @Suite("Layer files: format, validation, gated publish, cleanup")
 struct LayerFileTests {
-    @Test func deltaLayerRoundTripsManyValuesAcrossIndexBlocks() throws {
+    @Test(arguments: [LayerFormat.Version.v1, .v2])
+    func deltaLayerRoundTripsManyValuesAcrossIndexBlocks(version: LayerFormat.Version) throws {
         let dir = TempDir()
         var records: [Record] = []
         for b in 0..<300 as Range<UInt32> {
             records.append(image(key(b), 10))
             records.append(delta(key(b), 11, offset: Int(b), bytes: [UInt8(b & 0xFF), 1, 2]))
         }
-        let d = try writeLayer(dir.path, records)
+        let d = try writeLayer(dir.path, records, version: version)
         #expect(d.size % 8192 == 0)
         let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 64))
         let back = try readAll(reader)
@@ -50,10 +52,12 @@ struct LayerFileTests {
         #expect(tempFiles(dir).isEmpty)
     }
 
-    /// Blob headers placed at every offset around a block boundary, including
-    /// a header that ends exactly where the block does (its payload starts in
-    /// the next block) and one that would straddle it (padding).
-    @Test func blobsAroundBlockBoundariesReadBack() async throws {
+    /// Version 1's blob headers placed at every offset around a block boundary,
+    /// including a header that ends exactly where the block does (its payload
+    /// starts in the next block) and one that would straddle it (padding);
+    /// version 2's values at those offsets, and an image after them.
+    @Test(arguments: [LayerFormat.Version.v1, .v2])
+    func blobsAroundBlockBoundariesReadBack(version: LayerFormat.Version) async throws {
         // The first blob starts at 8192; one patch of n bytes is a blob of 16 + n,
         // so the second header lands at 8192 + 16 + n.
         for n in 8150...8176 {
@@ -63,7 +67,7 @@ struct LayerFileTests {
                 delta(key(1), 6, offset: 8, bytes: Array("after the boundary".utf8)),
                 image(key(2), 6),
             ]
-            let d = try writeLayer(dir.path, records)
+            let d = try writeLayer(dir.path, records, version: version)
             let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 16))
             #expect(try readAll(reader) == records, "patch of \(n) bytes")
             var model = PageModel()
@@ -76,8 +80,8 @@ struct LayerFileTests {
     }
 
     /// Thousands of values of random sizes: every blob reads back through the cache.
-    @Test(arguments: [21] as [UInt64])
-    func randomValueSizesRoundTrip(seed: UInt64) throws {
+    @Test(arguments: [21] as [UInt64], [LayerFormat.Version.v1, .v2])
+    func randomValueSizesRoundTrip(seed: UInt64, version: LayerFormat.Version) throws {
         let dir = TempDir()
         var rng = SeededRandom(seed: seed)
         var records: [Record] = []
@@ -95,8 +99,28 @@ struct LayerFileTests {
                 records.append(Record(key: k, lsn: Lsn(lsn), value: .delta(Delta(willInit: false, patches: patches))))
             }
         }
+        let d = try writeLayer(dir.path, records, version: version)
+        let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 32))
+        #expect(try readAll(reader) == records)
+    }
+
+    /// Version 2 starts an image at a block boundary when the padding that
+    /// takes is at most a quarter block (`imageAlignmentSlack`), and packs it
+    /// after the delta before it otherwise; either way it reads back whole.
+    @Test func imagesStartAtABlockBoundaryWhenThatTakesLittlePadding() throws {
+        let dir = TempDir()
+        let records = [
+            image(key(1), 10),                                                           // block 1
+            delta(key(1), 11, offset: 0, bytes: [UInt8](repeating: 7, count: 7000)),    // 7,008 bytes from 16384
+            image(key(2), 10),                                                           // 1,184 bytes of padding: block 3
+            delta(key(2), 11, offset: 5, bytes: [1, 2, 3]),                             // 11 bytes from 32768
+            image(key(3), 10),                                                           // 8,181 would be too many: packed
+            image(key(4), 10),
+        ]
         let d = try writeLayer(dir.path, records)
         let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 32))
+        let offsets = try reader.allEntries().map(\.offset)
+        #expect(offsets == [8192, 16384, 24576, 32768, 32779, 32779 + 8192])
         #expect(try readAll(reader) == records)
     }
 

@@ -69,10 +69,16 @@ struct TenantTests {
     @Test func aHalfCachedValueCountsEachBlockOnce() async throws {
         let f = try await TenantFixture.make(cacheSlots: 64)
         let t = f.tenant
-        _ = try await t.put([image(key(1), 10), image(key(2), 10)])  // key 1 in blocks 1–2, key 2 in blocks 2–3
+        // Key 1's image in block 1, its small delta at the start of block 2, and key 2's image
+        // packed after it in blocks 2–3 (aligning it would take nearly a block of padding).
+        let patch = delta(key(1), 11, offset: 100, bytes: [1, 2, 3])
+        _ = try await t.put([image(key(1), 10), image(key(2), 10)])
+        _ = try await t.put([patch])
         try await t.flush()
         _ = try await t.reset(dropCache: true)
-        #expect(try await t.getPage(key: key(1), lsn: Lsn(10)).page == page(UInt64(1) << 32 | 10))  // caches its index block, blocks 1 and 2
+        var expected = page(UInt64(1) << 32 | 10)
+        expected.replaceSubrange(100..<103, with: [1, 2, 3])
+        #expect(try await t.getPage(key: key(1), lsn: Lsn(11)).page == expected)  // caches its index block, blocks 1 and 2
         for path in try layerFiles(f.tenantDir) { _ = try Data(contentsOf: URL(fileURLWithPath: path)) }
         let before = f.cache.stats
         #expect(try t.getPageWithoutWaiting(key: key(2), lsn: Lsn(10))?.page == page(UInt64(2) << 32 | 10))

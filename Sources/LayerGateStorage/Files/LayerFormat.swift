@@ -5,22 +5,44 @@ import Glibc
 /// The on-disk layout of a layer file. Every block is 8 KiB.
 ///
 ///     block 0          summary (fields below, CRC-32C over them)
-///     blocks 1…        value blobs: [u32 payload length][u32 crc32c(payload)][payload],
-///                      packed; a blob header never straddles a block boundary
+///     blocks 1…        values (version 2): payloads, packed, an image at a block
+///                      boundary where that costs little padding (`imageAlignmentSlack`)
 ///     index blocks     [u32 crc32c(rest of block)][u16 count][entry × count], entries
-///                      sorted by (key, lsn): key 17, lsn 8, blob offset 8, blob length 4, flags 1
+///                      sorted by (key, lsn): key 17, lsn 8, offset 8, length 4, flags 1,
+///                      crc32c(payload) 4
 ///     fence blocks     [u32 crc32c][u32 count][(key 17, lsn 8) × count]: the first
 ///                      entry of each index block, so a lookup reads one index block
+///
+/// Version 1 (still read, no longer written) put each payload in a blob
+/// `[u32 length][u32 crc32c(payload)][payload]` and had no CRC in its 38-byte
+/// entries. Why version 2: an image and the header before it spanned two
+/// blocks, so every cold GetPage read 16 KiB from the disk for 8; an image
+/// whose CRC sits in the index (which stays cached) is one aligned block.
 ///
 /// Image payloads are the 8192 page bytes; delta payloads are `ValueCodec`'s.
 enum LayerFormat {
     static let blockSize = PageCache.blockSize
     static let magic: UInt64 = 0x4C47_4C41_5945_5231  // "LGLAYER1"
-    static let version: UInt32 = 1
-    static let entrySize = 38
     static let indexHeaderSize = 6
-    static let entriesPerIndexBlock = (blockSize - indexHeaderSize) / entrySize
     static let fenceSize = 25
+    /// The most zero bytes the writer pads with to start an image at a block
+    /// boundary (a quarter block): after a delta, an image that would need
+    /// more is packed across two blocks instead, as version 1 packed them all.
+    static let imageAlignmentSlack = blockSize / 4
+
+    /// What differs between the versions: the entry, and where a value's checksum is.
+    enum Version: UInt32, Sendable {
+        case v1 = 1
+        case v2 = 2
+
+        /// What the writer writes.
+        static let written = Version.v2
+
+        var entrySize: Int { self == .v1 ? 38 : 42 }
+        var entriesPerIndexBlock: Int { (LayerFormat.blockSize - LayerFormat.indexHeaderSize) / entrySize }
+        /// The bytes before a payload: version 1's blob header, or none.
+        var blobHeaderSize: Int { self == .v1 ? BlobHeader.size : 0 }
+    }
 
     /// Index entry flags.
     static let flagBase: UInt8 = 1
@@ -32,6 +54,7 @@ struct LayerFormatProblem: Error {
 }
 
 struct LayerSummary: Equatable {
+    var version = LayerFormat.Version.written
     var kind: LayerName.Kind
     var tenant: TenantId
     var keys: KeyRange
@@ -48,7 +71,7 @@ struct LayerSummary: Equatable {
     func encode() -> [UInt8] {
         var w = ByteWriter(capacity: LayerFormat.blockSize)
         w.u64(LayerFormat.magic)
-        w.u32(LayerFormat.version)
+        w.u32(version.rawValue)
         w.u8(kind.rawValue)
         w.u64(tenant.high); w.u64(tenant.low)
         keys.first.write(to: &w); keys.last.write(to: &w)
@@ -68,13 +91,15 @@ struct LayerSummary: Equatable {
         var r = ByteReader(block)
         do throws(ByteReader.Underflow) {
             guard try r.u64() == LayerFormat.magic else { return .failure(LayerFormatProblem(reason: "bad magic (not a layer file)")) }
-            let version = try r.u32()
-            guard version == LayerFormat.version else { return .failure(LayerFormatProblem(reason: "unsupported format version \(version)")) }
+            let stored = try r.u32()
+            guard let version = LayerFormat.Version(rawValue: stored) else {
+                return .failure(LayerFormatProblem(reason: "unsupported format version \(stored)"))
+            }
             guard let kind = LayerName.Kind(rawValue: try r.u8()) else { return .failure(LayerFormatProblem(reason: "unknown layer kind")) }
             let tenant = TenantId(high: try r.u64(), low: try r.u64())
             let keys = KeyRange(first: try PageKey.read(from: &r), last: try PageKey.read(from: &r))
             let s = LayerSummary(
-                kind: kind, tenant: tenant, keys: keys, lsnStart: Lsn(try r.u64()), lsnEnd: Lsn(try r.u64()),
+                version: version, kind: kind, tenant: tenant, keys: keys, lsnStart: Lsn(try r.u64()), lsnEnd: Lsn(try r.u64()),
                 valueCount: try r.u64(), dataEnd: try r.u64(), indexStartBlock: try r.u64(),
                 indexBlockCount: try r.u64(), fenceStartBlock: try r.u64(), fenceBlockCount: try r.u64(),
                 fileSize: try r.u64())
@@ -103,8 +128,8 @@ extension LayerSummary {
               fenceStartBlock <= blocks, fenceBlockCount >= 1, fenceBlockCount <= blocks,
               dataEnd >= bs, dataEnd <= indexStartBlock * bs,
               indexStartBlock + indexBlockCount == fenceStartBlock, fenceStartBlock + fenceBlockCount == blocks,
-              valueCount <= indexBlockCount * UInt64(LayerFormat.entriesPerIndexBlock),
-              valueCount > (indexBlockCount - 1) * UInt64(LayerFormat.entriesPerIndexBlock),
+              valueCount <= indexBlockCount * UInt64(version.entriesPerIndexBlock),
+              valueCount > (indexBlockCount - 1) * UInt64(version.entriesPerIndexBlock),
               fenceBlockCount == (8 + indexBlockCount * UInt64(LayerFormat.fenceSize) + bs - 1) / bs,
               fenceBlockCount <= 8192,  // 64 MiB of fences: 2.6 million index blocks
               lsnStart <= lsnEnd, keys.first <= keys.last
@@ -156,11 +181,11 @@ enum FenceArea {
 /// Every block but the last is full; entries are in strictly increasing
 /// (key, lsn) order across the whole index, and block b starts with fence b.
 enum IndexBlock {
-    static func encode(_ chunk: ArraySlice<IndexEntry>) -> [UInt8] {
+    static func encode(_ chunk: ArraySlice<IndexEntry>, version: LayerFormat.Version) -> [UInt8] {
         var block = ByteWriter(capacity: LayerFormat.blockSize)
         block.u32(0)
         block.u16(UInt16(chunk.count))
-        for e in chunk { e.write(to: &block) }
+        for e in chunk { e.write(to: &block, version: version) }
         block.zeros(LayerFormat.blockSize - block.count)
         let crc = block.bytes.withUnsafeBytes { Checksum.crc32c(UnsafeRawBufferPointer(rebasing: $0[4...])) }
         for i in 0..<4 { block.bytes[i] = UInt8(truncatingIfNeeded: crc >> UInt32(24 - 8 * i)) }
@@ -181,12 +206,13 @@ enum IndexBlock {
                 == Checksum.crc32c(UnsafeRawBufferPointer(rebasing: block[4...]))
         else { return "index block \(b): checksum mismatch" }
         let count = count(block)
-        let per = LayerFormat.entriesPerIndexBlock
+        let version = summary.version
+        let per = version.entriesPerIndexBlock
         let blocks = Int(summary.indexBlockCount)
         let expected = b < blocks - 1 ? per : Int(summary.valueCount) - (blocks - 1) * per
         guard count == expected, count >= 1 else { return "index block \(b) holds \(count) entries, the summary implies \(expected)" }
         let fs = LayerFormat.fenceSize
-        let at = { (i: Int) in block.baseAddress! + LayerFormat.indexHeaderSize + i * LayerFormat.entrySize }
+        let at = { (i: Int) in block.baseAddress! + LayerFormat.indexHeaderSize + i * version.entrySize }
         let fence = fences.withUnsafeBytes { f in memcmp(at(0), f.baseAddress! + b * fs, fs) }
         guard fence == 0 else { return "index block \(b) does not start at its fence" }
         if b + 1 < blocks {
@@ -195,7 +221,7 @@ enum IndexBlock {
         }
         for i in 0..<count {
             if i > 0 && memcmp(at(i - 1), at(i), fs) >= 0 { return "index block \(b): entries out of order at \(i)" }
-            let e = IndexEntry.read(block, at: LayerFormat.indexHeaderSize + i * LayerFormat.entrySize)
+            let e = IndexEntry.read(block, at: LayerFormat.indexHeaderSize + i * version.entrySize, version: version)
             guard summary.keys.contains(e.key), e.lsn >= summary.lsnStart, e.lsn <= summary.lsnEnd,
                   e.flags & ~(LayerFormat.flagBase | LayerFormat.flagImage) == 0,
                   summary.kind == .delta || e.flags == LayerFormat.flagBase | LayerFormat.flagImage
@@ -205,40 +231,45 @@ enum IndexBlock {
     }
 }
 
-/// One index entry: where the value of (key, lsn) lives.
+/// One index entry: where the value of (key, lsn) lives. `offset` and
+/// `length` cover the blob (version 1: header and payload) or the payload
+/// (version 2, whose `crc` is the payload's; version 1 keeps it in the blob).
 struct IndexEntry: Equatable {
     var key: PageKey
     var lsn: Lsn
     var offset: UInt64
     var length: UInt32
     var flags: UInt8
+    var crc: UInt32 = 0
 
     var isBase: Bool { flags & LayerFormat.flagBase != 0 }
     var isImage: Bool { flags & LayerFormat.flagImage != 0 }
 
-    func write(to w: inout ByteWriter) {
+    func write(to w: inout ByteWriter, version: LayerFormat.Version) {
         key.write(to: &w)
         w.u64(lsn.rawValue)
         w.u64(offset)
         w.u32(length)
         w.u8(flags)
+        if version == .v2 { w.u32(crc) }
     }
 
-    static func read(_ buf: UnsafeRawBufferPointer, at pos: Int) -> IndexEntry {
-        var r = ByteReader(UnsafeRawBufferPointer(rebasing: buf[pos..<pos + LayerFormat.entrySize]))
+    static func read(_ buf: UnsafeRawBufferPointer, at pos: Int, version: LayerFormat.Version) -> IndexEntry {
+        var r = ByteReader(UnsafeRawBufferPointer(rebasing: buf[pos..<pos + version.entrySize]))
         // The block was bounds- and checksum-validated when it entered the cache.
         do throws(ByteReader.Underflow) {
             return IndexEntry(key: try PageKey.read(from: &r), lsn: Lsn(try r.u64()), offset: try r.u64(),
-                              length: try r.u32(), flags: try r.u8())
+                              length: try r.u32(), flags: try r.u8(), crc: version == .v2 ? try r.u32() : 0)
         } catch {
-            preconditionFailure("index entry read past its 38 bytes")
+            preconditionFailure("index entry read past its \(version.entrySize) bytes")
         }
     }
 }
 
-/// The 8 bytes before every value in the data area: the payload's length and
-/// its CRC-32C, big-endian. A header never crosses a block boundary (the
-/// writer pads), so a reader finds it whole in the value's first block.
+/// Version 1's 8 bytes before every value in the data area: the payload's
+/// length and its CRC-32C, big-endian. A header never crosses a block
+/// boundary (the writer padded), so a reader finds it whole in the value's
+/// first block. Written only for the tests of version 1 files.
 enum BlobHeader {
     static let size = 8
 

@@ -179,6 +179,7 @@ public final class LayerReader: Sendable {
             var block = lo - 1
             guard block >= 0 else { return }
             var startAtEnd = false
+            let version = summary.version, entrySize = version.entrySize
             while block >= 0 {
                 let keepGoing = try withBlock(summary.indexStartBlock + UInt64(block), isIndex: true, policy: policy) {
                     buf throws(ReadFailure) -> Bool in
@@ -190,15 +191,15 @@ public final class LayerReader: Sendable {
                         var lo = 0, hi = count
                         while lo < hi {
                             let mid = (lo + hi) / 2
-                            let p = buf.baseAddress! + LayerFormat.indexHeaderSize + mid * LayerFormat.entrySize
+                            let p = buf.baseAddress! + LayerFormat.indexHeaderSize + mid * entrySize
                             if Self.compare(p, t) <= 0 { lo = mid + 1 } else { hi = mid }
                         }
                         j = lo - 1
                     }
                     while j >= 0 {
-                        let p = buf.baseAddress! + LayerFormat.indexHeaderSize + j * LayerFormat.entrySize
+                        let p = buf.baseAddress! + LayerFormat.indexHeaderSize + j * entrySize
                         guard memcmp(p, t, PageKey.packedSize) == 0 else { return false }
-                        let e = IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)
+                        let e = IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * entrySize, version: version)
                         guard try visitor(e) else { return false }
                         j -= 1
                     }
@@ -227,11 +228,12 @@ public final class LayerReader: Sendable {
     /// against this file's data area (an index entry is untrusted input).
     func payloadLength(of entry: IndexEntry) throws(StorageError) -> Int {
         let bs = UInt64(LayerFormat.blockSize)
+        let header = UInt64(summary.version.blobHeaderSize)
         let (end, overflow) = entry.offset.addingReportingOverflow(UInt64(entry.length))
-        guard entry.offset >= bs, entry.length >= UInt32(BlobHeader.size), !overflow,
-              end <= summary.dataEnd, entry.offset % bs <= bs - UInt64(BlobHeader.size)
+        guard entry.offset >= bs, entry.length >= UInt32(header), !overflow,
+              end <= summary.dataEnd, entry.offset % bs <= bs - header
         else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
-        return Int(entry.length) - BlobHeader.size
+        return Int(UInt64(entry.length) - header)
     }
 
     /// Copies the payload of `entry` into `dest` (exactly the payload size),
@@ -263,7 +265,7 @@ public final class LayerReader: Sendable {
                 guard case .notCached = error, readAsRun else { throw error }
             }
         }
-        // A value over a few blocks, none cached yet (an 8 KiB image always spans two): one read for all.
+        // A value over a few blocks, none cached yet (a delta's, a version 1 image, or an image packed after a delta): one read for all.
         if runnable, policy == .withoutWaiting || !cache.contains(file: fileId, block: blocks.lowerBound) {
             try cache.withRun(file: fileId, blocks: blocks, source: policy == .withoutWaiting ? .osCache : .readThread,
                               load: { run throws(ReadFailure) in try load(blocks.lowerBound, into: run, isIndex: false, policy: policy) },
@@ -283,28 +285,32 @@ public final class LayerReader: Sendable {
     /// The longest run of blocks read at once for one value (a delta's patches can outgrow a page).
     private static let maxRunBlocks = 4
 
-    /// Copies the blob of `entry` block by block, from `block(n, visit)`, and checks its header and checksum.
+    /// Copies the value of `entry` block by block, from `block(n, visit)`, and
+    /// checks its checksum (version 2: the entry's; version 1: its blob header's, with the length there).
     private func copyPayload(
         _ entry: IndexEntry, length payloadLength: Int, into dest: UnsafeMutableRawBufferPointer,
         block: (UInt64, (UnsafeRawBufferPointer) throws(ReadFailure) -> Void) throws(ReadFailure) -> Void
     ) throws(ReadFailure) {
         let bs = UInt64(LayerFormat.blockSize)
-        // The header and the first part of the payload share a block: one visit.
+        let version = summary.version
+        // A version 1 header and the first part of the payload share a block: one visit.
         // A header that ends exactly at the block's end has its payload in the next block.
-        var pos = entry.offset + UInt64(BlobHeader.size)
-        let firstInBlock = Int(entry.offset % bs) + BlobHeader.size
+        var pos = entry.offset + UInt64(version.blobHeaderSize)
+        let firstInBlock = Int(entry.offset % bs) + version.blobHeaderSize
         let firstPart = min(LayerFormat.blockSize - firstInBlock, payloadLength)
         let path = self.path
-        var storedCrc: UInt32 = 0
+        var storedCrc = entry.crc
         try block(entry.offset / bs) { buf throws(ReadFailure) in
-            let header = BlobHeader.decode(buf, at: Int(entry.offset % bs))
-            guard Int(header.length) == payloadLength else {
-                throw .storage(.corruptLayer(
-                    file: path, reason: "blob at offset \(entry.offset) has length \(header.length), index says \(payloadLength)"))
+            if version == .v1 {
+                let header = BlobHeader.decode(buf, at: Int(entry.offset % bs))
+                guard Int(header.length) == payloadLength else {
+                    throw .storage(.corruptLayer(
+                        file: path, reason: "blob at offset \(entry.offset) has length \(header.length), index says \(payloadLength)"))
+                }
+                storedCrc = header.crc
             }
             let src = UnsafeRawBufferPointer(rebasing: buf[firstInBlock..<firstInBlock + firstPart])
             if firstPart > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: firstPart) }
-            storedCrc = header.crc
         }
         var copied = firstPart
         pos += UInt64(firstPart)
@@ -330,8 +336,8 @@ public final class LayerReader: Sendable {
     func indexEntries(block b: Int) throws(StorageError) -> [IndexEntry] {
         try ReadFailure.onDisk { () throws(ReadFailure) in
             try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true, policy: .mayReadDisk) { buf in
-                let count = IndexBlock.count(buf)
-                return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * LayerFormat.entrySize) }
+                let count = IndexBlock.count(buf), version = summary.version
+                return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * version.entrySize, version: version) }
             }
         }
     }
@@ -343,8 +349,10 @@ public final class LayerReader: Sendable {
         for b in 0..<summary.indexBlockCount {
             try ReadFailure.onDisk { () throws(ReadFailure) in
                 try withBlock(summary.indexStartBlock + b, isIndex: true, policy: .mayReadDisk) { buf in
-                    let count = IndexBlock.count(buf)
-                    for j in 0..<count { out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * LayerFormat.entrySize)) }
+                    let count = IndexBlock.count(buf), version = summary.version
+                    for j in 0..<count {
+                        out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * version.entrySize, version: version))
+                    }
                 }
             }
         }

@@ -15,6 +15,8 @@ public final class LayerWriter {
     let lsnStart: Lsn
     let lsnEnd: Lsn
     let generation: UInt32
+    /// `LayerFormat.Version.written`; the tests write version 1 files too, to read them back.
+    let version: LayerFormat.Version
     private let failpoints: Failpoints
     private let mechanism: GatedPublish.Mechanism
 
@@ -36,12 +38,12 @@ public final class LayerWriter {
         failpoints: Failpoints = .shared
     ) throws(StorageError) {
         try self.init(directory: directory, tenant: tenant, kind: kind, lsnStart: lsnStart, lsnEnd: lsnEnd,
-                      generation: generation, failpoints: failpoints, mechanism: .automatic)
+                      generation: generation, failpoints: failpoints, mechanism: .automatic, version: .written)
     }
 
     init(
         directory: DirectoryHandle, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn, generation: UInt32,
-        failpoints: Failpoints, mechanism: GatedPublish.Mechanism
+        failpoints: Failpoints, mechanism: GatedPublish.Mechanism, version: LayerFormat.Version
     ) throws(StorageError) {
         precondition(lsnStart <= lsnEnd && (kind == .delta || lsnStart == lsnEnd), "bad layer LSN range")
         self.directory = directory
@@ -52,6 +54,7 @@ public final class LayerWriter {
         self.generation = generation
         self.failpoints = failpoints
         self.mechanism = mechanism
+        self.version = version
         var name = ""
         var created: RawFile?
         while created == nil {
@@ -91,28 +94,48 @@ public final class LayerWriter {
                 precondition(kind == .delta, "image layers hold images only")
                 payloadSize = ValueCodec.encodedSize(value)
             }
-            // Keep the 8-byte blob header inside one block.
-            let pos = bufferStart + buffer.count
-            let room = LayerFormat.blockSize - pos % LayerFormat.blockSize
-            if room < BlobHeader.size { buffer.appendZeros(room) }
+            let bs = LayerFormat.blockSize
+            let inBlock = (bufferStart + buffer.count) % bs
+            if version == .v1 {
+                // Keep the 8-byte blob header inside one block.
+                if bs - inBlock < BlobHeader.size { buffer.appendZeros(bs - inBlock) }
+            } else if case .image = value, inBlock != 0, bs - inBlock <= LayerFormat.imageAlignmentSlack {
+                buffer.appendZeros(bs - inBlock)  // one block to read for this image, not two
+            }
             let offset = bufferStart + buffer.count
+            let crc: UInt32
             switch value {
             case .image(let bytes):
-                BlobHeader.append(payloadLength: payloadSize, to: buffer) { to in bytes.withUnsafeBytes { to.copyMemory(from: $0) } }
+                crc = appendPayload(size: payloadSize) { to in bytes.withUnsafeBytes { to.copyMemory(from: $0) } }
             case .delta:
                 var encoded = ByteWriter(capacity: payloadSize)
                 ValueCodec.encode(value, into: &encoded)
                 precondition(encoded.count == payloadSize, "a delta's encoded size is what encodedSize said")
-                BlobHeader.append(payloadLength: payloadSize, to: buffer) { to in encoded.bytes.withUnsafeBytes { to.copyMemory(from: $0) } }
+                crc = appendPayload(size: payloadSize) { to in encoded.bytes.withUnsafeBytes { to.copyMemory(from: $0) } }
             }
             entries.append(IndexEntry(key: key, lsn: lsn, offset: UInt64(offset),
-                                      length: UInt32(BlobHeader.size + payloadSize), flags: flags))
+                                      length: UInt32(version.blobHeaderSize + payloadSize), flags: flags, crc: crc))
             lastKey = (key, lsn)
             if buffer.count >= 1 << 20 { try flushBuffer() }
         } catch {
             discard()
             throw error
         }
+    }
+
+    /// Appends `size` bytes of payload that `fill` writes in place, in this
+    /// file's version's form; their CRC-32C, for the index entry (version 2).
+    private func appendPayload(size: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void) -> UInt32 {
+        if version == .v1 {
+            BlobHeader.append(payloadLength: size, to: buffer, fill)
+            return 0
+        }
+        var crc: UInt32 = 0
+        buffer.append(size) { payload in
+            fill(payload)
+            crc = Checksum.crc32c(UnsafeRawBufferPointer(payload))
+        }
+        return crc
     }
 
     /// Writes index, fences and summary, fsyncs, publishes through the gate and
@@ -130,9 +153,10 @@ public final class LayerWriter {
             let indexStart = (bufferStart + buffer.count) / LayerFormat.blockSize
             var fences = ByteWriter()
             var blocks = 0
-            for chunkStart in stride(from: 0, to: entries.count, by: LayerFormat.entriesPerIndexBlock) {
-                let chunk = entries[chunkStart..<min(chunkStart + LayerFormat.entriesPerIndexBlock, entries.count)]
-                buffer.append(IndexBlock.encode(chunk))
+            let perBlock = version.entriesPerIndexBlock
+            for chunkStart in stride(from: 0, to: entries.count, by: perBlock) {
+                let chunk = entries[chunkStart..<min(chunkStart + perBlock, entries.count)]
+                buffer.append(IndexBlock.encode(chunk, version: version))
                 chunk.first!.key.write(to: &fences)
                 fences.u64(chunk.first!.lsn.rawValue)
                 blocks += 1
@@ -145,7 +169,7 @@ public final class LayerWriter {
             try flushBuffer()
             precondition(buffer.count == 0, "a layer file that is not whole 8 KiB blocks")
             let summary = LayerSummary(
-                kind: kind, tenant: tenant, keys: name.keys, lsnStart: lsnStart, lsnEnd: lsnEnd,
+                version: version, kind: kind, tenant: tenant, keys: name.keys, lsnStart: lsnStart, lsnEnd: lsnEnd,
                 valueCount: UInt64(entries.count), dataEnd: UInt64(dataEnd), indexStartBlock: UInt64(indexStart),
                 indexBlockCount: UInt64(blocks), fenceStartBlock: UInt64(fenceStart),
                 fenceBlockCount: UInt64(fenceArea.count / LayerFormat.blockSize), fileSize: UInt64(fileSize))

@@ -49,7 +49,7 @@ final class CompactionOutputs {
             writerBytes = 0
         }
         try writer?.append(key: key, lsn: lsn, value: value)
-        writerBytes += ValueCodec.encodedSize(value) + BlobHeader.size + LayerFormat.entrySize
+        writerBytes += ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize
         lastKey = key
     }
 
