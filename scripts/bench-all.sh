@@ -91,6 +91,9 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
         row "   the same, misses on read threads, $m: p50 / p99" "$(get cold.8.$m-direct-threads.p50) / $(get cold.8.$m-direct-threads.p99) µs" \
             "$(get cold.8.raw.p99) µs disk" "$(div "$(get cold.8.$m-direct-threads.p99)" "$(get cold.8.raw.p99)")" \
             "(--miss-reads threads: the hand-off io_uring replaces)"
+        row "   the same as direct, --busy-poll-us 200, $m: p50 / p99" "$(get cold.8.$m-direct-poll.p50) / $(get cold.8.$m-direct-poll.p99) µs" \
+            "$(get cold.8.raw.p99) µs disk" "$(div "$(get cold.8.$m-direct-poll.p99)" "$(get cold.8.raw.p99)")" \
+            "(opt-in: the loop polls for completions, not sleeps)"
     done
     row "   floor: 1,000 cached pages, same client, 8: p99" "$(get cold.8.cached.p99) µs" "$(get cold.8.raw.p99) µs disk" \
         "$(div "$(get cold.8.cached.p99)" "$(get cold.8.raw.p99)")" "(no disk: the socket and scheduler alone)"

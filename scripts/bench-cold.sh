@@ -13,7 +13,10 @@
 # and later misses often find their bytes in the OS page cache), and past it
 # (direct: every miss of the server's page cache is a read of the disk, which
 # the event loop makes itself through io_uring), and past it with those reads
-# handed to read threads instead (direct-threads: --miss-reads threads).
+# handed to read threads instead (direct-threads: --miss-reads threads), and
+# past it with the loop polling for a while after each event instead of
+# sleeping (direct-poll: --busy-poll-us 200, opt-in: it spends CPU for the
+# wake-up a completion would otherwise cost).
 #   scripts/bench-cold.sh                  # 2 GiB of images (2 versions of 1 GiB), 128 MiB page cache
 #   CLIENTS="8" RUN_SECONDS=20 LAYER_READS=buffered scripts/bench-cold.sh
 #   BUILD=0 uses the release binaries already built; SERVER=PATH another layergated;
@@ -29,7 +32,7 @@ CACHE_MIB=${CACHE_MIB:-128}
 PAGES=${PAGES:-131072}
 VERSIONS=${VERSIONS:-2}
 CLIENTS=${CLIENTS:-"1 8"}
-LAYER_READS=${LAYER_READS:-"buffered direct direct-threads"}
+LAYER_READS=${LAYER_READS:-"buffered direct direct-threads direct-poll"}
 client_mode=--epoll
 [ "${CLIENT:-epoll}" = threads ] && client_mode=
 RUN_SECONDS=${RUN_SECONDS:-10}
@@ -55,6 +58,7 @@ start() {
     case "${1:-buffered}" in
     buffered) ;;
     direct-threads) reads=(--layer-reads direct --miss-reads threads) ;;
+    direct-poll) reads=(--layer-reads direct --busy-poll-us 200) ;;
     *) reads=(--layer-reads "$1") ;;
     esac
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
@@ -98,7 +102,7 @@ record() {
 row() {
     rows+=("$(awk -v c="$1" -v m="$2" -v o="$(ops "$3")" -v p50="$(field "$3" p50)" -v p99="$(field "$3" p99)" \
         -v p999="$(field "$3" p99.9)" -v r50="$(field "$raw" p50)" -v r99="$(field "$raw" p99)" -v r999="$(field "$raw" p99.9)" \
-        'BEGIN { printf "%-8s %-14s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
+        'BEGIN { printf "%-8s %-22s %8d %7d %7d %7d   %7d %7d %7d   %5.2f %5.2f", c, m, o, p50, p99, p999, r50, r99, r999, p50 / r50, p99 / r99 }')")
 }
 rows=()
 for c in $CLIENTS; do
@@ -135,10 +139,11 @@ for c in $CLIENTS; do
     row "$c" cached "$floor"
 done
 echo
-printf '%-8s %-14s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"
+printf '%-8s %-22s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"
 printf '%s\n' "${rows[@]}"
 echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients; x: GetPage / raw;"
 echo " -direct: the server reads layer files past the OS page cache (--layer-reads direct), else through it;"
 echo " -direct-threads: the same, each miss handed to a read thread (--miss-reads threads), not read by the event loop's io_uring;"
+echo " -direct-poll: direct, the event loop polling 200 µs after each event before it sleeps (--busy-poll-us 200);"
 echo " cached: 1,000 pages that stay in the page cache, the same client: the floor the socket and scheduler set;"
 echo " clients: ${CLIENT:-epoll} (CLIENT=threads: a thread each))"
