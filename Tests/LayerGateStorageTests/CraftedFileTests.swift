@@ -211,10 +211,10 @@ struct CraftedFileTests {
         await g.manager.shutdown()
     }
 
-    /// Rewrites index block 0 of `bytes` through `edit` (on its entries) and fixes its checksum.
-    func craftIndexBlock(_ bytes: [UInt8], _ edit: (inout [[UInt8]], inout Int) -> Void) throws -> [UInt8] {
+    /// Rewrites index block `block` of `bytes` through `edit` (on its entries) and fixes its checksum.
+    func craftIndexBlock(_ bytes: [UInt8], block: Int = 0, _ edit: (inout [[UInt8]], inout Int) -> Void) throws -> [UInt8] {
         let summary = try #require(bytes.withUnsafeBytes { try? LayerSummary.decode(UnsafeRawBufferPointer(rebasing: $0[0..<8192])).get() })
-        let at = Int(summary.indexStartBlock) * 8192
+        let at = (Int(summary.indexStartBlock) + block) * 8192
         var count = Int(UInt16(bytes[at + 4]) << 8 | UInt16(bytes[at + 5]))
         var entries = (0..<count).map { i in
             Array(bytes[(at + LayerFormat.indexHeaderSize + i * LayerFormat.Version.written.entrySize)..<(at + LayerFormat.indexHeaderSize + (i + 1) * LayerFormat.Version.written.entrySize)])
@@ -252,6 +252,45 @@ struct CraftedFileTests {
             return
         }
         #expect(reason.contains("index block"), "\(reason)")
+    }
+
+    /// Version 2 has no blob header, so an entry of length 0 at the end of the
+    /// data area passed the bounds check once, and its read put the first index
+    /// block in the cache as a data block, unchecked: a later lookup then used
+    /// that block's damaged entries as they were (an outside review).
+    @Test func anEmptyValueAtTheEndOfTheDataAreaIsRejected() throws {
+        let disk = SimulatedDisk()
+        let dir = try DirectoryHandle(fs: disk, path: "")
+        // 300 images: two index blocks, and data that ends where the first index block starts.
+        let w = try LayerWriter(directory: dir, tenant: testTenant, kind: .delta, lsnStart: Lsn(10), lsnEnd: Lsn(11),
+                                generation: 1, failpoints: Failpoints())
+        for b in 0..<300 as Range<UInt32> { try w.append(key: key(b), lsn: Lsn(10), value: image(key(b), 10).value) }
+        let d = try w.finish()
+        let fd = try disk.open(d.fileName, .readOnly)
+        var bytes = [UInt8](repeating: 0, count: d.size)
+        _ = try bytes.withUnsafeMutableBytes { try disk.pread(fd, into: $0, at: 0) }
+        disk.close(fd)
+        let summary = try #require(bytes.withUnsafeBytes { try? LayerSummary.decode(UnsafeRawBufferPointer(rebasing: $0[0..<8192])).get() })
+        #expect(summary.indexBlockCount == 2 && summary.dataEnd == summary.indexStartBlock * 8192)
+        var crafted = try craftIndexBlock(bytes) { entries, _ in entries.swapAt(1, 2) }
+        crafted = try craftIndexBlock(crafted, block: 1) { entries, _ in
+            for j in 0..<8 { entries[0][25 + j] = UInt8(truncatingIfNeeded: summary.dataEnd >> UInt64(56 - 8 * j)) }
+            for j in 0..<4 { entries[0][33 + j] = 0 }
+        }
+        try replace(disk, d.fileName, crafted)
+        let reader = try LayerReader(directory: dir, name: d.name, tenant: testTenant, cache: PageCache(capacity: 16),
+                                     openFiles: OpenFileTable(fs: disk, capacity: 2))
+        let empty = try reader.indexEntries(block: 1)[0]
+        #expect(throws: StorageError.corruptLayer(file: d.fileName, reason: "index entry at \(empty.lsn) points outside the data area")) {
+            try reader.value(of: empty)
+        }
+        var map = LayerMap()
+        map.insert(reader)
+        #expect { _ = try ReadPath.reconstruct(key: key(1), lsn: Lsn(11), open: InMemoryLayer(startLsn: Lsn(12)), frozen: [], layers: map) }
+            throws: { error in
+                guard case .corruptLayer(_, let reason) = error as? StorageError else { return false }
+                return reason.contains("index block 0")
+            }
     }
 
     /// The same crafted layer in a tenant: its compaction fails with an error

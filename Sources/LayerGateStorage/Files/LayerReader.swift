@@ -230,7 +230,9 @@ public final class LayerReader: Sendable {
         let bs = UInt64(LayerFormat.blockSize)
         let header = UInt64(summary.version.blobHeaderSize)
         let (end, overflow) = entry.offset.addingReportingOverflow(UInt64(entry.length))
-        guard entry.offset >= bs, entry.length >= UInt32(header), !overflow,
+        // Not empty: an empty value at the data area's end would name the first
+        // index block as its block, which would then enter the cache as data, unchecked.
+        guard entry.offset >= bs, entry.length >= UInt32(max(header, 1)), !overflow,
               end <= summary.dataEnd, entry.offset % bs <= bs - header
         else { throw .corruptLayer(file: path, reason: "index entry at \(entry.lsn) points outside the data area") }
         return Int(UInt64(entry.length) - header)
