@@ -55,11 +55,12 @@ struct LayerFileTests {
     /// Version 1's blob headers placed at every offset around a block boundary,
     /// including a header that ends exactly where the block does (its payload
     /// starts in the next block) and one that would straddle it (padding);
-    /// version 2's values at those offsets, and an image after them.
+    /// version 2's values around the same boundary (8 bytes earlier: no
+    /// headers), and an image after them.
     @Test(arguments: [LayerFormat.Version.v1, .v2])
     func blobsAroundBlockBoundariesReadBack(version: LayerFormat.Version) async throws {
-        // The first blob starts at 8192; one patch of n bytes is a blob of 16 + n,
-        // so the second header lands at 8192 + 16 + n.
+        // The first value starts at 8192; one patch of n bytes is a blob of 16 + n in
+        // version 1 (the second header lands at 8192 + 16 + n), a value of 8 + n in version 2.
         for n in 8150...8176 {
             let dir = TempDir()
             let records = [
@@ -124,6 +125,21 @@ struct LayerFileTests {
         #expect(try readAll(reader) == records)
     }
 
+    /// The padding rule at its edge: a delta that leaves exactly 2 KiB to the
+    /// block's end has the image after it aligned; one byte less, packed.
+    @Test(arguments: [2048, 2049])
+    func imageAlignmentSlackIsAQuarterBlock(room: Int) throws {
+        let dir = TempDir()
+        // A delta of one patch of n bytes is 8 + n bytes; it starts at 16384, after key 1's image.
+        let patch = 8192 - room - 8
+        let records = [image(key(1), 10), delta(key(1), 11, offset: 0, bytes: [UInt8](repeating: 3, count: patch)), image(key(2), 10)]
+        let d = try writeLayer(dir.path, records)
+        let reader = try LayerReader(directory: dir.path, name: d.name, tenant: testTenant, cache: PageCache(capacity: 8))
+        let image = try #require(try reader.allEntries().last)
+        #expect(image.offset == (room <= LayerFormat.imageAlignmentSlack ? 24576 : UInt64(24576 - room)))
+        #expect(try readAll(reader) == records)
+    }
+
     @Test func imageLayerRoundTrips() throws {
         let dir = TempDir()
         let records = (0..<50 as Range<UInt32>).map { image(key($0), 42) }
@@ -133,10 +149,11 @@ struct LayerFileTests {
         #expect(try readAll(reader) == records)
     }
 
-    @Test func truncatedOrCorruptedFilesGiveErrorsNamingTheFile() throws {
+    @Test(arguments: [LayerFormat.Version.v1, .v2])
+    func truncatedOrCorruptedFilesGiveErrorsNamingTheFile(version: LayerFormat.Version) throws {
         let dir = TempDir()
         let records = (0..<40 as Range<UInt32>).map { image(key($0), 5) }
-        let d = try writeLayer(dir.path, records)
+        let d = try writeLayer(dir.path, records, version: version)
         let path = dir.path + "/" + d.fileName
         let original = try Data(contentsOf: URL(fileURLWithPath: path))
 

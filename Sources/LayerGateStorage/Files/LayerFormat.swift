@@ -40,6 +40,8 @@ enum LayerFormat {
 
         var entrySize: Int { self == .v1 ? 38 : 42 }
         var entriesPerIndexBlock: Int { (LayerFormat.blockSize - LayerFormat.indexHeaderSize) / entrySize }
+        /// Where entry `i` of an index block starts.
+        func entryOffset(_ i: Int) -> Int { LayerFormat.indexHeaderSize + i * entrySize }
         /// The bytes before a payload: version 1's blob header, or none.
         var blobHeaderSize: Int { self == .v1 ? BlobHeader.size : 0 }
     }
@@ -212,7 +214,7 @@ enum IndexBlock {
         let expected = b < blocks - 1 ? per : Int(summary.valueCount) - (blocks - 1) * per
         guard count == expected, count >= 1 else { return "index block \(b) holds \(count) entries, the summary implies \(expected)" }
         let fs = LayerFormat.fenceSize
-        let at = { (i: Int) in block.baseAddress! + LayerFormat.indexHeaderSize + i * version.entrySize }
+        let at = { (i: Int) in block.baseAddress! + version.entryOffset(i) }
         let fence = fences.withUnsafeBytes { f in memcmp(at(0), f.baseAddress! + b * fs, fs) }
         guard fence == 0 else { return "index block \(b) does not start at its fence" }
         if b + 1 < blocks {
@@ -221,7 +223,7 @@ enum IndexBlock {
         }
         for i in 0..<count {
             if i > 0 && memcmp(at(i - 1), at(i), fs) >= 0 { return "index block \(b): entries out of order at \(i)" }
-            let e = IndexEntry.read(block, at: LayerFormat.indexHeaderSize + i * version.entrySize, version: version)
+            let e = IndexEntry.read(block, at: version.entryOffset(i), version: version)
             guard summary.keys.contains(e.key), e.lsn >= summary.lsnStart, e.lsn <= summary.lsnEnd,
                   e.flags & ~(LayerFormat.flagBase | LayerFormat.flagImage) == 0,
                   summary.kind == .delta || e.flags == LayerFormat.flagBase | LayerFormat.flagImage

@@ -8,7 +8,7 @@ import Synchronization
 /// The file is opened O_RDONLY and never written. Every offset it follows
 /// comes from this file's own summary or index and is bounds-checked against
 /// the summary first; every index block is checksummed when it enters the
-/// cache and every value blob when it is read, so damage is an error naming
+/// cache and every value when it is read, so damage is an error naming
 /// the file, never wrong bytes.
 ///
 /// A removed layer (compaction, GC) is marked with `deleteWhenUnused()`: the
@@ -179,7 +179,7 @@ public final class LayerReader: Sendable {
             var block = lo - 1
             guard block >= 0 else { return }
             var startAtEnd = false
-            let version = summary.version, entrySize = version.entrySize
+            let version = summary.version
             while block >= 0 {
                 let keepGoing = try withBlock(summary.indexStartBlock + UInt64(block), isIndex: true, policy: policy) {
                     buf throws(ReadFailure) -> Bool in
@@ -191,15 +191,15 @@ public final class LayerReader: Sendable {
                         var lo = 0, hi = count
                         while lo < hi {
                             let mid = (lo + hi) / 2
-                            let p = buf.baseAddress! + LayerFormat.indexHeaderSize + mid * entrySize
+                            let p = buf.baseAddress! + version.entryOffset(mid)
                             if Self.compare(p, t) <= 0 { lo = mid + 1 } else { hi = mid }
                         }
                         j = lo - 1
                     }
                     while j >= 0 {
-                        let p = buf.baseAddress! + LayerFormat.indexHeaderSize + j * entrySize
+                        let p = buf.baseAddress! + version.entryOffset(j)
                         guard memcmp(p, t, PageKey.packedSize) == 0 else { return false }
-                        let e = IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * entrySize, version: version)
+                        let e = IndexEntry.read(buf, at: version.entryOffset(j), version: version)
                         guard try visitor(e) else { return false }
                         j -= 1
                     }
@@ -339,7 +339,7 @@ public final class LayerReader: Sendable {
         try ReadFailure.onDisk { () throws(ReadFailure) in
             try withBlock(summary.indexStartBlock + UInt64(b), isIndex: true, policy: .mayReadDisk) { buf in
                 let count = IndexBlock.count(buf), version = summary.version
-                return (0..<count).map { IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + $0 * version.entrySize, version: version) }
+                return (0..<count).map { IndexEntry.read(buf, at: version.entryOffset($0), version: version) }
             }
         }
     }
@@ -348,16 +348,7 @@ public final class LayerReader: Sendable {
     func allEntries() throws(StorageError) -> [IndexEntry] {
         var out: [IndexEntry] = []
         out.reserveCapacity(Int(summary.valueCount))
-        for b in 0..<summary.indexBlockCount {
-            try ReadFailure.onDisk { () throws(ReadFailure) in
-                try withBlock(summary.indexStartBlock + b, isIndex: true, policy: .mayReadDisk) { buf in
-                    let count = IndexBlock.count(buf), version = summary.version
-                    for j in 0..<count {
-                        out.append(IndexEntry.read(buf, at: LayerFormat.indexHeaderSize + j * version.entrySize, version: version))
-                    }
-                }
-            }
-        }
+        for b in 0..<indexBlockCount { out += try indexEntries(block: b) }
         return out
     }
 

@@ -152,8 +152,9 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
                 fill_batch(w, i, c);
                 c->sent_at = now;
                 if (flush_out(ep, i, c) != 0) { rc = fail(error, error_len, "send", errno); break; }
-                /* The batch's answers are all in and the next batch's cannot be yet: the recv
-                 * that would say EAGAIN is saved (their arrival is a new edge). */
+                /* The batch's answers are all in: the recv that would say EAGAIN is saved. The
+                 * next batch's answers, even those already here, raise an edge of their own
+                 * (every arrival on a socket does, under EPOLLET). */
                 break;
             }
         }
