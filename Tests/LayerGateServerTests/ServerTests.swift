@@ -111,6 +111,7 @@ struct ServerTests {
         // Every WAL commit takes 200 ms; each peer keeps 8 puts in flight, a new one as soon as one is answered.
         try await admin.configureFailpoints([Wire.Failpoint(name: "wal-before-fsync", action: "sleep(200)")])
         var busy: [Task<Int, Never>] = []
+        let progress = AnswerCount()
         for peer in 0..<2 as Range<UInt64> {
             let c = try await server.client()
             busy.append(Task {
@@ -123,12 +124,17 @@ struct ServerTests {
                     guard window.count >= 8 else { continue }
                     do { _ = try await window.removeFirst().response() } catch ClientError.server { } catch { break }
                     answered += 1
+                    progress.count.add(1, ordering: .relaxed)
                 }
                 await c.close()
                 return answered
             })
         }
-        try await Task.sleep(for: .milliseconds(500))
+        // Both peers going (not a fixed wait: on a loaded machine they may take a while to start).
+        let ready = ContinuousClock.now + .seconds(30)
+        while progress.count.load(ordering: .relaxed) < 8 && ContinuousClock.now < ready {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let start = ContinuousClock.now
         let code = await server.stop()
         let took = ContinuousClock.now - start
@@ -598,4 +604,9 @@ final class AckLog: Sendable {
     private let value = Mutex<UInt64>(0)
     func record(_ lsn: UInt64) { value.withLock { $0 = max($0, lsn) } }
     var last: UInt64 { value.withLock { $0 } }
+}
+
+/// Answers the peers of a test have had so far.
+private final class AnswerCount: Sendable {
+    let count = Atomic<Int>(0)
 }
