@@ -95,20 +95,26 @@ public final class Dispatcher: Sendable {
     /// the page cache: `.disk` again, naming the next blocks, when it needs
     /// more (an index block first, then the page's).
     public func readWithoutWaiting(_ read: DiskRead, into out: inout ByteBuffer) -> InlineAnswer? {
-        var miss: BlockMiss?
         do throws(StorageError) {
-            let wrote = try Wire.writePageFrame(requestId: read.requestId, pageSize: pageSize, into: &out) {
-                page throws(StorageError) -> UInt64? in
-                try read.tenant.getPageWithoutWaiting(key: read.key, lsn: read.lsn, into: page, miss: &miss)?.rawValue
-            }
-            guard wrote else {
-                return .disk(DiskRead(requestId: read.requestId, tenant: read.tenant, key: read.key, lsn: read.lsn,
-                                      started: read.started, miss: miss))
-            }
+            if let next = try writeWithoutWaiting(requestId: read.requestId, tenant: read.tenant, key: read.key, lsn: read.lsn,
+                                                  started: read.started, into: &out) { return .disk(next) }
             return answered(since: read.started)
         } catch {
             return answer(read.requestId, .error(ErrorMapping.wire(error)), since: read.started)
         }
+    }
+
+    /// Writes the page's answer frame into `out` when none of its blocks needs
+    /// the disk (nil), else names the read to make, with the blocks it lacked:
+    /// the one no-wait page read of a cache hit and of a kernel read's retry.
+    private func writeWithoutWaiting(requestId: UInt64, tenant: Tenant, key: PageKey, lsn: Lsn?, started: NIODeadline,
+                                     into out: inout ByteBuffer) throws(StorageError) -> DiskRead? {
+        var miss: BlockMiss?
+        let wrote = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
+            page throws(StorageError) -> UInt64? in
+            try tenant.getPageWithoutWaiting(key: key, lsn: lsn, into: page, miss: &miss)?.rawValue
+        }
+        return wrote ? nil : DiskRead(requestId: requestId, tenant: tenant, key: key, lsn: lsn, started: started, miss: miss)
     }
 
     /// Answers `read` into `out`, reading the disk: call it on a read thread
@@ -189,17 +195,10 @@ public final class Dispatcher: Sendable {
     /// answers `.disk`; `target` names the tenant, key and LSN (nil: latest), or why not.
     private func inlinePage(requestId: UInt64, since start: NIODeadline, into out: inout ByteBuffer,
                             _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
-        var miss: BlockMiss?
         do throws(StorageError) {
             let (t, k, lsn) = try target()
-            let key = try Self.pageKey(k)
-            let wrote = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
-                page throws(StorageError) -> UInt64? in
-                try t.getPageWithoutWaiting(key: key, lsn: lsn.map(Lsn.init), into: page, miss: &miss)?.rawValue
-            }
-            guard wrote else {
-                return .disk(DiskRead(requestId: requestId, tenant: t, key: key, lsn: lsn.map(Lsn.init), started: start, miss: miss))
-            }
+            if let read = try writeWithoutWaiting(requestId: requestId, tenant: t, key: try Self.pageKey(k), lsn: lsn.map(Lsn.init),
+                                                  started: start, into: &out) { return .disk(read) }
             return .frame  // counted by the caller, with the pass's other answers (`countPagesAnswered`)
         } catch {
             return answer(requestId, .error(ErrorMapping.wire(error)), since: start)

@@ -457,17 +457,13 @@ final class Connection<Transport: ConnectionTransport> {
     /// event loop: two hand-offs, where a task would take four (loop, task,
     /// read thread, task, loop).
     private func readFromDisk(_ read: Dispatcher.DiskRead, fallback: Wire.Request, kernelTrips: Int = 0) {
-        if kernelTrips < Self.maxKernelTrips, let miss = read.miss, let reads = transport?.kernelReads {
-            inFlight += 1
-            tracker.started()
-            if reads.read(miss, { [self] bytes in kernelReadDone(read, miss, bytes, fallback: fallback, trips: kernelTrips + 1) }) {
-                return
-            }
-            inFlight -= 1
-            tracker.finished()
-        }
         inFlight += 1
         tracker.started()
+        // A kernel read's `done` runs on a later pass of the loop, never inside `read`.
+        if kernelTrips < Self.maxKernelTrips, let miss = read.miss, let reads = transport?.kernelReads,
+           reads.read(miss, { [self] bytes in kernelReadDone(read, miss, bytes, fallback: fallback, trips: kernelTrips + 1) }) {
+            return
+        }
         let (dispatcher, gone) = (self.dispatcher, self.gone)
         let bound = LoopBound(self, loop: loop)
         ReadThreads.shared.submit {

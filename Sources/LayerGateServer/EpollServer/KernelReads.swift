@@ -34,8 +34,8 @@ final class KernelReads {
     /// the submission ring) then never overflows.
     static let maxInFlight = 128
     private static let ringEntries: UInt32 = 128
-    /// The largest run the read path asks for at once (4 blocks of 8 KiB).
-    static let bufferBytes = 32 << 10
+    /// The largest run the read path asks for at once.
+    static let bufferBytes = BlockMiss.maxByteCount
     private static let reapBatch = 32
     /// Where `takeCompletions` collects a batch: kept, so that a reap allocates nothing.
     private var tags = [UInt64](repeating: 0, count: KernelReads.reapBatch)

@@ -12,6 +12,8 @@ public struct BlockMiss: Sendable {
     /// 8 KiB blocks, so a direct read of them is aligned.
     public var offset: Int { Int(blocks.lowerBound) * LayerFormat.blockSize }
     public var byteCount: Int { blocks.count * LayerFormat.blockSize }
+    /// The most bytes a miss names: the longest run the read path reads at once.
+    public static let maxByteCount = LayerReader.maxRunBlocks * LayerFormat.blockSize
 
     /// Runs `submit` with an open direct (`O_DIRECT`) descriptor of the file,
     /// which stays open (not reused for another file) until `submit` returns:

@@ -285,7 +285,7 @@ public final class LayerReader: Sendable {
     }
 
     /// The longest run of blocks read at once for one value (a delta's patches can outgrow a page).
-    private static let maxRunBlocks = 4
+    static let maxRunBlocks = 4
 
     /// Copies the value of `entry` block by block, from `block(n, visit)`, and
     /// checks its checksum (version 2: the entry's; version 1: its blob header's, with the length there).
