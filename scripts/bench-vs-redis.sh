@@ -3,7 +3,9 @@
 # all on Unix sockets, in one run, for the same connections (N) and pipelining
 # depth (D), with these clients:
 #   cbench --epoll    the C bench in redis-benchmark's shape: one thread, one epoll set,
-#                     N connections each sending batches of D (the ratio that counts)
+#                     N connections each sending batches of D (the ratio that counts); its
+#                     latency is redis-benchmark's too: from just before a batch's send to
+#                     the first event of its answers (reading and parsing them excluded)
 #   cbench threads    the C client library (clients/c): a thread per connection, batches of D
 #   layergate bench   the Swift client, in the same shape: a thread per connection with
 #                     LayerGateConnection (blocking calls), and with --client async a task

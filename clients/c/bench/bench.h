@@ -64,6 +64,7 @@ typedef struct options {
     bool quiet, csv;
     bool epoll;  /* one thread, every connection on an epoll set, like redis-benchmark */
     bool redis;  /* the same client against redis-server: GET of 8 KiB values, the baseline */
+    bool latency_to_last_byte;  /* --epoll: a batch's latency ends with its last answer read, not its first readable */
     const char *token;  /* NULL: none */
 } options;
 
@@ -85,11 +86,15 @@ typedef struct epoll_work {
      * them to *answers: returns the bytes taken, or -1 with `error` filled in. */
     long (*take)(void *ctx, int i, const unsigned char *in, size_t len, int *answers, char *error, size_t error_len);
     void *ctx;
+    /* As redis-benchmark measures: a batch's latency ends when the first of its
+     * answers is readable (the epoll event), before any is read or parsed.
+     * False: when the last answer is read and taken (checked). */
+    bool latency_to_first_byte;
 } epoll_work;
 
 /* Runs w for w->seconds: every connection sends a batch of w->depth requests at
- * once and the next when all of its answers are in; each batch's latency goes
- * to `out`. Returns 0, or -1 with `error` filled in. */
+ * once and the next when all of its answers are in; each batch's latency, from
+ * just before its send, goes to `out`. Returns 0, or -1 with `error` filled in. */
 int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t error_len);
 
 /* A non-blocking connection to a Unix socket, or -1 with errno set. */

@@ -26,6 +26,7 @@ typedef struct conn_state {
     size_t in_len, in_cap;
     int pending;         /* answers still due for this batch */
     uint64_t sent_at;
+    uint64_t readable_at; /* the first event of this batch's answers; 0: none yet */
     bool done;
     bool want_out;       /* EPOLLOUT is in the set: a batch is waiting for room */
 } conn_state;
@@ -127,6 +128,7 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
             int i = (int)events[e].data.u32;
             conn_state *c = &cs[i];
             if (c->done) continue;
+            if (w->latency_to_first_byte && (events[e].events & EPOLLIN) && c->readable_at == 0) c->readable_at = now_ns();
             if ((events[e].events & EPOLLOUT) && flush_out(ep, i, c) != 0) { rc = fail(error, error_len, "send", errno); break; }
             /* Edge-triggered: read until the socket is empty. */
             for (;;) {
@@ -143,14 +145,15 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
                 if (take(w, i, c, error, error_len) != 0) { rc = -1; break; }
                 if (c->pending > 0) continue;
                 uint64_t now = now_ns();
-                record(out, now - c->sent_at, (uint64_t)w->depth);
+                record(out, (w->latency_to_first_byte && c->readable_at ? c->readable_at : now) - c->sent_at, (uint64_t)w->depth);
+                c->readable_at = 0;
                 if (now >= deadline) {
                     c->done = true;
                     running--;
                     break;
                 }
                 fill_batch(w, i, c);
-                c->sent_at = now;
+                c->sent_at = now_ns();
                 if (flush_out(ep, i, c) != 0) { rc = fail(error, error_len, "send", errno); break; }
                 /* The batch's answers are all in: the recv that would say EAGAIN is saved. The
                  * next batch's answers, even those already here, raise an edge of their own

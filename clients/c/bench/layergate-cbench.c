@@ -132,7 +132,7 @@ static int run_threads(const options *o, uint64_t lsn, histogram *all, uint64_t 
 
 static int usage(FILE *to, int code) {
     fprintf(to,
-            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--epoll] [--redis] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
+            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--epoll] [--redis] [--to-last-byte] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
             "  -s SOCKET     layergated's socket (default ./.layergate/layergate.sock)\n"
             "  -c CLIENTS    connections (default 1): a thread each, or all on one thread with --epoll\n"
             "  -P DEPTH      GetPage requests per pipelined batch (default 1; -d is the same)\n"
@@ -140,6 +140,9 @@ static int usage(FILE *to, int code) {
             "  --epoll       one thread and an epoll set for every connection, as redis-benchmark runs\n"
             "  --redis       the baseline: the --epoll client against redis-server at SOCKET, GET of 8 KiB\n"
             "                values (SET first, keys lg:page:0...N-1) in place of GetPage\n"
+            "                --epoll measures as redis-benchmark does: from just before a batch's send to\n"
+            "                the first event of its answers, without reading and parsing them\n"
+            "  --to-last-byte  --epoll: a batch's latency ends once its last answer is read and parsed\n"
             "  --pages N     distinct pages, preloaded and read at random (default 1000)\n"
             "  --tenant ID   (default be0c0000000000000000000000000002, the one `layergate bench` uses)\n"
             "  --token JWT   sent with every request (default: $LAYERGATE_TOKEN); the preload needs admin\n"
@@ -158,6 +161,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--csv") == 0) o.csv = true;
         else if (strcmp(a, "--epoll") == 0) o.epoll = true;
         else if (strcmp(a, "--redis") == 0) o.redis = o.epoll = true;
+        else if (strcmp(a, "--to-last-byte") == 0) o.latency_to_last_byte = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout, 0);
         else if (v == NULL) return usage(stderr, 2);
         else if (strcmp(a, "-s") == 0) o.socket = v, i++;
