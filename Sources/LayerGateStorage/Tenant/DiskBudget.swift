@@ -56,9 +56,17 @@ final class DiskBudget: Sendable {
         if delta != 0 { unflushed.add(delta, ordering: .relaxed) }
     }
 
-    /// What a flush of `bytes` of records writes: the values, their index,
-    /// and the summary, fence and padding blocks.
-    static func flushSize(_ bytes: Int) -> Int { bytes == 0 ? 0 : bytes + bytes / 8 + 32 << 10 }
+    /// The most a flush of `bytes` of records (as `InMemoryLayer` counts them:
+    /// each value's encoded size and 32) writes. A record takes its payload
+    /// (at most its encoded size), an index entry (42 bytes, 194 to a block:
+    /// 42.3 each) and its share of the fences (25 bytes a block); an image
+    /// also up to `LayerFormat.imageAlignmentSlack` of padding before it. So
+    /// at most 1.29 times its count: a will_init delta without patches (4
+    /// bytes, counted 36) takes 46.4, an image (counted 8,225) 10,283. A file
+    /// adds its summary block and the padded ends of its data, index and
+    /// fence areas: 4 blocks. Why a bound and not an estimate: ingest keeps
+    /// this much free, so that a flush can always complete.
+    static func flushSize(_ bytes: Int) -> Int { bytes == 0 ? 0 : bytes + bytes / 3 + 4 * LayerFormat.blockSize }
 
     func available() throws(StorageError) -> Int {
         Int(clamping: try Directory.availableBytes(fs, ""))
