@@ -1,4 +1,5 @@
 import Foundation
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage
@@ -11,7 +12,7 @@ import Testing
 /// on a full disk with nothing left to free.
 @Suite("Disk budget: the room kept for a flush")
 struct DiskBudgetTests {
-    @Test(arguments: ["smallest deltas", "one-byte patches", "padded images", "images", "mixed"])
+    @Test(arguments: ["smallest deltas", "one-byte patches", "padded images", "images", "mixed", "one delta", "one image"])
     func aFlushFitsTheRoomKeptForIt(mix: String) throws {
         let records = Self.records(mix)
         let memory = InMemoryLayer(startLsn: Lsn(1))
@@ -20,6 +21,57 @@ struct DiskBudgetTests {
         let written = try writeLayer(dir.path, records)
         let room = DiskBudget.flushSize(memory.approximateBytes)
         #expect(written.size <= room, "\(mix): \(records.count) records counted \(memory.approximateBytes) bytes wrote \(written.size), over the \(room) kept")
+    }
+
+    /// A put admitted at the very fill line still leaves room to flush it,
+    /// and nothing else (no reserve, no compaction room) to borrow from: the
+    /// largest batch of the smallest records the disk takes, searched down in
+    /// steps of 0.5 %, then a flush. Ingest is admitted by what memory counts
+    /// and what the WAL really grows by, against the bound. Before, admission
+    /// counted the WAL's record bytes (29 a record where memory counts 32, and
+    /// none of the frame's padding), and this flush was refused for space.
+    @Test func aPutAtTheFillLineLeavesRoomToFlushIt() async throws {
+        let disk = SimulatedDisk(capacity: 1 << 30)
+        let f = try await DiskFixture.open(disk, config: DiskFixture.config())
+        let t = try await f.manager.create(testTenant)
+        let used = (1 << 30) - Int(try disk.availableBytes(""))
+        let free = 3 << 20
+        disk.capacity = used + free
+        func smallest(_ n: Int) -> [Record] {
+            (1...n).map { Record(key: key(UInt32($0)), lsn: Lsn(UInt64($0)), value: .delta(Delta(willInit: true, patches: []))) }
+        }
+        var n = free / 70  // above what fits: a record takes 33 bytes of WAL and up to 48 of room
+        var admitted = false
+        while !admitted && n > 1000 {
+            switch await putResult(t, smallest(n)) {
+            case .success: admitted = true
+            case .failure(.resourceExhausted): n -= n / 200
+            case .failure(let e): throw e
+            }
+        }
+        try #require(admitted)
+        #expect(n > free / 100, "only \(n) records fit in \(free) bytes")
+        let over = smallest(1).map { Record(key: $0.key, lsn: Lsn(UInt64(n + 1)), value: $0.value) }
+        guard case .failure(.resourceExhausted) = await putResult(t, over) else {
+            Issue.record("the disk was not full after \(n) records")
+            return
+        }
+        try await t.flush()
+        #expect(try await t.getPage(key: key(5), lsn: nil).page == [UInt8](repeating: 0, count: pageSize))
+        await f.manager.shutdown()
+    }
+
+    /// The budget's messages set what is needed beside what is free: three
+    /// digits, truncated, so that the two do not read the same.
+    @Test func byteCountsKeepThreeDigits() {
+        #expect(ByteCount.describe(1023) == "1023 bytes")
+        #expect(ByteCount.describe(1536) == "1.50 KiB")
+        #expect(ByteCount.describe(1_400_000) == "1.33 MiB")
+        #expect(ByteCount.describe(1_451_000) == "1.38 MiB")
+        #expect(ByteCount.describe(25 << 19) == "12.5 MiB")
+        #expect(ByteCount.describe(150 << 20 + 1) == "150 MiB")
+        #expect(ByteCount.describe(1 << 30) == "1.00 GiB")
+        #expect(ByteCount.describe(-5) == "0 bytes")
     }
 
     /// Records in LSN order, one LSN each.
@@ -46,6 +98,10 @@ struct DiskBudgetTests {
                 add { delta(key(b), $0, offset: 0, bytes: [UInt8](repeating: 3, count: 6144 - 8)) }
                 add { image(key(b), $0) }
             }
+        case "one delta":
+            add { Record(key: key(0), lsn: Lsn($0), value: .delta(Delta(willInit: true, patches: []))) }
+        case "one image":
+            add { image(key(0), $0) }
         case "images":
             for b in 0..<1_500 as Range<UInt32> { add { image(key(b), $0) } }
         default:

@@ -56,11 +56,23 @@ enum Checksum {
 
 /// Sizes as people read them in messages: "3.2 GiB", "12 MiB", "640 KiB", "0 bytes".
 enum ByteCount {
+    /// Three significant digits (truncated) from KiB up: a message that sets
+    /// what is needed beside what is free must not show them equal.
     static func describe(_ n: Int) -> String {
         let n = max(0, n)
-        if n >= 1 << 30 { return "\(n >> 30).\((n % (1 << 30)) * 10 >> 30) GiB" }
-        if n >= 1 << 20 { return "\(n >> 20) MiB" }
-        if n >= 1 << 10 { return "\(n >> 10) KiB" }
+        if n >= 1 << 30 { return scaled(n, 30, "GiB") }
+        if n >= 1 << 20 { return scaled(n, 20, "MiB") }
+        if n >= 1 << 10 { return scaled(n, 10, "KiB") }
         return "\(n) bytes"
+    }
+
+    private static func scaled(_ n: Int, _ shift: Int, _ unit: String) -> String {
+        let whole = n >> shift
+        let decimals = whole >= 100 ? 0 : whole >= 10 ? 1 : 2
+        guard decimals > 0 else { return "\(whole) \(unit)" }
+        let scale = decimals == 1 ? 10 : 100
+        let fraction = ((n - (whole << shift)) * scale) >> shift
+        let digits = String(fraction)
+        return "\(whole).\(String(repeating: "0", count: decimals - digits.count))\(digits) \(unit)"
     }
 }

@@ -46,18 +46,19 @@ final class DiskBudget: Sendable {
     /// write what lets GC give space back.
     func isUnderPressure() -> Bool {
         guard let free = try? available() else { return true }
-        return free < Self.flushSize(unflushedBytes + (1 << 20)) + compactionRoomBytes + reserveBytes
+        return free < unflushedRoom + Self.flushSize(1 << 20) + compactionRoomBytes + reserveBytes
     }
 
-    /// In-memory bytes of every tenant, which flushes will write.
-    var unflushedBytes: Int { max(0, unflushed.load(ordering: .relaxed)) }
+    /// What the flushes of every tenant's in-memory layers may write: the
+    /// sum of `flushSize` over those layers, each its own file.
+    var unflushedRoom: Int { max(0, unflushed.load(ordering: .relaxed)) }
 
-    func adjustUnflushed(by delta: Int) {
+    func adjustUnflushedRoom(by delta: Int) {
         if delta != 0 { unflushed.add(delta, ordering: .relaxed) }
     }
 
-    /// The most a flush of `bytes` of records (as `InMemoryLayer` counts them:
-    /// each value's encoded size and 32) writes. A record takes its payload
+    /// The most a flush of one in-memory layer of `bytes` of records (as
+    /// `InMemoryLayer.countedBytes` counts them) writes. A record takes its payload
     /// (at most its encoded size), an index entry (42 bytes, 194 to a block:
     /// 42.3 each) and its share of the fences (25 bytes a block); an image
     /// also up to `LayerFormat.imageAlignmentSlack` of padding before it. So
@@ -73,11 +74,13 @@ final class DiskBudget: Sendable {
     }
 
 
-    /// Admits a WAL append of `bytes` for `tenant`, or says why not.
-    func admitIngest(bytes: Int, tenant: TenantId) throws(StorageError) {
+    /// Admits a WAL append of `walBytes` for `tenant`, whose records memory
+    /// counts as `memoryBytes` (`InMemoryLayer.countedBytes`), or says why not.
+    func admitIngest(walBytes: Int, memoryBytes: Int, tenant: TenantId) throws(StorageError) {
         let free = try available()
-        let kept = Self.flushSize(unflushedBytes + bytes) + compactionRoomBytes + reserveBytes
-        guard free >= bytes + kept else {
+        // The records join the open layer: its flush grows by at most a flush of them alone.
+        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes
+        guard free >= walBytes + kept else {
             throw .resourceExhausted(
                 "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; \(ByteCount.describe(kept)) are kept so that what is in memory can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
         }
@@ -106,6 +109,6 @@ final class DiskBudget: Sendable {
     /// Bytes compaction (or a download) may write now without taking the flushes' room or the reserve.
     func compactionBudget() throws(StorageError) -> Int {
         let free = try available()
-        return max(0, free - Self.flushSize(unflushedBytes) - reserveBytes)
+        return max(0, free - unflushedRoom - reserveBytes)
     }
 }

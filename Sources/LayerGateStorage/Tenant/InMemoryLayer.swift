@@ -27,7 +27,7 @@ final class InMemoryLayer: Sendable {
         state.withLock { s in
             for r in records {
                 s.versions[r.key, default: []].append((r.lsn, r.value))
-                s.bytes += ValueCodec.encodedSize(r.value) + 32
+                s.bytes += Self.countedBytes(r)
                 s.count += 1
                 s.endLsn = r.lsn
             }
@@ -41,6 +41,10 @@ final class InMemoryLayer: Sendable {
     func withVersions<R>(of key: PageKey, _ body: ([(lsn: Lsn, value: RecordValue)]?) -> R) -> R {
         state.withLock { body($0.versions[key]) }
     }
+
+    /// What a record counts toward the checkpoint distance and the disk
+    /// budget: its value's encoded size, and 32 for its key, LSN and keeping.
+    static func countedBytes(_ r: Record) -> Int { ValueCodec.encodedSize(r.value) + 32 }
 
     var endLsn: Lsn { state.withLock { $0.endLsn } }
     var approximateBytes: Int { state.withLock { $0.bytes } }

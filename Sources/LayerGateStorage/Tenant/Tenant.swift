@@ -71,8 +71,8 @@ public final class Tenant: Sendable {
         /// How an evicted layer comes back (remote storage only); made at each load.
         var layerDownload: LayerDownload?
         var wal: Wal?
-        /// In-memory bytes counted in the disk budget.
-        var unflushedBytes = 0
+        /// What flushing the in-memory layers may write, as counted in the disk budget.
+        var unflushedRoom = 0
         var flush = FlushRecord()
         var compaction = CompactionRecord()
         var load = LoadRecord()
@@ -178,7 +178,7 @@ public final class Tenant: Sendable {
     /// stay in the WAL for the next load.
     public func close() async {
         _ = await tearDown(on: .stop, failing: .tenantUnavailable(id, state: "stopped")) { _ in
-            setUnflushed(0)
+            clearUnflushed()
             let held = state.withLock { s -> Bool in
                 defer { s.holdsDescriptors = false; s.directory = nil }
                 return s.holdsDescriptors
@@ -250,25 +250,27 @@ public final class Tenant: Sendable {
         }
     }
 
-    /// Counts the tenant's current in-memory bytes in the shared disk budget.
+    /// Counts what flushing the tenant's in-memory layers may write in the shared disk budget.
     func refreshUnflushed() {
         let delta = state.withLock { s -> Int in
-            let now = Self.inMemoryBytes(s)
-            defer { s.unflushedBytes = now }
-            return now - s.unflushedBytes
+            let now = Self.flushRoom(s)
+            defer { s.unflushedRoom = now }
+            return now - s.unflushedRoom
         }
-        storage.budget.adjustUnflushed(by: delta)
+        storage.budget.adjustUnflushedRoom(by: delta)
     }
 
-    /// Records the tenant's in-memory bytes in the shared disk budget.
-    func setUnflushed(_ bytes: Int) {
+    /// Takes the tenant's in-memory layers out of the shared disk budget (it stops).
+    func clearUnflushed() {
         let delta = state.withLock { s -> Int in
-            defer { s.unflushedBytes = bytes }
-            return bytes - s.unflushedBytes
+            defer { s.unflushedRoom = 0 }
+            return -s.unflushedRoom
         }
-        storage.budget.adjustUnflushed(by: delta)
+        storage.budget.adjustUnflushedRoom(by: delta)
     }
 
-    /// The in-memory bytes of `s` (open and frozen layers).
-    static func inMemoryBytes(_ s: Inner) -> Int { s.open.approximateBytes + s.frozen.reduce(0) { $0 + $1.approximateBytes } }
+    /// What flushing the in-memory layers of `s` (open and frozen, a file each) may write.
+    static func flushRoom(_ s: Inner) -> Int {
+        s.frozen.reduce(DiskBudget.flushSize(s.open.approximateBytes)) { $0 + DiskBudget.flushSize($1.approximateBytes) }
+    }
 }

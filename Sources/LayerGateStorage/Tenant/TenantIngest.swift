@@ -100,7 +100,8 @@ extension Tenant {
             let last = batch[batch.count - 1].records[batch[batch.count - 1].records.count - 1].lsn
             do throws(StorageError) {
                 guard let wal else { throw StorageError.tenantUnavailable(id, state: "loading") }
-                try storage.budget.admitIngest(bytes: size, tenant: id)
+                let memory = batch.reduce(0) { $0 + $1.records.reduce(0) { $0 + InMemoryLayer.countedBytes($1) } }
+                try storage.budget.admitIngest(walBytes: Wal.growthBound(parts: parts), memoryBytes: memory, tenant: id)
                 try wal.append(parts, firstLsn: first, lastLsn: last, failpoints: failpoints)
             } catch {
                 failCommit(batch, error)

@@ -56,6 +56,15 @@ final class Wal: Sendable {
 
     static func segmentName(_ start: Lsn) -> String { start.hex16 + ".wal" }
 
+    /// The most one `append` of `parts` grows the log on disk: its frame, the
+    /// padding to the direct-write alignment after it, and a roll (the old
+    /// segment's seal and the new one's header, each padded). The disk budget
+    /// admits ingest by it.
+    static func growthBound(parts: [[UInt8]]) -> Int {
+        WalFormat.frameSize(parts: parts) + 3 * directIOAlignment
+            + 2 * WalFormat.frameHeaderSize + WalFormat.headerPayloadSize + WalFormat.sealPayloadSize
+    }
+
     /// The next append starts a new segment (called at freeze).
     func requestRoll() { state.withLock { $0.rollRequested = true } }
 

@@ -141,6 +141,8 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
                     rc = fail(error, error_len, "recv", errno);
                     break;
                 }
+                /* Answers read on an event for EPOLLOUT alone: their first bytes mark the time. */
+                if (w->latency_to_first_byte && c->readable_at == 0) c->readable_at = now_ns();
                 c->in_len += (size_t)got;
                 if (take(w, i, c, error, error_len) != 0) { rc = -1; break; }
                 if (c->pending > 0) continue;

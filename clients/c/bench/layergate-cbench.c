@@ -7,7 +7,10 @@
  * (-q: its one-line form; --csv: its CSV, plus a p99.9 column).
  *
  * A request's latency is its batch's round trip (the batch is sent at once
- * and its answers arrive together), as redis-benchmark measures with -P.
+ * and its answers arrive together), as redis-benchmark measures with -P:
+ * with --epoll from just before the send to the first event of the answers,
+ * as redis-benchmark takes it (--to-last-byte: until the last is parsed); a
+ * thread of its own measures until its last answer is parsed.
  * The pages are the ones `layergate bench` uses (same tenant, keys and bytes),
  * so both benches read the same cached data.
  */
@@ -137,12 +140,13 @@ static int usage(FILE *to, int code) {
             "  -c CLIENTS    connections (default 1): a thread each, or all on one thread with --epoll\n"
             "  -P DEPTH      GetPage requests per pipelined batch (default 1; -d is the same)\n"
             "  -t SECONDS    how long to run (default 5)\n"
-            "  --epoll       one thread and an epoll set for every connection, as redis-benchmark runs\n"
+            "  --epoll       one thread and an epoll set for every connection, as redis-benchmark runs;\n"
+            "                a batch's latency runs from just before its send to the first event of its\n"
+            "                answers, before they are read and parsed, as redis-benchmark measures\n"
             "  --redis       the baseline: the --epoll client against redis-server at SOCKET, GET of 8 KiB\n"
             "                values (SET first, keys lg:page:0...N-1) in place of GetPage\n"
-            "                --epoll measures as redis-benchmark does: from just before a batch's send to\n"
-            "                the first event of its answers, without reading and parsing them\n"
-            "  --to-last-byte  --epoll: a batch's latency ends once its last answer is read and parsed\n"
+            "  --to-last-byte  with --epoll: a batch's latency ends once its last answer is read and\n"
+            "                parsed (without it, as redis-benchmark measures: at the first event of its answers)\n"
             "  --pages N     distinct pages, preloaded and read at random (default 1000)\n"
             "  --tenant ID   (default be0c0000000000000000000000000002, the one `layergate bench` uses)\n"
             "  --token JWT   sent with every request (default: $LAYERGATE_TOKEN); the preload needs admin\n"
@@ -174,6 +178,10 @@ int main(int argc, char **argv) {
         else return usage(stderr, 2);
     }
     if (o.clients < 1 || o.depth < 1 || o.pages < 1 || o.seconds <= 0) return usage(stderr, 2);
+    if (o.latency_to_last_byte && !o.epoll) {
+        fprintf(stderr, "layergate-cbench: --to-last-byte is for --epoll (a thread per connection always measures to the last byte)\n");
+        return 2;
+    }
     uint64_t lsn = 0;
     if (o.redis) {
         char error[600];
