@@ -187,6 +187,53 @@ struct ServerFaultTests {
         #expect(await server.stop() == 0)
     }
 
+    /// The disk budget on a real disk, with no reserve and no compaction room
+    /// to borrow from: the smallest records (a 4-byte delta behind a 42-byte
+    /// index entry) fill a tmpfs to the line, in halving batches down to one
+    /// record, and the flush of everything acknowledged still fits, because
+    /// the room ingest keeps for it bounds what it writes. After a restart
+    /// the records are there.
+    @Test func theSmallestRecordsFillARealTmpfsAndStillFlush() async throws {
+        let dir = ServerDir()
+        guard let tmpfs = MountedTmpfs.mount(at: dir.path + "/tmpfs", size: "8m", test: "theSmallestRecordsFillARealTmpfsAndStillFlush") else { return }
+        defer {
+            tmpfs.unmount()
+            withExtendedLifetime(dir) {}
+        }
+        let data = tmpfs.path + "/data"
+        let args = ["--disk-reserve-mib", "0", "--checkpoint-distance-mib", "64", "--compaction-period-s", "3600"]
+        var server = try await ServerProcess(dir: dir, extraArgs: args, dataDir: data)
+        var c = try await server.client()
+        try await c.createTenant(tenantA)
+        func smallest(_ lsn: UInt64) -> Wire.Record {
+            Wire.Record(key: wkey(UInt32(truncatingIfNeeded: lsn)), lsn: lsn, value: .delta(.init(willInit: true, patches: [])))
+        }
+        var acked: UInt64 = 0
+        var size: UInt64 = 8192
+        while size >= 1 {
+            do {
+                acked = try await c.putRecords(tenant: tenantA, (acked + 1...acked + size).map(smallest))
+            } catch let ClientError.server(code, message) {
+                #expect(code == .resourceExhausted, "\(message)")
+                size /= 2
+            }
+        }
+        #expect(acked > 40_000, "the disk took \(acked) records")
+        // A compaction flushes first: that flush must fit; what follows it may not.
+        _ = try? await c.compact(tenant: tenantA, forceImageLayers: false)
+        let status = try await c.tenantStatus(tenantA)
+        #expect(status.flushFailures == 0, "\(status.lastFlushError)")
+        #expect(status.diskConsistentLsn == acked, "every acknowledged record is in a layer")
+        await c.close()
+        #expect(await server.stop() == 0)
+        server = try await ServerProcess(dir: dir, extraArgs: args, dataDir: data)
+        c = try await server.client()
+        #expect(try await c.tenantStatus(tenantA).lastRecordLsn == acked)
+        #expect(try await c.getPage(tenant: tenantA, key: wkey(UInt32(truncatingIfNeeded: acked))).page == [UInt8](repeating: 0, count: 8192))
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     /// Issue 9.4: with the descriptor table full of idle connections, WAL
     /// rolls, flushes and compactions answer RESOURCE_EXHAUSTED or work; the
     /// server never stops; once the connections go, everything works.
