@@ -61,6 +61,43 @@ struct DiskBudgetTests {
         await f.manager.shutdown()
     }
 
+    /// Compaction never takes the room kept for flushes, even for an image
+    /// set whose size nothing knew (the tenant's first): tenant A holds 600
+    /// images in an L0 layer, tenant B fills the disk to the line with the
+    /// smallest records, then A's forced image set (4.9 MiB) is written or
+    /// refused, and B's flush fits either way. Found by an adversarial run on
+    /// a real tmpfs, where A's image set took the room and B's flush failed.
+    @Test func anImageSetNeverTakesTheRoomKeptForFlushes() async throws {
+        let disk = SimulatedDisk(capacity: 1 << 30)
+        let f = try await DiskFixture.open(disk, config: DiskFixture.config())
+        let a = try await f.manager.create(testTenant)
+        let b = try await f.manager.create(try TenantId(parsing: "000000000000000000000000000000bb"))
+        _ = try await a.put((1...600 as ClosedRange<UInt64>).map { image(key(UInt32($0)), $0) })
+        try await a.flush()
+        disk.capacity = (1 << 30) - Int(try disk.availableBytes("")) + (6 << 20)
+        var lsn: UInt64 = 0
+        var size: UInt64 = 16_384
+        while size >= 1 {
+            let batch = (lsn + 1...lsn + size).map { Record(key: key(UInt32($0)), lsn: Lsn($0), value: .delta(Delta(willInit: true, patches: []))) }
+            switch await putResult(b, batch) {
+            case .success: lsn += size
+            case .failure(.resourceExhausted): size /= 2
+            case .failure(let e): throw e
+            }
+        }
+        #expect(lsn > 20_000, "B took \(lsn) records")
+        do {
+            _ = try await a.compact(forceImageLayers: true)
+        } catch {
+            // Refused for space is right too: what it wrote is gone.
+            guard case .resourceExhausted = error else { throw error }
+        }
+        try await b.flush()
+        #expect(try await b.getPage(key: key(7), lsn: nil).page == [UInt8](repeating: 0, count: pageSize))
+        #expect(try await a.getPage(key: key(7), lsn: nil).page == page(UInt64(7) << 32 | 7))
+        await f.manager.shutdown()
+    }
+
     /// The budget's messages set what is needed beside what is free: three
     /// digits, truncated, so that the two do not read the same.
     @Test func byteCountsKeepThreeDigits() {

@@ -3,7 +3,9 @@
 ///
 /// Every file is published through the gate as it fills, into an
 /// `UnlistedLayers` guard that the step's commit disarms once the index lists
-/// them; if anything fails before that, the guard deletes them.
+/// them; if anything fails before that, the guard deletes them. Before each
+/// `DiskBudget.compactionWriteAhead` it writes, it checks that the disk still
+/// has room beyond what flushes need (`DiskBudget.admitCompactionWrite`).
 final class CompactionOutputs {
     private let directory: DirectoryHandle
     private let tenant: TenantId
@@ -14,6 +16,11 @@ final class CompactionOutputs {
     private let targetBytes: Int
     private let failpoints: Failpoints
     private let isCancelled: () -> Bool
+    private let budget: DiskBudget
+    /// What the values appended since the last room check take on disk, at
+    /// most, and what that check allowed (nil: no check yet).
+    private var sinceCheck = 0
+    private var allowance: Int?
 
     let published: UnlistedLayers
     private var writer: LayerWriter?
@@ -21,7 +28,8 @@ final class CompactionOutputs {
     private var lastKey: PageKey?
 
     init(directory: DirectoryHandle, tenant: TenantId, kind: LayerName.Kind, lsnStart: Lsn, lsnEnd: Lsn,
-         generation: UInt32, targetBytes: Int, failpoints: Failpoints, isCancelled: @escaping () -> Bool)
+         generation: UInt32, targetBytes: Int, budget: DiskBudget, failpoints: Failpoints,
+         isCancelled: @escaping () -> Bool)
     {
         self.directory = directory
         self.tenant = tenant
@@ -32,15 +40,26 @@ final class CompactionOutputs {
         self.targetBytes = targetBytes
         self.failpoints = failpoints
         self.isCancelled = isCancelled
+        self.budget = budget
         published = UnlistedLayers(directory: directory)
+        budget.compactionWriterStarted()
     }
 
-    deinit { writer?.discard() }
+    deinit {
+        writer?.discard()
+        budget.compactionWriterEnded()
+    }
 
     /// Values come in (key, lsn) order. A new file starts only at a new key, so
     /// all versions of a key stay in one file.
     func append(key: PageKey, lsn: Lsn, value: RecordValue) throws(StorageError) {
         if isCancelled() { throw .cancelled("compaction of tenant \(tenant) (tenant is resetting or stopping)") }
+        var bound = ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize + 2  // 2: the entry's share of the fences
+        if case .image = value { bound += LayerFormat.imageAlignmentSlack }
+        if allowance.map({ sinceCheck + bound > $0 }) ?? true {
+            allowance = try budget.admitCompactionWrite(tenant: tenant, pending: sinceCheck, next: bound)
+            sinceCheck = 0
+        }
         if writer != nil, writerBytes >= targetBytes, key != lastKey { try finishCurrent() }
         if !published.layers.isEmpty { try failpoints.hit("compaction-after-first-output") }
         if writer == nil {
@@ -50,6 +69,7 @@ final class CompactionOutputs {
         }
         try writer?.append(key: key, lsn: lsn, value: value)
         writerBytes += ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize
+        sinceCheck += bound
         lastKey = key
     }
 

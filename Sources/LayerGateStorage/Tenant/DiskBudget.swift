@@ -10,7 +10,8 @@ import Synchronization
 ///   index files and seals;
 /// - a flush may use the room kept for it;
 /// - compaction gets what is left above the flushes' room and the reserve,
-///   and works in steps that fit.
+///   works in steps that fit, and checks as it writes that it stays within
+///   that (`admitCompactionWrite`).
 ///
 /// So a flush can always complete (its WAL segments then go, giving the space
 /// back), and a disk that ingest filled still has room for compaction to
@@ -22,6 +23,8 @@ final class DiskBudget: Sendable {
     let reserveBytes: Int
     private let mergeRoomBytes: Int
     private let unflushed = Atomic<Int>(0)
+    /// Compaction steps writing now, which share what is free (`admitCompactionWrite`).
+    private let compactionWriters = Atomic<Int>(0)
     /// The size of each tenant's newest image set: compaction's room must
     /// hold the largest, or GC could never get its base written.
     private let imageSets = Mutex<[TenantId: Int]>([:])
@@ -67,7 +70,7 @@ final class DiskBudget: Sendable {
     /// adds its summary block and the padded ends of its data, index and
     /// fence areas: 4 blocks. Why a bound and not an estimate: ingest keeps
     /// this much free, so that a flush can always complete.
-    static func flushSize(_ bytes: Int) -> Int { bytes == 0 ? 0 : bytes + bytes / 3 + 4 * LayerFormat.blockSize }
+    static func flushSize(_ bytes: Int) -> Int { bytes == 0 ? 0 : bytes + bytes / 3 + layerFileEnd }
 
     func available() throws(StorageError) -> Int {
         Int(clamping: try Directory.availableBytes(fs, ""))
@@ -82,7 +85,7 @@ final class DiskBudget: Sendable {
         let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes
         guard free >= walBytes + kept else {
             throw .resourceExhausted(
-                "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; \(ByteCount.describe(kept)) are kept so that what is in memory can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
+                "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; this put would take \(ByteCount.describe(walBytes)) and \(ByteCount.describe(kept)) are kept so that what is in memory, this put's records with it, can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
         }
     }
 
@@ -104,6 +107,36 @@ final class DiskBudget: Sendable {
             throw .resourceExhausted(
                 "tenant \(tenant): layer \(layer) is only in remote storage, and the disk has no room to download it (\(ByteCount.describe(bytes)); \(ByteCount.describe(room)) free beyond what flushes need). Free space, or lower --local-layer-budget-mib, then retry")
         }
+    }
+
+    /// The most a compaction step writes between two checks of the room.
+    static let compactionWriteAhead = 1 << 20
+    /// What a layer file's end may add when it is finished (index and fence
+    /// padding, the data's last block, the summary).
+    static let layerFileEnd = 4 * LayerFormat.blockSize
+
+    /// A compaction step starts writing (`compactionWriterEnded` when it is done).
+    func compactionWriterStarted() { compactionWriters.add(1, ordering: .relaxed) }
+    func compactionWriterEnded() { compactionWriters.subtract(1, ordering: .relaxed) }
+
+    /// Checked by a compaction step as it writes, before a value of at most
+    /// `next` bytes: returns how many bytes it may write before it checks
+    /// again, its share of the room beyond the flushes' and the reserve
+    /// (shared with the other steps writing now), less `pending` (what it
+    /// counted since its last check, maybe not on the disk yet) and its
+    /// file's end. Why while writing, and not once before: an image set's size
+    /// is not known until it is written (a tenant's first is estimated at
+    /// nothing), and other tenants' steps write at the same time. Either could
+    /// otherwise take the room kept for flushes, and a put already
+    /// acknowledged could not be flushed.
+    func admitCompactionWrite(tenant: TenantId, pending: Int, next: Int) throws(StorageError) -> Int {
+        let room = try compactionBudget() - pending
+        let share = room / max(1, compactionWriters.load(ordering: .relaxed)) - Self.layerFileEnd
+        guard share >= next else {
+            throw .resourceExhausted(
+                "tenant \(tenant): compaction stopped: the disk has \(ByteCount.describe(max(0, room))) free beyond what flushes need, and what it wrote is removed. Free space on the data directory's filesystem; compaction resumes by itself")
+        }
+        return min(share, Self.compactionWriteAhead)
     }
 
     /// Bytes compaction (or a download) may write now without taking the flushes' room or the reserve.

@@ -142,13 +142,13 @@ extension Tenant {
         guard let lsnStart = readers.first?.descriptor.name.lsnStart,
               let lsnEnd = readers.map(\.descriptor.name.lsnEnd).max()
         else { return CompactionResult() }
-        let (id, dir, failpoints, target) = (self.id, snap.directory, self.failpoints, config.targetFileBytes)
+        let (id, dir, failpoints, target, disk) = (self.id, snap.directory, self.failpoints, config.targetFileBytes, storage.budget)
         let generation = snap.index.generation
         let cancelled = cancellationCheck
         let outputs = try await BlockingIO.run { () throws(StorageError) -> UnlistedLayers in
             let out = CompactionOutputs(
                 directory: dir, tenant: id, kind: .delta, lsnStart: lsnStart, lsnEnd: lsnEnd, generation: generation,
-                targetBytes: target, failpoints: failpoints, isCancelled: cancelled)
+                targetBytes: target, budget: disk, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
                 var cursors = try readers.map { r throws(StorageError) in try LayerCursor(try r.local()) }
                 var last: (PageKey, Lsn)?
@@ -193,14 +193,14 @@ extension Tenant {
             throw .resourceExhausted(
                 "tenant \(id): image layers need about \(ByteCount.describe(need)) of free space; \(ByteCount.describe(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
         }
-        let (id, dir, failpoints, target) = (self.id, snap.directory, self.failpoints, config.targetFileBytes)
+        let (id, dir, failpoints, target, disk) = (self.id, snap.directory, self.failpoints, config.targetFileBytes, storage.budget)
         let generation = snap.index.generation
         let layers = snap.layers
         let cancelled = cancellationCheck
         let outputs = try await BlockingIO.run { () throws(StorageError) -> UnlistedLayers in
             let out = CompactionOutputs(
                 directory: dir, tenant: id, kind: .image, lsnStart: lsn, lsnEnd: lsn, generation: generation,
-                targetBytes: target, failpoints: failpoints, isCancelled: cancelled)
+                targetBytes: target, budget: disk, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
                 // Every key any layer holds, in order; the page of each as of `lsn`.
                 var cursors = try layers.layers.map { r throws(StorageError) in try LayerCursor(try r.local()) }
