@@ -202,6 +202,13 @@ struct Put: AsyncParsableCommand {
                                                               mib / max(0.001, Date().timeIntervalSince(start))).data(using: .utf8)!)
                     }
                 }
+                func settleOrReport() async throws {
+                    do { try await settle() } catch {
+                        if showProgress { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+                        Self.reportStored(done, of: n, last: lastAcked)
+                        throw error
+                    }
+                }
                 while sent < n {
                     let records = (0..<min(batch, n - sent)).map { i -> Wire.Record in
                         lsn += 1
@@ -213,9 +220,9 @@ struct Put: AsyncParsableCommand {
                     }
                     sent += records.count
                     inFlight.append((c.send(.putRecords(Wire.PutRecordsRequest(tenantId: tenant, records: records))), records.count))
-                    if inFlight.count >= pipeline { try await settle() }
+                    if inFlight.count >= pipeline { try await settleOrReport() }
                 }
-                while !inFlight.isEmpty { try await settle() }
+                while !inFlight.isEmpty { try await settleOrReport() }
                 if showProgress { FileHandle.standardError.write("\n".data(using: .utf8)!) }
                 return (lastAcked, done)
             }
@@ -231,13 +238,24 @@ struct Put: AsyncParsableCommand {
             }
             var last: UInt64 = 0
             for start in stride(from: 0, to: records.count, by: batch) {
-                last = try await c.putRecords(tenant: tenant, Array(records[start..<min(start + batch, records.count)]))
+                do {
+                    last = try await c.putRecords(tenant: tenant, Array(records[start..<min(start + batch, records.count)]))
+                } catch {
+                    Self.reportStored(start, of: records.count, last: last)
+                    throw error
+                }
             }
             return (last, records.count)
         }
         if global.json { global.printJSON(["last_record_lsn": last.0, "records": last.1]) } else {
             print("stored \(last.1) records; last_record_lsn \(last.0)")
         }
+    }
+
+    /// Before a put's error: what the puts before it stored, which stays stored.
+    private static func reportStored(_ stored: Int, of total: Int, last: UInt64) {
+        let lsn = stored > 0 ? "; last_record_lsn \(last)" : ""
+        FileHandle.standardError.write("layergate put: \(stored) of \(total) records were stored before this error\(lsn)\n".data(using: .utf8)!)
     }
 }
 
