@@ -26,6 +26,9 @@ public final class LayerWriter {
     /// Bytes not yet written, from `bufferStart`; flushed at 1 MiB.
     private let buffer = AlignedBuffer(capacity: 1 << 20 + 64 << 10)
     private var bufferStart = LayerFormat.blockSize
+
+    /// Values written out to the file so far (the rest is in the buffer).
+    var dataOnDisk: Int { bufferStart - LayerFormat.blockSize }
     private var entries: [IndexEntry] = []
     private var lastKey: (PageKey, Lsn)?
     private var done = false

@@ -18,9 +18,12 @@ final class CompactionOutputs {
     private let isCancelled: () -> Bool
     private let budget: DiskBudget
     /// What the values appended since the last room check take on disk, at
-    /// most, and what that check allowed (nil: no check yet).
+    /// most, and what that check allowed (nil: no check yet); what the values
+    /// of the file being written take, at most; what the budget granted.
     private var sinceCheck = 0
     private var allowance: Int?
+    private var fileBound = 0
+    private var granted = 0
 
     let published: UnlistedLayers
     private var writer: LayerWriter?
@@ -42,12 +45,11 @@ final class CompactionOutputs {
         self.isCancelled = isCancelled
         self.budget = budget
         published = UnlistedLayers(directory: directory)
-        budget.compactionWriterStarted()
     }
 
     deinit {
         writer?.discard()
-        budget.compactionWriterEnded()
+        budget.giveBack(&granted)
     }
 
     /// Values come in (key, lsn) order. A new file starts only at a new key, so
@@ -57,7 +59,9 @@ final class CompactionOutputs {
         var bound = ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize + 2  // 2: the entry's share of the fences
         if case .image = value { bound += LayerFormat.imageAlignmentSlack }
         if allowance.map({ sinceCheck + bound > $0 }) ?? true {
-            allowance = try budget.admitCompactionWrite(tenant: tenant, pending: sinceCheck, next: bound)
+            // The file's values not yet written out (its buffer) and its whole index are not on the disk yet.
+            let pending = fileBound - (writer?.dataOnDisk ?? 0)
+            allowance = try budget.admitCompactionWrite(tenant: tenant, pending: pending, next: bound, held: &granted)
             sinceCheck = 0
         }
         if writer != nil, writerBytes >= targetBytes, key != lastKey { try finishCurrent() }
@@ -70,6 +74,7 @@ final class CompactionOutputs {
         try writer?.append(key: key, lsn: lsn, value: value)
         writerBytes += ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize
         sinceCheck += bound
+        fileBound += bound
         lastKey = key
     }
 
@@ -82,6 +87,7 @@ final class CompactionOutputs {
         guard let w = writer else { return }
         writer = nil
         published.add(try w.finish())
+        fileBound = 0
     }
 
     /// Removes the file being written and every published, unlisted output.

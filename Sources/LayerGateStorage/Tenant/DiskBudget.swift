@@ -23,8 +23,10 @@ final class DiskBudget: Sendable {
     let reserveBytes: Int
     private let mergeRoomBytes: Int
     private let unflushed = Atomic<Int>(0)
-    /// Compaction steps writing now, which share what is free (`admitCompactionWrite`).
-    private let compactionWriters = Atomic<Int>(0)
+    /// What compaction steps writing now have been granted and not yet
+    /// given back (`admitCompactionWrite`): bytes they may write, and bytes
+    /// they wrote that may not be on the disk yet.
+    private let compactionGranted = Atomic<Int>(0)
     /// The size of each tenant's newest image set: compaction's room must
     /// hold the largest, or GC could never get its base written.
     private let imageSets = Mutex<[TenantId: Int]>([:])
@@ -49,7 +51,7 @@ final class DiskBudget: Sendable {
     /// write what lets GC give space back.
     func isUnderPressure() -> Bool {
         guard let free = try? available() else { return true }
-        return free < unflushedRoom + Self.flushSize(1 << 20) + compactionRoomBytes + reserveBytes
+        return free < unflushedRoom + Self.flushSize(1 << 20) + compactionRoomBytes + reserveBytes + grantedToCompaction
     }
 
     /// What the flushes of every tenant's in-memory layers may write: the
@@ -82,7 +84,7 @@ final class DiskBudget: Sendable {
     func admitIngest(walBytes: Int, memoryBytes: Int, tenant: TenantId) throws(StorageError) {
         let free = try available()
         // The records join the open layer: its flush grows by at most a flush of them alone.
-        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes
+        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes + grantedToCompaction
         guard free >= walBytes + kept else {
             throw .resourceExhausted(
                 "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; this put would take \(ByteCount.describe(walBytes)) and \(ByteCount.describe(kept)) are kept so that what is in memory, this put's records with it, can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
@@ -115,33 +117,41 @@ final class DiskBudget: Sendable {
     /// padding, the data's last block, the summary).
     static let layerFileEnd = 4 * LayerFormat.blockSize
 
-    /// A compaction step starts writing (`compactionWriterEnded` when it is done).
-    func compactionWriterStarted() { compactionWriters.add(1, ordering: .relaxed) }
-    func compactionWriterEnded() { compactionWriters.subtract(1, ordering: .relaxed) }
-
     /// Checked by a compaction step as it writes, before a value of at most
-    /// `next` bytes: returns how many bytes it may write before it checks
-    /// again, its share of the room beyond the flushes' and the reserve
-    /// (shared with the other steps writing now), less `pending` (what it
-    /// counted since its last check, maybe not on the disk yet) and its
-    /// file's end. Why while writing, and not once before: an image set's size
-    /// is not known until it is written (a tenant's first is estimated at
-    /// nothing), and other tenants' steps write at the same time. Either could
+    /// `next` bytes: gives back what the step held (`held`), then grants it
+    /// `pending` (what it wrote that may not be on the disk yet: its file's
+    /// buffer and index), its file's end, and up to `compactionWriteAhead`
+    /// more out of the room beyond the flushes' room, the reserve and the
+    /// other steps' grants. Returns what it may write before it checks again.
+    /// Why while writing, and not once before: an image set's size is not
+    /// known until it is written (a tenant's first is estimated at nothing),
+    /// and other tenants' steps write at the same time. Either could
     /// otherwise take the room kept for flushes, and a put already
-    /// acknowledged could not be flushed.
-    func admitCompactionWrite(tenant: TenantId, pending: Int, next: Int) throws(StorageError) -> Int {
-        let room = try compactionBudget() - pending
-        let share = room / max(1, compactionWriters.load(ordering: .relaxed)) - Self.layerFileEnd
-        guard share >= next else {
+    /// acknowledged could not be flushed. Ingest keeps the grants free too.
+    func admitCompactionWrite(tenant: TenantId, pending: Int, next: Int, held: inout Int) throws(StorageError) -> Int {
+        giveBack(&held)
+        let room = try compactionBudget() - pending - Self.layerFileEnd
+        let allowance = min(room, Self.compactionWriteAhead)
+        guard allowance >= next else {
             throw .resourceExhausted(
                 "tenant \(tenant): compaction stopped: the disk has \(ByteCount.describe(max(0, room))) free beyond what flushes need, and what it wrote is removed. Free space on the data directory's filesystem; compaction resumes by itself")
         }
-        return min(share, Self.compactionWriteAhead)
+        held = pending + Self.layerFileEnd + allowance
+        compactionGranted.add(held, ordering: .relaxed)
+        return allowance
     }
+
+    /// A compaction step gives back what it was granted (it ended, or checks again).
+    func giveBack(_ held: inout Int) {
+        if held != 0 { compactionGranted.subtract(held, ordering: .relaxed) }
+        held = 0
+    }
+
+    private var grantedToCompaction: Int { max(0, compactionGranted.load(ordering: .relaxed)) }
 
     /// Bytes compaction (or a download) may write now without taking the flushes' room or the reserve.
     func compactionBudget() throws(StorageError) -> Int {
         let free = try available()
-        return max(0, free - unflushedRoom - reserveBytes)
+        return max(0, free - unflushedRoom - reserveBytes - grantedToCompaction)
     }
 }
