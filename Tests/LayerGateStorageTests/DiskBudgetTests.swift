@@ -1,5 +1,6 @@
 import Foundation
 import LayerGateTestSupport
+import Synchronization
 import Testing
 
 @testable import LayerGateStorage
@@ -100,6 +101,35 @@ struct DiskBudgetTests {
         #expect(try await b.getPage(key: key(7), lsn: nil).page == [UInt8](repeating: 0, count: pageSize))
         #expect(try await a.getPage(key: key(7), lsn: nil).page == page(UInt64(7) << 32 | 7))
         await f.manager.shutdown()
+    }
+
+    /// Compaction steps and downloads take grants out of the room beyond the
+    /// flushes' and the reserve: a grant is never given bytes another holds,
+    /// also when many are asked for at once, and a grant given back is room again.
+    @Test func grantsNeverShareTheSameBytes() throws {
+        let disk = SimulatedDisk(capacity: 4 << 20)
+        let budget = DiskBudget(fs: disk, reserveBytes: 0, checkpointDistanceBytes: 64 << 20)
+        var step = 0, download = 0
+        #expect(try budget.admitCompactionWrite(tenant: testTenant, pending: 0, next: 10_000, held: &step) == 1 << 20)
+        #expect(step == (1 << 20) + DiskBudget.layerFileEnd)
+        #expect(throws: StorageError.self) { try budget.admitDownload(bytes: 3 << 20, tenant: testTenant, layer: "x", held: &download) }
+        #expect(download == 0)
+        try budget.admitDownload(bytes: (3 << 20) - DiskBudget.layerFileEnd, tenant: testTenant, layer: "x", held: &download)
+        #expect(try budget.compactionBudget() == 0)
+        budget.giveBack(&step)
+        budget.giveBack(&download)
+        #expect(try budget.compactionBudget() == 4 << 20)
+        // Sixteen downloads of 1 MiB at once on 4 MiB: at most four are granted.
+        let granted = Mutex<[Int]>([])
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            var held = 0
+            try? budget.admitDownload(bytes: 1 << 20, tenant: testTenant, layer: "y", held: &held)
+            if held > 0 { granted.withLock { $0.append(held) } }
+        }
+        let all = granted.withLock { $0 }
+        #expect(all.count <= 4 && all.count >= 1, "\(all.count) granted")
+        for var held in all { budget.giveBack(&held) }
+        #expect(try budget.compactionBudget() == 4 << 20)
     }
 
     /// The budget's messages set what is needed beside what is free: three

@@ -22,7 +22,9 @@ struct LayerDownload: Sendable {
         let start = ContinuousClock.now
         // Published meanwhile by another copy of this layer's entry (a map from before a reset): it is the layer.
         if let here = try? open(layer) { return here }
-        try budget.admitDownload(bytes: layer.size, tenant: tenant, layer: name)
+        var held = 0
+        try budget.admitDownload(bytes: layer.size, tenant: tenant, layer: name, held: &held)
+        defer { budget.giveBack(&held) }
         let crc: UInt32
         do throws(RemoteError) { crc = try upload.expectedChecksum(of: name, generation: generation) } catch {
             throw .remote(tenant, error)

@@ -102,10 +102,12 @@ final class DiskBudget: Sendable {
     }
 
     /// Admits the download of a layer of `bytes` that a read needs: it may
-    /// not take the flushes' room or the reserve, as compaction may not.
-    func admitDownload(bytes: Int, tenant: TenantId, layer: String) throws(StorageError) {
-        let room = try compactionBudget()
-        guard bytes <= room else {
+    /// not take the flushes' room, the reserve or what compaction was
+    /// granted, and holds its bytes (`held`, given back with `giveBack` once
+    /// the file is whole on the disk, or gone).
+    func admitDownload(bytes: Int, tenant: TenantId, layer: String, held: inout Int) throws(StorageError) {
+        let room = try grant(most: bytes, least: bytes, plus: 0, held: &held)
+        guard held > 0 || bytes == 0 else {
             throw .resourceExhausted(
                 "tenant \(tenant): layer \(layer) is only in remote storage, and the disk has no room to download it (\(ByteCount.describe(bytes)); \(ByteCount.describe(room)) free beyond what flushes need). Free space, or lower --local-layer-budget-mib, then retry")
         }
@@ -122,7 +124,7 @@ final class DiskBudget: Sendable {
     /// `pending` (what it wrote that may not be on the disk yet: its file's
     /// buffer and index), its file's end, and up to `compactionWriteAhead`
     /// more out of the room beyond the flushes' room, the reserve and the
-    /// other steps' grants. Returns what it may write before it checks again.
+    /// other grants. Returns what it may write before it checks again.
     /// Why while writing, and not once before: an image set's size is not
     /// known until it is written (a tenant's first is estimated at nothing),
     /// and other tenants' steps write at the same time. Either could
@@ -130,18 +132,40 @@ final class DiskBudget: Sendable {
     /// acknowledged could not be flushed. Ingest keeps the grants free too.
     func admitCompactionWrite(tenant: TenantId, pending: Int, next: Int, held: inout Int) throws(StorageError) -> Int {
         giveBack(&held)
-        let room = try compactionBudget() - pending - Self.layerFileEnd
-        let allowance = min(room, Self.compactionWriteAhead)
-        guard allowance >= next else {
+        let room = try grant(most: Self.compactionWriteAhead, least: next, plus: pending + Self.layerFileEnd, held: &held)
+        guard held > 0 else {
             throw .resourceExhausted(
-                "tenant \(tenant): compaction stopped: the disk has \(ByteCount.describe(max(0, room))) free beyond what flushes need, and what it wrote is removed. Free space on the data directory's filesystem; compaction resumes by itself")
+                "tenant \(tenant): compaction stopped: the disk has \(ByteCount.describe(room)) free beyond what flushes need, and what it wrote is removed. Free space on the data directory's filesystem; compaction resumes by itself")
         }
-        held = pending + Self.layerFileEnd + allowance
-        compactionGranted.add(held, ordering: .relaxed)
-        return allowance
+        return held - pending - Self.layerFileEnd
     }
 
-    /// A compaction step gives back what it was granted (it ended, or checks again).
+    /// Grants `plus` and between `least` and `most` bytes more out of the
+    /// room beyond the flushes', the reserve and the other grants, into
+    /// `held` (left 0 when even `least` does not fit); returns that room.
+    /// The most is taken first and the rest given back, so that two grants
+    /// made at once each see the other: they may both be refused, never both
+    /// given the same bytes.
+    private func grant(most: Int, least: Int, plus: Int, held: inout Int) throws(StorageError) -> Int {
+        compactionGranted.add(plus + most, ordering: .relaxed)
+        let others = grantedToCompaction - plus - most
+        let free: Int
+        do { free = try available() } catch {
+            compactionGranted.subtract(plus + most, ordering: .relaxed)
+            throw error
+        }
+        let room = max(0, free - unflushedRoom - reserveBytes - others - plus)
+        let granted = min(room, most)
+        guard granted >= least else {
+            compactionGranted.subtract(plus + most, ordering: .relaxed)
+            return room
+        }
+        compactionGranted.subtract(most - granted, ordering: .relaxed)
+        held = plus + granted
+        return room
+    }
+
+    /// Gives back what a compaction step or a download was granted (it ended, or checks again).
     func giveBack(_ held: inout Int) {
         if held != 0 { compactionGranted.subtract(held, ordering: .relaxed) }
         held = 0
