@@ -132,6 +132,22 @@ struct DiskBudgetTests {
         #expect(try budget.compactionBudget() == 4 << 20)
     }
 
+    /// The flush room's third rests on the writer's bound of one value: for
+    /// every kind of value, what the writer may add for it is within 4/3 of
+    /// what memory counts for it.
+    @Test func theWritersBoundOfAValueIsWithinTheFlushRoom() {
+        let values: [RecordValue] = [
+            .delta(Delta(willInit: true, patches: [])),
+            .delta(Delta(willInit: false, patches: [Patch(offset: 0, data: [1])])),
+            .delta(Delta(willInit: false, patches: (0..<64).map { Patch(offset: $0 * 128, data: [UInt8](repeating: 2, count: 128)) })),
+            .image([UInt8](repeating: 3, count: pageSize)),
+        ]
+        for v in values {
+            let counted = InMemoryLayer.countedBytes(Record(key: key(0), lsn: Lsn(1), value: v))
+            #expect(LayerWriter.diskBound(of: v) <= counted + counted / 3, "\(v)")
+        }
+    }
+
     /// The budget's messages set what is needed beside what is free: three
     /// digits, truncated, so that the two do not read the same.
     @Test func byteCountsKeepThreeDigits() {

@@ -26,14 +26,25 @@ public final class LayerWriter {
     /// Bytes not yet written, from `bufferStart`; flushed at 1 MiB.
     private let buffer = AlignedBuffer(capacity: 1 << 20 + 64 << 10)
     private var bufferStart = LayerFormat.blockSize
-
-    /// Values written out to the file so far (the rest is in the buffer).
-    var dataOnDisk: Int { bufferStart - LayerFormat.blockSize }
     private var entries: [IndexEntry] = []
     private var lastKey: (PageKey, Lsn)?
     private var done = false
 
     private static let tempCounter = Atomic<UInt64>(0)
+
+    /// Values written out to the file so far (the rest is in the buffer).
+    var dataOnDisk: Int { bufferStart - LayerFormat.blockSize }
+
+    /// The most one value adds to a file: its payload (at most its encoded
+    /// size), the padding an image may get before it, its index entry, and
+    /// its share of an index block's unused end (under 1 byte: 194 entries of
+    /// 42 to a block) and of the fences (25 bytes a block). A file adds
+    /// `DiskBudget.layerFileEnd` to the sum. The disk budget's bounds rest on it.
+    static func diskBound(of value: RecordValue) -> Int {
+        var bound = ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize + 2
+        if case .image = value { bound += LayerFormat.imageAlignmentSlack }
+        return bound
+    }
 
     /// Creates the temp file. For an image layer `lsnStart == lsnEnd`, the image LSN.
     public convenience init(

@@ -56,8 +56,7 @@ final class CompactionOutputs {
     /// all versions of a key stay in one file.
     func append(key: PageKey, lsn: Lsn, value: RecordValue) throws(StorageError) {
         if isCancelled() { throw .cancelled("compaction of tenant \(tenant) (tenant is resetting or stopping)") }
-        var bound = ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize + 2  // 2: the entry's share of the fences
-        if case .image = value { bound += LayerFormat.imageAlignmentSlack }
+        let bound = LayerWriter.diskBound(of: value)
         if allowance.map({ sinceCheck + bound > $0 }) ?? true {
             // The file's values not yet written out (its buffer) and its whole index are not on the disk yet.
             let pending = fileBound - (writer?.dataOnDisk ?? 0)

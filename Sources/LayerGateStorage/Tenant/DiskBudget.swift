@@ -23,10 +23,10 @@ final class DiskBudget: Sendable {
     let reserveBytes: Int
     private let mergeRoomBytes: Int
     private let unflushed = Atomic<Int>(0)
-    /// What compaction steps writing now have been granted and not yet
-    /// given back (`admitCompactionWrite`): bytes they may write, and bytes
-    /// they wrote that may not be on the disk yet.
-    private let compactionGranted = Atomic<Int>(0)
+    /// What compaction steps and downloads writing now have been granted and
+    /// not yet given back (`admitCompactionWrite`, `admitDownload`): bytes
+    /// they may write, and bytes they wrote that may not be on the disk yet.
+    private let grants = Atomic<Int>(0)
     /// The size of each tenant's newest image set: compaction's room must
     /// hold the largest, or GC could never get its base written.
     private let imageSets = Mutex<[TenantId: Int]>([:])
@@ -51,7 +51,7 @@ final class DiskBudget: Sendable {
     /// write what lets GC give space back.
     func isUnderPressure() -> Bool {
         guard let free = try? available() else { return true }
-        return free < unflushedRoom + Self.flushSize(1 << 20) + compactionRoomBytes + reserveBytes + grantedToCompaction
+        return free < unflushedRoom + Self.flushSize(1 << 20) + compactionRoomBytes + reserveBytes + grantedBytes
     }
 
     /// What the flushes of every tenant's in-memory layers may write: the
@@ -63,15 +63,13 @@ final class DiskBudget: Sendable {
     }
 
     /// The most a flush of one in-memory layer of `bytes` of records (as
-    /// `InMemoryLayer.countedBytes` counts them) writes. A record takes its payload
-    /// (at most its encoded size), an index entry (42 bytes, 194 to a block:
-    /// 42.3 each) and its share of the fences (25 bytes a block); an image
-    /// also up to `LayerFormat.imageAlignmentSlack` of padding before it. So
-    /// at most 1.29 times its count: a will_init delta without patches (4
-    /// bytes, counted 36) takes 46.4, an image (counted 8,225) 10,283. A file
-    /// adds its summary block and the padded ends of its data, index and
-    /// fence areas: 4 blocks. Why a bound and not an estimate: ingest keeps
-    /// this much free, so that a flush can always complete.
+    /// `InMemoryLayer.countedBytes` counts them: encoded size and 32) writes.
+    /// A record takes at most `LayerWriter.diskBound`: its encoded size and
+    /// 44, and an image 2,048 more. So at most 4/3 of its count: a will_init
+    /// delta without patches (4 bytes, counted 36) 48 (in a file, 46.4), an
+    /// image (counted 8,225) 10,285. A file adds `layerFileEnd`. Why
+    /// a bound and not an estimate: ingest keeps this much free, so that a
+    /// flush can always complete.
     static func flushSize(_ bytes: Int) -> Int { bytes == 0 ? 0 : bytes + bytes / 3 + layerFileEnd }
 
     func available() throws(StorageError) -> Int {
@@ -84,7 +82,7 @@ final class DiskBudget: Sendable {
     func admitIngest(walBytes: Int, memoryBytes: Int, tenant: TenantId) throws(StorageError) {
         let free = try available()
         // The records join the open layer: its flush grows by at most a flush of them alone.
-        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes + grantedToCompaction
+        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes + grantedBytes
         guard free >= walBytes + kept else {
             throw .resourceExhausted(
                 "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; this put would take \(ByteCount.describe(walBytes)) and \(ByteCount.describe(kept)) are kept so that what is in memory, this put's records with it, can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
@@ -147,35 +145,35 @@ final class DiskBudget: Sendable {
     /// made at once each see the other: they may both be refused, never both
     /// given the same bytes.
     private func grant(most: Int, least: Int, plus: Int, held: inout Int) throws(StorageError) -> Int {
-        compactionGranted.add(plus + most, ordering: .relaxed)
-        let others = grantedToCompaction - plus - most
+        grants.add(plus + most, ordering: .relaxed)
+        let others = grantedBytes - plus - most
         let free: Int
         do { free = try available() } catch {
-            compactionGranted.subtract(plus + most, ordering: .relaxed)
+            grants.subtract(plus + most, ordering: .relaxed)
             throw error
         }
         let room = max(0, free - unflushedRoom - reserveBytes - others - plus)
         let granted = min(room, most)
         guard granted >= least else {
-            compactionGranted.subtract(plus + most, ordering: .relaxed)
+            grants.subtract(plus + most, ordering: .relaxed)
             return room
         }
-        compactionGranted.subtract(most - granted, ordering: .relaxed)
+        grants.subtract(most - granted, ordering: .relaxed)
         held = plus + granted
         return room
     }
 
     /// Gives back what a compaction step or a download was granted (it ended, or checks again).
     func giveBack(_ held: inout Int) {
-        if held != 0 { compactionGranted.subtract(held, ordering: .relaxed) }
+        if held != 0 { grants.subtract(held, ordering: .relaxed) }
         held = 0
     }
 
-    private var grantedToCompaction: Int { max(0, compactionGranted.load(ordering: .relaxed)) }
+    private var grantedBytes: Int { max(0, grants.load(ordering: .relaxed)) }
 
     /// Bytes compaction (or a download) may write now without taking the flushes' room or the reserve.
     func compactionBudget() throws(StorageError) -> Int {
         let free = try available()
-        return max(0, free - unflushedRoom - reserveBytes - grantedToCompaction)
+        return max(0, free - unflushedRoom - reserveBytes - grantedBytes)
     }
 }
