@@ -191,9 +191,12 @@ struct ServerFaultTests {
     /// to borrow from: the smallest records (a 4-byte delta behind a 42-byte
     /// index entry) fill a tmpfs to the line, in halving batches down to one
     /// record, and the flush of everything acknowledged still fits, because
-    /// the room ingest keeps for it bounds what it writes. After a restart
-    /// the records are there.
-    @Test func theSmallestRecordsFillARealTmpfsAndStillFlush() async throws {
+    /// the room ingest keeps for it bounds what it writes. With several
+    /// tenants filling at once, each tenant's commits are admitted by its own
+    /// leader at the same time as the others'. After a restart the records
+    /// are there.
+    @Test(arguments: [1, 4])
+    func theSmallestRecordsFillARealTmpfsAndStillFlush(tenants: Int) async throws {
         let dir = ServerDir()
         guard let tmpfs = MountedTmpfs.mount(at: dir.path + "/tmpfs", size: "8m", test: "theSmallestRecordsFillARealTmpfsAndStillFlush") else { return }
         defer {
@@ -203,8 +206,44 @@ struct ServerFaultTests {
         let data = tmpfs.path + "/data"
         let args = ["--disk-reserve-mib", "0", "--checkpoint-distance-mib", "64", "--compaction-period-s", "3600"]
         var server = try await ServerProcess(dir: dir, extraArgs: args, dataDir: data)
-        var c = try await server.client()
-        try await c.createTenant(tenantA)
+        let ids = (0..<tenants).map { String(format: "5a11%028x", $0) }
+        var clients: [LayerGateClient] = []
+        for id in ids {
+            let c = try await server.client()
+            try await c.createTenant(id)
+            clients.append(c)
+        }
+        let acked = try await withThrowingTaskGroup(of: (Int, UInt64).self) { group in
+            for (i, c) in clients.enumerated() {
+                group.addTask { (i, try await Self.fillWithSmallestRecords(c, tenant: ids[i])) }
+            }
+            var acked = [UInt64](repeating: 0, count: tenants)
+            for try await (i, last) in group { acked[i] = last }
+            return acked
+        }
+        #expect(acked.reduce(0, +) > 40_000, "the disk took \(acked) records")
+        for (i, c) in clients.enumerated() {
+            // A compaction flushes first: that flush must fit; what follows it may not.
+            _ = try? await c.compact(tenant: ids[i], forceImageLayers: false)
+            let status = try await c.tenantStatus(ids[i])
+            #expect(status.flushFailures == 0, "tenant \(i): \(status.lastFlushError)")
+            #expect(status.diskConsistentLsn == acked[i], "tenant \(i): every acknowledged record is in a layer")
+            await c.close()
+        }
+        #expect(await server.stop() == 0)
+        server = try await ServerProcess(dir: dir, extraArgs: args, dataDir: data)
+        let c = try await server.client()
+        for (i, id) in ids.enumerated() {
+            #expect(try await c.tenantStatus(id).lastRecordLsn == acked[i])
+            #expect(try await c.getPage(tenant: id, key: wkey(UInt32(truncatingIfNeeded: acked[i]))).page == [UInt8](repeating: 0, count: 8192))
+        }
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// Puts the smallest records in halving batches until one record is
+    /// refused for space; returns the last LSN acknowledged.
+    private static func fillWithSmallestRecords(_ c: LayerGateClient, tenant: String) async throws -> UInt64 {
         func smallest(_ lsn: UInt64) -> Wire.Record {
             Wire.Record(key: wkey(UInt32(truncatingIfNeeded: lsn)), lsn: lsn, value: .delta(.init(willInit: true, patches: [])))
         }
@@ -212,26 +251,13 @@ struct ServerFaultTests {
         var size: UInt64 = 8192
         while size >= 1 {
             do {
-                acked = try await c.putRecords(tenant: tenantA, (acked + 1...acked + size).map(smallest))
+                acked = try await c.putRecords(tenant: tenant, (acked + 1...acked + size).map(smallest))
             } catch let ClientError.server(code, message) {
                 #expect(code == .resourceExhausted, "\(message)")
                 size /= 2
             }
         }
-        #expect(acked > 40_000, "the disk took \(acked) records")
-        // A compaction flushes first: that flush must fit; what follows it may not.
-        _ = try? await c.compact(tenant: tenantA, forceImageLayers: false)
-        let status = try await c.tenantStatus(tenantA)
-        #expect(status.flushFailures == 0, "\(status.lastFlushError)")
-        #expect(status.diskConsistentLsn == acked, "every acknowledged record is in a layer")
-        await c.close()
-        #expect(await server.stop() == 0)
-        server = try await ServerProcess(dir: dir, extraArgs: args, dataDir: data)
-        c = try await server.client()
-        #expect(try await c.tenantStatus(tenantA).lastRecordLsn == acked)
-        #expect(try await c.getPage(tenant: tenantA, key: wkey(UInt32(truncatingIfNeeded: acked))).page == [UInt8](repeating: 0, count: 8192))
-        await c.close()
-        #expect(await server.stop() == 0)
+        return acked
     }
 
     /// Issue 9.4: with the descriptor table full of idle connections, WAL

@@ -132,6 +132,44 @@ struct DiskBudgetTests {
         #expect(try budget.compactionBudget() == 4 << 20)
     }
 
+    /// Two tenants' commits are admitted by separate commit leaders, each
+    /// between its check and the moment the flushes' room counts its
+    /// records: the first's append and flush room are held against the
+    /// second until then, or both pass on the same free space and an
+    /// acknowledged put cannot be flushed.
+    @Test func commitsAdmittedAtOnceNeverShareTheRoom() throws {
+        let disk = SimulatedDisk(capacity: 4 << 20)
+        let budget = DiskBudget(fs: disk, reserveBytes: 0, checkpointDistanceBytes: 64 << 20)
+        let (wal, memory) = (400 << 10, 3 << 19)  // each takes 0.39 MiB now and keeps 2.03 MiB to flush: one fits
+        let other = try TenantId(parsing: "00000000000000000000000000000b0b")
+        var a = 0, b = 0
+        try budget.admitIngest(walBytes: wal, memoryBytes: memory, tenant: testTenant, held: &a)
+        #expect(a == wal + DiskBudget.flushSize(memory))
+        #expect(throws: StorageError.self, "B would take the room A's records need to flush") {
+            try budget.admitIngest(walBytes: wal, memoryBytes: memory, tenant: other, held: &b)
+        }
+        #expect(b == 0)
+        // A's records are in memory: the flushes' room has them, and A gives its grant back.
+        budget.adjustUnflushedRoom(by: DiskBudget.flushSize(memory))
+        budget.giveBack(&a)
+        #expect(throws: StorageError.self) { try budget.admitIngest(walBytes: wal, memoryBytes: memory, tenant: other, held: &b) }
+        // A flushed: B fits.
+        budget.adjustUnflushedRoom(by: -DiskBudget.flushSize(memory))
+        try budget.admitIngest(walBytes: wal, memoryBytes: memory, tenant: other, held: &b)
+        budget.giveBack(&b)
+        // Sixteen commits at once, each holding 0.26 MiB, on 4 MiB: the grants never exceed the disk.
+        let granted = Mutex<[Int]>([])
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            var held = 0
+            try? budget.admitIngest(walBytes: 100 << 10, memoryBytes: 100 << 10, tenant: testTenant, held: &held)
+            if held > 0 { granted.withLock { $0.append(held) } }
+        }
+        let all = granted.withLock { $0 }
+        #expect(!all.isEmpty && all.reduce(0, +) <= 4 << 20, "\(all.count) granted")
+        for var held in all { budget.giveBack(&held) }
+        #expect(try budget.compactionBudget() == 4 << 20)
+    }
+
     /// The flush room's third rests on the writer's bound of one value: for
     /// every kind of value, what the writer may add for it is within 4/3 of
     /// what memory counts for it.

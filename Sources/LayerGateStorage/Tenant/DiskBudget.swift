@@ -23,9 +23,10 @@ final class DiskBudget: Sendable {
     let reserveBytes: Int
     private let mergeRoomBytes: Int
     private let unflushed = Atomic<Int>(0)
-    /// What compaction steps and downloads writing now have been granted and
-    /// not yet given back (`admitCompactionWrite`, `admitDownload`): bytes
-    /// they may write, and bytes they wrote that may not be on the disk yet.
+    /// What compaction steps, downloads and commits writing now have been
+    /// granted and not yet given back (`admitCompactionWrite`,
+    /// `admitDownload`, `admitIngest`): bytes they may write, and bytes they
+    /// wrote that may not be on the disk or in the flushes' room yet.
     private let grants = Atomic<Int>(0)
     /// The size of each tenant's newest image set: compaction's room must
     /// hold the largest, or GC could never get its base written.
@@ -78,15 +79,30 @@ final class DiskBudget: Sendable {
 
 
     /// Admits a WAL append of `walBytes` for `tenant`, whose records memory
-    /// counts as `memoryBytes` (`InMemoryLayer.countedBytes`), or says why not.
-    func admitIngest(walBytes: Int, memoryBytes: Int, tenant: TenantId) throws(StorageError) {
-        let free = try available()
+    /// counts as `memoryBytes` (`InMemoryLayer.countedBytes`), or says why
+    /// not. Admitted, it holds (`held`) the append and the room to flush
+    /// its records until the tenant's in-memory count has them
+    /// (`adjustUnflushedRoom`), then the commit gives it back: another
+    /// tenant's commit admitted meanwhile keeps it free, where it would
+    /// otherwise see the same free space, and the two could both pass and
+    /// leave too little to flush both.
+    func admitIngest(walBytes: Int, memoryBytes: Int, tenant: TenantId, held: inout Int) throws(StorageError) {
         // The records join the open layer: its flush grows by at most a flush of them alone.
-        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes + grantedBytes
+        let mine = walBytes + Self.flushSize(memoryBytes)
+        grants.add(mine, ordering: .relaxed)
+        let others = grantedBytes - mine
+        let free: Int
+        do { free = try available() } catch {
+            grants.subtract(mine, ordering: .relaxed)
+            throw error
+        }
+        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes + others
         guard free >= walBytes + kept else {
+            grants.subtract(mine, ordering: .relaxed)
             throw .resourceExhausted(
                 "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; this put would take \(ByteCount.describe(walBytes)) and \(ByteCount.describe(kept)) are kept so that what is in memory, this put's records with it, can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
         }
+        held = mine
     }
 
     /// Checks that a flush of `bytes` of records fits.
@@ -163,7 +179,7 @@ final class DiskBudget: Sendable {
         return room
     }
 
-    /// Gives back what a compaction step or a download was granted (it ended, or checks again).
+    /// Gives back what a compaction step, a download or a commit was granted (it ended, or checks again).
     func giveBack(_ held: inout Int) {
         if held != 0 { grants.subtract(held, ordering: .relaxed) }
         held = 0

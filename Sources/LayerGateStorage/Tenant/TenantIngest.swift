@@ -98,12 +98,14 @@ extension Tenant {
             let size = parts.reduce(0) { $0 + $1.count }
             let first = batch[0].records[0].lsn
             let last = batch[batch.count - 1].records[batch[batch.count - 1].records.count - 1].lsn
+            var held = 0  // the budget's grant for this commit, until the flushes' room counts its records
             do throws(StorageError) {
                 guard let wal else { throw StorageError.tenantUnavailable(id, state: "loading") }
                 let memory = batch.reduce(0) { $0 + $1.records.reduce(0) { $0 + InMemoryLayer.countedBytes($1) } }
-                try storage.budget.admitIngest(walBytes: Wal.growthBound(parts: parts), memoryBytes: memory, tenant: id)
+                try storage.budget.admitIngest(walBytes: Wal.growthBound(parts: parts), memoryBytes: memory, tenant: id, held: &held)
                 try wal.append(parts, firstLsn: first, lastLsn: last, failpoints: failpoints)
             } catch {
+                storage.budget.giveBack(&held)
                 failCommit(batch, error)
                 continue
             }
@@ -116,6 +118,7 @@ extension Tenant {
                 return (s.lastRecordLsn, froze)
             }
             refreshUnflushed()
+            storage.budget.giveBack(&held)
             lsnWait.advance(to: lsn.rawValue)
             for p in batch { p.continuation.resume(returning: .success(lsn)) }
             if froze { flushSignal.yield() }
