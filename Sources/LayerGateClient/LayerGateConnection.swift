@@ -143,11 +143,18 @@ public final class LayerGateConnection {
                         output.clear()
                     }
                 }
-                if output.readableBytes == 0 { output.clear() }
-                guard try socket.wait(writable: output.readableBytes > 0, timeoutMs: timeoutMs) else {
-                    throw .timedOut(milliseconds: Int(timeoutMs))
+                let outcome: UnixSocket.ReadOutcome
+                if output.readableBytes == 0 {
+                    // Nothing to send: wait for the answers in the read itself.
+                    output.clear()
+                    outcome = try socket.read(into: &input, maximum: Self.readChunk, waiting: true)
+                    if case .wouldBlock = outcome { throw .timedOut(milliseconds: Int(timeoutMs)) }
+                } else {
+                    guard try socket.waitReadableOrWritable(timeoutMs: timeoutMs) else {
+                        throw .timedOut(milliseconds: Int(timeoutMs))
+                    }
+                    outcome = try socket.read(into: &input, maximum: Self.readChunk, waiting: false)
                 }
-                let outcome = try socket.read(into: &input, maximum: Self.readChunk)
                 try takeFrames { response throws(ClientError) in
                     if response.requestId == 0, case .error(let e)? = response.body {
                         // The server refused the connection's bytes (or the connection) and is closing it.

@@ -3,18 +3,24 @@ import Glibc
 #endif
 import NIOCore
 
-/// A connected AF_UNIX stream socket in non-blocking mode, owned by one
-/// `LayerGateConnection`. The only place in the client that touches raw
-/// memory: every read and write goes through a `ByteBuffer`.
+/// A connected AF_UNIX stream socket, owned by one `LayerGateConnection`.
+/// The only place in the client that touches raw memory: every read and
+/// write goes through a `ByteBuffer`.
+///
+/// The descriptor blocks, with the connection's timeout as its receive
+/// timeout, and every send and every read that must not wait says so
+/// (`MSG_DONTWAIT`). Why: a call with nothing left to send waits for its
+/// answer in `recv` itself, one system call where `poll` and then `recv`
+/// took two (the Swift client's share of a round trip, issue goal 3).
 final class UnixSocket {
     private var fd: Int32
 
     enum ReadOutcome { case bytes(Int), wouldBlock, endOfStream }
 
-    /// Connects and switches to non-blocking for the exchanges. With a
-    /// timeout, a server whose listen backlog is full (a Unix socket answers
-    /// EAGAIN then) is retried until `timeoutMs` has passed; without, connect
-    /// waits for it.
+    /// Connects, then gives the descriptor `timeoutMs` (−1: none) as its
+    /// receive timeout. With a timeout, a server whose listen backlog is full
+    /// (a Unix socket answers EAGAIN then) is retried until `timeoutMs` has
+    /// passed; without, connect waits for it.
     init(path: String, timeoutMs: Int32) throws(ClientError) {
         let bytes = Array(path.utf8)
         var addr = sockaddr_un()
@@ -42,7 +48,11 @@ final class UnixSocket {
             if e == EAGAIN && timeoutMs >= 0 { throw .timedOut(milliseconds: Int(timeoutMs)) }
             throw .transport("connect to \(path): \(Self.reason(e))")
         }
-        guard nonBlocking != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
+        let ms = max(1, timeoutMs)  // a receive timeout of 0 would wait for ever
+        var wait = timeval(tv_sec: Int(ms / 1000), tv_usec: Int(ms % 1000) * 1000)
+        guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0,
+            timeoutMs < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size)) == 0
+        else {
             let e = errno
             close()
             throw .transport("connect to \(path): \(Self.reason(e))")
@@ -63,7 +73,7 @@ final class UnixSocket {
     func write(from buffer: inout ByteBuffer) throws(ClientError) -> Bool {
         var failure: Int32 = 0
         while buffer.readableBytes > 0 {
-            let n = buffer.withUnsafeReadableBytes { b in Glibc.send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL)) }
+            let n = buffer.withUnsafeReadableBytes { b in Glibc.send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
             if n > 0 {
                 buffer.moveReaderIndex(forwardBy: n)
                 continue
@@ -78,11 +88,14 @@ final class UnixSocket {
     }
 
     /// Reads what is there, up to `maximum` bytes, onto the end of `buffer`.
-    func read(into buffer: inout ByteBuffer, maximum: Int) throws(ClientError) -> ReadOutcome {
+    /// With `waiting`, first waits for a byte up to the connection's timeout
+    /// (`wouldBlock` then means it passed).
+    func read(into buffer: inout ByteBuffer, maximum: Int, waiting: Bool) throws(ClientError) -> ReadOutcome {
+        let flags = waiting ? 0 : Int32(MSG_DONTWAIT)
         while true {
             var result = 0
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: maximum) { b in
-                result = Glibc.recv(fd, b.baseAddress, min(b.count, maximum), 0)
+                result = Glibc.recv(fd, b.baseAddress, min(b.count, maximum), flags)
                 return max(0, result)
             }
             if result > 0 { return .bytes(result) }
@@ -95,10 +108,10 @@ final class UnixSocket {
         }
     }
 
-    /// Waits until the socket is readable (or, with `writable`, writable too).
-    /// Returns false when `timeoutMs` (−1: forever) passed with neither.
-    func wait(writable: Bool, timeoutMs: Int32) throws(ClientError) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN) | (writable ? Int16(POLLOUT) : 0), revents: 0)
+    /// Waits until the socket is readable or writable. Returns false when
+    /// `timeoutMs` (−1: forever) passed with neither.
+    func waitReadableOrWritable(timeoutMs: Int32) throws(ClientError) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN) | Int16(POLLOUT), revents: 0)
         while true {
             let r = poll(&p, 1, timeoutMs)
             if r > 0 { return true }
