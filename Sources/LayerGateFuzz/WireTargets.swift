@@ -34,6 +34,12 @@ enum WireTargets {
     }
 
     static func response(_ bytes: UnsafeRawBufferPointer) {
+        let general = Result { () throws(Wire.DecodeError) in try Wire.decodeResponseWithProtobufC(bytes) }
+        if let inPlace = Wire.readGetPageAnswerInPlace(bytes) {
+            guard case .success(let r) = general, r == inPlace else {
+                preconditionFailure("a GetPage answer read in place is not what protobuf-c reads: \(inPlace) against \(general)")
+            }
+        }
         guard let response = try? Wire.decodeResponse(bytes) else { return }
         let again = Wire.encode(response)
         guard let decoded = try? Wire.decodeResponse(again), decoded == response else {

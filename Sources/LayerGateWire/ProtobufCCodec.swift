@@ -301,7 +301,14 @@ extension Wire {
         return withExtendedLifetime(a) { body(m) }
     }
 
+    /// A Response: a GetPage answer in its plain form read in place
+    /// (`readGetPageAnswerInPlace`), anything else by protobuf-c.
     public static func decodeResponse(_ bytes: UnsafeRawBufferPointer) throws(DecodeError) -> Response {
+        if let answer = readGetPageAnswerInPlace(bytes) { return answer }
+        return try decodeResponseWithProtobufC(bytes)
+    }
+
+    public static func decodeResponseWithProtobufC(_ bytes: UnsafeRawBufferPointer) throws(DecodeError) -> Response {
         guard let m = layergate__v1__response__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
         else { throw DecodeError(message: "bytes do not decode as a layergate.v1.Response") }
         defer { layergate__v1__response__free_unpacked(m, nil) }

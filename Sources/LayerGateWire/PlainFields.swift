@@ -1,0 +1,39 @@
+/// The fields of an encoded message, read as protobuf-c reads them but only
+/// where that is unambiguous: keys and lengths of at most 5 bytes, varints
+/// whose value fits 64 bits, and only the varint and length-delimited wire types.
+struct PlainFields {
+    enum Field {
+        case varint(UInt64, UInt64)
+        case bytes(UInt64, UnsafeRawBufferPointer)
+    }
+
+    let b: UnsafeRawBufferPointer
+    var p = 0
+
+    init(_ b: UnsafeRawBufferPointer) { self.b = b }
+
+    var atEnd: Bool { p >= b.count }
+
+    mutating func next() -> Field? {
+        guard let key = varint(maxBytes: 5) else { return nil }
+        switch key & 7 {
+        case 0:
+            guard let v = varint(maxBytes: 10) else { return nil }
+            return .varint(key >> 3, v)
+        case 2:
+            guard let length = varint(maxBytes: 5), length <= UInt64(b.count - p) else { return nil }
+            defer { p += Int(length) }
+            return .bytes(key >> 3, UnsafeRawBufferPointer(rebasing: b[p..<p + Int(length)]))
+        default:
+            return nil
+        }
+    }
+
+    /// `MessageShape.varint`, and nil when a tenth byte would carry bits past
+    /// 64 (protobuf-c drops them; such a value is left to it).
+    private mutating func varint(maxBytes: UInt64) -> UInt64? {
+        let start = p
+        guard let v = MessageShape.varint(b, &p, maxBytes: maxBytes) else { return nil }
+        return p - start == 10 && b[p - 1] > 1 ? nil : v
+    }
+}
