@@ -296,7 +296,10 @@ struct Compact: AsyncParsableCommand {
     func run() async throws {
         let r = try await global.with { try await $0.compact(tenant: tenant, forceImageLayers: forceImageLayers) }
         if global.json { global.printJSON(["layers_created": r.layersCreated, "layers_removed": r.layersRemoved, "bytes_written": r.bytesWritten]) }
-        else { print("created \(r.layersCreated) layers, removed \(r.layersRemoved), wrote \(r.bytesWritten) bytes") }
+        else {
+            let layers = r.layersCreated == 1 ? "1 layer" : "\(r.layersCreated) layers"
+            print("created \(layers), removed \(r.layersRemoved), wrote \(r.bytesWritten) bytes")
+        }
     }
 }
 

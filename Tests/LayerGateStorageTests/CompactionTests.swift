@@ -367,4 +367,20 @@ final class SharedRun: Sendable {
     let model = Mutex(PageModel())
     let acked = Atomic<UInt64>(0)
     let done = Atomic<Bool>(false)
+
+    /// A Compact whose only work is its flush says what the flush wrote:
+    /// `layergate compact` printed "created 0 layers" for it.
+    @Test func aCompactThatOnlyFlushesCountsTheFlushedLayer() async throws {
+        let f = try await TenantFixture.make()
+        let t = f.tenant
+        for lsn in UInt64(1)...10 { _ = try await t.put([image(key(UInt32(lsn)), lsn)]) }
+        let r = try await t.compact()
+        let layers = t.status().layers
+        #expect(layers.count == 1)
+        #expect(r.layersCreated == 1 && r.layersRemoved == 0, "\(r)")
+        #expect(r.bytesWritten == layers.reduce(0) { $0 + $1.size })
+        #expect(try await t.compact() == CompactionResult(), "nothing left to do")
+        await f.manager.shutdown()
+    }
+
 }

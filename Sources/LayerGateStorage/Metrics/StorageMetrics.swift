@@ -12,6 +12,7 @@ public final class StorageMetrics: Sendable {
     let flushes: Counter
     let flushFailures: Counter
     let flushDuration: Timer
+    let flushBytes: Counter
     let compactionRuns: Counter
     let compactionFailures: Counter
     let compactionDuration: Timer
@@ -34,6 +35,7 @@ public final class StorageMetrics: Sendable {
         flushes = Self.flushesTotal.counter(factory)
         flushFailures = Self.flushFailuresTotal.counter(factory)
         flushDuration = Self.flushDurationSeconds.timer(factory)
+        flushBytes = Self.flushWrittenBytesTotal.counter(factory)
         compactionRuns = Self.compactionRunsTotal.counter(factory)
         compactionFailures = Self.compactionFailuresTotal.counter(factory)
         compactionDuration = Self.compactionDurationSeconds.timer(factory)
@@ -52,9 +54,11 @@ public final class StorageMetrics: Sendable {
         ingestBytes.increment(by: bytes)
     }
 
-    func flushed(after start: ContinuousClock.Instant, failed: Bool) {
+    /// A flush ended; `bytes`: the size of the L0 file it listed (0 when it failed).
+    func flushed(after start: ContinuousClock.Instant, failed: Bool, bytes: Int = 0) {
         flushDuration.record(duration: .now - start)
         (failed ? flushFailures : flushes).increment()
+        if bytes > 0 { flushBytes.increment(by: bytes) }
     }
 
     /// A compaction run ended, however it ended.
@@ -98,6 +102,8 @@ public final class StorageMetrics: Sendable {
         "layergate_flushes_total", .counter, "In-memory layers written to L0 layer files and listed in the index.")
     static let flushFailuresTotal = MetricDescription(
         "layergate_flush_failures_total", .counter, "Flushes of an in-memory layer that failed (retried later).")
+    static let flushWrittenBytesTotal = MetricDescription(
+        "layergate_flush_written_bytes_total", .counter, "Bytes of L0 layer files written by flushes and listed in the index.")
     static let flushDurationSeconds = MetricDescription(
         "layergate_flush_duration_seconds", .durationHistogram(buckets: MetricDescription.exponentialBuckets(from: 1e-3, factor: 4, upTo: 65.536)),
         "Time to write one L0 layer file and the index that lists it.")
@@ -128,7 +134,7 @@ public final class StorageMetrics: Sendable {
 
     public static let descriptions: [MetricDescription] = [
         ingestBytesTotal, ingestRecordsTotal, walFsyncSeconds, groupCommitPutsName, flushesTotal, flushFailuresTotal,
-        flushDurationSeconds, compactionRunsTotal, compactionFailuresTotal, compactionDurationSeconds,
+        flushWrittenBytesTotal, flushDurationSeconds, compactionRunsTotal, compactionFailuresTotal, compactionDurationSeconds,
         compactionWrittenBytesTotal, gcLayersRemovedTotal, layerDownloadsTotal, layerDownloadBytesTotal,
         layerDownloadSeconds, layerEvictionsTotal, localLayerBytesName,
     ]

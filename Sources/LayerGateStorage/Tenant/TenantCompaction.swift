@@ -3,15 +3,18 @@
 /// inputs, then the inputs' files go once no read holds them.
 extension Tenant {
     /// Flushes, then compacts now (even while the background loop backs off),
-    /// and returns what it did. `forceImageLayers` writes images regardless of
-    /// the threshold. A failure at any step, the flush included, counts in
-    /// `compactionFailures`.
+    /// and returns what it did, the flush's L0 layers included (a call that
+    /// only flushed says it created a layer). `forceImageLayers` writes images
+    /// regardless of the threshold. A failure at any step, the flush
+    /// included, counts in `compactionFailures`.
     public func compact(forceImageLayers: Bool = false) async throws(StorageError) -> CompactionResult {
-        do throws(StorageError) { try await flush() } catch {
+        var result: CompactionResult
+        do throws(StorageError) { result = try await flush() } catch {
             recordCompactionFailure(error)
             throw error
         }
-        return try await runCompaction(explicit: true, forceImages: forceImageLayers)
+        result.add(try await runCompaction(explicit: true, forceImages: forceImageLayers))
+        return result
     }
 
     func runCompaction(explicit: Bool, forceImages: Bool) async throws(StorageError) -> CompactionResult {

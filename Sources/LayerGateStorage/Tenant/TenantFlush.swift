@@ -3,14 +3,16 @@
 /// readers see it, then the WAL below it is deleted.
 extension Tenant {
     /// Flushes everything ingested so far to layer files and waits for it.
-    public func flush() async throws(StorageError) {
+    /// Returns the L0 layers it wrote (none were removed).
+    @discardableResult
+    public func flush() async throws(StorageError) -> CompactionResult {
         await maintenance.lock()
         defer { maintenance.unlock() }
         try state.withLock { s throws(StorageError) in
             if let e = admission(s) { throw e }
             Self.freeze(&s)
         }
-        try await flushFrozenLocked()
+        return try await flushFrozenLocked()
     }
 
     func startBackgroundFlush() {
@@ -68,14 +70,16 @@ extension Tenant {
         }
     }
 
-    /// Writes each frozen layer, oldest first. Caller holds `maintenance`.
-    func flushFrozenLocked() async throws(StorageError) {
+    /// Writes each frozen layer, oldest first, and returns the layers written. Caller holds `maintenance`.
+    @discardableResult
+    func flushFrozenLocked() async throws(StorageError) -> CompactionResult {
+        var written = CompactionResult()
         while true {
             let next = state.withLock { s -> (InMemoryLayer, IndexFile, DirectoryHandle)? in
                 guard s.lifecycle == .active, let layer = s.frozen.first, let dir = s.directory else { return nil }
                 return (layer, s.index, dir)
             }
-            guard let (layer, index, dir) = next else { return }
+            guard let (layer, index, dir) = next else { return written }
             let (id, storage) = (self.id, self.storage)
             let reader: LayerReader
             let newIndex: IndexFile
@@ -84,7 +88,7 @@ extension Tenant {
                 (reader, newIndex) = try await BlockingIO.run { () throws(StorageError) -> (LayerReader, IndexFile) in
                     try Self.writeL0(layer, index: index, tenant: id, directory: dir, storage: storage)
                 }
-                storage.metrics.flushed(after: start, failed: false)
+                storage.metrics.flushed(after: start, failed: false, bytes: reader.descriptor.size)
             } catch {
                 storage.metrics.flushed(after: start, failed: true)
                 state.withLock { s in
@@ -104,6 +108,8 @@ extension Tenant {
                 return s.flush.layersFlushed
             }
             refreshUnflushed()
+            written.layersCreated += 1
+            written.bytesWritten += reader.descriptor.size
             flushProgress.advance(to: flushed)
             indexChanged()
             logger.debug("flushed L0 layer", metadata: [
