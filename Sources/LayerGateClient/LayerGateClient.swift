@@ -32,9 +32,11 @@ public final class LayerGateClient: Sendable {
         var bootstrap = ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let responses = PipelinedResponses(timeout: timeout)
                     try channel.pipeline.syncOperations.addHandlers([
+                        BytesArrived(responses),
                         ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)),
-                        PipelinedResponses(timeout: timeout),
+                        responses,
                     ])
                 }
             }
@@ -222,8 +224,11 @@ final class PipelinedResponses: ChannelDuplexHandler {
         context.write(wrapOutboundOut(frame), promise: promise)
     }
 
+    /// Any byte from the server is progress (`BytesArrived`), as it is for
+    /// `LayerGateConnection`: the timeout is for a server that says nothing.
+    func bytesArrived() { lastProgress = .now }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastProgress = .now
         let frame = unwrapInboundIn(data)
         guard let response = try? frame.withUnsafeReadableBytes({ try Wire.decodeResponse($0) }) else {
             end(.unexpectedResponse("a frame that is not a Response"), context: context)
@@ -303,5 +308,20 @@ extension ClientError {
         case ChannelError.ioOnClosedChannel, ChannelError.alreadyClosed, ChannelError.eof: self = .connectionClosed
         default: self = .transport(String(describing: error))
         }
+    }
+}
+
+/// Tells `PipelinedResponses` that bytes came, before the frame decoder
+/// holds them back until a frame is whole.
+private final class BytesArrived: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let responses: PipelinedResponses
+
+    init(_ responses: PipelinedResponses) { self.responses = responses }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        responses.bytesArrived()
+        context.fireChannelRead(data)
     }
 }

@@ -13,7 +13,8 @@ import NIOCore
 /// out while its answers come in, so a batch of any size never waits on a
 /// socket buffer the other side is not draining. Puts are applied in the
 /// order sent. After a failure of the connection itself (closed, timed out,
-/// bytes that are not answers) every call fails with `connectionClosed`.
+/// bytes that are not answers) every later call fails with the error that
+/// ended it, as `LayerGateClient`'s do.
 public final class LayerGateConnection {
     /// Sent with every request (a JWT; "" when the server checks none).
     public let token: String
@@ -21,6 +22,8 @@ public final class LayerGateConnection {
     private let timeoutMs: Int32
     private let maxFrameBytes: Int
     private var nextId: UInt64 = 1
+    /// Why the connection ended: later calls fail with it (an answer it broke on may have been the batch's last).
+    private var failure: ClientError?
     private var input = ByteBufferAllocator().buffer(capacity: 64 << 10)
     private var output = ByteBufferAllocator().buffer(capacity: 16 << 10)
 
@@ -119,7 +122,7 @@ public final class LayerGateConnection {
         var done = [Bool](repeating: false, count: count)
         var answered = 0
         guard socket.isOpen else {
-            for i in 0..<count { answer(i, .failure(.connectionClosed)) }
+            for i in 0..<count { answer(i, .failure(failure ?? .connectionClosed)) }
             return
         }
         let first = nextId
@@ -172,6 +175,7 @@ public final class LayerGateConnection {
             }
         } catch {
             // The stream's state is unknown now: nothing more may be read from it or sent on it.
+            failure = error
             socket.close()
             input.clear()
             output.clear()

@@ -45,6 +45,9 @@ public enum Wire {
         }
     }
 
+    /// The size of every page the protocol carries.
+    public static let pageBytes = 8192
+
     public struct GetPageResponse: Hashable, Sendable {
         public var page: [UInt8]
         /// The LSN the page was read at.

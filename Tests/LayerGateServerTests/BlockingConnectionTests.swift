@@ -87,7 +87,7 @@ struct BlockingConnectionTests {
             try c.createTenant(tenantA)
             try c.putRecords(tenant: tenantA, [wimage(1, 1)])
         }
-        // No byte for longer than the timeout: the call fails, and so does the next (its answer could be the old one's).
+        // No byte for longer than the timeout: the call fails, and so does the next, with the same error (its answer could be the old one's).
         let timedOut = try await onThread { () throws(ClientError) in
             let c = try LayerGateConnection(socketPath: socket, timeout: .milliseconds(300))
             let t0 = ContinuousClock.now
@@ -101,7 +101,7 @@ struct BlockingConnectionTests {
             return
         }
         #expect(timedOut.1 < .seconds(3))
-        guard case .failure(.connectionClosed) = timedOut.2 else {
+        guard case .failure(.timedOut(milliseconds: 300)) = timedOut.2 else {
             Issue.record("the call after a timeout: \(timedOut.2)")
             return
         }
@@ -145,8 +145,8 @@ struct BlockingConnectionTests {
 }
 
 /// A peer that is not layergated: each answer below is what one connection
-/// gets after its first request, and each must end in an error, never a trap
-/// or a hang, with either client.
+/// gets after its first request, and each must end in an error (a duplicate
+/// answer: the next call's), never a trap or a hang, with either client.
 @Suite("the Swift clients against a hostile peer")
 struct HostilePeerClientTests {
     @Test(arguments: HostileAnswer.allCases)
@@ -160,10 +160,7 @@ struct HostilePeerClientTests {
             return (first, second)
         }
         answer.check(outcome.0, frameLimitError: { if case .unexpectedResponse(let why) = $0 { why.contains("limit") } else { false } })
-        guard case .failure(.connectionClosed) = outcome.1 else {
-            Issue.record("\(answer): the call after it: \(outcome.1)")
-            return
-        }
+        answer.checkTheCallAfter(outcome.0, outcome.1)
     }
 
     /// A fake peer on a socket of its own that answers one connection's first request with `answer`.
@@ -233,6 +230,28 @@ struct HostilePeerClientTests {
         #expect(ContinuousClock.now - t0 < .seconds(5))
     }
 
+    /// The timeout is for a server that says nothing: an answer that comes a
+    /// byte at a time, each within the timeout, is waited for by both clients
+    /// (the async client counted only whole answers, and gave up).
+    @Test func anAnswerThatTricklesInIsWaitedForByBothClients() async throws {
+        let answer = Wire.frame(Wire.encode(Wire.Response(requestId: 1, body: .createTenant(Wire.CreateTenantResponse()))))
+        #expect(answer.count * 150 > 300, "the whole answer takes longer than the timeout")
+        let dir = ServerDir()
+        let blockingPeer = try FakePeer(path: dir.path + "/trickle1.sock")
+        blockingPeer.serveOne(answering: answer, aByteEvery: 0.15)
+        let path1 = dir.path + "/trickle1.sock"
+        let blocking = await onThreadResult { () throws(ClientError) in
+            try LayerGateConnection(socketPath: path1, timeout: .milliseconds(300)).createTenant(tenantA)
+        }
+        if case .failure(let e) = blocking { Issue.record("blocking: \(e)") }
+        let asyncPeer = try FakePeer(path: dir.path + "/trickle2.sock")
+        asyncPeer.serveOne(answering: answer, aByteEvery: 0.15)
+        let c = try await LayerGateClient.connect(socketPath: dir.path + "/trickle2.sock", timeout: .milliseconds(300))
+        do { try await c.createTenant(tenantA) } catch { Issue.record("async: \(error)") }
+        await c.close()
+        withExtendedLifetime((blockingPeer, asyncPeer)) {}
+    }
+
     /// A server whose listen backlog is full answers connect with EAGAIN; with a
     /// timeout, the blocking client retries until it, then says so.
     @Test func aServerThatNeverAcceptsTimesOutTheConnect() async throws {
@@ -267,13 +286,31 @@ extension HostileAnswer {
              (.tornFrame, .failure(.connectionClosed)), (.nothing, .failure(.connectionClosed)):
             break
         case (.refusal, .failure(.server(let code, _))): #expect(code == .resourceExhausted, sourceLocation: sourceLocation)
+        case (.pageOfTheWrongSize, .failure(.unexpectedResponse(let why))): #expect(why.contains("100 bytes"), sourceLocation: sourceLocation)
+        case (.duplicateAnswer, .success): break  // its own answer came first
         default: Issue.record("\(self): \(outcome)", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// What the blocking client's next call on the same connection reports:
+    /// the error that ended the connection, even where the call that met it
+    /// had all its answers (a duplicate after the last one); a page of the
+    /// wrong size is an answer's fault, not the stream's, and the peer then
+    /// hung up.
+    func checkTheCallAfter<T, U>(_ first: Result<T, ClientError>, _ second: Result<U, ClientError>,
+                                 sourceLocation: SourceLocation = #_sourceLocation) {
+        switch (self, first, second) {
+        case (.duplicateAnswer, _, .failure(.unexpectedResponse(let why))) where why.contains("not waiting"): break
+        case (.pageOfTheWrongSize, _, .failure(.connectionClosed)): break
+        case (.duplicateAnswer, _, _), (.pageOfTheWrongSize, _, _): Issue.record("\(self): the call after it: \(second)", sourceLocation: sourceLocation)
+        case (_, .failure(let ended), .failure(let after)) where ended == after: break
+        default: Issue.record("\(self): the call after \(first): \(second)", sourceLocation: sourceLocation)
         }
     }
 }
 
 enum HostileAnswer: CaseIterable, Sendable {
-    case lengthAboveTheLimit, notAResponse, answerToAnotherRequest, tornFrame, nothing, refusal
+    case lengthAboveTheLimit, notAResponse, answerToAnotherRequest, tornFrame, nothing, refusal, duplicateAnswer, pageOfTheWrongSize
 
     var bytes: [UInt8] {
         switch self {
@@ -285,6 +322,11 @@ enum HostileAnswer: CaseIterable, Sendable {
         case .nothing: return []
         case .refusal:
             return Wire.frame(Wire.encode(Wire.Response(requestId: 0, body: .error(Wire.Error(code: .resourceExhausted, message: "too many connections")))))
+        case .duplicateAnswer:
+            let page = Wire.frame(Wire.encode(Wire.Response(requestId: 1, body: .getPage(Wire.GetPageResponse(page: [UInt8](repeating: 5, count: 8192), lsn: 3)))))
+            return page + page
+        case .pageOfTheWrongSize:
+            return Wire.frame(Wire.encode(Wire.Response(requestId: 1, body: .getPage(Wire.GetPageResponse(page: [UInt8](repeating: 5, count: 100), lsn: 3)))))
         }
     }
 }
@@ -304,7 +346,7 @@ final class FakePeer: Sendable {
 
     /// Accepts one connection, reads what comes first, sends `bytes` and
     /// closes; with nil, reads and never answers (until the client hangs up).
-    func serveOne(answering bytes: [UInt8]?) {
+    func serveOne(answering bytes: [UInt8]?, aByteEvery gap: TimeInterval? = nil) {
         let listener = fd
         Thread {
             let c = accept(listener, nil, nil)
@@ -316,7 +358,14 @@ final class FakePeer: Sendable {
                 return
             }
             _ = sink.withUnsafeMutableBytes { read(c, $0.baseAddress, $0.count) }
-            _ = bytes.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+            if let gap {
+                for b in bytes {
+                    Thread.sleep(forTimeInterval: gap)
+                    _ = withUnsafeBytes(of: b) { write(c, $0.baseAddress, 1) }
+                }
+            } else {
+                _ = bytes.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+            }
             close(c)
         }.start()
     }
