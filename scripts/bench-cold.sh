@@ -74,7 +74,8 @@ stop() {
     server=""
 }
 # A data set written before layer format version 2 (its images span two blocks) is written again.
-layer=$(find "$dir" -maxdepth 1 -type f ! -name index.json ! -name '*___temp' 2>/dev/null | head -1)
+# -quit, not | head -1: under pipefail, find writing on after head is gone (SIGPIPE) would end the script.
+layer=$(find "$dir" -maxdepth 1 -type f ! -name index.json ! -name '*___temp' -print -quit 2>/dev/null || true)
 if [ -n "$layer" ] && [ "$(od -An -tu4 --endian=big -j8 -N4 "$layer" | tr -d ' ')" != 2 ]; then
     echo "bench-cold: $DATA holds layer files of an older format: writing the data set again"
     rm -rf "$DATA/data"
