@@ -71,6 +71,23 @@ struct CompactionPlanTests {
         #expect(CompactionPlan.l0ToMerge(l0s + [layer(.delta, 41, 50, level: 1)], threshold: 4).count == 4)
     }
 
+    /// A merge step is planned by what it may write, not by what it reads:
+    /// three layers of 100 kB fit 300 kB of room by their sizes, but their
+    /// merge may write 407 kB, so the step takes two.
+    @Test func aMergeStepFitsTheRoomByWhatItMayWrite() {
+        var l0s: [CompactionPlan.Layer] = (0..<4 as Range<UInt64>).map { (i: UInt64) -> CompactionPlan.Layer in
+            layer(.delta, i * 10 + 1, i * 10 + 10, level: 0)
+        }
+        for i in l0s.indices { l0s[i].size = 100_000 }
+        let target = 128 << 20
+        #expect(CompactionPlan.l0Batch(l0s, batchBytes: 1 << 30, room: 300_000, targetBytes: target).count == 2)
+        #expect(CompactionPlan.l0Batch(l0s, batchBytes: 1 << 30, room: 1 << 30, targetBytes: target).count == 4)
+        #expect(CompactionPlan.l0Batch(l0s, batchBytes: 250_000, room: 1 << 30, targetBytes: target).count == 2, "the batch limit")
+        #expect(CompactionPlan.l0Batch(l0s, batchBytes: 1 << 30, room: 250_000, targetBytes: target).isEmpty, "not even two")
+        #expect(CompactionPlan.mergeBound(200_000, targetBytes: target) == 250_000 + DiskBudget.layerFileEnd)
+        #expect(CompactionPlan.mergeBound(300_000, targetBytes: 100_000) == 375_000 + 4 * DiskBudget.layerFileEnd, "an end for each output")
+    }
+
     @Test func imagesNeedEnoughDeltasAndANewLsn() {
         let deltas = [layer(.delta, 1, 40, level: 1), layer(.delta, 41, 50, level: 0), layer(.delta, 51, 60, level: 0)]
         #expect(CompactionPlan.imageLsn(deltas, diskConsistentLsn: Lsn(60), threshold: 3, force: false) == Lsn(60))
@@ -380,6 +397,35 @@ final class SharedRun: Sendable {
         #expect(r.layersCreated == 1 && r.layersRemoved == 0, "\(r)")
         #expect(r.bytesWritten == layers.reduce(0) { $0 + $1.size })
         #expect(try await t.compact() == CompactionResult(), "nothing left to do")
+        await f.manager.shutdown()
+    }
+
+
+    /// What a merge writes stays within `CompactionPlan.mergeBound` of what it
+    /// read, for mixes of images and deltas of every size whose order in the
+    /// merged file differs from their order in each input (so padding moves).
+    @Test(arguments: [1, 2, 3, 4])
+    func aMergeWritesWithinItsBound(seed: UInt64) async throws {
+        let f = try await TenantFixture.make { $0.imageCreationThreshold = 1_000; $0.compactionThreshold = 1_000 }
+        let t = f.tenant
+        var rng = SeededRandom(seed: seed)
+        var lsn: UInt64 = 0
+        for _ in 0..<6 {
+            for _ in 0..<Int(rng.next(upperBound: UInt64(150)) + 50) {
+                lsn += 1
+                let k = key(UInt32(rng.next(upperBound: UInt64(40))))
+                let r = rng.next(upperBound: UInt64(3)) == 0
+                    ? image(k, lsn)
+                    : delta(k, lsn, offset: Int(rng.next(upperBound: UInt64(4096))), bytes: [UInt8](repeating: UInt8(truncatingIfNeeded: lsn), count: Int(rng.next(upperBound: UInt64(3000))) + 1),
+                            willInit: rng.next(upperBound: UInt64(8)) == 0)
+                _ = try await t.put([r])
+            }
+            try await t.flush()
+        }
+        let read = t.status().layers.reduce(0) { $0 + $1.size }
+        let r = try await t.compact()
+        #expect(r.layersRemoved == 6 && r.bytesWritten > read / 2, "read \(read), wrote \(r.bytesWritten)")
+        #expect(r.bytesWritten <= CompactionPlan.mergeBound(read, targetBytes: TenantConfig().targetFileBytes), "read \(read), wrote \(r.bytesWritten)")
         await f.manager.shutdown()
     }
 

@@ -219,8 +219,8 @@ struct DiskFaultTests {
             try await t.flush()
         }
         let l0Size = t.status().layers[0].size
-        // Room for a step of about three L0 layers.
-        f.disk.capacity = f.disk.usedBytes + 3 * l0Size + l0Size / 2
+        // Room for a step of three L0 layers, by the most their merge may write, and not four.
+        f.disk.capacity = f.disk.usedBytes + CompactionPlan.mergeBound(3 * l0Size, targetBytes: TenantConfig().targetFileBytes) + l0Size / 2
         let r = try await t.compact()
         // One step could not hold all twelve: at least three steps ran. No
         // image set at the newest LSN is written under pressure (it would

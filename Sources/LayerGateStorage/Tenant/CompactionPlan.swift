@@ -14,18 +14,33 @@ struct CompactionPlan {
         return l0.count >= max(2, threshold) ? l0 : []
     }
 
-    /// The oldest L0s (from `l0ToMerge`) whose sizes together fit in `budget`
-    /// bytes: one merge step, which writes about as much as it reads. At least
-    /// two layers, or none when even the two oldest do not fit.
-    static func l0Batch(_ l0: [Layer], budget: Int) -> [Layer] {
+    /// The oldest L0s (from `l0ToMerge`) for one merge step: their sizes
+    /// together within `batchBytes`, and the most their merge writes
+    /// (`mergeBound`) within `room`, the free space compaction may use. At
+    /// least two layers, or none when even the two oldest do not fit.
+    /// Why the bound and not the inputs' size: a step planned by its inputs
+    /// could outgrow the room as it wrote, be stopped, and be planned the
+    /// same way again, where a smaller step would fit.
+    static func l0Batch(_ l0: [Layer], batchBytes: Int, room: Int, targetBytes: Int) -> [Layer] {
         var total = 0
         var batch: [Layer] = []
         for layer in l0 {
-            guard total + layer.size <= budget else { break }
+            guard total + layer.size <= batchBytes, mergeBound(total + layer.size, targetBytes: targetBytes) <= room else { break }
             total += layer.size
             batch.append(layer)
         }
         return batch.count >= 2 ? batch : []
+    }
+
+    /// The most a merge of input layers of `bytes` in all writes. A value
+    /// takes up to a quarter more in the output than in its input: an image
+    /// the merged order puts where it must be padded to a block
+    /// (`LayerWriter.diskBound`: its encoded size, 44 and 2,048, against at
+    /// least its encoded size and a 42-byte index entry in the input, 1.249
+    /// times). Every output file, one for each `targetBytes` written and
+    /// the last, adds its end.
+    static func mergeBound(_ bytes: Int, targetBytes: Int) -> Int {
+        bytes + bytes / 4 + DiskBudget.layerFileEnd * (bytes / max(1, targetBytes) + 1)
     }
 
     /// The LSN of the newest image set, if any.

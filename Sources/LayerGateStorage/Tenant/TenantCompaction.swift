@@ -124,13 +124,15 @@ extension Tenant {
             let snap = try snapshot()
             let l0 = CompactionPlan.l0ToMerge(snap.planLayers, threshold: explicit ? 2 : config.compactionThreshold)
             guard !l0.isEmpty else { return total }
-            let budget = min(config.compactionBatchBytes, try storage.budget.compactionBudget())
-            let batch = CompactionPlan.l0Batch(l0, budget: budget)
+            let room = try storage.budget.compactionBudget()
+            let batch = CompactionPlan.l0Batch(l0, batchBytes: config.compactionBatchBytes, room: room,
+                                               targetBytes: config.targetFileBytes)
             guard !batch.isEmpty else {
                 // Steps already done count: the rest waits for the next compaction.
                 if total.layersRemoved > 0 { return total }
+                let need = CompactionPlan.mergeBound(l0[0].size + l0[1].size, targetBytes: config.targetFileBytes)
                 throw .resourceExhausted(
-                    "tenant \(id): compaction needs \(ByteCount.describe(l0[0].size + l0[1].size)) of free space for its smallest step (two L0 layers); \(ByteCount.describe(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
+                    "tenant \(id): compaction needs \(ByteCount.describe(need)) of free space for its smallest step (two L0 layers); \(ByteCount.describe(room)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
             }
             total.add(try await mergeStep(batch, snap))
         }
