@@ -247,6 +247,44 @@ struct DiskFaultTests {
         await f.manager.shutdown()
     }
 
+    /// An image set the room cannot hold is stopped as it writes, and what it
+    /// wrote is removed. The next compaction does not write it again into the
+    /// same room (found by an adversarial run: every compaction wrote to the
+    /// line and removed it): it waits, saying how much at least, for room
+    /// that the stopped attempt showed it needs; with that room it is written.
+    @Test func anImageSetStoppedForRoomWaitsForTheRoomItNeeds() async throws {
+        let f = try await DiskFixture.open(config: DiskFixture.config { $0.compactionThreshold = 1_000 })
+        let t = try await f.manager.create(testTenant)
+        var lsn: UInt64 = 0
+        for _ in 0..<2 {
+            for k in 0..<300 as Range<UInt32> {
+                lsn += 1
+                _ = try await t.put([delta(key(k), lsn, offset: 0, bytes: [UInt8(truncatingIfNeeded: lsn)], willInit: true)])
+            }
+            try await t.flush()
+        }
+        f.disk.capacity = f.disk.usedBytes + (1 << 20)  // the 300 images take 2.4 MB
+        await #expect { _ = try await t.compact(forceImageLayers: true) } throws: { error in
+            guard case .resourceExhausted(let m) = error as? StorageError else { return false }
+            return m.contains("compaction stopped writing image layers")
+        }
+        #expect(t.status().layers.allSatisfy { !$0.isImage }, "what it wrote is removed")
+        let writes = f.disk.operationCounts["write"] ?? 0
+        await #expect { _ = try await t.compact(forceImageLayers: true) } throws: { error in
+            guard case .resourceExhausted(let m) = error as? StorageError else { return false }
+            return m.contains("image layers need at least") && m.contains("an earlier attempt stopped there")
+        }
+        #expect(f.disk.operationCounts["write"] ?? 0 == writes, "the second attempt wrote nothing")
+        f.disk.capacity = nil
+        let r = try await t.compact(forceImageLayers: true)
+        #expect(r.layersCreated >= 1 && t.status().layers.contains { $0.isImage }, "\(r)")
+        #expect(t.state.withLock { $0.compaction.imagesNeedAtLeast } == 0)
+        for k in [0, 150, 299] as [UInt32] {
+            #expect(try await t.getPage(key: key(k), lsn: Lsn(lsn)).page[0] == UInt8(truncatingIfNeeded: 300 + UInt64(k) + 1))
+        }
+        await f.manager.shutdown()
+    }
+
     /// A disk filled by the tenant's own history never wedges ingest for
     /// good. Here the history sits below an image set written at the newest
     /// LSN, above the GC cutoff: GC cannot use it until ingest moves the

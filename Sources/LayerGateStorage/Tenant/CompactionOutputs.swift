@@ -25,6 +25,13 @@ final class CompactionOutputs {
     private var fileBound = 0
     private var granted = 0
 
+    /// What the values appended so far take on disk at most, with the end of each file started.
+    private var boundOfAll = 0
+    /// Set when the room ran out: the least the whole run needs (what it
+    /// wrote, the value that did not fit, the file's end). An attempt with
+    /// no more room would stop at the same place.
+    private(set) var stoppedNeedingAtLeast: Int?
+
     let published: UnlistedLayers
     private var writer: LayerWriter?
     private var writerBytes = 0
@@ -60,7 +67,14 @@ final class CompactionOutputs {
         if allowance.map({ sinceCheck + bound > $0 }) ?? true {
             // The file's values not yet written out (its buffer) and its whole index are not on the disk yet.
             let pending = fileBound - (writer?.dataOnDisk ?? 0)
-            allowance = try budget.admitCompactionWrite(tenant: tenant, pending: pending, next: bound, held: &granted)
+            do {
+                allowance = try budget.admitCompactionWrite(
+                    tenant: tenant, writing: kind == .image ? "image layers" : "merged delta layers", pending: pending, next: bound,
+                    held: &granted)
+            } catch {
+                if case .resourceExhausted = error { stoppedNeedingAtLeast = boundOfAll + bound + DiskBudget.layerFileEnd }
+                throw error
+            }
             sinceCheck = 0
         }
         if writer != nil, writerBytes >= targetBytes, key != lastKey { try finishCurrent() }
@@ -69,11 +83,13 @@ final class CompactionOutputs {
             writer = try LayerWriter(directory: directory, tenant: tenant, kind: kind, lsnStart: lsnStart, lsnEnd: lsnEnd,
                                      generation: generation, failpoints: failpoints)
             writerBytes = 0
+            boundOfAll += DiskBudget.layerFileEnd
         }
         try writer?.append(key: key, lsn: lsn, value: value)
         writerBytes += ValueCodec.encodedSize(value) + LayerFormat.Version.written.entrySize
         sinceCheck += bound
         fileBound += bound
+        boundOfAll += bound
         lastKey = key
     }
 

@@ -144,12 +144,13 @@ final class DiskBudget: Sendable {
     /// and other tenants' steps write at the same time. Either could
     /// otherwise take the room kept for flushes, and a put already
     /// acknowledged could not be flushed. Ingest keeps the grants free too.
-    func admitCompactionWrite(tenant: TenantId, pending: Int, next: Int, held: inout Int) throws(StorageError) -> Int {
+    func admitCompactionWrite(tenant: TenantId, writing what: String = "its outputs", pending: Int, next: Int,
+                              held: inout Int) throws(StorageError) -> Int {
         giveBack(&held)
         let room = try grant(most: Self.compactionWriteAhead, least: next, plus: pending + Self.layerFileEnd, held: &held)
         guard held > 0 else {
             throw .resourceExhausted(
-                "tenant \(tenant): compaction stopped: the disk has \(ByteCount.describe(room)) free beyond what flushes need, and what it wrote is removed. Free space on the data directory's filesystem; compaction resumes by itself")
+                "tenant \(tenant): compaction stopped writing \(what): the disk has \(ByteCount.describe(room)) free beyond what flushes need, and what it wrote is removed. Free space on the data directory's filesystem; compaction resumes by itself")
         }
         return held - pending - Self.layerFileEnd
     }

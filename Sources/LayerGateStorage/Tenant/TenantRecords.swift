@@ -25,6 +25,10 @@ struct CompactionRecord {
     var cancelled = false
     /// The last compaction started because ingest was refused for space.
     var lastForSpace: ContinuousClock.Instant?
+    /// What an image set stopped for room showed it needs at least: image
+    /// creation waits for that much room (with less it would write as far
+    /// and remove it again, every compaction). 0 once a set is written.
+    var imagesNeedAtLeast = 0
 }
 
 /// Loads of the tenant from its index and WAL.
