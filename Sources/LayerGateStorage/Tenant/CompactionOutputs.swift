@@ -72,7 +72,10 @@ final class CompactionOutputs {
                     tenant: tenant, writing: kind == .image ? "image layers" : "merged delta layers", pending: pending, next: bound,
                     held: &granted)
             } catch {
-                if case .resourceExhausted = error { stoppedNeedingAtLeast = boundOfAll + bound + DiskBudget.layerFileEnd }
+                // The file being written counted its end when it started.
+                if case .resourceExhausted = error {
+                    stoppedNeedingAtLeast = boundOfAll + bound + (writer == nil ? DiskBudget.layerFileEnd : 0)
+                }
                 throw error
             }
             sinceCheck = 0

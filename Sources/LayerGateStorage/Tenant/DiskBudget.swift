@@ -89,20 +89,12 @@ final class DiskBudget: Sendable {
     func admitIngest(walBytes: Int, memoryBytes: Int, tenant: TenantId, held: inout Int) throws(StorageError) {
         // The records join the open layer: its flush grows by at most a flush of them alone.
         let mine = walBytes + Self.flushSize(memoryBytes)
-        grants.add(mine, ordering: .relaxed)
-        let others = grantedBytes - mine
-        let free: Int
-        do { free = try available() } catch {
-            grants.subtract(mine, ordering: .relaxed)
-            throw error
-        }
-        let kept = unflushedRoom + Self.flushSize(memoryBytes) + compactionRoomBytes + reserveBytes + others
-        guard free >= walBytes + kept else {
-            grants.subtract(mine, ordering: .relaxed)
+        let (free, room) = try grant(most: mine, least: mine, plus: 0, keeping: compactionRoomBytes, held: &held)
+        guard held > 0 else {
+            let kept = free - room + Self.flushSize(memoryBytes)
             throw .resourceExhausted(
                 "tenant \(tenant): the disk is nearly full (\(ByteCount.describe(free)) free; this put would take \(ByteCount.describe(walBytes)) and \(ByteCount.describe(kept)) are kept so that what is in memory, this put's records with it, can be flushed and compacted): nothing of this put was stored. Free space on the data directory's filesystem, or compact so that GC can remove old history, then retry")
         }
-        held = mine
     }
 
     /// Checks that a flush of `bytes` of records fits.
@@ -120,7 +112,7 @@ final class DiskBudget: Sendable {
     /// granted, and holds its bytes (`held`, given back with `giveBack` once
     /// the file is whole on the disk, or gone).
     func admitDownload(bytes: Int, tenant: TenantId, layer: String, held: inout Int) throws(StorageError) {
-        let room = try grant(most: bytes, least: bytes, plus: 0, held: &held)
+        let (_, room) = try grant(most: bytes, least: bytes, plus: 0, held: &held)
         guard held > 0 || bytes == 0 else {
             throw .resourceExhausted(
                 "tenant \(tenant): layer \(layer) is only in remote storage, and the disk has no room to download it (\(ByteCount.describe(bytes)); \(ByteCount.describe(room)) free beyond what flushes need). Free space, or lower --local-layer-budget-mib, then retry")
@@ -147,7 +139,7 @@ final class DiskBudget: Sendable {
     func admitCompactionWrite(tenant: TenantId, writing what: String = "its outputs", pending: Int, next: Int,
                               held: inout Int) throws(StorageError) -> Int {
         giveBack(&held)
-        let room = try grant(most: Self.compactionWriteAhead, least: next, plus: pending + Self.layerFileEnd, held: &held)
+        let (_, room) = try grant(most: Self.compactionWriteAhead, least: next, plus: pending + Self.layerFileEnd, held: &held)
         guard held > 0 else {
             throw .resourceExhausted(
                 "tenant \(tenant): compaction stopped writing \(what): the disk has \(ByteCount.describe(room)) free beyond what flushes need, and what it wrote is removed. Free space on the data directory's filesystem; compaction resumes by itself")
@@ -156,12 +148,15 @@ final class DiskBudget: Sendable {
     }
 
     /// Grants `plus` and between `least` and `most` bytes more out of the
-    /// room beyond the flushes', the reserve and the other grants, into
-    /// `held` (left 0 when even `least` does not fit); returns that room.
+    /// room beyond the flushes', the reserve, `keeping` and the other grants,
+    /// into `held` (left 0 when even `least` does not fit); returns the free
+    /// space and that room (negative when the rest takes more than is free).
     /// The most is taken first and the rest given back, so that two grants
     /// made at once each see the other: they may both be refused, never both
     /// given the same bytes.
-    private func grant(most: Int, least: Int, plus: Int, held: inout Int) throws(StorageError) -> Int {
+    private func grant(most: Int, least: Int, plus: Int, keeping: Int = 0, held: inout Int)
+        throws(StorageError) -> (free: Int, room: Int)
+    {
         grants.add(plus + most, ordering: .relaxed)
         let others = grantedBytes - plus - most
         let free: Int
@@ -169,15 +164,15 @@ final class DiskBudget: Sendable {
             grants.subtract(plus + most, ordering: .relaxed)
             throw error
         }
-        let room = max(0, free - unflushedRoom - reserveBytes - others - plus)
-        let granted = min(room, most)
+        let room = free - unflushedRoom - reserveBytes - keeping - others - plus
+        let granted = min(max(0, room), most)
         guard granted >= least else {
             grants.subtract(plus + most, ordering: .relaxed)
-            return room
+            return (free, room)
         }
         grants.subtract(most - granted, ordering: .relaxed)
         held = plus + granted
-        return room
+        return (free, room)
     }
 
     /// Gives back what a compaction step, a download or a commit was granted (it ended, or checks again).

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Compaction: L0→L1 merge, image layers, GC — each step publishes its
 /// outputs through the gate, then one index update adds them and removes its
 /// inputs, then the inputs' files go once no read holds them.
@@ -202,43 +200,40 @@ extension Tenant {
             throw .resourceExhausted(
                 "tenant \(id): image layers need \(about) of free space; \(ByteCount.describe(budget)) are free beyond what flushes need. Free space on the data directory's filesystem; compaction resumes by itself")
         }
-        let stopped = Atomic<Int>(0)
         let (id, dir, failpoints, target, disk) = (self.id, snap.directory, self.failpoints, config.targetFileBytes, storage.budget)
         let generation = snap.index.generation
         let layers = snap.layers
         let cancelled = cancellationCheck
-        let outputs: UnlistedLayers
-        do throws(StorageError) {
-            outputs = try await BlockingIO.run { () throws(StorageError) -> UnlistedLayers in
-                let out = CompactionOutputs(
-                    directory: dir, tenant: id, kind: .image, lsnStart: lsn, lsnEnd: lsn, generation: generation,
-                    targetBytes: target, budget: disk, failpoints: failpoints, isCancelled: cancelled)
-                do throws(StorageError) {
-                    // Every key any layer holds, in order; the page of each as of `lsn`.
-                    var cursors = try layers.layers.map { r throws(StorageError) in try LayerCursor(try r.local()) }
-                    let none = InMemoryLayer(startLsn: lsn.next)
-                    var previous: PageKey?
-                    while let i = smallestCursor(cursors), let key = cursors[i].current?.key {
-                        try cursors[i].advance()
-                        guard key != previous else { continue }
-                        previous = key
-                        if let page = try ReadPath.reconstruct(key: key, lsn: lsn, open: none, frozen: [], layers: layers) {
-                            try out.append(key: key, lsn: lsn, value: .image(page))
-                        }
+        // The outcome, and what a set stopped for room showed it needs at least.
+        let (written, stoppedNeeding) = try await BlockingIO.run {
+            () throws(StorageError) -> (Result<UnlistedLayers, StorageError>, Int?) in
+            let out = CompactionOutputs(
+                directory: dir, tenant: id, kind: .image, lsnStart: lsn, lsnEnd: lsn, generation: generation,
+                targetBytes: target, budget: disk, failpoints: failpoints, isCancelled: cancelled)
+            do throws(StorageError) {
+                // Every key any layer holds, in order; the page of each as of `lsn`.
+                var cursors = try layers.layers.map { r throws(StorageError) in try LayerCursor(try r.local()) }
+                let none = InMemoryLayer(startLsn: lsn.next)
+                var previous: PageKey?
+                while let i = smallestCursor(cursors), let key = cursors[i].current?.key {
+                    try cursors[i].advance()
+                    guard key != previous else { continue }
+                    previous = key
+                    if let page = try ReadPath.reconstruct(key: key, lsn: lsn, open: none, frozen: [], layers: layers) {
+                        try out.append(key: key, lsn: lsn, value: .image(page))
                     }
-                    try out.finish()
-                    return out.published
-                } catch {
-                    stopped.store(out.stoppedNeedingAtLeast ?? 0, ordering: .relaxed)
-                    out.discardAll()
-                    throw error
                 }
+                try out.finish()
+                return (.success(out.published), nil)
+            } catch {
+                out.discardAll()
+                return (.failure(error), out.stoppedNeedingAtLeast)
             }
-        } catch {
-            let learned = stopped.load(ordering: .relaxed)
-            if learned > 0 { state.withLock { $0.compaction.imagesNeedAtLeast = max($0.compaction.imagesNeedAtLeast, learned) } }
-            throw error
         }
+        if let stoppedNeeding {
+            state.withLock { $0.compaction.imagesNeedAtLeast = max($0.compaction.imagesNeedAtLeast, stoppedNeeding) }
+        }
+        let outputs = try written.get()
         guard !outputs.layers.isEmpty else { return CompactionResult() }
         let result = try await commit(added: outputs, removed: [], gcCutoff: nil, generation: generation)
         state.withLock { $0.compaction.imagesNeedAtLeast = 0 }
