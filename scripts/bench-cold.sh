@@ -5,7 +5,10 @@
 # preads over the same files with as many threads as there are clients,
 # measured in the same run. Prints ops/s and p50/p99/p99.9 of one GetPage,
 # and the server's latency over the disk's (goal: p99 < 0.75 ms at 8 clients,
-# within 1.5x of the disk's).
+# within 1.5x of the disk's). The disk is measured again right before each
+# GetPage run (RAW_SECONDS), and each run is compared with that measurement:
+# these disks stall for seconds at a time, and one measurement at the start
+# once stood for minutes of runs with a p99 of 22 ms.
 # The clients are connections on one epoll thread (as pagebench's async
 # clients and redis-benchmark run); CLIENT=threads gives each its own thread.
 # Each GetPage run is made twice: with the server reading layer files through
@@ -36,6 +39,7 @@ LAYER_READS=${LAYER_READS:-"buffered direct direct-threads direct-poll"}
 client_mode=--epoll
 [ "${CLIENT:-epoll}" = threads ] && client_mode=
 RUN_SECONDS=${RUN_SECONDS:-10}
+RAW_SECONDS=${RAW_SECONDS:-$(( RUN_SECONDS > 7 ? RUN_SECONDS / 2 : 3 ))}
 DATA=${DATA:-.layergate/bench-cold}
 tenant=be0c0000000000000000000000000003
 if [ "${BUILD:-1}" != 0 ]; then
@@ -105,6 +109,22 @@ record() {
     { echo "cold.$1.$2.ops $(ops "$3")"; echo "cold.$1.$2.p50 $(field "$3" p50)"
       echo "cold.$1.$2.p99 $(field "$3" p99)"; echo "cold.$1.$2.p999 $(field "$3" p99.9)"; } >>"$RESULTS"
 }
+# raw CLIENTS NAME: the disk alone, right before the run NAME: $raw, kept in raws and RESULTS (cold.CLIENTS.NAME.raw.*).
+raw() {
+    $bench evict --dir "$dir" >/dev/null
+    raw=$($bench raw --dir "$dir" -c "$1" -t "$RAW_SECONDS")
+    raws+=("$raw")
+    record "$1" "$2.raw" "$raw"
+}
+# median_raw: the raws' median ops/s and percentiles, as one line of raw's output.
+median_raw() {
+    local q out="raw O_DIRECT pread, median of ${#raws[@]} runs:"
+    out="$out $(for r in "${raws[@]}"; do ops "$r"; done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }') ops/s"
+    for q in p50 p99 p99.9; do
+        out="$out, $q $(for r in "${raws[@]}"; do field "$r" "$q"; done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }') us"
+    done
+    echo "$out"
+}
 # row CLIENTS NAME OUTPUT: a line of the last table, next to the disk's figures ($raw).
 row() {
     rows+=("$(awk -v c="$1" -v m="$2" -v o="$(ops "$3")" -v p50="$(field "$3" p50)" -v p99="$(field "$3" p99)" \
@@ -113,14 +133,16 @@ row() {
 }
 rows=()
 for c in $CLIENTS; do
-    $bench evict --dir "$dir" >/dev/null
-    raw=$($bench raw --dir "$dir" -c "$c" -t "$RUN_SECONDS")
-    echo "  $raw"
-    record "$c" raw "$raw"
+    raws=()
     for reads in $LAYER_READS; do
         for mode in latest past; do
             flag=""
             [ $mode = past ] && flag=--past
+            # Buffered, the default, keeps the plain names that make bench reads.
+            name=$mode
+            [ "$reads" = buffered ] || name=$mode-$reads
+            raw "$c" "$name"
+            echo "  $raw"
             $bench evict --dir "$dir" >/dev/null
             start "$reads"  # a fresh server: an empty page cache
             got=$($bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" \
@@ -129,13 +151,14 @@ for c in $CLIENTS; do
             stop
             echo "  $got ($reads layer reads)"
             echo "    $split"
-            # Buffered, the default, keeps the plain names that make bench reads.
-            name=$mode
-            [ "$reads" = buffered ] || name=$mode-$reads
             record "$c" "$name" "$got"
             row "$c" "$name" "$got"
         done
     done
+    # The disk over the whole set of runs: its spread says how steady it was.
+    raw=$(median_raw)
+    echo "  $raw; p99 from $(for r in "${raws[@]}"; do field "$r" p99; done | sort -g | sed -n '1p;$p' | paste -sd- ) us"
+    record "$c" raw "$raw"
     # The floor: the same client and concurrency, 1,000 pages that stay cached (a first pass loads them).
     start
     $bench get -s "$sock" --tenant $tenant --pages 1000 --versions "$VERSIONS" -c "$c" -t 1 $client_mode >/dev/null
@@ -148,7 +171,8 @@ done
 echo
 printf '%-8s %-22s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s" "p50" "p99" "p99.9" "raw p50" "raw p99" "p99.9" "x p50" "x p99"
 printf '%s\n' "${rows[@]}"
-echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients; x: GetPage / raw;"
+echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients, for $RAW_SECONDS s right before"
+echo " each run (the cached floor: the median of those); x: GetPage / raw;"
 echo " -direct: the server reads layer files past the OS page cache (--layer-reads direct), else through it;"
 echo " -direct-threads: the same, each miss handed to a read thread (--miss-reads threads), not read by the event loop's io_uring;"
 echo " -direct-poll: direct, the event loop polling 200 µs after each event before it sleeps (--busy-poll-us 200);"
