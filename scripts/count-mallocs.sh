@@ -4,12 +4,11 @@
 # server process only while layergate-cbench --epoll reads 1,000 cached pages.
 # Prints mallocs and frees per request for 8 x 1 and 8 x 16 (RESULTS=FILE: also "name value" lines there).
 #   scripts/count-mallocs.sh [path/to/layergated]   # default .build/release/layergated
-# Today, on the epoll loop: none per request at 8 x 1 (the answer is built in a
-# spare buffer of the loop, the request read where it lies in the loop's read
-# buffer); about 0.25 at 8 x 16, where a connection that stops at its high water
-# mark with frames still unread keeps the loop's read buffer, and the next read
-# takes a new one. With SERVER_ARGS="--event-loop nio": about 2.1 (the answer's
-# ByteBuffer, its storage object and its bytes).
+# Today, on the epoll loop: none per request at 8 x 1 and at 8 x 16 (the answer
+# is built in a spare buffer of the loop, the request read where it lies in the
+# loop's read buffer, the start of a frame a read leaves kept in a spare read
+# buffer; until those spares, 0.25 at 8 x 16). With SERVER_ARGS="--event-loop
+# nio": about 2.1 (the answer's ByteBuffer, its storage object and its bytes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-.build/release/layergated}

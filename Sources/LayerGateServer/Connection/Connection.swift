@@ -41,6 +41,9 @@ final class Connection<Transport: ConnectionTransport> {
     // and the runtime's checks of class properties were 3-4 % of the
     // server's CPU per cached GetPage (a check, a thread-local access set).
     @exclusivity(unchecked) private var buffer: ByteBuffer?
+    /// `buffer` is the transport's read buffer, taken as it was received: its
+    /// storage is the one the transport reads its next bytes into.
+    @exclusivity(unchecked) private var bufferIsTransports = false
     private var readPending = false
     @exclusivity(unchecked) private var closing = false
     @exclusivity(unchecked) private var inFlight = 0
@@ -129,13 +132,18 @@ final class Connection<Transport: ConnectionTransport> {
         gone.set()  // disk reads still queued for it are skipped
         reserved?.release()
         reserved = nil
-        buffer = nil
+        letGoOfBuffer()
     }
 
     func received(_ bytes: ByteBuffer) {
         guard !closing else { return }
         var bytes = bytes
-        if buffer == nil { buffer = bytes } else { buffer?.writeBuffer(&bytes) }
+        if buffer == nil {
+            buffer = bytes
+            bufferIsTransports = true
+        } else {
+            buffer?.writeBuffer(&bytes)
+        }
         arrived()
     }
 
@@ -145,12 +153,15 @@ final class Connection<Transport: ConnectionTransport> {
         process()
     }
 
-    /// Reads the rest of a large frame straight into its buffer, which
-    /// `keepRest` gave the frame's whole size: no copy through the loop's read
-    /// buffer. `read` fills the space it is given and returns the bytes read
-    /// (0: none). Nil, without calling `read`, when no such frame is waiting.
+    /// Reads straight into the buffer this connection keeps between reads:
+    /// the rest of a large frame, in the buffer `keepRest` gave the frame's
+    /// whole size, or after the start of a frame that `keepRest` moved into a
+    /// spare of the transport's. No copy through the loop's read buffer, and
+    /// no growing: only what fits is read. `read` fills the space it is given
+    /// and returns the bytes read (0: none). Nil, without calling `read`, when
+    /// the connection keeps no buffer of its own with room.
     func receiveInPlace(_ read: (UnsafeMutableRawBufferPointer) -> Int) -> Int? {
-        guard !closing, reserved != nil, let room = buffer?.writableBytes, room > 0 else { return nil }
+        guard !closing, !bufferIsTransports, let room = buffer?.writableBytes, room > 0 else { return nil }
         let n = buffer?.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { read($0) } ?? 0
         guard n > 0 else { return 0 }
         arrived()
@@ -249,7 +260,7 @@ final class Connection<Transport: ConnectionTransport> {
             // Everything the peer sent is answered: it only waits to read the answers.
             // The unfinished frame, if any, gives its budget back now, not when the socket closes.
             closing = true
-            buffer = nil
+            letGoOfBuffer()
             reserved?.release()
             reserved = nil
             transport?.closeAfterFlush()
@@ -269,10 +280,14 @@ final class Connection<Transport: ConnectionTransport> {
     /// put comes in 64 KiB reads; the buffer's doublings, and the copy of a
     /// buffer still shared with the frame just taken, cost 6 % of the
     /// server's CPU during ingest. The reservation bounds what this allocates.
+    /// Any other start of a frame left in the transport's read buffer moves to
+    /// a spare of the transport's, so the transport reads its next bytes into
+    /// storage no one else holds: kept there, an eighth of the cached GetPages
+    /// at 8 connections × 16 in flight each allocated a new read buffer.
     private func keepRest() {
         // Peeked at through `?.`: a bound copy would make the buffer shared, and discarding then copies it.
         guard let rest = buffer?.readableBytes, rest > 0 else {
-            buffer = nil
+            letGoOfBuffer()
             return
         }
         if let reserved, let reader = buffer?.readerIndex, let capacity = buffer?.capacity,
@@ -280,9 +295,24 @@ final class Connection<Transport: ConnectionTransport> {
             var whole = ByteBufferAllocator().buffer(capacity: max(4 + reserved.bytes, rest))
             if let old = buffer { whole.writeImmutableBuffer(old) }
             buffer = whole
+            bufferIsTransports = false
+        } else if bufferIsTransports, var own = transport?.spareReadBuffer(), own.writableBytes >= rest, let old = buffer {
+            own.writeImmutableBuffer(old)
+            buffer = own
+            bufferIsTransports = false
         } else {
             buffer?.discardReadBytes()
         }
+    }
+
+    /// Nothing left to keep: a buffer of the connection's own goes back to the transport's spares.
+    private func letGoOfBuffer() {
+        if !bufferIsTransports, let kept = buffer {
+            buffer = nil  // the spare is then the one reference
+            transport?.recycleReadBuffer(kept)
+        }
+        buffer = nil
+        bufferIsTransports = false
     }
 
     /// The pass's cache hits go into the metrics together: one clock reading

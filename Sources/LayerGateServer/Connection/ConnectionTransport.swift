@@ -34,6 +34,19 @@ protocol ConnectionTransport: AnyObject, SendableMetatype {
     /// The loop's own reads of the disk, for GetPage misses; nil where the
     /// loop has none (SwiftNIO, or a kernel without io_uring): read threads serve them.
     var kernelReads: KernelReads? { get }
+
+    /// An empty buffer the size of a read, for the start of a frame the
+    /// connection keeps between reads; nil where reads come in buffers of
+    /// their own (SwiftNIO).
+    func spareReadBuffer() -> ByteBuffer?
+
+    /// A buffer from `spareReadBuffer`, emptied, for the next one to ask.
+    func recycleReadBuffer(_ buffer: ByteBuffer)
+}
+
+extension ConnectionTransport {
+    func spareReadBuffer() -> ByteBuffer? { nil }
+    func recycleReadBuffer(_ buffer: ByteBuffer) {}
 }
 
 /// Runs closures on one thread, in order, from any thread.

@@ -101,6 +101,10 @@ final class SocketConnection: ConnectionTransport {
 
     // MARK: ConnectionTransport
 
+    func spareReadBuffer() -> ByteBuffer? { server.takeSpareReadBuffer() }
+
+    func recycleReadBuffer(_ buffer: ByteBuffer) { server.giveBackSpare(buffer) }
+
     func writeFrame<R>(_ build: (inout ByteBuffer) -> R) -> R {
         var buffer = out ?? server.takeOutBuffer()
         out = nil  // `buffer` is then the one reference: appended to in place
