@@ -156,4 +156,58 @@ struct LargeFramePiecesTests {
         await c.close()
         #expect(await server.stop() == 0)
     }
+
+    /// Large puts pipelined past the in-flight budget: each waits for room,
+    /// and the room comes back as the answers before it leave. Before the fix,
+    /// a pass that stopped at a frame the budget had no room for returned
+    /// before sending the answers it had appended, so their reservations were
+    /// never given back, and one connection's 30 puts against a 1 MiB budget
+    /// got no answer at all (found by an adversarial run).
+    @Test(arguments: ServerTests.eventLoops) func largePutsPipelinedPastTheInflightBudgetAreAllAnswered(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop, "--max-inflight-mib", "1"])
+        let c = try await server.client()
+        let tenants = (0..<3).map { String(format: "b0000000000000000000000000000%03x", $0) }
+        var streams: [[UInt8]] = []
+        for t in tenants {
+            try await c.createTenant(t)
+            var bytes: [UInt8] = []
+            for put in 0..<20 as Range<UInt64> {
+                // 9 images: about 74 KB, over the 64 KiB of a small frame, so each reserves its size.
+                let records = (1...9 as ClosedRange<UInt64>).map { i in wimage(UInt32(i), put * 9 + i) }
+                bytes += Wire.frame(Wire.encode(Wire.Request(requestId: put + 1, body: .putRecords(Wire.PutRecordsRequest(tenantId: t, records: records)))))
+            }
+            streams.append(bytes)
+        }
+        let raws = try tenants.map { _ in try RawConnection(dir.socket) }
+        for (raw, bytes) in zip(raws, streams) {
+            let fd = raw.fd
+            Thread {  // blocks while the server holds the connection back
+                bytes.withUnsafeBytes { b in
+                    var at = 0
+                    while at < b.count {
+                        let n = write(fd, b.baseAddress! + at, b.count - at)
+                        if n <= 0 { return }
+                        at += n
+                    }
+                }
+            }.start()
+        }
+        for (t, raw) in zip(tenants, raws) {
+            var answered: [UInt64] = []
+            while answered.count < 20, let frame = raw.readFrame() {  // nil after 10 s without a byte
+                let answer = try Wire.decodeResponse(frame)
+                guard case .putRecords(let r)? = answer.body else {
+                    Issue.record("tenant \(t), request \(answer.requestId): \(String(describing: answer.body).prefix(200))")
+                    continue
+                }
+                #expect(r.lastRecordLsn >= answer.requestId * 9, "tenant \(t), put \(answer.requestId)")
+                answered.append(answer.requestId)
+            }
+            #expect(answered == Array(1...20), "tenant \(t): answered \(answered.count) of 20")
+            #expect(try await c.tenantStatus(t).lastRecordLsn == 180)
+        }
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
 }

@@ -234,14 +234,16 @@ final class Connection<Transport: ConnectionTransport> {
                     if case .needMore? = peek { break }  // read on: the token is in the frame's first bytes
                     if case .token(let token)? = peek, tokens.lookup(token, at: now) == nil {
                         verify(token, with: verifier)
-                        return
+                        break  // the answers appended so far still go out below
                     }
                 }
                 let pool = mayWrite ? budgets.writers : budgets.others
                 let wake = LoopBound(self, loop: loop)
                 guard pool.reserve(size, orWake: { wake.hop { $0.budgetFreed() } }) else {
+                    // Not read until the budget has room for this frame. The answers appended
+                    // so far still go out below: a large answer gives its budget back once sent.
                     waitingForBudget = true
-                    return  // not read until the budget has room for this frame
+                    break
                 }
                 reserved = Reservation(bytes: size, pool: pool)
             }
