@@ -223,6 +223,35 @@ struct AuthTests {
         #expect(await server.stop() == 0)
     }
 
+    /// A large put carries a token this connection has not shown: it is
+    /// verified before the frame is read, to pick the frame's pool. One that
+    /// is not valid yet (`nbf` ahead) is not kept as a verdict, and it used to
+    /// be verified again and again, a core busy per connection until its
+    /// `nbf` (found by an adversarial run). It is refused at once now, as a
+    /// small request with it is, and the connection goes on.
+    @Test func aLargePutWhoseTokenIsNotValidYetIsRefusedAtOnce() async throws {
+        let dir = ServerDir()
+        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
+        try publicPEM.write(toFile: dir.path + "/key.pem", atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--auth-public-key", dir.path + "/key.pem"])
+        let admin = try await LayerGateClient.connect(
+            socketPath: dir.socket, token: try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(600), privateKeyPEM: privatePEM))
+        try await admin.createTenant(tenantA)
+        let early = try await signed(privatePEM, ["scope": "admin", "nbf": Date().timeIntervalSince1970 + 3600])
+        let c = try await LayerGateClient.connect(socketPath: dir.socket, token: early, timeout: .seconds(10))
+        let records = (1...9 as ClosedRange<UInt64>).map { wimage(UInt32($0), $0) }  // about 74 KB: a large frame
+        for _ in 0..<2 {
+            let start = ContinuousClock.now
+            await expectServerError(.unauthenticated, { _ = try await c.putRecords(tenant: tenantA, records) })
+            #expect(ContinuousClock.now - start < .seconds(3))
+        }
+        #expect(try await admin.putRecords(tenant: tenantA, records) == 9)
+        #expect(try await admin.tenantStatus(tenantA).lastRecordLsn == 9, "nothing of the refused puts landed")
+        await c.close()
+        await admin.close()
+        #expect(await server.stop() == 0)
+    }
+
     /// A correctly signed token with any claims and header fields.
     func signed(_ privatePEM: String, _ claims: [String: any Sendable], header: JWTHeader = JWTHeader()) async throws -> String {
         struct Raw: JWTPayload {

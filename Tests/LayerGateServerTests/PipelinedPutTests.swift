@@ -210,4 +210,58 @@ struct LargeFramePiecesTests {
         await c.close()
         #expect(await server.stop() == 0)
     }
+
+    /// A writer that reads none of its answers holds no budget once its puts
+    /// are answered. Its answers queue behind 30 pages it does not read; a
+    /// put's budget used to come back only once its answer was sent, so its
+    /// dozen 1 MB puts kept the writers' 8 MiB pool from every other
+    /// ingester until its idle timeout (found by an adversarial run).
+    @Test(arguments: ServerTests.eventLoops) func aWriterThatReadsNoAnswerHoldsNoBudgetFromOthers(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop, "--max-inflight-mib", "8"])
+        let c = try await server.client()
+        let (deaf, other) = ("d0000000000000000000000000000001", "d0000000000000000000000000000002")
+        try await c.createTenant(deaf)
+        try await c.createTenant(other)
+        _ = try await c.putRecords(tenant: deaf, (1...30 as ClosedRange<UInt32>).map { wimage($0, 1) })
+        var bytes: [UInt8] = []
+        for id in 1...30 as ClosedRange<UInt64> {
+            bytes += Wire.frame(Wire.encode(Wire.Request(requestId: id, body: .getPage(
+                Wire.GetPageRequest(tenantId: deaf, key: wkey(UInt32(id)), lsn: 1)))))
+        }
+        for put in 0..<12 as Range<UInt64> {
+            let records = (1...120 as ClosedRange<UInt64>).map { i in wimage(UInt32(1000 + i), 2 + put * 120 + i) }
+            bytes += Wire.frame(Wire.encode(Wire.Request(requestId: 100 + put, body: .putRecords(Wire.PutRecordsRequest(tenantId: deaf, records: records)))))
+        }
+        let raw = try RawConnection(dir.socket)
+        let fd = raw.fd, all = bytes
+        Thread {  // never read: blocks once the server holds the connection back
+            all.withUnsafeBytes { b in
+                var at = 0
+                while at < b.count {
+                    let n = write(fd, b.baseAddress! + at, b.count - at)
+                    if n <= 0 { return }
+                    at += n
+                }
+            }
+        }.start()
+        // Every put of the deaf writer is stored, its answers unread.
+        let stored = ContinuousClock.now
+        while try await c.tenantStatus(deaf).lastRecordLsn < 2 + 12 * 120, ContinuousClock.now - stored < .seconds(10) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await c.tenantStatus(deaf).lastRecordLsn == 2 + 12 * 120)
+        let writer = try await LayerGateClient.connect(socketPath: dir.socket, timeout: .seconds(10))
+        let start = ContinuousClock.now
+        for put in 0..<5 as Range<UInt64> {
+            // About 660 KB: more than the room eight of the deaf writer's puts would leave.
+            let records = (1...80 as ClosedRange<UInt64>).map { i in wimage(UInt32(i), put * 80 + i) }
+            #expect(try await writer.putRecords(tenant: other, records) == put * 80 + 80)
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        withExtendedLifetime(raw) {}  // open, unread, until here
+        await writer.close()
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
 }

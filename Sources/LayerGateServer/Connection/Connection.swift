@@ -51,6 +51,8 @@ final class Connection<Transport: ConnectionTransport> {
     @exclusivity(unchecked) private var reserved: Reservation?
     /// Not read until a budget has room, or the frame's token is verified.
     @exclusivity(unchecked) private var waitingForBudget = false
+    /// The token of the large frame waiting to be read, once verified.
+    private var verifiedForFrame: String?
     /// When the first byte of the frame being received arrived.
     @exclusivity(unchecked) private var frameStarted: NIODeadline?
     @exclusivity(unchecked) private var lastActivity = NIODeadline.now()
@@ -228,11 +230,14 @@ final class Connection<Transport: ConnectionTransport> {
                          message: "a request of \(size) bytes is a PutRecords, which needs the server's uid or root")
                     return
                 }
+                // Waiting already, for room or for this frame's token: a wake-up comes (`budgetFreed`).
+                if waitingForBudget { break }
                 if !mayWrite, let verifier = dispatcher.verifier {
                     // Which pool depends on the token this frame carries: verified first, off the loop.
                     let peek = buffer.flatMap { frameToken(in: $0, size: size) }
                     if case .needMore? = peek { break }  // read on: the token is in the frame's first bytes
-                    if case .token(let token)? = peek, tokens.lookup(token, at: now) == nil {
+                    if case .token(let token)? = peek, tokens.lookup(token, at: now) == nil,
+                       !(verifiedForFrame.map { TokenCache.sameBytes($0, token) } ?? false) {
                         verify(token, with: verifier)
                         break  // the answers appended so far still go out below
                     }
@@ -246,6 +251,7 @@ final class Connection<Transport: ConnectionTransport> {
                     break
                 }
                 reserved = Reservation(bytes: size, pool: pool)
+                verifiedForFrame = nil
             }
             guard let readable = buffer?.readableBytes, readable >= 4 + size else { break }
             buffer?.moveReaderIndex(forwardBy: 4)
@@ -348,6 +354,9 @@ final class Connection<Transport: ConnectionTransport> {
             let grant = await verifier.verify(token)
             bound.hop { handler in
                 handler.tokens.remember(token, grant)
+                // A verdict the cache does not keep (not valid yet) still settles this frame's
+                // pool; verified again and again, it kept a core busy until its `nbf`.
+                handler.verifiedForFrame = token
                 handler.budgetFreed()
             }
         }
@@ -471,7 +480,7 @@ final class Connection<Transport: ConnectionTransport> {
     private func wrote(_ answer: Dispatcher.InlineAnswer?, _ out: ByteBuffer) -> Bool {
         switch answer {
         case .frame?:
-            transport?.write(out, whenSent: nil)
+            transport?.write(out)
             unflushed = true
             return true
         case .response(let response)?:
@@ -615,21 +624,19 @@ final class Connection<Transport: ConnectionTransport> {
             return
         case .respond(let response, let token, let grant):
             if let grant { tokens.remember(token, grant) }
-            // The reservation is given back once the answer has left (or failed to).
-            var whenSent: (@Sendable () -> Void)?
-            if let charge { whenSent = { charge.release() } }
-            write(response, whenSent: whenSent)
+            write(response)
+            // The request's bytes went with its task; its answer is a few bytes. Held
+            // until the answer left, a peer that reads none of its answers kept the
+            // writers' pool from every other ingester until its idle timeout.
+            charge?.release()
         }
         process()
     }
 
     /// Writes are flushed once per `process` pass (many answers, one writev).
-    private func write(_ response: Wire.Response, whenSent: (@Sendable () -> Void)? = nil) {
-        guard let transport else {
-            whenSent?()
-            return
-        }
-        transport.write(responseFrame(response), whenSent: whenSent)
+    private func write(_ response: Wire.Response) {
+        guard let transport else { return }
+        transport.write(responseFrame(response))
         unflushed = true
     }
 
@@ -669,7 +676,7 @@ final class Connection<Transport: ConnectionTransport> {
         closing = true
         if isRequest { dispatcher.metrics.finished(.invalid, error: code, since: .now()) }
         let response = Wire.Response(requestId: 0, body: .error(Wire.Error(code: code, message: message)))
-        transport?.write(responseFrame(response), whenSent: nil)
+        transport?.write(responseFrame(response))
         transport?.closeAfterFlush()
     }
 

@@ -90,14 +90,9 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
         return result
     }
 
-    func write(_ frame: ByteBuffer, whenSent: (@Sendable () -> Void)?) {
-        guard let context else {
-            whenSent?()
-            return
-        }
-        let promise = whenSent.map { _ in context.eventLoop.makePromise(of: Void.self) }
-        if let whenSent { promise?.futureResult.whenComplete { _ in whenSent() } }
-        context.write(wrapOutboundOut(frame), promise: promise)
+    func write(_ frame: ByteBuffer) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
     }
 
     func flush() { context?.flush() }

@@ -15,9 +15,8 @@ protocol ConnectionTransport: AnyObject, SendableMetatype {
     /// cache into the bytes the socket is written from in one copy.
     func writeFrame<R>(_ build: (inout ByteBuffer) -> R) -> R
 
-    /// Appends a whole answer frame; `whenSent` runs once it has left (or the
-    /// connection closed first).
-    func write(_ frame: ByteBuffer, whenSent: (@Sendable () -> Void)?)
+    /// Appends a whole answer frame.
+    func write(_ frame: ByteBuffer)
 
     /// Sends what was appended (many answers, one system call).
     func flush()

@@ -33,8 +33,6 @@ final class SocketConnection: ConnectionTransport {
     /// Bytes appended to `out` and bytes sent, since the connection began.
     @exclusivity(unchecked) private var appended = 0
     @exclusivity(unchecked) private var sent = 0
-    /// Run once the bytes up to `end` are sent (or the connection closed).
-    private var whenSent: [(end: Int, run: @Sendable () -> Void)] = []
 
     @exclusivity(unchecked) private(set) var isWritable = true
     /// The connection asked for bytes and has not had them yet.
@@ -116,13 +114,9 @@ final class SocketConnection: ConnectionTransport {
         return result
     }
 
-    func write(_ frame: ByteBuffer, whenSent done: (@Sendable () -> Void)?) {
-        guard !closed else {
-            done?()
-            return
-        }
+    func write(_ frame: ByteBuffer) {
+        guard !closed else { return }
         _ = writeFrame { $0.writeImmutableBuffer(frame) }
-        if let done { whenSent.append((appended, done)) }
     }
 
     func flush() {
@@ -143,7 +137,6 @@ final class SocketConnection: ConnectionTransport {
                     return
                 }
             }
-            runSent()
             if buffer.readableBytes == 0 {
                 buffer.clear()  // here, where `buffer` is the one reference: no copy
                 server.giveBackOut(buffer)
@@ -170,7 +163,6 @@ final class SocketConnection: ConnectionTransport {
         isWritable = false
         out = nil
         sent = appended
-        runSent()
         server.forget(self)
         let connection = self.connection
         self.connection = nil
@@ -186,13 +178,6 @@ final class SocketConnection: ConnectionTransport {
     }
 
     // MARK: bookkeeping
-
-    private func runSent() {
-        guard let last = whenSent.lastIndex(where: { $0.end <= sent }) else { return }
-        let done = whenSent[...last]
-        whenSent.removeSubrange(...last)
-        for d in done { d.run() }
-    }
 
     private func updateWritability() {
         let pending = appended - sent
