@@ -246,7 +246,7 @@ final class Connection<Transport: ConnectionTransport> {
                 let wake = LoopBound(self, loop: loop)
                 guard pool.reserve(size, orWake: { wake.hop { $0.budgetFreed() } }) else {
                     // Not read until the budget has room for this frame. The answers appended
-                    // so far still go out below: a large answer gives its budget back once sent.
+                    // so far still go out below: returning before the flush once left them unsent.
                     waitingForBudget = true
                     break
                 }

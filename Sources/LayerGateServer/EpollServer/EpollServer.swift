@@ -70,9 +70,9 @@ final class EpollServer: @unchecked Sendable {
     /// Kept by the loop, not by each connection: a buffer per connection, long-lived among
     /// short-lived ones, grew the heap by 2.5 KiB per connection made (1,000 that each sent a request and closed, 5 times over).
     private static let spareOutCount = 32
+    private static let spareOutCapacity = 128 << 10
     /// Spare read buffers kept (64 KiB each): as many as connections that hold part of a frame at once, commonly.
     private static let spareInCount = 16
-    private static let spareOutCapacity = 128 << 10
     /// A connection closing after its last answer is closed anyway after this, read or not.
     private static let closeGrace: Duration = .seconds(5)
 
