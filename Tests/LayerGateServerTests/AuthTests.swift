@@ -146,8 +146,9 @@ struct AuthTests {
         #expect(await server.stop() == 0)
     }
 
-    /// A server that checks tokens, with page 1 of `tenantA` at LSN 10 in its cache.
-    static func serverWithAPage() async throws -> (ServerProcess, privatePEM: String) {
+    /// A server that takes tokens signed by a new key, with tenant A created
+    /// through `admin`, a connection with an admin token.
+    static func serverWithATenant() async throws -> (ServerProcess, privatePEM: String, admin: LayerGateClient) {
         let dir = ServerDir()
         let (privatePEM, publicPEM) = try TokenMinter.keyPair()
         let keyFile = dir.path + "/token-key.pub.pem"
@@ -156,6 +157,12 @@ struct AuthTests {
         let admin = try await LayerGateClient.connect(
             socketPath: dir.socket, token: try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(3600), privateKeyPEM: privatePEM))
         try await admin.createTenant(tenantA)
+        return (server, privatePEM, admin)
+    }
+
+    /// A server that checks tokens, with page 1 of `tenantA` at LSN 10 in its cache.
+    static func serverWithAPage() async throws -> (ServerProcess, privatePEM: String) {
+        let (server, privatePEM, admin) = try await serverWithATenant()
         _ = try await admin.putRecords(tenant: tenantA, [wimage(1, 10)])
         _ = try await admin.getPage(tenant: tenantA, key: wkey(1), lsn: 10)
         await admin.close()
@@ -197,13 +204,8 @@ struct AuthTests {
     /// of their own: an ingester's 1 MiB put, the first request on a fresh
     /// connection, goes through at once while sixteen of them stall 16 MiB frames.
     @Test func peersThatCannotWriteNeverHoldBackAnIngester() async throws {
-        let dir = ServerDir()
-        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
-        try publicPEM.write(toFile: dir.path + "/key.pem", atomically: true, encoding: .utf8)
-        let server = try await ServerProcess(dir: dir, extraArgs: ["--auth-public-key", dir.path + "/key.pem"])
-        let admin = try await LayerGateClient.connect(
-            socketPath: dir.socket, token: try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(600), privateKeyPEM: privatePEM))
-        try await admin.createTenant(tenantA)
+        let (server, privatePEM, admin) = try await Self.serverWithATenant()
+        let dir = server.dir
         // A header for 16 MiB, then the start of a PutRecords without a token, then nothing.
         let stall: [UInt8] = [0x01, 0x00, 0x00, 0x00, 0x08, 0x01, 0x5a, 0xf0, 0xff, 0xff, 0x07]
         let stallers = try (0..<16).map { _ in try RawConnection(dir.socket) }
@@ -230,15 +232,9 @@ struct AuthTests {
     /// `nbf` (found by an adversarial run). It is refused at once now, as a
     /// small request with it is, and the connection goes on.
     @Test func aLargePutWhoseTokenIsNotValidYetIsRefusedAtOnce() async throws {
-        let dir = ServerDir()
-        let (privatePEM, publicPEM) = try TokenMinter.keyPair()
-        try publicPEM.write(toFile: dir.path + "/key.pem", atomically: true, encoding: .utf8)
-        let server = try await ServerProcess(dir: dir, extraArgs: ["--auth-public-key", dir.path + "/key.pem"])
-        let admin = try await LayerGateClient.connect(
-            socketPath: dir.socket, token: try await TokenMinter.token(scope: .admin, tenant: nil, ttl: .seconds(600), privateKeyPEM: privatePEM))
-        try await admin.createTenant(tenantA)
+        let (server, privatePEM, admin) = try await Self.serverWithATenant()
         let early = try await signed(privatePEM, ["scope": "admin", "nbf": Date().timeIntervalSince1970 + 3600])
-        let c = try await LayerGateClient.connect(socketPath: dir.socket, token: early, timeout: .seconds(10))
+        let c = try await LayerGateClient.connect(socketPath: server.dir.socket, token: early, timeout: .seconds(10))
         let records = (1...9 as ClosedRange<UInt64>).map { wimage(UInt32($0), $0) }  // about 74 KB: a large frame
         for _ in 0..<2 {
             let start = ContinuousClock.now

@@ -180,19 +180,7 @@ struct LargeFramePiecesTests {
             streams.append(bytes)
         }
         let raws = try tenants.map { _ in try RawConnection(dir.socket) }
-        for (raw, bytes) in zip(raws, streams) {
-            let fd = raw.fd
-            Thread {  // blocks while the server holds the connection back
-                bytes.withUnsafeBytes { b in
-                    var at = 0
-                    while at < b.count {
-                        let n = write(fd, b.baseAddress! + at, b.count - at)
-                        if n <= 0 { return }
-                        at += n
-                    }
-                }
-            }.start()
-        }
+        for (raw, bytes) in zip(raws, streams) { raw.sendAllInBackground(bytes) }
         for (t, raw) in zip(tenants, raws) {
             var answered: [UInt64] = []
             while answered.count < 20, let frame = raw.readFrame() {  // nil after 10 s without a byte
@@ -234,17 +222,7 @@ struct LargeFramePiecesTests {
             bytes += Wire.frame(Wire.encode(Wire.Request(requestId: 100 + put, body: .putRecords(Wire.PutRecordsRequest(tenantId: deaf, records: records)))))
         }
         let raw = try RawConnection(dir.socket)
-        let fd = raw.fd, all = bytes
-        Thread {  // never read: blocks once the server holds the connection back
-            all.withUnsafeBytes { b in
-                var at = 0
-                while at < b.count {
-                    let n = write(fd, b.baseAddress! + at, b.count - at)
-                    if n <= 0 { return }
-                    at += n
-                }
-            }
-        }.start()
+        raw.sendAllInBackground(bytes)  // its answers are never read
         // Every put of the deaf writer is stored, its answers unread.
         let stored = ContinuousClock.now
         while try await c.tenantStatus(deaf).lastRecordLsn < 2 + 12 * 120, ContinuousClock.now - stored < .seconds(10) {

@@ -137,6 +137,23 @@ final class RawConnection {
 
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
 
+    /// Sends all of `bytes` from a thread of its own, which blocks while the
+    /// server holds the connection back (and stops if it closes), so the test
+    /// can read the answers meanwhile, or never.
+    func sendAllInBackground(_ bytes: [UInt8]) {
+        let fd = self.fd
+        Thread {
+            bytes.withUnsafeBytes { b in
+                var at = 0
+                while at < b.count {
+                    let n = write(fd, b.baseAddress! + at, b.count - at)
+                    if n <= 0 { return }
+                    at += n
+                }
+            }
+        }.start()
+    }
+
     /// Writes without blocking; returns how many bytes went out (0 when the socket is full).
     func sendNonBlocking(_ bytes: [UInt8]) -> Int {
         let r = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }

@@ -290,18 +290,7 @@ struct ServerTests {
             bytes += Wire.frame(Wire.encode(Wire.Request(requestId: id, body: body)))
         }
         let raw = try RawConnection(dir.socket)
-        let fd = raw.fd, all = bytes
-        let sender = Thread {  // blocks while the server holds back; the reader below drains it
-            all.withUnsafeBytes { b in
-                var at = 0
-                while at < b.count {
-                    let n = write(fd, b.baseAddress! + at, b.count - at)
-                    if n <= 0 { return }
-                    at += n
-                }
-            }
-        }
-        sender.start()
+        raw.sendAllInBackground(bytes)  // the reader below drains it
         try await Task.sleep(for: .milliseconds(500))  // let the server's socket buffer fill
         var answered = Set<UInt64>()
         while answered.count < 600, let frame = raw.readFrame() {
