@@ -41,20 +41,19 @@ extension Wire {
     /// connection's requests carry; a request with another token, or with
     /// none while one is known, is not read here.
     public static func readGetPageInPlace(_ raw: UnsafeRawBufferPointer, knownToken: String?, maxMessages: Int) -> InPlaceGetPage? {
-        var reader = PlainFields(raw)
         var requestId: UInt64?
         var token: UnsafeRawBufferPointer?
         var body: UnsafeRawBufferPointer?
-        while !reader.atEnd {
-            guard let field = reader.next() else { return nil }
+        let plain = PlainFields.read(raw) { field in
             switch field {
             case .varint(1, let v) where requestId == nil: requestId = v
             case .bytes(2, let b) where token == nil: token = b
             case .bytes(10, let b) where body == nil: body = b
-            default: return nil
+            default: return false
             }
+            return true
         }
-        guard let body, var page = readGetPageBody(body) else { return nil }
+        guard plain, let body, var page = readGetPageBody(body) else { return nil }
         // Allocations protobuf-c makes for it: the body, the tenant id, the key, the token.
         guard maxMessages >= (token == nil ? 3 : 4) else { return nil }
         switch (token, knownToken) {
@@ -72,22 +71,21 @@ extension Wire {
     }
 
     private static func readGetPageBody(_ b: UnsafeRawBufferPointer) -> InPlaceGetPage? {
-        var reader = PlainFields(b)
         var tenant: UnsafeRawBufferPointer?
         var keyBytes: UnsafeRawBufferPointer?
         var lsn: UInt64?, latest: UInt64?, waitMs: UInt64?
-        while !reader.atEnd {
-            guard let field = reader.next() else { return nil }
+        let plain = PlainFields.read(b) { field in
             switch field {
             case .bytes(1, let t) where tenant == nil: tenant = t
             case .bytes(2, let k) where keyBytes == nil: keyBytes = k
             case .varint(3, let v) where lsn == nil: lsn = v
             case .varint(4, let v) where latest == nil: latest = v
             case .varint(5, let v) where waitMs == nil && v <= UInt64(UInt32.max): waitMs = v
-            default: return nil
+            default: return false
             }
+            return true
         }
-        guard let tenant, tenant.count == 32, let keyBytes, let key = readPageKey(keyBytes) else { return nil }
+        guard plain, let tenant, tenant.count == 32, let keyBytes, let key = readPageKey(keyBytes) else { return nil }
         var text = SIMD4<UInt64>()
         withUnsafeMutableBytes(of: &text) { $0.copyMemory(from: tenant) }
         guard let w0 = hexWord(text[0]), let w1 = hexWord(text[1]), let w2 = hexWord(text[2]), let w3 = hexWord(text[3]) else {
@@ -99,16 +97,17 @@ extension Wire {
     }
 
     private static func readPageKey(_ b: UnsafeRawBufferPointer) -> PageKey? {
-        var reader = PlainFields(b)
         var values = SIMD8<UInt32>()  // fields 1...5, all uint32
         var seen: UInt8 = 0
-        while !reader.atEnd {
-            guard case .varint(let number, let v)? = reader.next(), (1...5).contains(number), seen & (1 << number) == 0,
+        let plain = PlainFields.read(b) { field in
+            guard case .varint(let number, let v) = field, (1...5).contains(number), seen & (1 << number) == 0,
                   v <= UInt64(UInt32.max)
-            else { return nil }
+            else { return false }
             seen |= 1 << number
             values[Int(number) - 1] = UInt32(v)
+            return true
         }
+        guard plain else { return nil }
         return PageKey(spcOid: values[0], dbOid: values[1], relNumber: values[2], fork: values[3], block: values[4])
     }
 

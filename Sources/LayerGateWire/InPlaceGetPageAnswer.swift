@@ -9,29 +9,28 @@ extension Wire {
     /// so where this reads a frame it reads what protobuf-c does (the fuzz
     /// target `response` checks that on every input).
     public static func readGetPageAnswerInPlace(_ raw: UnsafeRawBufferPointer) -> Response? {
-        var reader = PlainFields(raw)
         var requestId: UInt64?
         var body: UnsafeRawBufferPointer?
-        while !reader.atEnd {
-            guard let field = reader.next() else { return nil }
+        let plain = PlainFields.read(raw) { field in
             switch field {
             case .varint(1, let v) where requestId == nil: requestId = v
             case .bytes(10, let b) where body == nil: body = b
-            default: return nil
+            default: return false
             }
+            return true
         }
-        guard let body else { return nil }
-        var fields = PlainFields(body)
+        guard plain, let body else { return nil }
         var page: UnsafeRawBufferPointer?
         var lsn: UInt64?
-        while !fields.atEnd {
-            guard let field = fields.next() else { return nil }
+        let plainBody = PlainFields.read(body) { field in
             switch field {
             case .bytes(1, let p) where page == nil: page = p
             case .varint(2, let v) where lsn == nil: lsn = v
-            default: return nil
+            default: return false
             }
+            return true
         }
+        guard plainBody else { return nil }
         return Response(requestId: requestId ?? 0,
                         body: .getPage(GetPageResponse(page: page.map { [UInt8]($0) } ?? [], lsn: lsn ?? 0)))
     }

@@ -7,14 +7,24 @@ struct PlainFields {
         case bytes(UInt64, UnsafeRawBufferPointer)
     }
 
-    let b: UnsafeRawBufferPointer
-    var p = 0
+    private let b: UnsafeRawBufferPointer
+    private var p = 0
 
-    init(_ b: UnsafeRawBufferPointer) { self.b = b }
+    private init(_ b: UnsafeRawBufferPointer) { self.b = b }
 
-    var atEnd: Bool { p >= b.count }
+    /// Gives every field of `b` to `take` in turn; false as soon as the bytes
+    /// are not plain fields or `take` refuses one (a field it does not read
+    /// this way, or one seen twice).
+    @inline(__always)
+    static func read(_ b: UnsafeRawBufferPointer, _ take: (Field) -> Bool) -> Bool {
+        var reader = PlainFields(b)
+        while reader.p < b.count {
+            guard let field = reader.next(), take(field) else { return false }
+        }
+        return true
+    }
 
-    mutating func next() -> Field? {
+    private mutating func next() -> Field? {
         guard let key = varint(maxBytes: 5) else { return nil }
         switch key & 7 {
         case 0:

@@ -158,7 +158,7 @@ struct LargeFramePiecesTests {
     }
 
     /// Large puts pipelined past the in-flight budget: each waits for room,
-    /// and the room comes back as the answers before it leave. Before the fix,
+    /// and the room comes back as the puts before it are answered. Before the fix,
     /// a pass that stopped at a frame the budget had no room for returned
     /// before sending the answers it had appended, so their reservations were
     /// never given back, and one connection's 30 puts against a 1 MiB budget

@@ -719,7 +719,7 @@ extension ByteBuffer {
 }
 
 /// A page's answer frame: the page and at most 32 bytes around it.
-let pageFrameCapacity = 8192 + 32
+let pageFrameCapacity = Wire.pageBytes + 32
 
 /// A response as one frame (length prefix included: the pipeline has no frame encoder on the way out).
 private func responseFrame(_ response: Wire.Response) -> ByteBuffer {
