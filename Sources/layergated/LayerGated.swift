@@ -40,6 +40,10 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "A GetPage's wait_ms is capped to this many milliseconds.") var maxWaitLsnMs = 60_000
     @Option(help: "MiB of large requests being received, decoded or served at once; past it the server stops reading them.")
     var maxInflightMib = 256
+    @Option(help: "A connection with nothing running and nothing arriving for this many seconds is closed.")
+    var idleTimeoutS = 600
+    @Option(help: "A frame must arrive whole within this many seconds of its first byte, plus one per MiB of its size; a slower peer is closed.")
+    var frameTimeoutS = 10
     @Option(help: "An Ed25519 public key (PEM) that signs tokens: then every request needs one (auth_token).")
     var authPublicKey: String?
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9898; :PORT is every IPv4 interface; port 0 picks one). No authentication: keep it on localhost or a monitoring network. Off by default.")
@@ -77,7 +81,8 @@ struct LayerGated: AsyncParsableCommand {
                           ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
                           ("--compaction-period-s", compactionPeriodS), ("--max-frame-mib", maxFrameMib),
                           ("--compaction-target-mib", compactionTargetMib), ("--max-open-layer-files", maxOpenLayerFiles),
-                          ("--max-connections", maxConnections), ("--max-inflight-mib", maxInflightMib)]
+                          ("--max-connections", maxConnections), ("--max-inflight-mib", maxInflightMib),
+                          ("--idle-timeout-s", idleTimeoutS), ("--frame-timeout-s", frameTimeoutS)]
         where v < 1 {
             throw ValidationError("\(name) must be at least 1")
         }
@@ -123,6 +128,8 @@ struct LayerGated: AsyncParsableCommand {
         config.limits.maxConnections = maxConnections
         config.limits.maxWaitLsn = .milliseconds(maxWaitLsnMs)
         config.limits.maxInflightBytes = maxInflightMib << 20
+        config.limits.idleTimeout = .seconds(idleTimeoutS)
+        config.limits.frameTimeout = .seconds(frameTimeoutS)
         if let authPublicKey {
             do { config.authPublicKeyPEM = try String(contentsOfFile: authPublicKey, encoding: .utf8) } catch {
                 logger.critical("--auth-public-key \(authPublicKey): \(error)")

@@ -389,6 +389,34 @@ struct ServerTests {
         #expect(await server.stop() == 0)
     }
 
+    /// `--idle-timeout-s` and `--frame-timeout-s` reach the connections: a
+    /// silent peer goes after the idle time, one stuck inside a frame after the
+    /// frame time (idle does not apply to it), and a client that keeps asking stays.
+    @Test(arguments: eventLoops) func idleAndSlowPeersAreClosedAtTheTimesGiven(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop, "--idle-timeout-s", "1", "--frame-timeout-s", "3"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        let start = ContinuousClock.now
+        let silent = try RawConnection(dir.socket)
+        let partial = try RawConnection(dir.socket)
+        partial.send([0, 0, 0, 100] + [UInt8](repeating: 0x0a, count: 10))  // 10 of a frame's 100 bytes
+        var silentGone: Duration?
+        var partialGone: Duration?
+        while partialGone == nil || silentGone == nil, ContinuousClock.now - start < .seconds(10) {
+            _ = try await c.tenantStatus(tenantA)  // every 200 ms: never idle for a second
+            try await Task.sleep(for: .milliseconds(200))
+            if silentGone == nil, silent.isClosedNow() { silentGone = ContinuousClock.now - start }
+            if partialGone == nil, partial.isClosedNow() { partialGone = ContinuousClock.now - start }
+        }
+        // Checked about once a second, so up to a second past the limit, and more under load.
+        #expect(silentGone.map { $0 >= .milliseconds(900) && $0 < .seconds(6) } == true, "silent: \(String(describing: silentGone))")
+        #expect(partialGone.map { $0 >= .milliseconds(2_900) && $0 < .seconds(9) } == true, "partial frame: \(String(describing: partialGone))")
+        #expect(try await c.tenantStatus(tenantA).lastRecordLsn == 0, "the client that kept asking is still served")
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     @Test func sigtermFinishesInFlightRequestsAndRemovesTheSocket() async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir)
