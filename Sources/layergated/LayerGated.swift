@@ -91,6 +91,26 @@ struct LayerGated: AsyncParsableCommand {
             guard remoteStorage != nil else { throw ValidationError("--local-layer-budget-mib needs --remote-storage: a layer is removed here only when the store holds it") }
         }
         guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0, diskReserveMib >= 0, maxWaitLsnMs >= 0 else { throw ValidationError("negative durations are not allowed") }
+        // Past these, a size in bytes or a duration in nanoseconds made from the
+        // value would overflow: the server trapped, or wrapped to a nonsense limit.
+        let (mib, seconds, milliseconds) = (1 << 30, 365 * 86_400, 365 * 86_400_000)
+        for (name, v, most) in [("--page-cache-mib", pageCacheMib, mib), ("--checkpoint-distance-mib", checkpointDistanceMib, mib),
+                                ("--compaction-target-mib", compactionTargetMib, mib), ("--gc-horizon-mib", gcHorizonMib, mib),
+                                ("--disk-reserve-mib", diskReserveMib, mib), ("--max-inflight-mib", maxInflightMib, mib),
+                                ("--local-layer-budget-mib", localLayerBudgetMib ?? 0, mib),
+                                // A frame's length is 32 bits.
+                                ("--max-frame-mib", maxFrameMib, 4095),
+                                ("--compaction-period-s", compactionPeriodS, seconds), ("--idle-timeout-s", idleTimeoutS, seconds),
+                                ("--frame-timeout-s", frameTimeoutS, seconds),
+                                ("--wait-lsn-timeout-ms", waitLsnTimeoutMs, milliseconds), ("--max-wait-lsn-ms", maxWaitLsnMs, milliseconds)]
+        where v > most {
+            throw ValidationError("\(name) must be at most \(most), not \(v)")
+        }
+        // The page cache is allocated whole at start: more than the machine has would abort there.
+        let memoryMib = (Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))) >> 20
+        if memoryMib > 0, pageCacheMib > memoryMib {
+            throw ValidationError("--page-cache-mib \(pageCacheMib) is more than this machine's \(memoryMib) MiB of memory")
+        }
     }
 
     func run() async throws {

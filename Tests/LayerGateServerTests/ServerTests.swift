@@ -174,6 +174,28 @@ struct ServerTests {
         }
     }
 
+    /// A size or a duration too large to turn into bytes or nanoseconds is
+    /// refused with its name. Before, `--idle-timeout-s`, `--frame-timeout-s`,
+    /// `--compaction-period-s` and `--page-cache-mib` at Int.max trapped (at the
+    /// first check, the first compaction timer, or at start), and `--max-frame-mib`
+    /// wrapped to a limit that refused every frame; a page cache larger than
+    /// the machine aborted its allocation.
+    @Test(arguments: ["--page-cache-mib", "--checkpoint-distance-mib", "--compaction-target-mib", "--gc-horizon-mib",
+                      "--disk-reserve-mib", "--max-inflight-mib", "--max-frame-mib", "--compaction-period-s",
+                      "--idle-timeout-s", "--frame-timeout-s", "--wait-lsn-timeout-ms", "--max-wait-lsn-ms"])
+    func valuesTooLargeToRepresentAreRefusedByName(flag: String) async throws {
+        let refused = await #expect(throws: StartFailure.self) {
+            _ = try await ServerProcess(dir: ServerDir(), extraArgs: [flag, String(Int.max)])
+        }
+        #expect(refused?.log.contains("\(flag) must be at most") == true, "\(refused?.log ?? "")")
+        if flag == "--page-cache-mib" {
+            let tooMuch = await #expect(throws: StartFailure.self) {
+                _ = try await ServerProcess(dir: ServerDir(), extraArgs: [flag, "1073741824"])
+            }
+            #expect(tooMuch?.log.contains("MiB of memory") == true, "\(tooMuch?.log ?? "")")
+        }
+    }
+
     @Test(arguments: eventLoops) func twoHundredPipelinedRequestsOnOneConnection(eventLoop: String) async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])
