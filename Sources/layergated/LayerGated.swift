@@ -22,27 +22,29 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "Socket file mode, octal (660 lets a compute-node group connect; admin stays with this uid).")
     var socketMode = "600"
     @Option(help: "Where tenants' layer files, indexes and WALs live.") var dataDir = Defaults.dataDirectory
-    @Option(help: "Page cache size in MiB (8 KiB pages).") var pageCacheMib = 128
-    @Option(help: "In-memory MiB per tenant before a flush to an L0 layer.") var checkpointDistanceMib = 64
-    @Option(help: "L0 layers that trigger an L0→L1 compaction.") var compactionThreshold = 10
-    @Option(help: "Delta layers above the newest image that trigger image layers.") var imageCreationThreshold = 3
-    @Option(help: "Seconds between background compaction runs.") var compactionPeriodS = 20
-    @Option(help: "Compaction splits its output files at about this many MiB.") var compactionTargetMib = 128
-    @Option(help: "GC keeps this many MiB of LSN below last_record_lsn readable.") var gcHorizonMib = 64
-    @Option(help: "Default wait (ms) for a GetPage LSN beyond last_record_lsn.") var waitLsnTimeoutMs = 10_000
-    @Option(help: "Largest frame accepted, MiB.") var maxFrameMib = 16
-    @Option(help: "Free MiB kept on the data directory's filesystem beyond what flushing memory needs; ingest stops before it.")
+    // Numbers are parsed .unconditional: "-1" is then the option's value, refused by name in
+    // validate(), not taken for a flag ("Missing value for --page-cache-mib").
+    @Option(parsing: .unconditional, help: "Page cache size in MiB (8 KiB pages).") var pageCacheMib = 128
+    @Option(parsing: .unconditional, help: "In-memory MiB per tenant before a flush to an L0 layer.") var checkpointDistanceMib = 64
+    @Option(parsing: .unconditional, help: "L0 layers that trigger an L0→L1 compaction.") var compactionThreshold = 10
+    @Option(parsing: .unconditional, help: "Delta layers above the newest image that trigger image layers.") var imageCreationThreshold = 3
+    @Option(parsing: .unconditional, help: "Seconds between background compaction runs.") var compactionPeriodS = 20
+    @Option(parsing: .unconditional, help: "Compaction splits its output files at about this many MiB.") var compactionTargetMib = 128
+    @Option(parsing: .unconditional, help: "GC keeps this many MiB of LSN below last_record_lsn readable.") var gcHorizonMib = 64
+    @Option(parsing: .unconditional, help: "Default wait (ms) for a GetPage LSN beyond last_record_lsn.") var waitLsnTimeoutMs = 10_000
+    @Option(parsing: .unconditional, help: "Largest frame accepted, MiB.") var maxFrameMib = 16
+    @Option(parsing: .unconditional, help: "Free MiB kept on the data directory's filesystem beyond what flushing memory needs; ingest stops before it.")
     var diskReserveMib = 64
-    @Option(help: "Layer-file descriptors kept open at most (reopened on demand).") var maxOpenLayerFiles = 256
+    @Option(parsing: .unconditional, help: "Layer-file descriptors kept open at most (reopened on demand).") var maxOpenLayerFiles = 256
     @Option(help: "How layer files are read: buffered (the default: through the OS page cache, which then holds them too, read ahead) or direct (O_DIRECT: the page cache is the one cache of them, and every miss is one read of the disk). A filesystem without direct I/O reads buffered.")
     var layerReads = "buffered"
-    @Option(help: "Connections at most; one more gets RESOURCE_EXHAUSTED and is closed.") var maxConnections = 1024
-    @Option(help: "A GetPage's wait_ms is capped to this many milliseconds.") var maxWaitLsnMs = 60_000
-    @Option(help: "MiB of large requests being received, decoded or served at once; past it the server stops reading them.")
+    @Option(parsing: .unconditional, help: "Connections at most; one more gets RESOURCE_EXHAUSTED and is closed.") var maxConnections = 1024
+    @Option(parsing: .unconditional, help: "A GetPage's wait_ms is capped to this many milliseconds.") var maxWaitLsnMs = 60_000
+    @Option(parsing: .unconditional, help: "MiB of large requests being received, decoded or served at once; past it the server stops reading them.")
     var maxInflightMib = 256
-    @Option(help: "A connection with nothing running and nothing arriving for this many seconds is closed.")
+    @Option(parsing: .unconditional, help: "A connection with nothing running and nothing arriving for this many seconds is closed.")
     var idleTimeoutS = 600
-    @Option(help: "A frame must arrive whole within this many seconds of its first byte, plus one per MiB of its size; a slower peer is closed.")
+    @Option(parsing: .unconditional, help: "A frame must arrive whole within this many seconds of its first byte, plus one per MiB of its size; a slower peer is closed.")
     var frameTimeoutS = 10
     @Option(help: "An Ed25519 public key (PEM) that signs tokens: then every request needs one (auth_token).")
     var authPublicKey: String?
@@ -53,7 +55,7 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "The S3 endpoint for s3:// remote storage (default: AWS's for --s3-region), e.g. http://127.0.0.1:5000.")
     var s3Endpoint: String?
     @Option(help: "The region s3:// requests are signed for.") var s3Region = "us-east-1"
-    @Option(help: "With --remote-storage: keep at most this many MiB of layer files on the local disk, over all tenants. Beyond it, the least recently read layers that the store holds are removed here and downloaded again by the read that needs them. Off by default (every layer stays local).")
+    @Option(parsing: .unconditional, help: "With --remote-storage: keep at most this many MiB of layer files on the local disk, over all tenants. Beyond it, the least recently read layers that the store holds are removed here and downloaded again by the read that needs them. Off by default (every layer stays local).")
     var localLayerBudgetMib: Int?
     @Flag(help: "Allow ConfigureFailpoints and LAYERGATE_FAILPOINTS (testing only).") var enableFailpoints = false
     @Option(help: "What serves the socket's connections: epoll (the server's own loop, the default) or nio (SwiftNIO, to compare).")
@@ -90,7 +92,10 @@ struct LayerGated: AsyncParsableCommand {
             guard localLayerBudgetMib >= 0 else { throw ValidationError("--local-layer-budget-mib must not be negative") }
             guard remoteStorage != nil else { throw ValidationError("--local-layer-budget-mib needs --remote-storage: a layer is removed here only when the store holds it") }
         }
-        guard gcHorizonMib >= 0, waitLsnTimeoutMs >= 0, diskReserveMib >= 0, maxWaitLsnMs >= 0 else { throw ValidationError("negative durations are not allowed") }
+        for (name, v) in [("--gc-horizon-mib", gcHorizonMib), ("--disk-reserve-mib", diskReserveMib),
+                          ("--wait-lsn-timeout-ms", waitLsnTimeoutMs), ("--max-wait-lsn-ms", maxWaitLsnMs)] where v < 0 {
+            throw ValidationError("\(name) must not be negative, not \(v)")
+        }
         // Past these, a size in bytes or a duration in nanoseconds made from the
         // value would overflow: the server trapped, or wrapped to a nonsense limit.
         let (mib, seconds, milliseconds) = (1 << 30, 365 * 86_400, 365 * 86_400_000)

@@ -244,4 +244,54 @@ struct LargeFramePiecesTests {
         await c.close()
         #expect(await server.stop() == 0)
     }
+
+    /// Peers that each announce a large frame and send nothing more wait for
+    /// room in the budget for the frame time at most, then are refused
+    /// (RESOURCE_EXHAUSTED, then a close). Before, their frame clocks stopped
+    /// while they waited, so they were let in one at a time, each holding the
+    /// budget until its own frame time, and an honest put queued behind them
+    /// all: 500 such peers held the budget for about 9 minutes (found by an
+    /// adversarial run). Here 16 of them would take 16 s or more.
+    @Test(arguments: ServerTests.eventLoops) func peersThatAnnounceLargeFramesAndStallWaitForRoomOnlySoLong(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop, "--max-inflight-mib", "1", "--frame-timeout-s", "1"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        let start = ContinuousClock.now
+        let stalled = try (0..<16).map { _ in try RawConnection(dir.socket) }
+        for raw in stalled { raw.send([0, 0x0e, 0, 0]) }  // 896 KiB announced: one fits in the budget at a time
+        try await Task.sleep(for: .milliseconds(300))
+        // An honest put of about 820 KB among them: refused while there is no room, stored once sent again.
+        let records = (1...100 as ClosedRange<UInt32>).map { wimage($0, UInt64($0)) }
+        var stored = false
+        var refusals = 0
+        while !stored, ContinuousClock.now - start < .seconds(30) {
+            let writer = try await server.client()
+            do {
+                stored = try await writer.putRecords(tenant: tenantA, records) == 100
+            } catch ClientError.server(code: .resourceExhausted, let message) {
+                #expect(message.contains("no room among the server's large requests in flight"), "\(message)")
+                refusals += 1
+            }
+            await writer.close()
+        }
+        #expect(stored, "refused \(refusals) times")
+        for raw in stalled {
+            // Refused with a reason while waiting, or closed by its frame time once let in.
+            if let frame = raw.readFrame() {
+                let answer = try Wire.decodeResponse(frame)
+                guard case .error(let e)? = answer.body else {
+                    Issue.record("a stalled peer got \(String(describing: answer.body))")
+                    continue
+                }
+                #expect(answer.requestId == 0 && e.code == .resourceExhausted, "\(e.message)")
+                #expect(raw.isClosed())
+            }
+        }
+        let allGone = ContinuousClock.now - start
+        #expect(allGone < .seconds(10), "the stalled peers were held \(allGone)")
+        #expect(try await c.getPage(tenant: tenantA, key: wkey(100)).page == wpage(100 << 32 | 100))
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
 }

@@ -174,8 +174,8 @@ struct ServerTests {
         }
     }
 
-    /// A size or a duration too large to turn into bytes or nanoseconds is
-    /// refused with its name. Before, `--idle-timeout-s`, `--frame-timeout-s`,
+    /// A size or a duration too large to turn into bytes or nanoseconds, or
+    /// below its least, is refused with its name. Before, `--idle-timeout-s`, `--frame-timeout-s`,
     /// `--compaction-period-s` and `--page-cache-mib` at Int.max trapped (at the
     /// first check, the first compaction timer, or at start), and `--max-frame-mib`
     /// wrapped to a limit that refused every frame; a page cache larger than
@@ -188,6 +188,11 @@ struct ServerTests {
             _ = try await ServerProcess(dir: ServerDir(), extraArgs: [flag, String(Int.max)])
         }
         #expect(refused?.log.contains("\(flag) must be at most") == true, "\(refused?.log ?? "")")
+        let negative = await #expect(throws: StartFailure.self) {
+            _ = try await ServerProcess(dir: ServerDir(), extraArgs: [flag, "-1"])
+        }
+        #expect(["\(flag) must be at least 1", "\(flag) must not be negative"].contains { negative?.log.contains($0) == true },
+                "\(negative?.log ?? "")")
         if flag == "--page-cache-mib" {
             let tooMuch = await #expect(throws: StartFailure.self) {
                 _ = try await ServerProcess(dir: ServerDir(), extraArgs: [flag, "1073741824"])

@@ -21,7 +21,8 @@ import Glibc
 /// - a frame larger than `smallFrameBytes` first reserves its size from the
 ///   server-wide `InflightBudget`, and is decoded off the event loop;
 /// - a frame must arrive in time (`frameTimeout`, plus a second per MiB), an
-///   idle connection is closed after `idleTimeout`;
+///   idle connection is closed after `idleTimeout`, and a large frame waits
+///   for room in the budget for `frameTimeout` at most;
 /// - when the connection closes, everything it was running is cancelled
 ///   (a GetPage waiting for an LSN is freed at once).
 ///
@@ -55,6 +56,8 @@ final class Connection<Transport: ConnectionTransport> {
     private var verifiedForFrame: String?
     /// When the first byte of the frame being received arrived.
     @exclusivity(unchecked) private var frameStarted: NIODeadline?
+    /// How long the frame being received has waited for room in a budget.
+    private var waitedForBudget = TimeAmount.zero
     @exclusivity(unchecked) private var lastActivity = NIODeadline.now()
     /// Read once per `process`: what tokens' expiry is checked against, and
     /// the start of the latency of every request answered in that pass.
@@ -252,6 +255,7 @@ final class Connection<Transport: ConnectionTransport> {
                 }
                 reserved = Reservation(bytes: size, pool: pool)
                 verifiedForFrame = nil
+                waitedForBudget = .zero
             }
             guard let readable = buffer?.readableBytes, readable >= 4 + size else { break }
             buffer?.moveReaderIndex(forwardBy: 4)
@@ -650,6 +654,19 @@ final class Connection<Transport: ConnectionTransport> {
         // A connection the server holds back is not late: its clock stops meanwhile.
         if let started = frameStarted, !canTakeFrame || waitingForBudget {
             frameStarted = started + (now - lastCheck)
+            // But not for ever: peers that each announce a large frame and send no
+            // more were held back in turn, each as long as the frames before it
+            // held the budget, and an honest put queued behind them all.
+            if waitingForBudget {
+                waitedForBudget = waitedForBudget + (now - lastCheck)
+                if waitedForBudget > TimeAmount(limits.frameTimeout) {
+                    let length = buffer?.getInteger(at: buffer?.readerIndex ?? 0, endianness: .big, as: UInt32.self) ?? 0
+                    fail(code: .resourceExhausted,
+                         message: "a request of \(length) bytes found no room among the server's large requests in flight for \(limits.frameTimeout); retry later",
+                         isRequest: false)
+                    return
+                }
+            }
         } else if let started = frameStarted, let b = buffer, !hasWholeFrame {
             let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) ?? 0
             let allowed = TimeAmount(limits.frameTimeout) + .seconds(Int64(length >> 20))
