@@ -56,8 +56,10 @@ final class Connection<Transport: ConnectionTransport> {
     private var verifiedForFrame: String?
     /// When the first byte of the frame being received arrived.
     @exclusivity(unchecked) private var frameStarted: NIODeadline?
-    /// How long the frame being received has waited for room in a budget.
+    /// How long the frame being received has waited for room in a budget,
+    /// counted up to `waitCountedTo` (nil: not waiting now).
     private var waitedForBudget = TimeAmount.zero
+    private var waitCountedTo: NIODeadline?
     @exclusivity(unchecked) private var lastActivity = NIODeadline.now()
     /// Read once per `process`: what tokens' expiry is checked against, and
     /// the start of the latency of every request answered in that pass.
@@ -250,7 +252,7 @@ final class Connection<Transport: ConnectionTransport> {
                 guard pool.reserve(size, orWake: { wake.hop { $0.budgetFreed() } }) else {
                     // Not read until the budget has room for this frame. The answers appended
                     // so far still go out below: returning before the flush once left them unsent.
-                    waitingForBudget = true
+                    startWaiting()
                     break
                 }
                 reserved = Reservation(bytes: size, pool: pool)
@@ -335,10 +337,25 @@ final class Connection<Transport: ConnectionTransport> {
         answeredInPass = 0
     }
 
+    private func startWaiting() {
+        waitingForBudget = true
+        waitCountedTo = .now()
+    }
+
     private func budgetFreed() {
         guard waitingForBudget, transport != nil else { return }
+        countWait(to: .now())
         waitingForBudget = false
+        waitCountedTo = nil
         process()
+    }
+
+    /// Only the time spent waiting counts: charging a check's whole interval
+    /// refused a put that had waited 0.1 s of a 1 s limit.
+    private func countWait(to t: NIODeadline) {
+        guard let from = waitCountedTo else { return }
+        waitedForBudget = waitedForBudget + (t - from)
+        waitCountedTo = t
     }
 
     /// The token at the start of a large frame's body, or nil once enough has
@@ -352,7 +369,7 @@ final class Connection<Transport: ConnectionTransport> {
 
     /// Verifies a token in a task; the connection is not read meanwhile.
     private func verify(_ token: String, with verifier: TokenVerifier) {
-        waitingForBudget = true
+        startWaiting()
         let bound = LoopBound(self, loop: loop)
         Task {
             let grant = await verifier.verify(token)
@@ -658,7 +675,7 @@ final class Connection<Transport: ConnectionTransport> {
             // more were held back in turn, each as long as the frames before it
             // held the budget, and an honest put queued behind them all.
             if waitingForBudget {
-                waitedForBudget = waitedForBudget + (now - lastCheck)
+                countWait(to: now)
                 if waitedForBudget > TimeAmount(limits.frameTimeout) {
                     let length = buffer?.getInteger(at: buffer?.readerIndex ?? 0, endianness: .big, as: UInt32.self) ?? 0
                     fail(code: .resourceExhausted,
