@@ -668,22 +668,22 @@ final class Connection<Transport: ConnectionTransport> {
         guard let transport, !closing else { return }
         let now = NIODeadline.now()
         defer { lastCheck = now }
+        // A frame waits for room in the budget for the frame time at most: peers that
+        // each announced a large frame and sent no more were let in one at a time,
+        // each holding the budget for its own frame time, and an honest put queued behind them all.
+        if waitingForBudget {
+            countWait(to: now)
+            if waitedForBudget > TimeAmount(limits.frameTimeout) {
+                let length = buffer?.getInteger(at: buffer?.readerIndex ?? 0, endianness: .big, as: UInt32.self) ?? 0
+                fail(code: .resourceExhausted,
+                     message: "a request of \(length) bytes found no room among the server's large requests in flight for \(limits.frameTimeout); retry later",
+                     isRequest: false)
+                return
+            }
+        }
         // A connection the server holds back is not late: its clock stops meanwhile.
         if let started = frameStarted, !canTakeFrame || waitingForBudget {
             frameStarted = started + (now - lastCheck)
-            // But not for ever: peers that each announce a large frame and send no
-            // more were held back in turn, each as long as the frames before it
-            // held the budget, and an honest put queued behind them all.
-            if waitingForBudget {
-                countWait(to: now)
-                if waitedForBudget > TimeAmount(limits.frameTimeout) {
-                    let length = buffer?.getInteger(at: buffer?.readerIndex ?? 0, endianness: .big, as: UInt32.self) ?? 0
-                    fail(code: .resourceExhausted,
-                         message: "a request of \(length) bytes found no room among the server's large requests in flight for \(limits.frameTimeout); retry later",
-                         isRequest: false)
-                    return
-                }
-            }
         } else if let started = frameStarted, let b = buffer, !hasWholeFrame {
             let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) ?? 0
             let allowed = TimeAmount(limits.frameTimeout) + .seconds(Int64(length >> 20))
