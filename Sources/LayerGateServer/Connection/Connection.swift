@@ -52,6 +52,8 @@ final class Connection<Transport: ConnectionTransport> {
     @exclusivity(unchecked) private var reserved: Reservation?
     /// Not read until a budget has room, or the frame's token is verified.
     @exclusivity(unchecked) private var waitingForBudget = false
+    /// This connection's place in a budget's queue, while it waits there.
+    private var budgetTicket: (pool: InflightBudget, ticket: UInt64)?
     /// The token of the large frame waiting to be read, once verified.
     private var verifiedForFrame: String?
     /// When the first byte of the frame being received arrived.
@@ -137,6 +139,7 @@ final class Connection<Transport: ConnectionTransport> {
         closing = true
         for task in tasks.values { task.cancel() }  // waits end now, not at their timeout
         gone.set()  // disk reads still queued for it are skipped
+        leaveBudgetQueue()
         reserved?.release()
         reserved = nil
         letGoOfBuffer()
@@ -235,7 +238,7 @@ final class Connection<Transport: ConnectionTransport> {
                          message: "a request of \(size) bytes is a PutRecords, which needs the server's uid or root")
                     return
                 }
-                // Waiting already, for room or for this frame's token: a wake-up comes (`budgetFreed`).
+                // Waiting already, for room or for this frame's token: a wake-up comes (`budgetGranted`, `verificationEnded`).
                 if waitingForBudget { break }
                 if !mayWrite, let verifier = dispatcher.verifier {
                     // Which pool depends on the token this frame carries: verified first, off the loop.
@@ -248,16 +251,16 @@ final class Connection<Transport: ConnectionTransport> {
                     }
                 }
                 let pool = mayWrite ? budgets.writers : budgets.others
-                let wake = LoopBound(self, loop: loop)
-                guard pool.reserve(size, orWake: { wake.hop { $0.budgetFreed() } }) else {
+                let bound = LoopBound(self, loop: loop)
+                let admission = pool.reserve(size, granted: { bound.hop { $0.budgetGranted(size, from: pool) } })
+                guard admission == .reserved else {
                     // Not read until the budget has room for this frame. The answers appended
                     // so far still go out below: returning before the flush once left them unsent.
+                    if case .queued(let ticket) = admission { budgetTicket = (pool, ticket) }
                     startWaiting()
                     break
                 }
-                reserved = Reservation(bytes: size, pool: pool)
-                verifiedForFrame = nil
-                waitedForBudget = .zero
+                holdBudget(size, from: pool)
             }
             guard let readable = buffer?.readableBytes, readable >= 4 + size else { break }
             buffer?.moveReaderIndex(forwardBy: 4)
@@ -342,7 +345,33 @@ final class Connection<Transport: ConnectionTransport> {
         waitCountedTo = .now()
     }
 
-    private func budgetFreed() {
+    private func holdBudget(_ bytes: Int, from pool: InflightBudget) {
+        reserved = Reservation(bytes: bytes, pool: pool)
+        verifiedForFrame = nil
+        waitedForBudget = .zero
+    }
+
+    /// The budget reserved the waiting frame's bytes for this connection.
+    private func budgetGranted(_ bytes: Int, from pool: InflightBudget) {
+        guard transport != nil, !closing, budgetTicket != nil else {
+            pool.release(bytes)  // refused or closed meanwhile: the bytes go to the next in the queue
+            return
+        }
+        budgetTicket = nil
+        waitingForBudget = false
+        waitCountedTo = nil
+        holdBudget(bytes, from: pool)
+        process()
+    }
+
+    /// Leaves the budget's queue; a grant already on its way is given back when it comes.
+    private func leaveBudgetQueue() {
+        guard let (pool, ticket) = budgetTicket else { return }
+        budgetTicket = nil
+        pool.cancel(ticket)
+    }
+
+    private func verificationEnded() {
         guard waitingForBudget, transport != nil else { return }
         countWait(to: .now())
         waitingForBudget = false
@@ -378,7 +407,7 @@ final class Connection<Transport: ConnectionTransport> {
                 // A verdict the cache does not keep (not valid yet) still settles this frame's
                 // pool; verified again and again, it kept a core busy until its `nbf`.
                 handler.verifiedForFrame = token
-                handler.budgetFreed()
+                handler.verificationEnded()
             }
         }
     }
@@ -674,6 +703,7 @@ final class Connection<Transport: ConnectionTransport> {
         if waitingForBudget {
             countWait(to: now)
             if waitedForBudget > TimeAmount(limits.frameTimeout) {
+                leaveBudgetQueue()
                 let length = buffer?.getInteger(at: buffer?.readerIndex ?? 0, endianness: .big, as: UInt32.self) ?? 0
                 fail(code: .resourceExhausted,
                      message: "a request of \(length) bytes found no room among the server's large requests in flight for \(limits.frameTimeout); retry later",
