@@ -246,6 +246,51 @@ struct LargeFramePiecesTests {
         #expect(await server.stop() == 0)
     }
 
+    /// A writer that reads none of its answers cannot keep a half-sent put's
+    /// room in the budget: held back by its own unread answers, its frame's
+    /// clock stopped, and every other large put was refused for want of room
+    /// until its idle timeout (found by an adversarial run).
+    @Test(arguments: ServerTests.eventLoops) func aPeerThatReadsNoAnswerGivesBackTheRoomOfItsHalfSentPut(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop, "--max-inflight-mib", "1", "--frame-timeout-s", "1", "--idle-timeout-s", "60"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        _ = try await c.putRecords(tenant: tenantA, (1...32 as ClosedRange<UInt32>).map { wimage($0, UInt64($0)) })
+        // 32 GetPages that wait for LSN 100 (as many as a connection may run), 28 that
+        // need not wait, then half of a put of about 985 KB. When the waits end, the
+        // first answer lets the server take the 28 and reserve the put's room in one
+        // pass; then 60 unread pages fill the socket, and the server holds it back.
+        var bytes: [UInt8] = []
+        for id in 1...60 as ClosedRange<UInt64> {
+            bytes += Wire.frame(Wire.encode(Wire.Request(requestId: id, body: .getPage(
+                Wire.GetPageRequest(tenantId: tenantA, key: wkey(UInt32(id % 32 + 1)), lsn: id <= 32 ? 100 : 32, waitMs: 30_000)))))
+        }
+        let put = Wire.frame(Wire.encode(Wire.Request(requestId: 99, body: .putRecords(Wire.PutRecordsRequest(
+            tenantId: tenantA, records: (1...120 as ClosedRange<UInt32>).map { wimage(1000 + $0, 1000 + UInt64($0)) })))))
+        bytes += put[..<(put.count / 2)]
+        let deaf = try RawConnection(dir.socket)
+        deaf.sendAllInBackground(bytes)
+        try await Task.sleep(for: .milliseconds(500))
+        // The waits end.
+        _ = try await c.putRecords(tenant: tenantA, [wimage(500, 100)])
+        let start = ContinuousClock.now
+        var stored = false
+        while !stored, ContinuousClock.now - start < .seconds(20) {
+            let writer = try await server.client()
+            do {
+                stored = try await writer.putRecords(tenant: tenantA, (1...120 as ClosedRange<UInt32>).map { wimage(2000 + $0, 2000 + UInt64($0)) }) == 2120
+            } catch ClientError.server(code: .resourceExhausted, _), ClientError.connectionClosed, ClientError.transport {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            await writer.close()
+        }
+        let took = ContinuousClock.now - start
+        #expect(stored && took < .seconds(10), "an honest put waited \(took) for the room a deaf writer held")
+        withExtendedLifetime(deaf) {}
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     /// Peers that each announce a large frame and send nothing more wait for
     /// room in the budget for the frame time at most, then are refused
     /// (RESOURCE_EXHAUSTED, then a close). Before, their frame clocks stopped

@@ -62,6 +62,8 @@ final class Connection<Transport: ConnectionTransport> {
     /// counted up to `waitCountedTo` (nil: not waiting now).
     private var waitedForBudget = TimeAmount.zero
     private var waitCountedTo: NIODeadline?
+    /// Since when the frame that holds room in a budget has been held back (nil: it is not).
+    private var heldBackWithBudgetSince: NIODeadline?
     @exclusivity(unchecked) private var lastActivity = NIODeadline.now()
     /// Read once per `process`: what tokens' expiry is checked against, and
     /// the start of the latency of every request answered in that pass.
@@ -710,6 +712,24 @@ final class Connection<Transport: ConnectionTransport> {
                      isRequest: false)
                 return
             }
+        }
+        // Nor may a frame keep its room while the server holds it back for longer:
+        // a writer that read none of its answers kept its half-sent put's room, and
+        // every other large put waited, until its idle timeout. It is not reading:
+        // closed at once, not after an answer it would never take.
+        if let held = reserved, !canTakeFrame {
+            let since = heldBackWithBudgetSince ?? now
+            heldBackWithBudgetSince = since
+            if now - since > TimeAmount(limits.frameTimeout) {
+                logger.debug("closing a connection held back while its frame held room in the budget", metadata: ["bytes": "\(held.bytes)"])
+                closing = true
+                held.release()
+                reserved = nil
+                transport.close()
+                return
+            }
+        } else {
+            heldBackWithBudgetSince = nil
         }
         // A connection the server holds back is not late: its clock stops meanwhile.
         if let started = frameStarted, !canTakeFrame || waitingForBudget {
