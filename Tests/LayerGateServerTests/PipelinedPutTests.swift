@@ -274,18 +274,9 @@ struct LargeFramePiecesTests {
         // The waits end.
         _ = try await c.putRecords(tenant: tenantA, [wimage(500, 100)])
         let start = ContinuousClock.now
-        var stored = false
-        while !stored, ContinuousClock.now - start < .seconds(20) {
-            let writer = try await server.client()
-            do {
-                stored = try await writer.putRecords(tenant: tenantA, (1...120 as ClosedRange<UInt32>).map { wimage(2000 + $0, 2000 + UInt64($0)) }) == 2120
-            } catch ClientError.server(code: .resourceExhausted, _), ClientError.connectionClosed, ClientError.transport {
-                try await Task.sleep(for: .milliseconds(200))
-            }
-            await writer.close()
-        }
+        let honest = try await putUntilStored(server, (1...120 as ClosedRange<UInt32>).map { wimage(2000 + $0, 2000 + UInt64($0)) }, for: .seconds(20))
         let took = ContinuousClock.now - start
-        #expect(stored && took < .seconds(10), "an honest put waited \(took) for the room a deaf writer held")
+        #expect(honest.stored && took < .seconds(10), "an honest put waited \(took) for the room a deaf writer held")
         withExtendedLifetime(deaf) {}
         await c.close()
         #expect(await server.stop() == 0)
@@ -309,22 +300,11 @@ struct LargeFramePiecesTests {
         try await Task.sleep(for: .milliseconds(300))
         // An honest put of about 820 KB among them: refused while there is no room, stored once sent again.
         let records = (1...100 as ClosedRange<UInt32>).map { wimage($0, UInt64($0)) }
-        var stored = false
-        var refusals = 0
-        while !stored, ContinuousClock.now - start < .seconds(30) {
-            let writer = try await server.client()
-            do {
-                stored = try await writer.putRecords(tenant: tenantA, records) == 100
-            } catch ClientError.server(code: .resourceExhausted, let message) {
-                #expect(message.contains("no room among the server's large requests in flight"), "\(message)")
-                refusals += 1
-            } catch ClientError.connectionClosed, ClientError.transport {
-                // The server closed while the client was still writing the frame: its write fails first.
-                refusals += 1
-            }
-            await writer.close()
+        let honest = try await putUntilStored(server, records, for: .seconds(30))
+        for message in honest.refusals.compactMap({ $0 }) {
+            #expect(message.contains("no room among the server's large requests in flight"), "\(message)")
         }
-        #expect(stored, "refused \(refusals) times")
+        #expect(honest.stored, "refused \(honest.refusals.count) times")
         for raw in stalled {
             // Refused with a reason while waiting, or closed by its frame time once let in.
             if let frame = raw.readFrame() {
@@ -343,4 +323,29 @@ struct LargeFramePiecesTests {
         await c.close()
         #expect(await server.stop() == 0)
     }
+}
+
+/// Puts `records` in `tenantA` on a new connection each time until they are
+/// stored, as a client told RESOURCE_EXHAUSTED retries: whether they were
+/// within `limit`, and each refusal's message (nil: the server closed while the
+/// client was still writing the frame, so its write failed first).
+private func putUntilStored(_ server: ServerProcess, _ records: [Wire.Record], for limit: Duration) async throws
+    -> (stored: Bool, refusals: [String?])
+{
+    let start = ContinuousClock.now
+    var refusals: [String?] = []
+    while ContinuousClock.now - start < limit {
+        let writer = try await server.client()
+        var failure: (any Error)?
+        do { _ = try await writer.putRecords(tenant: tenantA, records) } catch { failure = error }
+        await writer.close()
+        switch failure {
+        case nil: return (true, refusals)
+        case ClientError.server(code: .resourceExhausted, let message)?: refusals.append(message)
+        case ClientError.connectionClosed?, ClientError.transport?: refusals.append(nil)
+        case let other?: throw other
+        }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return (false, refusals)
 }
