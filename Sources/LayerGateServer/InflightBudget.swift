@@ -28,8 +28,6 @@ struct Reservation: Sendable {
 }
 
 final class InflightBudget: Sendable {
-    let capacity: Int
-
     /// What `reserve` did: the bytes are the caller's now, or it is queued.
     enum Admission: Equatable {
         case reserved
@@ -44,6 +42,7 @@ final class InflightBudget: Sendable {
     }
 
     private struct State {
+        let capacity: Int
         var used = 0
         /// First come, first served: when every waiter retried at each release
         /// and the first to retry won, one writer among many could lose every
@@ -63,15 +62,11 @@ final class InflightBudget: Sendable {
 
         /// One request is always let in when nothing is reserved, so a frame larger than the budget can pass.
         func fits(_ bytes: Int) -> Bool { used == 0 || used + bytes <= capacity }
-        let capacity: Int
     }
 
     private let state: Mutex<State>
 
-    init(capacity: Int) {
-        self.capacity = max(1, capacity)
-        state = Mutex(State(capacity: max(1, capacity)))
-    }
+    init(capacity: Int) { state = Mutex(State(capacity: max(1, capacity))) }
 
     var used: Int { state.withLock { $0.used } }
 

@@ -79,37 +79,29 @@ struct LayerGated: AsyncParsableCommand {
         guard ["uring", "threads"].contains(missReads) else { throw ValidationError("--miss-reads must be uring or threads, not '\(missReads)'") }
         guard ["direct", "buffered"].contains(layerReads) else { throw ValidationError("--layer-reads must be direct or buffered, not '\(layerReads)'") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
-        for (name, v) in [("--page-cache-mib", pageCacheMib), ("--checkpoint-distance-mib", checkpointDistanceMib),
-                          ("--compaction-threshold", compactionThreshold), ("--image-creation-threshold", imageCreationThreshold),
-                          ("--compaction-period-s", compactionPeriodS), ("--max-frame-mib", maxFrameMib),
-                          ("--compaction-target-mib", compactionTargetMib), ("--max-open-layer-files", maxOpenLayerFiles),
-                          ("--max-connections", maxConnections), ("--max-inflight-mib", maxInflightMib),
-                          ("--idle-timeout-s", idleTimeoutS), ("--frame-timeout-s", frameTimeoutS)]
-        where v < 1 {
-            throw ValidationError("\(name) must be at least 1")
+        // Each number's range, in one place. The upper bounds: past them, a size in bytes or
+        // a duration in nanoseconds made from the value would overflow (the server trapped,
+        // or wrapped to a nonsense limit).
+        let (mib, seconds, milliseconds, any) = (1 << 30, 365 * 86_400, 365 * 86_400_000, Int.max)
+        let ranges: [(String, Int?, ClosedRange<Int>)] = [
+            ("--page-cache-mib", pageCacheMib, 1...mib), ("--checkpoint-distance-mib", checkpointDistanceMib, 1...mib),
+            ("--compaction-threshold", compactionThreshold, 1...any), ("--image-creation-threshold", imageCreationThreshold, 1...any),
+            ("--compaction-period-s", compactionPeriodS, 1...seconds), ("--compaction-target-mib", compactionTargetMib, 1...mib),
+            ("--max-frame-mib", maxFrameMib, 1...4095),  // a frame's length is 32 bits
+            ("--max-open-layer-files", maxOpenLayerFiles, 1...any), ("--max-connections", maxConnections, 1...any),
+            ("--max-inflight-mib", maxInflightMib, 1...mib),
+            ("--idle-timeout-s", idleTimeoutS, 1...seconds), ("--frame-timeout-s", frameTimeoutS, 1...seconds),
+            ("--gc-horizon-mib", gcHorizonMib, 0...mib), ("--disk-reserve-mib", diskReserveMib, 0...mib),
+            ("--local-layer-budget-mib", localLayerBudgetMib, 0...mib),
+            ("--wait-lsn-timeout-ms", waitLsnTimeoutMs, 0...milliseconds), ("--max-wait-lsn-ms", maxWaitLsnMs, 0...milliseconds),
+        ]
+        for (name, value, range) in ranges {
+            guard let v = value, !range.contains(v) else { continue }
+            if v > range.upperBound { throw ValidationError("\(name) must be at most \(range.upperBound), not \(v)") }
+            throw ValidationError(range.lowerBound == 0 ? "\(name) must not be negative, not \(v)" : "\(name) must be at least \(range.lowerBound)")
         }
-        if let localLayerBudgetMib {
-            guard localLayerBudgetMib >= 0 else { throw ValidationError("--local-layer-budget-mib must not be negative") }
-            guard remoteStorage != nil else { throw ValidationError("--local-layer-budget-mib needs --remote-storage: a layer is removed here only when the store holds it") }
-        }
-        for (name, v) in [("--gc-horizon-mib", gcHorizonMib), ("--disk-reserve-mib", diskReserveMib),
-                          ("--wait-lsn-timeout-ms", waitLsnTimeoutMs), ("--max-wait-lsn-ms", maxWaitLsnMs)] where v < 0 {
-            throw ValidationError("\(name) must not be negative, not \(v)")
-        }
-        // Past these, a size in bytes or a duration in nanoseconds made from the
-        // value would overflow: the server trapped, or wrapped to a nonsense limit.
-        let (mib, seconds, milliseconds) = (1 << 30, 365 * 86_400, 365 * 86_400_000)
-        for (name, v, most) in [("--page-cache-mib", pageCacheMib, mib), ("--checkpoint-distance-mib", checkpointDistanceMib, mib),
-                                ("--compaction-target-mib", compactionTargetMib, mib), ("--gc-horizon-mib", gcHorizonMib, mib),
-                                ("--disk-reserve-mib", diskReserveMib, mib), ("--max-inflight-mib", maxInflightMib, mib),
-                                ("--local-layer-budget-mib", localLayerBudgetMib ?? 0, mib),
-                                // A frame's length is 32 bits.
-                                ("--max-frame-mib", maxFrameMib, 4095),
-                                ("--compaction-period-s", compactionPeriodS, seconds), ("--idle-timeout-s", idleTimeoutS, seconds),
-                                ("--frame-timeout-s", frameTimeoutS, seconds),
-                                ("--wait-lsn-timeout-ms", waitLsnTimeoutMs, milliseconds), ("--max-wait-lsn-ms", maxWaitLsnMs, milliseconds)]
-        where v > most {
-            throw ValidationError("\(name) must be at most \(most), not \(v)")
+        if localLayerBudgetMib != nil, remoteStorage == nil {
+            throw ValidationError("--local-layer-budget-mib needs --remote-storage: a layer is removed here only when the store holds it")
         }
         // The page cache is allocated whole at start: more than the machine has would abort there.
         let memoryMib = (Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))) >> 20

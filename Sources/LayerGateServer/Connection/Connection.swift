@@ -51,7 +51,7 @@ final class Connection<Transport: ConnectionTransport> {
     /// What the frame being received holds of a budget.
     @exclusivity(unchecked) private var reserved: Reservation?
     /// Not read until a budget has room, or the frame's token is verified.
-    @exclusivity(unchecked) private var waitingForBudget = false
+    private var waitingForBudget: Bool { waitCountedTo != nil }
     /// This connection's place in a budget's queue, while it waits there.
     private var budgetTicket: (pool: InflightBudget, ticket: UInt64)?
     /// The token of the large frame waiting to be read, once verified.
@@ -59,9 +59,9 @@ final class Connection<Transport: ConnectionTransport> {
     /// When the first byte of the frame being received arrived.
     @exclusivity(unchecked) private var frameStarted: NIODeadline?
     /// How long the frame being received has waited for room in a budget,
-    /// counted up to `waitCountedTo` (nil: not waiting now).
+    /// counted up to `waitCountedTo`, which is set exactly while it waits.
     private var waitedForBudget = TimeAmount.zero
-    private var waitCountedTo: NIODeadline?
+    @exclusivity(unchecked) private var waitCountedTo: NIODeadline?
     /// Since when the frame that holds room in a budget has been held back (nil: it is not).
     private var heldBackWithBudgetSince: NIODeadline?
     @exclusivity(unchecked) private var lastActivity = NIODeadline.now()
@@ -342,9 +342,11 @@ final class Connection<Transport: ConnectionTransport> {
         answeredInPass = 0
     }
 
-    private func startWaiting() {
-        waitingForBudget = true
-        waitCountedTo = .now()
+    private func startWaiting() { waitCountedTo = .now() }
+
+    private func stopWaiting() {
+        countWait(to: .now())
+        waitCountedTo = nil
     }
 
     private func holdBudget(_ bytes: Int, from pool: InflightBudget) {
@@ -360,8 +362,7 @@ final class Connection<Transport: ConnectionTransport> {
             return
         }
         budgetTicket = nil
-        waitingForBudget = false
-        waitCountedTo = nil
+        stopWaiting()
         holdBudget(bytes, from: pool)
         process()
     }
@@ -375,9 +376,7 @@ final class Connection<Transport: ConnectionTransport> {
 
     private func verificationEnded() {
         guard waitingForBudget, transport != nil else { return }
-        countWait(to: .now())
-        waitingForBudget = false
-        waitCountedTo = nil
+        stopWaiting()
         process()
     }
 
