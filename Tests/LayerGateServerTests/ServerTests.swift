@@ -444,6 +444,58 @@ struct ServerTests {
         #expect(await server.stop() == 0)
     }
 
+    /// A peer whose requests are all answered, and which reads none of the
+    /// answers, is closed after a grace, its answers sent or not. It asks for
+    /// pages until its socket is full, then for two more (answers the server
+    /// keeps, under its high water mark, so it reads on), and shuts its
+    /// sending side. On the nio loop the close waited for those answers to be
+    /// written, which never happened: the connection, its answers and its
+    /// descriptor stayed for as long as the peer kept its end open.
+    @Test(arguments: eventLoops) func aPeerThatHalfClosesAndReadsNoAnswerIsClosedAfterAGrace(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
+        let deaf = try RawConnection(dir.socket)
+        func ask(_ id: UInt64) {
+            deaf.send(Wire.frame(Wire.encode(Wire.Request(requestId: id, body: .getPage(
+                Wire.GetPageRequest(tenantId: tenantA, key: wkey(1), lsn: 10, waitMs: 0))))))
+        }
+        func unread() -> Int32 {
+            var n: Int32 = 0
+            _ = ioctl(deaf.fd, UInt(FIONREAD), &n)
+            return n
+        }
+        var id: UInt64 = 0
+        var full = false
+        while !full, id < 1_000 {
+            let before = unread()
+            id += 1
+            ask(id)
+            let asked = ContinuousClock.now
+            while unread() < before + 8_192, ContinuousClock.now - asked < .milliseconds(500) {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            full = unread() < before + 8_192
+        }
+        #expect(full, "the socket never filled")
+        ask(id + 1)
+        ask(id + 2)
+        shutdown(deaf.fd, Int32(SHUT_WR))
+        let start = ContinuousClock.now
+        var gone: Duration?
+        while gone == nil, ContinuousClock.now - start < .seconds(20) {
+            if try await c.serverStatus().connections == 1 { gone = ContinuousClock.now - start }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        // The grace is 5 s, checked about once a second.
+        #expect(gone.map { $0 < .seconds(10) } == true, "the deaf peer's connection, after \(id) pages filled its socket: \(String(describing: gone))")
+        withExtendedLifetime(deaf) {}
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     @Test func sigtermFinishesInFlightRequestsAndRemovesTheSocket() async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir)

@@ -104,8 +104,11 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
     func closeAfterFlush() {
         guard let context else { return }
         let channel = context.channel
+        // A peer that reads none of it never lets the write below complete.
+        let anyway = context.eventLoop.scheduleTask(in: TimeAmount(closeGrace)) { channel.close(promise: nil) }
         // Writes complete in order: once this empty one has, the answer that explains the close has left.
         context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            anyway.cancel()
             channel.close(promise: nil)
         }
     }

@@ -27,7 +27,8 @@ protocol ConnectionTransport: AnyObject, SendableMetatype {
     /// Closes now; `inactive` follows.
     func close()
 
-    /// Sends what was appended, then closes.
+    /// Sends what was appended, then closes; closes anyway after
+    /// `closeGrace` if the peer has not read it all by then.
     func closeAfterFlush()
 
     /// The loop's own reads of the disk, for GetPage misses; nil where the
@@ -42,6 +43,12 @@ protocol ConnectionTransport: AnyObject, SendableMetatype {
     /// A buffer from `spareReadBuffer`, emptied, for the next one to ask.
     func recycleReadBuffer(_ buffer: ByteBuffer)
 }
+
+/// How long a connection closing after its last answers waits for its peer
+/// to read them. A peer that reads nothing would otherwise keep the
+/// connection, its answers and its descriptor for as long as it likes: the
+/// idle timeout no longer applies to a connection that is closing.
+let closeGrace: Duration = .seconds(5)
 
 extension ConnectionTransport {
     func spareReadBuffer() -> ByteBuffer? { nil }

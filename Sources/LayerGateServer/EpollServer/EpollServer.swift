@@ -73,8 +73,6 @@ final class EpollServer: @unchecked Sendable {
     private static let spareOutCapacity = 128 << 10
     /// Spare read buffers kept (64 KiB each): as many as connections that hold part of a frame at once, commonly.
     private static let spareInCount = 16
-    /// A connection closing after its last answer is closed anyway after this, read or not.
-    private static let closeGrace: Duration = .seconds(5)
 
     /// The epoll set and its wake-up descriptor, taken before the tenants load
     /// (they can take every descriptor there is); the thread starts in `serve`.
@@ -217,7 +215,7 @@ final class EpollServer: @unchecked Sendable {
 
     private func tick(_ now: ContinuousClock.Instant) {
         for c in Array(connections.values) {
-            if let since = c.closingSince, since.duration(to: now) > Self.closeGrace {
+            if let since = c.closingSince, since.duration(to: now) > closeGrace {
                 c.close()  // its peer does not read the answer that explains the close
             } else {
                 c.connection?.checkTimeouts()
