@@ -282,6 +282,38 @@ struct LargeFramePiecesTests {
         #expect(await server.stop() == 0)
     }
 
+    /// A put refused while the async client is still writing it reaches the
+    /// caller as the server's answer, RESOURCE_EXHAUSTED, not as a broken pipe
+    /// or a closed connection: the answer comes just before the close, while
+    /// the client's loop waits both to write and to read.
+    @Test(arguments: ServerTests.eventLoops) func aPutRefusedWhileStillBeingSentIsAnsweredWithTheReason(eventLoop: String) async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop, "--max-inflight-mib", "1", "--frame-timeout-s", "1"])
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        // A 3 MiB frame, larger than the budget, is let in alone: announced and
+        // not sent, it holds the whole budget for its frame time, 1 s + 3 s.
+        let holder = try RawConnection(dir.socket)
+        holder.send([0x00, 0x30, 0x00, 0x00])
+        try await Task.sleep(for: .milliseconds(300))
+        let writer = try await server.client()
+        // Six puts of about 985 KB pipelined: the first waits for room, the rest are still being written.
+        let puts: [Wire.Request.Body] = (0..<6 as Range<UInt32>).map { k in
+            .putRecords(Wire.PutRecordsRequest(tenantId: tenantA, records: (1...120 as ClosedRange<UInt32>).map { wimage(k * 1000 + $0, UInt64(k * 1000 + $0)) }))
+        }
+        let refusal = "a request of 985480 bytes found no room among the server's large requests in flight for 1.0 seconds; retry later"
+        for outcome in await writer.callMany(puts) {
+            switch outcome {
+            case .success: Issue.record("stored while another frame held the whole budget")
+            case .failure(let e): #expect(e == .server(code: .resourceExhausted, message: refusal), "the refusal came as \(e)")
+            }
+        }
+        withExtendedLifetime(holder) {}
+        await writer.close()
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     /// Peers that each announce a large frame and send nothing more wait for
     /// room in the budget for the frame time at most, then are refused
     /// (RESOURCE_EXHAUSTED, then a close). Before, their frame clocks stopped
