@@ -254,11 +254,10 @@ final class Connection<Transport: ConnectionTransport> {
                 }
                 let pool = mayWrite ? budgets.writers : budgets.others
                 let bound = LoopBound(self, loop: loop)
-                let admission = pool.reserve(size, granted: { bound.hop { $0.budgetGranted(size, from: pool) } })
-                guard admission == .reserved else {
+                if case .queued(let ticket) = pool.reserve(size, granted: { bound.hop { $0.budgetGranted(size, from: pool) } }) {
                     // Not read until the budget has room for this frame. The answers appended
                     // so far still go out below: returning before the flush once left them unsent.
-                    if case .queued(let ticket) = admission { budgetTicket = (pool, ticket) }
+                    budgetTicket = (pool, ticket)
                     startWaiting()
                     break
                 }
@@ -705,7 +704,7 @@ final class Connection<Transport: ConnectionTransport> {
             countWait(to: now)
             if waitedForBudget > TimeAmount(limits.frameTimeout) {
                 leaveBudgetQueue()
-                let length = buffer?.getInteger(at: buffer?.readerIndex ?? 0, endianness: .big, as: UInt32.self) ?? 0
+                let length = buffer?.peekInteger(endianness: .big, as: UInt32.self) ?? 0
                 fail(code: .resourceExhausted,
                      message: "a request of \(length) bytes found no room among the server's large requests in flight for \(limits.frameTimeout); retry later",
                      isRequest: false)
@@ -722,9 +721,7 @@ final class Connection<Transport: ConnectionTransport> {
             if now - since > TimeAmount(limits.frameTimeout) {
                 logger.debug("closing a connection held back while its frame held room in the budget", metadata: ["bytes": "\(held.bytes)"])
                 closing = true
-                held.release()
-                reserved = nil
-                transport.close()
+                transport.close()  // `inactive` gives the room back
                 return
             }
         } else {
