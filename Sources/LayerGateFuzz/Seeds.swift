@@ -36,6 +36,16 @@ public enum FuzzSeeds {
             ("list-tenants", .listTenants(Wire.ListTenantsRequest())),
             ("server-status", .serverStatus(Wire.ServerStatusRequest())),
             ("failpoints", .configureFailpoints(Wire.ConfigureFailpointsRequest(failpoints: [Wire.Failpoint(name: "wal-before-fsync", action: "sleep(5)")]))),
+            // The form the server reads in place: images only (and the odd record without a key or a value).
+            ("put-images", .putRecords(Wire.PutRecordsRequest(tenantId: tenantId, records: [
+                Wire.Record(key: key(1), lsn: 10, value: .image([UInt8](repeating: 0xAB, count: 64))),
+                Wire.Record(key: key(2), lsn: 11, value: .image([])),
+                Wire.Record(key: nil, lsn: 12, value: .image([1, 2, 3])),
+                Wire.Record(key: key(3), lsn: 13, value: nil),
+            ]))),
+            ("put-images-with-token", .putRecords(Wire.PutRecordsRequest(tenantId: tenantId, records: [
+                Wire.Record(key: key(1), lsn: 10, value: .image([UInt8](repeating: 0xCD, count: 32))),
+            ]))),
         ]
         var out: [String: [UInt8]] = [:]
         for (i, (name, body)) in bodies.enumerated() {

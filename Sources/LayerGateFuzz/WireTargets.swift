@@ -26,6 +26,16 @@ enum WireTargets {
                 }
             }
         }
+        // Where the server reads a put in place, it reads what the decoder does.
+        for token in [nil] + known.map(Optional.some) {
+            for limit in [maxMessages, 4] {
+                guard let inPlace = Wire.readPutRecordsInPlace(bytes, knownToken: token, maxMessages: limit) else { continue }
+                let general = Wire.decodeCheckedRequest(bytes, maxMessages: limit)
+                guard case .success(let r) = general, r == inPlace else {
+                    preconditionFailure("put read in place as \(inPlace) knowing token \(token ?? "none"), decoded as \(general)")
+                }
+            }
+        }
         guard case .success(let request) = decoded else { return }
         let again = Wire.encode(request)
         guard let decoded = try? Wire.decodeRequest(again), decoded == request else {

@@ -96,7 +96,7 @@ extension Wire {
                               latest: (latest ?? 0) != 0, waitMs: UInt32(waitMs ?? 0))
     }
 
-    private static func readPageKey(_ b: UnsafeRawBufferPointer) -> PageKey? {
+    static func readPageKey(_ b: UnsafeRawBufferPointer) -> PageKey? {
         var values = SIMD8<UInt32>()  // fields 1...5, all uint32
         var seen: UInt8 = 0
         let plain = PlainFields.read(b) { field in

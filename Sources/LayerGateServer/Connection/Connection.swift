@@ -770,12 +770,16 @@ final class Connection<Transport: ConnectionTransport> {
         var message: String
     }
 
-    /// Checks the frame's shape (clean strings, a bounded number of
-    /// sub-messages), then decodes it.
+    /// A plain put of images is read in place (one copy of each image);
+    /// anything else has its shape checked (clean strings, a bounded number
+    /// of sub-messages), then is decoded.
     static func decode(_ frame: ByteBuffer, limits: ServerLimits, knownToken: String? = nil,
                        arena: DecodeArena? = nil) -> Result<Wire.Request, Decoded> {
         frame.withUnsafeReadableBytes { raw -> Result<Wire.Request, Decoded> in
-            Wire.decodeCheckedRequest(raw, maxMessages: limits.maxMessagesPerRequest, knownToken: knownToken, arena: arena).mapError { r in
+            if let put = Wire.readPutRecordsInPlace(raw, knownToken: knownToken, maxMessages: limits.maxMessagesPerRequest) {
+                return .success(put)
+            }
+            return Wire.decodeCheckedRequest(raw, maxMessages: limits.maxMessagesPerRequest, knownToken: knownToken, arena: arena).mapError { r in
                 Decoded(requestId: r.requestId, code: .invalidArgument, message: r.message)
             }
         }
