@@ -68,7 +68,9 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
 
     func validate() throws {
-        guard UInt16(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
+        // Digits only: UInt16(_:radix:) also takes a sign, and "-0" became mode 000.
+        guard !socketMode.isEmpty, socketMode.allSatisfy({ ("0"..."7").contains($0) }),
+              UInt16(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
             throw ValidationError("--socket-mode must be octal permission bits, like 600 or 660")
         }
         if let metricsListen, MetricsAddress(parsing: metricsListen) == nil {

@@ -201,6 +201,15 @@ struct ServerTests {
         }
     }
 
+    /// A signed mode was taken as octal: "-0" made a socket nobody but root could use.
+    @Test(arguments: ["-0", "+600", "800", "1000", "6 0"])
+    func aSocketModeThatIsNotOctalDigitsIsRefused(mode: String) async throws {
+        let refused = await #expect(throws: StartFailure.self) {
+            _ = try await ServerProcess(dir: ServerDir(), extraArgs: ["--socket-mode=\(mode)"])
+        }
+        #expect(refused?.log.contains("--socket-mode must be octal permission bits") == true, "\(refused?.log ?? "")")
+    }
+
     @Test(arguments: eventLoops) func twoHundredPipelinedRequestsOnOneConnection(eventLoop: String) async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop])
