@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 extension Wire {
     /// A GetPage request read where it lies in the frame: no protobuf-c, no
     /// String, nothing allocated. The server's path for cache hits.
@@ -41,32 +37,15 @@ extension Wire {
     /// connection's requests carry; a request with another token, or with
     /// none while one is known, is not read here.
     public static func readGetPageInPlace(_ raw: UnsafeRawBufferPointer, knownToken: String?, maxMessages: Int) -> InPlaceGetPage? {
-        var requestId: UInt64?
-        var token: UnsafeRawBufferPointer?
-        var body: UnsafeRawBufferPointer?
-        let plain = PlainFields.read(raw) { field in
-            switch field {
-            case .varint(1, let v) where requestId == nil: requestId = v
-            case .bytes(2, let b) where token == nil: token = b
-            case .bytes(10, let b) where body == nil: body = b
-            default: return false
-            }
-            return true
-        }
-        guard plain, let body, var page = readGetPageBody(body) else { return nil }
+        guard let request = PlainRequest.read(raw, bodyField: 10), var page = readGetPageBody(request.body) else { return nil }
         // Allocations protobuf-c makes for it: the body, the tenant id, the key, the token.
-        guard maxMessages >= (token == nil ? 3 : 4) else { return nil }
-        switch (token, knownToken) {
+        guard maxMessages >= (request.token == nil ? 3 : 4) else { return nil }
+        switch (request.token, knownToken) {
         case (nil, nil): break
-        case (let t?, var known?):
-            let same = known.withUTF8 { k in
-                guard t.count == k.count, let a = t.baseAddress, let b = k.baseAddress else { return t.count == k.count }
-                return memcmp(a, b, t.count) == 0
-            }
-            guard same else { return nil }
+        case (let t?, let known?): guard PlainRequest.isKnown(t, known) else { return nil }
         default: return nil
         }
-        page.requestId = requestId ?? 0
+        page.requestId = request.requestId
         return page
     }
 

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The fields of an encoded message, read as protobuf-c reads them but only
 /// where that is unambiguous: keys and lengths of at most 5 bytes, varints
 /// whose value fits 64 bits, and only the varint and length-delimited wire types.
@@ -45,5 +49,40 @@ struct PlainFields {
         let start = p
         guard let v = MessageShape.varint(b, &p, maxBytes: maxBytes) else { return nil }
         return p - start == 10 && b[p - 1] > 1 ? nil : v
+    }
+}
+
+/// A Request around its body, in the plain form the in-place readers take:
+/// `request_id`, `auth_token` and one body field, each at most once, nothing else.
+struct PlainRequest {
+    var requestId: UInt64
+    var token: UnsafeRawBufferPointer?
+    var body: UnsafeRawBufferPointer
+
+    @inline(__always)
+    static func read(_ raw: UnsafeRawBufferPointer, bodyField: UInt64) -> PlainRequest? {
+        var requestId: UInt64?
+        var token: UnsafeRawBufferPointer?
+        var body: UnsafeRawBufferPointer?
+        let plain = PlainFields.read(raw) { field in
+            switch field {
+            case .varint(1, let v) where requestId == nil: requestId = v
+            case .bytes(2, let b) where token == nil: token = b
+            case .bytes(bodyField, let b) where body == nil: body = b
+            default: return false
+            }
+            return true
+        }
+        guard plain, let body else { return nil }
+        return PlainRequest(requestId: requestId ?? 0, token: token, body: body)
+    }
+
+    /// Whether `token` holds the bytes of `known`.
+    static func isKnown(_ token: UnsafeRawBufferPointer, _ known: String) -> Bool {
+        var known = known
+        return known.withUTF8 { k in
+            guard token.count == k.count, let a = token.baseAddress, let b = k.baseAddress else { return token.count == k.count }
+            return memcmp(a, b, token.count) == 0
+        }
     }
 }
