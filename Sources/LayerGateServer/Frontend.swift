@@ -22,7 +22,11 @@ enum Frontend: Sendable {
         switch kind {
         case .epoll:
             self = .epoll(try EpollServer(acceptBackoff: acceptBackoff, busyPoll: busyPoll, kernelReads: kernelReads, logger: logger))
-        case .nio: self = .nio(MultiThreadedEventLoopGroup(numberOfThreads: 1), ChannelBox())
+        case .nio:
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            // Ends with the group.
+            group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in ClosedConnections.trimIfMany() }
+            self = .nio(group, ChannelBox())
         }
     }
 

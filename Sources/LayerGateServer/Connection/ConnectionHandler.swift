@@ -48,6 +48,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ConnectionTransport {
         timer?.cancel()
         timer = nil
         connection?.inactive()
+        ClosedConnections.noteClosed()
         context.fireChannelInactive()
     }
 

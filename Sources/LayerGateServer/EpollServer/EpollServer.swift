@@ -53,8 +53,6 @@ final class EpollServer: @unchecked Sendable {
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var nextTick = ContinuousClock.now + .seconds(1)
     private var running = true
-    /// Connections closed since the heap was last given back.
-    private var closedSinceTrim = 0
     private var finished: CheckedContinuation<Void, Never>?
     /// Set once the thread runs: before that, nothing would take the queue's tasks.
     private let started = Atomic<Bool>(false)
@@ -64,8 +62,6 @@ final class EpollServer: @unchecked Sendable {
     private static let kernelReadsId: UInt64 = 2
     private static let firstConnectionId: UInt64 = 3
     private static let readBufferBytes = 64 << 10
-    /// Past this many connections closed in a second, the heap's free pages go back to the system.
-    private static let closesPerTrim = 256
     /// Spare answer buffers kept, each up to `spareOutCapacity` (the high water mark and a page, rounded up).
     /// Kept by the loop, not by each connection: a buffer per connection, long-lived among
     /// short-lived ones, grew the heap by 2.5 KiB per connection made (1,000 that each sent a request and closed, 5 times over).
@@ -222,11 +218,7 @@ final class EpollServer: @unchecked Sendable {
             }
         }
         notifyWritable()
-        if closedSinceTrim >= Self.closesPerTrim {
-            // Many connections gone: their memory sits in free lists between live blocks, counted in RSS.
-            closedSinceTrim = 0
-            lg_release_free_heap()
-        }
+        ClosedConnections.trimIfMany()
     }
 
     private func notifyWritable() {
@@ -322,7 +314,7 @@ final class EpollServer: @unchecked Sendable {
         epoll_ctl(epollFd, EPOLL_CTL_DEL, c.fd, nil)
         Glibc.close(c.fd)
         connections[c.id] = nil
-        closedSinceTrim += 1
+        ClosedConnections.noteClosed()
     }
 
     private func add(_ fd: Int32, id: UInt64, events: UInt32) {
