@@ -39,6 +39,7 @@ extension Wire {
         let plain = PlainFields.read(b) { field in
             switch field {
             case .bytes(1, let t) where tenant == nil:
+                guard isHexTenant(t) else { return false }  // before the records are copied, where it comes first
                 tenant = t
             case .bytes(2, let r):
                 guard let (record, count) = readRecord(r) else { return false }
@@ -50,11 +51,13 @@ extension Wire {
             }
             return true
         }
-        guard plain, let tenant, tenant.count == 32 else { return nil }
-        for word in 0..<4 {
-            guard hexWord(tenant.loadUnaligned(fromByteOffset: word * 8, as: UInt64.self)) != nil else { return nil }
-        }
+        guard plain, let tenant else { return nil }
         return (String(decoding: tenant, as: UTF8.self), records)
+    }
+
+    private static func isHexTenant(_ t: UnsafeRawBufferPointer) -> Bool {
+        guard t.count == 32 else { return false }
+        return (0..<4).allSatisfy { hexWord(t.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) != nil }
     }
 
     /// A record and the allocations protobuf-c makes for it (itself, its key, its image).
