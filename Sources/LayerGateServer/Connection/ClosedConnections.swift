@@ -15,8 +15,8 @@ enum ClosedConnections {
 
     /// Called once a second by each loop.
     static func trimIfMany() {
-        guard sinceTrim.load(ordering: .relaxed) >= perTrim else { return }
-        sinceTrim.store(0, ordering: .relaxed)
+        // Read and reset in one step: two loops never both trim for the same closes.
+        guard sinceTrim.load(ordering: .relaxed) >= perTrim, sinceTrim.exchange(0, ordering: .relaxed) >= perTrim else { return }
         lg_release_free_heap()
     }
 }
