@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// The bytes of large requests being received, decoded or served, across all
@@ -47,7 +48,7 @@ final class InflightBudget: Sendable {
         /// First come, first served: when every waiter retried at each release
         /// and the first to retry won, one writer among many could lose every
         /// race until its wait ran out.
-        var queue: [Waiter] = []
+        var queue = CircularBuffer<Waiter>()
         var nextTicket: UInt64 = 0
 
         /// Reserves for the waiters at the head of the queue while they fit.

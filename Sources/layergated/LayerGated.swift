@@ -69,7 +69,7 @@ struct LayerGated: AsyncParsableCommand {
 
     func validate() throws {
         // Digits only: UInt16(_:radix:) also takes a sign, and "-0" became mode 000.
-        guard !socketMode.isEmpty, socketMode.allSatisfy({ ("0"..."7").contains($0) }),
+        guard socketMode.allSatisfy({ ("0"..."7").contains($0) }),
               UInt16(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
             throw ValidationError("--socket-mode must be octal permission bits, like 600 or 660")
         }

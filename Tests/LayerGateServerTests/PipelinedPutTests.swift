@@ -221,7 +221,7 @@ struct LargeFramePiecesTests {
                 Wire.GetPageRequest(tenantId: deaf, key: wkey(UInt32(id)), lsn: 1)))))
         }
         for put in 0..<12 as Range<UInt64> {
-            let records = (1...120 as ClosedRange<UInt64>).map { i in wimage(UInt32(1000 + i), 2 + put * 120 + i) }
+            let records = largePut(blocksAfter: 1000, lsnsAfter: 2 + put * 120)
             bytes += Wire.frame(Wire.encode(Wire.Request(requestId: 100 + put, body: .putRecords(Wire.PutRecordsRequest(tenantId: deaf, records: records)))))
         }
         let raw = try RawConnection(dir.socket)
@@ -266,7 +266,7 @@ struct LargeFramePiecesTests {
                 Wire.GetPageRequest(tenantId: tenantA, key: wkey(UInt32(id % 32 + 1)), lsn: id <= 32 ? 100 : 32, waitMs: 30_000)))))
         }
         let put = Wire.frame(Wire.encode(Wire.Request(requestId: 99, body: .putRecords(Wire.PutRecordsRequest(
-            tenantId: tenantA, records: (1...120 as ClosedRange<UInt32>).map { wimage(1000 + $0, 1000 + UInt64($0)) })))))
+            tenantId: tenantA, records: largePut(blocksAfter: 1000, lsnsAfter: 1000))))))
         bytes += put[..<(put.count / 2)]
         let deaf = try RawConnection(dir.socket)
         deaf.sendAllInBackground(bytes)
@@ -274,7 +274,7 @@ struct LargeFramePiecesTests {
         // The waits end.
         _ = try await c.putRecords(tenant: tenantA, [wimage(500, 100)])
         let start = ContinuousClock.now
-        let honest = try await putUntilStored(server, (1...120 as ClosedRange<UInt32>).map { wimage(2000 + $0, 2000 + UInt64($0)) }, for: .seconds(20))
+        let honest = try await putUntilStored(server, largePut(blocksAfter: 2000, lsnsAfter: 2000), for: .seconds(20))
         let took = ContinuousClock.now - start
         #expect(honest.stored && took < .seconds(10), "an honest put waited \(took) for the room a deaf writer held")
         withExtendedLifetime(deaf) {}
@@ -299,7 +299,7 @@ struct LargeFramePiecesTests {
         let writer = try await server.client()
         // Six puts of about 985 KB pipelined: the first waits for room, the rest are still being written.
         let puts: [Wire.Request.Body] = (0..<6 as Range<UInt32>).map { k in
-            .putRecords(Wire.PutRecordsRequest(tenantId: tenantA, records: (1...120 as ClosedRange<UInt32>).map { wimage(k * 1000 + $0, UInt64(k * 1000 + $0)) }))
+            .putRecords(Wire.PutRecordsRequest(tenantId: tenantA, records: largePut(blocksAfter: k * 1000, lsnsAfter: UInt64(k * 1000))))
         }
         let refusal = "a request of 985480 bytes found no room among the server's large requests in flight for 1.0 seconds; retry later"
         for outcome in await writer.callMany(puts) {
@@ -380,4 +380,10 @@ private func putUntilStored(_ server: ServerProcess, _ records: [Wire.Record], f
         try await Task.sleep(for: .milliseconds(100))
     }
     return (false, refusals)
+}
+
+/// 120 images, about 985 KB as a frame: a large request, which reserves its
+/// size in the in-flight budget (nearly all of a 1 MiB one).
+private func largePut(blocksAfter block: UInt32, lsnsAfter lsn: UInt64) -> [Wire.Record] {
+    (1...120 as ClosedRange<UInt32>).map { wimage(block + $0, lsn + UInt64($0)) }
 }

@@ -719,10 +719,8 @@ final class Connection<Transport: ConnectionTransport> {
             let since = heldBackWithBudgetSince ?? now
             heldBackWithBudgetSince = since
             if now - since > TimeAmount(limits.frameTimeout) {
-                logger.debug("closing a connection held back while its frame held room in the budget", metadata: ["bytes": "\(held.bytes)"])
-                closing = true
-                transport.close()  // `inactive` gives the room back
-                return
+                closeNow("closing a connection held back while its frame held room in the budget", ["bytes": "\(held.bytes)"])
+                return  // `inactive` gives the room back
             }
         } else {
             heldBackWithBudgetSince = nil
@@ -734,19 +732,22 @@ final class Connection<Transport: ConnectionTransport> {
             let length = b.getInteger(at: b.readerIndex, endianness: .big, as: UInt32.self) ?? 0
             let allowed = TimeAmount(limits.frameTimeout) + .seconds(Int64(length >> 20))
             if now - started > allowed {
-                logger.debug("closing a connection whose frame did not arrive in time", metadata: ["bytes": "\(length)"])
-                closing = true
-                transport.close()
+                closeNow("closing a connection whose frame did not arrive in time", ["bytes": "\(length)"])
                 return
             }
         }
         // Idle: nothing running and nothing arriving, with nothing to take, or
         // with frames that wait only because the peer reads none of its answers.
         if inFlight == 0, buffer == nil || !transport.isWritable, now - lastActivity > TimeAmount(limits.idleTimeout) {
-            logger.debug("closing an idle connection")
-            closing = true
-            transport.close()
+            closeNow("closing an idle connection")
         }
+    }
+
+    /// Closes without an answer: the peer is not reading one, or not sending.
+    private func closeNow(_ why: Logger.Message, _ metadata: Logger.Metadata? = nil) {
+        logger.debug(why, metadata: metadata)
+        closing = true
+        transport?.close()
     }
 
     /// Answers with an Error for request id 0, then closes the connection.
