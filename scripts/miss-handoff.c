@@ -3,8 +3,8 @@
  * measured apart from layergated: the loop's part of a cold GetPage.
  *
  * A server thread runs an epoll loop over C Unix-socket connections. Each
- * request (8 bytes) asks for a random 16 KiB block of FILE (read O_DIRECT,
- * what an 8 KiB image with its header costs); the answer is those 16 KiB.
+ * request (8 bytes) asks for a random 8 KiB block of FILE (read O_DIRECT:
+ * one image of a version-2 layer file); the answer is those 8 KiB.
  * One client thread drives every connection from its own epoll set, one
  * request in flight per connection, and times each. Ways to serve a miss:
  *
@@ -17,6 +17,13 @@
  *   raw      no server: C threads, each one pread at a time (the disk alone)
  *
  * usage: miss-handoff FILE threads|uring|raw [CLIENTS [SECONDS]]
+ * Knobs of the uring server, from the environment, to see what moves the tail:
+ *   SPIN_NS=N  the loop spins N ns before each submission and each answer:
+ *              a stand-in for the work a real server does per request
+ *   LOOPS=N    N server loops, each with its own epoll set and ring, the
+ *              connections split among them
+ *   BATCH=1    a pass's reads are submitted together, in one io_uring_enter
+ *              before the loop sleeps, not one system call each
  * Prints ops/s and p50/p99/p99.9 of one request in µs. Run it on the data
  * disk (scripts/bench-cold.sh's layer files will do):
  *   cc -O2 -pthread scripts/miss-handoff.c -o /tmp/miss-handoff
@@ -42,7 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { BLOCK = 16384, MAX_CLIENTS = 64, MAX_SAMPLES = 4 << 20 };
+enum { BLOCK = 8192, MAX_CLIENTS = 64, MAX_LOOPS = 8, MAX_SAMPLES = 4 << 20 };
 
 static int file_fd, clients = 8;
 static uint64_t file_blocks;
@@ -112,12 +119,14 @@ static void *reader(void *arg) {
     return NULL;
 }
 
-/* --- io_uring, with the raw system calls ------------------------------- */
+/* --- io_uring, with the raw system calls: a ring per server loop --------- */
 
-static int ring_fd;
-static unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
-static struct io_uring_sqe *sqes;
-static struct io_uring_cqe *cqes;
+static __thread int ring_fd;
+static __thread unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+static __thread struct io_uring_sqe *sqes;
+static __thread struct io_uring_cqe *cqes;
+static __thread unsigned unsubmitted;
+static int batch_submit;
 
 static void ring_setup(int eventfd) {
     struct io_uring_params p = {0};
@@ -152,38 +161,57 @@ static void ring_read(int i, uint64_t block) {
     e->user_data = (uint64_t)i;
     sq_array[index] = index;
     atomic_store_explicit((_Atomic unsigned *)sq_tail, tail + 1, memory_order_release);
-    if (syscall(__NR_io_uring_enter, ring_fd, 1, 0, 0, NULL, 0) != 1) die("io_uring_enter");
+    if (batch_submit) unsubmitted++;
+    else if (syscall(__NR_io_uring_enter, ring_fd, 1, 0, 0, NULL, 0) != 1) die("io_uring_enter");
+}
+
+static void ring_submit_batch(void) {
+    if (unsubmitted == 0) return;
+    if (syscall(__NR_io_uring_enter, ring_fd, unsubmitted, 0, 0, NULL, 0) != (long)unsubmitted) die("io_uring_enter");
+    unsubmitted = 0;
 }
 
 /* --- the server loop ---------------------------------------------------- */
 
-static int use_ring;
+static int use_ring, loops = 1;
+static uint64_t spin_ns;
 
+static void spin(void) {
+    uint64_t t = now_ns();
+    while (now_ns() - t < spin_ns) {}
+}
+
+/* Server loop `arg` of `loops`: serves connections i with i % loops == arg. */
 static void *server(void *arg) {
-    (void)arg;
+    int me = (int)(uintptr_t)arg;
     int ep = epoll_create1(0);
-    done_fd = eventfd(0, EFD_NONBLOCK);
-    if (use_ring) ring_setup(done_fd);
-    else
+    int loop_done_fd = eventfd(0, EFD_NONBLOCK);
+    if (use_ring) {
+        ring_setup(loop_done_fd);
+    } else {
+        done_fd = loop_done_fd;  /* threads: one loop, so one eventfd */
         for (int t = 0; t < clients; t++) {
             pthread_t th;
             pthread_create(&th, NULL, reader, NULL);
         }
+    }
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = MAX_CLIENTS};
-    epoll_ctl(ep, EPOLL_CTL_ADD, done_fd, &ev);
-    for (int i = 0; i < clients; i++) {
+    epoll_ctl(ep, EPOLL_CTL_ADD, loop_done_fd, &ev);
+    int open = 0;
+    for (int i = me; i < clients; i += loops) {
         ev.data.u32 = (uint32_t)i;
         epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
+        open++;
     }
-    int open = clients;
     struct epoll_event events[MAX_CLIENTS + 1];
     while (open > 0) {
+        if (use_ring) ring_submit_batch();
         int n = epoll_wait(ep, events, MAX_CLIENTS + 1, -1);
         for (int k = 0; k < n; k++) {
             uint32_t who = events[k].data.u32;
             if (who == MAX_CLIENTS) {
                 uint64_t count;
-                if (read(done_fd, &count, sizeof count) < 0 && errno != EAGAIN) die("eventfd read");
+                if (read(loop_done_fd, &count, sizeof count) < 0 && errno != EAGAIN) die("eventfd read");
                 if (use_ring) {
                     unsigned head = *cq_head;
                     while (head != atomic_load_explicit((_Atomic unsigned *)cq_tail, memory_order_acquire)) {
@@ -191,6 +219,7 @@ static void *server(void *arg) {
                         if (c->res != BLOCK) { fprintf(stderr, "read: %d\n", c->res); exit(1); }
                         int i = (int)c->user_data;
                         head++;
+                        spin();
                         send_all(conns[i].fd, conns[i].buf, BLOCK);
                     }
                     atomic_store_explicit((_Atomic unsigned *)cq_head, head, memory_order_release);
@@ -212,6 +241,7 @@ static void *server(void *arg) {
                 continue;
             }
             if (use_ring) {
+                spin();
                 ring_read((int)who, (uint64_t)block);
             } else {
                 pthread_mutex_lock(&lock);
@@ -330,14 +360,22 @@ int main(int argc, char **argv) {
             client_fds[i] = sv[1];
             if (posix_memalign((void **)&conns[i].buf, 4096, BLOCK) != 0) die("posix_memalign");
         }
-        pthread_t s;
-        pthread_create(&s, NULL, server, NULL);
+        const char *e;
+        if ((e = getenv("SPIN_NS")) != NULL) spin_ns = strtoull(e, NULL, 10);
+        if ((e = getenv("LOOPS")) != NULL) loops = atoi(e);
+        batch_submit = getenv("BATCH") != NULL && strcmp(getenv("BATCH"), "1") == 0;
+        if (loops < 1 || loops > MAX_LOOPS || (loops > 1 && !use_ring)) {
+            fprintf(stderr, "LOOPS: 1 to %d, and more than 1 with uring only\n", MAX_LOOPS);
+            return 2;
+        }
+        pthread_t s[MAX_LOOPS];
+        for (int l = 0; l < loops; l++) pthread_create(&s[l], NULL, server, (void *)(uintptr_t)l);
         run_clients(client_fds);
-        pthread_join(s, NULL);
+        for (int l = 0; l < loops; l++) pthread_join(s[l], NULL);
     }
     double secs = (double)(now_ns() - start) / 1e9;
     qsort(samples, sample_count, sizeof *samples, by_value);
-    printf("%-8s %d clients: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%zu reads of 16 KiB, O_DIRECT)\n", mode,
+    printf("%-8s %d clients: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%zu reads of 8 KiB, O_DIRECT)\n", mode,
            clients, (double)sample_count / secs, samples[sample_count / 2] / 1e3, samples[sample_count * 99 / 100] / 1e3,
            samples[sample_count * 999 / 1000] / 1e3, sample_count);
     return 0;
