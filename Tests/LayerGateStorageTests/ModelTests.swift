@@ -86,8 +86,10 @@ struct ModelTests {
             let b = bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress, n) }
             #expect(a == b)
         }
-        // Every length around the 3-lane chunk (6144 bytes) and its multiples, and odd tails.
-        var lengths = Array(0..<80) + [6143, 6144, 6145, 6151, 8191, 8192, 12287, 12288, 12296, 18433, 20000]
+        // Every length around the 4-lane round (8192 bytes), the 3-lane one after it (6144) and
+        // their sums, and odd tails.
+        var lengths = Array(0..<80) + [6143, 6144, 6145, 6151, 8191, 8192, 8193, 8200, 12287, 12288, 12296,
+                                       14335, 14336, 14337, 16384, 18433, 20000, 22527, 22528, 22536, 24576]
         lengths += (0..<40).map { _ in Int.random(in: 0...30_000, using: &rng) }
         for n in lengths {
             let bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }

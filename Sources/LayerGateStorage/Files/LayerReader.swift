@@ -326,7 +326,7 @@ public final class LayerReader: Sendable {
             copied += n
             pos += UInt64(n)
         }
-        // One pass over the whole copied payload (contiguous, so the CRC runs its fast 3-lane path).
+        // One pass over the whole copied payload (contiguous, so the CRC runs its lanes side by side).
         guard Checksum.crc32c(UnsafeRawBufferPointer(dest)) == storedCrc else {
             throw .storage(.corruptLayer(file: path, reason: "checksum mismatch in the value of \(entry.key) at \(entry.lsn)"))
         }
