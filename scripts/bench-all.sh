@@ -55,7 +55,8 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
     echo
     row "goal" "layergated" "baseline" "ratio" "target"
     for cfg in 8x1 8x16; do
-        row "1. cached GetPage $cfg, ops/s (median of rounds)" "$(get getpage.$cfg.epoll.ops)" "$(get getpage.$cfg.redis.ops) redis" \
+        # Each side's median over the rounds, beside the median of the rounds' ratios (not their quotient).
+        row "1. cached GetPage $cfg, ops/s (median of rounds)" "$(get getpage.$cfg.rounds.epoll.ops)" "$(get getpage.$cfg.rounds.redis.ops) redis" \
             "$(get getpage.$cfg.ratio)" ">= 1.0 (middle half $(get getpage.$cfg.ratio_middle))"
         row "   the same, one client for both (cbench --redis)" "" "" \
             "$(get getpage.$cfg.same_client_ratio)" ">= 1.0 (middle half $(get getpage.$cfg.same_client_middle))"

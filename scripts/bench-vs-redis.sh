@@ -149,6 +149,7 @@ for cfg in "1 1" "8 1" "8 16"; do
         "$(echo $q | quartiles)" "$(echo $nq | median)" "$(echo $sq | median)" "$(echo $sq | quartiles)"
     if [ -n "${RESULTS:-}" ]; then
         { echo "getpage.${n}x$d.ratio $(echo $q | median)"; echo "getpage.${n}x$d.nio_ratio $(echo $nq | median)"; echo "getpage.${n}x$d.ratio_middle $(echo $q | quartiles)"
+          echo "getpage.${n}x$d.rounds.epoll.ops $(echo $e | median)"; echo "getpage.${n}x$d.rounds.redis.ops $(echo $r | median)"
           echo "getpage.${n}x$d.same_client_ratio $(echo $sq | median)"; echo "getpage.${n}x$d.same_client_middle $(echo $sq | quartiles)"
           # Latency, each side's median over the same rounds (goal 2 reads the 1 x 1 ones).
           for side in "epoll $lat_e50 / $lat_e99" "redis $lat_r50 / $lat_r99" "rediscbench $lat_s50 / $lat_s99" \

@@ -2,9 +2,10 @@
  * What it costs an event loop to serve a read that must wait for the disk,
  * measured apart from layergated: the loop's part of a cold GetPage.
  *
- * A server thread runs an epoll loop over C Unix-socket connections. Each
- * request (8 bytes) asks for a random 8 KiB block of FILE (read O_DIRECT:
- * one image of a version-2 layer file); the answer is those 8 KiB.
+ * A server thread (or LOOPS of them, below) runs an epoll loop over C
+ * Unix-socket connections. Each request (8 bytes) asks for a random 8 KiB
+ * block of FILE (read O_DIRECT: one image of a version-2 layer file); the
+ * answer is those 8 KiB.
  * One client thread drives every connection from its own epoll set, one
  * request in flight per connection, and times each. Ways to serve a miss:
  *
@@ -177,6 +178,7 @@ static int use_ring, loops = 1;
 static uint64_t spin_ns;
 
 static void spin(void) {
+    if (spin_ns == 0) return;
     uint64_t t = now_ns();
     while (now_ns() - t < spin_ns) {}
 }
