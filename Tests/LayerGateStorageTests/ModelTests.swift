@@ -103,6 +103,15 @@ struct ModelTests {
             let cb = bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress! + cut, n - cut) }
             #expect(lg_crc32c_combine(ca, cb, n - cut) == bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress, n) })
         }
+        // Unaligned starts: the lanes load through memcpy, at any address.
+        for offset in 1..<8 {
+            for n in [8192, 14336, 8200 + offset] {
+                let bytes = (0..<(n + offset)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                let a = bytes.withUnsafeBytes { lg_crc32c(0, $0.baseAddress! + offset, n) }
+                let b = bytes.withUnsafeBytes { lg_crc32c_portable(0, $0.baseAddress! + offset, n) }
+                #expect(a == b, "offset \(offset), length \(n)")
+            }
+        }
         // The standard check value of CRC-32C.
         #expect(Checksum.crc32c(Array("123456789".utf8)) == 0xE306_9283)
     }
