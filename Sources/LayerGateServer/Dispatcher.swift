@@ -1,6 +1,7 @@
 import LayerGateAuth
 import LayerGateStorage
 import LayerGateWire
+import Logging
 import NIOCore
 import Synchronization
 
@@ -35,12 +36,14 @@ public final class Dispatcher: Sendable {
     /// Set when the server checks tokens (`--auth-public-key`).
     let verifier: TokenVerifier?
     let metrics: RequestMetrics
+    private let damage: DamageLog
     let requestCount = Atomic<UInt64>(0)
     let connectionCount = Atomic<Int>(0)
     private let serverUid = getuid()
 
     public init(manager: TenantManager, config: ServerConfig, failpoints: Failpoints, verifier: TokenVerifier? = nil,
-                metrics: RequestMetrics = RequestMetrics()) {
+                metrics: RequestMetrics = RequestMetrics(), logger: Logger = Logger(label: "layergated")) {
+        damage = DamageLog(logger: logger)
         self.manager = manager
         self.config = config
         self.failpoints = failpoints
@@ -62,7 +65,7 @@ public final class Dispatcher: Sendable {
             do throws(StorageError) {
                 body = try await respond(to: request, peer: peer, order: order)
             } catch {
-                body = .error(ErrorMapping.wire(error))
+                body = failure(error)
             }
         }
         metrics.finished(RequestMetrics.Kind(request.body), body, since: start)
@@ -100,7 +103,7 @@ public final class Dispatcher: Sendable {
                                                   started: read.started, into: &out) { return .disk(next) }
             return answered(since: read.started)
         } catch {
-            return answer(read.requestId, .error(ErrorMapping.wire(error)), since: read.started)
+            return answer(read.requestId, failure(error), since: read.started)
         }
     }
 
@@ -129,7 +132,7 @@ public final class Dispatcher: Sendable {
             guard wrote else { return nil }
             return answered(since: read.started)
         } catch {
-            return answer(read.requestId, .error(ErrorMapping.wire(error)), since: read.started)
+            return answer(read.requestId, failure(error), since: read.started)
         }
     }
 
@@ -201,8 +204,15 @@ public final class Dispatcher: Sendable {
                                                   started: start, into: &out) { return .disk(read) }
             return .frame  // counted by the caller, with the pass's other answers (`countPagesAnswered`)
         } catch {
-            return answer(requestId, .error(ErrorMapping.wire(error)), since: start)
+            return answer(requestId, failure(error), since: start)
         }
+    }
+
+    /// A storage error as the answer's body; an INTERNAL one is also told to the operator (`DamageLog`).
+    private func failure(_ error: StorageError) -> Wire.Response.Body {
+        let wire = ErrorMapping.wire(error)
+        if wire.code == .internal { damage.note(wire.message) }
+        return .error(wire)
     }
 
     /// A GetPage answered with its page.

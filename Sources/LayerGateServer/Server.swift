@@ -84,7 +84,7 @@ public final class Server: Service, Sendable {
                 }
             }
             dispatcher = Dispatcher(manager: manager, config: config, failpoints: failpoints, verifier: verifier,
-                                    metrics: RequestMetrics(factory: factory))
+                                    metrics: RequestMetrics(factory: factory), logger: logger)
             if let address = config.metricsListen, let registry, let metricsGroup {
                 let collector = ScrapeCollector(
                     manager: manager, factory: factory,
