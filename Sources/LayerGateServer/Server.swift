@@ -112,6 +112,9 @@ public final class Server: Service, Sendable {
             "failpoints": "\(config.enableFailpoints ? "enabled" : "off")",
             "auth": "\(verifier == nil ? "off (SO_PEERCRED)" : "tokens (EdDSA)")",
             "max_connections": "\(config.limits.maxConnections)", "event_loop": "\(config.eventLoop.rawValue)",
+            // Misses on the loop's io_uring as configured; a kernel without it said so above ("no io_uring").
+            "layer_reads": "\(config.tenant.directLayerReads ? "direct" : "buffered")",
+            "miss_reads": "\(config.makesKernelReads ? "io_uring" : "read threads")",
             "metrics": "\(metricsChannel?.localAddress.map { "http://\(Self.hostPort($0))/metrics" } ?? "off")",
         ])
         // Serve until asked to stop (SIGTERM/SIGINT through the service group).
