@@ -30,8 +30,9 @@ final class DamageLog: Sendable {
                 s.leftOut += 1
                 return nil
             }
-            defer { s = State(quietUntil: now + Self.interval, leftOut: 0) }
-            return s.leftOut
+            let leftOut = s.leftOut
+            s = State(quietUntil: now + Self.interval, leftOut: 0)
+            return leftOut
         }
         guard let leftOut else { return }
         var metadata: Logger.Metadata = ["error": "\(message)"]

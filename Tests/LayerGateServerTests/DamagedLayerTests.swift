@@ -37,7 +37,8 @@ struct DamagedLayerTests {
         let tenantDir = dir.data + "/tenants/" + tenantA
         var flipped = 0
         for name in try FileManager.default.contentsOfDirectory(atPath: tenantDir) where name.contains("__") {
-            let fd = open(tenantDir + "/" + name, O_RDWR)
+            // Close-on-exec: servers other tests spawn meanwhile must not inherit it.
+            let fd = open(tenantDir + "/" + name, O_RDWR | O_CLOEXEC)
             try #require(fd >= 0)
             defer { close(fd) }
             let blocks = Int(lseek(fd, 0, SEEK_END)) / 8192
