@@ -25,6 +25,9 @@
  *              connections split among them
  *   BATCH=1    a pass's reads are submitted together, in one io_uring_enter
  *              before the loop sleeps, not one system call each
+ *   FIXED=1    the buffers and the file are registered with the ring
+ *              (IORING_OP_READ_FIXED, IOSQE_FIXED_FILE): no page pinning
+ *              and no file lookup per read; FIXED=2 the buffers only
  * Prints ops/s and p50/p99/p99.9 of one request in µs. Run it on the data
  * disk (scripts/bench-cold.sh's layer files will do):
  *   cc -O2 -pthread scripts/miss-handoff.c -o /tmp/miss-handoff
@@ -127,7 +130,7 @@ static __thread unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_
 static __thread struct io_uring_sqe *sqes;
 static __thread struct io_uring_cqe *cqes;
 static __thread unsigned unsubmitted;
-static int batch_submit;
+static int batch_submit, fixed_io;
 
 static void ring_setup(int eventfd) {
     struct io_uring_params p = {0};
@@ -148,6 +151,12 @@ static void ring_setup(int eventfd) {
     cq_mask = (unsigned *)(rings + p.cq_off.ring_mask);
     cqes = (struct io_uring_cqe *)(rings + p.cq_off.cqes);
     if (syscall(__NR_io_uring_register, ring_fd, IORING_REGISTER_EVENTFD, &eventfd, 1) != 0) die("io_uring_register");
+    if (fixed_io) {
+        struct iovec v[MAX_CLIENTS];
+        for (int i = 0; i < clients; i++) v[i] = (struct iovec){.iov_base = conns[i].buf, .iov_len = BLOCK};
+        if (syscall(__NR_io_uring_register, ring_fd, IORING_REGISTER_BUFFERS, v, clients) != 0) die("register buffers");
+        if (fixed_io == 1 && syscall(__NR_io_uring_register, ring_fd, IORING_REGISTER_FILES, &file_fd, 1) != 0) die("register files");
+    }
 }
 
 static void ring_read(int i, uint64_t block) {
@@ -156,6 +165,14 @@ static void ring_read(int i, uint64_t block) {
     memset(e, 0, sizeof *e);
     e->opcode = IORING_OP_READ;
     e->fd = file_fd;
+    if (fixed_io) {
+        e->opcode = IORING_OP_READ_FIXED;
+        e->buf_index = (uint16_t)i;
+        if (fixed_io == 1) {
+            e->fd = 0;
+            e->flags = IOSQE_FIXED_FILE;
+        }
+    }
     e->addr = (uint64_t)(uintptr_t)conns[i].buf;
     e->len = BLOCK;
     e->off = block * BLOCK;
@@ -366,6 +383,11 @@ int main(int argc, char **argv) {
         if ((e = getenv("SPIN_NS")) != NULL) spin_ns = strtoull(e, NULL, 10);
         if ((e = getenv("LOOPS")) != NULL) loops = atoi(e);
         batch_submit = getenv("BATCH") != NULL && strcmp(getenv("BATCH"), "1") == 0;
+        if ((e = getenv("FIXED")) != NULL) fixed_io = atoi(e);
+        if (fixed_io < 0 || fixed_io > 2) {
+            fprintf(stderr, "FIXED: 0, 1 or 2\n");
+            return 2;
+        }
         if (loops < 1 || loops > MAX_LOOPS || (loops > 1 && !use_ring)) {
             fprintf(stderr, "LOOPS: 1 to %d, and more than 1 with uring only\n", MAX_LOOPS);
             return 2;
