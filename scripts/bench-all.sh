@@ -24,6 +24,14 @@ if [ "${BUILD:-1}" != 0 ]; then  # BUILD=0: the release binaries already built (
     for p in layergated layergate layergate-storage-bench; do scripts/swift.sh build -c release --product $p >/dev/null; done
 fi
 make -s -C clients/c >/dev/null
+# What of the machine moves goals 2 and 4: how an idle CPU sleeps. With guest halt polling
+# off (0 ns, as on the VMs these figures come from), every wake-up of a sleeping thread is a
+# trip through the host; the loop's requests pay three where the disk alone pays one.
+idle_driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)
+halt_poll=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo -)
+machine="$(nproc) CPUs, kernel $(uname -r), cpuidle $idle_driver, guest_halt_poll_ns $halt_poll"
+echo "machine: $machine"
+echo "machine $machine" | tr ' ' '_' | sed 's/^machine_/machine /' >>"$res"
 echo; echo "== the storage engine alone (layergate-storage-bench ${BENCH_ARGS:-})"
 # shellcheck disable=SC2086
 .build/release/layergate-storage-bench ${BENCH_ARGS:-} | tee "$out/storage.txt"
@@ -102,6 +110,7 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
     row "6. heap allocations per cached GetPage, 8x1" "$(get mallocs.8x1)" "-" "-" "0 beyond the answer's buffer"
     row "6. heap allocations per cached GetPage, 8x16" "$(get mallocs.8x16)" "-" "-" "0 beyond the answer's buffer"
     echo "(2-core VMs are noisy: compare runs of the same machine; each script alone prints more)"
+    echo "(machine: $machine)"
 } | tee "$out/summary.txt"
 
 # The picture: gnuplot, installed from Debian when missing.
