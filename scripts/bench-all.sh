@@ -24,9 +24,9 @@ if [ "${BUILD:-1}" != 0 ]; then  # BUILD=0: the release binaries already built (
     for p in layergated layergate layergate-storage-bench; do scripts/swift.sh build -c release --product $p >/dev/null; done
 fi
 make -s -C clients/c >/dev/null
-# What of the machine moves goals 2 and 4: how an idle CPU sleeps. With guest halt polling
-# off (0 ns, as on the VMs these figures come from), every wake-up of a sleeping thread is a
-# trip through the host; the loop's requests pay three where the disk alone pays one.
+# How an idle CPU sleeps, named with the figures: with guest halt polling off (0 ns, as on
+# the VMs these figures come from) every wake-up of a sleeping thread goes through the host,
+# and wake-ups are most of a cached round trip and of the C model's cold-read excess.
 idle_driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)
 halt_poll=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo -)
 machine="$(nproc) CPUs, kernel $(uname -r), cpuidle $idle_driver, guest_halt_poll_ns $halt_poll"

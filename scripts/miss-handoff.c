@@ -383,9 +383,13 @@ int main(int argc, char **argv) {
         if ((e = getenv("SPIN_NS")) != NULL) spin_ns = strtoull(e, NULL, 10);
         if ((e = getenv("LOOPS")) != NULL) loops = atoi(e);
         batch_submit = getenv("BATCH") != NULL && strcmp(getenv("BATCH"), "1") == 0;
-        if ((e = getenv("FIXED")) != NULL) fixed_io = atoi(e);
-        if (fixed_io < 0 || fixed_io > 2) {
-            fprintf(stderr, "FIXED: 0, 1 or 2\n");
+        if ((e = getenv("FIXED")) != NULL) {
+            char *end;
+            fixed_io = (int)strtol(e, &end, 10);
+            if (*e == '\0' || *end != '\0') fixed_io = -1;
+        }
+        if (fixed_io < 0 || fixed_io > 2 || (fixed_io > 0 && !use_ring)) {
+            fprintf(stderr, "FIXED: 0, 1 or 2, and 1 or 2 with uring only\n");
             return 2;
         }
         if (loops < 1 || loops > MAX_LOOPS || (loops > 1 && !use_ring)) {
