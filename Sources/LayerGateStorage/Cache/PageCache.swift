@@ -125,22 +125,32 @@ public final class PageCache: @unchecked Sendable {
     ) throws(E) -> R {
         try withUnsafeTemporaryAllocation(byteCount: blocks.count * Self.blockSize, alignment: directIOAlignment) { run throws(E) -> R in
             try load(run)
-            for (i, block) in blocks.enumerated() {
-                let key = BlockKey(file: file, block: block)
-                let shard = shard(for: key)
-                if let present = shard.pinIfPresent(key, memory: memory) {
-                    memory.unpin(present)
-                    continue
-                }
-                switch source {
-                case .readThread: break
-                case .osCache: osCacheLoads.add(1, ordering: .relaxed)
-                case .loopRead: loopReadLoads.add(1, ordering: .relaxed)
-                }
-                let bytes = UnsafeRawBufferPointer(rebasing: run[i * Self.blockSize..<(i + 1) * Self.blockSize])
-                if let slot = shard.install(key, from: bytes, memory: memory) { memory.unpin(slot) }
-            }
+            install(file: file, blocks: blocks, from: UnsafeRawBufferPointer(run), source: source)
             return try body(UnsafeRawBufferPointer(run))
+        }
+    }
+
+    /// Installs the consecutive `blocks` of a file from `run`, bytes already
+    /// read and checked by the caller (`blocks.count` × 8 KiB), each block
+    /// not cached yet counted as filled by `source`. For a read whose buffer
+    /// outlives the install (the event loop's io_uring reads): no copy into a
+    /// run of the cache's own first.
+    public func install(file: UInt64, blocks: Range<UInt64>, from run: UnsafeRawBufferPointer, source: LoadSource) {
+        precondition(run.count == blocks.count * Self.blockSize, "a run of \(blocks.count) blocks is \(run.count) bytes")
+        for (i, block) in blocks.enumerated() {
+            let key = BlockKey(file: file, block: block)
+            let shard = shard(for: key)
+            if let present = shard.pinIfPresent(key, memory: memory) {
+                memory.unpin(present)
+                continue
+            }
+            switch source {
+            case .readThread: break
+            case .osCache: osCacheLoads.add(1, ordering: .relaxed)
+            case .loopRead: loopReadLoads.add(1, ordering: .relaxed)
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: run[i * Self.blockSize..<(i + 1) * Self.blockSize])
+            if let slot = shard.install(key, from: bytes, memory: memory) { memory.unpin(slot) }
         }
     }
 

@@ -133,14 +133,13 @@ public final class LayerReader: Sendable {
     func install(_ miss: BlockMiss, from bytes: UnsafeRawBufferPointer) -> Bool {
         guard bytes.count == miss.byteCount else { return false }
         do throws(ReadFailure) {
-            try cache.withRun(file: fileId, blocks: miss.blocks, source: .loopRead, load: { run throws(ReadFailure) in
-                run.copyMemory(from: bytes)
-                try check(UnsafeRawBufferPointer(run), first: miss.blocks.lowerBound, isIndex: miss.isIndex)
-            }, body: { _ throws(ReadFailure) in })
-            return true
+            // Checked and installed where the kernel put them: the caller's buffer outlives both.
+            try check(bytes, first: miss.blocks.lowerBound, isIndex: miss.isIndex)
         } catch {
             return false
         }
+        cache.install(file: fileId, blocks: miss.blocks, from: bytes, source: .loopRead)
+        return true
     }
 
     /// Runs `body` with an open direct descriptor of the file, held open until it returns (`VirtualFile`).
