@@ -135,7 +135,7 @@ public final class PageCache: @unchecked Sendable {
     /// not cached yet counted as filled by `source`. For a read whose buffer
     /// outlives the install (the event loop's io_uring reads): no copy into a
     /// run of the cache's own first.
-    public func install(file: UInt64, blocks: Range<UInt64>, from run: UnsafeRawBufferPointer, source: LoadSource) {
+    func install(file: UInt64, blocks: Range<UInt64>, from run: UnsafeRawBufferPointer, source: LoadSource) {
         precondition(run.count == blocks.count * Self.blockSize, "a run of \(blocks.count) blocks is \(run.count) bytes")
         for (i, block) in blocks.enumerated() {
             let key = BlockKey(file: file, block: block)
