@@ -108,9 +108,15 @@ size_t page_answer_limit(void);
 size_t page_request(unsigned char *at, uint64_t id, const char *tenant, const char *token, lg_page_key k, uint64_t lsn);
 /* Checks a page answered to request `id` on connection `conn`: 0, or -1 with `error` filled in. */
 typedef int (*page_check)(void *ctx, int conn, uint64_t id, const unsigned char *page, char *error, size_t error_len);
-/* An epoll_work `take` for GetPage answers: each must be an 8 KiB page, and pass `check` when given. */
+/* Slots of a count of server errors by code: the codes of layergate.proto's ErrorCode
+ * (1 up), any other code counted in the last slot (as LG_UNKNOWN_SERVER_ERROR). */
+enum { SERVER_CODES = LG_UNKNOWN_SERVER_ERROR + 1 };
+/* The slot of server error `code`. */
+int server_code_slot(long code);
+/* An epoll_work `take` for GetPage answers: each must be an 8 KiB page, and pass `check` when given.
+ * With `errors`, an error answer is counted there (by server_code_slot) and taken as an answer. */
 long take_pages(const unsigned char *in, size_t len, int *answers, page_check check, void *ctx, int conn,
-                char *error, size_t error_len);
+                unsigned long *errors, char *error, size_t error_len);
 
 /* Runs the epoll mode for o->seconds: every connection sends a batch of o->depth
  * GetPage requests at once and sends the next when all of its answers are in.

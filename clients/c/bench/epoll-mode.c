@@ -69,7 +69,7 @@ static long take_redis_replies(const unsigned char *in, size_t len, int *answers
 static long take(void *ctx, int i, const unsigned char *in, size_t len, int *answers, char *error, size_t error_len) {
     cbench_work *w = ctx;
     if (w->o->redis) return take_redis_replies(in, len, answers, error, error_len);
-    return take_pages(in, len, answers, NULL, NULL, i, error, error_len);
+    return take_pages(in, len, answers, NULL, NULL, i, NULL, error, error_len);
 }
 
 int preload_redis(const options *o, char *error, size_t error_len) {

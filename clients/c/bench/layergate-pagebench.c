@@ -9,7 +9,10 @@
  *          the MiB/s, then compacts it. The bytes of each image name its key and version.
  *   get    -c clients, each on its own connection and thread, each sending one
  *          GetPage at a time for a random key, at `latest` or (--past) at a
- *          random LSN whose expected version is known; every page is checked.
+ *          random LSN whose expected version is known; every byte of every
+ *          page is checked (a memcmp against fill_image's pattern). The first
+ *          error answer ends the run, or with --keep-going is counted by code
+ *          (printed after the figures) and the client reads on.
  *          --epoll: the same connections all on one thread and one epoll set,
  *          the shape of redis-benchmark and of Neon's pagebench (async
  *          clients on few threads): the client's own thread wake-ups then
@@ -18,6 +21,7 @@
  *          files (--dir, the tenant's directory): the disk, with no server.
  *   evict  drops the tenant's layer files from the OS page cache
  *          (posix_fadvise DONTNEED; and /proc/sys/vm/drop_caches when root).
+ *   self-test  checks the page check itself (the C tests run it).
  *
  * get and raw print one line: ops/s and the p50, p99 and p99.9 of one request.
  */
@@ -39,7 +43,7 @@ typedef struct config {
     const char *socket, *tenant, *token, *dir;
     int clients, pages, versions, pipeline;
     double seconds;
-    bool past, compact, epoll;
+    bool past, compact, epoll, keep_going;
 } config;
 
 typedef struct layer_file {
@@ -59,6 +63,7 @@ typedef struct worker {
     int index;
     uint64_t deadline;
     histogram h;
+    unsigned long errors[SERVER_CODES];  /* --keep-going: the server's error answers, by code */
     char error[600];
     pthread_t thread;
 } worker;
@@ -173,15 +178,65 @@ static target pick(const config *c, uint64_t *x) {
     return t;
 }
 
-/* The page must be the version of its key that its LSN sees (fill_image wrote its first 16 bytes). */
+/* fill_image's pattern after the first 16 bytes, from every starting byte: the
+ * bytes of version v of key k from offset 16 are ramp[(k * 31 + v * 7 + 16) % 256 ...]. */
+static unsigned char ramp[256 + LG_PAGE_SIZE];
+
+static void make_ramp(void) {
+    for (size_t i = 0; i < sizeof ramp; i++) ramp[i] = (unsigned char)i;
+}
+
+/* The page must be, byte for byte, the version of its key that its LSN sees. */
 static int check_page(target t, const unsigned char *page, char *error, size_t len) {
     uint64_t got_k, got_v;
     memcpy(&got_k, page, 8);
     memcpy(&got_v, page + 8, 8);
-    if (got_k == t.k && got_v == t.want) return 0;
-    snprintf(error, len, "block %u at LSN %" PRIu64 ": got key %" PRIu64 " version %" PRIu64 ", want version %" PRIu64,
-             t.k, t.lsn, got_k, got_v, t.want);
+    if (got_k != t.k || got_v != t.want) {
+        snprintf(error, len, "block %u at LSN %" PRIu64 ": got key %" PRIu64 " version %" PRIu64 ", want version %" PRIu64,
+                 t.k, t.lsn, got_k, got_v, t.want);
+        return -1;
+    }
+    const unsigned char *want = ramp + ((t.k * 31 + (uint32_t)t.want * 7 + 16) & 255);
+    if (memcmp(page + 16, want, LG_PAGE_SIZE - 16) == 0) return 0;
+    size_t at = 16;
+    while (page[at] == want[at - 16]) at++;
+    snprintf(error, len, "block %u at LSN %" PRIu64 ": version %" PRIu64 " has byte %zu = %u, want %u", t.k, t.lsn,
+             t.want, at, page[at], want[at - 16]);
     return -1;
+}
+
+/* self-test: check_page against fill_image, and against the same pages with one
+ * byte wrong at each end and in the middle, or another version's header. */
+static int self_test(void) {
+    static unsigned char page[LG_PAGE_SIZE];
+    char error[256];
+    const uint32_t keys[] = {0, 1, 255, 256, 70001, 131071};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        for (uint32_t v = 0; v < 3; v++) {
+            target t = {.k = keys[i], .lsn = 1, .want = v};
+            fill_image(page, t.k, v);
+            if (check_page(t, page, error, sizeof error) != 0) {
+                fprintf(stderr, "self-test: a right page refused: %s\n", error);
+                return 1;
+            }
+            const size_t wrong[] = {0, 8, 16, 17, 4096, LG_PAGE_SIZE - 1};
+            for (size_t j = 0; j < sizeof wrong / sizeof wrong[0]; j++) {
+                page[wrong[j]] ^= 0x40;
+                if (check_page(t, page, error, sizeof error) == 0) {
+                    fprintf(stderr, "self-test: key %u version %u with byte %zu wrong was taken\n", t.k, v, wrong[j]);
+                    return 1;
+                }
+                page[wrong[j]] ^= 0x40;
+            }
+            t.want = v + 1;
+            if (check_page(t, page, error, sizeof error) == 0) {
+                fprintf(stderr, "self-test: version %u taken for %u\n", v, v + 1);
+                return 1;
+            }
+        }
+    }
+    printf("layergate-pagebench self-test: every byte of a page is checked\n");
+    return 0;
 }
 
 /* --epoll: every connection's next GetPage and the answer it must get. */
@@ -189,6 +244,7 @@ typedef struct epoll_get {
     const config *c;
     uint64_t *x;
     target *asked;
+    unsigned long *errors;  /* --keep-going: the server's error answers, by code (else NULL) */
 } epoll_get;
 
 static size_t epoll_request(void *ctx, int i, int d, unsigned char *at) {
@@ -208,11 +264,12 @@ static int epoll_check(void *ctx, int conn, uint64_t id, const unsigned char *pa
 }
 
 static long epoll_take(void *ctx, int i, const unsigned char *in, size_t len, int *answers, char *error, size_t error_len) {
-    return take_pages(in, len, answers, epoll_check, ctx, i, error, error_len);
+    return take_pages(in, len, answers, epoll_check, ctx, i, ((epoll_get *)ctx)->errors, error, error_len);
 }
 
-static int run_get_epoll(const config *c, histogram *all, char *error, size_t len) {
-    epoll_get g = {.c = c, .x = calloc((size_t)c->clients, sizeof *g.x), .asked = calloc((size_t)c->clients, sizeof *g.asked)};
+static int run_get_epoll(const config *c, histogram *all, unsigned long *errors, char *error, size_t len) {
+    epoll_get g = {.c = c, .x = calloc((size_t)c->clients, sizeof *g.x), .asked = calloc((size_t)c->clients, sizeof *g.asked),
+                   .errors = c->keep_going ? errors : NULL};
     int rc = -1;
     if (g.x == NULL || g.asked == NULL) {
         snprintf(error, len, "out of memory");
@@ -242,6 +299,12 @@ static void *run_get(void *arg) {
         uint64_t t0 = now_ns();
         lg_status s = lg_get_page(conn, c->tenant, key(t.k), t.lsn, page, sizeof page, NULL);
         uint64_t t1 = now_ns();
+        if (s != LG_OK && c->keep_going && s >= LG_INVALID_ARGUMENT && s <= LG_UNKNOWN_SERVER_ERROR) {
+            w->errors[server_code_slot(s)]++;  /* the server's answer: the connection goes on */
+            record(&w->h, t1 - t0, 1);
+            if (t1 >= w->deadline) break;
+            continue;
+        }
         if (s != LG_OK) {
             snprintf(w->error, sizeof w->error, "GetPage of block %u: %s", t.k, lg_errmsg(conn));
             break;
@@ -352,12 +415,13 @@ static int measure(const config *c, bool raw) {
     bool epoll = c->epoll && !raw;
     worker *w = calloc((size_t)c->clients, sizeof *w);  /* the thread modes' */
     histogram *all = calloc(1, sizeof *all);
+    unsigned long errors[SERVER_CODES] = {0};
     if (w == NULL || all == NULL) return 1;
     uint64_t start = now_ns();
     int failed = 0;
     if (epoll) {
         char error[600];
-        if (run_get_epoll(c, all, error, sizeof error) != 0) {
+        if (run_get_epoll(c, all, errors, error, sizeof error) != 0) {
             fprintf(stderr, "layergate-pagebench: %s\n", error);
             failed = 1;
         }
@@ -376,6 +440,7 @@ static int measure(const config *c, bool raw) {
         for (int b = 0; b < BUCKETS; b++) all->counts[b] += w[i].h.counts[b];
         if (w[i].h.max > all->max) all->max = w[i].h.max;
         all->total += w[i].h.total;
+        for (int e = 0; e < SERVER_CODES; e++) errors[e] += w[i].errors[e];
     }
     double secs = (double)(now_ns() - start) / 1e9;
     if (!epoll) pthread_barrier_destroy(&start_line);
@@ -387,6 +452,19 @@ static int measure(const config *c, bool raw) {
                (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : epoll ? "clients on one epoll thread" : "clients", all->total,
                raw ? ", 8 KiB at random block offsets" : ", each page checked");
     }
+    unsigned long refused = 0;
+    for (int e = 0; e < SERVER_CODES; e++) refused += errors[e];
+    if (refused > 0) {
+        /* --keep-going: the reads above include these answers, which carried no page. */
+        printf("server errors answered: %lu of %" PRIu64 " reads (", refused, all->total);
+        const char *sep = "";
+        for (int e = 0; e < SERVER_CODES; e++) {
+            if (errors[e] == 0) continue;
+            printf("%s%s %lu", sep, lg_status_name((lg_status)e), errors[e]);
+            sep = ", ";
+        }
+        printf(")\n");
+    }
     if (raw) close_layers(&f);
     free(w);
     free(all);
@@ -395,7 +473,7 @@ static int measure(const config *c, bool raw) {
 
 static int usage(FILE *to, int code) {
     fprintf(to,
-            "usage: layergate-pagebench load|get|raw|evict [options]\n"
+            "usage: layergate-pagebench load|get|raw|evict|self-test [options]\n"
             "  -s SOCKET       layergated's socket (default ./.layergate/layergate.sock)\n"
             "  --tenant ID     (default be0c0000000000000000000000000003)\n"
             "  --pages N       keys (default 131072: 1 GiB per version)\n"
@@ -406,6 +484,8 @@ static int usage(FILE *to, int code) {
             "  -t SECONDS      how long get and raw run (default 10)\n"
             "  --past          get reads at random past LSNs instead of latest\n"
             "  --epoll         get: every connection on one thread and one epoll set (default: a thread each)\n"
+            "  --keep-going    get: count the server's error answers by code and read on (default: stop at the\n"
+            "                  first); a page with a wrong byte or a broken connection still stops it\n"
             "  --dir DIR       the tenant's directory (DATA_DIR/tenants/ID), for raw and evict\n"
             "  --token JWT     sent with every request (default: $LAYERGATE_TOKEN); load needs admin\n");
     return code;
@@ -423,6 +503,7 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--past") == 0) c.past = true;
         else if (strcmp(a, "--no-compact") == 0) c.compact = false;
         else if (strcmp(a, "--epoll") == 0) c.epoll = true;
+        else if (strcmp(a, "--keep-going") == 0) c.keep_going = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout, 0);
         else if (v == NULL) return usage(stderr, 2);
         else if (strcmp(a, "-s") == 0) c.socket = v, i++;
@@ -438,6 +519,8 @@ int main(int argc, char **argv) {
     }
     if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0 || c.pipeline < 1) return usage(stderr, 2);
     if (strcmp(mode, "-h") == 0 || strcmp(mode, "--help") == 0) return usage(stdout, 0);
+    make_ramp();
+    if (strcmp(mode, "self-test") == 0) return self_test();
     if (strcmp(mode, "load") == 0) return load(&c);
     if (strcmp(mode, "get") == 0) return measure(&c, false);
     if ((strcmp(mode, "raw") == 0 || strcmp(mode, "evict") == 0) && c.dir == NULL) {

@@ -37,8 +37,10 @@ size_t page_request(unsigned char *at, uint64_t id, const char *tenant, const ch
     return 4 + n;
 }
 
+int server_code_slot(long code) { return code >= 1 && code < LG_UNKNOWN_SERVER_ERROR ? (int)code : LG_UNKNOWN_SERVER_ERROR; }
+
 long take_pages(const unsigned char *in, size_t len, int *answers, page_check check, void *ctx, int conn,
-                char *error, size_t error_len) {
+                unsigned long *errors, char *error, size_t error_len) {
     size_t at = 0;
     while (len - at >= 4) {
         const unsigned char *h = in + at;
@@ -49,7 +51,9 @@ long take_pages(const unsigned char *in, size_t len, int *answers, page_check ch
         if (r == NULL) { snprintf(error, error_len, "an answer that does not decode"); return -1; }
         bool page = r->body_case == LAYERGATE__V1__RESPONSE__BODY_GET_PAGE && r->get_page && r->get_page->page.len == LG_PAGE_SIZE;
         int rc = 0;
-        if (!page) {
+        if (!page && errors && r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR && r->error) {
+            errors[server_code_slot(r->error->code)]++;
+        } else if (!page) {
             if (r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR && r->error)
                 snprintf(error, error_len, "server error %d: %s", (int)r->error->code, r->error->message);
             else
