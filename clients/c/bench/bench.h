@@ -109,7 +109,8 @@ size_t page_request(unsigned char *at, uint64_t id, const char *tenant, const ch
 /* Checks a page answered to request `id` on connection `conn`: 0, or -1 with `error` filled in. */
 typedef int (*page_check)(void *ctx, int conn, uint64_t id, const unsigned char *page, char *error, size_t error_len);
 /* Slots of a count of server errors by code: the codes of layergate.proto's ErrorCode
- * (1 up), any other code counted in the last slot (as LG_UNKNOWN_SERVER_ERROR). */
+ * that lg_status names (1 to 13), any other code counted in the last slot (as
+ * LG_UNKNOWN_SERVER_ERROR, as liblayergate's calls report it). */
 enum { SERVER_CODES = LG_UNKNOWN_SERVER_ERROR + 1 };
 /* The slot of server error `code`. */
 int server_code_slot(long code);

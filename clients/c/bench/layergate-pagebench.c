@@ -23,7 +23,8 @@
  *          (posix_fadvise DONTNEED; and /proc/sys/vm/drop_caches when root).
  *   self-test  checks the page check itself (the C tests run it).
  *
- * get and raw print one line: ops/s and the p50, p99 and p99.9 of one request.
+ * get and raw print one line: ops/s and the p50, p99 and p99.9 of one request;
+ * get with --keep-going a second when the server answered errors, their count by code.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -210,7 +211,7 @@ static int check_page(target t, const unsigned char *page, char *error, size_t l
 static int self_test(void) {
     static unsigned char page[LG_PAGE_SIZE];
     char error[256];
-    const uint32_t keys[] = {0, 1, 255, 256, 70001, 131071};
+    const uint32_t keys[] = {0, 1, 255, 256, 70001, 131071, 0x7fffffff, 0xffffffff};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         for (uint32_t v = 0; v < 3; v++) {
             target t = {.k = keys[i], .lsn = 1, .want = v};
@@ -219,7 +220,7 @@ static int self_test(void) {
                 fprintf(stderr, "self-test: a right page refused: %s\n", error);
                 return 1;
             }
-            const size_t wrong[] = {0, 8, 16, 17, 4096, LG_PAGE_SIZE - 1};
+            const size_t wrong[] = {0, 7, 8, 15, 16, 17, 4096, LG_PAGE_SIZE - 1};
             for (size_t j = 0; j < sizeof wrong / sizeof wrong[0]; j++) {
                 page[wrong[j]] ^= 0x40;
                 if (check_page(t, page, error, sizeof error) == 0) {
@@ -300,7 +301,9 @@ static void *run_get(void *arg) {
         lg_status s = lg_get_page(conn, c->tenant, key(t.k), t.lsn, page, sizeof page, NULL);
         uint64_t t1 = now_ns();
         if (s != LG_OK && c->keep_going && s >= LG_INVALID_ARGUMENT && s <= LG_UNKNOWN_SERVER_ERROR) {
-            w->errors[server_code_slot(s)]++;  /* the server's answer: the connection goes on */
+            /* The server's answer. When it also closed the connection (an answer to
+             * request 0), the next call says so and ends this client. */
+            w->errors[server_code_slot(s)]++;
             record(&w->h, t1 - t0, 1);
             if (t1 >= w->deadline) break;
             continue;
@@ -444,18 +447,22 @@ static int measure(const config *c, bool raw) {
     }
     double secs = (double)(now_ns() - start) / 1e9;
     if (!epoll) pthread_barrier_destroy(&start_line);
+    unsigned long refused = 0;
+    for (int e = 0; e < SERVER_CODES; e++) refused += errors[e];
     if (!failed && all->total > 0) {
         double us = 1e-3;
+        char what[160];
+        if (raw) snprintf(what, sizeof what, ", 8 KiB at random block offsets");
+        else if (refused == 0) snprintf(what, sizeof what, ", each page checked");
+        else snprintf(what, sizeof what, ": %" PRIu64 " pages, each checked, and %lu error answers", all->total - refused, refused);
         printf("%s: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d %s, %" PRIu64 " reads%s)\n",
                raw ? "raw O_DIRECT pread" : (c->past ? "GetPage past LSN" : "GetPage latest"),
                (double)all->total / secs, (double)percentile(all, 0.5) * us, (double)percentile(all, 0.99) * us,
                (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : epoll ? "clients on one epoll thread" : "clients", all->total,
-               raw ? ", 8 KiB at random block offsets" : ", each page checked");
+               what);
     }
-    unsigned long refused = 0;
-    for (int e = 0; e < SERVER_CODES; e++) refused += errors[e];
     if (refused > 0) {
-        /* --keep-going: the reads above include these answers, which carried no page. */
+        /* --keep-going: the figures above count these answers too, which carried no page. */
         printf("server errors answered: %lu of %" PRIu64 " reads (", refused, all->total);
         const char *sep = "";
         for (int e = 0; e < SERVER_CODES; e++) {
@@ -464,6 +471,10 @@ static int measure(const config *c, bool raw) {
             sep = ", ";
         }
         printf(")\n");
+        if (refused == all->total) {
+            fprintf(stderr, "layergate-pagebench: every answer was an error: no page was read\n");
+            failed = 1;
+        }
     }
     if (raw) close_layers(&f);
     free(w);
@@ -484,8 +495,9 @@ static int usage(FILE *to, int code) {
             "  -t SECONDS      how long get and raw run (default 10)\n"
             "  --past          get reads at random past LSNs instead of latest\n"
             "  --epoll         get: every connection on one thread and one epoll set (default: a thread each)\n"
-            "  --keep-going    get: count the server's error answers by code and read on (default: stop at the\n"
-            "                  first); a page with a wrong byte or a broken connection still stops it\n"
+            "  --keep-going    get: count the server's error answers by code and read on (default: the\n"
+            "                  first ends its client and fails the run); a page with a wrong byte, a broken\n"
+            "                  connection, a timeout or an answer that is not one still does\n"
             "  --dir DIR       the tenant's directory (DATA_DIR/tenants/ID), for raw and evict\n"
             "  --token JWT     sent with every request (default: $LAYERGATE_TOKEN); load needs admin\n");
     return code;

@@ -37,7 +37,7 @@ size_t page_request(unsigned char *at, uint64_t id, const char *tenant, const ch
     return 4 + n;
 }
 
-int server_code_slot(long code) { return code >= 1 && code < LG_UNKNOWN_SERVER_ERROR ? (int)code : LG_UNKNOWN_SERVER_ERROR; }
+int server_code_slot(long code) { return code >= LG_INVALID_ARGUMENT && code <= LG_UNAUTHENTICATED ? (int)code : LG_UNKNOWN_SERVER_ERROR; }
 
 long take_pages(const unsigned char *in, size_t len, int *answers, page_check check, void *ctx, int conn,
                 unsigned long *errors, char *error, size_t error_len) {
@@ -51,6 +51,7 @@ long take_pages(const unsigned char *in, size_t len, int *answers, page_check ch
         if (r == NULL) { snprintf(error, error_len, "an answer that does not decode"); return -1; }
         bool page = r->body_case == LAYERGATE__V1__RESPONSE__BODY_GET_PAGE && r->get_page && r->get_page->page.len == LG_PAGE_SIZE;
         int rc = 0;
+        /* Counted, also an answer to request 0, which comes before the server closes the connection: the next read says so. */
         if (!page && errors && r->body_case == LAYERGATE__V1__RESPONSE__BODY_ERROR && r->error) {
             errors[server_code_slot(r->error->code)]++;
         } else if (!page) {
