@@ -120,53 +120,35 @@ uint32_t lg_crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t length_b) {
 #define CRC_LANE 2048
 static uint32_t crc_lane_shift;  /* x^(8 * CRC_LANE) mod P, set once */
 
-/* One round of four chains over 4 × CRC_LANE bytes, and of three: written
- * out, because a loop over the lanes kept them in memory (790 ns a page). */
-__attribute__((target("sse4.2")))
-static uint64_t crc_round4(uint64_t c, const unsigned char *p) {
-    uint64_t c1 = 0, c2 = 0, c3 = 0;
-    const unsigned char *p1 = p + CRC_LANE, *p2 = p + 2 * CRC_LANE, *p3 = p + 3 * CRC_LANE;
+/* One round of `lanes` chains (4, or 3 for what is left) over lanes × CRC_LANE
+ * bytes. Always inlined with a constant `lanes` and fully unrolled, so the
+ * chains live in registers: a plain loop over the lanes kept them in memory
+ * (790 ns a page against 360). */
+__attribute__((target("sse4.2"), always_inline))
+static inline uint64_t crc_round(uint64_t c, const unsigned char *p, const int lanes) {
+    uint64_t chain[4] = {c, 0, 0, 0};
     for (size_t i = 0; i < CRC_LANE; i += 8) {
-        uint64_t w0, w1, w2, w3;
-        memcpy(&w0, p + i, 8);
-        memcpy(&w1, p1 + i, 8);
-        memcpy(&w2, p2 + i, 8);
-        memcpy(&w3, p3 + i, 8);
-        c = __builtin_ia32_crc32di(c, w0);
-        c1 = __builtin_ia32_crc32di(c1, w1);
-        c2 = __builtin_ia32_crc32di(c2, w2);
-        c3 = __builtin_ia32_crc32di(c3, w3);
+#pragma clang loop unroll(full)
+        for (int l = 0; l < lanes; l++) {
+            uint64_t w;
+            memcpy(&w, p + (size_t)l * CRC_LANE + i, 8);
+            chain[l] = __builtin_ia32_crc32di(chain[l], w);
+        }
     }
-    /* state(A||B||C||D) = shift(shift(shift(a) ^ b) ^ c) ^ d over the lane length. */
-    uint32_t s = crc_multmodp(crc_lane_shift, (uint32_t)c) ^ (uint32_t)c1;
-    s = crc_multmodp(crc_lane_shift, s) ^ (uint32_t)c2;
-    return crc_multmodp(crc_lane_shift, s) ^ (uint32_t)c3;
-}
-
-__attribute__((target("sse4.2")))
-static uint64_t crc_round3(uint64_t c, const unsigned char *p) {
-    uint64_t c1 = 0, c2 = 0;
-    const unsigned char *p1 = p + CRC_LANE, *p2 = p + 2 * CRC_LANE;
-    for (size_t i = 0; i < CRC_LANE; i += 8) {
-        uint64_t w0, w1, w2;
-        memcpy(&w0, p + i, 8);
-        memcpy(&w1, p1 + i, 8);
-        memcpy(&w2, p2 + i, 8);
-        c = __builtin_ia32_crc32di(c, w0);
-        c1 = __builtin_ia32_crc32di(c1, w1);
-        c2 = __builtin_ia32_crc32di(c2, w2);
-    }
-    uint32_t s = crc_multmodp(crc_lane_shift, (uint32_t)c) ^ (uint32_t)c1;
-    return crc_multmodp(crc_lane_shift, s) ^ (uint32_t)c2;
+    /* state(A||B||...) = shift(...shift(shift(a) ^ b)...) ^ last, each shift over the lane length. */
+    uint32_t s = (uint32_t)chain[0];
+#pragma clang loop unroll(full)
+    for (int l = 1; l < lanes; l++) s = crc_multmodp(crc_lane_shift, s) ^ (uint32_t)chain[l];
+    return s;
 }
 
 __attribute__((target("sse4.2")))
 static uint32_t crc32c_sse42(uint32_t crc, const void *data, size_t length) {
     const unsigned char *p = data;
     uint64_t c = ~crc;
-    for (; length >= 4 * CRC_LANE; p += 4 * CRC_LANE, length -= 4 * CRC_LANE) c = crc_round4(c, p);
+    for (; length >= 4 * CRC_LANE; p += 4 * CRC_LANE, length -= 4 * CRC_LANE) c = crc_round(c, p, 4);
     if (length >= 3 * CRC_LANE) {
-        c = crc_round3(c, p);
+        c = crc_round(c, p, 3);
         p += 3 * CRC_LANE;
         length -= 3 * CRC_LANE;
     }
