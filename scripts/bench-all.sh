@@ -31,7 +31,7 @@ idle_driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || 
 halt_poll=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo -)
 machine="$(nproc) CPUs, kernel $(uname -r), cpuidle $idle_driver, guest_halt_poll_ns $halt_poll"
 echo "machine: $machine"
-echo "machine $machine" | tr ' ' '_' | sed 's/^machine_/machine /' >>"$res"
+echo "machine ${machine// /_}" >>"$res"  # one "name value" line, as the rest
 echo; echo "== the storage engine alone (layergate-storage-bench ${BENCH_ARGS:-})"
 # shellcheck disable=SC2086
 .build/release/layergate-storage-bench ${BENCH_ARGS:-} | tee "$out/storage.txt"
