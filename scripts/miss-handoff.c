@@ -15,9 +15,12 @@
  *            hand-offs, two wake-ups)
  *   uring    the loop submits the read to an io_uring whose completions
  *            signal an eventfd in the loop's epoll set (no thread; one wake-up)
+ *   conn     no loop: a thread per connection takes its request, preads and
+ *            sends the answer itself (blocking calls; one wake-up for the
+ *            read, as raw, and one for each request)
  *   raw      no server: C threads, each one pread at a time (the disk alone)
  *
- * usage: miss-handoff FILE threads|uring|raw [CLIENTS [SECONDS]]
+ * usage: miss-handoff FILE threads|uring|conn|raw [CLIENTS [SECONDS]]
  * Knobs of the uring server, from the environment, to see what moves the tail:
  *   SPIN_NS=N  the loop spins N ns before each submission and each answer:
  *              a stand-in for the work a real server does per request
@@ -28,6 +31,13 @@
  *   FIXED=1    the buffers and the file are registered with the ring
  *              (IORING_OP_READ_FIXED, IOSQE_FIXED_FILE): no page pinning
  *              and no file lookup per read; FIXED=2 the buffers only
+ *   ASYNC=1    each read is punted to io_uring's own workers (IOSQE_ASYNC):
+ *              the loop no longer issues it to the block layer itself
+ * Knobs of every server (POLL: of the loops, threads and uring):
+ *   POLL=1     the loop polls (epoll_wait with no timeout) and never sleeps
+ *   RT=1       the server's threads run SCHED_FIFO, so the client thread
+ *              never delays them on a shared CPU (root)
+ *   PIN=C      the server's threads run on CPU C, the client on another
  * Prints ops/s and p50/p99/p99.9 of one request in µs. Run it on the data
  * disk (scripts/bench-cold.sh's layer files will do):
  *   cc -O2 -pthread scripts/miss-handoff.c -o /tmp/miss-handoff
@@ -106,8 +116,11 @@ static int work[MAX_CLIENTS], work_n, done[MAX_CLIENTS], done_n;
 static uint64_t work_block[MAX_CLIENTS];
 static int done_fd;
 
+static void maybe_realtime(void);
+
 static void *reader(void *arg) {
     (void)arg;
+    maybe_realtime();
     for (;;) {
         pthread_mutex_lock(&lock);
         while (work_n == 0) pthread_cond_wait(&work_ready, &lock);
@@ -130,7 +143,7 @@ static __thread unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_
 static __thread struct io_uring_sqe *sqes;
 static __thread struct io_uring_cqe *cqes;
 static __thread unsigned unsubmitted;
-static int batch_submit, fixed_io;
+static int batch_submit, fixed_io, async_issue;
 
 static void ring_setup(int eventfd) {
     struct io_uring_params p = {0};
@@ -177,6 +190,7 @@ static void ring_read(int i, uint64_t block) {
     e->len = BLOCK;
     e->off = block * BLOCK;
     e->user_data = (uint64_t)i;
+    if (async_issue) e->flags |= IOSQE_ASYNC;
     sq_array[index] = index;
     atomic_store_explicit((_Atomic unsigned *)sq_tail, tail + 1, memory_order_release);
     if (batch_submit) unsubmitted++;
@@ -191,7 +205,7 @@ static void ring_submit_batch(void) {
 
 /* --- the server loop ---------------------------------------------------- */
 
-static int use_ring, loops = 1;
+static int use_ring, loops = 1, poll_only;
 static uint64_t spin_ns;
 
 static void spin(void) {
@@ -203,6 +217,7 @@ static void spin(void) {
 /* Server loop `arg` of `loops`: serves connections i with i % loops == arg. */
 static void *server(void *arg) {
     int me = (int)(uintptr_t)arg;
+    maybe_realtime();
     int ep = epoll_create1(0);
     int loop_done_fd = eventfd(0, EFD_NONBLOCK);
     if (use_ring) {
@@ -225,7 +240,7 @@ static void *server(void *arg) {
     struct epoll_event events[MAX_CLIENTS + 1];
     while (open > 0) {
         if (use_ring) ring_submit_batch();
-        int n = epoll_wait(ep, events, MAX_CLIENTS + 1, -1);
+        int n = epoll_wait(ep, events, MAX_CLIENTS + 1, poll_only ? 0 : -1);
         for (int k = 0; k < n; k++) {
             uint32_t who = events[k].data.u32;
             if (who == MAX_CLIENTS) {
@@ -272,6 +287,40 @@ static void *server(void *arg) {
         }
     }
     return NULL;
+}
+
+/* --- a thread per connection ------------------------------------------ */
+
+static void *conn_server(void *arg) {
+    int i = (int)(uintptr_t)arg;
+    maybe_realtime();
+    for (;;) {
+        int64_t block = take_request(i);
+        if (block < 0) return NULL;
+        if (pread(file_fd, conns[i].buf, BLOCK, (off_t)((uint64_t)block * BLOCK)) != BLOCK) die("pread");
+        send_all(conns[i].fd, conns[i].buf, BLOCK);
+    }
+}
+
+static int realtime;
+
+/* RT=1: the calling server thread preempts the client thread. */
+static int pin_server = -1;
+
+static void pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    int e = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    if (e != 0) { errno = e; die("pthread_setaffinity_np"); }
+}
+
+static void maybe_realtime(void) {
+    if (pin_server >= 0) pin_to(pin_server);
+    if (!realtime) return;
+    struct sched_param sp = {.sched_priority = 1};
+    int e = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+    if (e != 0) { errno = e; die("SCHED_FIFO"); }
 }
 
 /* --- the client: one epoll thread, one request in flight per connection -- */
@@ -349,7 +398,7 @@ static int by_value(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: miss-handoff FILE threads|uring|raw [CLIENTS [SECONDS]]\n");
+        fprintf(stderr, "usage: miss-handoff FILE threads|uring|conn|raw [CLIENTS [SECONDS]]\n");
         return 2;
     }
     const char *mode = argv[2];
@@ -370,7 +419,8 @@ int main(int argc, char **argv) {
         sample_count = atomic_load(&raw_next) < MAX_SAMPLES ? atomic_load(&raw_next) : MAX_SAMPLES;
     } else {
         use_ring = strcmp(mode, "uring") == 0;
-        if (!use_ring && strcmp(mode, "threads") != 0) return 2;
+        int per_conn = strcmp(mode, "conn") == 0;
+        if (!use_ring && !per_conn && strcmp(mode, "threads") != 0) return 2;
         int client_fds[MAX_CLIENTS];
         for (int i = 0; i < clients; i++) {
             int sv[2];
@@ -380,6 +430,14 @@ int main(int argc, char **argv) {
             if (posix_memalign((void **)&conns[i].buf, 4096, BLOCK) != 0) die("posix_memalign");
         }
         const char *e;
+        async_issue = getenv("ASYNC") != NULL && strcmp(getenv("ASYNC"), "1") == 0;
+        poll_only = getenv("POLL") != NULL && strcmp(getenv("POLL"), "1") == 0;
+        if ((e = getenv("PIN")) != NULL) {
+            char *end;
+            pin_server = (int)strtol(e, &end, 10);
+            if (*e == '\0' || *end != '\0' || pin_server < 0) pin_server = 1 << 20;  /* refused below */
+        }
+        realtime = getenv("RT") != NULL && strcmp(getenv("RT"), "1") == 0;
         if ((e = getenv("SPIN_NS")) != NULL) spin_ns = strtoull(e, NULL, 10);
         if ((e = getenv("LOOPS")) != NULL) loops = atoi(e);
         batch_submit = getenv("BATCH") != NULL && strcmp(getenv("BATCH"), "1") == 0;
@@ -396,10 +454,26 @@ int main(int argc, char **argv) {
             fprintf(stderr, "LOOPS: 1 to %d, and more than 1 with uring only\n", MAX_LOOPS);
             return 2;
         }
-        pthread_t s[MAX_LOOPS];
-        for (int l = 0; l < loops; l++) pthread_create(&s[l], NULL, server, (void *)(uintptr_t)l);
+        if (per_conn && (loops > 1 || batch_submit || fixed_io || spin_ns || poll_only)) {
+            fprintf(stderr, "conn: no LOOPS, BATCH, FIXED, SPIN_NS or POLL\n");
+            return 2;
+        }
+        if (async_issue && !use_ring) {
+            fprintf(stderr, "ASYNC: with uring only\n");
+            return 2;
+        }
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (pin_server >= cpus || (pin_server >= 0 && cpus < 2)) {
+            fprintf(stderr, "PIN: a CPU from 0 to %ld, and two CPUs at least\n", cpus - 1);
+            return 2;
+        }
+        pthread_t s[MAX_CLIENTS];
+        int threads = per_conn ? clients : loops;
+        for (int l = 0; l < threads; l++)
+            pthread_create(&s[l], NULL, per_conn ? conn_server : server, (void *)(uintptr_t)l);
+        if (pin_server >= 0) pin_to(pin_server == 0 ? 1 : 0);  /* the client: any other CPU */
         run_clients(client_fds);
-        for (int l = 0; l < loops; l++) pthread_join(s[l], NULL);
+        for (int l = 0; l < threads; l++) pthread_join(s[l], NULL);
     }
     double secs = (double)(now_ns() - start) / 1e9;
     qsort(samples, sample_count, sizeof *samples, by_value);
