@@ -97,8 +97,11 @@ typedef struct epoll_work {
  * just before its send, goes to `out`. Returns 0, or -1 with `error` filled in. */
 int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t error_len);
 
-/* A non-blocking connection to a Unix socket, or -1 with errno set. */
+/* A non-blocking connection to a Unix socket, or -1 with errno set (EAGAIN: the
+ * server's accept backlog stayed full for 10 s). connect_failed writes that
+ * failure into `error` and returns -1. */
 int connect_unix(const char *path);
+int connect_failed(char *error, size_t len, const char *path, int err);
 
 /* GetPage frames (page-frames.c). */
 size_t page_request_max(const char *tenant, const char *token);

@@ -10,11 +10,13 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -36,14 +38,29 @@ static int fail(char *error, size_t len, const char *what, int err) {
     return -1;
 }
 
+/* connect_unix's failure, named: EAGAIN is a backlog that stayed full. */
+int connect_failed(char *error, size_t len, const char *path, int err) {
+    if (err != EAGAIN) return fail(error, len, path, err);
+    snprintf(error, len, "%s: the server accepted no connection for 10 s (its accept backlog stayed full)", path);
+    return -1;
+}
+
 int connect_unix(const char *path) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
     strcpy(addr.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    /* A Unix socket connects at once or fails (EAGAIN: the backlog is full). */
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    /* Blocking, so that a full accept backlog (hundreds of connections opened at once)
+     * is waited out, for up to 10 s (SO_SNDTIMEO; then EAGAIN), not an error at once
+     * as a non-blocking connect would answer. Non-blocking after. */
+    struct timeval wait = {.tv_sec = 10}, none = {0};
+    int rc;
+    do rc = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof wait) == 0 ? connect(fd, (struct sockaddr *)&addr, sizeof addr) : -1;
+    while (rc != 0 && errno == EINTR);
+    if (rc != 0 && errno == EISCONN) rc = 0;  /* an interrupted attempt that had completed */
+    if (rc != 0 || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none) != 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -109,7 +126,7 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
         c->in = malloc(c->in_cap);
         if (!c->out || !c->in) { rc = fail(error, error_len, "malloc", ENOMEM); break; }
         c->fd = connect_unix(w->socket);
-        if (c->fd < 0) { rc = fail(error, error_len, w->socket, errno); break; }
+        if (c->fd < 0) { rc = connect_failed(error, error_len, w->socket, errno); break; }
         struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u32 = (uint32_t)i};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) rc = fail(error, error_len, "epoll_ctl", errno);
     }

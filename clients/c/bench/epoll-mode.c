@@ -74,7 +74,7 @@ static long take(void *ctx, int i, const unsigned char *in, size_t len, int *ans
 
 int preload_redis(const options *o, char *error, size_t error_len) {
     int fd = connect_unix(o->socket);
-    if (fd < 0) return fail(error, error_len, o->socket, errno);
+    if (fd < 0) return connect_failed(error, error_len, o->socket, errno);
     int flags = 0;  /* blocking from here on: a preload, not measured */
     if (ioctl(fd, FIONBIO, &flags) != 0) { close(fd); return fail(error, error_len, "ioctl", errno); }
     unsigned char *value = malloc(LG_PAGE_SIZE + 128);
