@@ -16,6 +16,7 @@ public final class LayerGateClient: Sendable {
     private init(channel: Channel, token: String) {
         self.channel = channel
         self.token = token
+        loopExecutor = LoopTaskExecutor(channel.eventLoop)
     }
 
     /// - Parameter token: the JWT this client sends with every request, when
@@ -56,6 +57,14 @@ public final class LayerGateClient: Sendable {
     /// connection's own thread, without waking another thread for each call.
     public var executor: any SerialExecutor { channel.eventLoop.executor }
 
+    /// The connection's event loop as a task executor: the other way to drive
+    /// the connection from its own thread, for code that is not in an actor
+    /// (`Task(executorPreference: client.taskExecutor) { … }`, or
+    /// `withTaskExecutorPreference`). A call from a task with neither wakes a
+    /// thread of Swift's global pool when its answer comes.
+    public var taskExecutor: any TaskExecutor { loopExecutor }
+    private let loopExecutor: LoopTaskExecutor
+
     /// Sends one request and returns the body of its response; an `Error`
     /// response throws `ClientError.server`. `authToken` overrides the client's token.
     nonisolated(nonsending)
@@ -66,11 +75,12 @@ public final class LayerGateClient: Sendable {
     /// A request sent and not answered yet (`send`).
     public struct Pending: Sendable {
         fileprivate let slot: ResponseSlot
+        fileprivate let loop: LoopTaskExecutor
 
         /// The body of its response; an `Error` response throws `ClientError.server`.
         nonisolated(nonsending)
         public func response() async throws(ClientError) -> Wire.Response.Body {
-            guard let answer = await slot.answers().first else { throw .connectionClosed }
+            guard let answer = await slot.answers(resumingOn: loop).first else { throw .connectionClosed }
             return try answer.get()
         }
     }
@@ -80,7 +90,7 @@ public final class LayerGateClient: Sendable {
     /// applies puts in the order they arrive on a connection: a caller can
     /// keep many puts in flight and await their answers later.
     public func send(_ body: Wire.Request.Body, authToken: String? = nil) -> Pending {
-        Pending(slot: submit([body], authToken: authToken))
+        Pending(slot: submit([body], authToken: authToken), loop: loopExecutor)
     }
 
     /// Sends every request pipelined and returns each one's outcome, in the order of
@@ -89,7 +99,7 @@ public final class LayerGateClient: Sendable {
     nonisolated(nonsending)
     public func callMany(_ bodies: [Wire.Request.Body], authToken: String? = nil) async -> [Result<Wire.Response.Body, ClientError>] {
         guard !bodies.isEmpty else { return [] }
-        return await submit(bodies, authToken: authToken).answers()
+        return await submit(bodies, authToken: authToken).answers(resumingOn: loopExecutor)
     }
 
     private func submit(_ bodies: [Wire.Request.Body], authToken: String?) -> ResponseSlot {
@@ -290,12 +300,17 @@ final class ResponseSlot: Sendable {
     }
 
     /// Resumes on the caller's executor (its own continuation, not
-    /// `EventLoopFuture.get`, which would resume on the global one).
+    /// `EventLoopFuture.get`, which would resume on the global one), by way of
+    /// `loop`: a continuation resumes its task on the generic executor before
+    /// the task hops back to its actor, and with `loop` as the preference that
+    /// is the thread that resumed it, not a woken thread of the global pool.
     nonisolated(nonsending)
-    func answers() async -> [Result<Wire.Response.Body, ClientError>] {
-        await withUnsafeContinuation { continuation in
-            // The promise is only ever succeeded: each failure is an outcome inside it.
-            promise.futureResult.whenComplete { continuation.resume(returning: (try? $0.get()) ?? []) }
+    func answers(resumingOn loop: any TaskExecutor) async -> [Result<Wire.Response.Body, ClientError>] {
+        await withTaskExecutorPreference(loop) {
+            await withUnsafeContinuation { continuation in
+                // The promise is only ever succeeded: each failure is an outcome inside it.
+                promise.futureResult.whenComplete { continuation.resume(returning: (try? $0.get()) ?? []) }
+            }
         }
     }
 }

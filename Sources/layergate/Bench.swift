@@ -52,8 +52,9 @@ struct Bench: AsyncParsableCommand {
             let clients = try await (0..<connections).asyncMap { _ in try await global.connect() }
             samples = try await withThrowingTaskGroup(of: [Duration].self) { group in
                 for (ci, c) in clients.enumerated() {
-                    let driver = Driver(client: c)
-                    group.addTask { try await driver.run(load, connection: ci) }
+                    // The way an embedder should drive a connection: each call then resumes on the
+                    // connection's own thread, where its answer came in (`LayerGateClient.taskExecutor`).
+                    group.addTask(executorPreference: c.taskExecutor) { try await load.run(connection: ci, via: c) }
                 }
                 var all: [Duration] = []
                 for try await part in group { all += part }
@@ -72,19 +73,6 @@ struct Bench: AsyncParsableCommand {
         } else {
             print(String(format: "GET_PAGE: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, p99.9=%.3f msec (%d connections, depth %d, %d requests, 8 KiB pages, %@ client)",
                          ops, p(0.5) / 1000, p(0.99) / 1000, p(0.999) / 1000, connections, depth, sorted.count, client.rawValue))
-        }
-    }
-
-    /// Drives one connection on its own event loop (`LayerGateClient.executor`),
-    /// the way an embedder should: each batch is sent and resumed on that
-    /// thread, with no wake-up of another.
-    actor Driver {
-        let client: LayerGateClient
-        nonisolated var unownedExecutor: UnownedSerialExecutor { client.executor.asUnownedSerialExecutor() }
-        init(client: LayerGateClient) { self.client = client }
-
-        func run(_ load: Load, connection ci: Int) async throws -> [Duration] {
-            try await load.run(connection: ci, via: client)
         }
     }
 
