@@ -1,6 +1,7 @@
 import Foundation
 import LayerGateClient
 import LayerGateWire
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -19,6 +20,45 @@ struct AsyncClientExecutorTests {
         }
         let said = result.map { String(decoding: $0.standardErrorContent, as: UTF8.self) } ?? ""
         #expect(said.hasPrefix("as expected"), "\(said)")
+    }
+
+    /// Calls still waiting when their connection's event loops shut down fail,
+    /// whichever way they were driven: none waits for ever for a loop that is
+    /// gone (their answers would now resume on it), and the process lives.
+    @Test func callsWaitingWhenTheirLoopsShutDownFail() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let setup = try await server.client()
+        try await setup.createTenant(tenantA)
+        _ = try await setup.putRecords(tenant: tenantA, [wimage(1, 1)])
+        await setup.close()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let c = try await LayerGateClient.connect(socketPath: dir.socket, group: group)
+        try await readPages(c, 1)
+        // Nothing is answered from here. kill returns before the server has stopped: wait for it.
+        kill(server.process.processIdentifier, SIGSTOP)
+        #expect(try await stopped(server.process.processIdentifier))
+        defer { kill(server.process.processIdentifier, SIGCONT) }
+        let onLoop = OnTheLoop(c)
+        let waiting: [Task<Bool, Never>] = (0..<30).map { i in
+            switch i % 3 {
+            case 0: return Task { await onLoop.failsToRead() }
+            case 1: return Task(executorPreference: c.taskExecutor) { await failsToRead(c) }
+            default: return Task { await failsToRead(c) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        try await group.shutdownGracefully()
+        let outcomes = await withTaskGroup(of: [Bool]?.self) { g in
+            g.addTask { var all: [Bool] = []; for t in waiting { all.append(await t.value) }; return all }
+            g.addTask { try? await Task.sleep(for: .seconds(20)); return nil }
+            let first = await g.next() ?? nil
+            g.cancelAll()
+            return first
+        }
+        #expect(outcomes == Array(repeating: true, count: 30), "every waiting call fails, within 20 s: \(String(describing: outcomes))")
+        kill(server.process.processIdentifier, SIGCONT)
+        #expect(await server.stop() == 0)
     }
 }
 
@@ -77,6 +117,24 @@ private actor OnTheLoop {
     nonisolated var unownedExecutor: UnownedSerialExecutor { client.executor.asUnownedSerialExecutor() }
     init(_ client: LayerGateClient) { self.client = client }
     func read(_ calls: Int) async throws { try await readPages(client, calls) }
+    func failsToRead() async -> Bool { await LayerGateServerTests.failsToRead(client) }
+}
+
+/// True once process `pid` is stopped (its state in /proc is T), within 5 s.
+private func stopped(_ pid: Int32) async throws -> Bool {
+    for _ in 0..<500 {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        // The state follows the command's closing parenthesis.
+        if let close = stat.lastIndex(of: ")"), stat[close...].dropFirst().trimmingCharacters(in: .whitespaces).hasPrefix("T") { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return false
+}
+
+/// True when a GetPage fails, false when it is answered.
+nonisolated(nonsending)
+private func failsToRead(_ c: LayerGateClient) async -> Bool {
+    do { try await readPages(c, 1); return false } catch { return true }
 }
 
 nonisolated(nonsending)
