@@ -305,7 +305,7 @@ final class ResponseSlot: Sendable {
     /// the task hops back to its actor, and with `loop` as the preference that
     /// is the thread that resumed it, not a woken thread of the global pool.
     nonisolated(nonsending)
-    func answers(resumingOn loop: any TaskExecutor) async -> [Result<Wire.Response.Body, ClientError>] {
+    func answers(resumingOn loop: LoopTaskExecutor) async -> [Result<Wire.Response.Body, ClientError>] {
         await withTaskExecutorPreference(loop) {
             await withUnsafeContinuation { continuation in
                 // The promise is only ever succeeded: each failure is an outcome inside it.
