@@ -103,6 +103,8 @@ public final class LayerGateClient: Sendable {
     }
 
     private func submit(_ bodies: [Wire.Request.Body], authToken: String?) -> ResponseSlot {
+        // A closed connection's loop may be shut down, and then a task given to it is dropped: the call would wait for ever.
+        guard channel.isActive else { return ResponseSlot(count: bodies.count, failing: .connectionClosed) }
         let authToken = authToken ?? token
         let first = nextId.add(UInt64(bodies.count), ordering: .relaxed).oldValue
         let slot = ResponseSlot(count: bodies.count, promise: channel.eventLoop.makePromise())
@@ -281,12 +283,19 @@ final class PipelinedResponses: ChannelDuplexHandler {
 /// once, whoever gets there first (its response, a failed write, the
 /// connection closing), and the caller wakes once, when all are set.
 final class ResponseSlot: Sendable {
-    private let promise: EventLoopPromise<[Result<Wire.Response.Body, ClientError>]>
+    /// Nil for a slot failed at once: its loop may be gone, and a promise needs its loop.
+    private let promise: EventLoopPromise<[Result<Wire.Response.Body, ClientError>]>?
     private let state: Mutex<(answers: [Result<Wire.Response.Body, ClientError>?], left: Int)>
 
     init(count: Int, promise: EventLoopPromise<[Result<Wire.Response.Body, ClientError>]>) {
         self.promise = promise
         state = Mutex((Array(repeating: nil, count: count), count))
+    }
+
+    /// Every one of `count` requests failed with `error` before it was sent.
+    init(count: Int, failing error: ClientError) {
+        promise = nil
+        state = Mutex((Array(repeating: .failure(error), count: count), 0))
     }
 
     func complete(_ index: Int, _ outcome: Result<Wire.Response.Body, ClientError>) {
@@ -296,21 +305,31 @@ final class ResponseSlot: Sendable {
             s.left -= 1
             return s.left == 0 ? s.answers.compactMap { $0 } : nil
         }
-        if let all { promise.succeed(all) }
+        if let all { promise?.succeed(all) }
     }
 
     /// Resumes on the caller's executor (its own continuation, not
-    /// `EventLoopFuture.get`, which would resume on the global one), by way of
-    /// `loop`: a continuation resumes its task on the generic executor before
-    /// the task hops back to its actor, and with `loop` as the preference that
-    /// is the thread that resumed it, not a woken thread of the global pool.
+    /// `EventLoopFuture.get`, which would resume on the global one). A
+    /// continuation resumes its task on the generic executor before the task
+    /// hops back to its actor: a woken thread of the global pool, unless the
+    /// task prefers an executor. So a caller running on `loop` (an actor on
+    /// the connection's executor, or a task preferring `loop`) waits with
+    /// `loop` as its preference and is resumed where the answer came in. Any
+    /// other caller must not: an actor of its own (a default one) would then
+    /// go on running on the loop, and block it.
     nonisolated(nonsending)
     func answers(resumingOn loop: LoopTaskExecutor) async -> [Result<Wire.Response.Body, ClientError>] {
-        await withTaskExecutorPreference(loop) {
-            await withUnsafeContinuation { continuation in
-                // The promise is only ever succeeded: each failure is an outcome inside it.
-                promise.futureResult.whenComplete { continuation.resume(returning: (try? $0.get()) ?? []) }
-            }
+        if let done = state.withLock({ $0.left == 0 ? $0.answers.compactMap { $0 } : nil }) { return done }
+        guard loop.isCurrent else { return await wait() }
+        return await withTaskExecutorPreference(loop) { await wait() }
+    }
+
+    nonisolated(nonsending)
+    private func wait() async -> [Result<Wire.Response.Body, ClientError>] {
+        guard let promise else { return [] }  // failed at once: answered above
+        return await withUnsafeContinuation { continuation in
+            // The promise is only ever succeeded: each failure is an outcome inside it.
+            promise.futureResult.whenComplete { continuation.resume(returning: (try? $0.get()) ?? []) }
         }
     }
 }

@@ -22,6 +22,23 @@ struct AsyncClientExecutorTests {
         #expect(said.hasPrefix("as expected"), "\(said)")
     }
 
+    /// An actor of the caller's own (a default actor, on Swift's pool) goes on
+    /// running where it ran: its code after a call never runs on the
+    /// connection's event loop, where it would hold up every connection of
+    /// that loop (and a wait for another call, a deadlock).
+    @Test func aCallersOwnActorDoesNotRunOnTheLoop() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        _ = try await c.putRecords(tenant: tenantA, [wimage(1, 1)])
+        let own = OwnActor(c)
+        #expect(try await own.callsFollowedOnALoop(100) == 0)
+        #expect(try await Task { @MainActor in try await onMainActorCallsFollowedOnALoop(c, 50) }.value == 0)
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
     /// Calls still waiting when their connection's event loops shut down fail,
     /// whichever way they were driven: none waits for ever for a loop that is
     /// gone (their answers would now resume on it), and the process lives.
@@ -49,14 +66,11 @@ struct AsyncClientExecutorTests {
         }
         try await Task.sleep(for: .milliseconds(200))
         try await group.shutdownGracefully()
-        let outcomes = await withTaskGroup(of: [Bool]?.self) { g in
-            g.addTask { var all: [Bool] = []; for t in waiting { all.append(await t.value) }; return all }
-            g.addTask { try? await Task.sleep(for: .seconds(20)); return nil }
-            let first = await g.next() ?? nil
-            g.cancelAll()
-            return first
-        }
+        let outcomes = await within(.seconds(20)) { var all: [Bool] = []; for t in waiting { all.append(await t.value) }; return all }
         #expect(outcomes == Array(repeating: true, count: 30), "every waiting call fails, within 20 s: \(String(describing: outcomes))")
+        // A call made after: its loop is gone, and it fails at once.
+        let late = await within(.seconds(5)) { await failsToRead(c) }
+        #expect(late == true, "a call on a client whose loops are shut down fails within 5 s")
         kill(server.process.processIdentifier, SIGCONT)
         #expect(await server.stop() == 0)
     }
@@ -91,7 +105,8 @@ enum GlobalEnqueues {
     /// `calls` GetPages each way against a real layergated: from an actor on
     /// the connection's executor, from a task preferring its task executor
     /// (both: next to none queued on the pool), and from a plain task (about
-    /// one a call: the count sees what it should not let by).
+    /// one a call, less any answer in before it is awaited: the count sees
+    /// what it should not let by).
     static func measureThreeWays(calls: Int) async throws -> (ok: Bool, counts: String) {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir)
@@ -107,7 +122,7 @@ enum GlobalEnqueues {
         await c.close()
         _ = await server.stop()
         let counts = "jobs queued on the global pool for \(calls) calls: actor on the loop \(onActor), task preferring the loop \(preferring), plain task \(plain)"
-        return (onActor < calls / 10 && preferring < calls / 10 && plain >= calls, counts)
+        return (onActor < calls / 10 && preferring < calls / 10 && plain >= calls / 2, counts)
     }
 }
 
@@ -118,6 +133,54 @@ private actor OnTheLoop {
     init(_ client: LayerGateClient) { self.client = client }
     func read(_ calls: Int) async throws { try await readPages(client, calls) }
     func failsToRead() async -> Bool { await LayerGateServerTests.failsToRead(client) }
+}
+
+/// A default actor: it runs on Swift's pool, or on its caller's preferred executor.
+private actor OwnActor {
+    let client: LayerGateClient
+    init(_ client: LayerGateClient) { self.client = client }
+
+    /// Of `calls` GetPages, how many were followed by this actor's code on an event loop's thread.
+    func callsFollowedOnALoop(_ calls: Int) async throws -> Int {
+        var onLoop = 0
+        for _ in 0..<calls {
+            try await readPages(client, 1)
+            if MultiThreadedEventLoopGroup.currentEventLoop != nil { onLoop += 1 }
+        }
+        return onLoop
+    }
+}
+
+@MainActor
+private func onMainActorCallsFollowedOnALoop(_ c: LayerGateClient, _ calls: Int) async throws -> Int {
+    var onLoop = 0
+    for _ in 0..<calls {
+        try await readPages(c, 1)
+        if MultiThreadedEventLoopGroup.currentEventLoop != nil { onLoop += 1 }
+    }
+    return onLoop
+}
+
+/// What `body` returns, or nil when it takes longer than `limit`. The wait
+/// ends then even if `body` does not: a call waiting for an answer cannot be
+/// cancelled, and a task group would wait for it for ever.
+private func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async -> T) async -> T? {
+    let waiter = FirstAnswer<T?>()
+    return await withCheckedContinuation { continuation in
+        waiter.set(continuation)
+        Task { waiter.resume(await body()) }
+        Task {
+            try? await Task.sleep(for: limit)
+            waiter.resume(nil)
+        }
+    }
+}
+
+/// A continuation resumed by whichever comes first.
+private final class FirstAnswer<T: Sendable>: Sendable {
+    private let waiting = Mutex<CheckedContinuation<T, Never>?>(nil)
+    func set(_ c: CheckedContinuation<T, Never>) { waiting.withLock { $0 = c } }
+    func resume(_ value: T) { waiting.withLock { $0.take() }?.resume(returning: value) }
 }
 
 /// True once process `pid` is stopped (its state in /proc is T), within 5 s.
