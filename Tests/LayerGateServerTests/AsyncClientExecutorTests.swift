@@ -27,14 +27,9 @@ struct AsyncClientExecutorTests {
     /// connection's event loop, where it would hold up every connection of
     /// that loop (and a wait for another call, a deadlock).
     @Test func aCallersOwnActorDoesNotRunOnTheLoop() async throws {
-        let dir = ServerDir()
-        let server = try await ServerProcess(dir: dir)
-        let c = try await server.client()
-        try await c.createTenant(tenantA)
-        _ = try await c.putRecords(tenant: tenantA, [wimage(1, 1)])
-        let own = OwnActor(c)
-        #expect(try await own.callsFollowedOnALoop(100) == 0)
-        #expect(try await Task { @MainActor in try await onMainActorCallsFollowedOnALoop(c, 50) }.value == 0)
+        let (server, c) = try await serverHoldingBlockOne()
+        #expect(try await OwnActor(c).callsFollowedOnALoop(100) == 0)
+        #expect(try await Task { @MainActor in try await callsFollowedOnALoop(c, 50) }.value == 0)
         await c.close()
         #expect(await server.stop() == 0)
     }
@@ -43,14 +38,10 @@ struct AsyncClientExecutorTests {
     /// whichever way they were driven: none waits for ever for a loop that is
     /// gone (their answers would now resume on it), and the process lives.
     @Test func callsWaitingWhenTheirLoopsShutDownFail() async throws {
-        let dir = ServerDir()
-        let server = try await ServerProcess(dir: dir)
-        let setup = try await server.client()
-        try await setup.createTenant(tenantA)
-        _ = try await setup.putRecords(tenant: tenantA, [wimage(1, 1)])
+        let (server, setup) = try await serverHoldingBlockOne()
         await setup.close()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let c = try await LayerGateClient.connect(socketPath: dir.socket, group: group)
+        let c = try await LayerGateClient.connect(socketPath: server.dir.socket, group: group)
         try await readPages(c, 1)
         // Nothing is answered from here. kill returns before the server has stopped: wait for it.
         kill(server.process.processIdentifier, SIGSTOP)
@@ -108,11 +99,7 @@ enum GlobalEnqueues {
     /// one a call, less any answer in before it is awaited: the count sees
     /// what it should not let by).
     static func measureThreeWays(calls: Int) async throws -> (ok: Bool, counts: String) {
-        let dir = ServerDir()
-        let server = try await ServerProcess(dir: dir)
-        let c = try await server.client()
-        try await c.createTenant(tenantA)
-        _ = try await c.putRecords(tenant: tenantA, [wimage(1, 1)])
+        let (server, c) = try await serverHoldingBlockOne()
         guard install() else { return (false, "swift_task_enqueueGlobal_hook: not found, or taken") }
         let onActor = try await during { try await OnTheLoop(c).read(calls) }
         let preferring = try await during {
@@ -135,24 +122,28 @@ private actor OnTheLoop {
     func failsToRead() async -> Bool { await LayerGateServerTests.failsToRead(client) }
 }
 
+/// A real layergated whose tenant A holds block 1 (`readPages` reads it), and a client of it.
+private func serverHoldingBlockOne() async throws -> (ServerProcess, LayerGateClient) {
+    let server = try await ServerProcess(dir: ServerDir())
+    let c = try await server.client()
+    try await c.createTenant(tenantA)
+    _ = try await c.putRecords(tenant: tenantA, [wimage(1, 1)])
+    return (server, c)
+}
+
 /// A default actor: it runs on Swift's pool, or on its caller's preferred executor.
 private actor OwnActor {
     let client: LayerGateClient
     init(_ client: LayerGateClient) { self.client = client }
-
-    /// Of `calls` GetPages, how many were followed by this actor's code on an event loop's thread.
     func callsFollowedOnALoop(_ calls: Int) async throws -> Int {
-        var onLoop = 0
-        for _ in 0..<calls {
-            try await readPages(client, 1)
-            if MultiThreadedEventLoopGroup.currentEventLoop != nil { onLoop += 1 }
-        }
-        return onLoop
+        try await LayerGateServerTests.callsFollowedOnALoop(client, calls)
     }
 }
 
-@MainActor
-private func onMainActorCallsFollowedOnALoop(_ c: LayerGateClient, _ calls: Int) async throws -> Int {
+/// Of `calls` GetPages, how many were followed by the caller's code on an
+/// event loop's thread (it runs where its caller is isolated).
+nonisolated(nonsending)
+private func callsFollowedOnALoop(_ c: LayerGateClient, _ calls: Int) async throws -> Int {
     var onLoop = 0
     for _ in 0..<calls {
         try await readPages(c, 1)
