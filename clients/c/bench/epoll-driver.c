@@ -55,10 +55,12 @@ int connect_unix(const char *path) {
      * is waited out, for up to 10 s (SO_SNDTIMEO; then EAGAIN), not an error at once
      * as a non-blocking connect would answer. Non-blocking after. */
     struct timeval wait = {.tv_sec = 10}, none = {0};
-    int rc;
-    do rc = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof wait) == 0 ? connect(fd, (struct sockaddr *)&addr, sizeof addr) : -1;
-    while (rc != 0 && errno == EINTR);
-    if (rc != 0 && errno == EISCONN) rc = 0;  /* an interrupted attempt that had completed */
+    int rc = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof wait);
+    if (rc == 0) {
+        do rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+        while (rc != 0 && errno == EINTR);
+        if (rc != 0 && errno == EISCONN) rc = 0;  /* an interrupted attempt that had completed */
+    }
     if (rc != 0 || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none) != 0 ||
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
         int e = errno;
