@@ -21,7 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
-        // C functions Swift cannot reach from Glibc: renameat2, hardware CRC32C, SO_PEERCRED.
+        // C functions and headers Swift cannot reach from Glibc: renameat2, hardware CRC32C, SO_PEERCRED, epoll, eventfd, io_uring.
         .target(
             name: "CSystemShims",
             cSettings: [.enableWarning("all"), .enableWarning("extra")]
@@ -86,9 +86,8 @@ let package = Package(
         .target(
             name: "LayerGateClient",
             dependencies: [
-                "LayerGateWire",
+                "LayerGateWire", "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .executableTarget(

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,6 +15,8 @@
 _Static_assert(sizeof(lg_peer_credentials) == sizeof(struct ucred), "lg_peer_credentials must be struct ucred");
 
 int lg_so_peercred(void) { return SO_PEERCRED; }
+
+void lg_name_thread(const char *name) { (void)pthread_setname_np(pthread_self(), name); }
 
 int lg_o_direct(void) { return O_DIRECT; }
 

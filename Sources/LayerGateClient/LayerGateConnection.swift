@@ -20,17 +20,15 @@ public final class LayerGateConnection {
     public let token: String
     private let socket: UnixSocket
     private let timeoutMs: Int32
-    private let maxFrameBytes: Int
     private var nextId: UInt64 = 1
     /// Why the connection ended: later calls fail with it (an answer it broke on may have been the batch's last).
     private var failure: ClientError?
-    private var input = ByteBufferAllocator().buffer(capacity: 64 << 10)
+    private var frames: ResponseFrames
     private var output = ByteBufferAllocator().buffer(capacity: 16 << 10)
 
     /// Encoded requests kept ahead of the socket: enough to keep the server busy,
     /// bounded so that a batch of a million requests is not encoded all at once.
     private static let window = 256 << 10
-    private static let readChunk = 256 << 10
 
     /// - Parameters:
     ///   - timeout: how long a call waits with no byte from the server before it
@@ -41,7 +39,7 @@ public final class LayerGateConnection {
     public init(socketPath: String, token: String = "", timeout: Duration? = nil,
                 maxFrameBytes: Int = defaultMaxFrameBytes) throws(ClientError) {
         self.token = token
-        self.maxFrameBytes = maxFrameBytes
+        frames = ResponseFrames(maxFrameBytes: maxFrameBytes)
         // poll's limit is about 24 days; a longer timeout waits that long.
         timeoutMs = timeout.map { Int32(clamping: max(1, $0.clampedMilliseconds)) } ?? -1
         socket = try UnixSocket(path: socketPath, timeoutMs: timeoutMs)
@@ -150,23 +148,17 @@ public final class LayerGateConnection {
                 if output.readableBytes == 0 {
                     // Nothing to send: wait for the answers in the read itself.
                     output.clear()
-                    outcome = try socket.read(into: &input, maximum: Self.readChunk, waiting: true)
+                    outcome = try frames.read(from: socket, waiting: true)
                     if case .wouldBlock = outcome { throw .timedOut(milliseconds: Int(timeoutMs)) }
                 } else {
                     guard try socket.waitReadableOrWritable(timeoutMs: timeoutMs) else {
                         throw .timedOut(milliseconds: Int(timeoutMs))
                     }
-                    outcome = try socket.read(into: &input, maximum: Self.readChunk, waiting: false)
+                    outcome = try frames.read(from: socket, waiting: false)
                 }
-                try takeFrames { response throws(ClientError) in
-                    if response.requestId == 0, case .error(let e)? = response.body {
-                        // The server refused the connection's bytes (or the connection) and is closing it.
-                        throw .server(code: e.code, message: e.message)
-                    }
+                try frames.take { response throws(ClientError) in
                     let i = response.requestId &- first
-                    guard i < UInt64(count), !done[Int(i)] else {
-                        throw .unexpectedResponse("an answer to request \(response.requestId), which is not waiting")
-                    }
+                    guard i < UInt64(count), !done[Int(i)] else { throw .notWaiting(response.requestId) }
                     done[Int(i)] = true
                     answered += 1
                     answer(Int(i), response.outcome())
@@ -177,33 +169,9 @@ public final class LayerGateConnection {
             // The stream's state is unknown now: nothing more may be read from it or sent on it.
             failure = error
             socket.close()
-            input.clear()
+            frames.clear()
             output.clear()
             for i in 0..<count where !done[i] { answer(i, .failure(error)) }
-        }
-    }
-
-    /// Takes every whole frame out of `input`, decoded.
-    private func takeFrames(_ body: (Wire.Response) throws(ClientError) -> Void) throws(ClientError) {
-        while let length = input.getInteger(at: input.readerIndex, endianness: .big, as: UInt32.self) {
-            let n = Int(length)
-            guard n <= maxFrameBytes else {
-                throw .unexpectedResponse("a frame of \(n) bytes, above this connection's limit of \(maxFrameBytes)")
-            }
-            guard input.readableBytes >= 4 + n else { break }
-            let decoded = input.withUnsafeReadableBytes { b in
-                Result { () throws(Wire.DecodeError) in try Wire.decodeResponse(UnsafeRawBufferPointer(rebasing: b[4..<(4 + n)])) }
-            }
-            input.moveReaderIndex(forwardBy: 4 + n)
-            switch decoded {
-            case .success(let response): try body(response)
-            case .failure(let e): throw .unexpectedResponse("a frame that is not a Response (\(e.message))")
-            }
-        }
-        if input.readableBytes == 0 {
-            input.clear()
-        } else if input.readerIndex > Self.readChunk {
-            input.discardReadBytes()
         }
     }
 }

@@ -3,7 +3,8 @@ import Glibc
 #endif
 import NIOCore
 
-/// A connected AF_UNIX stream socket, owned by one `LayerGateConnection`.
+/// A connected AF_UNIX stream socket, owned by one `LayerGateConnection`
+/// (blocking) or one `ClientSocket` (non-blocking, on a `ClientLoop`).
 /// The only place in the client that touches raw memory: every read and
 /// write goes through a `ByteBuffer`.
 ///
@@ -21,47 +22,83 @@ final class UnixSocket {
     /// receive timeout. With a timeout, a server whose listen backlog is full
     /// (a Unix socket answers EAGAIN then) is retried until `timeoutMs` has
     /// passed; without, connect waits for it.
-    init(path: String, timeoutMs: Int32) throws(ClientError) {
-        let bytes = Array(path.utf8)
-        var addr = sockaddr_un()
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw .transport("socket path \(path) is longer than a Unix socket address allows")
-        }
-        let nonBlocking = timeoutMs >= 0 ? Int32(SOCK_NONBLOCK.rawValue) : 0
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | nonBlocking, 0)
-        guard fd >= 0 else { throw .transport("socket(): \(Self.reason(errno))") }
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
+    convenience init(path: String, timeoutMs: Int32) throws(ClientError) {
+        try self.init(unconnected: path, nonBlocking: timeoutMs >= 0)
         let deadline = ContinuousClock.now + .milliseconds(max(0, timeoutMs))
         while true {
-            let r = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            if r == 0 { break }
-            let e = errno
-            if e == EINTR { continue }
+            let e = attemptConnect()
+            if e == 0 { break }
             if e == EAGAIN && timeoutMs >= 0 && ContinuousClock.now < deadline {
-                usleep(5000)  // the backlog is full: the server is not accepting yet
+                usleep(Self.backlogRetryMicroseconds)
                 continue
             }
-            close()
-            if e == EAGAIN && timeoutMs >= 0 { throw .timedOut(milliseconds: Int(timeoutMs)) }
-            throw .transport("connect to \(path): \(Self.reason(e))")
+            throw connectFailed(e, timeoutMs: timeoutMs)
         }
         let ms = max(1, timeoutMs)  // a receive timeout of 0 would wait for ever
         var wait = timeval(tv_sec: Int(ms / 1000), tv_usec: Int(ms % 1000) * 1000)
         guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0,
             timeoutMs < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size)) == 0
         else {
-            let e = errno
-            close()
-            throw .transport("connect to \(path): \(Self.reason(e))")
+            throw connectFailed(errno, timeoutMs: timeoutMs)
         }
+    }
+
+    /// Connects without blocking a thread, for an event loop (`ClientLoop`):
+    /// the descriptor stays non-blocking. A full backlog is retried as above,
+    /// sleeping the task between tries.
+    static func connect(path: String, timeoutMs: Int32) async throws(ClientError) -> UnixSocket {
+        let s = try UnixSocket(unconnected: path, nonBlocking: true)
+        let deadline = ContinuousClock.now + .milliseconds(max(0, timeoutMs))
+        while true {
+            let e = s.attemptConnect()
+            if e == 0 { return s }
+            if e == EAGAIN && (timeoutMs < 0 || ContinuousClock.now < deadline) && !Task.isCancelled {
+                try? await Task.sleep(for: .microseconds(backlogRetryMicroseconds))
+                continue
+            }
+            throw s.connectFailed(Task.isCancelled ? ECANCELED : e, timeoutMs: timeoutMs)
+        }
+    }
+
+    private let path: String
+    private var address = sockaddr_un()
+    private static let backlogRetryMicroseconds: UInt32 = 5000
+
+    private init(unconnected path: String, nonBlocking: Bool) throws(ClientError) {
+        self.path = path
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw .transport("socket path \(path) is longer than a Unix socket address allows")
+        }
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0), 0)
+        guard fd >= 0 else { throw .transport("socket(): \(Self.reason(errno))") }
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
+    }
+
+    /// One connect: 0, or its errno (never EINTR: that is tried again).
+    private func attemptConnect() -> Int32 {
+        while true {
+            let r = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if r == 0 { return 0 }
+            if errno != EINTR { return errno }
+        }
+    }
+
+    /// Closes the socket and words why the connect failed: a backlog still full when the timeout passed is a timeout.
+    private func connectFailed(_ e: Int32, timeoutMs: Int32) -> ClientError {
+        close()
+        if e == EAGAIN && timeoutMs >= 0 { return .timedOut(milliseconds: Int(timeoutMs)) }
+        return .transport("connect to \(path): \(Self.reason(e))")
     }
 
     deinit { close() }
 
     var isOpen: Bool { fd >= 0 }
+    /// For an epoll set (`ClientLoop`); -1 once closed.
+    var descriptor: Int32 { fd }
 
     func close() {
         if fd >= 0 { _ = Glibc.close(fd) }

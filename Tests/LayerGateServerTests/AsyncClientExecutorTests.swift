@@ -1,7 +1,6 @@
 import Foundation
 import LayerGateClient
 import LayerGateWire
-import NIOPosix
 import Synchronization
 import Testing
 
@@ -10,6 +9,7 @@ import Testing
 /// `executor`, or a task preferring `taskExecutor`). Before, every answer woke
 /// a thread of Swift's global pool first, even for an actor on the loop:
 /// `layergate bench --client async` did 15-30 % fewer calls a second.
+/// Other callers never run on the loop.
 @Suite("the async client's executors")
 struct AsyncClientExecutorTests {
     @Test func callsResumeWhereTheirAnswersCameIn() async {
@@ -34,14 +34,14 @@ struct AsyncClientExecutorTests {
         #expect(await server.stop() == 0)
     }
 
-    /// Calls still waiting when their connection's event loops shut down fail,
+    /// Calls still waiting when their connection's loop shuts down fail,
     /// whichever way they were driven: none waits for ever for a loop that is
     /// gone (their answers would now resume on it), and the process lives.
-    @Test func callsWaitingWhenTheirLoopsShutDownFail() async throws {
+    @Test func callsWaitingWhenTheirLoopShutsDownFail() async throws {
         let (server, setup) = try await serverHoldingBlockOne()
         await setup.close()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let c = try await LayerGateClient.connect(socketPath: server.dir.socket, group: group)
+        let loop = ClientLoop()
+        let c = try await LayerGateClient.connect(socketPath: server.dir.socket, loop: loop)
         try await readPages(c, 1)
         // Nothing is answered from here. kill returns before the server has stopped: wait for it.
         kill(server.process.processIdentifier, SIGSTOP)
@@ -56,12 +56,15 @@ struct AsyncClientExecutorTests {
             }
         }
         try await Task.sleep(for: .milliseconds(200))
-        try await group.shutdownGracefully()
+        await loop.shutdown()
         let outcomes = await within(.seconds(20)) { var all: [Bool] = []; for t in waiting { all.append(await t.value) }; return all }
         #expect(outcomes == Array(repeating: true, count: 30), "every waiting call fails, within 20 s: \(String(describing: outcomes))")
         // A call made after: its loop is gone, and it fails at once.
         let late = await within(.seconds(5)) { await failsToRead(c) }
-        #expect(late == true, "a call on a client whose loops are shut down fails within 5 s")
+        #expect(late == true, "a call on a client whose loop is shut down fails within 5 s")
+        // And a connection to a loop that is shut down is refused, at once.
+        let refused = await within(.seconds(5)) { (try? await LayerGateClient.connect(socketPath: server.dir.socket, loop: loop)) == nil }
+        #expect(refused == true)
         kill(server.process.processIdentifier, SIGCONT)
         #expect(await server.stop() == 0)
     }
@@ -95,8 +98,9 @@ enum GlobalEnqueues {
 
     /// `calls` GetPages each way against a real layergated: from an actor on
     /// the connection's executor, from a task preferring its task executor
-    /// (both: next to none queued on the pool), and from a plain task (about
-    /// one a call, less any answer in before it is awaited: the count sees
+    /// (both: next to none queued on the pool), and from a plain task (up to
+    /// one a call, less each answer in before its task had suspended, which
+    /// then goes on without being queued: 85-202 of 200 seen; the count sees
     /// what it should not let by).
     static func measureThreeWays(calls: Int) async throws -> (ok: Bool, counts: String) {
         let (server, c) = try await serverHoldingBlockOne()
@@ -109,7 +113,7 @@ enum GlobalEnqueues {
         await c.close()
         _ = await server.stop()
         let counts = "jobs queued on the global pool for \(calls) calls: actor on the loop \(onActor), task preferring the loop \(preferring), plain task \(plain)"
-        return (onActor < calls / 10 && preferring < calls / 10 && plain >= calls / 2, counts)
+        return (onActor < calls / 10 && preferring < calls / 10 && plain >= calls / 5, counts)
     }
 }
 
@@ -140,14 +144,14 @@ private actor OwnActor {
     }
 }
 
-/// Of `calls` GetPages, how many were followed by the caller's code on an
-/// event loop's thread (it runs where its caller is isolated).
+/// Of `calls` GetPages, how many were followed by the caller's code on the
+/// client's loop thread (it runs where its caller is isolated).
 nonisolated(nonsending)
 private func callsFollowedOnALoop(_ c: LayerGateClient, _ calls: Int) async throws -> Int {
     var onLoop = 0
     for _ in 0..<calls {
         try await readPages(c, 1)
-        if MultiThreadedEventLoopGroup.currentEventLoop != nil { onLoop += 1 }
+        if ClientLoop.shared.isCurrent { onLoop += 1 }
     }
     return onLoop
 }

@@ -78,7 +78,7 @@ struct FrameSplitTests {
                     }
                     let end = min(bytes.count, at + size)
                     while at < end {
-                        let n = bytes[at..<end].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                        let n = bytes[at..<end].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                         if n <= 0 { return }
                         at += n
                     }

@@ -135,7 +135,9 @@ final class RawConnection {
     }
     deinit { close(fd) }
 
-    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+    /// `MSG_NOSIGNAL` on every write here: a server that closed the connection
+    /// must fail the write, not kill the tests with SIGPIPE.
+    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
 
     /// Sends all of `bytes` from a thread of its own, which blocks while the
     /// server holds the connection back (and stops if it closes), so the test
@@ -146,7 +148,7 @@ final class RawConnection {
             bytes.withUnsafeBytes { b in
                 var at = 0
                 while at < b.count {
-                    let n = write(fd, b.baseAddress! + at, b.count - at)
+                    let n = Glibc.send(fd, b.baseAddress! + at, b.count - at, Int32(MSG_NOSIGNAL))
                     if n <= 0 { return }
                     at += n
                 }
@@ -156,7 +158,7 @@ final class RawConnection {
 
     /// Writes without blocking; returns how many bytes went out (0 when the socket is full).
     func sendNonBlocking(_ bytes: [UInt8]) -> Int {
-        let r = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        let r = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
         return max(0, r)
     }
 

@@ -23,6 +23,9 @@ typedef struct {
 /// The SO_PEERCRED option number, for getsockopt at SOL_SOCKET.
 int lg_so_peercred(void);
 
+/* Names the calling thread (at most 15 bytes are kept), as ps and perf show it. */
+void lg_name_thread(const char *name);
+
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): a connection ready
 /// for an epoll loop, not inherited by a child (accept4 needs _GNU_SOURCE).
 int lg_accept_nonblocking(int fd);

@@ -1,0 +1,81 @@
+import LayerGateClient
+import LayerGateWire
+import Testing
+
+/// The async client's own loop (`ClientLoop`) against a real layergated:
+/// what an event loop of one's own must get right, beyond single calls.
+@Suite("the async client's loop")
+struct ClientLoopTests {
+    /// Batches far larger than the socket's buffers both ways (the loop waits
+    /// for room to write, while it reads answers), from three kinds of caller
+    /// at once on one connection, every page byte-exact.
+    @Test func largeBatchesFromEveryKindOfCallerAreAllAnswered() async throws {
+        let server = try await ServerProcess(dir: ServerDir())
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        for block in UInt32(0)..<64 { _ = try await c.putRecords(tenant: tenantA, [wimage(block, UInt64(block) + 1)]) }
+        let keys = (0..<6000).map { wkey(UInt32($0 % 64)) }
+        let driver = Driver(c)
+        async let plain = wrongPages(c, keys)
+        async let preferring = Task(executorPreference: c.taskExecutor) { await wrongPages(c, keys) }.value
+        async let onActor = driver.wrongPages(keys)
+        let wrong = await [plain, preferring, onActor]
+        #expect(wrong == [0, 0, 0], "pages missing or wrong: plain task, task preferring the loop, actor on it")
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// A client let go of without `close` closes its connection: the server
+    /// sees every one of 40 such clients go.
+    @Test func aClientLetGoOfClosesItsConnection() async throws {
+        let server = try await ServerProcess(dir: ServerDir())
+        let watcher = try await server.client()
+        let before = try await watcher.serverStatus().connections
+        for _ in 0..<40 {
+            let dropped = try await server.client()
+            _ = try await dropped.listTenants()
+        }
+        var open = UInt32.max
+        for _ in 0..<200 {
+            open = try await watcher.serverStatus().connections
+            if open == before { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(open == before, "connections the server still holds, of 40 clients let go: \(open - before)")
+        await watcher.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// Calls made on a closed client fail at once, and so does `close` twice.
+    @Test func aClosedClientFailsItsCallsAtOnce() async throws {
+        let server = try await ServerProcess(dir: ServerDir())
+        let c = try await server.client()
+        await c.close()
+        await c.close()
+        let outcome = await c.callMany([.listTenants(Wire.ListTenantsRequest())])
+        guard case .failure(.connectionClosed)? = outcome.first else {
+            Issue.record("a call on a closed client: \(outcome)")
+            return
+        }
+        #expect(await server.stop() == 0)
+    }
+}
+
+/// An actor on the connection's loop.
+private actor Driver {
+    let client: LayerGateClient
+    nonisolated var unownedExecutor: UnownedSerialExecutor { client.executor.asUnownedSerialExecutor() }
+    init(_ client: LayerGateClient) { self.client = client }
+    func wrongPages(_ keys: [Wire.PageKey]) async -> Int { await LayerGateServerTests.wrongPages(client, keys) }
+}
+
+/// How many of `keys`' pages (blocks 0-63, stored once each at LSN block + 1)
+/// came back missing or other than stored.
+nonisolated(nonsending)
+private func wrongPages(_ c: LayerGateClient, _ keys: [Wire.PageKey]) async -> Int {
+    let pages = await c.getPages(tenant: tenantA, keys: keys)
+    return zip(keys, pages).filter { key, page in
+        guard case .success(let p) = page else { return true }
+        return p.page != wpage(UInt64(key.block) << 32 | (UInt64(key.block) + 1))
+    }.count
+}
