@@ -87,17 +87,21 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
     }
 
     private func hand(_ work: Work) {
-        let (accepted, signal) = inbox.withLock { s -> (Bool, Bool) in
-            guard s.phase == .running || s.phase == .stopping else { return (false, false) }
+        let accepted = inbox.withLock { s -> Bool in
+            guard s.phase == .running || s.phase == .stopping else { return false }
             s.work.append(work)
-            defer { s.signalled = true }
-            return (true, !s.signalled)
+            signal(&s)
+            return true
         }
-        if !accepted { return runElsewhere(work) }
-        if signal {
-            var one: UInt64 = 1
-            _ = Glibc.write(wakeFd, &one, MemoryLayout<UInt64>.size)
-        }
+        if !accepted { runElsewhere(work) }
+    }
+
+    /// Wakes the loop unless it was told already. Under the inbox's lock: `stop` closes the eventfd under it.
+    private func signal(_ s: inout Inbox) {
+        guard !s.signalled else { return }
+        s.signalled = true
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFd, &one, MemoryLayout<UInt64>.size)
     }
 
     /// Work for a loop that is not running (shut down, or it could not start):
@@ -154,34 +158,34 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
 
     /// Closes every connection of the loop (their waiting calls fail with
     /// `connectionClosed`) and ends its thread; returns once it has. Later
-    /// calls on its connections fail at once. An actor whose executor is this
-    /// loop must not be used after: its jobs would run on Swift's global pool.
+    /// calls on its connections, and connects to it, fail at once. An actor
+    /// whose executor is this loop must not be used after: its jobs would run
+    /// on Swift's global pool. A loop of your own runs until this is called:
+    /// its thread holds it, with its epoll set and eventfd.
     public func shutdown() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let (ended, signal) = inbox.withLock { s -> (Bool, Bool) in
+            let ended = inbox.withLock { s -> Bool in
                 switch s.phase {
                 case .idle, .stopped:
                     s.phase = .stopped
-                    return (true, false)
+                    return true
                 case .running, .stopping:
                     s.phase = .stopping
                     s.whenStopped.append(c)
-                    defer { s.signalled = true }
-                    return (false, !s.signalled)
+                    signal(&s)
+                    return false
                 }
             }
-            if ended { return c.resume() }
-            if signal {
-                var one: UInt64 = 1
-                _ = Glibc.write(wakeFd, &one, MemoryLayout<UInt64>.size)
-            }
+            if ended { c.resume() }
         }
     }
 
     // MARK: For the sockets
 
-    /// Watches `socket` for answers; false (with the reason) when epoll refuses it.
+    /// Watches `socket` for answers; the reason when it cannot: epoll refuses
+    /// it, or the loop has stopped (this then runs on another thread).
     func register(_ socket: ClientSocket) -> ClientError? {
+        guard isCurrent else { return .connectionClosed }
         let id = nextSocketId
         nextSocketId += 1
         var e = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: id))
@@ -287,12 +291,14 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
         runReady()
         let (late, waiters) = inbox.withLock { s in
             s.phase = .stopped
+            // Closed under the lock that `signal` writes under; -1 after, so a number the system reuses is never ours.
+            Glibc.close(epollFd)
+            Glibc.close(wakeFd)
+            (epollFd, wakeFd) = (-1, -1)
             defer { s.work = []; s.whenStopped = [] }
             return (s.work, s.whenStopped)
         }
         thread.store(0, ordering: .releasing)
-        Glibc.close(epollFd)
-        Glibc.close(wakeFd)
         for work in ready + late { runElsewhere(work) }
         ready = []
         for w in waiters { w.resume() }

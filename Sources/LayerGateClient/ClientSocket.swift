@@ -8,7 +8,7 @@ import Synchronization
 /// the connection: an answer nobody waits for, or bytes that are not a
 /// Response. After that every call fails with the error that ended it.
 ///
-/// Loop-confined, except `isOpen`.
+/// Loop-confined, except `failure`.
 final class ClientSocket: @unchecked Sendable {
     /// Its key in the loop's epoll set.
     var id: UInt64 = 0
@@ -17,16 +17,12 @@ final class ClientSocket: @unchecked Sendable {
     private var frames: ResponseFrames
     private var output = ByteBufferAllocator().buffer(capacity: 16 << 10)
     private var pending: [UInt64: (slot: ResponseSlot, index: Int)] = [:]
-    /// Why the connection ended: later calls fail with it.
-    private var failure: ClientError?
-    /// The server stopped reading (it refused the connection, or is closing
-    /// it): nothing more is sent, but what it answered before is still read.
-    private var peerStoppedReading = false
+    /// Why the connection ended: later calls fail with it. Set on the loop, read by callers on any thread.
+    private let ended = Mutex<ClientError?>(nil)
     private var queuedForFlush = false
     private var watchingWritable = false
     private let timeout: Duration?
     private var lastProgress = ContinuousClock.now
-    private let open = Atomic<Bool>(true)
 
     init(_ socket: UnixSocket, loop: ClientLoop, timeout: Duration?, maxFrameBytes: Int) {
         self.socket = socket
@@ -37,8 +33,8 @@ final class ClientSocket: @unchecked Sendable {
 
     var descriptor: Int32 { socket.descriptor }
 
-    /// False once it ended; any thread.
-    var isOpen: Bool { open.load(ordering: .relaxed) }
+    /// Why it ended, once it has; any thread.
+    var failure: ClientError? { ended.withLock { $0 } }
 
     /// How often its timeout is checked: a quarter of it, from 10 ms to 1 s.
     var checkPeriod: Duration? {
@@ -55,7 +51,7 @@ final class ClientSocket: @unchecked Sendable {
         for (i, body) in bodies.enumerated() {
             let id = first &+ UInt64(i)
             pending[id] = (slot, i)
-            if !peerStoppedReading { Wire.writeFrame(Wire.Request(requestId: id, authToken: authToken, body: body), into: &output) }
+            Wire.writeFrame(Wire.Request(requestId: id, authToken: authToken, body: body), into: &output)
         }
         if !queuedForFlush {
             queuedForFlush = true
@@ -66,11 +62,13 @@ final class ClientSocket: @unchecked Sendable {
     /// Sends what the socket takes now; watches for room when it took less.
     func flush() {
         queuedForFlush = false
-        guard failure == nil, output.readableBytes > 0 else { return }
+        guard output.readableBytes > 0, failure == nil else { return }
         do throws(ClientError) {
             if try !socket.write(from: &output) {
-                peerStoppedReading = true
-                output.clear()
+                // The server stopped reading (it refused the connection, or is closing it). What it
+                // sent before is all in the socket by now: what that does not answer never will be.
+                read(untilEmpty: true)
+                return end(.connectionClosed)
             }
         } catch {
             return end(error)
@@ -84,10 +82,12 @@ final class ClientSocket: @unchecked Sendable {
     }
 
     /// Reads what came, and answers the calls it is for.
-    func readable() {
+    func readable() { read(untilEmpty: false) }
+
+    /// Without `untilEmpty`, a few reads at most, so that one busy connection does not hold up the loop's others.
+    private func read(untilEmpty: Bool) {
         do throws(ClientError) {
-            // A few reads at most, so that one busy connection does not hold up the loop's others.
-            for _ in 0..<4 {
+            for _ in 0..<(untilEmpty ? Int.max : 4) {
                 switch try frames.read(from: socket, waiting: false) {
                 case .bytes(let n):
                     lastProgress = .now  // any byte is progress: the timeout is for a server that says nothing
@@ -95,7 +95,7 @@ final class ClientSocket: @unchecked Sendable {
                         guard let p = pending.removeValue(forKey: response.requestId) else { throw .notWaiting(response.requestId) }
                         p.slot.complete(p.index, response.outcome())
                     }
-                    if n < ResponseFrames.readChunk { return }
+                    if n < ResponseFrames.readChunk && !untilEmpty { return }
                 case .wouldBlock: return
                 case .endOfStream: throw .connectionClosed
                 }
@@ -113,9 +113,12 @@ final class ClientSocket: @unchecked Sendable {
 
     /// Ends the connection: the socket closes, and every waiting call fails with `error`.
     func end(_ error: ClientError) {
-        guard failure == nil else { return }
-        failure = error
-        open.store(false, ordering: .relaxed)
+        let first = ended.withLock { e -> Bool in
+            guard e == nil else { return false }
+            e = error
+            return true
+        }
+        guard first else { return }
         loop.unregister(self)
         socket.close()
         frames.clear()

@@ -108,8 +108,8 @@ public final class LayerGateClient: Sendable {
     }
 
     private func submit(_ bodies: [Wire.Request.Body], authToken: String?) -> ResponseSlot {
-        // Closed: its loop may be shut down too, and nothing would answer.
-        guard socket.isOpen else { return ResponseSlot(count: bodies.count, failing: .connectionClosed) }
+        // Ended: its loop may be shut down too, and nothing would answer. Fails with what ended it.
+        if let failure = socket.failure { return ResponseSlot(count: bodies.count, failing: failure) }
         let authToken = authToken ?? token
         let first = nextId.add(UInt64(bodies.count), ordering: .relaxed).oldValue
         let slot = ResponseSlot(count: bodies.count)

@@ -145,7 +145,9 @@ public final class LayerGateConnection {
                     }
                 }
                 let outcome: UnixSocket.ReadOutcome
-                if output.readableBytes == 0 {
+                if peerStoppedReading {
+                    outcome = try frames.read(from: socket, waiting: false)
+                } else if output.readableBytes == 0 {
                     // Nothing to send: wait for the answers in the read itself.
                     output.clear()
                     outcome = try frames.read(from: socket, waiting: true)
@@ -164,6 +166,10 @@ public final class LayerGateConnection {
                     answer(Int(i), response.outcome())
                 }
                 if case .endOfStream = outcome, answered < count { throw .connectionClosed }
+                // What a server sent before it stopped reading is all in the socket by then: what
+                // that does not answer never will be (a peer that shut only its reading side would
+                // otherwise be waited for without end).
+                if peerStoppedReading, case .wouldBlock = outcome, answered < count { throw .connectionClosed }
             }
         } catch {
             // The stream's state is unknown now: nothing more may be read from it or sent on it.

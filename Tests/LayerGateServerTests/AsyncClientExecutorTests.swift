@@ -159,7 +159,7 @@ private func callsFollowedOnALoop(_ c: LayerGateClient, _ calls: Int) async thro
 /// What `body` returns, or nil when it takes longer than `limit`. The wait
 /// ends then even if `body` does not: a call waiting for an answer cannot be
 /// cancelled, and a task group would wait for it for ever.
-private func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async -> T) async -> T? {
+func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async -> T) async -> T? {
     let waiter = FirstAnswer<T?>()
     return await withCheckedContinuation { continuation in
         waiter.set(continuation)
@@ -172,7 +172,7 @@ private func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable 
 }
 
 /// A continuation resumed by whichever comes first.
-private final class FirstAnswer<T: Sendable>: Sendable {
+final class FirstAnswer<T: Sendable>: Sendable {
     private let waiting = Mutex<CheckedContinuation<T, Never>?>(nil)
     func set(_ c: CheckedContinuation<T, Never>) { waiting.withLock { $0 = c } }
     func resume(_ value: T) { waiting.withLock { $0.take() }?.resume(returning: value) }

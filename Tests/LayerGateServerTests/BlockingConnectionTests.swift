@@ -182,7 +182,7 @@ struct HostilePeerClientTests {
         let first = await c.getPages(tenant: tenantA, keys: [wkey(1)])[0]
         answer.check(first, frameLimitError: { if case .unexpectedResponse(let why) = $0 { why.contains("limit") } else { false } })
         let second = await c.getPages(tenant: tenantA, keys: [wkey(1)])[0]
-        if case .success = second { Issue.record("\(answer): the call after it succeeded") }
+        answer.checkTheCallAfter(first, second)
         await c.close()
     }
 
@@ -210,6 +210,31 @@ struct HostilePeerClientTests {
         #expect(asyncRefused == 5000, "async: \(asyncResults.first.map { "\($0)" } ?? "")")
         await c.close()
         withExtendedLifetime((peer, asyncPeer)) {}
+    }
+
+    /// A server that stops reading but keeps the connection open (`SHUT_RD`):
+    /// a request meets EPIPE, and no answer will ever come. Both clients, with
+    /// no timeout, fail the call at once; the async one waited for ever.
+    @Test func aPeerThatStopsReadingButStaysOpenFailsBothClients() async throws {
+        let dir = ServerDir()
+        let blockingPeer = try FakePeer(path: dir.path + "/deaf1.sock")
+        blockingPeer.stopReadingOnce(holdingFor: 20)
+        let path1 = dir.path + "/deaf1.sock"
+        let blocking = await within(.seconds(10)) {
+            await onThreadResult { () throws(ClientError) in try LayerGateConnection(socketPath: path1).getPage(tenant: tenantA, key: wkey(1)) }
+        }
+        guard case .failure(.connectionClosed)? = blocking else {
+            Issue.record("blocking: \(String(describing: blocking))")
+            return
+        }
+        let asyncPeer = try FakePeer(path: dir.path + "/deaf2.sock")
+        asyncPeer.stopReadingOnce(holdingFor: 20)
+        let c = try await LayerGateClient.connect(socketPath: dir.path + "/deaf2.sock")
+        let answer = await within(.seconds(10)) { await c.getPages(tenant: tenantA, keys: [wkey(1), wkey(2)]) }
+        #expect(answer.map { $0.map { if case .failure(.connectionClosed) = $0 { true } else { false } } } == [true, true],
+                "async: \(String(describing: answer))")
+        await c.close()
+        withExtendedLifetime((blockingPeer, asyncPeer)) {}
     }
 
     @Test func aPeerThatNeverAnswersTimesOutBothClients() async throws {
@@ -376,6 +401,18 @@ final class FakePeer: Sendable {
             } else {
                 _ = bytes.withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             }
+            close(c)
+        }.start()
+    }
+
+    /// Accepts one connection, shuts its reading side, and closes it after `seconds`.
+    func stopReadingOnce(holdingFor seconds: TimeInterval) {
+        let listener = fd
+        Thread {
+            let c = accept(listener, nil, nil)
+            guard c >= 0 else { return }
+            shutdown(c, Int32(SHUT_RD))
+            Thread.sleep(forTimeInterval: seconds)
             close(c)
         }.start()
     }

@@ -1,3 +1,4 @@
+import Glibc
 import LayerGateClient
 import LayerGateWire
 import Testing
@@ -43,6 +44,37 @@ struct ClientLoopTests {
         }
         #expect(open == before, "connections the server still holds, of 40 clients let go: \(open - before)")
         await watcher.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// A connect still waiting for room in a full listen backlog when its loop
+    /// shuts down fails once it gets in: the loop is gone, and a connection
+    /// on it would never be read. It was registered in another loop's epoll
+    /// set, through the number of the stopped loop's closed descriptor, and
+    /// its calls waited for ever.
+    @Test func aConnectThatOutlivesItsLoopFails() async throws {
+        let dir = ServerDir()
+        let path = dir.path + "/full.sock"
+        let peer = try FakePeer(path: path, backlog: 0)
+        var fillers: [Int32] = []
+        defer { for f in fillers { close(f) } }
+        for _ in 0..<4 { if let f = try? FakePeer.connectNonBlocking(path) { fillers.append(f) } }
+        let loop = ClientLoop()
+        let connecting = Task { try await LayerGateClient.connect(socketPath: path, timeout: .seconds(5), loop: loop) }
+        try await Task.sleep(for: .milliseconds(200))  // retrying: the backlog is full
+        await loop.shutdown()
+        let other = ClientLoop()  // takes the stopped loop's descriptor numbers, as any new descriptors may
+        let server = try await ServerProcess(dir: ServerDir())
+        let bystander = try await LayerGateClient.connect(socketPath: server.dir.socket, loop: other)
+        peer.serveOne(answering: nil)  // takes a filler: room for the connect
+        let outcome = await connecting.result
+        guard case .failure(let e) = outcome, e as? ClientError == .connectionClosed else {
+            Issue.record("a connect across its loop's shutdown: \(outcome)")
+            return
+        }
+        #expect(try await bystander.listTenants() == [])
+        await bystander.close()
+        await other.shutdown()
         #expect(await server.stop() == 0)
     }
 
