@@ -144,8 +144,7 @@ let package = Package(
             dependencies: ["LayerGateClient", "LayerGateWire", "LayerGateAuth", "LayerGateServer", "LayerGateTestSupport",
                            "layergated", "layergate",
                            .product(name: "JWTKit", package: "jwt-kit"),
-                           .product(name: "NIOEmbedded", package: "swift-nio"),
-                           .product(name: "NIOPosix", package: "swift-nio")]
+                           .product(name: "NIOEmbedded", package: "swift-nio")]
         ),
         .testTarget(
             name: "LayerGateStorageTests",

@@ -19,7 +19,8 @@ import Glibc
 /// of the C client (docs/ARCHITECTURE.md, "The clients").
 ///
 /// State is confined to the loop's thread, except `inbox` (any thread, under
-/// its lock) and `thread`.
+/// its lock, as are the opening and closing of `epollFd` and `wakeFd`) and
+/// `thread`.
 public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
     /// The loop every connection uses unless given another: one thread for
     /// all, started by the first connection.
@@ -87,13 +88,20 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
     }
 
     private func hand(_ work: Work) {
-        let accepted = inbox.withLock { s -> Bool in
+        if append(work) { return }
+        // Not started yet (an actor may take the shared loop as its executor before any connection): start it.
+        if (try? start()) != nil, append(work) { return }
+        runElsewhere(work)
+    }
+
+    /// Queues `work` for the loop; false when it is not running.
+    private func append(_ work: Work) -> Bool {
+        inbox.withLock { s -> Bool in
             guard s.phase == .running || s.phase == .stopping else { return false }
             s.work.append(work)
             signal(&s)
             return true
         }
-        if !accepted { runElsewhere(work) }
     }
 
     /// Wakes the loop unless it was told already. Under the inbox's lock: `stop` closes the eventfd under it.

@@ -15,7 +15,9 @@ final class ClientSocket: @unchecked Sendable {
     private let socket: UnixSocket
     private unowned let loop: ClientLoop
     private var frames: ResponseFrames
-    private var output = ByteBufferAllocator().buffer(capacity: 16 << 10)
+    private var output = ByteBufferAllocator().buffer(capacity: ClientSocket.outputBytes)
+    private static let outputBytes = 16 << 10
+    private static let keptOutputBytes = 1 << 20
     private var pending: [UInt64: (slot: ResponseSlot, index: Int)] = [:]
     /// Why the connection ended: later calls fail with it. Set on the loop, read by callers on any thread.
     private let ended = Mutex<ClientError?>(nil)
@@ -74,7 +76,10 @@ final class ClientSocket: @unchecked Sendable {
             return end(error)
         }
         let full = output.readableBytes > 0
-        if output.readableBytes == 0 { output.clear() }
+        if !full {
+            // A large batch grew it: let that go rather than keep it for the connection's life.
+            if output.capacity > Self.keptOutputBytes { output = ByteBufferAllocator().buffer(capacity: Self.outputBytes) } else { output.clear() }
+        }
         if full != watchingWritable {
             watchingWritable = full
             loop.watchWritable(self, full)

@@ -218,18 +218,23 @@ struct HostilePeerClientTests {
     @Test func aPeerThatStopsReadingButStaysOpenFailsBothClients() async throws {
         let dir = ServerDir()
         let blockingPeer = try FakePeer(path: dir.path + "/deaf1.sock")
-        blockingPeer.stopReadingOnce(holdingFor: 20)
+        let shut1 = blockingPeer.stopReadingOnce(holdingFor: 20)
         let path1 = dir.path + "/deaf1.sock"
         let blocking = await within(.seconds(10)) {
-            await onThreadResult { () throws(ClientError) in try LayerGateConnection(socketPath: path1).getPage(tenant: tenantA, key: wkey(1)) }
+            await onThreadResult { () throws(ClientError) in
+                let c = try LayerGateConnection(socketPath: path1)
+                shut1.wait()
+                return try c.getPage(tenant: tenantA, key: wkey(1))
+            }
         }
         guard case .failure(.connectionClosed)? = blocking else {
             Issue.record("blocking: \(String(describing: blocking))")
             return
         }
         let asyncPeer = try FakePeer(path: dir.path + "/deaf2.sock")
-        asyncPeer.stopReadingOnce(holdingFor: 20)
+        let shut2 = asyncPeer.stopReadingOnce(holdingFor: 20)
         let c = try await LayerGateClient.connect(socketPath: dir.path + "/deaf2.sock")
+        _ = await onThreadResult { () throws(ClientError) in shut2.wait() }
         let answer = await within(.seconds(10)) { await c.getPages(tenant: tenantA, keys: [wkey(1), wkey(2)]) }
         #expect(answer.map { $0.map { if case .failure(.connectionClosed) = $0 { true } else { false } } } == [true, true],
                 "async: \(String(describing: answer))")
@@ -292,11 +297,7 @@ struct HostilePeerClientTests {
     @Test func aServerThatNeverAcceptsTimesOutTheConnect() async throws {
         let dir = ServerDir()
         let path = dir.path + "/full.sock"
-        let peer = try FakePeer(path: path, backlog: 0)
-        // Fill the backlog (0 lets one connection wait) with connections nobody accepts.
-        var fillers: [Int32] = []
-        defer { for f in fillers { close(f) } }
-        for _ in 0..<4 { if let f = try? FakePeer.connectNonBlocking(path) { fillers.append(f) } }
+        let full = try FullBacklog(path: path)
         let t0 = ContinuousClock.now
         let outcome = await onThreadResult { () throws(ClientError) in
             _ = try LayerGateConnection(socketPath: path, timeout: .milliseconds(300))
@@ -307,8 +308,22 @@ struct HostilePeerClientTests {
         }
         let took = ContinuousClock.now - t0
         #expect(took >= .milliseconds(300) && took < .seconds(3), "retried for the timeout, no longer: \(took)")
-        withExtendedLifetime(peer) {}
+        withExtendedLifetime(full) {}
     }
+}
+
+/// A listening socket whose backlog (0: one connection may wait) is full of
+/// connections nobody accepts: a connect to it answers EAGAIN.
+final class FullBacklog {
+    let peer: FakePeer
+    private let fillers: [Int32]
+
+    init(path: String) throws {
+        peer = try FakePeer(path: path, backlog: 0)
+        fillers = (0..<4).compactMap { _ in try? FakePeer.connectNonBlocking(path) }
+    }
+
+    deinit { for f in fillers { close(f) } }
 }
 
 extension HostileAnswer {
@@ -405,16 +420,21 @@ final class FakePeer: Sendable {
         }.start()
     }
 
-    /// Accepts one connection, shuts its reading side, and closes it after `seconds`.
-    func stopReadingOnce(holdingFor seconds: TimeInterval) {
+    /// Accepts one connection, shuts its reading side, and closes it after
+    /// `seconds`; the semaphore is signalled once the reading side is shut
+    /// (a request sent before that is read later, as by a silent server).
+    func stopReadingOnce(holdingFor seconds: TimeInterval) -> DispatchSemaphore {
         let listener = fd
+        let shut = DispatchSemaphore(value: 0)
         Thread {
             let c = accept(listener, nil, nil)
             guard c >= 0 else { return }
             shutdown(c, Int32(SHUT_RD))
+            shut.signal()
             Thread.sleep(forTimeInterval: seconds)
             close(c)
         }.start()
+        return shut
     }
 
     static func connectNonBlocking(_ path: String) throws -> Int32 {

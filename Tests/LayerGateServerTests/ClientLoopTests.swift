@@ -1,4 +1,3 @@
-import Glibc
 import LayerGateClient
 import LayerGateWire
 import Testing
@@ -55,10 +54,7 @@ struct ClientLoopTests {
     @Test func aConnectThatOutlivesItsLoopFails() async throws {
         let dir = ServerDir()
         let path = dir.path + "/full.sock"
-        let peer = try FakePeer(path: path, backlog: 0)
-        var fillers: [Int32] = []
-        defer { for f in fillers { close(f) } }
-        for _ in 0..<4 { if let f = try? FakePeer.connectNonBlocking(path) { fillers.append(f) } }
+        let full = try FullBacklog(path: path)
         let loop = ClientLoop()
         let connecting = Task { try await LayerGateClient.connect(socketPath: path, timeout: .seconds(5), loop: loop) }
         try await Task.sleep(for: .milliseconds(200))  // retrying: the backlog is full
@@ -66,7 +62,7 @@ struct ClientLoopTests {
         let other = ClientLoop()  // takes the stopped loop's descriptor numbers, as any new descriptors may
         let server = try await ServerProcess(dir: ServerDir())
         let bystander = try await LayerGateClient.connect(socketPath: server.dir.socket, loop: other)
-        peer.serveOne(answering: nil)  // takes a filler: room for the connect
+        full.peer.serveOne(answering: nil)  // takes a filler: room for the connect
         let outcome = await connecting.result
         guard case .failure(let e) = outcome, e as? ClientError == .connectionClosed else {
             Issue.record("a connect across its loop's shutdown: \(outcome)")
@@ -76,6 +72,17 @@ struct ClientLoopTests {
         await bystander.close()
         await other.shutdown()
         #expect(await server.stop() == 0)
+        withExtendedLifetime(full) {}
+    }
+
+    /// An actor may take a loop as its executor before any connection is
+    /// made on it: its code runs on the loop's thread, one job at a time
+    /// (it ran on Swift's pool, where two of its jobs could run at once).
+    @Test func anActorOnALoopWithNoConnectionYetRunsOnIt() async {
+        let loop = ClientLoop()
+        let actor = OnALoop(loop)
+        #expect(await actor.runsOnItsLoop())
+        await loop.shutdown()
     }
 
     /// Calls made on a closed client fail at once, and so does `close` twice.
@@ -91,6 +98,14 @@ struct ClientLoopTests {
         }
         #expect(await server.stop() == 0)
     }
+}
+
+/// An actor on a loop of its own choosing.
+private actor OnALoop {
+    let loop: ClientLoop
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    init(_ loop: ClientLoop) { self.loop = loop }
+    func runsOnItsLoop() -> Bool { loop.isCurrent }
 }
 
 /// An actor on the connection's loop.
