@@ -89,7 +89,8 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
 
     private func hand(_ work: Work) {
         if append(work) { return }
-        // Not started yet (an actor may take the shared loop as its executor before any connection): start it.
+        // Not started yet (an actor may take the shared loop as its executor before any
+        // connection), or shut down since: start it. On Swift's pool an actor's jobs could run at once.
         if (try? start()) != nil, append(work) { return }
         runElsewhere(work)
     }
@@ -112,9 +113,9 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
         _ = Glibc.write(wakeFd, &one, MemoryLayout<UInt64>.size)
     }
 
-    /// Work for a loop that is not running (shut down, or it could not start):
-    /// a job goes to Swift's global executor, so that no task waits for ever;
-    /// a body runs here, one at a time, on sockets that are all closed by now.
+    /// Work for a loop that could not start (the system gave no descriptor or
+    /// thread): a job goes to Swift's global executor, so that no task waits
+    /// for ever; a body runs here, one at a time (it finds no socket registered).
     private func runElsewhere(_ work: Work) {
         switch work {
         case .job(let job): globalConcurrentExecutor.enqueue(ExecutorJob(job))
@@ -126,13 +127,14 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
 
     // MARK: Starting and stopping
 
-    /// Starts the thread, unless it runs; fails when the system has no descriptor or thread to give.
+    /// Starts the thread, unless it runs (or is stopping: work handed to it
+    /// then is handed on to the next thread); fails when the system has no
+    /// descriptor or thread to give.
     func start() throws(ClientError) {
         let failure: ClientError? = inbox.withLock { s in
             switch s.phase {
-            case .running: return nil
-            case .stopping, .stopped: return .connectionClosed
-            case .idle: break
+            case .running, .stopping: return nil
+            case .idle, .stopped: break
             }
             let ep = epoll_create1(Int32(EPOLL_CLOEXEC))
             guard ep >= 0 else { return .transport("epoll_create1 for the client's loop: \(String(cString: strerror(errno)))") }
@@ -166,10 +168,11 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
 
     /// Closes every connection of the loop (their waiting calls fail with
     /// `connectionClosed`) and ends its thread; returns once it has. Later
-    /// calls on its connections, and connects to it, fail at once. An actor
-    /// whose executor is this loop must not be used after: its jobs would run
-    /// on Swift's global pool. A loop of your own runs until this is called:
-    /// its thread holds it, with its epoll set and eventfd.
+    /// calls on its connections fail at once. A loop of your own runs until
+    /// this is called: its thread holds it, with its epoll set and eventfd.
+    /// Work that comes after (a new connection, a job of an actor on it)
+    /// starts a new thread, which runs until the next `shutdown`: an actor's
+    /// jobs always run one at a time on the loop's thread.
     public func shutdown() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let ended = inbox.withLock { s -> Bool in
@@ -293,12 +296,17 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
     }
 
     /// The end of the thread: every connection fails its calls, and what they
-    /// make ready runs; work handed over after runs elsewhere.
+    /// make ready runs. Work handed over meanwhile goes to the next thread.
     private func stop() {
         for s in Array(sockets.values) { s.end(.connectionClosed) }
         runReady()
+        // Left as a new thread finds it: from the lock's release on, another thread may own this state.
+        (sockets, unflushed, tickPeriod) = ([:], [], nil)
         let (late, waiters) = inbox.withLock { s in
             s.phase = .stopped
+            s.signalled = false
+            // Before the lock is let go: a new thread, started once it is, stores its own.
+            thread.store(0, ordering: .releasing)
             // Closed under the lock that `signal` writes under; -1 after, so a number the system reuses is never ours.
             Glibc.close(epollFd)
             Glibc.close(wakeFd)
@@ -306,9 +314,7 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
             defer { s.work = []; s.whenStopped = [] }
             return (s.work, s.whenStopped)
         }
-        thread.store(0, ordering: .releasing)
-        for work in ready + late { runElsewhere(work) }
-        ready = []
+        for work in late { hand(work) }
         for w in waiters { w.resume() }
     }
 }

@@ -5,14 +5,16 @@ import NIOCore
 
 /// A connected AF_UNIX stream socket, owned by one `LayerGateConnection`
 /// (blocking) or one `ClientSocket` (non-blocking, on a `ClientLoop`).
-/// The only place in the client that touches raw memory: every read and
-/// write goes through a `ByteBuffer`.
+/// The client's reads and writes of raw memory are here (and the loop's
+/// epoll and eventfd calls): every read and write goes through a `ByteBuffer`.
 ///
-/// The descriptor blocks, with the connection's timeout as its receive
-/// timeout, and every send and every read that must not wait says so
-/// (`MSG_DONTWAIT`). Why: a call with nothing left to send waits for its
-/// answer in `recv` itself, one system call where `poll` and then `recv`
-/// took two (the Swift client's share of a round trip, issue goal 3).
+/// For `LayerGateConnection` the descriptor blocks, with the connection's
+/// timeout as its receive timeout, and every send and every read that must
+/// not wait says so (`MSG_DONTWAIT`). Why: a call with nothing left to send
+/// waits for its answer in `recv` itself, one system call where `poll` and
+/// then `recv` took two (the Swift client's share of a round trip, issue
+/// goal 3). Every send is `MSG_NOSIGNAL`: a peer gone is an error, never a
+/// SIGPIPE, and the process's signal dispositions are left as they are.
 final class UnixSocket {
     private var fd: Int32
 

