@@ -33,11 +33,13 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
 
     private enum Phase { case idle, running, stopping, stopped }
 
-    /// What other threads hand the loop, and whether its eventfd was signalled since it last looked.
+    /// What other threads hand the loop. Its eventfd is written when `work`
+    /// goes from empty to not empty, the rule of the server's `LoopQueue` (a
+    /// module the client cannot import), so a burst costs one wake-up; unlike
+    /// that queue, this one stops and starts again with the loop's thread.
     private struct Inbox {
         var phase = Phase.idle
         var work: [Work] = []
-        var signalled = false
         var whenStopped: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -100,15 +102,13 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
         inbox.withLock { s -> Bool in
             guard s.phase == .running || s.phase == .stopping else { return false }
             s.work.append(work)
-            signal(&s)
+            if s.work.count == 1 { wake() }
             return true
         }
     }
 
-    /// Wakes the loop unless it was told already. Under the inbox's lock: `stop` closes the eventfd under it.
-    private func signal(_ s: inout Inbox) {
-        guard !s.signalled else { return }
-        s.signalled = true
+    /// Wakes the loop. Under the inbox's lock: `stop` closes the eventfd under it.
+    private func wake() {
         var one: UInt64 = 1
         _ = Glibc.write(wakeFd, &one, MemoryLayout<UInt64>.size)
     }
@@ -183,7 +183,7 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
                 case .running, .stopping:
                     s.phase = .stopping
                     s.whenStopped.append(c)
-                    signal(&s)
+                    wake()
                     return false
                 }
             }
@@ -280,7 +280,6 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
     /// Moves what other threads handed over into `ready`; true once `shutdown` was called.
     private func takeInbox() -> Bool {
         inbox.withLock { s in
-            s.signalled = false
             if !s.work.isEmpty {
                 ready.append(contentsOf: s.work)
                 s.work.removeAll(keepingCapacity: true)
@@ -304,7 +303,6 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
         (sockets, unflushed, tickPeriod) = ([:], [], nil)
         let (late, waiters) = inbox.withLock { s in
             s.phase = .stopped
-            s.signalled = false
             // Before the lock is let go: a new thread, started once it is, stores its own.
             thread.store(0, ordering: .releasing)
             // Closed under the lock that `signal` writes under; -1 after, so a number the system reuses is never ours.
