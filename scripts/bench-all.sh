@@ -86,8 +86,8 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
             "$(div "$(get getpage.$cfg.swift.ops)" "$(get getpage.$cfg.threads.ops)")" ">= 0.8"
         row "3. Swift client (async) $cfg, ops/s" "$(get getpage.$cfg.swiftasync.ops)" "$(get getpage.$cfg.threads.ops) C" \
             "$(div "$(get getpage.$cfg.swiftasync.ops)" "$(get getpage.$cfg.threads.ops)")" ">= 0.8"
-        row "   the same, glibc not trimming freed memory" "$(get getpage.$cfg.swiftasynckeep.ops)" "$(get getpage.$cfg.threads.ops) C" \
-            "$(div "$(get getpage.$cfg.swiftasynckeep.ops)" "$(get getpage.$cfg.threads.ops)")" "(for reference)"
+        row "   the same, an array per page (getPages)" "$(get getpage.$cfg.swiftasyncarrays.ops)" "$(get getpage.$cfg.threads.ops) C" \
+            "$(div "$(get getpage.$cfg.swiftasyncarrays.ops)" "$(get getpage.$cfg.threads.ops)")" "(for reference)"
     done
     # Each cold run against the disk measured right before it (cold.8.NAME.raw.*): the disk's tail
     # moves by minutes on these VMs; the floor against the median of those.

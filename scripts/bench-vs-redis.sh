@@ -10,7 +10,9 @@
 #   layergate bench   the Swift client, in the same shape: a thread per connection with
 #                     LayerGateConnection (blocking calls), and with --client async a task
 #                     per connection with LayerGateClient (async/await on its own epoll loop,
-#                     ClientLoop), also run with glibc not trimming freed memory (see below)
+#                     ClientLoop); both read each batch's pages into one buffer the connection
+#                     keeps (getPages(..., into:)), as cbench reads into its caller's buffers,
+#                     and the async client runs again with an array per page (--page-memory per-page)
 #   redis-benchmark   GET against redis-server (the baseline: ratio 1.00)
 #   cbench --redis    the cbench --epoll client itself against redis-server (GET of the same
 #                     8 KiB values): the same baseline with the client held equal
@@ -67,11 +69,11 @@ for cfg in "1 1" "8 1" "8 16"; do
     cout=$($pin clients/c/build/layergate-cbench -s "$tmp/lg.sock" -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q)
     sout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000)
     aout=$($pin .build/release/layergate --socket "$tmp/lg.sock" bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000 --client async)
-    # The same with glibc keeping freed memory (no trim below 64 MiB): each page the async client
-    # returns is a fresh 8 KiB array, and a batch of them freed at once has its memory trimmed
-    # from the loop thread's arena and faulted back in by the next (docs/ARCHITECTURE.md, "The clients").
-    kout=$(GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864 $pin .build/release/layergate --socket "$tmp/lg.sock" \
-        bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000 --client async)
+    # The same with an 8 KiB array for each page (getPages without into:): a batch of them freed
+    # at once has its memory trimmed from the loop thread's arena by glibc and faulted back in by
+    # the next (docs/ARCHITECTURE.md, "The clients").
+    kout=$($pin .build/release/layergate --socket "$tmp/lg.sock" \
+        bench -c "$n" -d "$d" -t "$SECONDS_PER_RUN" --pages 1000 --client async --page-memory per-page)
     rcout=$($pin clients/c/build/layergate-cbench -s "$tmp/redis.sock" --redis -c "$n" -P "$d" -t "$SECONDS_PER_RUN" --pages 1000 -q)
     eops=$(echo "$eout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
     nops=$(echo "$nout" | sed -E 's/.*GET_PAGE: ([0-9.]+) requests.*/\1/')
@@ -95,7 +97,7 @@ for cfg in "1 1" "8 1" "8 16"; do
         "$(field "$sout" p99)" "$(field "$sout" p99.9)" "$(ratio "$sops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "swift async" "$aops" "$(field "$aout" p50)" \
         "$(field "$aout" p99)" "$(field "$aout" p99.9)" "$(ratio "$aops")"
-    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "  (no malloc trim)" "$kops" "$(field "$kout" p50)" \
+    printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "  (array per page)" "$kops" "$(field "$kout" p50)" \
         "$(field "$kout" p99)" "$(field "$kout" p99.9)" "$(ratio "$kops")"
     printf '%-7s %-17s %12s %8s %8s %8s %9s\n' "" "redis-benchmark" "$rops" "$(echo "$rdout" | cut -d, -f5)" \
         "$(echo "$rdout" | cut -d, -f7)" "-" "1.00"
@@ -103,7 +105,7 @@ for cfg in "1 1" "8 1" "8 16"; do
         "$(field "$rcout" p50)" "$(field "$rcout" p99)" "$(field "$rcout" p99.9)" \
         "$(ratio "$(echo "$rcout" | sed -E 's/.*REDIS_GET: ([0-9.]+) requests.*/\1/')")"
     if [ -n "${RESULTS:-}" ]; then
-        for c in "epoll $eout" "nio $nout" "threads $cout" "swift $sout" "swiftasync $aout" "swiftasynckeep $kout" "rediscbench $rcout"; do
+        for c in "epoll $eout" "nio $nout" "threads $cout" "swift $sout" "swiftasync $aout" "swiftasyncarrays $kout" "rediscbench $rcout"; do
             name=${c%% *} out=${c#* }
             echo "getpage.${n}x$d.$name.ops $(echo "$out" | sed -E 's/.*(GET_PAGE|REDIS_GET): ([0-9.]+) requests.*/\2/')"
             echo "getpage.${n}x$d.$name.p50 $(field "$out" p50)"

@@ -16,9 +16,7 @@ extension Wire.Response.Body {
     /// A page is 8 KiB (the contract): any other size is not a page.
     func getPage() throws(ClientError) -> Wire.GetPageResponse {
         guard case .getPage(let p) = self else { throw mismatch("GetPage") }
-        guard p.page.count == Wire.pageBytes else {
-            throw .unexpectedResponse("a GetPage answer of \(p.page.count) bytes, where a page is \(Wire.pageBytes)")
-        }
+        guard p.page.count == Wire.pageBytes else { throw .pageSize(p.page.count) }
         return p
     }
 

@@ -18,7 +18,7 @@ final class ClientSocket: @unchecked Sendable {
     private var output = ByteBufferAllocator().buffer(capacity: ClientSocket.outputBytes)
     private static let outputBytes = 16 << 10
     private static let keptOutputBytes = 1 << 20
-    private var pending: [UInt64: (slot: ResponseSlot, index: Int)] = [:]
+    private var pending: [UInt64: (slot: AnswerSink, index: Int)] = [:]
     /// Why the connection ended: later calls fail with it. Set on the loop, read by callers on any thread.
     private let ended = Mutex<ClientError?>(nil)
     private var queuedForFlush = false
@@ -44,7 +44,7 @@ final class ClientSocket: @unchecked Sendable {
     }
 
     /// Writes requests `first`, `first + 1`, … for `bodies`, sent when the loop's pass ends; `slot` takes their answers.
-    func send(_ bodies: [Wire.Request.Body], first: UInt64, authToken: String, slot: ResponseSlot) {
+    func send(_ bodies: [Wire.Request.Body], first: UInt64, authToken: String, slot: AnswerSink) {
         if let failure {
             for i in bodies.indices { slot.complete(i, .failure(failure)) }
             return
@@ -98,7 +98,7 @@ final class ClientSocket: @unchecked Sendable {
                     lastProgress = .now  // any byte is progress: the timeout is for a server that says nothing
                     try frames.take { response throws(ClientError) in
                         guard let p = pending.removeValue(forKey: response.requestId) else { throw .notWaiting(response.requestId) }
-                        p.slot.complete(p.index, response.outcome())
+                        p.slot.complete(p.index, .success(response))
                     }
                     if n < ResponseFrames.readChunk && !untilEmpty { return }
                 case .wouldBlock: return

@@ -79,13 +79,13 @@ public final class LayerGateClient: Sendable {
 
     /// A request sent and not answered yet (`send`).
     public struct Pending: Sendable {
-        fileprivate let slot: ResponseSlot
+        fileprivate let slot: ResponseSlot<Outcomes>
         fileprivate let loop: ClientLoop
 
         /// The body of its response; an `Error` response throws `ClientError.server`.
         nonisolated(nonsending)
         public func response() async throws(ClientError) -> Wire.Response.Body {
-            guard let answer = await slot.answers(resumingOn: loop).first else { throw .connectionClosed }
+            guard let answer = await slot.answers(resumingOn: loop).all.first else { throw .connectionClosed }
             return try answer.get()
         }
     }
@@ -95,7 +95,7 @@ public final class LayerGateClient: Sendable {
     /// applies puts in the order they arrive on a connection: a caller can
     /// keep many puts in flight and await their answers later.
     public func send(_ body: Wire.Request.Body, authToken: String? = nil) -> Pending {
-        Pending(slot: submit([body], authToken: authToken), loop: loop)
+        Pending(slot: submit([body], authToken: authToken, into: Outcomes(count: 1)), loop: loop)
     }
 
     /// Sends every request pipelined and returns each one's outcome, in the order of
@@ -104,19 +104,21 @@ public final class LayerGateClient: Sendable {
     nonisolated(nonsending)
     public func callMany(_ bodies: [Wire.Request.Body], authToken: String? = nil) async -> [Result<Wire.Response.Body, ClientError>] {
         guard !bodies.isEmpty else { return [] }
-        return await submit(bodies, authToken: authToken).answers(resumingOn: loop)
+        return await submit(bodies, authToken: authToken, into: Outcomes(count: bodies.count)).answers(resumingOn: loop).all
     }
 
-    private func submit(_ bodies: [Wire.Request.Body], authToken: String?) -> ResponseSlot {
+    private func submit<Gathered: GatheredAnswers>(_ bodies: [Wire.Request.Body], authToken: String?,
+                                  into gathered: consuming Gathered) -> ResponseSlot<Gathered> {
         // Ended: its loop may be shut down too, and nothing would answer. Fails with what ended it.
-        if let failure = socket.failure { return ResponseSlot(count: bodies.count, failing: failure) }
+        if let failure = socket.failure { return ResponseSlot(count: bodies.count, into: gathered, failing: failure) }
         let authToken = authToken ?? token
         let first = nextId.add(UInt64(bodies.count), ordering: .relaxed).oldValue
-        let slot = ResponseSlot(count: bodies.count)
+        let slot = ResponseSlot(count: bodies.count, into: gathered)
         if loop.isCurrent {
-            socket.send(bodies, first: first, authToken: authToken, slot: slot)
+            socket.send(bodies, first: first, authToken: authToken, slot: Gathered.sink(slot))
         } else {
-            loop.execute { [socket] in socket.send(bodies, first: first, authToken: authToken, slot: slot) }
+            let sink = Gathered.sink(slot)
+            loop.execute { [socket] in socket.send(bodies, first: first, authToken: authToken, slot: sink) }
         }
         return slot
     }
@@ -139,6 +141,31 @@ public final class LayerGateClient: Sendable {
     {
         await callMany(keys.map { .getPage(Wire.GetPageRequest(tenant: tenant, key: $0, lsn: lsn, waitMs: waitMs)) })
             .map { r in r.flatMap { b in Result { () throws(ClientError) in try b.getPage() } } }
+    }
+
+    /// Many pages as of one LSN, sent together, into `pages`: memory the
+    /// caller keeps from batch to batch, as the C client's `lg_get_pages`
+    /// fills its caller's buffers. Page i lies at bytes i × 8192 ..< (i + 1) ×
+    /// 8192; `pages` is resized to hold `keys.count` pages, and a page whose
+    /// read failed is left as it was. One outcome per key, in order: the LSN
+    /// the page was read at. Nothing is allocated per page, where `getPages`
+    /// allocates an array for each (and glibc may hand a freed batch's memory
+    /// back to the kernel, to fault it in again for the next).
+    ///
+    /// The connection's loop writes into `pages` while the call waits: pass
+    /// an array that nothing else shares, or its first write copies it.
+    nonisolated(nonsending)
+    public func getPages(tenant: String, keys: [Wire.PageKey], lsn: UInt64? = nil, waitMs: UInt32 = 0,
+                         into pages: inout [UInt8]) async -> [Result<UInt64, ClientError>]
+    {
+        Answer.fit(&pages, pages: keys.count)
+        guard !keys.isEmpty else { return [] }
+        let lent = PageReads(count: keys.count, into: pages)
+        pages = []
+        let bodies = keys.map { Wire.Request.Body.getPage(Wire.GetPageRequest(tenant: tenant, key: $0, lsn: lsn, waitMs: waitMs)) }
+        let done = await submit(bodies, authToken: nil, into: lent).answers(resumingOn: loop)
+        pages = done.pages
+        return done.outcomes
     }
 
     @discardableResult

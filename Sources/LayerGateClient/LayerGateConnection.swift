@@ -52,14 +52,14 @@ public final class LayerGateConnection {
     /// Sends one request and returns its answer's body; an `Error` answer throws `ClientError.server`.
     public func call(_ body: Wire.Request.Body, authToken: String? = nil) throws(ClientError) -> Wire.Response.Body {
         var result: Result<Wire.Response.Body, ClientError> = .failure(.connectionClosed)
-        exchange(count: 1, authToken: authToken) { _ in body } answer: { _, r in result = r }
+        exchange(count: 1, authToken: authToken) { _ in body } answer: { _, r in result = r.flatMap { $0.outcome() } }
         return try result.get()
     }
 
     /// Sends every request pipelined and returns each one's outcome, in the order of `bodies`.
     public func callMany(_ bodies: [Wire.Request.Body], authToken: String? = nil) -> [Result<Wire.Response.Body, ClientError>] {
         var results = [Result<Wire.Response.Body, ClientError>](repeating: .failure(.connectionClosed), count: bodies.count)
-        exchange(count: bodies.count, authToken: authToken) { bodies[$0] } answer: { results[$0] = $1 }
+        exchange(count: bodies.count, authToken: authToken) { bodies[$0] } answer: { results[$0] = $1.flatMap { $0.outcome() } }
         return results
     }
 
@@ -78,7 +78,26 @@ public final class LayerGateConnection {
         exchange(count: keys.count, authToken: nil) { i in
             .getPage(Wire.GetPageRequest(tenant: tenant, key: keys[i], lsn: lsn, waitMs: waitMs))
         } answer: { i, r in
-            results[i] = r.flatMap { b in Result { () throws(ClientError) in try b.getPage() } }
+            results[i] = r.flatMap { $0.outcome() }.flatMap { b in Result { () throws(ClientError) in try b.getPage() } }
+        }
+        return results
+    }
+
+    /// Many pages as of one LSN, pipelined, into `pages`: memory the caller
+    /// keeps from batch to batch, as the C client's `lg_get_pages` fills its
+    /// caller's buffers. Page i lies at bytes i × 8192 ..< (i + 1) × 8192;
+    /// `pages` is resized to hold `keys.count` pages, and a page whose read
+    /// failed is left as it was. One outcome per key, in order: the LSN the
+    /// page was read at. Nothing is allocated per page.
+    public func getPages(tenant: String, keys: [Wire.PageKey], lsn: UInt64? = nil, waitMs: UInt32 = 0,
+                         into pages: inout [UInt8]) -> [Result<UInt64, ClientError>]
+    {
+        Answer.fit(&pages, pages: keys.count)
+        var results = [Result<UInt64, ClientError>](repeating: .failure(.connectionClosed), count: keys.count)
+        exchange(count: keys.count, authToken: nil) { i in
+            .getPage(Wire.GetPageRequest(tenant: tenant, key: keys[i], lsn: lsn, waitMs: waitMs))
+        } answer: { i, r in
+            results[i] = r.flatMap { $0.copyPage(into: &pages, at: i * Wire.pageBytes) }
         }
         return results
     }
@@ -96,7 +115,7 @@ public final class LayerGateConnection {
         exchange(count: batches.count, authToken: nil) { i in
             .putRecords(Wire.PutRecordsRequest(tenantId: tenant, records: batches[i]))
         } answer: { i, r in
-            results[i] = r.flatMap { b in Result { () throws(ClientError) in try b.putRecords() } }
+            results[i] = r.flatMap { $0.outcome() }.flatMap { b in Result { () throws(ClientError) in try b.putRecords() } }
         }
         return results
     }
@@ -115,7 +134,7 @@ public final class LayerGateConnection {
     /// hands each answer to `answer` with its index. Every index gets exactly
     /// one call: when the connection fails, the unanswered get its error.
     private func exchange(count: Int, authToken: String?, request: (Int) -> Wire.Request.Body,
-                          answer: (Int, Result<Wire.Response.Body, ClientError>) -> Void) {
+                          answer: (Int, Result<Answer, ClientError>) -> Void) {
         guard count > 0 else { return }
         var done = [Bool](repeating: false, count: count)
         var answered = 0
@@ -163,7 +182,7 @@ public final class LayerGateConnection {
                     guard i < UInt64(count), !done[Int(i)] else { throw .notWaiting(response.requestId) }
                     done[Int(i)] = true
                     answered += 1
-                    answer(Int(i), response.outcome())
+                    answer(Int(i), .success(response))
                 }
                 if case .endOfStream = outcome, answered < count { throw .connectionClosed }
                 // What a server sent before it stopped reading is all in the socket by then: what

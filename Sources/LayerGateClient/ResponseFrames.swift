@@ -17,31 +17,49 @@ struct ResponseFrames {
         try socket.read(into: &input, maximum: Self.readChunk, waiting: waiting)
     }
 
-    /// Takes every whole frame out of the input, decoded, in the order they came.
-    mutating func take(_ body: (Wire.Response) throws(ClientError) -> Void) throws(ClientError) {
+    /// Takes every whole frame out of the input, in the order they came. A
+    /// GetPage answer's page is handed on where it lies (the view is valid
+    /// until `body` returns); any other answer decoded.
+    mutating func take(_ body: (Answer) throws(ClientError) -> Void) throws(ClientError) {
         while let length = input.getInteger(at: input.readerIndex, endianness: .big, as: UInt32.self) {
             let n = Int(length)
             guard n <= maxFrameBytes else {
                 throw .unexpectedResponse("a frame of \(n) bytes, above this connection's limit of \(maxFrameBytes)")
             }
             guard input.readableBytes >= 4 + n else { break }
-            let decoded = input.withUnsafeReadableBytes { b in
-                Result { () throws(Wire.DecodeError) in try Wire.decodeResponse(UnsafeRawBufferPointer(rebasing: b[4..<(4 + n)])) }
+            let frame = input.readerIndex + 4
+            let read = input.withUnsafeReadableBytes { b in
+                let raw = UnsafeRawBufferPointer(rebasing: b[4..<(4 + n)])
+                if let page = Wire.GetPageAnswerFields(raw) { return Result<Read, Wire.DecodeError>.success(.page(page)) }
+                return Result { () throws(Wire.DecodeError) in .decoded(try Wire.decodeResponseWithProtobufC(raw)) }
             }
-            input.moveReaderIndex(forwardBy: 4 + n)
-            switch decoded {
-            case .success(let response):
+            let answer: Answer
+            switch read {
+            case .success(.page(let fields)):
+                guard let page = input.getSlice(at: frame + fields.page.lowerBound, length: fields.page.count) else {
+                    throw .unexpectedResponse("a GetPage answer whose page lies outside its frame")
+                }
+                answer = Answer(requestId: fields.requestId, content: .page(page, lsn: fields.lsn))
+            case .success(.decoded(let response)):
                 // The server refused the connection's bytes (or the connection) and is closing it.
                 if response.requestId == 0, case .error(let e)? = response.body { throw .server(code: e.code, message: e.message) }
-                try body(response)
-            case .failure(let e): throw .unexpectedResponse("a frame that is not a Response (\(e.message))")
+                answer = Answer(requestId: response.requestId, content: .decoded(response))
+            case .failure(let e):
+                throw .unexpectedResponse("a frame that is not a Response (\(e.message))")
             }
+            input.moveReaderIndex(forwardBy: 4 + n)
+            try body(answer)
         }
         if input.readableBytes == 0 {
             input.clear()
         } else if input.readerIndex > Self.readChunk {
             input.discardReadBytes()
         }
+    }
+
+    private enum Read {
+        case page(Wire.GetPageAnswerFields)
+        case decoded(Wire.Response)
     }
 
     /// Nothing more will be read: lets go of what was.
@@ -53,5 +71,12 @@ extension ClientError {
     /// ever for an answer that came under another id.
     static func notWaiting(_ requestId: UInt64) -> ClientError {
         .unexpectedResponse("an answer to request \(requestId), which is not waiting")
+    }
+}
+
+extension ClientError {
+    /// A GetPage answer whose page is not 8 KiB (the contract's page size).
+    static func pageSize(_ bytes: Int) -> ClientError {
+        .unexpectedResponse("a GetPage answer of \(bytes) bytes, where a page is \(Wire.pageBytes)")
     }
 }

@@ -1,39 +1,69 @@
 import LayerGateWire
 import Synchronization
 
+/// What a batch's answers are gathered into, by the connection's loop.
+protocol GatheredAnswers: Sendable {
+    /// Sets request `index`'s outcome; false when it was set already.
+    mutating func set(_ index: Int, _ answer: Result<Answer, ClientError>) -> Bool
+    /// What the caller gets once every answer is set.
+    mutating func handOver() -> Self
+    /// Its slot, as the connection's loop holds it.
+    static func sink(_ slot: ResponseSlot<Self>) -> AnswerSink
+}
+
+extension GatheredAnswers {
+    mutating func handOver() -> Self { self }
+}
+
+/// Where a connection's loop hands each answer, or the error that ended the
+/// connection: one case per kind of slot, so that each is called as the
+/// concrete type it is (through a protocol, the generic slot's code ran
+/// unspecialized and looked up its type metadata on every answer).
+enum AnswerSink: Sendable {
+    case bodies(ResponseSlot<Outcomes>)
+    case pages(ResponseSlot<PageReads>)
+
+    func complete(_ index: Int, _ answer: Result<Answer, ClientError>) {
+        switch self {
+        case .bodies(let slot): slot.complete(index, answer)
+        case .pages(let slot): slot.complete(index, answer)
+        }
+    }
+}
+
 /// The answers to one call or one batch: each request's outcome is set exactly
 /// once, whoever gets there first (its response, the connection ending), and
 /// the caller wakes once, when all are set.
-final class ResponseSlot: Sendable {
-    typealias Outcome = Result<Wire.Response.Body, ClientError>
-
+final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
     private struct State {
-        var answers: [Outcome?]
+        var gathered: Gathered
         var left: Int
-        var waiter: UnsafeContinuation<[Outcome], Never>?
+        var waiter: UnsafeContinuation<Gathered, Never>?
     }
 
     private let state: Mutex<State>
 
-    init(count: Int) {
-        state = Mutex(State(answers: Array(repeating: nil, count: count), left: count))
+    /// `count` requests, their answers gathered into `gathered`.
+    init(count: Int, into gathered: consuming Gathered) {
+        state = Mutex(State(gathered: gathered, left: count))
     }
 
     /// Every one of `count` requests failed with `error` before it was sent.
-    init(count: Int, failing error: ClientError) {
-        state = Mutex(State(answers: Array(repeating: .failure(error), count: count), left: 0))
+    init(count: Int, into gathered: consuming Gathered, failing error: ClientError) {
+        var gathered = gathered
+        for i in 0..<count { _ = gathered.set(i, .failure(error)) }
+        state = Mutex(State(gathered: gathered, left: 0))
     }
 
-    func complete(_ index: Int, _ outcome: Outcome) {
-        let (all, waiter) = state.withLock { s -> ([Outcome], UnsafeContinuation<[Outcome], Never>?) in
-            guard case nil = s.answers[index] else { return ([], nil) }
-            s.answers[index] = outcome
+    func complete(_ index: Int, _ answer: Result<Answer, ClientError>) {
+        let (done, waiter) = state.withLock { s -> (Gathered?, UnsafeContinuation<Gathered, Never>?) in
+            guard s.gathered.set(index, answer) else { return (nil, nil) }
             s.left -= 1
-            guard s.left == 0, let w = s.waiter else { return ([], nil) }
+            guard s.left == 0, let w = s.waiter else { return (nil, nil) }
             s.waiter = nil
-            return (s.answers.compactMap { $0 }, w)
+            return (s.gathered.handOver(), w)
         }
-        waiter?.resume(returning: all)
+        if let waiter, let done { waiter.resume(returning: done) }
     }
 
     /// Waits for every answer. A continuation resumes its task on the generic
@@ -44,21 +74,66 @@ final class ResponseSlot: Sendable {
     /// was read. Any other caller must not: an actor of its own (a default
     /// one) would then go on running on the loop, and hold up its connections.
     nonisolated(nonsending)
-    func answers(resumingOn loop: ClientLoop) async -> [Outcome] {
-        if let done = state.withLock({ $0.left == 0 ? $0.answers.compactMap { $0 } : nil }) { return done }
+    func answers(resumingOn loop: ClientLoop) async -> Gathered {
+        if let done = state.withLock({ $0.left == 0 ? $0.gathered.handOver() : nil }) { return done }
         guard loop.isCurrent else { return await wait() }
         return await withTaskExecutorPreference(loop) { await wait() }
     }
 
     nonisolated(nonsending)
-    private func wait() async -> [Outcome] {
+    private func wait() async -> Gathered {
         await withUnsafeContinuation { continuation in
-            let done = state.withLock { s -> [Outcome]? in
-                if s.left == 0 { return s.answers.compactMap { $0 } }
+            let done = state.withLock { s -> Gathered? in
+                if s.left == 0 { return s.gathered.handOver() }
                 s.waiter = continuation
                 return nil
             }
             if let done { continuation.resume(returning: done) }
         }
+    }
+}
+
+/// Each request's answer body, for `call` and `callMany`.
+struct Outcomes: GatheredAnswers {
+    private var outcomes: [Result<Wire.Response.Body, ClientError>?]
+
+    init(count: Int) { outcomes = Array(repeating: nil, count: count) }
+
+    mutating func set(_ index: Int, _ answer: Result<Answer, ClientError>) -> Bool {
+        guard case nil = outcomes[index] else { return false }
+        outcomes[index] = answer.flatMap { $0.outcome() }
+        return true
+    }
+
+    var all: [Result<Wire.Response.Body, ClientError>] { outcomes.compactMap { $0 } }
+
+    static func sink(_ slot: ResponseSlot<Outcomes>) -> AnswerSink { .bodies(slot) }
+}
+
+/// Pages copied into the caller's memory as they come, for `getPages(…, into:)`.
+struct PageReads: GatheredAnswers {
+    /// The caller's memory, moved here for the call and back after: held by
+    /// one owner at a time, so a page is written into it, never a copy of it.
+    private(set) var pages: [UInt8]
+    private var lsns: [Result<UInt64, ClientError>?]
+
+    init(count: Int, into pages: [UInt8]) {
+        self.pages = pages
+        lsns = Array(repeating: nil, count: count)
+    }
+
+    mutating func set(_ index: Int, _ answer: Result<Answer, ClientError>) -> Bool {
+        guard case nil = lsns[index] else { return false }
+        lsns[index] = answer.flatMap { $0.copyPage(into: &pages, at: index * Wire.pageBytes) }
+        return true
+    }
+
+    var outcomes: [Result<UInt64, ClientError>] { lsns.compactMap { $0 } }
+
+    static func sink(_ slot: ResponseSlot<PageReads>) -> AnswerSink { .pages(slot) }
+
+    mutating func handOver() -> PageReads {
+        defer { pages = [] }
+        return self
     }
 }

@@ -22,6 +22,11 @@ struct Bench: AsyncParsableCommand {
 
     enum ClientKind: String, ExpressibleByArgument, CaseIterable { case blocking, async }
 
+    @Option(help: "caller: each connection reads its batch's pages into one buffer it keeps (getPages(…, into:)), as layergate-cbench reads into its caller's buffers; per-page: an array for each page (getPages).")
+    var pageMemory: PageMemory = .caller
+
+    enum PageMemory: String, ExpressibleByArgument, CaseIterable { case caller, perPage = "per-page" }
+
     func run() async throws {
         guard connections >= 1, depth >= 1, time > 0, pages >= 1 else { throw ValidationError("counts must be positive") }
         let setup = try await global.connect()
@@ -40,7 +45,7 @@ struct Bench: AsyncParsableCommand {
 
         let deadline = ContinuousClock.now + .milliseconds(Int(time * 1000))
         let start = ContinuousClock.now
-        let load = Load(tenant: tenant, pages: pages, depth: depth, lsn: lsn, deadline: deadline)
+        let load = Load(tenant: tenant, pages: pages, depth: depth, lsn: lsn, deadline: deadline, pageMemory: pageMemory)
         let samples: [Duration]
         switch client {
         case .blocking:
@@ -68,28 +73,40 @@ struct Bench: AsyncParsableCommand {
         let p = sorted.microseconds
         let ops = Double(sorted.count) / elapsed.seconds
         if global.json {
-            global.printJSON(["client": client.rawValue, "connections": connections, "depth": depth, "requests": sorted.count,
+            global.printJSON(["client": client.rawValue, "page_memory": pageMemory.rawValue, "connections": connections, "depth": depth, "requests": sorted.count,
                               "ops_per_sec": ops, "p50_us": p(0.5), "p99_us": p(0.99), "p999_us": p(0.999)])
         } else {
-            print(String(format: "GET_PAGE: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, p99.9=%.3f msec (%d connections, depth %d, %d requests, 8 KiB pages, %@ client)",
-                         ops, p(0.5) / 1000, p(0.99) / 1000, p(0.999) / 1000, connections, depth, sorted.count, client.rawValue))
+            print(String(format: "GET_PAGE: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, p99.9=%.3f msec (%d connections, depth %d, %d requests, 8 KiB pages, %@ client, %@ page memory)",
+                         ops, p(0.5) / 1000, p(0.99) / 1000, p(0.999) / 1000, connections, depth, sorted.count, client.rawValue, pageMemory.rawValue))
         }
     }
 
     /// One connection's batches until the deadline: each request's latency, every page checked.
     struct Load: Sendable {
-        var tenant: String, pages: Int, depth: Int, lsn: UInt64, deadline: ContinuousClock.Instant
+        var tenant: String, pages: Int, depth: Int, lsn: UInt64, deadline: ContinuousClock.Instant, pageMemory: PageMemory
 
         func run(connection ci: Int, via c: LayerGateConnection) throws -> [Duration] {
             var s = Samples(self, connection: ci)
-            while let keys = s.nextBatch() { try s.finish(c.getPages(tenant: tenant, keys: keys, lsn: lsn)) }
+            var memory: [UInt8] = []
+            while let keys = s.nextBatch() {
+                switch pageMemory {
+                case .caller: try s.finish(c.getPages(tenant: tenant, keys: keys, lsn: lsn, into: &memory), in: memory)
+                case .perPage: try s.finish(c.getPages(tenant: tenant, keys: keys, lsn: lsn))
+                }
+            }
             return s.latencies
         }
 
         nonisolated(nonsending)
         func run(connection ci: Int, via c: LayerGateClient) async throws -> [Duration] {
             var s = Samples(self, connection: ci)
-            while let keys = s.nextBatch() { try s.finish(await c.getPages(tenant: tenant, keys: keys, lsn: lsn)) }
+            var memory: [UInt8] = []
+            while let keys = s.nextBatch() {
+                switch pageMemory {
+                case .caller: try s.finish(await c.getPages(tenant: tenant, keys: keys, lsn: lsn, into: &memory), in: memory)
+                case .perPage: try s.finish(await c.getPages(tenant: tenant, keys: keys, lsn: lsn))
+                }
+            }
             return s.latencies
         }
 
@@ -117,7 +134,16 @@ struct Bench: AsyncParsableCommand {
 
             mutating func finish(_ answers: [Result<Wire.GetPageResponse, ClientError>]) throws {
                 let took = ContinuousClock.now - started
-                try load.check(answers, keys)
+                for (answer, key) in zip(answers, keys) { try Load.check(answer.get().page[...], key) }
+                for _ in keys { latencies.append(took) }
+            }
+
+            mutating func finish(_ answers: [Result<UInt64, ClientError>], in memory: [UInt8]) throws {
+                let took = ContinuousClock.now - started
+                for (i, (answer, key)) in zip(answers, keys).enumerated() {
+                    _ = try answer.get()
+                    try Load.check(memory[(i * 8192)..<((i + 1) * 8192)], key)
+                }
                 for _ in keys { latencies.append(took) }
             }
         }
@@ -130,12 +156,9 @@ struct Bench: AsyncParsableCommand {
         }
 
         /// Each page must be the one preloaded for its block (every byte = the block number).
-        fileprivate func check(_ answers: [Result<Wire.GetPageResponse, ClientError>], _ keys: [Wire.PageKey]) throws {
-            for (answer, key) in zip(answers, keys) {
-                let page = try answer.get().page
-                guard page.count == 8192, page.first == UInt8(truncatingIfNeeded: key.block), page.last == page.first else {
-                    throw CLIError("block \(key.block): a page that was not stored for it")
-                }
+        fileprivate static func check(_ page: ArraySlice<UInt8>, _ key: Wire.PageKey) throws {
+            guard page.count == 8192, page.first == UInt8(truncatingIfNeeded: key.block), page.last == page.first else {
+                throw CLIError("block \(key.block): a page that was not stored for it")
             }
         }
     }

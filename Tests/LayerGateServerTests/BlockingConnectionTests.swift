@@ -459,11 +459,11 @@ final class FakePeer: Sendable {
 }
 
 /// Runs blocking client calls on a thread of their own, off the test's executor.
-private func onThread<T: Sendable>(_ body: @escaping @Sendable () throws(ClientError) -> T) async throws(ClientError) -> T {
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws(ClientError) -> T) async throws(ClientError) -> T {
     try await onThreadResult(body).get()
 }
 
-private func onThreadResult<T: Sendable>(_ body: @escaping @Sendable () throws(ClientError) -> T) async -> Result<T, ClientError> {
+func onThreadResult<T: Sendable>(_ body: @escaping @Sendable () throws(ClientError) -> T) async -> Result<T, ClientError> {
     await withCheckedContinuation { done in
         Thread { done.resume(returning: Result { () throws(ClientError) in try body() }) }.start()
     }
