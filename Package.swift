@@ -121,7 +121,10 @@ let package = Package(
         // Fuzz targets over the Wire decoder and the storage readers (make fuzz), and their replay.
         .target(
             name: "LayerGateFuzz",
-            dependencies: ["LayerGateWire", "LayerGateStorage", "LayerGateTestSupport"]
+            dependencies: [
+                "LayerGateWire", "LayerGateStorage", "LayerGateTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .executableTarget(
             name: "layergate-fuzz",

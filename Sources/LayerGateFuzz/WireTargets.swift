@@ -1,4 +1,5 @@
 import LayerGateWire
+import NIOCore
 
 enum WireTargets {
     /// The server's default limit on sub-messages per request.
@@ -40,6 +41,14 @@ enum WireTargets {
         let again = Wire.encode(request)
         guard let decoded = try? Wire.decodeRequest(again), decoded == request else {
             preconditionFailure("a decoded request does not survive encode and decode: \(request)")
+        }
+        // The clients write a GetPage's frame themselves: byte for byte protobuf-c's.
+        if case .getPage? = request.body {
+            var written = ByteBufferAllocator().buffer(capacity: 0)
+            Wire.writeFrame(request, into: &written)
+            guard Array(written.readableBytesView) == Wire.frame(again) else {
+                preconditionFailure("a GetPage request written as \(Array(written.readableBytesView)), packed by protobuf-c as \(again)")
+            }
         }
     }
 

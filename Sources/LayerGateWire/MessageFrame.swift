@@ -14,6 +14,9 @@ extension Wire {
     /// Appends `request` as a whole frame to `buffer`, the same way: a client
     /// queues many requests in one buffer and writes them with one call.
     public static func writeFrame(_ request: Request, into buffer: inout ByteBuffer) {
+        if case .getPage(let get)? = request.body {
+            return writeGetPageRequestFrame(requestId: request.requestId, authToken: request.authToken, get, into: &buffer)
+        }
         withCRequest(request) { m in
             appendFrame(size: layergate__v1__request__get_packed_size(m), into: &buffer) { layergate__v1__request__pack(m, $0) }
         }
