@@ -113,7 +113,7 @@ public final class LayerGateClient: Sendable {
         if let failure = socket.failure { return ResponseSlot(count: bodies.count, into: gathered, failing: failure) }
         let authToken = authToken ?? token
         let first = nextId.add(UInt64(bodies.count), ordering: .relaxed).oldValue
-        let slot = ResponseSlot(count: bodies.count, into: gathered)
+        let slot = ResponseSlot(count: bodies.count, into: consume gathered)
         if loop.isCurrent {
             socket.send(bodies, first: first, authToken: authToken, slot: Gathered.sink(slot))
         } else {
@@ -147,8 +147,9 @@ public final class LayerGateClient: Sendable {
     /// caller keeps from batch to batch, as the C client's `lg_get_pages`
     /// fills its caller's buffers. Page i lies at bytes i × 8192 ..< (i + 1) ×
     /// 8192; `pages` is resized to hold `keys.count` pages, and a page whose
-    /// read failed is left as it was. One outcome per key, in order: the LSN
-    /// the page was read at. Nothing is allocated per page, where `getPages`
+    /// read failed is left as it was (its capacity stays that of the largest
+    /// batch it held). One outcome per key, in order: the LSN the page was
+    /// read at. Nothing is allocated per page, where `getPages`
     /// allocates an array for each (and glibc may hand a freed batch's memory
     /// back to the kernel, to fault it in again for the next).
     ///
@@ -163,7 +164,9 @@ public final class LayerGateClient: Sendable {
         let lent = PageReads(count: keys.count, into: pages)
         pages = []
         let bodies = keys.map { Wire.Request.Body.getPage(Wire.GetPageRequest(tenant: tenant, key: $0, lsn: lsn, waitMs: waitMs)) }
-        let done = await submit(bodies, authToken: nil, into: lent).answers(resumingOn: loop)
+        // `consume`: left to live until the scope ends (as unoptimized builds do), `lent` would
+        // share the array with the slot, and the loop's first write would copy all of it.
+        let done = await submit(bodies, authToken: nil, into: consume lent).answers(resumingOn: loop)
         pages = done.pages
         return done.outcomes
     }

@@ -86,8 +86,9 @@ public final class LayerGateConnection {
     /// Many pages as of one LSN, pipelined, into `pages`: memory the caller
     /// keeps from batch to batch, as the C client's `lg_get_pages` fills its
     /// caller's buffers. Page i lies at bytes i × 8192 ..< (i + 1) × 8192;
-    /// `pages` is resized to hold `keys.count` pages, and a page whose read
-    /// failed is left as it was. One outcome per key, in order: the LSN the
+    /// `pages` is resized to hold `keys.count` pages (its capacity stays that
+    /// of the largest batch it held), and a page whose read failed is left as
+    /// it was. One outcome per key, in order: the LSN the
     /// page was read at. Nothing is allocated per page.
     public func getPages(tenant: String, keys: [Wire.PageKey], lsn: UInt64? = nil, waitMs: UInt32 = 0,
                          into pages: inout [UInt8]) -> [Result<UInt64, ClientError>]

@@ -18,8 +18,9 @@ struct ResponseFrames {
     }
 
     /// Takes every whole frame out of the input, in the order they came. A
-    /// GetPage answer's page is handed on where it lies (the view is valid
-    /// until `body` returns); any other answer decoded.
+    /// GetPage answer's page is handed on where it lies, a view of the input:
+    /// `body` must not keep the `Answer` (kept, it would hold the input's
+    /// storage, and the next read would copy all of it). Any other answer decoded.
     mutating func take(_ body: (Answer) throws(ClientError) -> Void) throws(ClientError) {
         while let length = input.getInteger(at: input.readerIndex, endianness: .big, as: UInt32.self) {
             let n = Int(length)

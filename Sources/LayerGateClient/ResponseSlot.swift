@@ -5,7 +5,8 @@ import Synchronization
 protocol GatheredAnswers: Sendable {
     /// Sets request `index`'s outcome; false when it was set already.
     mutating func set(_ index: Int, _ answer: Result<Answer, ClientError>) -> Bool
-    /// What the caller gets once every answer is set.
+    /// What the callers get once every answer is set; the waiters resumed
+    /// then all get the same (`PageReads` moves its pages out: it has one caller).
     mutating func handOver() -> Self
     /// Its slot, as the connection's loop holds it.
     static func sink(_ slot: ResponseSlot<Self>) -> AnswerSink
@@ -39,6 +40,8 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
         var gathered: Gathered
         var left: Int
         var waiter: UnsafeContinuation<Gathered, Never>?
+        /// Tasks that wait for the same answers too (a `Pending` awaited by two tasks), seldom any.
+        var moreWaiters: [UnsafeContinuation<Gathered, Never>] = []
     }
 
     private let state: Mutex<State>
@@ -56,14 +59,17 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
     }
 
     func complete(_ index: Int, _ answer: Result<Answer, ClientError>) {
-        let (done, waiter) = state.withLock { s -> (Gathered?, UnsafeContinuation<Gathered, Never>?) in
-            guard s.gathered.set(index, answer) else { return (nil, nil) }
+        let (done, waiter, more) = state.withLock { s -> (Gathered?, UnsafeContinuation<Gathered, Never>?, [UnsafeContinuation<Gathered, Never>]) in
+            guard s.gathered.set(index, answer) else { return (nil, nil, []) }
             s.left -= 1
-            guard s.left == 0, let w = s.waiter else { return (nil, nil) }
+            guard s.left == 0, let w = s.waiter else { return (nil, nil, []) }
             s.waiter = nil
-            return (s.gathered.handOver(), w)
+            defer { s.moreWaiters = [] }
+            return (s.gathered.handOver(), w, s.moreWaiters)
         }
-        if let waiter, let done { waiter.resume(returning: done) }
+        guard let waiter, let done else { return }
+        waiter.resume(returning: done)
+        for w in more { w.resume(returning: done) }
     }
 
     /// Waits for every answer. A continuation resumes its task on the generic
@@ -85,7 +91,7 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
         await withUnsafeContinuation { continuation in
             let done = state.withLock { s -> Gathered? in
                 if s.left == 0 { return s.gathered.handOver() }
-                s.waiter = continuation
+                if s.waiter == nil { s.waiter = continuation } else { s.moreWaiters.append(continuation) }
                 return nil
             }
             if let done { continuation.resume(returning: done) }

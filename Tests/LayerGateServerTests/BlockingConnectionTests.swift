@@ -292,6 +292,27 @@ struct HostilePeerClientTests {
         withExtendedLifetime((blockingPeer, asyncPeer)) {}
     }
 
+    /// A `Pending` is a value: two tasks may await the same answer. Before,
+    /// the second waiter took the first one's place, and the first waited for ever.
+    @Test func twoTasksAwaitingOnePendingAnswerBothGetIt() async throws {
+        let answer = Wire.frame(Wire.encode(Wire.Response(requestId: 1, body: .createTenant(Wire.CreateTenantResponse()))))
+        let dir = ServerDir()
+        let peer = try FakePeer(path: dir.path + "/slow.sock")
+        peer.serveOne(answering: answer, aByteEvery: 0.05)  // both wait before it is whole
+        let c = try await LayerGateClient.connect(socketPath: dir.path + "/slow.sock", timeout: .seconds(10))
+        let pending = c.send(.createTenant(Wire.CreateTenantRequest(tenantId: tenantA)))
+        let both = await within(.seconds(10)) {
+            async let first = pending.response()
+            async let second = pending.response()
+            return [try? await first, try? await second]
+        }
+        #expect(both == [.createTenant(Wire.CreateTenantResponse()), .createTenant(Wire.CreateTenantResponse())])
+        // And once answered, a third await gets it at once.
+        #expect(try await pending.response() == .createTenant(Wire.CreateTenantResponse()))
+        await c.close()
+        withExtendedLifetime(peer) {}
+    }
+
     /// A server whose listen backlog is full answers connect with EAGAIN; with a
     /// timeout, the blocking client retries until it, then says so.
     @Test func aServerThatNeverAcceptsTimesOutTheConnect() async throws {
