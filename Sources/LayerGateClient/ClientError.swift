@@ -13,6 +13,10 @@ public enum ClientError: Error, Equatable, CustomStringConvertible {
     /// No byte came from the server for the connection's timeout. The connection is
     /// closed: the answers may still be on their way, and a new call must not read them.
     case timedOut(milliseconds: Int)
+    /// The async call's task was cancelled before the answer came (or before
+    /// it was sent). A request already sent may still be carried out by the
+    /// server; its answer is dropped. The connection stays open.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -22,6 +26,8 @@ public enum ClientError: Error, Equatable, CustomStringConvertible {
         case .transport(let s): return s
         case .timedOut(let ms):
             return "no answer from layergated within \(ms) ms; the connection is closed (a request already sent may still complete on the server)"
+        case .cancelled:
+            return "the call was cancelled before its answer came (a request already sent may still complete on the server)"
         }
     }
 }

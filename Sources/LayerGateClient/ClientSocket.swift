@@ -110,6 +110,18 @@ final class ClientSocket: @unchecked Sendable {
         }
     }
 
+    /// The task waiting for requests `first ..< first + count` was cancelled:
+    /// each one not answered yet fails with `cancelled`, and its answer is
+    /// read and dropped when it comes (still awaited for the timeout).
+    func abandon(first: UInt64, count: Int) {
+        for i in 0..<count {
+            let id = first &+ UInt64(i)
+            guard let p = pending[id] else { continue }
+            pending[id] = (.abandoned, p.index)
+            p.slot.complete(p.index, .failure(.cancelled))
+        }
+    }
+
     /// Fails every waiting call with `timedOut` when they have waited that long with no byte from the server.
     func checkTimeout() {
         guard let timeout, !pending.isEmpty, ContinuousClock.now - lastProgress > timeout else { return }

@@ -7,6 +7,10 @@ import Synchronization
 /// given another), one thread that serves every connection on it. A thread
 /// that owns its connection gets more round trips per second from
 /// `LayerGateConnection` (blocking calls, no loop between it and the socket).
+///
+/// A call whose task is cancelled fails with `ClientError.cancelled`; what it
+/// sent may still be carried out by the server (its answer is dropped), and
+/// the connection stays open.
 public final class LayerGateClient: Sendable {
     private let socket: ClientSocket
     private let loop: ClientLoop
@@ -111,9 +115,11 @@ public final class LayerGateClient: Sendable {
                                   into gathered: consuming Gathered) -> ResponseSlot<Gathered> {
         // Ended: its loop may be shut down too, and nothing would answer. Fails with what ended it.
         if let failure = socket.failure { return ResponseSlot(count: bodies.count, into: gathered, failing: failure) }
+        // A cancelled task sends nothing.
+        if Task.isCancelled { return ResponseSlot(count: bodies.count, into: gathered, failing: .cancelled) }
         let authToken = authToken ?? token
         let first = nextId.add(UInt64(bodies.count), ordering: .relaxed).oldValue
-        let slot = ResponseSlot(count: bodies.count, into: consume gathered)
+        let slot = ResponseSlot(count: bodies.count, into: consume gathered, sentOn: socket, loop: loop, first: first)
         if loop.isCurrent {
             socket.send(bodies, first: first, authToken: authToken, slot: Gathered.sink(slot))
         } else {

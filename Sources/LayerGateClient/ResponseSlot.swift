@@ -23,11 +23,14 @@ extension GatheredAnswers {
 enum AnswerSink: Sendable {
     case bodies(ResponseSlot<Outcomes>)
     case pages(ResponseSlot<PageReads>)
+    /// Its caller was cancelled: the answer is read and dropped.
+    case abandoned
 
     func complete(_ index: Int, _ answer: Result<Answer, ClientError>) {
         switch self {
         case .bodies(let slot): slot.complete(index, answer)
         case .pages(let slot): slot.complete(index, answer)
+        case .abandoned: break
         }
     }
 }
@@ -45,10 +48,13 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
     }
 
     private let state: Mutex<State>
+    /// The requests, on their connection: ids `first ..< first + count`. Nil when none was sent.
+    private let sent: (socket: ClientSocket, loop: ClientLoop, first: UInt64, count: Int)?
 
-    /// `count` requests, their answers gathered into `gathered`.
-    init(count: Int, into gathered: consuming Gathered) {
+    /// Requests `first ..< first + count` on `socket`, their answers gathered into `gathered`.
+    init(count: Int, into gathered: consuming Gathered, sentOn socket: ClientSocket, loop: ClientLoop, first: UInt64) {
         state = Mutex(State(gathered: gathered, left: count))
+        sent = (socket, loop, first, count)
     }
 
     /// Every one of `count` requests failed with `error` before it was sent.
@@ -56,6 +62,7 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
         var gathered = gathered
         for i in 0..<count { _ = gathered.set(i, .failure(error)) }
         state = Mutex(State(gathered: gathered, left: 0))
+        sent = nil
     }
 
     func complete(_ index: Int, _ answer: Result<Answer, ClientError>) {
@@ -79,11 +86,27 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
     /// it) waits with `loop` as its preference and is resumed where the answer
     /// was read. Any other caller must not: an actor of its own (a default
     /// one) would then go on running on the loop, and hold up its connections.
+    ///
+    /// A waiter whose task is cancelled abandons the requests: each one not
+    /// answered yet fails with `cancelled` (for every waiter), and its answer
+    /// is dropped when it comes. The connection goes on.
     nonisolated(nonsending)
     func answers(resumingOn loop: ClientLoop) async -> Gathered {
         if let done = state.withLock({ $0.left == 0 ? $0.gathered.handOver() : nil }) { return done }
-        guard loop.isCurrent else { return await wait() }
-        return await withTaskExecutorPreference(loop) { await wait() }
+        guard loop.isCurrent else { return await waitCancellably() }
+        // Inside the preference: the handler's closure would hop to the generic executor, the
+        // loop only with the preference set (outside it, two jobs a call went to Swift's pool).
+        return await withTaskExecutorPreference(loop) { await waitCancellably() }
+    }
+
+    nonisolated(nonsending)
+    private func waitCancellably() async -> Gathered {
+        await withTaskCancellationHandler {
+            await wait()
+        } onCancel: {
+            guard let sent else { return }
+            sent.loop.execute { sent.socket.abandon(first: sent.first, count: sent.count) }
+        }
     }
 
     nonisolated(nonsending)
