@@ -15,7 +15,9 @@ public enum ClientError: Error, Equatable, CustomStringConvertible {
     case timedOut(milliseconds: Int)
     /// The async call's task was cancelled before the answer came (or before
     /// it was sent). A request already sent may still be carried out by the
-    /// server; its answer is dropped. The connection stays open.
+    /// server; its answer is dropped. The connection stays open, but a
+    /// request the server holds (a GetPage waiting for its LSN) still counts
+    /// among the requests it runs at once for the connection until answered.
     case cancelled
 
     public var description: String {

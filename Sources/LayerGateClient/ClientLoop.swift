@@ -29,6 +29,8 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
     private enum Work: Sendable {
         case job(UnownedJob)
         case body(@Sendable () -> Void)
+        /// Work on a connection (`executeIfRunning`): when the loop has stopped, `dropped` runs instead.
+        case connectionWork(@Sendable () -> Void, dropped: @Sendable () -> Void)
     }
 
     private enum Phase { case idle, running, stopping, stopped }
@@ -62,6 +64,9 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
 
     public init() {}
 
+    /// Whether the loop has a thread now (for tests: `isCurrent` says whose).
+    var hasThread: Bool { thread.load(ordering: .acquiring) != 0 }
+
     /// True on the loop's own thread.
     public var isCurrent: Bool {
         let t = thread.load(ordering: .relaxed)
@@ -82,6 +87,19 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
     /// Runs `body` on the loop, after what is queued there.
     func execute(_ body: @escaping @Sendable () -> Void) {
         if isCurrent { ready.append(.body(body)) } else { hand(.body(body)) }
+    }
+
+    /// Runs `body` on the loop if its thread runs, and otherwise `dropped`,
+    /// wherever the loop's stop finds it: for work on a connection of this
+    /// loop that may come after its owner shut it down (a client closed or
+    /// let go of, a cancelled call), which must not start it again. A loop
+    /// that stopped ended its connections then: `body` has nothing left to do.
+    func executeIfRunning(_ body: @escaping @Sendable () -> Void, dropped: @escaping @Sendable () -> Void = {}) {
+        if isCurrent {
+            ready.append(.body(body))
+        } else if !append(.connectionWork(body, dropped: dropped)) {
+            dropped()
+        }
     }
 
     /// Runs `body` on the loop and returns what it returns.
@@ -120,6 +138,7 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
         switch work {
         case .job(let job): globalConcurrentExecutor.enqueue(ExecutorJob(job))
         case .body(let body): Self.outsideTheLoop.withLock { _ in body() }
+        case .connectionWork(_, let dropped): dropped()
         }
     }
 
@@ -268,7 +287,7 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
             for work in running {
                 switch work {
                 case .job(let job): job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
-                case .body(let body): body()
+                case .body(let body), .connectionWork(let body, _): body()
                 }
             }
             running.removeAll(keepingCapacity: true)
@@ -312,7 +331,13 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
             defer { s.work = []; s.whenStopped = [] }
             return (s.work, s.whenStopped)
         }
-        for work in late { hand(work) }
+        for work in late {
+            if case .connectionWork(_, let dropped) = work {
+                dropped()  // the connection it was for has ended
+            } else {
+                hand(work)
+            }
+        }
         for w in waiters { w.resume() }
     }
 }

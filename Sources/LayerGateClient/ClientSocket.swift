@@ -19,6 +19,10 @@ final class ClientSocket: @unchecked Sendable {
     private static let outputBytes = 16 << 10
     private static let keptOutputBytes = 1 << 20
     private var pending: [UInt64: (slot: AnswerSink, index: Int)] = [:]
+    /// Entries of `pending` whose caller was cancelled: read and dropped when they come.
+    private var abandoned = 0
+    /// A call waits for an answer: what the timeout watches.
+    private var callsWait: Bool { pending.count > abandoned }
     /// Why the connection ended: later calls fail with it. Set on the loop, read by callers on any thread.
     private let ended = Mutex<ClientError?>(nil)
     private var queuedForFlush = false
@@ -49,7 +53,7 @@ final class ClientSocket: @unchecked Sendable {
             for i in bodies.indices { slot.complete(i, .failure(failure)) }
             return
         }
-        if pending.isEmpty { lastProgress = .now }
+        if !callsWait { lastProgress = .now }
         for (i, body) in bodies.enumerated() {
             let id = first &+ UInt64(i)
             pending[id] = (slot, i)
@@ -98,6 +102,7 @@ final class ClientSocket: @unchecked Sendable {
                     lastProgress = .now  // any byte is progress: the timeout is for a server that says nothing
                     try frames.take { response throws(ClientError) in
                         guard let p = pending.removeValue(forKey: response.requestId) else { throw .notWaiting(response.requestId) }
+                        if case .abandoned = p.slot { abandoned -= 1 }
                         p.slot.complete(p.index, .success(response))
                     }
                     if n < ResponseFrames.readChunk && !untilEmpty { return }
@@ -112,19 +117,23 @@ final class ClientSocket: @unchecked Sendable {
 
     /// The task waiting for requests `first ..< first + count` was cancelled:
     /// each one not answered yet fails with `cancelled`, and its answer is
-    /// read and dropped when it comes (still awaited for the timeout).
+    /// read and dropped when it comes. The timeout watches only the calls
+    /// still waiting: a server that holds an abandoned request (a GetPage
+    /// waiting for its LSN) is no reason to end the connection.
     func abandon(first: UInt64, count: Int) {
         for i in 0..<count {
             let id = first &+ UInt64(i)
             guard let p = pending[id] else { continue }
+            if case .abandoned = p.slot { continue }
             pending[id] = (.abandoned, p.index)
+            abandoned += 1
             p.slot.complete(p.index, .failure(.cancelled))
         }
     }
 
     /// Fails every waiting call with `timedOut` when they have waited that long with no byte from the server.
     func checkTimeout() {
-        guard let timeout, !pending.isEmpty, ContinuousClock.now - lastProgress > timeout else { return }
+        guard let timeout, callsWait, ContinuousClock.now - lastProgress > timeout else { return }
         end(.timedOut(milliseconds: Int(timeout.clampedMilliseconds)))
     }
 
@@ -142,6 +151,7 @@ final class ClientSocket: @unchecked Sendable {
         output.clear()
         let waiting = pending
         pending = [:]
+        abandoned = 0
         for p in waiting.values { p.slot.complete(p.index, .failure(error)) }
     }
 }

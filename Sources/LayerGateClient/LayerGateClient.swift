@@ -24,10 +24,11 @@ public final class LayerGateClient: Sendable {
         self.token = token
     }
 
-    /// A client let go of without `close` closes its connection.
+    /// A client let go of without `close` closes its connection (a loop shut
+    /// down closed it already, and is not started again for it).
     deinit {
         let socket = socket
-        loop.execute { socket.end(.connectionClosed) }
+        loop.executeIfRunning { socket.end(.connectionClosed) }
     }
 
     /// - Parameter token: the JWT this client sends with every request, when
@@ -57,7 +58,14 @@ public final class LayerGateClient: Sendable {
 
     /// Closes the connection; calls still waiting fail with `connectionClosed`.
     public func close() async {
-        await loop.perform { [socket] in socket.end(.connectionClosed) }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            loop.executeIfRunning { [socket] in
+                socket.end(.connectionClosed)
+                done.resume()
+            } dropped: {
+                done.resume()  // its loop was shut down, which closed it
+            }
+        }
     }
 
     /// The connection's loop as an executor. An actor that drives this
@@ -124,7 +132,12 @@ public final class LayerGateClient: Sendable {
             socket.send(bodies, first: first, authToken: authToken, slot: Gathered.sink(slot))
         } else {
             let sink = Gathered.sink(slot)
-            loop.execute { [socket] in socket.send(bodies, first: first, authToken: authToken, slot: sink) }
+            loop.executeIfRunning { [socket] in
+                socket.send(bodies, first: first, authToken: authToken, slot: sink)
+            } dropped: { [socket] in
+                // Shut down since the check above: the loop ended the connection.
+                for i in bodies.indices { sink.complete(i, .failure(socket.failure ?? .connectionClosed)) }
+            }
         }
         return slot
     }

@@ -105,7 +105,7 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
             await wait()
         } onCancel: {
             guard let sent else { return }
-            sent.loop.execute { sent.socket.abandon(first: sent.first, count: sent.count) }
+            sent.loop.executeIfRunning { sent.socket.abandon(first: sent.first, count: sent.count) }
         }
     }
 

@@ -3,8 +3,10 @@ import NIOCore
 extension Wire {
     /// Appends a GetPage request as a whole frame, byte for byte what
     /// protobuf-c packs for it: fields in number order, zeros, empty strings
-    /// and a missing key left out (`GetPageRequestFrameTests` compares the two
-    /// over every shape). `writeFrame` takes this path for every GetPage:
+    /// and a missing key left out, a string cut at its first NUL (protobuf-c
+    /// gets C strings: so every request kind sends the same bytes for one
+    /// string). `GetPageRequestFrameTests` compares the two over every shape.
+    /// `writeFrame` takes this path for every GetPage:
     /// through protobuf-c, copying the tenant id and the token into a C
     /// message and packing it was a tenth of the async client's CPU.
     static func writeGetPageRequestFrame(requestId: UInt64, authToken: String, _ get: GetPageRequest,
@@ -13,6 +15,7 @@ extension Wire {
         var tenant = get.tenantId
         token.withUTF8 { token in
             tenant.withUTF8 { tenant in
+                let token = Self.cString(token), tenant = Self.cString(tenant)
                 let keySize = get.key.map(Self.packedSize) ?? 0
                 var bodySize = Self.bytesFieldSize(tenant.count) + Self.varintFieldSize(get.lsn)
                     + (get.latest ? 2 : 0) + Self.varintFieldSize(UInt64(get.waitMs))
@@ -48,6 +51,12 @@ extension Wire {
                 }
             }
         }
+    }
+
+    /// The bytes before the first NUL, as protobuf-c sees a C string.
+    private static func cString(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        guard let nul = bytes.firstIndex(of: 0) else { return bytes }
+        return UnsafeBufferPointer(rebasing: bytes[..<nul])
     }
 
     private static func packedSize(_ key: PageKey) -> Int {

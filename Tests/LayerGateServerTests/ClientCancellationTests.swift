@@ -1,4 +1,4 @@
-import LayerGateClient
+@testable import LayerGateClient
 import LayerGateWire
 import Testing
 
@@ -75,6 +75,53 @@ struct ClientCancellationTests {
         #expect(Self.isCancelled(await within(.seconds(5)) { await second.result }))
         #expect(try await c.tenantStatus(tenantA).lastRecordLsn == 1)
         await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// The timeout watches the calls still waiting, not abandoned requests the
+    /// server holds: a connection whose only pending request was cancelled is
+    /// not ended by it (before, it was, one timeout after that request was sent).
+    @Test func abandonedRequestsDoNotRunTheTimeout() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        let c = try await LayerGateClient.connect(socketPath: dir.socket, timeout: .seconds(1))
+        try await c.createTenant(tenantA)
+        try await c.putRecords(tenant: tenantA, [wimage(1, 1)])
+        let held = Task { try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 100, waitMs: 20_000) }
+        try await Task.sleep(for: .milliseconds(100))
+        held.cancel()
+        #expect(Self.isCancelled(await within(.seconds(5)) { await held.result }))
+        try await Task.sleep(for: .milliseconds(1_600))  // the server still holds it, and says nothing
+        #expect(try await c.tenantStatus(tenantA).lastRecordLsn == 1)
+        #expect(try await c.getPage(tenant: tenantA, key: wkey(1)).page == wpage(1 << 32 | 1))
+        await c.close()
+        #expect(await server.stop() == 0)
+    }
+
+    /// Work on a connection after its private loop was shut down (closing it,
+    /// letting it go, cancelling a call) does not start the loop again: its
+    /// thread would hold the loop and two descriptors until another shutdown.
+    @Test func aShutDownLoopIsNotStartedAgainForItsConnections() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir)
+        var loops: [ClientLoop] = []
+        for round in 0..<10 {
+            let loop = ClientLoop()
+            loops.append(loop)
+            var c: LayerGateClient? = try await LayerGateClient.connect(socketPath: dir.socket, loop: loop)
+            if round == 0 { try await c?.createTenant(tenantA) }
+            let client = try #require(c)
+            let held = Task { try await client.getPage(tenant: tenantA, key: wkey(1), lsn: 1_000, waitMs: 10_000) }
+            try await Task.sleep(for: .milliseconds(50))
+            await loop.shutdown()
+            held.cancel()
+            _ = await within(.seconds(5)) { await held.result }
+            await client.close()
+            c = nil
+            _ = c
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(loops.filter(\.hasThread).count == 0, "shut-down loops started again")
         #expect(await server.stop() == 0)
     }
 }
