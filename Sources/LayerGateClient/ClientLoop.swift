@@ -324,7 +324,7 @@ public final class ClientLoop: SerialExecutor, TaskExecutor, @unchecked Sendable
             s.phase = .stopped
             // Before the lock is let go: a new thread, started once it is, stores its own.
             thread.store(0, ordering: .releasing)
-            // Closed under the lock that `signal` writes under; -1 after, so a number the system reuses is never ours.
+            // Closed under the lock that `wake` writes under; -1 after, so a number the system reuses is never ours.
             Glibc.close(epollFd)
             Glibc.close(wakeFd)
             (epollFd, wakeFd) = (-1, -1)

@@ -49,10 +49,7 @@ final class ClientSocket: @unchecked Sendable {
 
     /// Writes requests `first`, `first + 1`, … for `bodies`, sent when the loop's pass ends; `slot` takes their answers.
     func send(_ bodies: [Wire.Request.Body], first: UInt64, authToken: String, slot: AnswerSink) {
-        if let failure {
-            for i in bodies.indices { slot.complete(i, .failure(failure)) }
-            return
-        }
+        if let failure { return slot.fail(bodies.count, failure) }
         if !callsWait { lastProgress = .now }
         for (i, body) in bodies.enumerated() {
             let id = first &+ UInt64(i)

@@ -49,10 +49,8 @@ public final class LayerGateClient: Sendable {
         let timeoutMs = timeout.map { Int32(clamping: max(1, $0.clampedMilliseconds)) } ?? -1
         let unix = try await UnixSocket.connect(path: socketPath, timeoutMs: timeoutMs)
         let socket = ClientSocket(unix, loop: loop, timeout: timeout, maxFrameBytes: maxFrameBytes)
-        if let refused = await loop.perform({ loop.register(socket) }) {
-            await loop.perform { socket.end(refused) }
-            throw refused
-        }
+        // Not registered: nothing on the loop knows the socket, and letting it go closes its descriptor.
+        if let refused = await loop.perform({ loop.register(socket) }) { throw refused }
         return LayerGateClient(socket: socket, loop: loop, token: token)
     }
 
@@ -136,7 +134,7 @@ public final class LayerGateClient: Sendable {
                 socket.send(bodies, first: first, authToken: authToken, slot: sink)
             } dropped: { [socket] in
                 // Shut down since the check above: the loop ended the connection.
-                for i in bodies.indices { sink.complete(i, .failure(socket.failure ?? .connectionClosed)) }
+                sink.fail(bodies.count, socket.failure ?? .connectionClosed)
             }
         }
         return slot

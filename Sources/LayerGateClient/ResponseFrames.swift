@@ -66,18 +66,3 @@ struct ResponseFrames {
     /// Nothing more will be read: lets go of what was.
     mutating func clear() { input.clear() }
 }
-
-extension ClientError {
-    /// An answer under an id no call waits for: a call must never wait for
-    /// ever for an answer that came under another id.
-    static func notWaiting(_ requestId: UInt64) -> ClientError {
-        .unexpectedResponse("an answer to request \(requestId), which is not waiting")
-    }
-}
-
-extension ClientError {
-    /// A GetPage answer whose page is not 8 KiB (the contract's page size).
-    static func pageSize(_ bytes: Int) -> ClientError {
-        .unexpectedResponse("a GetPage answer of \(bytes) bytes, where a page is \(Wire.pageBytes)")
-    }
-}

@@ -33,6 +33,11 @@ enum AnswerSink: Sendable {
         case .abandoned: break
         }
     }
+
+    /// Every one of `count` requests failed with `error` before it was sent.
+    func fail(_ count: Int, _ error: ClientError) {
+        for i in 0..<count { complete(i, .failure(error)) }
+    }
 }
 
 /// The answers to one call or one batch: each request's outcome is set exactly

@@ -155,8 +155,8 @@ private func callsFollowedOnALoop(_ c: LayerGateClient, _ calls: Int) async thro
 }
 
 /// What `body` returns, or nil when it takes longer than `limit`. The wait
-/// ends then even if `body` does not: a call waiting for an answer cannot be
-/// cancelled, and a task group would wait for it for ever.
+/// ends then even if `body` does not: a hang under test fails its test
+/// instead of stalling the run (a task group would wait for `body` to end).
 func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async -> T) async -> T? {
     let waiter = FirstAnswer<T?>()
     return await withCheckedContinuation { continuation in
