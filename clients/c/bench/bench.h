@@ -4,6 +4,7 @@
 
 #include <layergate.h>
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,6 +57,34 @@ static inline uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * --rate: an open loop, as pagebench's --per-target-rate-limit. A client's
+ * requests fall due at Poisson arrivals of `rate` a second, whether or not the
+ * one before is answered; each latency runs from its due time, so an answer
+ * that comes late also counts against the requests that queued behind it (no
+ * coordinated omission). Why: a closed loop at 8 clients measures how many
+ * requests a second the machine finishes (its latency is the clients over the
+ * throughput), and its baseline, 8 threads of preads, is as CPU-bound on 2
+ * cores as the server; at one offered load both answer the question "how long
+ * does a read take".
+ */
+typedef struct pacer {
+    double mean_ns;  /* between two requests, on average */
+    uint64_t due, x;
+} pacer;
+
+static inline void pacer_start(pacer *p, double rate, uint64_t start, uint64_t seed) {
+    *p = (pacer){.mean_ns = 1e9 / rate, .due = start, .x = seed | 1};
+}
+
+/* The due time of the next request. */
+static inline uint64_t pacer_next(pacer *p) {
+    p->x ^= p->x << 13, p->x ^= p->x >> 7, p->x ^= p->x << 17;
+    double u = ((double)(p->x >> 11) + 0.5) / 9007199254740992.0;  /* (0, 1) */
+    p->due += (uint64_t)(-log(u) * p->mean_ns);
+    return p->due;
+}
+
 typedef struct options {
     const char *socket;
     const char *tenant;
@@ -65,6 +94,7 @@ typedef struct options {
     bool epoll;  /* one thread, every connection on an epoll set, like redis-benchmark */
     bool redis;  /* the same client against redis-server: GET of 8 KiB values, the baseline */
     bool latency_to_last_byte;  /* --epoll: a batch's latency ends with its last answer read, not its first readable */
+    double rate;  /* --epoll: each connection's batches a second, an open loop (a pacer); 0: closed */
     const char *token;  /* NULL: none */
 } options;
 
@@ -86,6 +116,9 @@ typedef struct epoll_work {
      * them to *answers: returns the bytes taken, or -1 with `error` filled in. */
     long (*take)(void *ctx, int i, const unsigned char *in, size_t len, int *answers, char *error, size_t error_len);
     void *ctx;
+    /* > 0: each connection's batches fall due at this rate a second (a pacer), and
+     * their latency runs from the due time; 0: a closed loop, from the send. */
+    double rate;
     /* As redis-benchmark measures: a batch's latency ends when the first of its
      * answers is readable (the epoll event), before any is read or parsed.
      * False: when the last answer is read and taken (checked). */
@@ -93,8 +126,9 @@ typedef struct epoll_work {
 } epoll_work;
 
 /* Runs w for w->seconds: every connection sends a batch of w->depth requests at
- * once and the next when all of its answers are in; each batch's latency, from
- * just before its send, goes to `out`. Returns 0, or -1 with `error` filled in. */
+ * once and the next when all of its answers are in (with w->rate, when it falls
+ * due too); each batch's latency, from just before its send (its due time),
+ * goes to `out`. Returns 0, or -1 with `error` filled in. */
 int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t error_len);
 
 /* A non-blocking connection to a Unix socket, or -1 with errno set (EAGAIN: the

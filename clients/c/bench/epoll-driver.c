@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -31,7 +32,11 @@ typedef struct conn_state {
     uint64_t readable_at; /* the first event of this batch's answers; 0: none yet */
     bool done;
     bool want_out;       /* EPOLLOUT is in the set: a batch is waiting for room */
+    pacer pace;          /* w->rate: when its batches fall due */
+    bool idle;           /* w->rate: its last batch answered, the next not due yet (pace.due) */
 } conn_state;
+
+enum { TIMER = UINT32_MAX };  /* the epoll data of the timer that wakes idle connections */
 
 static int fail(char *error, size_t len, const char *what, int err) {
     snprintf(error, len, "%s: %s", what, strerror(err));
@@ -115,6 +120,51 @@ static int take(const epoll_work *w, int i, conn_state *c, char *error, size_t l
     return 0;
 }
 
+/* Writes connection i's next batch, its latency counted from `due` (0: from now). */
+static int start_batch(const epoll_work *w, int ep, int i, conn_state *c, uint64_t due) {
+    fill_batch(w, i, c);
+    c->sent_at = due ? due : now_ns();
+    c->idle = false;
+    return flush_out(ep, i, c);
+}
+
+/* Connection i's batch is all answered at `now`: the next goes out now (a closed
+ * loop, or already due), waits for its due time (idle), or the run is over (the
+ * deadline passed, or the next would fall due past it): the connection is done.
+ * 0, or -1 on a broken connection. */
+static int next_batch(const epoll_work *w, int ep, int i, conn_state *c, uint64_t now, uint64_t deadline) {
+    uint64_t due = w->rate > 0 ? pacer_next(&c->pace) : 0;
+    if (now >= deadline || due >= deadline) {
+        c->done = true;
+        return 0;
+    }
+    if (due > now) {
+        c->idle = true;
+        return 0;
+    }
+    return start_batch(w, ep, i, c, due);
+}
+
+/* w->rate: sends every idle connection's batch that has fallen due, and sets the
+ * timer for the earliest still to come. 0, or -1 with `error` filled in. */
+static int send_due(const epoll_work *w, int ep, int timer, conn_state *cs, uint64_t *armed, char *error, size_t len) {
+    uint64_t now = now_ns(), earliest = UINT64_MAX;
+    for (int i = 0; i < w->clients; i++) {
+        conn_state *c = &cs[i];
+        if (c->done || !c->idle) continue;
+        if (c->pace.due > now) {
+            if (c->pace.due < earliest) earliest = c->pace.due;
+        } else if (start_batch(w, ep, i, c, c->pace.due) != 0) {
+            return fail(error, len, "send", errno);
+        }
+    }
+    if (earliest == UINT64_MAX || earliest == *armed) return 0;
+    struct itimerspec at = {.it_value = {.tv_sec = (time_t)(earliest / 1000000000u), .tv_nsec = (long)(earliest % 1000000000u)}};
+    if (timerfd_settime(timer, TFD_TIMER_ABSTIME, &at, NULL) != 0) return fail(error, len, "timerfd_settime", errno);
+    *armed = earliest;
+    return 0;
+}
+
 int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t error_len) {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) return fail(error, error_len, "epoll_create1", errno);
@@ -132,18 +182,37 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
         struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u32 = (uint32_t)i};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) rc = fail(error, error_len, "epoll_ctl", errno);
     }
-    uint64_t deadline = now_ns() + (uint64_t)(w->seconds * 1e9);
-    for (int i = 0; rc == 0 && i < w->clients; i++) {
-        fill_batch(w, i, &cs[i]);
-        cs[i].sent_at = now_ns();
-        if (flush_out(ep, i, &cs[i]) != 0) rc = fail(error, error_len, "send", errno);
+    int timer = -1;
+    uint64_t armed = 0;
+    if (rc == 0 && w->rate > 0) {
+        timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = TIMER};
+        if (timer < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, timer, &ev) != 0) rc = fail(error, error_len, "timerfd", errno);
     }
-    int running = rc == 0 ? w->clients : 0;
+    uint64_t start = now_ns(), deadline = start + (uint64_t)(w->seconds * 1e9);
+    for (int i = 0; rc == 0 && i < w->clients; i++) {
+        if (w->rate > 0) {
+            pacer_start(&cs[i].pace, w->rate, start, 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
+            cs[i].idle = true;
+            cs[i].done = pacer_next(&cs[i].pace) >= deadline;
+        } else if (start_batch(w, ep, i, &cs[i], 0) != 0) {
+            rc = fail(error, error_len, "send", errno);
+        }
+    }
+    int running = 0;
+    for (int i = 0; rc == 0 && i < w->clients; i++) running += !cs[i].done;
     struct epoll_event events[64];
     while (rc == 0 && running > 0) {
+        if (w->rate > 0 && send_due(w, ep, timer, cs, &armed, error, error_len) != 0) { rc = -1; break; }
         int n = epoll_wait(ep, events, 64, 1000);
         if (n < 0 && errno != EINTR) rc = fail(error, error_len, "epoll_wait", errno);
         for (int e = 0; rc == 0 && e < n; e++) {
+            if (events[e].data.u32 == TIMER) {
+                uint64_t expired;
+                if (read(timer, &expired, sizeof expired) < 0 && errno != EAGAIN) rc = fail(error, error_len, "timerfd", errno);
+                armed = 0;
+                continue;
+            }
             int i = (int)events[e].data.u32;
             conn_state *c = &cs[i];
             if (c->done) continue;
@@ -168,14 +237,8 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
                 uint64_t now = now_ns();
                 record(out, (w->latency_to_first_byte && c->readable_at ? c->readable_at : now) - c->sent_at, (uint64_t)w->depth);
                 c->readable_at = 0;
-                if (now >= deadline) {
-                    c->done = true;
-                    running--;
-                    break;
-                }
-                fill_batch(w, i, c);
-                c->sent_at = now_ns();
-                if (flush_out(ep, i, c) != 0) { rc = fail(error, error_len, "send", errno); break; }
+                if (next_batch(w, ep, i, c, now, deadline) != 0) { rc = fail(error, error_len, "send", errno); break; }
+                if (c->done) running--;
                 /* The batch's answers are all in: the recv that would say EAGAIN is saved. The
                  * next batch's answers, even those already here, raise an edge of their own
                  * (every arrival on a socket does, under EPOLLET). */
@@ -193,6 +256,7 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
         free(cs[i].in);
     }
     free(cs);
+    if (timer >= 0) close(timer);
     close(ep);
     return rc;
 }

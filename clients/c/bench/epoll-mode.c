@@ -116,7 +116,8 @@ int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_
     epoll_work e = {.socket = o->socket, .clients = o->clients, .depth = o->depth, .seconds = o->seconds,
                     .request_max = page_request_max(o->tenant, o->token), .answer_max = page_answer_max(),
                     .answer_limit = page_answer_limit(),
-                    .request = request, .take = take, .ctx = &w, .latency_to_first_byte = !o->latency_to_last_byte};
+                    .request = request, .take = take, .ctx = &w, .latency_to_first_byte = !o->latency_to_last_byte,
+                    .rate = o->rate};
     int rc = run_epoll_work(&e, out, error, error_len);
     free(w.x);
     return rc;

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 typedef struct worker {
@@ -135,7 +136,7 @@ static int run_threads(const options *o, uint64_t lsn, histogram *all, uint64_t 
 
 static int usage(FILE *to, int code) {
     fprintf(to,
-            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--epoll] [--redis] [--to-last-byte] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
+            "usage: layergate-cbench [-s SOCKET] [-c CLIENTS] [-P DEPTH] [-t SECONDS] [--epoll] [--redis] [--to-last-byte] [--rate R] [--pages N] [--tenant ID] [--token JWT] [-q|--csv]\n"
             "  -s SOCKET     layergated's socket (default ./.layergate/layergate.sock)\n"
             "  -c CLIENTS    connections (default 1): a thread each, or all on one thread with --epoll\n"
             "  -P DEPTH      GetPage requests per pipelined batch (default 1; -d is the same)\n"
@@ -147,6 +148,9 @@ static int usage(FILE *to, int code) {
             "                values (SET first, keys lg:page:0...N-1) in place of GetPage\n"
             "  --to-last-byte  with --epoll: a batch's latency ends once its last answer is read and\n"
             "                parsed (without it, as redis-benchmark measures: at the first event of its answers)\n"
+            "  --rate R      with --epoll: each connection's batches fall due R times a second (Poisson),\n"
+            "                answered or not, each latency from its due time (an open loop; default: the\n"
+            "                next batch goes out when the last is answered)\n"
             "  --pages N     distinct pages, preloaded and read at random (default 1000)\n"
             "  --tenant ID   (default be0c0000000000000000000000000002, the one `layergate bench` uses)\n"
             "  --token JWT   sent with every request (default: $LAYERGATE_TOKEN); the preload needs admin\n"
@@ -172,12 +176,20 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "-c") == 0) o.clients = atoi(v), i++;
         else if (strcmp(a, "-P") == 0 || strcmp(a, "-d") == 0) o.depth = atoi(v), i++;
         else if (strcmp(a, "-t") == 0) o.seconds = atof(v), i++;
+        else if (strcmp(a, "--rate") == 0) o.rate = atof(v), i++;
         else if (strcmp(a, "--pages") == 0) o.pages = atoi(v), i++;
         else if (strcmp(a, "--tenant") == 0) o.tenant = v, i++;
         else if (strcmp(a, "--token") == 0) o.token = v, i++;
         else return usage(stderr, 2);
     }
-    if (o.clients < 1 || o.depth < 1 || o.pages < 1 || o.seconds <= 0) return usage(stderr, 2);
+    if (o.clients < 1 || o.depth < 1 || o.pages < 1 || o.seconds <= 0 || o.rate < 0 || !(o.rate <= 1e7))
+        return usage(stderr, 2);
+    if (o.rate > 0 && !o.epoll) {
+        fprintf(stderr, "layergate-cbench: --rate is for --epoll\n");
+        return 2;
+    }
+    /* Due times kept to the microsecond, not to a thread's default 50 µs of timer slack. */
+    if (o.rate > 0) prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     if (o.latency_to_last_byte && !o.epoll) {
         fprintf(stderr, "layergate-cbench: --to-last-byte is for --epoll (a thread per connection always measures to the last byte)\n");
         return 2;

@@ -23,6 +23,11 @@
  *          (posix_fadvise DONTNEED; and /proc/sys/vm/drop_caches when root).
  *   self-test  checks the page check itself (the C tests run it).
  *
+ *   --rate R   get and raw: each client reads R times a second at Poisson
+ *          arrivals, answered or not (an open loop, as pagebench's
+ *          --per-target-rate-limit), each latency from its due time; without
+ *          it each client sends its next read when the last is answered.
+ *
  * get and raw print one line: ops/s and the p50, p99 and p99.9 of one request;
  * get with --keep-going a second when the server answered errors, their count by code.
  */
@@ -37,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +50,7 @@ typedef struct config {
     const char *socket, *tenant, *token, *dir;
     int clients, pages, versions, pipeline;
     double seconds;
+    double rate;  /* get and raw: each client's reads a second, an open loop (a pacer); 0: closed */
     bool past, compact, epoll, keep_going;
 } config;
 
@@ -236,7 +243,30 @@ static int self_test(void) {
             }
         }
     }
-    printf("layergate-pagebench self-test: every byte of a page is checked\n");
+    /* --rate's arrivals: 200,000 at 1,000 a second span 200 s (within 1 %), never step back,
+     * and spread as an exponential does (mean = standard deviation, 36.8 % over the mean). */
+    pacer p;
+    pacer_start(&p, 1000, 0, seed(0));
+    uint64_t last = 0, over = 0;
+    double sum2 = 0;
+    enum { DRAWS = 200000 };
+    for (int i = 0; i < DRAWS; i++) {
+        uint64_t due = pacer_next(&p);
+        if (due < last) {
+            fprintf(stderr, "self-test: a due time stepped back\n");
+            return 1;
+        }
+        double gap = (double)(due - last) / 1e6;  /* ms: the mean is 1 */
+        sum2 += gap * gap;
+        over += gap > 1;
+        last = due;
+    }
+    double mean = (double)last / 1e6 / DRAWS, sd = sqrt(sum2 / DRAWS - mean * mean), share = (double)over / DRAWS;
+    if (fabs(mean - 1) > 0.01 || fabs(sd - 1) > 0.02 || fabs(share - exp(-1)) > 0.01) {
+        fprintf(stderr, "self-test: --rate 1000 drew gaps of mean %.4f ms, sd %.4f, %.4f over the mean\n", mean, sd, share);
+        return 1;
+    }
+    printf("layergate-pagebench self-test: every byte of a page is checked; --rate's arrivals are Poisson\n");
     return 0;
 }
 
@@ -276,7 +306,7 @@ static int run_get_epoll(const config *c, histogram *all, unsigned long *errors,
         snprintf(error, len, "out of memory");
     } else {
         for (int i = 0; i < c->clients; i++) g.x[i] = seed(i);
-        epoll_work w = {.socket = c->socket, .clients = c->clients, .depth = 1, .seconds = c->seconds,
+        epoll_work w = {.socket = c->socket, .clients = c->clients, .depth = 1, .seconds = c->seconds, .rate = c->rate,
                         .request_max = page_request_max(c->tenant, c->token), .answer_max = page_answer_max(),
                         .answer_limit = page_answer_limit(), .request = epoll_request, .take = epoll_take, .ctx = &g};
         rc = run_epoll_work(&w, all, error, len);
@@ -284,6 +314,21 @@ static int run_get_epoll(const config *c, histogram *all, unsigned long *errors,
     free(g.x);
     free(g.asked);
     return rc;
+}
+
+/* A thread client's start: its pacer (with --rate) and its deadline. */
+static uint64_t paced_start(const config *c, int client, pacer *pace) {
+    uint64_t start = now_ns();
+    if (c->rate > 0) pacer_start(pace, c->rate, start, seed(client));
+    return start + (uint64_t)(c->seconds * 1e9);
+}
+
+/* --rate: the due time of the next read, slept until when it is still to come. */
+static uint64_t wait_due(pacer *pace) {
+    uint64_t due = pacer_next(pace);
+    struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u), .tv_nsec = (long)(due % 1000000000u)};
+    while (due > now_ns() && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+    return due;
 }
 
 static void *run_get(void *arg) {
@@ -294,10 +339,12 @@ static void *run_get(void *arg) {
     unsigned char page[LG_PAGE_SIZE];
     uint64_t x = seed(w->index);
     pthread_barrier_wait(&start_line);
-    w->deadline = now_ns() + (uint64_t)(c->seconds * 1e9);
+    pacer pace;
+    w->deadline = paced_start(c, w->index, &pace);
     while (ok) {
         target t = pick(c, &x);
-        uint64_t t0 = now_ns();
+        uint64_t t0 = c->rate > 0 ? wait_due(&pace) : now_ns();
+        if (t0 >= w->deadline) break;
         lg_status s = lg_get_page(conn, c->tenant, key(t.k), t.lsn, page, sizeof page, NULL);
         uint64_t t1 = now_ns();
         if (s != LG_OK && c->keep_going && s >= LG_INVALID_ARGUMENT && s <= LG_UNKNOWN_SERVER_ERROR) {
@@ -327,7 +374,8 @@ static void *run_raw(void *arg) {
     bool ok = posix_memalign(&buf, 4096, LG_PAGE_SIZE) == 0;
     uint64_t x = 0x2545F4914F6CDD1Dull ^ ((uint64_t)(w->index + 1) * 0x9E3779B97F4A7C15ull);
     pthread_barrier_wait(&start_line);
-    w->deadline = now_ns() + (uint64_t)(w->cfg->seconds * 1e9);
+    pacer pace;
+    w->deadline = paced_start(w->cfg, w->index, &pace);
     while (ok) {
         uint64_t b = next_random(&x) % f->blocks;
         size_t lo = 0, hi = f->count;  /* the file holding global block b */
@@ -336,7 +384,8 @@ static void *run_raw(void *arg) {
             if (f->list[mid].first <= b) lo = mid; else hi = mid;
         }
         const layer_file *l = &f->list[lo];
-        uint64_t t0 = now_ns();
+        uint64_t t0 = w->cfg->rate > 0 ? wait_due(&pace) : now_ns();
+        if (t0 >= w->deadline) break;
         ssize_t got = pread(l->fd, buf, LG_PAGE_SIZE, (off_t)((b - l->first) * LG_PAGE_SIZE));
         uint64_t t1 = now_ns();
         if (got != LG_PAGE_SIZE) {
@@ -455,11 +504,13 @@ static int measure(const config *c, bool raw) {
         if (raw) snprintf(what, sizeof what, ", 8 KiB at random block offsets");
         else if (refused == 0) snprintf(what, sizeof what, ", each page checked");
         else snprintf(what, sizeof what, ": %" PRIu64 " pages, each checked, and %lu error answers", all->total - refused, refused);
-        printf("%s: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d %s, %" PRIu64 " reads%s)\n",
+        char paced[80] = "";
+        if (c->rate > 0) snprintf(paced, sizeof paced, ", each due %.0f times a second (open loop)", c->rate);
+        printf("%s: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d %s%s, %" PRIu64 " reads%s)\n",
                raw ? "raw O_DIRECT pread" : (c->past ? "GetPage past LSN" : "GetPage latest"),
                (double)all->total / secs, (double)percentile(all, 0.5) * us, (double)percentile(all, 0.99) * us,
-               (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : epoll ? "clients on one epoll thread" : "clients", all->total,
-               what);
+               (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : epoll ? "clients on one epoll thread" : "clients", paced,
+               all->total, what);
     }
     if (refused > 0) {
         /* --keep-going: the figures above count these answers too, which carried no page. */
@@ -494,6 +545,9 @@ static int usage(FILE *to, int code) {
             "  -c N            clients (get) or threads (raw) (default 8)\n"
             "  -t SECONDS      how long get and raw run (default 10)\n"
             "  --past          get reads at random past LSNs instead of latest\n"
+            "  --rate R        get and raw: each client's reads fall due R times a second (Poisson), answered\n"
+            "                  or not, and each latency runs from its due time (default: the next read\n"
+            "                  goes out when the last is answered)\n"
             "  --epoll         get: every connection on one thread and one epoll set (default: a thread each)\n"
             "  --keep-going    get: count the server's error answers by code and read on (default: the\n"
             "                  first ends its client and fails the run); a page with a wrong byte, a broken\n"
@@ -525,11 +579,17 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "-c") == 0) c.clients = atoi(v), i++;
         else if (strcmp(a, "--pipeline") == 0) c.pipeline = atoi(v), i++;
         else if (strcmp(a, "-t") == 0) c.seconds = atof(v), i++;
+        else if (strcmp(a, "--rate") == 0) c.rate = atof(v), i++;
         else if (strcmp(a, "--dir") == 0) c.dir = v, i++;
         else if (strcmp(a, "--token") == 0) c.token = v, i++;
         else return usage(stderr, 2);
     }
-    if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0 || c.pipeline < 1) return usage(stderr, 2);
+    if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0 || c.pipeline < 1 || c.rate < 0 ||
+        !(c.rate <= 1e7))
+        return usage(stderr, 2);
+    /* Due times are kept to the microsecond, not to the 50 µs of a thread's default timer slack
+     * (its threads inherit it). */
+    if (c.rate > 0) prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     if (strcmp(mode, "-h") == 0 || strcmp(mode, "--help") == 0) return usage(stdout, 0);
     make_ramp();
     if (strcmp(mode, "self-test") == 0) return self_test();

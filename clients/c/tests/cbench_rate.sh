@@ -1,0 +1,25 @@
+#!/bin/sh
+# layergate-cbench --epoll --rate: an open loop. At a rate the server keeps up
+# with, the requests made are the rate's (within 15 %); at a rate far past what
+# it can answer, the latency counts from each request's due time, so it grows
+# with the backlog (a closed loop's clock, from the send, would stay at µs).
+# usage: cbench_rate.sh LAYERGATED CBENCH
+set -eu
+layergated=$1 cbench=$2
+dir=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+"$layergated" --socket "$dir/s" --data-dir "$dir/data" --log-level warning &
+pid=$!
+for _ in $(seq 100); do [ -S "$dir/s" ] && break; sleep 0.1; done
+[ -S "$dir/s" ] || { echo "cbench_rate: layergated did not start"; exit 1; }
+# -q: "GET_PAGE: R requests per second, p50=A msec, ... (C connections, depth D, N requests, 8 KiB pages)"
+requests() { echo "$1" | sed -E 's/.*, ([0-9]+) requests, .*/\1/'; }
+p50() { echo "$1" | sed -E 's/.*p50=([0-9.]+) msec.*/\1/'; }
+paced=$("$cbench" -s "$dir/s" -c 4 -t 2 --epoll --rate 500 -q)
+echo "cbench_rate: 4 x 500 a second for 2 s: $paced"
+n=$(requests "$paced")
+[ "$n" -ge 3400 ] && [ "$n" -le 4600 ] || { echo "cbench_rate: $n requests, not about 4000"; exit 1; }
+flood=$("$cbench" -s "$dir/s" -c 4 -t 1 --epoll --rate 1000000 -q)
+echo "cbench_rate: 4 x 1,000,000 a second for 1 s: $flood"
+awk -v p="$(p50 "$flood")" 'BEGIN { exit !(p >= 100) }' || { echo "cbench_rate: p50 $(p50 "$flood") ms past the server's pace: not counted from the due time"; exit 1; }
