@@ -108,7 +108,7 @@ fuzz: deps
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # Every speed goal next to its baseline, measured in one run: a table and a picture
-# (scripts/bench-all.sh; not a test, about 6 minutes); see README, Measuring.
+# (scripts/bench-all.sh; not a test, about 12 minutes); see README, Measuring.
 bench: deps c-client
 	BENCH_ARGS="$(BENCH_ARGS)" scripts/bench-all.sh
 

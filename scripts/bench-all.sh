@@ -11,7 +11,7 @@
 #   scripts/bench-cold.sh       cold reads over 24x the page cache vs O_DIRECT preads
 #   scripts/bench-ingest.sh     one connection's ingest vs the engine's
 # Figures go to OUT (default .layergate/bench-results/DATE) as results.txt
-# ("name value" lines), summary.txt and bench.svg. Takes about 6 minutes.
+# ("name value" lines), summary.txt and bench.svg. Takes about 12 minutes.
 # BUILD=0 uses the release binaries already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -10,11 +10,6 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((2 * clients + 100)
         exit 0
     }
 fi
-dir=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
-"$layergated" --socket "$dir/s" --data-dir "$dir/data" --log-level warning &
-pid=$!
-for _ in $(seq 100); do [ -S "$dir/s" ] && break; sleep 0.1; done
-[ -S "$dir/s" ] || { echo "cbench_backlog: layergated did not start"; exit 1; }
+. "$(dirname "$0")/layergated.sh"
+start_layergated cbench_backlog "$layergated"
 "$cbench" -s "$dir/s" -c $clients -P 1 -t 1 --epoll -q

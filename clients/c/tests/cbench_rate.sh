@@ -6,13 +6,8 @@
 # usage: cbench_rate.sh LAYERGATED CBENCH
 set -eu
 layergated=$1 cbench=$2
-dir=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
-"$layergated" --socket "$dir/s" --data-dir "$dir/data" --log-level warning &
-pid=$!
-for _ in $(seq 100); do [ -S "$dir/s" ] && break; sleep 0.1; done
-[ -S "$dir/s" ] || { echo "cbench_rate: layergated did not start"; exit 1; }
+. "$(dirname "$0")/layergated.sh"
+start_layergated cbench_rate "$layergated"
 # -q: "GET_PAGE: R requests per second, p50=A msec, ... (C connections, depth D, N requests, 8 KiB pages)"
 requests() { echo "$1" | sed -E 's/.*, ([0-9]+) requests, .*/\1/'; }
 p50() { echo "$1" | sed -E 's/.*p50=([0-9.]+) msec.*/\1/'; }
