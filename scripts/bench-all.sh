@@ -8,7 +8,8 @@
 #   scripts/bench-vs-redis.sh   cached GetPage vs redis GET, servers on CPU 1, clients on CPU 0; redis
 #                               measured with redis-benchmark and with cbench --redis (the same client)
 #   scripts/count-mallocs.sh    heap allocations per cached GetPage (root)
-#   scripts/bench-cold.sh       cold reads over 24x the page cache vs O_DIRECT preads
+#   scripts/bench-cold.sh       cold reads over 24x the page cache vs O_DIRECT preads, closed loops
+#                               and open loops at one load (RATE)
 #   scripts/bench-ingest.sh     one connection's ingest vs the engine's
 # Figures go to OUT (default .layergate/bench-results/DATE) as results.txt
 # ("name value" lines), summary.txt and bench.svg. Takes about 12 minutes.
