@@ -109,15 +109,17 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
     done
     row "   floor: 1,000 cached pages, same client, 8: p99" "$(get cold.8.cached.p99) µs" "$(get cold.8.raw.p99) µs disk" \
         "$(div "$(get cold.8.cached.p99)" "$(get cold.8.raw.p99)")" "(no disk: the socket and scheduler alone; disk: the median run)"
-    # The same reads as an open loop at one load, the disk at that load (each latency from its due time).
-    at="$(get cold.rate)"
-    [ "$at" = - ] || at=$((at * 8 / 1000))k/s
-    for m in latest past; do
-        cold "4. cold GetPage, 8 clients at $at (open loop), $m: p50 / p99" $m-at "p50 p99" "< 750 µs and <= 1.5x the disk at that load"
-        cold "   --layer-reads direct, at $at, $m: p50 / p99" $m-direct-at "p50 p99" "(the disk at the same load)"
-    done
-    row "   floor at $at: 1,000 cached pages: p99" "$(get cold.8.cached-at.p99) µs" "$(get cold.8.raw-at.p99) µs disk" \
-        "$(div "$(get cold.8.cached-at.p99)" "$(get cold.8.raw-at.p99)")" "(no disk: the socket and scheduler alone at that load)"
+    # The same reads as an open loop at one load, the disk at that load (each latency from its due time);
+    # none when bench-cold ran with RATE=0.
+    at=$(awk '$1 == "cold.rate" { r = $2 } END { if (r > 0) printf "%gk/s", r * 8 / 1000 }' "$res")
+    if [ -n "$at" ]; then
+        for m in latest past; do
+            cold "4. cold GetPage, 8 clients at $at (open loop), $m: p50 / p99" $m-at "p50 p99" "< 750 µs and <= 1.5x the disk at that load"
+            cold "   --layer-reads direct, at $at, $m: p50 / p99" $m-direct-at "p50 p99" "(the disk at the same load)"
+        done
+        row "   floor at $at: 1,000 cached pages: p99" "$(get cold.8.cached-at.p99) µs" "$(get cold.8.raw-at.p99) µs disk" \
+            "$(div "$(get cold.8.cached-at.p99)" "$(get cold.8.raw-at.p99)")" "(no disk: the socket and scheduler alone at that load)"
+    fi
     row "5. ingest, one connection (C client), MiB/s" "$(get ingest.c)" "$(get ingest.engine) engine" "$(get ingest.ratio)" ">= 400 MiB/s and >= 0.9"
     row "6. heap allocations per cached GetPage, 8x1" "$(get mallocs.8x1)" "-" "-" "0 beyond the answer's buffer"
     row "6. heap allocations per cached GetPage, 8x16" "$(get mallocs.8x16)" "-" "-" "0 beyond the answer's buffer"

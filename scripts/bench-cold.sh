@@ -44,12 +44,12 @@ cd "$(dirname "$0")/.."
 CACHE_MIB=${CACHE_MIB:-128}
 PAGES=${PAGES:-131072}
 VERSIONS=${VERSIONS:-2}
-CLIENTS=${CLIENTS:-"1 8"}
-LAYER_READS=${LAYER_READS:-"buffered direct direct-threads direct-poll"}
+CLIENTS=${CLIENTS-"1 8"}
+LAYER_READS=${LAYER_READS-"buffered direct direct-threads direct-poll"}
 client_mode=--epoll
 [ "${CLIENT:-epoll}" = threads ] && client_mode=
 RATE=${RATE:-1250}
-RATE_READS=${RATE_READS:-"buffered direct"}
+RATE_READS=${RATE_READS-"buffered direct"}
 RUN_SECONDS=${RUN_SECONDS:-10}
 RAW_SECONDS=${RAW_SECONDS:-$(( RUN_SECONDS > 7 ? RUN_SECONDS / 2 : 3 ))}
 DATA=${DATA:-.layergate/bench-cold}
@@ -106,13 +106,19 @@ if [ "$layer_mib" -lt $((4 * CACHE_MIB)) ]; then
     exit 1
 fi
 echo "bench-cold: $layer_mib MiB of layer files, page cache $CACHE_MIB MiB ($((layer_mib / CACHE_MIB))x); $RUN_SECONDS s per run"
-field() { echo "$1" | sed -E "s/.*[ ,]$2 ([0-9.]+) ?us.*/\1/"; }
-ops() { echo "$1" | sed -E 's/.*: ([0-9]+) ops\/s.*/\1/'; }
-# Who filled the page cache's misses, from the running server's /metrics.
-misses() {
+# The figures of get's and raw's first line (a second says how many reads fell due unsent).
+field() { echo "$1" | sed -nE "1s/.*[ ,]$2 ([0-9.]+) ?us.*/\1/p"; }
+ops() { echo "$1" | sed -nE '1s/.*: ([0-9]+) ops\/s.*/\1/p'; }
+# The running server's page-cache counters: misses, filled from the OS page cache, read by the loop.
+counters() {
     curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '
         /^layergate_page_cache_misses_total / { m = $2 } /^layergate_page_cache_os_loads_total / { o = $2 }
-        /^layergate_page_cache_loop_reads_total / { u = $2 }
+        /^layergate_page_cache_loop_reads_total / { u = $2 } END { print m + 0, o + 0, u + 0 }'
+}
+# misses [BEFORE]: who filled the page cache's misses since BEFORE (counters' output; default: the start).
+misses() {
+    counters | awk -v before="${1:-0 0 0}" '
+        { split(before, b, " "); m = $1 - b[1]; o = $2 - b[2]; u = $3 - b[3] }
         END { if (m > 0) printf "page cache misses %d: %d (%.0f %%) filled by the event loop from the OS page cache, %d (%.0f %%) read from the disk by the event loop (io_uring), %d by read threads", m, o, 100 * o / m, u, 100 * u / m, m - o - u }'
 }
 # record CLIENTS NAME OUTPUT: its figures into RESULTS as cold.CLIENTS.NAME.*.
@@ -156,16 +162,20 @@ measure() {
     echo "  $raw"
     $bench evict --dir "$dir" >/dev/null
     start "$reads"
+    local before="0 0 0"
     if [ -n "$rate" ]; then
         # An open loop does not wait for the server: the layer files' first opening and the index
         # blocks' first reads (tens of ms) would queue the first hundreds of reads behind them. A
-        # second of reads first, whose OS page cache is dropped again; the server's stays full.
-        $bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t 1 $flag $client_mode >/dev/null
+        # second of reads first, of other keys (--seed), whose OS page cache is dropped again; the
+        # server's stays full, as in a closed loop's later seconds.
+        $bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t 1 $flag $client_mode \
+            --seed 1 >/dev/null
         $bench evict --dir "$dir" >/dev/null
+        before=$(counters)
     fi
     got=$($bench get -s "$sock" --tenant $tenant --pages "$PAGES" --versions "$VERSIONS" -c "$c" -t "$RUN_SECONDS" \
         $flag $client_mode ${rate:+--rate "$rate"})
-    split=$(misses)
+    split=$(misses "$before")
     stop
     echo "  $got ($reads layer reads)"
     echo "    $split"

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 /* Log-linear latency histogram in ns: 2^SUB_BITS buckets per power of two, under 1% error. */
@@ -85,6 +86,27 @@ static inline uint64_t pacer_next(pacer *p) {
     return p->due;
 }
 
+/* The run ended at `end` (its deadline passed) with requests that fell due
+ * before `deadline` never sent: a server that stopped keeping up. Each is
+ * counted in h (per_due requests each: a batch) as waiting until the end, a
+ * lower bound, not left out (that would hide the latency of the overload);
+ * returns how many requests. */
+static inline uint64_t pacer_drain(pacer *p, uint64_t end, uint64_t deadline, histogram *h, uint64_t per_due) {
+    uint64_t n = 0;
+    for (uint64_t due = pacer_next(p); due < deadline; due = pacer_next(p), n += per_due)
+        record(h, end > due ? end - due : 0, per_due);
+    return n;
+}
+
+/* Parses --rate's value: a finite number of requests a second, at least one
+ * due per client in `seconds`, at most 10 million a second; else -1. */
+static inline double parse_rate(const char *v, double seconds) {
+    char *end;
+    double r = strtod(v, &end);
+    if (end == v || *end != '\0' || !(r * seconds >= 1) || !(r <= 1e7)) return -1;
+    return r;
+}
+
 typedef struct options {
     const char *socket;
     const char *tenant;
@@ -119,6 +141,8 @@ typedef struct epoll_work {
     /* > 0: each connection's batches fall due at this rate a second (a pacer), and
      * their latency runs from the due time; 0: a closed loop, from the send. */
     double rate;
+    uint64_t seed;      /* mixed into each connection's pacer */
+    uint64_t *unsent;   /* with rate: where to add the batches that fell due and were never sent (pacer_drain) */
     /* As redis-benchmark measures: a batch's latency ends when the first of its
      * answers is readable (the epoll event), before any is read or parsed.
      * False: when the last answer is read and taken (checked). */
@@ -157,9 +181,10 @@ long take_pages(const unsigned char *in, size_t len, int *answers, page_check ch
                 unsigned long *errors, char *error, size_t error_len);
 
 /* Runs the epoll mode for o->seconds: every connection sends a batch of o->depth
- * GetPage requests at once and sends the next when all of its answers are in.
- * Returns 0, or -1 with `error` filled in. */
-int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_t error_len);
+ * GetPage requests at once and sends the next when all of its answers are in
+ * (with o->rate, when it falls due too; those due and never sent are added to
+ * *unsent). Returns 0, or -1 with `error` filled in. */
+int run_epoll(const options *o, uint64_t lsn, histogram *out, uint64_t *unsent, char *error, size_t error_len);
 
 /* --redis: SETs o->pages values of 8 KiB (keys "lg:page:N") on the redis-server at
  * o->socket, which the epoll mode then GETs at random. Returns 0, or -1 with `error` filled in. */

@@ -34,6 +34,7 @@ typedef struct conn_state {
     bool want_out;       /* EPOLLOUT is in the set: a batch is waiting for room */
     pacer pace;          /* w->rate: when its batches fall due */
     bool idle;           /* w->rate: its last batch answered, the next not due yet (pace.due) */
+    uint64_t unsent;     /* w->rate: requests due before the deadline and never sent */
 } conn_state;
 
 enum { TIMER = UINT32_MAX };  /* the epoll data of the timer that wakes idle connections */
@@ -130,12 +131,17 @@ static int start_batch(const epoll_work *w, int ep, int i, conn_state *c, uint64
 
 /* Connection i's batch is all answered at `now`: the next goes out now (a closed
  * loop, or already due), waits for its due time (idle), or the run is over (the
- * deadline passed, or the next would fall due past it): the connection is done.
+ * deadline passed, or the next would fall due past it): the connection is done,
+ * and what fell due before the deadline unsent is counted (pacer_drain).
  * 0, or -1 on a broken connection. */
-static int next_batch(const epoll_work *w, int ep, int i, conn_state *c, uint64_t now, uint64_t deadline) {
+static int next_batch(const epoll_work *w, int ep, int i, conn_state *c, uint64_t now, uint64_t deadline, histogram *out) {
     uint64_t due = w->rate > 0 ? pacer_next(&c->pace) : 0;
     if (now >= deadline || due >= deadline) {
         c->done = true;
+        if (w->rate > 0 && due < deadline) {
+            record(out, now - due, (uint64_t)w->depth);
+            c->unsent = (uint64_t)w->depth + pacer_drain(&c->pace, now, deadline, out, (uint64_t)w->depth);
+        }
         return 0;
     }
     if (due > now) {
@@ -192,7 +198,7 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
     uint64_t start = now_ns(), deadline = start + (uint64_t)(w->seconds * 1e9);
     for (int i = 0; rc == 0 && i < w->clients; i++) {
         if (w->rate > 0) {
-            pacer_start(&cs[i].pace, w->rate, start, 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
+            pacer_start(&cs[i].pace, w->rate, start, (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)) ^ w->seed);
             cs[i].idle = true;
             cs[i].done = pacer_next(&cs[i].pace) >= deadline;
         } else if (start_batch(w, ep, i, &cs[i], 0) != 0) {
@@ -237,7 +243,7 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
                 uint64_t now = now_ns();
                 record(out, (w->latency_to_first_byte && c->readable_at ? c->readable_at : now) - c->sent_at, (uint64_t)w->depth);
                 c->readable_at = 0;
-                if (next_batch(w, ep, i, c, now, deadline) != 0) { rc = fail(error, error_len, "send", errno); break; }
+                if (next_batch(w, ep, i, c, now, deadline, out) != 0) { rc = fail(error, error_len, "send", errno); break; }
                 if (c->done) running--;
                 /* The batch's answers are all in: the recv that would say EAGAIN is saved. The
                  * next batch's answers, even those already here, raise an edge of their own
@@ -251,6 +257,7 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
         }
     }
     for (int i = 0; cs && i < w->clients; i++) {
+        if (w->unsent) *w->unsent += cs[i].unsent;
         if (cs[i].fd >= 0) close(cs[i].fd);
         free(cs[i].out);
         free(cs[i].in);

@@ -108,7 +108,7 @@ int preload_redis(const options *o, char *error, size_t error_len) {
     return rc;
 }
 
-int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_t error_len) {
+int run_epoll(const options *o, uint64_t lsn, histogram *out, uint64_t *unsent, char *error, size_t error_len) {
     cbench_work w = {.o = o, .lsn = lsn, .x = calloc((size_t)o->clients, sizeof(uint64_t))};
     if (w.x == NULL) return fail(error, error_len, "calloc", ENOMEM);
     for (int i = 0; i < o->clients; i++) w.x[i] = 88172645463325252ull ^ ((uint64_t)i * 0x9E3779B97F4A7C15ull);
@@ -117,7 +117,7 @@ int run_epoll(const options *o, uint64_t lsn, histogram *out, char *error, size_
                     .request_max = page_request_max(o->tenant, o->token), .answer_max = page_answer_max(),
                     .answer_limit = page_answer_limit(),
                     .request = request, .take = take, .ctx = &w, .latency_to_first_byte = !o->latency_to_last_byte,
-                    .rate = o->rate};
+                    .rate = o->rate, .unsent = unsent};
     int rc = run_epoll_work(&e, out, error, error_len);
     free(w.x);
     return rc;

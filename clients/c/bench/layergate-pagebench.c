@@ -27,6 +27,10 @@
  *          arrivals, answered or not (an open loop, as pagebench's
  *          --per-target-rate-limit), each latency from its due time; without
  *          it each client sends its next read when the last is answered.
+ *          Reads due before the end but never sent (the server or disk fell
+ *          behind) count as waiting until the end, and their number is printed.
+ *   --seed N   get and raw: another sequence of keys and arrivals, so that a
+ *          warm-up does not read the very keys of the run after it.
  *
  * get and raw print one line: ops/s and the p50, p99 and p99.9 of one request;
  * get with --keep-going a second when the server answered errors, their count by code.
@@ -51,6 +55,7 @@ typedef struct config {
     int clients, pages, versions, pipeline;
     double seconds;
     double rate;  /* get and raw: each client's reads a second, an open loop (a pacer); 0: closed */
+    uint64_t seed;  /* get and raw: mixed into every client's random keys and arrivals (--seed) */
     bool past, compact, epoll, keep_going;
 } config;
 
@@ -72,6 +77,7 @@ typedef struct worker {
     uint64_t deadline;
     histogram h;
     unsigned long errors[SERVER_CODES];  /* --keep-going: the server's error answers, by code */
+    uint64_t unsent;  /* --rate: reads due before the deadline and never sent (pacer_drain) */
     char error[600];
     pthread_t thread;
 } worker;
@@ -175,7 +181,13 @@ typedef struct target {
     uint64_t lsn, want;
 } target;
 
-static uint64_t seed(int client) { return 88172645463325252ull ^ ((uint64_t)(client + 1) * 0x9E3779B97F4A7C15ull); }
+/* Client `client`'s random state for a run seeded `base` (--seed: a warm-up reads other keys than the run after it). */
+static uint64_t seed(uint64_t base, int client) {
+    return 88172645463325252ull ^ ((uint64_t)(client + 1) * 0x9E3779B97F4A7C15ull) ^ (base * 0xD1B54A32D192ED03ull);
+}
+
+/* The same for its arrivals (--rate), apart from its keys. */
+static uint64_t arrival_seed(uint64_t base, int client) { return seed(base, client) ^ 0x5851F42D4C957F2Dull; }
 
 static target pick(const config *c, uint64_t *x) {
     uint64_t n = (uint64_t)c->pages, newest = n * (uint64_t)c->versions;
@@ -246,7 +258,7 @@ static int self_test(void) {
     /* --rate's arrivals: 200,000 at 1,000 a second span 200 s (within 1 %), never step back,
      * and spread as an exponential does (mean = standard deviation, 36.8 % over the mean). */
     pacer p;
-    pacer_start(&p, 1000, 0, seed(0));
+    pacer_start(&p, 1000, 0, arrival_seed(0, 0));
     uint64_t last = 0, over = 0;
     double sum2 = 0;
     enum { DRAWS = 200000 };
@@ -298,15 +310,16 @@ static long epoll_take(void *ctx, int i, const unsigned char *in, size_t len, in
     return take_pages(in, len, answers, epoll_check, ctx, i, ((epoll_get *)ctx)->errors, error, error_len);
 }
 
-static int run_get_epoll(const config *c, histogram *all, unsigned long *errors, char *error, size_t len) {
+static int run_get_epoll(const config *c, histogram *all, unsigned long *errors, uint64_t *unsent, char *error, size_t len) {
     epoll_get g = {.c = c, .x = calloc((size_t)c->clients, sizeof *g.x), .asked = calloc((size_t)c->clients, sizeof *g.asked),
                    .errors = c->keep_going ? errors : NULL};
     int rc = -1;
     if (g.x == NULL || g.asked == NULL) {
         snprintf(error, len, "out of memory");
     } else {
-        for (int i = 0; i < c->clients; i++) g.x[i] = seed(i);
+        for (int i = 0; i < c->clients; i++) g.x[i] = seed(c->seed, i);
         epoll_work w = {.socket = c->socket, .clients = c->clients, .depth = 1, .seconds = c->seconds, .rate = c->rate,
+                        .seed = arrival_seed(c->seed, 0), .unsent = unsent,
                         .request_max = page_request_max(c->tenant, c->token), .answer_max = page_answer_max(),
                         .answer_limit = page_answer_limit(), .request = epoll_request, .take = epoll_take, .ctx = &g};
         rc = run_epoll_work(&w, all, error, len);
@@ -319,16 +332,26 @@ static int run_get_epoll(const config *c, histogram *all, unsigned long *errors,
 /* A thread client's start: its pacer (with --rate) and its deadline. */
 static uint64_t paced_start(const config *c, int client, pacer *pace) {
     uint64_t start = now_ns();
-    if (c->rate > 0) pacer_start(pace, c->rate, start, seed(client));
+    if (c->rate > 0) pacer_start(pace, c->rate, start, arrival_seed(c->seed, client));
     return start + (uint64_t)(c->seconds * 1e9);
 }
 
-/* --rate: the due time of the next read, slept until when it is still to come. */
-static uint64_t wait_due(pacer *pace) {
+/* --rate: the due time of the next read, slept until when it is still to come
+ * (not past the deadline: the caller ends the run there). */
+static uint64_t wait_due(pacer *pace, uint64_t deadline) {
     uint64_t due = pacer_next(pace);
+    if (due >= deadline) return due;
     struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u), .tv_nsec = (long)(due % 1000000000u)};
     while (due > now_ns() && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
     return due;
+}
+
+/* A read ended at `t1`: past the deadline, the run is over, and with --rate
+ * the reads that fell due before it and were not sent yet are counted. */
+static bool run_over(worker *w, pacer *pace, uint64_t t1) {
+    if (t1 < w->deadline) return false;
+    if (w->cfg->rate > 0) w->unsent = pacer_drain(pace, t1, w->deadline, &w->h, 1);
+    return true;
 }
 
 static void *run_get(void *arg) {
@@ -337,13 +360,13 @@ static void *run_get(void *arg) {
     lg_conn *conn;
     bool ok = connect_to(c, &conn, w->error, sizeof w->error);
     unsigned char page[LG_PAGE_SIZE];
-    uint64_t x = seed(w->index);
+    uint64_t x = seed(c->seed, w->index);
     pthread_barrier_wait(&start_line);
     pacer pace;
     w->deadline = paced_start(c, w->index, &pace);
     while (ok) {
         target t = pick(c, &x);
-        uint64_t t0 = c->rate > 0 ? wait_due(&pace) : now_ns();
+        uint64_t t0 = c->rate > 0 ? wait_due(&pace, w->deadline) : now_ns();
         if (t0 >= w->deadline) break;
         lg_status s = lg_get_page(conn, c->tenant, key(t.k), t.lsn, page, sizeof page, NULL);
         uint64_t t1 = now_ns();
@@ -352,7 +375,7 @@ static void *run_get(void *arg) {
              * request 0), the next call says so and ends this client. */
             w->errors[server_code_slot(s)]++;
             record(&w->h, t1 - t0, 1);
-            if (t1 >= w->deadline) break;
+            if (run_over(w, &pace, t1)) break;
             continue;
         }
         if (s != LG_OK) {
@@ -361,7 +384,7 @@ static void *run_get(void *arg) {
         }
         if (check_page(t, page, w->error, sizeof w->error) != 0) break;
         record(&w->h, t1 - t0, 1);
-        if (t1 >= w->deadline) break;
+        if (run_over(w, &pace, t1)) break;
     }
     if (conn) lg_close(conn);
     return NULL;
@@ -372,7 +395,7 @@ static void *run_raw(void *arg) {
     const files *f = w->layers;
     void *buf = NULL;
     bool ok = posix_memalign(&buf, 4096, LG_PAGE_SIZE) == 0;
-    uint64_t x = 0x2545F4914F6CDD1Dull ^ ((uint64_t)(w->index + 1) * 0x9E3779B97F4A7C15ull);
+    uint64_t x = 0x2545F4914F6CDD1Dull ^ seed(w->cfg->seed, w->index);
     pthread_barrier_wait(&start_line);
     pacer pace;
     w->deadline = paced_start(w->cfg, w->index, &pace);
@@ -384,7 +407,7 @@ static void *run_raw(void *arg) {
             if (f->list[mid].first <= b) lo = mid; else hi = mid;
         }
         const layer_file *l = &f->list[lo];
-        uint64_t t0 = w->cfg->rate > 0 ? wait_due(&pace) : now_ns();
+        uint64_t t0 = w->cfg->rate > 0 ? wait_due(&pace, w->deadline) : now_ns();
         if (t0 >= w->deadline) break;
         ssize_t got = pread(l->fd, buf, LG_PAGE_SIZE, (off_t)((b - l->first) * LG_PAGE_SIZE));
         uint64_t t1 = now_ns();
@@ -393,7 +416,7 @@ static void *run_raw(void *arg) {
             break;
         }
         record(&w->h, t1 - t0, 1);
-        if (t1 >= w->deadline) break;
+        if (run_over(w, &pace, t1)) break;
     }
     free(buf);
     return NULL;
@@ -468,12 +491,13 @@ static int measure(const config *c, bool raw) {
     worker *w = calloc((size_t)c->clients, sizeof *w);  /* the thread modes' */
     histogram *all = calloc(1, sizeof *all);
     unsigned long errors[SERVER_CODES] = {0};
+    uint64_t unsent = 0;
     if (w == NULL || all == NULL) return 1;
     uint64_t start = now_ns();
     int failed = 0;
     if (epoll) {
         char error[600];
-        if (run_get_epoll(c, all, errors, error, sizeof error) != 0) {
+        if (run_get_epoll(c, all, errors, &unsent, error, sizeof error) != 0) {
             fprintf(stderr, "layergate-pagebench: %s\n", error);
             failed = 1;
         }
@@ -493,24 +517,35 @@ static int measure(const config *c, bool raw) {
         if (w[i].h.max > all->max) all->max = w[i].h.max;
         all->total += w[i].h.total;
         for (int e = 0; e < SERVER_CODES; e++) errors[e] += w[i].errors[e];
+        unsent += w[i].unsent;
     }
     double secs = (double)(now_ns() - start) / 1e9;
+    /* An open loop's run is its length, even when its last read fell due early. */
+    if (c->rate > 0 && secs < c->seconds) secs = c->seconds;
     if (!epoll) pthread_barrier_destroy(&start_line);
     unsigned long refused = 0;
     for (int e = 0; e < SERVER_CODES; e++) refused += errors[e];
+    if (!failed && all->total == 0) {
+        fprintf(stderr, "layergate-pagebench: no read was made in the run\n");
+        failed = 1;
+    }
     if (!failed && all->total > 0) {
         double us = 1e-3;
+        uint64_t done = all->total - unsent;
         char what[160];
         if (raw) snprintf(what, sizeof what, ", 8 KiB at random block offsets");
         else if (refused == 0) snprintf(what, sizeof what, ", each page checked");
-        else snprintf(what, sizeof what, ": %" PRIu64 " pages, each checked, and %lu error answers", all->total - refused, refused);
+        else snprintf(what, sizeof what, ": %" PRIu64 " pages, each checked, and %lu error answers", done - refused, refused);
         char paced[80] = "";
-        if (c->rate > 0) snprintf(paced, sizeof paced, ", each due %.0f times a second (open loop)", c->rate);
+        if (c->rate > 0) snprintf(paced, sizeof paced, ", each due %g times a second (open loop)", c->rate);
         printf("%s: %.0f ops/s, p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d %s%s, %" PRIu64 " reads%s)\n",
                raw ? "raw O_DIRECT pread" : (c->past ? "GetPage past LSN" : "GetPage latest"),
-               (double)all->total / secs, (double)percentile(all, 0.5) * us, (double)percentile(all, 0.99) * us,
+               (double)done / secs, (double)percentile(all, 0.5) * us, (double)percentile(all, 0.99) * us,
                (double)percentile(all, 0.999) * us, c->clients, raw ? "threads" : epoll ? "clients on one epoll thread" : "clients", paced,
-               all->total, what);
+               done, what);
+        if (unsent > 0)
+            printf("%" PRIu64 " more reads fell due before the end and were never sent (the %s fell behind): the percentiles "
+                   "count each as waiting until the end\n", unsent, raw ? "disk" : "server");
     }
     if (refused > 0) {
         /* --keep-going: the figures above count these answers too, which carried no page. */
@@ -547,7 +582,9 @@ static int usage(FILE *to, int code) {
             "  --past          get reads at random past LSNs instead of latest\n"
             "  --rate R        get and raw: each client's reads fall due R times a second (Poisson), answered\n"
             "                  or not, and each latency runs from its due time (default: the next read\n"
-            "                  goes out when the last is answered)\n"
+            "                  goes out when the last is answered); reads due and not sent by the end count\n"
+            "                  as waiting until it; at least one due per client in the run (R x SECONDS >= 1)\n"
+            "  --seed N        get and raw: another sequence of random keys and arrivals (default 0)\n"
             "  --epoll         get: every connection on one thread and one epoll set (default: a thread each)\n"
             "  --keep-going    get: count the server's error answers by code and read on (default: the\n"
             "                  first ends its client and fails the run); a page with a wrong byte, a broken\n"
@@ -563,6 +600,7 @@ int main(int argc, char **argv) {
     config c = {.socket = "./.layergate/layergate.sock", .tenant = "be0c0000000000000000000000000003",
                 .token = getenv("LAYERGATE_TOKEN"), .clients = 8, .pages = 131072, .versions = 2, .seconds = 10,
                 .pipeline = 16, .compact = true};
+    const char *rate = NULL;  /* --rate, checked once -t is known */
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -579,14 +617,22 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "-c") == 0) c.clients = atoi(v), i++;
         else if (strcmp(a, "--pipeline") == 0) c.pipeline = atoi(v), i++;
         else if (strcmp(a, "-t") == 0) c.seconds = atof(v), i++;
-        else if (strcmp(a, "--rate") == 0) c.rate = atof(v), i++;
+        else if (strcmp(a, "--rate") == 0) rate = v, i++;
+        else if (strcmp(a, "--seed") == 0) {
+            char *end;
+            c.seed = strtoull(v, &end, 10), i++;
+            if (end == v || *end != '\0') return usage(stderr, 2);
+        }
         else if (strcmp(a, "--dir") == 0) c.dir = v, i++;
         else if (strcmp(a, "--token") == 0) c.token = v, i++;
         else return usage(stderr, 2);
     }
-    if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0 || c.pipeline < 1 || c.rate < 0 ||
-        !(c.rate <= 1e7))
-        return usage(stderr, 2);
+    if (c.clients < 1 || c.pages < 1 || c.versions < 1 || c.seconds <= 0 || c.pipeline < 1) return usage(stderr, 2);
+    if (rate && (c.rate = parse_rate(rate, c.seconds)) < 0) {
+        fprintf(stderr, "layergate-pagebench: --rate %s: a number of reads a second, at least one due per client in the "
+                        "run (%g s), at most 10,000,000\n", rate, c.seconds);
+        return 2;
+    }
     /* Due times are kept to the microsecond, not to the 50 µs of a thread's default timer slack
      * (its threads inherit it). */
     if (c.rate > 0) prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
