@@ -86,8 +86,14 @@ static inline uint64_t pacer_next(pacer *p) {
     return p->due;
 }
 
-/* The run ended at `end` (its deadline passed) with requests that fell due
- * before `deadline` never sent: a server that stopped keeping up. Each is
+/* Requests that fell due before the deadline are still sent for this long
+ * after it (the run's last ones are often a little late); what is left then is
+ * counted by pacer_drain. */
+static const uint64_t drain_grace_ns = 1000000000u;
+
+/* The run ended at `end` (its deadline and the grace after it passed) with
+ * requests that fell due before `deadline` never sent: a server or disk that
+ * stopped keeping up. Each is
  * counted in h (per_due requests each: a batch) as waiting until the end, a
  * lower bound, not left out (that would hide the latency of the overload);
  * returns how many requests. */

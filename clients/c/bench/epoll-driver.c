@@ -130,18 +130,21 @@ static int start_batch(const epoll_work *w, int ep, int i, conn_state *c, uint64
 }
 
 /* Connection i's batch is all answered at `now`: the next goes out now (a closed
- * loop, or already due), waits for its due time (idle), or the run is over (the
- * deadline passed, or the next would fall due past it): the connection is done,
- * and what fell due before the deadline unsent is counted (pacer_drain).
+ * loop, or already due), waits for its due time (idle), or the run is over (a
+ * closed loop's deadline passed, or the next would fall due past it): the
+ * connection is done. With a rate, what fell due before the deadline is still
+ * sent until the grace after it ends, then counted unsent (pacer_drain).
  * 0, or -1 on a broken connection. */
 static int next_batch(const epoll_work *w, int ep, int i, conn_state *c, uint64_t now, uint64_t deadline, histogram *out) {
     uint64_t due = w->rate > 0 ? pacer_next(&c->pace) : 0;
-    if (now >= deadline || due >= deadline) {
+    if (w->rate > 0 ? due >= deadline : now >= deadline) {
         c->done = true;
-        if (w->rate > 0 && due < deadline) {
-            record(out, now - due, (uint64_t)w->depth);
-            c->unsent = (uint64_t)w->depth + pacer_drain(&c->pace, now, deadline, out, (uint64_t)w->depth);
-        }
+        return 0;
+    }
+    if (w->rate > 0 && now >= deadline + drain_grace_ns) {
+        c->done = true;
+        record(out, now - due, (uint64_t)w->depth);
+        c->unsent = (uint64_t)w->depth + pacer_drain(&c->pace, now, deadline, out, (uint64_t)w->depth);
         return 0;
     }
     if (due > now) {

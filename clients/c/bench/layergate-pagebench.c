@@ -346,11 +346,13 @@ static uint64_t wait_due(pacer *pace, uint64_t deadline) {
     return due;
 }
 
-/* A read ended at `t1`: past the deadline, the run is over, and with --rate
- * the reads that fell due before it and were not sent yet are counted. */
+/* A read ended at `t1`: past the deadline the run is over; with --rate, reads
+ * that fell due before it are still made (the loop ends at the first due past
+ * it) until the grace after it ends, and then what is left is counted. */
 static bool run_over(worker *w, pacer *pace, uint64_t t1) {
-    if (t1 < w->deadline) return false;
-    if (w->cfg->rate > 0) w->unsent = pacer_drain(pace, t1, w->deadline, &w->h, 1);
+    if (w->cfg->rate == 0) return t1 >= w->deadline;
+    if (t1 < w->deadline + drain_grace_ns) return false;
+    w->unsent = pacer_drain(pace, t1, w->deadline, &w->h, 1);
     return true;
 }
 

@@ -3,8 +3,9 @@
 # with, the requests made are the rate's (within 15 %); at a rate far past what
 # it can answer, the latency counts from each request's due time, so it grows
 # with the backlog (a closed loop's clock, from the send, would stay at µs);
-# a server stopped over the run's end leaves requests due and never sent, which
-# are counted as waiting until the end, not left out; a rate under one request
+# a server stopped over the run's end and the second of grace after it leaves
+# requests due and never sent, which are counted as waiting until the end, not
+# left out; a rate under one request
 # per connection in the run is refused.
 # usage: cbench_rate.sh LAYERGATED CBENCH
 set -eu
@@ -25,11 +26,11 @@ awk -v p="$(p50 "$flood")" 'BEGIN { exit !(p >= 100) }' || { echo "cbench_rate: 
 run=$!
 sleep 0.3
 kill -STOP "$pid"
-sleep 1.5
+sleep 2.5
 kill -CONT "$pid"
 wait "$run"
 stalled=$(cat "$dir/stalled")
-echo "cbench_rate: 4 x 500 a second for 1 s, the server stopped from 0.3 s to 1.8 s: $stalled"
+echo "cbench_rate: 4 x 500 a second for 1 s, the server stopped from 0.3 s to 2.8 s (past the 1 s of grace): $stalled"
 echo "$stalled" | grep -q "fell due before the end and were never sent" || { echo "cbench_rate: the unsent requests were not reported"; exit 1; }
 p99() { echo "$1" | sed -E 's/.*p99=([0-9.]+) msec.*/\1/'; }
 awk -v p="$(p99 "$stalled" | head -1)" 'BEGIN { exit !(p >= 300) }' || { echo "cbench_rate: p99 $(p99 "$stalled") ms with the server stopped for most of the run: the unsent requests were left out"; exit 1; }
