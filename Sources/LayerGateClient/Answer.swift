@@ -44,11 +44,9 @@ struct Answer {
             }
             return .success(lsn)
         case .decoded(let response):
-            return response.outcome().flatMap { body in
-                Result { () throws(ClientError) in try body.getPage() }.map { answer in
-                    pages.replaceSubrange(offset..<(offset + Wire.pageBytes), with: answer.page)
-                    return answer.lsn
-                }
+            return response.outcome().checked { body throws(ClientError) in try body.getPage() }.map { answer in
+                pages.replaceSubrange(offset..<(offset + Wire.pageBytes), with: answer.page)
+                return answer.lsn
             }
         }
     }

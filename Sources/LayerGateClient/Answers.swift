@@ -12,6 +12,14 @@ extension Wire.Response {
     }
 }
 
+extension Result where Failure == ClientError {
+    /// An outcome checked as one kind of answer (`getPage`, `putRecords`, …):
+    /// its check's throw becomes the failure.
+    func checked<T>(_ check: (Success) throws(ClientError) -> T) -> Result<T, ClientError> {
+        flatMap { success in Result<T, ClientError> { () throws(ClientError) in try check(success) } }
+    }
+}
+
 extension Wire.Response.Body {
     /// A page is 8 KiB (the contract): any other size is not a page.
     func getPage() throws(ClientError) -> Wire.GetPageResponse {

@@ -157,7 +157,7 @@ public final class LayerGateClient: Sendable {
         -> [Result<Wire.GetPageResponse, ClientError>]
     {
         await callMany(keys.map { .getPage(Wire.GetPageRequest(tenant: tenant, key: $0, lsn: lsn, waitMs: waitMs)) })
-            .map { r in r.flatMap { b in Result { () throws(ClientError) in try b.getPage() } } }
+            .map { $0.checked { b throws(ClientError) in try b.getPage() } }
     }
 
     /// Many pages as of one LSN, sent together, into `pages`: memory the

@@ -78,7 +78,7 @@ public final class LayerGateConnection {
         exchange(count: keys.count, authToken: nil) { i in
             .getPage(Wire.GetPageRequest(tenant: tenant, key: keys[i], lsn: lsn, waitMs: waitMs))
         } answer: { i, r in
-            results[i] = r.flatMap { $0.outcome() }.flatMap { b in Result { () throws(ClientError) in try b.getPage() } }
+            results[i] = r.flatMap { $0.outcome() }.checked { b throws(ClientError) in try b.getPage() }
         }
         return results
     }
@@ -116,7 +116,7 @@ public final class LayerGateConnection {
         exchange(count: batches.count, authToken: nil) { i in
             .putRecords(Wire.PutRecordsRequest(tenantId: tenant, records: batches[i]))
         } answer: { i, r in
-            results[i] = r.flatMap { $0.outcome() }.flatMap { b in Result { () throws(ClientError) in try b.putRecords() } }
+            results[i] = r.flatMap { $0.outcome() }.checked { b throws(ClientError) in try b.putRecords() }
         }
         return results
     }

@@ -62,12 +62,12 @@ final class ResponseSlot<Gathered: GatheredAnswers>: Sendable {
         sent = (socket, loop, first, count)
     }
 
-    /// Every one of `count` requests failed with `error` before it was sent.
+    /// Every one of `count` requests failed with `error` before it was sent
+    /// (nothing for a cancellation to abandon).
     init(count: Int, into gathered: consuming Gathered, failing error: ClientError) {
-        var gathered = gathered
-        for i in 0..<count { _ = gathered.set(i, .failure(error)) }
-        state = Mutex(State(gathered: gathered, left: 0))
+        state = Mutex(State(gathered: gathered, left: count))
         sent = nil
+        Gathered.sink(self).fail(count, error)
     }
 
     func complete(_ index: Int, _ answer: Result<Answer, ClientError>) {

@@ -142,7 +142,7 @@ struct Bench: AsyncParsableCommand {
                 let took = ContinuousClock.now - started
                 for (i, (answer, key)) in zip(answers, keys).enumerated() {
                     _ = try answer.get()
-                    try Load.check(memory[(i * 8192)..<((i + 1) * 8192)], key)
+                    try Load.check(memory[(i * Wire.pageBytes)..<((i + 1) * Wire.pageBytes)], key)
                 }
                 for _ in keys { latencies.append(took) }
             }
@@ -157,7 +157,7 @@ struct Bench: AsyncParsableCommand {
 
         /// Each page must be the one preloaded for its block (every byte = the block number).
         fileprivate static func check(_ page: ArraySlice<UInt8>, _ key: Wire.PageKey) throws {
-            guard page.count == 8192, page.first == UInt8(truncatingIfNeeded: key.block), page.last == page.first else {
+            guard page.count == Wire.pageBytes, page.first == UInt8(truncatingIfNeeded: key.block), page.last == page.first else {
                 throw CLIError("block \(key.block): a page that was not stored for it")
             }
         }
