@@ -245,12 +245,11 @@ public final class LayerReader: Sendable {
 
     /// The same, for the read path, reading blocks as `policy` allows.
     func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(ReadFailure) {
-        let bs = UInt64(LayerFormat.blockSize)
         let payloadLength = try ReadFailure.lift { () throws(StorageError) -> Int in try self.payloadLength(of: entry) }
         guard payloadLength == dest.count else {
             throw .storage(.corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length"))
         }
-        let blocks = entry.offset / bs..<(entry.offset + UInt64(entry.length) - 1) / bs + 1
+        let blocks = self.blocks(of: entry)
         let runnable = blocks.count > 1 && blocks.count <= Self.maxRunBlocks
         if policy == .withoutWaiting {
             // Block by block, cached ones first (a hit takes no other lock). A first block
@@ -285,6 +284,44 @@ public final class LayerReader: Sendable {
 
     /// The longest run of blocks read at once for one value (a delta's patches can outgrow a page).
     static let maxRunBlocks = 4
+
+    /// The blocks `entry`'s value lies in; `payloadLength(of:)` checked it first.
+    func blocks(of entry: IndexEntry) -> Range<UInt64> {
+        let bs = UInt64(LayerFormat.blockSize)
+        return entry.offset / bs..<(entry.offset + UInt64(entry.length) - 1) / bs + 1
+    }
+
+    /// The blocks holding values: a scan reads no further.
+    var dataBlocks: Range<UInt64> {
+        let bs = UInt64(LayerFormat.blockSize)
+        return 1..<(summary.dataEnd + bs - 1) / bs
+    }
+
+    /// Reads `blocks` (within `dataBlocks`) into `buffer`, past the page cache:
+    /// for a scan (`LayerScan`), whose blocks nobody else reads soon.
+    func readBlocks(_ blocks: Range<UInt64>, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        precondition(blocks.lowerBound >= dataBlocks.lowerBound && blocks.upperBound <= dataBlocks.upperBound
+            && buffer.count == blocks.count * LayerFormat.blockSize, "a scan read outside the data area")
+        try file.read(into: buffer, at: Int(blocks.lowerBound) * LayerFormat.blockSize)
+    }
+
+    /// Copies the payload of `entry` out of `window`, this file's blocks from
+    /// `first` read by `readBlocks`, which must hold all of `blocks(of: entry)`;
+    /// checked as a read through the page cache is.
+    func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer,
+                     window: UnsafeRawBufferPointer, first: UInt64) throws(StorageError) {
+        let payloadLength = try self.payloadLength(of: entry)
+        guard payloadLength == dest.count else {
+            throw .corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length")
+        }
+        try ReadFailure.onDisk { () throws(ReadFailure) in
+            try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
+                let at = Int(n - first) * LayerFormat.blockSize
+                precondition(n >= first && at + LayerFormat.blockSize <= window.count, "a value outside the scan's window")
+                try visit(UnsafeRawBufferPointer(rebasing: window[at..<at + LayerFormat.blockSize]))
+            }
+        }
+    }
 
     /// Copies the value of `entry` block by block, from `block(n, visit)`, and
     /// checks its checksum (version 2: the entry's; version 1: its blob header's, with the length there).
@@ -353,10 +390,15 @@ public final class LayerReader: Sendable {
 
     /// Reads a whole value back as a `RecordValue`.
     func value(of entry: IndexEntry) throws(StorageError) -> RecordValue {
+        try value(of: entry) { buf throws(StorageError) in try readPayload(entry, into: buf) }
+    }
+
+    /// A whole value as a `RecordValue`, its payload copied by `read` (one of the `readPayload`s).
+    func value(of entry: IndexEntry, read: (UnsafeMutableRawBufferPointer) throws(StorageError) -> Void) throws(StorageError) -> RecordValue {
         var bytes = [UInt8](repeating: 0, count: try payloadLength(of: entry))
         var failure: StorageError?
         bytes.withUnsafeMutableBytes { buf in
-            do throws(StorageError) { try readPayload(entry, into: buf) } catch { failure = error }
+            do throws(StorageError) { try read(buf) } catch { failure = error }
         }
         if let failure { throw failure }
         if entry.isImage {

@@ -62,7 +62,8 @@ public enum IndexRebuild {
             do throws(StorageError) {
                 let opened = try LayerReader(directory: dir, name: layerName, tenant: tenant, cache: cache, openFiles: files)
                 reader = opened
-                for e in try opened.allEntries() { _ = try opened.value(of: e) }
+                let scan = LayerScan(opened, inputs: 1)
+                for e in try opened.allEntries() { _ = try scan.value(of: e) }
                 readers.append(opened)
             } catch {
                 report.damaged.append((name, "\(error)"))

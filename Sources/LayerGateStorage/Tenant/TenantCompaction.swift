@@ -156,12 +156,14 @@ extension Tenant {
                 targetBytes: target, budget: disk, failpoints: failpoints, isCancelled: cancelled)
             do throws(StorageError) {
                 var cursors = try readers.map { r throws(StorageError) in try LayerCursor(try r.local()) }
+                // The values in file order, in windows past the page cache (GetPage's pages stay in it).
+                let scans = cursors.map { LayerScan($0.layer, inputs: cursors.count) }
                 var last: (PageKey, Lsn)?
                 while let i = smallestCursor(cursors), let e = cursors[i].current {
                     // Overlapping inputs (a rebuilt index can list both sides of a
                     // compaction that crashed) hold the same value twice: keep one.
                     if last.map({ $0 != e.key || $1 != e.lsn }) ?? true {
-                        try out.append(key: e.key, lsn: e.lsn, value: try cursors[i].layer.value(of: e))
+                        try out.append(key: e.key, lsn: e.lsn, value: try scans[i].value(of: e))
                         last = (e.key, e.lsn)
                     }
                     try cursors[i].advance()
