@@ -149,6 +149,21 @@ struct ServerTests {
         await admin.close()
     }
 
+    /// The data path's thread carries its name into the kernel, where `top -H`,
+    /// `perf` and /proc show it (set through Foundation before its start, it
+    /// never got there: the thread showed as a dispatch queue's).
+    @Test(.enabled(if: !(ProcessInfo.processInfo.environment["LAYERGATE_SERVER_ARGS"] ?? "").contains("nio"),
+                   "LAYERGATE_SERVER_ARGS runs the server on SwiftNIO, which has no data path thread"))
+    func theDataPathThreadIsNamed() async throws {
+        let server = try await ServerProcess(dir: ServerDir())
+        let tasks = "/proc/\(server.process.processIdentifier)/task"
+        let names = try FileManager.default.contentsOfDirectory(atPath: tasks).compactMap {
+            try? String(contentsOfFile: "\(tasks)/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(names.filter { $0 == "layergated-data" }.count == 1, "\(names)")
+        #expect(await server.stop() == 0)
+    }
+
     /// `--busy-poll-us` keeps the loop polling only just after events: it
     /// serves as usual, and once idle it sleeps (a server that polled for
     /// ever would use a whole core here); values past 10 ms are refused.

@@ -105,8 +105,12 @@ final class EpollServer: @unchecked Sendable {
         listenFd = listener
         add(listener, id: Self.listenerId, events: UInt32(EPOLLIN.rawValue))
         started.store(true, ordering: .releasing)
-        let thread = Thread { [self] in run() }
-        thread.name = "layergated-data"
+        // Named from inside: Foundation's `Thread.name`, set before start, never reached the
+        // kernel here, and `top -H`, `perf` and /proc showed the data path as a dispatch thread.
+        let thread = Thread { [self] in
+            lg_name_thread("layergated-data")
+            run()
+        }
         thread.start()
     }
 

@@ -1,7 +1,8 @@
+import CSystemShims
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import Synchronization
 
 /// Threads that only run reads which may block on the disk (GetPage misses).
@@ -115,6 +116,7 @@ public final class ReadThreads: Sendable {
         var thread = pthread_t()
         let created = pthread_create(&thread, &attributes, { raw in
             guard let raw else { return nil }
+            lg_name_thread("layergated-read")
             Unmanaged<ReadThreads>.fromOpaque(raw).takeRetainedValue().work()
             return nil
         }, box.toOpaque())
