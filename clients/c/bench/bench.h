@@ -91,6 +91,10 @@ static inline uint64_t pacer_next(pacer *p) {
  * counted by pacer_drain. */
 static const uint64_t drain_grace_ns = 1000000000u;
 
+/* No answer for this long past the run's end: the server stopped, and the
+ * client gives up with an error instead of waiting for it. */
+static const uint64_t stall_limit_ns = 10000000000ull;
+
 /* The run ended at `end` (its deadline and the grace after it passed) with
  * requests that fell due before `deadline` never sent: a server or disk that
  * stopped keeping up. Each is

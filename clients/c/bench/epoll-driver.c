@@ -254,9 +254,9 @@ int run_epoll_work(const epoll_work *w, histogram *out, char *error, size_t erro
                 break;
             }
         }
-        if (rc == 0 && n == 0 && now_ns() > deadline + 10000000000ull) {
+        if (rc == 0 && n == 0 && now_ns() > deadline + stall_limit_ns) {
             rc = -1;
-            snprintf(error, error_len, "no answer for 10 s past the end");
+            snprintf(error, error_len, "no answer for %llu s past the end", (unsigned long long)(stall_limit_ns / 1000000000u));
         }
     }
     for (int i = 0; cs && i < w->clients; i++) {

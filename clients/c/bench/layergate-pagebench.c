@@ -42,6 +42,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,6 +371,10 @@ static void *run_get(void *arg) {
         target t = pick(c, &x);
         uint64_t t0 = c->rate > 0 ? wait_due(&pace, w->deadline) : now_ns();
         if (t0 >= w->deadline) break;
+        /* A stopped server ends the run stall_limit_ns past its end, as the epoll clients do
+         * (the connection's own timeout, for the load, is 10 minutes). */
+        uint64_t wait_ms = (w->deadline - t0 + stall_limit_ns) / 1000000u;
+        lg_set_timeout(conn, wait_ms > INT_MAX ? INT_MAX : (int)wait_ms);
         lg_status s = lg_get_page(conn, c->tenant, key(t.k), t.lsn, page, sizeof page, NULL);
         uint64_t t1 = now_ns();
         if (s != LG_OK && c->keep_going && s >= LG_INVALID_ARGUMENT && s <= LG_UNKNOWN_SERVER_ERROR) {
