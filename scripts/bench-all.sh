@@ -103,9 +103,9 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
     done
     cold "4. cold GetPage, 8 clients, past LSNs: p99" past p99 "< 750 µs and <= 1.5x the disk"
     for m in latest past; do
-        cold "   --layer-reads direct, $m: p50 / p99" $m-direct "p50 p99" "(every miss a disk read, by the event loop's io_uring)"
-        cold "   the same, misses on read threads, $m: p50 / p99" $m-direct-threads "p50 p99" "(--miss-reads threads: the hand-off io_uring replaces)"
-        cold "   the same as direct, --busy-poll-us 200, $m: p50 / p99" $m-direct-poll "p50 p99" "(opt-in: the loop polls for completions, not sleeps)"
+        cold "   --layer-reads buffered, $m: p50 / p99" $m-buffered "p50 p99" "(through the OS page cache: read-ahead, misses it lacks on read threads)"
+        cold "   direct, misses on read threads, $m: p50 / p99" $m-direct-threads "p50 p99" "(--miss-reads threads: the hand-off io_uring replaces)"
+        cold "   direct, --busy-poll-us 200, $m: p50 / p99" $m-direct-poll "p50 p99" "(opt-in: the loop polls for completions, not sleeps)"
     done
     row "   floor: 1,000 cached pages, same client, 8: p99" "$(get cold.8.cached.p99) µs" "$(get cold.8.raw.p99) µs disk" \
         "$(div "$(get cold.8.cached.p99)" "$(get cold.8.raw.p99)")" "(no disk: the socket and scheduler alone; disk: the median run)"
@@ -115,7 +115,7 @@ us() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f µs", v
     if [ -n "$at" ]; then
         for m in latest past; do
             cold "4. cold GetPage, 8 clients at $at (open loop), $m: p50 / p99" $m-at "p50 p99" "< 750 µs and <= 1.5x the disk at that load"
-            cold "   --layer-reads direct, at $at, $m: p50 / p99" $m-direct-at "p50 p99" "(the disk at the same load)"
+            cold "   --layer-reads buffered, at $at, $m: p50 / p99" $m-buffered-at "p50 p99" "(the disk at the same load)"
         done
         row "   floor at $at: 1,000 cached pages: p99" "$(get cold.8.cached-at.p99) µs" "$(get cold.8.raw-at.p99) µs disk" \
             "$(div "$(get cold.8.cached-at.p99)" "$(get cold.8.raw-at.p99)")" "(no disk: the socket and scheduler alone at that load)"
@@ -139,7 +139,7 @@ fi
 for cfg in 1x1 8x1 8x16; do
     echo "$cfg $(get getpage.$cfg.epoll.p50) $(get getpage.$cfg.epoll.p99) $(get getpage.$cfg.epoll.p999) $(get getpage.$cfg.redis.p50) $(get getpage.$cfg.redis.p99)"
 done | awk '{ for (i = 2; i <= NF; i++) if ($i != "-") $i *= 1000; print }' >"$out/latency.dat"
-for m in latest past latest-direct past-direct cached raw latest-at latest-direct-at cached-at raw-at; do
+for m in latest past latest-buffered past-buffered cached raw latest-at latest-buffered-at cached-at raw-at; do
     echo "$m $(get cold.8.$m.p50) $(get cold.8.$m.p99) $(get cold.8.$m.p999)"
 done >"$out/cold.dat"
 gnuplot <<GP

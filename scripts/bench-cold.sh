@@ -11,11 +11,11 @@
 # once stood for minutes of runs with a p99 of 22 ms.
 # The clients are connections on one epoll thread (as pagebench's async
 # clients and redis-benchmark run); CLIENT=threads gives each its own thread.
-# Each GetPage run is made twice: with the server reading layer files through
-# the OS page cache (--layer-reads buffered, the default: a miss reads ahead,
-# and later misses often find their bytes in the OS page cache), and past it
-# (direct: every miss of the server's page cache is a read of the disk, which
-# the event loop makes itself through io_uring), and past it with those reads
+# Each GetPage run is made with the server reading layer files past the OS
+# page cache (--layer-reads direct, the default: every miss of the server's
+# page cache is a read of the disk, which the event loop makes itself through
+# io_uring), and through it (buffered: a miss reads ahead, and later misses
+# often find their bytes in the OS page cache), and past it with the misses
 # handed to read threads instead (direct-threads: --miss-reads threads), and
 # past it with the loop polling for a while after each event instead of
 # sleeping (direct-poll: --busy-poll-us 200, opt-in: it spends CPU for the
@@ -31,7 +31,7 @@
 # load of the measurement this goal was filed with (10.8k GetPages a second)
 # and a third of what the server does at 8 clients in a closed loop.
 #   scripts/bench-cold.sh                  # 2 GiB of images (2 versions of 1 GiB), 128 MiB page cache
-#   CLIENTS="8" RUN_SECONDS=20 LAYER_READS=buffered scripts/bench-cold.sh
+#   CLIENTS="8" RUN_SECONDS=20 LAYER_READS=direct scripts/bench-cold.sh
 #   BUILD=0 uses the release binaries already built; SERVER=PATH another layergated;
 #   SERVER_ARGS="--busy-poll-us 50" more flags for it. The data set is kept in
 #   DATA (default .layergate/bench-cold; it must be on a real disk, not a
@@ -45,11 +45,11 @@ CACHE_MIB=${CACHE_MIB:-128}
 PAGES=${PAGES:-131072}
 VERSIONS=${VERSIONS:-2}
 CLIENTS=${CLIENTS-"1 8"}
-LAYER_READS=${LAYER_READS-"buffered direct direct-threads direct-poll"}
+LAYER_READS=${LAYER_READS-"direct buffered direct-threads direct-poll"}
 client_mode=--epoll
 [ "${CLIENT:-epoll}" = threads ] && client_mode=
 RATE=${RATE:-1250}
-RATE_READS=${RATE_READS-"buffered direct"}
+RATE_READS=${RATE_READS-"direct buffered"}
 RUN_SECONDS=${RUN_SECONDS:-10}
 RAW_SECONDS=${RAW_SECONDS:-$(( RUN_SECONDS > 7 ? RUN_SECONDS / 2 : 3 ))}
 DATA=${DATA:-.layergate/bench-cold}
@@ -67,12 +67,10 @@ server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' EXIT
 # A port free now (METRICS_PORT to choose one): the server takes it at once.
 metrics_port=${METRICS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 19871)}
-# start [READS]: the server, reading layer files READS (buffered, its default, when not given:
-# a SERVER built before --layer-reads then still runs with LAYER_READS=buffered).
+# start [READS]: the server, reading layer files READS (direct, its default, when not given).
 start() {
     local reads=()
-    case "${1:-buffered}" in
-    buffered) ;;
+    case "${1:-direct}" in
     direct-threads) reads=(--layer-reads direct --miss-reads threads) ;;
     direct-poll) reads=(--layer-reads direct --busy-poll-us 200) ;;
     *) reads=(--layer-reads "$1") ;;
@@ -155,8 +153,8 @@ row() {
 measure() {
     local c=$1 reads=$2 mode=$3 rate=${4:-} flag="" name=$3
     [ "$mode" = past ] && flag=--past
-    # Buffered, the default, keeps the plain names that make bench reads.
-    [ "$reads" = buffered ] || name=$name-$reads
+    # Direct, the default, keeps the plain names that make bench reads.
+    [ "$reads" = direct ] || name=$name-$reads
     [ -z "$rate" ] || name=$name-at
     raw "$c" "$name" "$rate"
     echo "  $raw"
@@ -225,8 +223,8 @@ printf '%-8s %-22s %8s %7s %7s %7s   %7s %7s %7s   %5s %5s\n' clients lsn "ops/s
 printf '%s\n' "${rows[@]}"
 echo "(latencies in µs; raw: O_DIRECT 8 KiB preads of the same files, as many threads as clients, for $RAW_SECONDS s right before"
 echo " each run (the cached floor: the median of those); x: GetPage / raw;"
-echo " -direct: the server reads layer files past the OS page cache (--layer-reads direct), else through it;"
-echo " -direct-threads: the same, each miss handed to a read thread (--miss-reads threads), not read by the event loop's io_uring;"
+echo " -buffered: the server reads layer files through the OS page cache (--layer-reads buffered), else past it (direct);"
+echo " -direct-threads: direct, each miss handed to a read thread (--miss-reads threads), not read by the event loop's io_uring;"
 echo " -direct-poll: direct, the event loop polling 200 µs after each event before it sleeps (--busy-poll-us 200);"
 echo " -at: an open loop, each client's GetPages (the disk's threads' preads) due $RATE times a second, each latency from its due time;"
 echo " cached: 1,000 pages that stay in the page cache, the same client: the floor the socket and scheduler set"

@@ -36,8 +36,8 @@ struct LayerGated: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Free MiB kept on the data directory's filesystem beyond what flushing memory needs; ingest stops before it.")
     var diskReserveMib = 64
     @Option(parsing: .unconditional, help: "Layer-file descriptors kept open at most (reopened on demand).") var maxOpenLayerFiles = 256
-    @Option(help: "How layer files are read: buffered (the default: through the OS page cache, which then holds them too, read ahead) or direct (O_DIRECT: the page cache is the one cache of them, and every miss is one read of the disk). A filesystem without direct I/O reads buffered.")
-    var layerReads = "buffered"
+    @Option(help: "How layer files are read: direct (the default: O_DIRECT, so the page cache is the one cache of them, and every miss is one read of the disk, made by the event loop) or buffered (through the OS page cache too, read ahead: faster while the OS can hold the data, slower at the tail once it cannot). A filesystem without direct I/O reads buffered.")
+    var layerReads = "direct"
     @Option(parsing: .unconditional, help: "Connections at most; one more gets RESOURCE_EXHAUSTED and is closed.") var maxConnections = 1024
     @Option(parsing: .unconditional, help: "A GetPage's wait_ms is capped to this many milliseconds.") var maxWaitLsnMs = 60_000
     @Option(parsing: .unconditional, help: "MiB of large requests being received, decoded or served at once; past it the server stops reading them.")
