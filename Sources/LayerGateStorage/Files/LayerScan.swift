@@ -14,7 +14,9 @@ final class LayerScan {
     private let window: UnsafeMutableRawBufferPointer
     private var held: Range<UInt64> = 0..<0
 
-    /// The most memory one merge's scans hold at once, shared among its inputs.
+    /// The memory one merge's scans share among its inputs. Each window is
+    /// at least `LayerReader.maxRunBlocks` (32 KiB), so past 512 inputs a
+    /// merge holds 32 KiB per input instead (a thousand L0 layers: 32 MiB).
     static let budgetBytes = 16 << 20
     /// A window's most blocks: 512 KiB, a read large enough that the disk's time per byte, not per read, counts.
     static let maxWindowBlocks = 64
