@@ -69,11 +69,11 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true' 
 metrics_port=${METRICS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 19871)}
 # start [READS]: the server, reading layer files READS (direct, its default, when not given).
 start() {
-    local reads=()
-    case "${1:-direct}" in
+    local mode=${1:-direct} reads=()
+    case "$mode" in
     direct-threads) reads=(--layer-reads direct --miss-reads threads) ;;
     direct-poll) reads=(--layer-reads direct --busy-poll-us 200) ;;
-    *) reads=(--layer-reads "$1") ;;
+    *) reads=(--layer-reads "$mode") ;;
     esac
     ${SERVER:-.build/release/layergated} --socket "$sock" --data-dir "$DATA/data" --page-cache-mib "$CACHE_MIB" \
         --metrics-listen "127.0.0.1:$metrics_port" --log-level warning "${reads[@]}" ${SERVER_ARGS:-} &
