@@ -38,6 +38,18 @@ enum Frontend: Sendable {
         }
     }
 
+    /// Shutdown: open connections take no more requests, answer what they
+    /// were sent whole and close. True where the frontend does that (the epoll
+    /// loop); SwiftNIO's connections go on taking requests until `shutdown`.
+    func endInput() async -> Bool {
+        switch self {
+        case .epoll(let server):
+            await server.endInput()
+            return true
+        case .nio: return false
+        }
+    }
+
     /// Every connection closed, the loop's thread ended.
     func shutdown() async {
         switch self {

@@ -122,12 +122,21 @@ public final class Server: Service, Sendable {
         // 1. No new connections. 2. Every reader waiting for an LSN is answered
         // now. 3. What runs may finish (bounded). 4. The tenants close. 5. Only
         // then the event loop goes, so no answer is scheduled on a dead loop.
-        logger.info("shutting down: no new connections, answering waiting reads, finishing in-flight requests")
+        logger.info("shutting down: no new connections or requests, answering waiting reads, finishing in-flight requests")
         await frontend.stopAccepting()
         try? await metricsChannel?.close()
         manager.failWaiters(reason: "stopping (the server is shutting down)")
+        // Open connections stop taking requests, or under steady load the count in flight
+        // only touched zero now and then, and the connections closed with requests running.
+        let connectionsClose = await frontend.endInput()
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await tracker.drained() }
+            group.addTask {
+                guard connectionsClose else { return await tracker.drained() }
+                // Each closes once its answers are out: wait for the last (their count has no waiters).
+                while dispatcher.connectionCount.load(ordering: .relaxed) > 0 || tracker.current > 0, !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+            }
             group.addTask { try? await Task.sleep(for: self.config.shutdownGrace) }
             await group.next()
             group.cancelAll()

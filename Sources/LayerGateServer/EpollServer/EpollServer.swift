@@ -125,6 +125,17 @@ final class EpollServer: @unchecked Sendable {
         }
     }
 
+    /// Shutdown: every connection takes no more requests; each answers what
+    /// it was sent whole and closes once the answers are out (or its peer has
+    /// not read them within `closeGrace`).
+    func endInput() async {
+        guard started.load(ordering: .acquiring) else { return }
+        await onLoop { s in
+            for c in Array(s.connections.values) { c.endInput() }
+            s.notifyWritable()
+        }
+    }
+
     /// Closes every connection and ends the thread; returns once it has.
     func shutdown() async {
         guard started.load(ordering: .acquiring) else { return }

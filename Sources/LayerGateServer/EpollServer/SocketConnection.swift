@@ -151,6 +151,15 @@ final class SocketConnection: ConnectionTransport {
         if pending == 0, closingSince != nil { close() }
     }
 
+    /// Shutdown: no byte more is read; the connection answers what it holds
+    /// whole and closes once those answers are sent (`Connection.endOfInput`).
+    func endInput() {
+        guard !closed else { return }
+        wantsRead = false
+        setInterest(interest & ~UInt32(EPOLLIN.rawValue))
+        connection?.endOfInput()
+    }
+
     func read() {
         guard !closed, closingSince == nil else { return }
         wantsRead = true
