@@ -142,6 +142,10 @@ public final class Server: Service, Sendable {
             group.cancelAll()
         }
         if tracker.current > 0 { logger.warning("stopping with \(tracker.current) requests still running") }
+        let open = dispatcher.connectionCount.load(ordering: .relaxed)
+        if connectionsClose && open > 0 {
+            logger.warning("stopping with \(open) connections still open: their peers did not read their answers within the grace")
+        }
         await manager.shutdown()
         await frontend.shutdown()
         try? await metricsGroup?.shutdownGracefully()

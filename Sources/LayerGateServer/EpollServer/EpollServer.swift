@@ -126,8 +126,8 @@ final class EpollServer: @unchecked Sendable {
     }
 
     /// Shutdown: every connection takes no more requests; each answers what
-    /// it was sent whole and closes once the answers are out (or its peer has
-    /// not read them within `closeGrace`).
+    /// it was sent whole and closes once the answers are out. One whose peer
+    /// does not read them stays until the shutdown's grace ends.
     func endInput() async {
         guard started.load(ordering: .acquiring) else { return }
         await onLoop { s in
