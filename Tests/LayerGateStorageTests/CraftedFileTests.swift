@@ -302,15 +302,7 @@ struct CraftedFileTests {
     /// The same crafted layer in a tenant: its compaction fails with an error
     /// naming the layer, and the process goes on.
     @Test func aCompactionOverACraftedLayerFailsCleanly() async throws {
-        let f = try await DiskFixture.open()
-        let t = try await f.manager.create(testTenant)
-        for lsn in 1...4 as ClosedRange<UInt64> {
-            _ = try await t.put((0..<20 as Range<UInt32>).map { image(key($0), lsn * 100 + UInt64($0)) })
-            try await t.flush()
-        }
-        let victim = t.status().layers.last!.name  // the oldest L0
-        await f.manager.shutdown()
-        let path = "tenants/\(testTenant)/\(victim)"
+        let (f, victim, path) = try await DiskFixture.fourL0Layers()
         try f.writeFile(path, try craftIndexBlock(try f.readFile(path)) { entries, _ in entries.swapAt(0, 1) })
         let g = try await DiskFixture.open(f.disk, config: f.config)
         let u = try g.tenant()

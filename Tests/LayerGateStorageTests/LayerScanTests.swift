@@ -72,21 +72,13 @@ struct LayerScanTests {
     /// A value whose bytes were damaged on disk fails the merge with an error
     /// naming its layer and the value, and leaves the tenant as it was.
     @Test func aDamagedValueFailsTheMergeNamingItsLayer() async throws {
-        let f = try await DiskFixture.open()
-        let t = try await f.manager.create(testTenant)
-        for lsn in 1...4 as ClosedRange<UInt64> {
-            _ = try await t.put((0..<20 as Range<UInt32>).map { image(key($0), lsn * 100 + UInt64($0)) })
-            try await t.flush()
-        }
-        let layers = t.status().layers
-        let victim = layers.last!.name
-        await f.manager.shutdown()
-        let path = "tenants/\(testTenant)/\(victim)"
+        let (f, victim, path) = try await DiskFixture.fourL0Layers()
         var bytes = try f.readFile(path)
         bytes[LayerFormat.blockSize * 3 + 100] ^= 0xff  // inside the third value
         try f.writeFile(path, bytes)
         let g = try await DiskFixture.open(f.disk, config: f.config)
         let u = try g.tenant()
+        let layers = u.status().layers
         await #expect { _ = try await u.compact() } throws: { error in
             guard case .corruptLayer(let file, let reason) = error as? StorageError else { return false }
             return file.hasSuffix(victim) && reason.contains("checksum mismatch")

@@ -252,3 +252,19 @@ func walFrames(_ bytes: [UInt8]) -> [Range<Int>] {
     }
     return out
 }
+
+extension DiskFixture {
+    /// A tenant of four L0 layers of 20 images each, the server shut down:
+    /// the fixture, and the oldest L0's name and path, for a test to damage.
+    static func fourL0Layers() async throws -> (fixture: DiskFixture, victim: String, path: String) {
+        let f = try await DiskFixture.open()
+        let t = try await f.manager.create(testTenant)
+        for lsn in 1...4 as ClosedRange<UInt64> {
+            _ = try await t.put((0..<20 as Range<UInt32>).map { image(key($0), lsn * 100 + UInt64($0)) })
+            try await t.flush()
+        }
+        let victim = t.status().layers.last!.name  // the oldest L0
+        await f.manager.shutdown()
+        return (f, victim, "tenants/\(testTenant)/\(victim)")
+    }
+}

@@ -237,6 +237,15 @@ public final class LayerReader: Sendable {
         return Int(UInt64(entry.length) - header)
     }
 
+    /// The payload size of `entry`, checked as `payloadLength(of:)` does and against `dest`, which it must fill.
+    private func payloadLength(of entry: IndexEntry, filling dest: UnsafeMutableRawBufferPointer) throws(StorageError) -> Int {
+        let length = try payloadLength(of: entry)
+        guard length == dest.count else {
+            throw .corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length")
+        }
+        return length
+    }
+
     /// Copies the payload of `entry` into `dest` (exactly the payload size),
     /// verifying bounds, length and checksum.
     func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer) throws(StorageError) {
@@ -245,10 +254,7 @@ public final class LayerReader: Sendable {
 
     /// The same, for the read path, reading blocks as `policy` allows.
     func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(ReadFailure) {
-        let payloadLength = try ReadFailure.lift { () throws(StorageError) -> Int in try self.payloadLength(of: entry) }
-        guard payloadLength == dest.count else {
-            throw .storage(.corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length"))
-        }
+        let payloadLength = try ReadFailure.lift { () throws(StorageError) -> Int in try self.payloadLength(of: entry, filling: dest) }
         let blocks = self.blocks(of: entry)
         let runnable = blocks.count > 1 && blocks.count <= Self.maxRunBlocks
         if policy == .withoutWaiting {
@@ -310,10 +316,7 @@ public final class LayerReader: Sendable {
     /// checked as a read through the page cache is.
     func readPayload(_ entry: IndexEntry, into dest: UnsafeMutableRawBufferPointer,
                      window: UnsafeRawBufferPointer, first: UInt64) throws(StorageError) {
-        let payloadLength = try self.payloadLength(of: entry)
-        guard payloadLength == dest.count else {
-            throw .corruptLayer(file: path, reason: "value of \(entry.key) at \(entry.lsn) has an unexpected length")
-        }
+        let payloadLength = try self.payloadLength(of: entry, filling: dest)
         try ReadFailure.onDisk { () throws(ReadFailure) in
             try copyPayload(entry, length: payloadLength, into: dest) { n, visit throws(ReadFailure) in
                 let at = Int(n - first) * LayerFormat.blockSize

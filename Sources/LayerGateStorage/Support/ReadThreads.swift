@@ -1,8 +1,8 @@
 import CSystemShims
-import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import Synchronization
 
 /// Threads that only run reads which may block on the disk (GetPage misses).
