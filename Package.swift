@@ -115,7 +115,7 @@ let package = Package(
         // The deterministic workload that the crash helper writes and the tests check.
         .target(
             name: "LayerGateTestSupport",
-            dependencies: ["LayerGateStorage"]
+            dependencies: ["LayerGateStorage", "CSystemShims"]
         ),
         // Subprocess driven by the crash tests: ingests, flushes, and dies on cue.
         // Fuzz targets over the Wire decoder and the storage readers (make fuzz), and their replay.

@@ -6,8 +6,11 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -27,6 +30,26 @@ int lg_o_direct(void) { return O_DIRECT; }
 ssize_t lg_pread_nowait(int fd, void *buf, size_t count, off_t offset) {
     struct iovec iov = { .iov_base = buf, .iov_len = count };
     return preadv2(fd, &iov, 1, offset, RWF_NOWAIT);
+}
+
+long lg_resident_pages(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    if (st.st_size == 0) return 0;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pages = ((size_t)st.st_size + (size_t)page - 1) / (size_t)page;
+    unsigned char *vector = malloc(pages);
+    if (vector == NULL) return -1;
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) { free(vector); return -1; }
+    long resident = -1;
+    if (mincore(map, (size_t)st.st_size, vector) == 0) {
+        resident = 0;
+        for (size_t i = 0; i < pages; i++) resident += vector[i] & 1;
+    }
+    munmap(map, (size_t)st.st_size);
+    free(vector);
+    return resident;
 }
 
 void lg_release_free_heap(void) { malloc_trim(0); }

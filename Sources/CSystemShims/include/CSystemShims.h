@@ -36,6 +36,10 @@ int lg_o_direct(void);
 /// EAGAIN when the range is not all in the OS page cache (its read is then started).
 ssize_t lg_pread_nowait(int fd, void *buf, size_t count, off_t offset);
 
+/// How many of the file's pages the OS page cache holds (mincore over a
+/// mapping, which reads nothing and starts no read-ahead); -1 on error.
+long lg_resident_pages(int fd);
+
 /// malloc_trim(0): gives the heap's free pages back to the system (glibc).
 void lg_release_free_heap(void);
 
