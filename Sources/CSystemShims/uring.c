@@ -9,13 +9,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef IORING_SETUP_SUBMIT_ALL
+#define IORING_SETUP_SUBMIT_ALL (1U << 7)
+#endif
+
 struct lg_uring {
     int fd;
     void *rings;
     size_t rings_size;
     struct io_uring_sqe *sqes;
     size_t sqes_size;
-    unsigned *sq_tail, *sq_mask, *sq_array;
+    unsigned sq_entries;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
     unsigned *cq_head, *cq_tail, *cq_mask;
     struct io_uring_cqe *cqes;
 };
@@ -23,7 +28,14 @@ struct lg_uring {
 lg_uring *lg_uring_open(unsigned entries, int eventfd) {
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
+    /* SUBMIT_ALL (5.18): an entry the kernel refuses (its completion says why)
+       does not leave the ones queued after it unsubmitted. */
+    p.flags = IORING_SETUP_SUBMIT_ALL;
     int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    if (fd < 0 && errno == EINVAL) {
+        memset(&p, 0, sizeof p);
+        fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    }
     if (fd < 0) return NULL;
     /* Kernels before 5.4 map the rings apart; they are not served (errno ENOSYS: use threads). */
     if (!(p.features & IORING_FEAT_SINGLE_MMAP)) {
@@ -54,6 +66,8 @@ lg_uring *lg_uring_open(unsigned entries, int eventfd) {
         return NULL;
     }
     char *base = r->rings;
+    r->sq_entries = p.sq_entries;
+    r->sq_head = (unsigned *)(base + p.sq_off.head);
     r->sq_tail = (unsigned *)(base + p.sq_off.tail);
     r->sq_mask = (unsigned *)(base + p.sq_off.ring_mask);
     r->sq_array = (unsigned *)(base + p.sq_off.array);
@@ -70,9 +84,11 @@ lg_uring *lg_uring_open(unsigned entries, int eventfd) {
     return r;
 }
 
-int lg_uring_read(lg_uring *r, int fd, void *buffer, uint32_t length, uint64_t offset, uint64_t tag) {
-    /* One thread submits, and every submission is entered at once: the ring is empty here. */
-    unsigned tail = *r->sq_tail, index = tail & *r->sq_mask;
+int lg_uring_queue_read(lg_uring *r, int fd, void *buffer, uint32_t length, uint64_t offset, uint64_t tag) {
+    /* One thread queues and submits: only the kernel moves the head, and only inside lg_uring_submit. */
+    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE), tail = *r->sq_tail;
+    if (tail - head >= r->sq_entries) return -EBUSY;
+    unsigned index = tail & *r->sq_mask;
     struct io_uring_sqe *e = &r->sqes[index];
     memset(e, 0, sizeof *e);
     e->opcode = IORING_OP_READ;
@@ -83,14 +99,19 @@ int lg_uring_read(lg_uring *r, int fd, void *buffer, uint32_t length, uint64_t o
     e->user_data = tag;
     r->sq_array[index] = index;
     __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int lg_uring_submit(lg_uring *r) {
     for (;;) {
-        long n = syscall(__NR_io_uring_enter, r->fd, 1, 0, 0, NULL, 0);
-        if (n == 1) return 0;
+        unsigned queued = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+        if (queued == 0) return 0;
+        long n = syscall(__NR_io_uring_enter, r->fd, queued, 0, 0, NULL, 0);
         if (n < 0 && errno == EINTR) continue;
-        /* Not taken (EAGAIN, EBUSY, ENOMEM): take the entry back, so the ring stays empty. */
-        int saved = n < 0 ? errno : EAGAIN;
-        __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
-        return -saved;
+        int result = n < 0 ? -errno : (int)n;
+        /* What the kernel did not take (EAGAIN, EBUSY, ENOMEM) is taken back: the ring holds nothing between calls. */
+        __atomic_store_n(r->sq_tail, __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+        return result;
     }
 }
 

@@ -30,6 +30,11 @@ enum Frontend: Sendable {
         }
     }
 
+    /// Times the event loop handed its queued disk reads to the kernel; 0 without io_uring or with SwiftNIO.
+    var kernelReadSubmissions: Int {
+        if case .epoll(let server) = self { server.kernelReadCounts.submissions.load(ordering: .relaxed) } else { 0 }
+    }
+
     /// No new connections; those open are served on.
     func stopAccepting() async {
         switch self {

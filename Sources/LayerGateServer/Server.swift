@@ -88,7 +88,8 @@ public final class Server: Service, Sendable {
             if let address = config.metricsListen, let registry, let metricsGroup {
                 let collector = ScrapeCollector(
                     manager: manager, factory: factory,
-                    connections: { dispatcher.connectionCount.load(ordering: .relaxed) }, inFlight: { tracker.current })
+                    connections: { dispatcher.connectionCount.load(ordering: .relaxed) }, inFlight: { tracker.current },
+                    loopReadSubmissions: { frontend.kernelReadSubmissions })
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(address, group: metricsGroup, registry: registry,
                                                                     collector: collector, logger: logger)

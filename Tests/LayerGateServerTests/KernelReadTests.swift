@@ -73,6 +73,54 @@ struct KernelReadTests {
         #expect(!cold.log.contains("error"), "\(cold.log)")
     }
 
+    /// GetPages that arrive together and miss are read together: the loop
+    /// hands the kernel all the reads one pass started in one submission (one
+    /// doorbell of the disk), not one each. One client sends batches of 100
+    /// cold pages; every page must be right, and the reads per submission
+    /// (the metrics' ratio) well above one. Entering each read on its own, as
+    /// before, gives exactly one.
+    @Test func missesThatArriveTogetherShareOneSubmission() async throws {
+        let nio = ProcessInfo.processInfo.environment["LAYERGATE_SERVER_ARGS"]?.contains("nio") ?? false
+        guard Self.ioUringAllowed, !nio else {
+            print("skip: no io_uring here, or the SwiftNIO loop, which reads misses on threads")
+            return
+        }
+        let dir = ServerDir()
+        let port = try TCPListener().port
+        let args = ["--metrics-listen", "127.0.0.1:\(port)", "--checkpoint-distance-mib", "1", "--compaction-period-s", "3600",
+                    "--page-cache-mib", "1", "--layer-reads", "direct", "--miss-reads", "uring"]
+        let server = try await ServerProcess(dir: dir, extraArgs: args)
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        for start in stride(from: UInt32(0), to: Self.keys, by: 50) {
+            _ = try await c.putRecords(tenant: tenantA, (start..<min(start + 50, Self.keys)).map { wimage($0, Self.lsn($0, version: 0)) })
+        }
+        await c.close()
+        #expect(await server.stop() == 0)
+
+        let cold = try await ServerProcess(dir: dir, extraArgs: args)
+        let r = try await cold.client()
+        var wrong = 0
+        for start in stride(from: UInt32(0), to: Self.keys, by: 100) {
+            let keys = Array(start..<min(start + 100, Self.keys))
+            let got = await r.getPages(tenant: tenantA, keys: keys.map { wkey($0) })
+            for (key, outcome) in zip(keys, got) {
+                guard case .success(let page) = outcome, page.page == wpage(UInt64(key) << 32 | Self.lsn(key, version: 0)) else {
+                    wrong += 1
+                    continue
+                }
+            }
+        }
+        await r.close()
+        #expect(wrong == 0)
+        let scrape = try Scrape(port: port)
+        let reads = scrape.value("layergate_page_cache_loop_reads_total") ?? 0
+        let submissions = scrape.value("layergate_loop_read_submissions_total") ?? 0
+        #expect(reads > 1000 && submissions > 0, "blocks read by the loop \(reads), submissions \(submissions)")
+        #expect(reads >= 4 * submissions, "blocks read by the loop \(reads), submissions \(submissions)")
+        #expect(await cold.stop() == 0)
+    }
+
     /// Damage the loop's reads meet: a byte of a page in every layer file
     /// (the page's checksum fails after the blocks are installed) and a byte of
     /// an index block (the install's own check fails, and the read goes the

@@ -8,8 +8,9 @@ import Glibc
 #endif
 
 /// The io_uring shim the event loop reads GetPage misses with
-/// (`lg_uring_*`), on its own against a real file: each read's tag and
-/// result, the bytes pread gives, errors as -errno, and the eventfd signalled.
+/// (`lg_uring_*`), on its own against a real file: reads queued and entered
+/// together, each read's tag and result, the bytes pread gives, errors as
+/// -errno (a failing read does not stop the others), and the eventfd signalled.
 @Suite("io_uring shim")
 struct UringShimTests {
     @Test func readsAreTaggedAndMatchPread() throws {
@@ -28,11 +29,21 @@ struct UringShimTests {
         let offsets: [UInt64] = [0, 8192, 40960, 57344]
         let buffers = (0..<6).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 4096) }
         defer { for b in buffers { b.deallocate() } }
-        for (i, off) in offsets.enumerated() {
-            #expect(lg_uring_read(ring, fd, buffers[i].baseAddress, 8192, off, UInt64(100 + i)) == 0)
+        // The bad descriptor in the middle: the reads queued after it are entered all the same.
+        for (i, off) in offsets.prefix(2).enumerated() {
+            #expect(lg_uring_queue_read(ring, fd, buffers[i].baseAddress, 8192, off, UInt64(100 + i)) == 0)
         }
-        #expect(lg_uring_read(ring, -1, buffers[4].baseAddress, 8192, 0, 104) == 0)
-        #expect(lg_uring_read(ring, fd, buffers[5].baseAddress, 8192, 1 << 20, 105) == 0)
+        #expect(lg_uring_queue_read(ring, -1, buffers[4].baseAddress, 8192, 0, 104) == 0)
+        for (i, off) in offsets.enumerated().dropFirst(2) {
+            #expect(lg_uring_queue_read(ring, fd, buffers[i].baseAddress, 8192, off, UInt64(100 + i)) == 0)
+        }
+        #expect(lg_uring_queue_read(ring, fd, buffers[5].baseAddress, 8192, 1 << 20, 105) == 0)
+        usleep(20_000)
+        var early: UInt64 = 0
+        var earlyResult: Int32 = 0
+        #expect(lg_uring_reap(ring, &early, &earlyResult, 1) == 0, "queued reads wait for the submit")
+        #expect(lg_uring_submit(ring) == 6, "one submit enters all six")
+        #expect(lg_uring_submit(ring) == 0, "and leaves nothing queued")
         #expect(lg_uring_wait(ring, 6) == 0)
         var signalled: UInt64 = 0
         #expect(read(efd, &signalled, 8) == 8 && signalled >= 1)
@@ -68,7 +79,8 @@ struct UringShimTests {
         for round in 0..<50 {
             let fd = open(first, O_RDONLY)
             try #require(fd >= 0)
-            #expect(lg_uring_read(ring, fd, buffer.baseAddress, 8192, 0, UInt64(round)) == 0)
+            #expect(lg_uring_queue_read(ring, fd, buffer.baseAddress, 8192, 0, UInt64(round)) == 0)
+            #expect(lg_uring_submit(ring) == 1)
             close(fd)
             let reused = open(second, O_RDONLY)  // most likely the same number
             #expect(lg_uring_wait(ring, 1) == 0)
@@ -78,6 +90,33 @@ struct UringShimTests {
             #expect(tag == UInt64(round) && result == 8192)
             #expect(buffer.allSatisfy { $0 == 0xAA }, "round \(round) read another file")
             close(reused)
+        }
+    }
+
+    /// A full submission ring refuses a read (-EBUSY) rather than overwrite
+    /// one queued; after a submit it has room again.
+    @Test func aFullRingRefusesAReadUntilItIsSubmitted() throws {
+        let dir = TemporaryDirectory("uring")
+        let path = dir.path + "/file"
+        try #require(FileManager.default.createFile(atPath: path, contents: Data(repeating: 7, count: 8192)))
+        let fd = open(path, O_RDONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        try Self.withRing { ring, _ in
+            let buffers = (0..<9).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 4096) }
+            defer { for b in buffers { b.deallocate() } }
+            for i in 0..<8 { #expect(lg_uring_queue_read(ring, fd, buffers[i].baseAddress, 8192, 0, UInt64(i)) == 0) }
+            #expect(lg_uring_queue_read(ring, fd, buffers[8].baseAddress, 8192, 0, 8) == -EBUSY)
+            #expect(lg_uring_submit(ring) == 8)
+            #expect(lg_uring_wait(ring, 8) == 0)
+            var tags = [UInt64](repeating: 0, count: 8)
+            var results = [Int32](repeating: 0, count: 8)
+            #expect(lg_uring_reap(ring, &tags, &results, 8) == 8)
+            #expect(Set(tags) == Set(0..<8) && results.allSatisfy { $0 == 8192 })
+            #expect(lg_uring_queue_read(ring, fd, buffers[8].baseAddress, 8192, 0, 8) == 0)
+            #expect(lg_uring_submit(ring) == 1)
+            #expect(lg_uring_wait(ring, 1) == 0)
+            #expect(lg_uring_reap(ring, &tags, &results, 8) == 1 && tags[0] == 8 && results[0] == 8192)
         }
     }
 

@@ -63,10 +63,18 @@ typedef struct lg_uring lg_uring;
 /// set where the kernel has no io_uring, or forbids it (io_uring_disabled, seccomp).
 lg_uring *lg_uring_open(unsigned entries, int eventfd);
 
-/// Submits one read of `length` bytes at `offset` of `fd` into `buffer`,
-/// tagged `tag`. Returns 0, or -errno when it was not submitted. The kernel
-/// holds the file from the submission on: `fd` may be closed after it returns.
-int lg_uring_read(lg_uring *ring, int fd, void *buffer, uint32_t length, uint64_t offset, uint64_t tag);
+/// Queues one read of `length` bytes at `offset` of `fd` into `buffer`,
+/// tagged `tag`, for the next lg_uring_submit. Returns 0, or -EBUSY when the
+/// submission ring is full. `fd` must stay open until lg_uring_submit returns:
+/// the kernel takes hold of the file when it takes the read.
+int lg_uring_queue_read(lg_uring *ring, int fd, void *buffer, uint32_t length, uint64_t offset, uint64_t tag);
+
+/// Hands every queued read to the kernel in one system call; a disk then
+/// hears of them in one notification, where each read entered on its own
+/// costs one (a VM exit on these machines). Returns how many the kernel
+/// took, the first ones queued, or -errno when it took none; the others are
+/// dropped from the ring (their tags never complete).
+int lg_uring_submit(lg_uring *ring);
 
 /// Takes up to `max` completions: each read's tag, and its result (bytes
 /// read, or -errno). Returns how many it took.

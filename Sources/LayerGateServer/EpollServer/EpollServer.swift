@@ -35,6 +35,8 @@ final class EpollServer: @unchecked Sendable {
     private var listenFd: Int32 = -1
     /// The loop's own reads of GetPage misses (nil: read threads serve them).
     private(set) var kernelReads: KernelReads?
+    /// How often the loop handed its disk reads to the kernel (for /metrics).
+    let kernelReadCounts = KernelReads.Counts()
     // `@exclusivity(unchecked)` on what every event touches: loop-thread
     // state, never accessed under an access to itself (see SocketConnection).
     @exclusivity(unchecked) private var connections: [UInt64: SocketConnection] = [:]
@@ -84,7 +86,7 @@ final class EpollServer: @unchecked Sendable {
         self.logger = logger
         add(queue.eventFd, id: Self.queueId, events: UInt32(EPOLLIN.rawValue))
         if useKernelReads {
-            switch KernelReads.open() {
+            switch KernelReads.open(counts: kernelReadCounts) {
             case .success(let reads):
                 kernelReads = reads
                 add(reads.eventFd, id: Self.kernelReadsId, events: UInt32(EPOLLIN.rawValue))
@@ -204,6 +206,8 @@ final class EpollServer: @unchecked Sendable {
                 nextTick = now + .seconds(1)
                 tick(now)
             }
+            // The disk reads this pass started, entered together before the loop sleeps.
+            kernelReads?.submit()
         }
         // Reads in flight write into the ring's buffers: wait for them before letting go.
         kernelReads?.close()

@@ -1,5 +1,6 @@
 import CSystemShims
 import LayerGateStorage
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -11,6 +12,8 @@ import Glibc
 /// loop's eventfd) on top of the disk's; on 2 cores shared with the clients
 /// they cost about as much as the disk (docs/ARCHITECTURE.md, "Cold reads").
 /// Here the loop submits the read and goes on; the kernel wakes it once.
+/// The reads a pass of the loop starts are entered together at its end
+/// (`submit`): one system call and one doorbell of the disk for all of them.
 ///
 /// Loop-confined: made, used and closed on the loop thread.
 final class KernelReads {
@@ -23,9 +26,27 @@ final class KernelReads {
         let done: Done
     }
 
+    private struct Queued {
+        let miss: BlockMiss
+        let tag: UInt64
+        let buffer: UnsafeMutableRawBufferPointer
+    }
+
+    /// Counted for /metrics, which reads it from another thread.
+    final class Counts: Sendable {
+        /// Times the queued reads were handed to the kernel (`submit` with any queued).
+        let submissions = Atomic<Int>(0)
+    }
+
     let eventFd: Int32
+    private let counts: Counts
     private let ring: OpaquePointer
     private var pending: [UInt64: Pending] = [:]
+    /// Reads started since the last `submit`, in order, and the arrays it
+    /// works in (kept, so that a submit allocates nothing).
+    private var queued: [Queued] = []
+    private var entering: [Queued] = []
+    private var placed: [Int] = []
     private var nextTag: UInt64 = 0
     /// Read buffers of `bufferBytes`, aligned for a direct read, kept for the next miss.
     private var spare: [UnsafeMutableRawBufferPointer] = []
@@ -43,7 +64,7 @@ final class KernelReads {
 
     /// Nil, with the reason, where the kernel has no io_uring or forbids it:
     /// misses then go to read threads as before.
-    static func open() -> Result<KernelReads, SystemError> {
+    static func open(counts: Counts) -> Result<KernelReads, SystemError> {
         let efd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         guard efd >= 0 else { return .failure(SystemError(errno)) }
         guard let ring = lg_uring_open(ringEntries, efd) else {
@@ -51,17 +72,19 @@ final class KernelReads {
             Glibc.close(efd)
             return .failure(SystemError(e))
         }
-        return .success(KernelReads(ring: ring, eventFd: efd))
+        return .success(KernelReads(ring: ring, eventFd: efd, counts: counts))
     }
 
-    private init(ring: OpaquePointer, eventFd: Int32) {
+    private init(ring: OpaquePointer, eventFd: Int32, counts: Counts) {
         self.ring = ring
         self.eventFd = eventFd
+        self.counts = counts
     }
 
-    /// Starts a read of `miss`'s blocks; `done` runs on the loop when it ends.
-    /// False (and `done` never runs) when it could not be started: too many in
-    /// flight, no direct descriptor open, or the ring refused it.
+    /// Starts a read of `miss`'s blocks at the next `submit`; `done` runs on
+    /// the loop when it ends, or fails (nil) when the kernel did not take it.
+    /// False (and `done` never runs) when it cannot be started: too many in
+    /// flight, or no direct descriptor open.
     ///
     /// Direct descriptors only (`--layer-reads direct`). Through the OS page
     /// cache an io_uring read that misses it starts the read-ahead (up to
@@ -69,18 +92,47 @@ final class KernelReads {
     /// on the loop thread: at past LSNs 30-32k GetPages a second against
     /// 40-42k with read threads, p99 913-930 µs against 684-737 (docs/ARCHITECTURE.md).
     func read(_ miss: BlockMiss, _ done: @escaping Done) -> Bool {
-        guard pending.count < Self.maxInFlight, miss.byteCount <= Self.bufferBytes else { return false }
+        guard pending.count < Self.maxInFlight, miss.byteCount <= Self.bufferBytes,
+              miss.withDirectDescriptor({ _ in 0 }) != nil else { return false }
         guard let buffer = spare.popLast() ?? Self.allocate() else { return false }
         let tag = nextTag
-        let (ring, count, offset) = (self.ring, UInt32(miss.byteCount), UInt64(miss.offset))
-        let submitted = miss.withDirectDescriptor { fd in lg_uring_read(ring, fd, buffer.baseAddress, count, offset, tag) }
-        guard submitted == 0 else {
-            spare.append(buffer)
-            return false
-        }
         nextTag += 1
         pending[tag] = Pending(buffer: buffer, length: miss.byteCount, done: done)
+        queued.append(Queued(miss: miss, tag: tag, buffer: buffer))
         return true
+    }
+
+    /// Enters the reads queued since the last call. Each one's descriptor is
+    /// held open (its slot in the open-file table) until the kernel has taken
+    /// the file; a read whose descriptor was closed meanwhile, or that the
+    /// kernel did not take, fails, and its requester reads on a read thread.
+    func submit() {
+        while !queued.isEmpty {
+            swap(&queued, &entering)  // a failure's `done` may queue reads: the next round enters them
+            placed.removeAll(keepingCapacity: true)
+            // The kernel took the first `taken` placed, in order; `placed` is ascending.
+            let taken = Int(max(0, place(from: 0)))
+            counts.submissions.add(1, ordering: .relaxed)
+            var next = 0
+            for (i, q) in entering.enumerated() {
+                if next < taken && placed[next] == i { next += 1 } else { finish(q.tag, result: -1) }
+            }
+            entering.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Puts `entering[index...]` in the ring, each inside the call that holds
+    /// its descriptor open, and enters them all from the innermost one.
+    private func place(from index: Int) -> Int32 {
+        guard index < entering.count else { return lg_uring_submit(ring) }
+        let q = entering[index]
+        let ring = self.ring
+        return q.miss.withDirectDescriptor { fd in
+            if lg_uring_queue_read(ring, fd, q.buffer.baseAddress, UInt32(q.miss.byteCount), UInt64(q.miss.offset), q.tag) == 0 {
+                placed.append(index)
+            }
+            return place(from: index + 1)
+        } ?? place(from: index + 1)
     }
 
     /// The eventfd is readable: runs `done` of every read that ended.
@@ -94,19 +146,23 @@ final class KernelReads {
         while true {
             let n = Int(lg_uring_reap(ring, &tags, &results, UInt32(Self.reapBatch)))
             if n == 0 { return }
-            for i in 0..<n {
-                guard let p = pending.removeValue(forKey: tags[i]) else { continue }
-                let whole = Int(results[i]) == p.length
-                p.done(whole ? UnsafeRawBufferPointer(rebasing: p.buffer[0..<p.length]) : nil)
-                spare.append(p.buffer)
-            }
+            for i in 0..<n { finish(tags[i], result: Int(results[i])) }
         }
+    }
+
+    /// Runs the read's `done`: its bytes when it read all it asked for, else nil.
+    private func finish(_ tag: UInt64, result: Int) {
+        guard let p = pending.removeValue(forKey: tag) else { return }
+        let whole = result == p.length
+        p.done(whole ? UnsafeRawBufferPointer(rebasing: p.buffer[0..<p.length]) : nil)
+        spare.append(p.buffer)
     }
 
     /// Waits for the reads in flight (their `done` runs), then closes the
     /// ring. A ring that cannot be waited on is left open with its buffers:
     /// the kernel may still write into them.
     func close() {
+        submit()
         while !pending.isEmpty {
             guard lg_uring_wait(ring, 1) == 0 else { return }
             takeCompletions()

@@ -10,8 +10,9 @@ final class ScrapeCollector: Sendable {
     private let manager: TenantManager
     private let connections: @Sendable () -> Int
     private let inFlight: @Sendable () -> Int
+    private let loopReadSubmissions: @Sendable () -> Int
     private let factory: any MetricsFactory
-    private let cacheHits, cacheMisses, cacheEvictions, cacheOsLoads, cacheLoopReads, directFallbacks: Counter
+    private let cacheHits, cacheMisses, cacheEvictions, cacheOsLoads, cacheLoopReads, loopSubmissions, directFallbacks: Counter
     private let cacheCapacity, cacheUsed, connectionsGauge, inFlightGauge, tenantCount: Metrics.Gauge
     private let state = Mutex(State())
 
@@ -23,6 +24,7 @@ final class ScrapeCollector: Sendable {
         var seenOsLoads: UInt64 = 0
         var seenLoopReads: UInt64 = 0
         var seenFallbacks = 0
+        var seenSubmissions = 0
         var tenants: [TenantId: TenantGauges] = [:]
     }
 
@@ -41,16 +43,18 @@ final class ScrapeCollector: Sendable {
     }
 
     init(manager: TenantManager, factory: any MetricsFactory, connections: @escaping @Sendable () -> Int,
-         inFlight: @escaping @Sendable () -> Int) {
+         inFlight: @escaping @Sendable () -> Int, loopReadSubmissions: @escaping @Sendable () -> Int) {
         self.manager = manager
         self.factory = factory
         self.connections = connections
         self.inFlight = inFlight
+        self.loopReadSubmissions = loopReadSubmissions
         cacheHits = Self.cacheHitsTotal.counter(factory)
         cacheMisses = Self.cacheMissesTotal.counter(factory)
         cacheEvictions = Self.cacheEvictionsTotal.counter(factory)
         cacheOsLoads = Self.cacheOsLoadsTotal.counter(factory)
         cacheLoopReads = Self.cacheLoopReadsTotal.counter(factory)
+        loopSubmissions = Self.loopReadSubmissionsTotal.counter(factory)
         directFallbacks = Self.directReadFallbacksTotal.counter(factory)
         cacheCapacity = Self.cacheCapacityBytes.gauge(factory)
         cacheUsed = Self.cacheUsedBytes.gauge(factory)
@@ -63,6 +67,7 @@ final class ScrapeCollector: Sendable {
     func collect() {
         let cache = manager.cache.stats
         let fallbacks = manager.storage.openFiles.stats.fallbacks
+        let submissions = loopReadSubmissions()
         let tenants = manager.tenantIds.compactMap { try? manager.tenant($0).status() }
         state.withLock { s in
             cacheHits.increment(by: Int64(clamping: cache.hits &- s.seenHits))
@@ -72,6 +77,8 @@ final class ScrapeCollector: Sendable {
             cacheLoopReads.increment(by: Int64(clamping: cache.byLoopReads &- s.seenLoopReads))
             (s.seenHits, s.seenMisses, s.seenEvictions, s.seenOsLoads) = (cache.hits, cache.misses, cache.evictions, cache.fromOsCache)
             s.seenLoopReads = cache.byLoopReads
+            loopSubmissions.increment(by: Int64(submissions - s.seenSubmissions))
+            s.seenSubmissions = submissions
             directFallbacks.increment(by: Int64(fallbacks - s.seenFallbacks))
             s.seenFallbacks = fallbacks
             cacheCapacity.record(cache.capacity * PageCache.blockSize)
@@ -107,6 +114,9 @@ final class ScrapeCollector: Sendable {
     static let cacheLoopReadsTotal = MetricDescription(
         "layergate_page_cache_loop_reads_total", .counter,
         "Misses the event loop read from the disk itself (io_uring, --miss-reads uring), without a read thread (a part of the misses).")
+    static let loopReadSubmissionsTotal = MetricDescription(
+        "layergate_loop_read_submissions_total", .counter,
+        "Times the event loop handed the disk reads it queued in one pass to the kernel: one io_uring_enter and one notification of the disk each.")
     static let directReadFallbacksTotal = MetricDescription(
         "layergate_layer_direct_read_fallbacks_total", .counter,
         "Layer files whose direct reads (--layer-reads direct) the filesystem refused: they are read through the OS page cache.")
@@ -132,7 +142,7 @@ final class ScrapeCollector: Sendable {
         "layergate_tenant_layer_bytes", .gauge, "Bytes of the layer files listed in a tenant's index.")
 
     static let descriptions = [
-        cacheHitsTotal, cacheMissesTotal, cacheOsLoadsTotal, cacheLoopReadsTotal, directReadFallbacksTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
+        cacheHitsTotal, cacheMissesTotal, cacheOsLoadsTotal, cacheLoopReadsTotal, loopReadSubmissionsTotal, directReadFallbacksTotal, cacheEvictionsTotal, cacheCapacityBytes, cacheUsedBytes, connectionsOpen,
         requestsInFlight, tenantsLoaded, tenantLastRecordLsn, tenantDiskConsistentLsn, tenantLayers, tenantLayerBytes,
     ]
 }
