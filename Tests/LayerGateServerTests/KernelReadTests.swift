@@ -89,14 +89,7 @@ struct KernelReadTests {
         let port = try TCPListener().port
         let args = ["--metrics-listen", "127.0.0.1:\(port)", "--checkpoint-distance-mib", "1", "--compaction-period-s", "3600",
                     "--page-cache-mib", "1", "--layer-reads", "direct", "--miss-reads", "uring"]
-        let server = try await ServerProcess(dir: dir, extraArgs: args)
-        let c = try await server.client()
-        try await c.createTenant(tenantA)
-        for start in stride(from: UInt32(0), to: Self.keys, by: 50) {
-            _ = try await c.putRecords(tenant: tenantA, (start..<min(start + 50, Self.keys)).map { wimage($0, Self.lsn($0, version: 0)) })
-        }
-        await c.close()
-        #expect(await server.stop() == 0)
+        try await Self.writeOneVersion(dir, args: args)
 
         let cold = try await ServerProcess(dir: dir, extraArgs: args)
         let r = try await cold.client()
@@ -131,14 +124,7 @@ struct KernelReadTests {
         let dir = ServerDir()
         let args = ["--checkpoint-distance-mib", "1", "--compaction-period-s", "3600", "--page-cache-mib", "1",
                     "--layer-reads", "direct", "--miss-reads", missReads]
-        let server = try await ServerProcess(dir: dir, extraArgs: args)
-        let c = try await server.client()
-        try await c.createTenant(tenantA)
-        for start in stride(from: UInt32(0), to: Self.keys, by: 50) {
-            _ = try await c.putRecords(tenant: tenantA, (start..<min(start + 50, Self.keys)).map { wimage($0, Self.lsn($0, version: 0)) })
-        }
-        await c.close()
-        #expect(await server.stop() == 0)
+        try await Self.writeOneVersion(dir, args: args)
         let tenantDir = dir.data + "/tenants/" + tenantA
         let layers = try FileManager.default.contentsOfDirectory(atPath: tenantDir).filter { $0.contains("__") }.sorted()
         #expect(layers.count >= 4, "\(layers)")
@@ -205,6 +191,18 @@ struct KernelReadTests {
         }
         await c.close()
         return wrong
+    }
+
+    /// A tenant of `keys` pages, one image each (version 0), written by a server that then stops.
+    static func writeOneVersion(_ dir: ServerDir, args: [String]) async throws {
+        let server = try await ServerProcess(dir: dir, extraArgs: args)
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        for start in stride(from: UInt32(0), to: Self.keys, by: 50) {
+            _ = try await c.putRecords(tenant: tenantA, (start..<min(start + 50, Self.keys)).map { wimage($0, Self.lsn($0, version: 0)) })
+        }
+        await c.close()
+        #expect(await server.stop() == 0)
     }
 
     static func lsn(_ key: UInt32, version: Int) -> UInt64 { UInt64(version) * 10_000 + UInt64(key) + 1 }
