@@ -62,6 +62,8 @@ public final class Failpoints: Sendable {
         // index that lists them; and before each layer object is deleted.
         "remote-after-layer-upload",
         "remote-before-delete",
+        // A layer downloaded into its temp file, before it is checked and published.
+        "remote-download-before-publish",
         // The filesystem itself (FailpointFileSystem): a full disk, no descriptors.
         "disk-full",
         "no-descriptors",

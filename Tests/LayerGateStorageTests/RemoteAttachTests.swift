@@ -8,12 +8,52 @@ import Testing
 struct RemoteAttachTests {
     typealias Remote = RemoteUploadTests.Remote
 
-    func manager(_ dir: TempDir, _ store: any RemoteStore) throws -> TenantManager {
+    func manager(_ dir: TempDir, _ store: any RemoteStore, failpoints: Failpoints = Failpoints()) throws -> TenantManager {
         var config = TenantConfig()
         config.compactionPeriod = .seconds(3600)
         RemoteUploadTests.fast(&config)
         return try TenantManager(dataDirectory: dir.path, config: config, cache: PageCache(capacity: 1024),
-                                 failpoints: Failpoints(), remote: store, logger: quietLogger())
+                                 failpoints: failpoints, remote: store, logger: quietLogger())
+    }
+
+    /// A read still downloading a layer when its tenant is detached, or reset
+    /// (the reload sweeps the download's temp file as a leftover), fails as a
+    /// read of a stopped or reloaded tenant (TENANT_UNAVAILABLE to a client,
+    /// who reads again), not as the I/O error that the file or directory taken
+    /// from under the download makes of it (INTERNAL). The failpoint only holds
+    /// the download back long enough; the failure is the real filesystem's.
+    @Test(arguments: [false, true])
+    func aReadDownloadingALayerWhenItsTenantIsDetachedOrResetFailsAsTheTenants(reset: Bool) async throws {
+        let remote = Remote()
+        let f = try await TenantFixture.make(label: "detach-src", remote: try remote.store(), configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        let end = try await ingest(f.tenant, &model, from: 1, count: 40, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        let generation = f.tenant.status().generation
+        await f.manager.shutdown()
+
+        let disk = TempDir("detach-during-download")
+        let failpoints = Failpoints()
+        try failpoints.enable(environment: nil)
+        let m = try manager(disk, try remote.store(), failpoints: failpoints)
+        let (t, _) = try await m.attach(testTenant, generation: generation + 1)
+        #expect(await t.waitUntilUploaded(timeout: .seconds(20)))  // so that a detach has nothing to wait for
+        try failpoints.configure("remote-download-before-publish", .sleep(milliseconds: 1500))
+        let read = Task { try await t.getPage(key: key(1), lsn: nil) }
+        try await Task.sleep(for: .milliseconds(300))  // the read is held in its download by now
+        if reset {
+            _ = try await t.reset(dropCache: false)
+            await #expect(throws: StorageError.tenantUnavailable(testTenant, state: "reloaded by a reset during the read")) {
+                _ = try await read.value
+            }
+            try failpoints.configure("remote-download-before-publish", .off)
+            await expectPagesMatch(t, model, lsns: [end - 1])  // read again, it is served
+        } else {
+            _ = try await m.detach(testTenant)
+            await #expect(throws: StorageError.tenantUnavailable(testTenant, state: "stopped")) { _ = try await read.value }
+            #expect(disk.files("tenants").isEmpty)
+        }
+        await m.shutdown()
     }
 
     @Test func aServerWithAnEmptyDiskAttachesTheNextGenerationAndServesEveryPage() async throws {

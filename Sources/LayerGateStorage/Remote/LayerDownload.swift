@@ -14,6 +14,7 @@ struct LayerDownload: Sendable {
     let openFiles: OpenFileTable
     let budget: DiskBudget
     let metrics: StorageMetrics
+    let failpoints: Failpoints
 
     private static let tempCounter = Atomic<UInt64>(0)
 
@@ -44,6 +45,7 @@ struct LayerDownload: Sendable {
                                                reason: "layer \(name) is not local, and the store does not hold it (lost from the store?)"))
         }
         do throws(StorageError) {
+            try failpoints.hit("remote-download-before-publish")
             guard got.size == layer.size, got.crc32c == crc else {
                 throw .corruptLayer(file: directory.child(name), reason: "its copy in remote storage (\(key)) is damaged: \(got.size) bytes with CRC-32C \(got.crc32c), where index.json says \(layer.size) bytes and the remote index CRC-32C \(crc); it was not kept")
             }

@@ -174,7 +174,8 @@ extension Tenant {
         let generation = try index.nextGeneration(path: indexPath)
         let download = upload.map {
             LayerDownload(tenant: id, directory: dir, upload: $0, generation: generation, cache: storage.cache,
-                          openFiles: storage.openFiles, budget: storage.budget, metrics: storage.metrics)
+                          openFiles: storage.openFiles, budget: storage.budget, metrics: storage.metrics,
+                          failpoints: storage.failpoints)
         }
         var layers = LayerMap()
         for entry in index.layers {

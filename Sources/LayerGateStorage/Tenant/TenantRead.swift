@@ -75,7 +75,19 @@ extension Tenant {
         let found: Bool?
         switch policy {
         case .mayReadDisk:
-            found = try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers, into: page)
+            do throws(StorageError) {
+                found = try ReadPath.reconstruct(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen, layers: snap.layers, into: page)
+            } catch {
+                // A read that outlived the layer map it started from (a reset reloaded the
+                // tenant, or a detach or shutdown stopped it, and a download's temp file or
+                // directory went with the old one) failed because of that: say so, and the
+                // client reads again, rather than report what the vanished files made of it.
+                if let replaced = state.withLock({ s in
+                    admission(s) ?? (s.generation == snap.generation ? nil
+                        : .tenantUnavailable(id, state: "reloaded by a reset during the read"))
+                }) { throw replaced }
+                throw error
+            }
         case .withoutWaiting:
             found = try ReadPath.reconstructWithoutWaiting(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen,
                                                       layers: snap.layers, into: page, miss: &miss)
@@ -86,6 +98,8 @@ extension Tenant {
     }
 
     private struct Snapshot {
+        /// Each load (a reset's too) has a new one.
+        var generation: UInt32
         var lastRecordLsn: Lsn
         var gcCutoff: Lsn
         var open: InMemoryLayer
@@ -96,7 +110,7 @@ extension Tenant {
     private func snapshot() throws(StorageError) -> Snapshot {
         try state.withLock { s throws(StorageError) -> Snapshot in
             if let e = admission(s) { throw e }
-            return Snapshot(lastRecordLsn: s.lastRecordLsn, gcCutoff: s.gcCutoff, open: s.open, frozen: s.frozen,
+            return Snapshot(generation: s.generation, lastRecordLsn: s.lastRecordLsn, gcCutoff: s.gcCutoff, open: s.open, frozen: s.frozen,
                             layers: s.layers)
         }
     }
