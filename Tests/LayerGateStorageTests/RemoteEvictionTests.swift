@@ -61,6 +61,30 @@ struct RemoteEvictionTests {
         await f.manager.shutdown()
     }
 
+    /// An eviction pass takes its layers from the map and removes their files
+    /// after; a reset in between gives the tenant a new map, whose layers open
+    /// the same files as local. The pass must not remove them then: a layer
+    /// listed as local without its file failed every read of it (INTERNAL)
+    /// until a restart (helper-68, resets under reads with a small budget).
+    @Test func anEvictionPassThatOutlivesAResetRemovesNoFileOfTheNewMap() async throws {
+        let remote = Remote()
+        let (f, model, end) = try await uploadedTenant("evict-reset", store: try remote.store())
+        let t = f.tenant
+        await expectPagesMatch(t, model, lsns: [end - 1, 150])
+        let taken = t.state.withLock { $0.layers.layers }  // what a pass holds before it evicts
+        #expect(taken.contains { $0.isLocal })
+        _ = try await t.reset(dropCache: true)
+        let freed = taken.map { $0.evict() }.reduce(0, +)
+        #expect(freed == 0, "the old map's layers removed \(freed) bytes of files the new map lists")
+        let local = t.status().layers.filter(\.isLocal).map(\.name)
+        #expect(!local.isEmpty)
+        for name in local { #expect(FileManager.default.fileExists(atPath: t.path + "/" + name), "\(name) is listed as local") }
+        await expectPagesMatch(t, model, lsns: [end - 1, 150, 60])
+        #expect(f.manager.evictLayers().localBytes == 0, "the new map's own layers evict as ever")
+        await expectPagesMatch(t, model, lsns: [end - 1])
+        await f.manager.shutdown()
+    }
+
     @Test func concurrentReadsOfOneMissingLayerShareOneDownload() async throws {
         let remote = Remote()
         let flaky = FlakyStore(try remote.store())

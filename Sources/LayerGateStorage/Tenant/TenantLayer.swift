@@ -30,6 +30,8 @@ final class TenantLayer: Sendable {
         var evicting = false
         /// Removed from the map (compaction, GC): a file it gets is deleted when unused.
         var deleted = false
+        /// Its map was replaced by a reset's: the new map's layer of the same name owns the file now.
+        var retired = false
     }
 
     /// A layer whose file is open here.
@@ -120,7 +122,7 @@ final class TenantLayer: Sendable {
     func evict() -> Int {
         guard download != nil else { return 0 }
         let reader = state.withLock { s -> LayerReader? in
-            guard !s.evicting, !s.deleted, case .local(let r) = s.residence else { return nil }
+            guard !s.evicting, !s.deleted, !s.retired, case .local(let r) = s.residence else { return nil }
             s.evicting = true
             return r
         }
@@ -132,6 +134,19 @@ final class TenantLayer: Sendable {
             if removed { s.residence = .remote }
         }
         return removed ? descriptor.size : 0
+    }
+
+    /// Its map is being replaced (a reset): it may no longer remove its file,
+    /// which the new map opens under the same name. An eviction pass takes its
+    /// layers before it removes any, so one may reach a layer of the old map
+    /// after the reload; it would unlink a file the new map reads as local,
+    /// and every read of that layer failed until the next restart. True once
+    /// no eviction of it is under way; the reset waits for that before it loads.
+    func retire() -> Bool {
+        state.withLock { s in
+            s.retired = true
+            return !s.evicting
+        }
     }
 
     /// The layer left the map: its file goes when the last read ends.

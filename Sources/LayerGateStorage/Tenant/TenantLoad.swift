@@ -16,6 +16,9 @@ extension Tenant {
         let reloaded = try await tearDown(on: .resetRequested, failing: .tenantUnavailable(id, state: "resetting")) {
             previous throws(StorageError) -> ResetResult in
             let oldLayers = state.withLock { $0.layers }
+            while !oldLayers.layers.map({ $0.retire() }).allSatisfy({ $0 }) {
+                try? await Task.sleep(for: .milliseconds(1))  // an eviction of the old map's layer is removing its file
+            }
             let result = try await loadLocked(restoring: previous)
             if dropCache { cache.dropFiles(Set(oldLayers.layers.compactMap { $0.resident?.fileId })) }
             return result
