@@ -13,11 +13,11 @@ import Glibc
 /// DONTNEED also skips a page that is locked at that moment (read-ahead still
 /// in flight), so it is asked a few times before the answer is no.
 @discardableResult
-public func dropFromOsCache(_ path: String, attempts: Int = 20) -> Bool {
+public func dropFromOsCache(_ path: String) -> Bool {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { return false }
     defer { close(fd) }
-    for attempt in 0..<max(1, attempts) {
+    for attempt in 0..<20 {
         if attempt > 0 { usleep(5_000) }
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
         if lg_resident_pages(fd) == 0 { return true }

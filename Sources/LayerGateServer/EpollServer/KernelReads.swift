@@ -21,20 +21,14 @@ final class KernelReads {
     typealias Done = (UnsafeRawBufferPointer?) -> Void
 
     private struct Pending {
-        let buffer: UnsafeMutableRawBufferPointer
-        let length: Int
-        let done: Done
-    }
-
-    private struct Queued {
         let miss: BlockMiss
-        let tag: UInt64
         let buffer: UnsafeMutableRawBufferPointer
+        let done: Done
     }
 
     /// Counted for /metrics, which reads it from another thread.
     final class Counts: Sendable {
-        /// Times the queued reads were handed to the kernel (`submit` with any queued).
+        /// Times the queued reads were handed to the kernel (one `io_uring_enter` each).
         let submissions = Atomic<Int>(0)
     }
 
@@ -42,10 +36,10 @@ final class KernelReads {
     private let counts: Counts
     private let ring: OpaquePointer
     private var pending: [UInt64: Pending] = [:]
-    /// Reads started since the last `submit`, in order, and the arrays it
-    /// works in (kept, so that a submit allocates nothing).
-    private var queued: [Queued] = []
-    private var entering: [Queued] = []
+    /// Tags of the reads started since the last `submit`, in order, and the
+    /// arrays it works in (kept, so that a submit allocates nothing).
+    private var queued: [UInt64] = []
+    private var entering: [UInt64] = []
     private var placed: [Int] = []
     private var nextTag: UInt64 = 0
     /// Read buffers of `bufferBytes`, aligned for a direct read, kept for the next miss.
@@ -97,8 +91,8 @@ final class KernelReads {
         guard let buffer = spare.popLast() ?? Self.allocate() else { return false }
         let tag = nextTag
         nextTag += 1
-        pending[tag] = Pending(buffer: buffer, length: miss.byteCount, done: done)
-        queued.append(Queued(miss: miss, tag: tag, buffer: buffer))
+        pending[tag] = Pending(miss: miss, buffer: buffer, done: done)
+        queued.append(tag)
         return true
     }
 
@@ -112,10 +106,10 @@ final class KernelReads {
             placed.removeAll(keepingCapacity: true)
             // The kernel took the first `taken` placed, in order; `placed` is ascending.
             let taken = Int(max(0, place(from: 0)))
-            counts.submissions.add(1, ordering: .relaxed)
+            if !placed.isEmpty { counts.submissions.add(1, ordering: .relaxed) }
             var next = 0
-            for (i, q) in entering.enumerated() {
-                if next < taken && placed[next] == i { next += 1 } else { finish(q.tag, result: -1) }
+            for (i, tag) in entering.enumerated() {
+                if next < taken && placed[next] == i { next += 1 } else { finish(tag, result: -1) }
             }
             entering.removeAll(keepingCapacity: true)
         }
@@ -124,11 +118,12 @@ final class KernelReads {
     /// Puts `entering[index...]` in the ring, each inside the call that holds
     /// its descriptor open, and enters them all from the innermost one.
     private func place(from index: Int) -> Int32 {
-        guard index < entering.count else { return lg_uring_submit(ring) }
-        let q = entering[index]
+        guard index < entering.count else { return placed.isEmpty ? 0 : lg_uring_submit(ring) }
+        let tag = entering[index]
+        guard let p = pending[tag] else { return place(from: index + 1) }
         let ring = self.ring
-        return q.miss.withDirectDescriptor { fd in
-            if lg_uring_queue_read(ring, fd, q.buffer.baseAddress, UInt32(q.miss.byteCount), UInt64(q.miss.offset), q.tag) == 0 {
+        return p.miss.withDirectDescriptor { fd in
+            if lg_uring_queue_read(ring, fd, p.buffer.baseAddress, UInt32(p.miss.byteCount), UInt64(p.miss.offset), tag) == 0 {
                 placed.append(index)
             }
             return place(from: index + 1)
@@ -153,8 +148,8 @@ final class KernelReads {
     /// Runs the read's `done`: its bytes when it read all it asked for, else nil.
     private func finish(_ tag: UInt64, result: Int) {
         guard let p = pending.removeValue(forKey: tag) else { return }
-        let whole = result == p.length
-        p.done(whole ? UnsafeRawBufferPointer(rebasing: p.buffer[0..<p.length]) : nil)
+        let length = p.miss.byteCount
+        p.done(result == length ? UnsafeRawBufferPointer(rebasing: p.buffer[0..<length]) : nil)
         spare.append(p.buffer)
     }
 
