@@ -16,6 +16,18 @@ struct RemoteAttachTests {
                                  failpoints: failpoints, remote: store, logger: quietLogger())
     }
 
+    /// A tenant at a first server: `count` records from LSN 1 (a layer per
+    /// 20), all of it in the store; the pages it holds, the end LSN and its generation.
+    func uploadedSource(_ label: String, _ remote: Remote, count: Int) async throws
+        -> (fixture: TenantFixture, model: PageModel, end: UInt64, generation: UInt32)
+    {
+        let f = try await TenantFixture.make(label: label, remote: try remote.store(), configure: RemoteUploadTests.fast)
+        var model = PageModel()
+        let end = try await ingest(f.tenant, &model, from: 1, count: count, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        return (f, model, end, f.tenant.status().generation)
+    }
+
     /// A read still downloading a layer when its tenant is detached, or reset
     /// (the reload sweeps the download's temp file as a leftover), fails as a
     /// read of a stopped or reloaded tenant (TENANT_UNAVAILABLE to a client,
@@ -25,12 +37,9 @@ struct RemoteAttachTests {
     @Test(arguments: [false, true])
     func aReadDownloadingALayerWhenItsTenantIsDetachedOrResetFailsAsTheTenants(reset: Bool) async throws {
         let remote = Remote()
-        let f = try await TenantFixture.make(label: "detach-src", remote: try remote.store(), configure: RemoteUploadTests.fast)
-        var model = PageModel()
-        let end = try await ingest(f.tenant, &model, from: 1, count: 40, flushEvery: 20)
-        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
-        let generation = f.tenant.status().generation
-        await f.manager.shutdown()
+        let src = try await uploadedSource("detach-src", remote, count: 40)
+        await src.fixture.manager.shutdown()
+        let (model, end, generation) = (src.model, src.end, src.generation)
 
         let disk = TempDir("detach-during-download")
         let failpoints = Failpoints()
@@ -116,11 +125,9 @@ struct RemoteAttachTests {
 
     @Test func anOlderGenerationStillRunningNeverTouchesTheNewerOnesObjects() async throws {
         let remote = Remote()
-        let old = try await TenantFixture.make(label: "attach-old", remote: try remote.store(), configure: RemoteUploadTests.fast)
-        var model = PageModel()
-        var end = try await ingest(old.tenant, &model, from: 1, count: 100, flushEvery: 20)
-        #expect(await old.tenant.waitUntilUploaded(timeout: .seconds(20)))
-        let g = old.tenant.status().generation
+        let src = try await uploadedSource("attach-old", remote, count: 100)
+        let (old, g) = (src.fixture, src.generation)
+        var (model, end) = (src.model, src.end)
 
         let disk = TempDir("attach-new")
         let m = try manager(disk, try remote.store())
@@ -155,11 +162,9 @@ struct RemoteAttachTests {
     @Test(arguments: [false, true])
     func aServerThatReloadsIntoAnotherServersGenerationWritesNothing(reset: Bool) async throws {
         let remote = Remote()
-        let old = try await TenantFixture.make(label: "gen-clash-old", remote: try remote.store(), configure: RemoteUploadTests.fast)
-        var model = PageModel()
-        var end = try await ingest(old.tenant, &model, from: 1, count: 60, flushEvery: 20)
-        #expect(await old.tenant.waitUntilUploaded(timeout: .seconds(20)))
-        let g = old.tenant.status().generation
+        let src = try await uploadedSource("gen-clash-old", remote, count: 60)
+        let (old, g) = (src.fixture, src.generation)
+        var (model, end) = (src.model, src.end)
 
         let disk = TempDir("gen-clash-new")
         let m = try manager(disk, try remote.store())
@@ -216,11 +221,9 @@ struct RemoteAttachTests {
     /// or restarted, writing and deleting nothing.
     @Test func aStaleServerThatWroteIntoAnEmptiedStoreStopsWhenTheOwnersCopyComesBack() async throws {
         let remote = Remote()
-        let old = try await TenantFixture.make(label: "gen-vanish-old", remote: try remote.store(), configure: RemoteUploadTests.fast)
-        var model = PageModel()
-        var end = try await ingest(old.tenant, &model, from: 1, count: 60, flushEvery: 20)
-        #expect(await old.tenant.waitUntilUploaded(timeout: .seconds(20)))
-        let g = old.tenant.status().generation
+        let src = try await uploadedSource("gen-vanish-old", remote, count: 60)
+        let (old, g) = (src.fixture, src.generation)
+        var (model, end) = (src.model, src.end)
         await old.manager.shutdown()
 
         let disk = TempDir("gen-vanish-new")
