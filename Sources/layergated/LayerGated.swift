@@ -155,24 +155,22 @@ struct LayerGated: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        // The descriptor table, shared so that it never runs out (some of the
-        // runtime cannot survive that): a quarter for layer files (the slots,
-        // and the rest of the quarter for reads' own while the slots are busy), a quarter
-        // for open tenants, half for connections, a little for the rest, and
-        // the io_uring's two (the ring and its eventfd) when the loop makes one.
         let limit = raiseDescriptorLimit(logger: logger)
-        let ringDescriptors = config.makesKernelReads ? 2 : 0
-        config.tenant.maxOpenLayerFiles = max(8, min(maxOpenLayerFiles, limit / 4))
-        config.tenant.maxLooseLayerFiles = max(4, limit / 4 - config.tenant.maxOpenLayerFiles)
-        config.tenant.maxTenantDescriptors = limit / 4
-        config.limits.maxConnections = min(maxConnections, max(4, limit / 2 - min(64, limit / 8) - ringDescriptors))
-        if config.tenant.maxOpenLayerFiles < maxOpenLayerFiles || config.limits.maxConnections < maxConnections {
+        let held = heldDescriptors()
+        let plan = DescriptorPlan(limit: limit, held: held, config: config)
+        logger.debug("descriptor plan", metadata: [
+            "descriptor_limit": "\(limit)", "held": "\(held)", "own": "\(plan.own)", "spare": "\(plan.spare)",
+            "max_open_layer_files": "\(plan.openLayerFiles)", "loose_layer_files": "\(plan.looseLayerFiles)",
+            "tenant_descriptors": "\(plan.tenantDescriptors)", "max_connections": "\(plan.connections)",
+        ])
+        if plan.lowers(config) {
             logger.warning("limits lowered to fit the descriptor limit (raise it with ulimit -n)", metadata: [
-                "descriptor_limit": "\(limit)", "max_open_layer_files": "\(config.tenant.maxOpenLayerFiles)",
-                "max_connections": "\(config.limits.maxConnections)",
-                "max_open_tenants": "\(config.tenant.maxTenantDescriptors / DescriptorBudget.perTenant)",
+                "descriptor_limit": "\(limit)", "held_at_start": "\(held)",
+                "max_open_layer_files": "\(plan.openLayerFiles)", "max_connections": "\(plan.connections)",
+                "max_open_tenants": "\(max(1, plan.tenantDescriptors / DescriptorBudget.perTenant))",
             ])
         }
+        plan.apply(to: &config)
         if config.busyPoll > .zero && config.eventLoop != .epoll {
             logger.warning("--busy-poll-us has no effect with --event-loop \(eventLoop): only the epoll loop polls")
         }
@@ -191,6 +189,13 @@ struct LayerGated: AsyncParsableCommand {
             throw ExitCode(2)
         }
     }
+}
+
+/// Descriptors open now (inherited ones included), from /proc/self/fd; 3
+/// (the standard streams) where that cannot be read.
+func heldDescriptors() -> Int {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return 3 }
+    return max(0, names.count - 1)  // not the descriptor the listing read through
 }
 
 /// Connections, layer files and WAL segments all need descriptors: take the

@@ -348,6 +348,42 @@ extension ServerFaultTests {
         #expect(await server.stop() == 0)
         print("48 descriptors, 40 tenants: \(loading) stayed loading, the server served")
     }
+
+    /// A descriptor limit of 48 with more clients than it allows and more
+    /// layer files than it keeps open: every connection the server accepts is
+    /// served without an error (before the plan counted what the server holds
+    /// itself, 93 % of such reads were RESOURCE_EXHAUSTED from layer files that
+    /// could not be opened, and accepts paused on EMFILE), and those past the
+    /// lowered limit are refused at once.
+    @Test func aLowDescriptorLimitServesEveryConnectionItAccepts() async throws {
+        let dir = ServerDir()
+        let args = ["--checkpoint-distance-mib", "1", "--compaction-period-s", "3600", "--page-cache-mib", "1",
+                    "--layer-reads", "direct"]
+        try await KernelReadTests.writeOneVersion(dir, args: args)
+        let layers = try FileManager.default.contentsOfDirectory(atPath: dir.data + "/tenants/" + tenantA).filter { $0.contains("__") }
+        #expect(layers.count >= 8, "\(layers)")
+        let server = try await ServerProcess(dir: dir, extraArgs: args + ["--log-level", "debug"],
+                                             launcher: ["/usr/bin/prlimit", "--nofile=48:48", "--"])
+        let allowed = try #require(DescriptorPlanTests.number("max_connections", in: server.log))
+        let clients = 16
+        #expect(allowed < clients)
+        let outcomes = try await withThrowingTaskGroup(of: LowLimitClient.self) { group in
+            for seed in 0..<clients {
+                group.addTask { try await LowLimitClient.run(server, seed: seed, for: .seconds(2)) }
+            }
+            return try await group.reduce(into: [LowLimitClient]()) { $0.append($1) }
+        }
+        let served = outcomes.filter { $0.pages > 0 }
+        let errors = served.flatMap(\.errors)
+        #expect(errors.isEmpty, "\(errors.count) errors on served connections, first \(errors.prefix(3))")
+        #expect(outcomes.allSatisfy { $0.wrong == 0 })
+        // The readiness probe's connection may still count when the clients arrive.
+        #expect(served.count <= allowed && served.count >= allowed - 1, "\(served.count) served, \(allowed) allowed")
+        #expect(!server.log.contains("accept paused"), "\(server.log.suffix(500))")
+        print("48 descriptors: \(served.count) of \(clients) connections served (\(allowed) allowed), \(served.map(\.pages).reduce(0, +)) pages, \(layers.count) layer files")
+        #expect(server.process.isRunning)
+        #expect(await server.stop() == 0)
+    }
 }
 
 /// Bytes still free on the filesystem holding `path` (as root sees it).
@@ -367,4 +403,33 @@ func fill(_ path: String) {
     var one: UInt8 = 0
     while write(fd, &one, 1) > 0 {}
     fsync(fd)
+}
+
+/// One client of `aLowDescriptorLimitServesEveryConnectionItAccepts`: reads
+/// random pages for a while; a first read that fails means it was refused.
+struct LowLimitClient: Sendable {
+    var pages = 0
+    var wrong = 0
+    var errors: [String] = []
+
+    static func run(_ server: ServerProcess, seed: Int, for duration: Duration) async throws -> LowLimitClient {
+        var out = LowLimitClient()
+        var rng = SeededRandom(seed: UInt64(seed + 1))
+        guard let c = try? await server.client() else { return out }
+        let end = ContinuousClock.now + duration
+        while ContinuousClock.now < end {
+            let key = UInt32.random(in: 0..<KernelReadTests.keys, using: &rng)
+            do {
+                let got = try await c.getPage(tenant: tenantA, key: wkey(key))
+                out.pages += 1
+                if got.page != wpage(UInt64(key) << 32 | KernelReadTests.lsn(key, version: 0)) { out.wrong += 1 }
+            } catch {
+                if out.pages == 0 { break }  // refused: past the connection limit
+                out.errors.append("\(error)")
+                if out.errors.count > 20 { break }
+            }
+        }
+        await c.close()
+        return out
+    }
 }

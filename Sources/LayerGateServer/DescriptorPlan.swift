@@ -1,0 +1,65 @@
+/// How the process's descriptor table is shared out at start. A process that
+/// runs out of descriptors fails where it cannot recover (accepts pause, a
+/// layer file cannot be opened and every read of it is refused), so each
+/// user of descriptors gets a share it stays within, and the shares are cut
+/// from what is left after everything the server holds for itself:
+/// - `held`: open when the plan is made (standard streams, whatever the
+///   parent passed down), counted, not assumed;
+/// - `own`: what the server opens for itself afterwards and keeps (its event
+///   loops, signal handlers, listening sockets, the data directory and its
+///   lock, the io_uring), counted for an idle server by a test;
+/// - `spare`: kept for the short-lived ones (a flush's or a compaction's
+///   files, a download, an index being written).
+/// What is left: a quarter for layer files (their slots, and the rest of the
+/// quarter for reads' own descriptors while the slots are busy), a quarter
+/// for open tenants, half for connections.
+public struct DescriptorPlan: Equatable, Sendable {
+    public var openLayerFiles: Int
+    public var looseLayerFiles: Int
+    public var tenantDescriptors: Int
+    public var connections: Int
+    public let own: Int
+    public let spare: Int
+
+    /// Descriptors the server keeps for itself after the plan is made,
+    /// as counted in an idle server by `DescriptorPlanTests`: the data
+    /// directory (two), its lock and its `tenants` directory, the socket
+    /// listened on, a pipe and /dev/null of the runtime's, and the loop
+    /// serving connections (the epoll loop's epoll and eventfd, or a
+    /// SwiftNIO loop's epoll, eventfd and timerfd); the io_uring and its
+    /// eventfd; the metrics' SwiftNIO loop and listening socket. Two more
+    /// for what the runtimes open lazily, early or late (libdispatch's
+    /// timerfds, a SwiftNIO loop's that starts as the plan is made): the
+    /// count at the plan saw one of them or not, run to run.
+    public static func own(config: ServerConfig) -> Int {
+        var n = config.eventLoop == .nio ? 12 : 11
+        if config.makesKernelReads { n += 2 }
+        if config.metricsListen != nil { n += 4 }
+        return n
+    }
+
+    public init(limit: Int, held: Int, config: ServerConfig) {
+        own = Self.own(config: config)
+        spare = min(64, max(4, limit / 16))
+        let usable = max(0, limit - held - own - spare)
+        let layerShare = max(2, usable / 4)
+        // A slot per layer file the server wants open, but at least one
+        // descriptor of the share kept for reads while every slot is busy.
+        openLayerFiles = max(1, min(config.tenant.maxOpenLayerFiles, layerShare - max(1, layerShare / 4)))
+        looseLayerFiles = max(1, layerShare - openLayerFiles)
+        tenantDescriptors = usable / 4
+        connections = min(config.limits.maxConnections, max(1, usable - layerShare - tenantDescriptors))
+    }
+
+    /// Whether the plan cut anything the configuration asked for.
+    public func lowers(_ config: ServerConfig) -> Bool {
+        openLayerFiles < config.tenant.maxOpenLayerFiles || connections < config.limits.maxConnections
+    }
+
+    public func apply(to config: inout ServerConfig) {
+        config.tenant.maxOpenLayerFiles = openLayerFiles
+        config.tenant.maxLooseLayerFiles = looseLayerFiles
+        config.tenant.maxTenantDescriptors = tenantDescriptors
+        config.limits.maxConnections = connections
+    }
+}
