@@ -64,6 +64,8 @@ public final class Failpoints: Sendable {
         "remote-before-delete",
         // A layer downloaded into its temp file, before it is checked and published.
         "remote-download-before-publish",
+        // Published, before it is opened.
+        "remote-download-after-publish",
         // The filesystem itself (FailpointFileSystem): a full disk, no descriptors.
         "disk-full",
         "no-descriptors",

@@ -113,6 +113,37 @@ struct RemoteEvictionTests {
         await f.manager.shutdown()
     }
 
+    /// A download that cannot open what it has just published (a failpoint
+    /// here; no descriptor left, for real) leaves the file under its name: it
+    /// is the layer, checked before it was published, and another map's read
+    /// may hold it already. The next read opens it without downloading again.
+    @Test func aDownloadThatCannotOpenWhatItPublishedLeavesItForTheNextRead() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        let (f, model, end) = try await uploadedTenant("evict-open", store: flaky, images: true)
+        let t = f.tenant
+        #expect(f.manager.evictLayers().localBytes == 0)
+        try f.failpoints.configure("remote-download-after-publish", .return)
+        var failed = 0
+        for b in 0..<30 as Range<UInt32> {
+            switch await readResult(t, key(b), Lsn(end - 1)) {
+            case .failure(.pageNotFound): break
+            case .failure: failed += 1
+            case .success: break
+            }
+        }
+        #expect(failed > 0, "reads that need a downloaded layer fail while it cannot be opened")
+        let published = f.layerFiles()
+        #expect(!published.isEmpty, "the downloaded layers keep their names")
+        #expect(published.allSatisfy { !$0.contains("___temp") })
+        try f.failpoints.configure("remote-download-after-publish", .off)
+        await expectPagesMatch(t, model, lsns: [end - 1])
+        let counts = flaky.downloads.withLock { $0 }
+        #expect(!counts.isEmpty)
+        for (key, n) in counts { #expect(n == 1, "\(key) was downloaded \(n) times") }
+        await f.manager.shutdown()
+    }
+
     @Test func evictionUnderConcurrentReadsServesNoWrongBytesAndEveryLayerComesBack() async throws {
         let remote = Remote()
         let flaky = FlakyStore(try remote.store())

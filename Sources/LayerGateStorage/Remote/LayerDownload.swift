@@ -56,14 +56,12 @@ struct LayerDownload: Sendable {
             if case .layerExists = error { return try open(layer) }
             throw error
         }
-        let reader: LayerReader
-        do throws(StorageError) {
-            reader = try open(layer)
-        } catch {
-            // No read holds the name yet: take it back, so the next read downloads again.
-            try? fs.unlink(directory.child(name))
-            throw error
-        }
+        // An open that fails now (no descriptor left, say) leaves the name: the
+        // file is the layer, checked before it was published, and the next read
+        // opens it. Taking the name back could take another map's file: a map
+        // from before a reset may have opened it as published meanwhile.
+        try failpoints.hit("remote-download-after-publish")
+        let reader = try open(layer)
         metrics.layerDownloaded(bytes: layer.size, since: start)
         return reader
     }
