@@ -33,6 +33,20 @@ struct RemoteEvictionTests {
         return (f, model, end)
     }
 
+    /// An uploaded tenant (with image layers) whose every layer was evicted, over a store that counts downloads.
+    func evictedTenant(_ label: String, in remote: Remote) async throws -> (TenantFixture, PageModel, UInt64, FlakyStore) {
+        let flaky = FlakyStore(try remote.store())
+        let (f, model, end) = try await uploadedTenant(label, store: flaky, images: true)
+        #expect(f.manager.evictLayers().localBytes == 0)
+        return (f, model, end, flaky)
+    }
+
+    func expectEachDownloadedOnce(_ store: FlakyStore, sourceLocation: SourceLocation = #_sourceLocation) {
+        let counts = store.downloads.withLock { $0 }
+        #expect(!counts.isEmpty, sourceLocation: sourceLocation)
+        for (key, n) in counts { #expect(n == 1, "\(key) was downloaded \(n) times", sourceLocation: sourceLocation) }
+    }
+
     func localFlags(_ t: Tenant) -> [Bool] { t.status().layers.map(\.isLocal) }
 
     @Test func anEvictedLayerComesBackAsANewFileWithTheSameBytes() async throws {
@@ -87,10 +101,8 @@ struct RemoteEvictionTests {
 
     @Test func concurrentReadsOfOneMissingLayerShareOneDownload() async throws {
         let remote = Remote()
-        let flaky = FlakyStore(try remote.store())
-        let (f, model, end) = try await uploadedTenant("evict-share", store: flaky, images: true)
+        let (f, model, end, flaky) = try await evictedTenant("evict-share", in: remote)
         let t = f.tenant
-        #expect(f.manager.evictLayers().localBytes == 0)
         flaky.downloadDelay.withLock { $0 = 0.3 }  // a slow link: the reads overlap the download
         let failures = Tally()
         let expected = (0..<30 as Range<UInt32>).map { model.page(key($0), at: Lsn(end - 1)) }
@@ -107,9 +119,7 @@ struct RemoteEvictionTests {
             }
         }
         #expect(failures.all.isEmpty, "\(failures.all.keys.sorted().prefix(5))")
-        let counts = flaky.downloads.withLock { $0 }
-        #expect(!counts.isEmpty)
-        for (key, n) in counts { #expect(n == 1, "\(key) was downloaded \(n) times") }
+        expectEachDownloadedOnce(flaky)
         await f.manager.shutdown()
     }
 
@@ -119,10 +129,8 @@ struct RemoteEvictionTests {
     /// may hold it already. The next read opens it without downloading again.
     @Test func aDownloadThatCannotOpenWhatItPublishedLeavesItForTheNextRead() async throws {
         let remote = Remote()
-        let flaky = FlakyStore(try remote.store())
-        let (f, model, end) = try await uploadedTenant("evict-open", store: flaky, images: true)
+        let (f, model, end, flaky) = try await evictedTenant("evict-open", in: remote)
         let t = f.tenant
-        #expect(f.manager.evictLayers().localBytes == 0)
         try f.failpoints.configure("remote-download-after-publish", .return)
         var failed = 0
         for b in 0..<30 as Range<UInt32> {
@@ -138,9 +146,7 @@ struct RemoteEvictionTests {
         #expect(published.allSatisfy { !$0.contains("___temp") })
         try f.failpoints.configure("remote-download-after-publish", .off)
         await expectPagesMatch(t, model, lsns: [end - 1])
-        let counts = flaky.downloads.withLock { $0 }
-        #expect(!counts.isEmpty)
-        for (key, n) in counts { #expect(n == 1, "\(key) was downloaded \(n) times") }
+        expectEachDownloadedOnce(flaky)
         await f.manager.shutdown()
     }
 
