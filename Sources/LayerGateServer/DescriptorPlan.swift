@@ -9,17 +9,31 @@
 ///   loops, signal handlers, listening sockets, the data directory and its
 ///   lock, the io_uring), counted for an idle server by a test;
 /// - `spare`: kept for the short-lived ones (a flush's or a compaction's
-///   files, a download, an index being written).
-/// What is left: a quarter for layer files (their slots, and the rest of the
-/// quarter for reads' own descriptors while the slots are busy), a quarter
-/// for open tenants, half for connections.
+///   files, an index being written).
+/// Then, when configured, remote-store calls in flight (each up to three: the
+/// store's directory or a socket, the object, a local file) and metrics
+/// connections (one more for the one accepted only to be closed). Of what is
+/// left: a quarter for layer files (their slots, and the rest of the quarter
+/// for reads' own descriptors while the slots are busy), a quarter for open
+/// tenants, half for connections.
 public struct DescriptorPlan: Equatable, Sendable {
     public var openLayerFiles: Int
     public var looseLayerFiles: Int
     public var tenantDescriptors: Int
     public var connections: Int
+    /// Remote-store calls at once (0: no remote storage).
+    public var remoteCalls: Int
+    /// Metrics connections held at once (0: no metrics endpoint).
+    public var metricsConnections: Int
     public let own: Int
     public let spare: Int
+    /// What is left for the shares; below `minimumUsable` the server cannot
+    /// serve one connection of one tenant and refuses to start.
+    public let usable: Int
+
+    public static let descriptorsPerRemoteCall = 3
+    /// One connection, a layer file and a read's own, one tenant.
+    public static let minimumUsable = 1 + 2 + 3
 
     /// Descriptors the server keeps for itself after the plan is made,
     /// as counted in an idle server by `DescriptorPlanTests`: the data
@@ -41,15 +55,22 @@ public struct DescriptorPlan: Equatable, Sendable {
     public init(limit: Int, held: Int, config: ServerConfig) {
         own = Self.own(config: config)
         spare = min(64, max(4, limit / 16))
-        let usable = max(0, limit - held - own - spare)
-        let layerShare = max(2, usable / 4)
+        var rest = max(0, limit - held - own - spare)
+        remoteCalls = config.remoteStorage == nil ? 0 : min(64, max(1, rest / 16))
+        metricsConnections = config.metricsListen == nil ? 0 : min(64, max(1, rest / 16))
+        rest = max(0, rest - remoteCalls * Self.descriptorsPerRemoteCall - (metricsConnections > 0 ? metricsConnections + 1 : 0))
+        usable = rest
+        let layerShare = max(2, rest / 4)
         // A slot per layer file the server wants open, but at least one
         // descriptor of the share kept for reads while every slot is busy.
         openLayerFiles = max(1, min(config.tenant.maxOpenLayerFiles, layerShare - max(1, layerShare / 4)))
         looseLayerFiles = max(1, layerShare - openLayerFiles)
-        tenantDescriptors = usable / 4
-        connections = min(config.limits.maxConnections, max(1, usable - layerShare - tenantDescriptors))
+        tenantDescriptors = rest / 4
+        connections = min(config.limits.maxConnections, max(1, rest - layerShare - tenantDescriptors))
     }
+
+    /// Too little is left beside what the server holds to serve anything.
+    public var isTooSmall: Bool { usable < Self.minimumUsable }
 
     /// Whether the plan cut anything the configuration asked for.
     public func lowers(_ config: ServerConfig) -> Bool {
@@ -61,5 +82,7 @@ public struct DescriptorPlan: Equatable, Sendable {
         config.tenant.maxLooseLayerFiles = looseLayerFiles
         config.tenant.maxTenantDescriptors = tenantDescriptors
         config.limits.maxConnections = connections
+        config.tenant.maxRemoteCalls = remoteCalls > 0 ? remoteCalls : nil
+        if metricsConnections > 0 { config.limits.maxMetricsConnections = metricsConnections }
     }
 }

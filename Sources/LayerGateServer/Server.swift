@@ -92,7 +92,9 @@ public final class Server: Service, Sendable {
                     loopReadSubmissions: { frontend.kernelReadSubmissions })
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(address, group: metricsGroup, registry: registry,
-                                                                    collector: collector, logger: logger)
+                                                                    collector: collector,
+                                                                    maxConnections: config.limits.maxMetricsConnections,
+                                                                    logger: logger)
                 } catch let e as IOError {
                     throw ServerError.socket("--metrics-listen \(address): \(String(cString: strerror(e.errnoCode)))")
                 } catch {

@@ -59,6 +59,9 @@ public enum EventLoopKind: String, Sendable, CaseIterable {
 public struct ServerLimits: Sendable {
     /// Connections beyond this get RESOURCE_EXHAUSTED (request id 0) and a close.
     public var maxConnections = 1024
+    /// Metrics (HTTP) connections held at once; a new one past it closes the
+    /// one idle longest (`MetricsEndpoint`).
+    public var maxMetricsConnections = 64
     /// Requests one connection may have running; it is not read meanwhile.
     public var maxInFlightPerConnection = 32
     /// Frames up to this size are read and decoded on the event loop at once;

@@ -71,7 +71,7 @@ public final class TenantManager: Sendable {
             budget: DiskBudget(fs: fs, reserveBytes: config.diskReserveBytes,
                                checkpointDistanceBytes: config.checkpointDistanceBytes),
             descriptors: DescriptorBudget(capacity: config.maxTenantDescriptors), failpoints: failpoints,
-            metrics: metrics, remote: remote)
+            metrics: metrics, remote: remote.map { store in config.maxRemoteCalls.map { BoundedRemoteStore(store, permits: $0) } ?? store })
         if !Directory.isDirectory(fs, Self.tenantsDirectoryName) {
             try Directory.create(fs, Self.tenantsDirectoryName)
             try DirectoryHandle(fs: fs, path: "").sync()

@@ -162,7 +162,17 @@ struct LayerGated: AsyncParsableCommand {
             "descriptor_limit": "\(limit)", "held": "\(held)", "own": "\(plan.own)", "spare": "\(plan.spare)",
             "max_open_layer_files": "\(plan.openLayerFiles)", "loose_layer_files": "\(plan.looseLayerFiles)",
             "tenant_descriptors": "\(plan.tenantDescriptors)", "max_connections": "\(plan.connections)",
+            "remote_calls": "\(plan.remoteCalls)", "metrics_connections": "\(plan.metricsConnections)",
         ])
+        if plan.isTooSmall {
+            logger.critical("""
+                the descriptor limit (\(limit)) leaves \(plan.usable) descriptors beside the \(held) open at start, \
+                the \(plan.own) the server keeps for itself and a spare of \(plan.spare): it needs at least \
+                \(DescriptorPlan.minimumUsable) to serve one connection of one tenant. Raise the limit (ulimit -n) or \
+                close the descriptors its parent passed down
+                """)
+            throw ExitCode(2)
+        }
         if plan.lowers(config) {
             logger.warning("limits lowered to fit the descriptor limit (raise it with ulimit -n)", metadata: [
                 "descriptor_limit": "\(limit)", "held_at_start": "\(held)",

@@ -18,10 +18,20 @@ struct DescriptorPlanTests {
         for config in Self.configs {
             let plan = DescriptorPlan(limit: limit, held: 8, config: config)
             let shares = plan.openLayerFiles + plan.looseLayerFiles + plan.tenantDescriptors + plan.connections
+                + plan.remoteCalls * DescriptorPlan.descriptorsPerRemoteCall
+                + (plan.metricsConnections > 0 ? plan.metricsConnections + 1 : 0)
             #expect(8 + plan.own + plan.spare + shares <= limit, "\(limit): \(plan)")
+            #expect(!plan.isTooSmall)
+            #expect((plan.remoteCalls > 0) == (config.remoteStorage != nil) && (plan.metricsConnections > 0) == (config.metricsListen != nil))
             #expect(plan.openLayerFiles >= 1 && plan.looseLayerFiles >= 1 && plan.connections >= 1)
             #expect(plan.tenantDescriptors >= DescriptorBudget.perTenant, "\(limit): no room for one tenant")
         }
+    }
+
+    @Test func tooLittleLeftBesideWhatTheServerHoldsIsTooSmall() {
+        #expect(DescriptorPlan(limit: 40, held: 28, config: ServerConfig()).isTooSmall)
+        #expect(DescriptorPlan(limit: 64, held: 48, config: ServerConfig()).isTooSmall)
+        #expect(!DescriptorPlan(limit: 48, held: 20, config: ServerConfig()).isTooSmall)
     }
 
     @Test func aLargeLimitLeavesTheConfigurationAlone() {
@@ -30,6 +40,7 @@ struct DescriptorPlanTests {
         #expect(!plan.lowers(config))
         plan.apply(to: &config)
         #expect(config.tenant.maxOpenLayerFiles == 256 && config.limits.maxConnections == 1024)
+        #expect(config.limits.maxMetricsConnections == 64 && config.tenant.maxRemoteCalls == nil)
     }
 
     /// The plan's count of the server's own descriptors against an idle
@@ -65,6 +76,8 @@ struct DescriptorPlanTests {
         metrics.metricsListen = MetricsAddress(parsing: "127.0.0.1:0")
         var buffered = ServerConfig()
         buffered.tenant.directLayerReads = false
-        return [ServerConfig(), nio, metrics, buffered]
+        var remote = metrics
+        remote.remoteStorage = "file:///nowhere"
+        return [ServerConfig(), nio, metrics, buffered, remote]
     }
 }

@@ -147,7 +147,7 @@ struct MetricsTests {
         let grown = try Self.residentBytes(pid) - before
         #expect(grown < 64 << 20, "RSS grew by \(grown >> 20) MiB while a peer pipelined \(sent) bytes of requests it never read")
         // 64 silent connections fill the endpoint; a scraper still gets in (the silent one idle longest goes).
-        let silent = try (0..<MetricsEndpoint.maxConnections).map { _ in try RawTCP(port: port) }
+        let silent = try (0..<ServerLimits().maxMetricsConnections).map { _ in try RawTCP(port: port) }
         try await Task.sleep(for: .milliseconds(200))
         #expect(try Scrape(port: port).value("layergate_tenants") == 0)
         _ = (silent, flooder)

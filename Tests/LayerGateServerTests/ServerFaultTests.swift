@@ -355,15 +355,25 @@ extension ServerFaultTests {
     /// itself, 93 % of such reads were RESOURCE_EXHAUSTED from layer files that
     /// could not be opened, and accepts paused on EMFILE), and those past the
     /// lowered limit are refused at once.
-    @Test func aLowDescriptorLimitServesEveryConnectionItAccepts() async throws {
+    /// With `idleMetricsPeers`, that many silent TCP connections to the
+    /// metrics endpoint are held first: they get the plan's share, not the
+    /// descriptors of the socket's connections (before, 30 of them paused
+    /// every accept and 11 clients read 11 pages in 5 s).
+    @Test(arguments: [0, 30])
+    func aLowDescriptorLimitServesEveryConnectionItAccepts(idleMetricsPeers: Int) async throws {
         let dir = ServerDir()
         let args = ["--checkpoint-distance-mib", "1", "--compaction-period-s", "3600", "--page-cache-mib", "1",
                     "--layer-reads", "direct"]
         try await KernelReadTests.writeOneVersion(dir, args: args)
         let layers = try FileManager.default.contentsOfDirectory(atPath: dir.data + "/tenants/" + tenantA).filter { $0.contains("__") }
         #expect(layers.count >= 8, "\(layers)")
-        let server = try await ServerProcess(dir: dir, extraArgs: args + ["--log-level", "debug"],
+        let port = try TCPListener().port  // free now; taken back by the server at once
+        let metrics = idleMetricsPeers > 0 ? ["--metrics-listen", "127.0.0.1:\(port)"] : []
+        let server = try await ServerProcess(dir: dir, extraArgs: args + metrics + ["--log-level", "debug"],
                                              launcher: ["/usr/bin/prlimit", "--nofile=48:48", "--"])
+        let silent = try (0..<idleMetricsPeers).map { _ in try RawTCP(port: port) }
+        try await Task.sleep(for: .milliseconds(200))
+        defer { _ = silent }
         let allowed = try #require(DescriptorPlanTests.number("max_connections", in: server.log))
         let clients = 16
         #expect(allowed < clients)
@@ -380,9 +390,32 @@ extension ServerFaultTests {
         // The readiness probe's connection may still count when the clients arrive.
         #expect(served.count <= allowed && served.count >= allowed - 1, "\(served.count) served, \(allowed) allowed")
         #expect(!server.log.contains("accept paused"), "\(server.log.suffix(500))")
-        print("48 descriptors: \(served.count) of \(clients) connections served (\(allowed) allowed), \(served.map(\.pages).reduce(0, +)) pages, \(layers.count) layer files")
+        print("48 descriptors, \(idleMetricsPeers) idle metrics peers: \(served.count) of \(clients) connections served (\(allowed) allowed), \(served.map(\.pages).reduce(0, +)) pages, \(layers.count) layer files")
         #expect(server.process.isRunning)
         #expect(await server.stop() == 0)
+    }
+
+    /// A parent that passes down so many descriptors that the limit leaves
+    /// too few to serve one connection of one tenant: the server refuses to
+    /// start (exit 2) and says why, where before it started with a table
+    /// already full, paused every accept and left its tenant `loading`.
+    @Test func tooFewDescriptorsLeftRefusesToStart() throws {
+        let dir = ServerDir()
+        let server = try builtExecutable("layergated")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        // Descriptors 16-60 open on /dev/null, then the server at a limit of 64 (prlimit keeps them open).
+        process.arguments = ["-c", "for i in $(seq 16 60); do eval \"exec $i</dev/null\"; done; "
+            + "exec /usr/bin/prlimit --nofile=64:64 -- \(server.path) --socket \(dir.socket) --data-dir \(dir.data)"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2, "\(text)")
+        #expect(text.contains("descriptor limit (64)") && text.contains("ulimit -n"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: dir.socket))
     }
 }
 

@@ -123,6 +123,45 @@ struct RemoteEvictionTests {
         await f.manager.shutdown()
     }
 
+    /// With `maxRemoteCalls` (the descriptor plan's share), reads of many
+    /// evicted layers at once download them that many at a time, and every
+    /// read is served: each call holds descriptors while it runs.
+    @Test func remoteCallsRunAtMostTheirShareAtOnce() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        let f = try await TenantFixture.make(cacheSlots: 1024, label: "evict-bounded", remote: flaky) { c in
+            Self.evicting(budget: 0)(&c)
+            c.maxRemoteCalls = 2
+        }
+        var model = PageModel()
+        let end = try await ingest(f.tenant, &model, from: 1, count: 200, flushEvery: 20)
+        #expect(await f.tenant.waitUntilUploaded(timeout: .seconds(20)))
+        #expect(f.manager.evictLayers().localBytes == 0)
+        let layers = f.tenant.status().layers.count
+        #expect(layers >= 6, "\(layers) layers")
+        flaky.downloadDelay.withLock { $0 = 0.2 }
+        let t = f.tenant
+        let wrong = await withTaskGroup(of: Int.self) { group in
+            for lsn in [end - 1, 100, 40] {
+                for b in 0..<30 as Range<UInt32> {
+                    let want = model.page(key(b), at: Lsn(lsn))
+                    group.addTask {
+                        switch await readResult(t, key(b), Lsn(lsn)) {
+                        case .success(let got) where got == want: return 0
+                        case .failure(.pageNotFound) where want == nil: return 0
+                        default: return 1
+                        }
+                    }
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(wrong == 0, "reads that failed or read other bytes")
+        let peak = flaky.downloading.withLock { $0.peak }
+        #expect(peak == 2, "\(peak) downloads at once, with 2 allowed and \(layers) layers read together")
+        await f.manager.shutdown()
+    }
+
     /// A download that cannot open what it has just published (a failpoint
     /// here; no descriptor left, for real) leaves the file under its name: it
     /// is the layer, checked before it was published, and another map's read

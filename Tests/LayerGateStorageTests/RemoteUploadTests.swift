@@ -17,6 +17,8 @@ final class FlakyStore: RemoteStore {
     /// Downloads per key, and a delay each takes (a slow link), in seconds.
     let downloads = Mutex<[String: Int]>([:])
     let downloadDelay = Mutex<Double?>(nil)
+    /// Downloads running now, and the most that ran at once.
+    let downloading = Mutex<(now: Int, peak: Int)>((0, 0))
     var description: String { "flaky " + base.description }
 
     init(_ base: any RemoteStore) { self.base = base }
@@ -61,6 +63,8 @@ final class FlakyStore: RemoteStore {
     func download(_ key: String, into fs: any FileSystem, path: String) throws(RemoteError) -> LocalObject? {
         try check(.get, key)
         downloads.withLock { $0[key, default: 0] += 1 }
+        downloading.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+        defer { downloading.withLock { $0.now -= 1 } }
         if let delay = downloadDelay.withLock({ $0 }) { Thread.sleep(forTimeInterval: delay) }
         return try base.download(key, into: fs, path: path)
     }

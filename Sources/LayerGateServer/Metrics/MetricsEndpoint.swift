@@ -14,9 +14,6 @@ import Synchronization
 /// connection is answered one request at a time and is not read meanwhile, so
 /// a peer that sends without reading holds one answer, not thousands.
 enum MetricsEndpoint {
-    /// Connections held at once. A new one past it evicts the connection idle
-    /// longest (a slow or silent peer), so they cannot lock a scraper out.
-    static let maxConnections = 64
     /// A connection that sends nothing for this long is closed.
     static let idleTimeout = TimeAmount.seconds(30)
     /// Scrapes closer together than this get the same text.
@@ -24,8 +21,11 @@ enum MetricsEndpoint {
     /// Requests a connection may have sent ahead of their answers; past it, it is closed.
     static let maxQueuedRequests = 64
 
+    /// At most `maxConnections` connections are held at once (the
+    /// descriptor plan's share). A new one past it evicts the connection
+    /// idle longest (a slow or silent peer), so they cannot lock a scraper out.
     static func bind(_ address: MetricsAddress, group: any EventLoopGroup, registry: PrometheusCollectorRegistry,
-                     collector: ScrapeCollector, logger: Logger) async throws -> any Channel {
+                     collector: ScrapeCollector, maxConnections: Int, logger: Logger) async throws -> any Channel {
         let connections = MetricsConnections(capacity: maxConnections)
         let page = RenderedMetrics(registry: registry, collector: collector)
         return try await ServerBootstrap(group: group)

@@ -32,6 +32,10 @@ public struct TenantConfig: Sendable {
     /// Descriptors open tenants may hold together (`DescriptorBudget`,
     /// three each); a tenant beyond stays `loading` until one closes.
     public var maxTenantDescriptors = Int.max
+    /// Remote-store calls in flight at once, over all tenants (uploads,
+    /// downloads, checks, index writes): each holds descriptors while it
+    /// runs (nil: no limit). Past it a call waits for one to end.
+    public var maxRemoteCalls: Int?
     /// How long a failed load (full disk, no descriptors) waits before it is
     /// tried again; doubles up to `flushMaxBackoff`.
     public var loadRetryDelay: Duration = .seconds(1)
