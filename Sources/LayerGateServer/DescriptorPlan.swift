@@ -57,7 +57,7 @@ public struct DescriptorPlan: Equatable, Sendable {
         spare = min(64, max(4, limit / 16))
         var rest = max(0, limit - held - own - spare)
         remoteCalls = config.remoteStorage == nil ? 0 : min(64, max(1, rest / 16))
-        metricsConnections = config.metricsListen == nil ? 0 : min(64, max(1, rest / 16))
+        metricsConnections = config.metricsListen == nil ? 0 : min(64, max(2, rest / 16))
         rest = max(0, rest - remoteCalls * Self.descriptorsPerRemoteCall - (metricsConnections > 0 ? metricsConnections + 1 : 0))
         usable = rest
         let layerShare = max(2, rest / 4)

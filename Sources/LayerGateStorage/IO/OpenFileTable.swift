@@ -21,6 +21,11 @@ import Synchronization
 /// read waits for one to close, so that the process's descriptors stay within
 /// what the server shared out (a table full of them fails connections and
 /// WAL rolls). No lock is held across an open, read, close or that wait.
+/// Half of `looseLimit` (one at least) is kept for the descriptors of files
+/// whose name an eviction removed while a reader still holds them (`unnamed`):
+/// a compaction holds every input at once, and an eviction pass over them
+/// once gave each a descriptor of its own, 29 at `--nofile=56`, until the
+/// table was full. Past that share a file keeps its name until a later pass.
 ///
 /// With `directReads`, every descriptor reads past the OS page cache
 /// (O_DIRECT) where the filesystem allows it: see `ReadDescriptor`.
@@ -51,13 +56,17 @@ public final class OpenFileTable: Sendable {
     /// holders only open, read and close, and never wait for another, so a
     /// read waiting here always gets one.
     private let loose: DispatchSemaphore?
+    /// Descriptors of files without a name that readers still hold, and how many may be.
+    private let unnamed = Atomic<Int>(0)
+    private let unnamedLimit: Int
 
     public init(fs: any FileSystem, capacity: Int, looseLimit: Int? = nil, directReads: Bool = false) {
         precondition(capacity >= 1, "the open file table needs a slot")
         self.fs = fs
         self.capacity = capacity
         self.directReads = directReads
-        loose = looseLimit.map { DispatchSemaphore(value: max(1, $0)) }
+        unnamedLimit = looseLimit.map { max(1, $0 / 2) } ?? .max
+        loose = looseLimit.map { DispatchSemaphore(value: max(1, $0 - max(1, $0 / 2))) }
         state = Mutex(State(slots: Array(repeating: Slot(), count: capacity)))
     }
 
@@ -131,6 +140,20 @@ public final class OpenFileTable: Sendable {
         }
         return ReadDescriptor(fd: fd, direct: directReads && direct && fs.bypassPageCache(fd, true))
     }
+
+    /// Takes room for the descriptor of a file whose name is about to go
+    /// while readers hold it; false when the share is taken.
+    func reserveUnnamed() -> Bool {
+        var current = unnamed.load(ordering: .relaxed)
+        while current < unnamedLimit {
+            let (exchanged, original) = unnamed.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    func releaseUnnamed() { unnamed.subtract(1, ordering: .relaxed) }
 
     /// Closes the file's descriptor, if it holds one (the file is gone for good).
     func forget(_ id: UInt64) {

@@ -41,7 +41,10 @@ final class VirtualFile: Sendable {
 
     deinit {
         let fd = unnamed.load(ordering: .acquiring)
-        if fd >= 0 { table.fs.close(fd) }
+        if fd >= 0 {
+            table.fs.close(fd)
+            table.releaseUnnamed()
+        }
         table.forget(id)
     }
 
@@ -133,17 +136,26 @@ final class VirtualFile: Sendable {
     }
 
     /// Opens a descriptor of the file's own, so that reads go on after its name
-    /// is removed. False when none could be opened, or the name is another file now.
+    /// is removed. False when none could be opened, the table's share of such
+    /// descriptors is taken, or the name is another file now.
     func keepOpenWithoutName() -> Bool {
         if unnamed.load(ordering: .acquiring) >= 0 { return true }
         let fs = table.fs
-        guard let fd = try? table.openDescriptor(path, direct: !refusedDirectReads) else { return false }
+        guard table.reserveUnnamed() else { return false }
+        guard let fd = try? table.openDescriptor(path, direct: !refusedDirectReads) else {
+            table.releaseUnnamed()
+            return false
+        }
         guard let info = try? fs.fstat(fd.fd), info.isSameFile(as: identity) else {
             fs.close(fd.fd)
+            table.releaseUnnamed()
             return false
         }
         unnamedDirect.store(fd.direct, ordering: .relaxed)
-        if !unnamed.compareExchange(expected: -1, desired: fd.fd, ordering: .acquiringAndReleasing).exchanged { fs.close(fd.fd) }
+        if !unnamed.compareExchange(expected: -1, desired: fd.fd, ordering: .acquiringAndReleasing).exchanged {
+            fs.close(fd.fd)
+            table.releaseUnnamed()
+        }
         return true
     }
 
