@@ -32,8 +32,8 @@ public struct DescriptorPlan: Equatable, Sendable {
     public let usable: Int
 
     public static let descriptorsPerRemoteCall = 3
-    /// One connection, a layer file and a read's own, one tenant.
-    public static let minimumUsable = 1 + 2 + 3
+    /// One connection; a layer file, a read's own and an evicted one's; one tenant.
+    public static let minimumUsable = 1 + 3 + 3
 
     /// Descriptors the server keeps for itself after the plan is made,
     /// as counted in an idle server by `DescriptorPlanTests`: the data
@@ -60,11 +60,13 @@ public struct DescriptorPlan: Equatable, Sendable {
         metricsConnections = config.metricsListen == nil ? 0 : min(64, max(2, rest / 16))
         rest = max(0, rest - remoteCalls * Self.descriptorsPerRemoteCall - (metricsConnections > 0 ? metricsConnections + 1 : 0))
         usable = rest
-        let layerShare = max(2, rest / 4)
-        // A slot per layer file the server wants open, but at least one
-        // descriptor of the share kept for reads while every slot is busy.
-        openLayerFiles = max(1, min(config.tenant.maxOpenLayerFiles, layerShare - max(1, layerShare / 4)))
-        looseLayerFiles = max(1, layerShare - openLayerFiles)
+        let layerShare = max(3, rest / 4)
+        // A slot per layer file the server wants open, but at least two
+        // descriptors of the share kept outside the slots: the table splits
+        // them between reads while every slot is busy and evicted files
+        // that a reader still holds (`OpenFileTable`).
+        openLayerFiles = max(1, min(config.tenant.maxOpenLayerFiles, layerShare - max(2, layerShare / 4)))
+        looseLayerFiles = max(2, layerShare - openLayerFiles)
         tenantDescriptors = rest / 4
         connections = min(config.limits.maxConnections, max(1, rest - layerShare - tenantDescriptors))
     }
