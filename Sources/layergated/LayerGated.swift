@@ -145,6 +145,7 @@ struct LayerGated: AsyncParsableCommand {
         config.tenant.diskReserveBytes = diskReserveMib << 20
         config.tenant.directLayerReads = layerReads == "direct"
         config.limits.maxConnections = maxConnections
+        config.tenant.maxOpenLayerFiles = maxOpenLayerFiles
         config.limits.maxWaitLsn = .milliseconds(maxWaitLsnMs)
         config.limits.maxInflightBytes = maxInflightMib << 20
         config.limits.idleTimeout = .seconds(idleTimeoutS)

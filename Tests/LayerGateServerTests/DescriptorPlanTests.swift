@@ -64,6 +64,17 @@ struct DescriptorPlanTests {
         #expect(await server.stop() == 0)
     }
 
+    /// The flags' own limits are the plan's when they fit: before, the plan
+    /// read `--max-open-layer-files` from the defaults and the flag did nothing.
+    @Test func theFlagsLimitsAreKeptWhenTheyFit() async throws {
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: ["--max-open-layer-files", "3", "--max-connections", "7",
+                                                                  "--log-level", "debug"])
+        #expect(Self.number("max_open_layer_files", in: server.log) == 3, "\(server.log)")
+        #expect(Self.number("max_connections", in: server.log) == 7, "\(server.log)")
+        #expect(await server.stop() == 0)
+    }
+
     static func number(_ key: String, in log: String) -> Int? {
         guard let line = log.split(separator: "\n").first(where: { $0.contains("descriptor plan") }),
               let field = line.split(separator: " ").first(where: { $0.hasPrefix(key + "=") }) else { return nil }
