@@ -56,17 +56,17 @@ public final class OpenFileTable: Sendable {
     /// holders only open, read and close, and never wait for another, so a
     /// read waiting here always gets one.
     private let loose: DispatchSemaphore?
-    /// Descriptors of files without a name that readers still hold, and how many may be.
-    private let unnamed = Atomic<Int>(0)
-    private let unnamedLimit: Int
+    /// Descriptors of files without a name that readers still hold.
+    private let unnamed: CountedShare
 
     public init(fs: any FileSystem, capacity: Int, looseLimit: Int? = nil, directReads: Bool = false) {
         precondition(capacity >= 1, "the open file table needs a slot")
         self.fs = fs
         self.capacity = capacity
         self.directReads = directReads
-        unnamedLimit = looseLimit.map { max(1, $0 / 2) } ?? .max
-        loose = looseLimit.map { DispatchSemaphore(value: max(1, $0 - max(1, $0 / 2))) }
+        let unnamedLimit = looseLimit.map { max(1, $0 / 2) }
+        unnamed = CountedShare(capacity: unnamedLimit ?? .max)
+        loose = looseLimit.map { DispatchSemaphore(value: max(1, $0 - (unnamedLimit ?? 0))) }
         state = Mutex(State(slots: Array(repeating: Slot(), count: capacity)))
     }
 
@@ -143,17 +143,9 @@ public final class OpenFileTable: Sendable {
 
     /// Takes room for the descriptor of a file whose name is about to go
     /// while readers hold it; false when the share is taken.
-    func reserveUnnamed() -> Bool {
-        var current = unnamed.load(ordering: .relaxed)
-        while current < unnamedLimit {
-            let (exchanged, original) = unnamed.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
-            if exchanged { return true }
-            current = original
-        }
-        return false
-    }
+    func reserveUnnamed() -> Bool { unnamed.take() }
 
-    func releaseUnnamed() { unnamed.subtract(1, ordering: .relaxed) }
+    func releaseUnnamed() { unnamed.give() }
 
     /// Closes the file's descriptor, if it holds one (the file is gone for good).
     func forget(_ id: UInt64) {
