@@ -214,6 +214,28 @@ struct RemoteEvictionTests {
         await f.manager.shutdown()
     }
 
+    /// The name a failed open leaves (above) goes with its layer when the layer
+    /// leaves the map before a read opens it, whichever comes first; after a
+    /// reset it is the new map's and stays.
+    @Test func aLayerThatLeavesTheMapTakesTheFileAFailedOpenLeft() async throws {
+        let remote = Remote()
+        let (f, _, _, _) = try await evictedTenant("evict-leftover", in: remote)
+        let layers = f.tenant.state.withLock { $0.layers.layers }
+        try #require(layers.count >= 3)
+        let (first, retired, rest) = (layers[0], layers[1], layers[2...])
+        try f.failpoints.configure("remote-download-after-publish", .return)
+        first.deleteWhenUnused()  // gone from the map while remote: its download ends after
+        for l in layers { #expect(throws: StorageError.self) { try l.local() } }
+        try f.failpoints.configure("remote-download-after-publish", .off)
+        #expect(!f.layerFiles().contains(first.descriptor.fileName), "a download that ends after its layer left removes what it published")
+        #expect(Set(f.layerFiles()) == Set(layers.dropFirst().map(\.descriptor.fileName)), "the others keep their names")
+        _ = retired.retire()
+        for l in layers.dropFirst() { l.deleteWhenUnused() }
+        #expect(f.layerFiles() == [retired.descriptor.fileName], "each leaves with its layer, but for the reset's")
+        #expect(rest.allSatisfy { !$0.isLocal })
+        await f.manager.shutdown()
+    }
+
     @Test func evictionUnderConcurrentReadsServesNoWrongBytesAndEveryLayerComesBack() async throws {
         let remote = Remote()
         let flaky = FlakyStore(try remote.store())

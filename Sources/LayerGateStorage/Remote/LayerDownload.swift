@@ -18,7 +18,10 @@ struct LayerDownload: Sendable {
 
     private static let tempCounter = Atomic<UInt64>(0)
 
-    func fetch(_ layer: LayerDescriptor) throws(StorageError) -> LayerReader {
+    /// `published` is set to the file this call gave the layer's name, when it
+    /// did: if the open after that fails, the name stays (see below), and the
+    /// caller removes it with `removeLeftover` once the layer leaves its map.
+    func fetch(_ layer: LayerDescriptor, published: inout FileInfo?) throws(StorageError) -> LayerReader {
         let name = layer.fileName
         let start = ContinuousClock.now
         // Published meanwhile by another copy of this layer's entry (a map from before a reset): it is the layer.
@@ -60,10 +63,19 @@ struct LayerDownload: Sendable {
         // file is the layer, checked before it was published, and the next read
         // opens it. Taking the name back could take another map's file: a map
         // from before a reset may have opened it as published meanwhile.
+        published = try? fs.stat(directory.child(name))
         try failpoints.hit("remote-download-after-publish")
         let reader = try open(layer)
         metrics.layerDownloaded(bytes: layer.size, since: start)
         return reader
+    }
+
+    /// Removes the name a failed open left (`fetch`'s `published`), if it
+    /// still names that file: the layer left the map before a read opened it.
+    func removeLeftover(_ layer: LayerDescriptor, file: FileInfo) {
+        let path = directory.child(layer.fileName)
+        let fs = directory.fs
+        if let now = try? fs.stat(path), now.isSameFile(as: file) { try? fs.unlink(path) }
     }
 
     private func open(_ layer: LayerDescriptor) throws(StorageError) -> LayerReader {

@@ -32,6 +32,9 @@ final class TenantLayer: Sendable {
         var deleted = false
         /// Its map was replaced by a reset's: the new map's layer of the same name owns the file now.
         var retired = false
+        /// A download published the file but could not open it: the name is
+        /// this layer's until a read opens the file, or the layer leaves the map.
+        var leftover: FileInfo?
     }
 
     /// A layer whose file is open here.
@@ -101,16 +104,22 @@ final class TenantLayer: Sendable {
             return try shared.wait().get()
         case .fetch(let shared):
             guard let download else { preconditionFailure("a layer without remote storage is never remote") }
-            let result = Result { () throws(StorageError) in try download.fetch(descriptor) }
-            state.withLock { s in
+            var published: FileInfo?
+            let result = Result { () throws(StorageError) in try download.fetch(descriptor, published: &published) }
+            let gone = state.withLock { s -> FileInfo? in
                 switch result {
                 case .success(let r):
                     if s.deleted { r.deleteWhenUnused() }
                     s.residence = .local(r)
+                    s.leftover = nil
                 case .failure:
                     s.residence = .remote  // the next read tries again
+                    if let published { s.leftover = published }
+                    if s.deleted { return takeLeftover(&s) }
                 }
+                return nil
             }
+            if let gone { download.removeLeftover(descriptor, file: gone) }
             shared.finish(result)
             return try result.get()
         }
@@ -151,12 +160,23 @@ final class TenantLayer: Sendable {
 
     /// The layer left the map: its file goes when the last read ends.
     func deleteWhenUnused() {
-        let reader = state.withLock { s -> LayerReader? in
+        let (reader, leftover) = state.withLock { s -> (LayerReader?, FileInfo?) in
             s.deleted = true
-            if case .local(let r) = s.residence { return r }
-            return nil
+            switch s.residence {
+            case .local(let r): return (r, nil)
+            case .remote: return (nil, takeLeftover(&s))
+            case .downloading: return (nil, nil)  // its end sees `deleted`
+            }
         }
         reader?.deleteWhenUnused()
+        if let leftover, let download { download.removeLeftover(descriptor, file: leftover) }
+    }
+
+    /// The file a failed open left, to remove now that the layer left the map;
+    /// nil after a reset, whose new map owns every name.
+    private func takeLeftover(_ s: inout State) -> FileInfo? {
+        defer { s.leftover = nil }
+        return s.retired ? nil : s.leftover
     }
 
     private func touch() {
