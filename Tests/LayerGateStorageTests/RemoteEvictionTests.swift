@@ -236,6 +236,53 @@ struct RemoteEvictionTests {
         await f.manager.shutdown()
     }
 
+    /// A read of the layer while its leftover goes waits, then downloads
+    /// afresh: had it opened the leftover, its file would lose its name
+    /// under it, and a later reopen of the descriptor would fail.
+    @Test func aReadDuringALeftoversRemovalDownloadsAfresh() async throws {
+        let remote = Remote()
+        let (f, _, _, flaky) = try await evictedTenant("evict-leftover-race", in: remote)
+        let layer = try #require(f.tenant.state.withLock { $0.layers.layers.first })
+        let name = layer.descriptor.fileName
+        try f.failpoints.configure("remote-download-after-publish", .return)
+        #expect(throws: StorageError.self) { try layer.local() }
+        try f.failpoints.configure("remote-download-after-publish", .off)
+        #expect(f.layerFiles() == [name])
+        try f.failpoints.configure("remote-leftover-before-unlink", .sleep(milliseconds: 300))
+        let leaving = Task.detached { layer.deleteWhenUnused() }
+        try await Task.sleep(for: .milliseconds(100))
+        let reader = try await Task.detached { try layer.local() }.value
+        await leaving.value
+        #expect(f.layerFiles() == [name], "the read's file keeps its name while the read holds it")
+        #expect(reader.descriptor.fileName == name)
+        #expect(flaky.downloads.withLock { $0.values.reduce(0, +) } == 2, "downloaded again after the leftover went")
+        withExtendedLifetime(reader) {}
+        try f.failpoints.configure("remote-leftover-before-unlink", .off)
+        await f.manager.shutdown()
+    }
+
+    /// A reset that cannot reload leaves the old map serving: its layers are
+    /// its own again, so eviction keeps the budget (before, they stayed
+    /// retired until the next reset that loaded, and the budget went unkept).
+    @Test func aResetThatCannotReloadGivesItsLayersBackToEviction() async throws {
+        let remote = Remote()
+        let (f, model, end, _) = try await evictedTenant("evict-abandoned", in: remote)
+        let t = f.tenant
+        try f.failpoints.configure("no-descriptors", .return)
+        do {
+            _ = try await t.reset(dropCache: false)
+            Issue.record("a reset with no descriptors reloaded")
+        } catch {
+            guard case .resourceExhausted = error else { throw error }
+        }
+        try f.failpoints.configure("no-descriptors", .off)
+        await expectPagesMatch(t, model, lsns: [end - 1])  // downloads layers back
+        #expect(localFlags(t).contains(true))
+        let pass = f.manager.evictLayers()
+        #expect(pass.evicted > 0 && pass.localBytes == 0, "the old map's layers are evicted again")
+        await f.manager.shutdown()
+    }
+
     @Test func evictionUnderConcurrentReadsServesNoWrongBytesAndEveryLayerComesBack() async throws {
         let remote = Remote()
         let flaky = FlakyStore(try remote.store())

@@ -75,6 +75,7 @@ struct LayerDownload: Sendable {
     func removeLeftover(_ layer: LayerDescriptor, file: FileInfo) {
         let path = directory.child(layer.fileName)
         let fs = directory.fs
+        if (try? failpoints.hit("remote-leftover-before-unlink")) == nil { return }  // `return`: the file stays
         if let now = try? fs.stat(path), now.isSameFile(as: file) { try? fs.unlink(path) }
     }
 

@@ -287,12 +287,13 @@ extension Tenant {
         }
         added.disarm()
         storage.metrics.compactionListed(bytes: outputs.reduce(0) { $0 + $1.size })
-        let layers = state.withLock { s -> LayerMap in
-            for name in removed { s.layers.remove(named: name)?.deleteWhenUnused() }
+        let (layers, gone) = state.withLock { s -> (LayerMap, [TenantLayer]) in
+            let gone = removed.compactMap { s.layers.remove(named: $0) }
             for r in readers { s.layers.insert(TenantLayer(r, download: s.layerDownload)) }
             s.index = newIndex
-            return s.layers
+            return (s.layers, gone)
         }
+        for layer in gone { layer.deleteWhenUnused() }  // outside the lock: it may unlink a file
         noteImageSet(layers)
         indexChanged()
         var r = CompactionResult()

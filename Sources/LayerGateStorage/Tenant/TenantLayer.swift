@@ -87,42 +87,52 @@ final class TenantLayer: Sendable {
             case wait(SharedResult)
             case fetch(SharedResult)
         }
-        let step = state.withLock { s -> Step in
-            switch s.residence {
-            case .local(let r): return .have(r)
-            case .downloading(let shared): return .wait(shared)
-            case .remote:
-                let shared = SharedResult()
-                s.residence = .downloading(shared)
-                return .fetch(shared)
-            }
-        }
-        switch step {
-        case .have(let r):
-            return r
-        case .wait(let shared):
-            return try shared.wait().get()
-        case .fetch(let shared):
-            guard let download else { preconditionFailure("a layer without remote storage is never remote") }
-            var published: FileInfo?
-            let result = Result { () throws(StorageError) in try download.fetch(descriptor, published: &published) }
-            let gone = state.withLock { s -> FileInfo? in
-                switch result {
-                case .success(let r):
-                    if s.deleted { r.deleteWhenUnused() }
-                    s.residence = .local(r)
-                    s.leftover = nil
-                case .failure:
-                    s.residence = .remote  // the next read tries again
-                    if let published { s.leftover = published }
-                    if s.deleted { return takeLeftover(&s) }
+        while true {
+            let step = state.withLock { s -> Step in
+                switch s.residence {
+                case .local(let r): return .have(r)
+                case .downloading(let shared): return .wait(shared)
+                case .remote:
+                    let shared = SharedResult()
+                    s.residence = .downloading(shared)
+                    return .fetch(shared)
                 }
-                return nil
             }
-            if let gone { download.removeLeftover(descriptor, file: gone) }
-            shared.finish(result)
-            return try result.get()
+            switch step {
+            case .have(let r):
+                return r
+            case .wait(let shared):
+                // Nil: the name a failed open left was being removed; a read now downloads afresh.
+                if let result = shared.wait() { return try result.get() }
+            case .fetch(let shared):
+                return try fetch(shared)
+            }
         }
+    }
+
+    /// Downloads the layer for the reads that wait on `shared`, which holds
+    /// its residence until the outcome is in.
+    private func fetch(_ shared: SharedResult) throws(StorageError) -> LayerReader {
+        guard let download else { preconditionFailure("a layer without remote storage is never remote") }
+        var published: FileInfo?
+        let result = Result { () throws(StorageError) in try download.fetch(descriptor, published: &published) }
+        let gone = state.withLock { s -> FileInfo? in
+            switch result {
+            case .success(let r):
+                if s.deleted { r.deleteWhenUnused() }
+                s.residence = .local(r)
+                s.leftover = nil
+                return nil
+            case .failure:
+                if let published { s.leftover = published }
+                let gone = s.deleted ? takeLeftover(&s) : nil
+                if gone == nil { s.residence = .remote }  // the next read tries again
+                return gone
+            }
+        }
+        if let gone { removeLeftover(gone) }
+        shared.finish(result)
+        return try result.get()
     }
 
     /// Removes the local file, keeping the layer readable from the store.
@@ -159,24 +169,52 @@ final class TenantLayer: Sendable {
     }
 
     /// The layer left the map: its file goes when the last read ends.
+    /// Unlinks a file (a failed open's leftover): call it outside other locks.
     func deleteWhenUnused() {
-        let (reader, leftover) = state.withLock { s -> (LayerReader?, FileInfo?) in
+        enum Leaving {
+            case reader(LayerReader)
+            case leftover(FileInfo, SharedResult)
+            case nothing
+        }
+        let leaving = state.withLock { s -> Leaving in
             s.deleted = true
             switch s.residence {
-            case .local(let r): return (r, nil)
-            case .remote: return (nil, takeLeftover(&s))
-            case .downloading: return (nil, nil)  // its end sees `deleted`
+            case .local(let r): return .reader(r)
+            case .downloading: return .nothing  // its end sees `deleted`
+            case .remote:
+                guard let file = takeLeftover(&s) else { return .nothing }
+                // Reads wait until the name is gone: one that opened the file now would lose its name.
+                let shared = SharedResult()
+                s.residence = .downloading(shared)
+                return .leftover(file, shared)
             }
         }
-        reader?.deleteWhenUnused()
-        if let leftover, let download { download.removeLeftover(descriptor, file: leftover) }
+        switch leaving {
+        case .reader(let r): r.deleteWhenUnused()
+        case .leftover(let file, let shared):
+            removeLeftover(file)
+            shared.finish(nil)
+        case .nothing: break
+        }
+    }
+
+    /// Its map serves on after all: a reset that could not reload gave it back.
+    func unretire() {
+        state.withLock { $0.retired = false }
     }
 
     /// The file a failed open left, to remove now that the layer left the map;
-    /// nil after a reset, whose new map owns every name.
+    /// nil after a reset, whose new map owns every name. The caller keeps the
+    /// residence `downloading` until `removeLeftover` has run.
     private func takeLeftover(_ s: inout State) -> FileInfo? {
         defer { s.leftover = nil }
         return s.retired ? nil : s.leftover
+    }
+
+    /// Unlinks the leftover, then lets reads download the layer afresh.
+    private func removeLeftover(_ file: FileInfo) {
+        download?.removeLeftover(descriptor, file: file)
+        state.withLock { $0.residence = .remote }
     }
 
     private func touch() {
@@ -184,19 +222,20 @@ final class TenantLayer: Sendable {
         if lastUse.load(ordering: .relaxed) != now { lastUse.store(now, ordering: .relaxed) }
     }
 
-    /// One download's outcome, for the reads that wait for it.
+    /// One download's outcome, for the reads that wait for it; nil when
+    /// there was none (a leftover's removal held the layer): look again.
     final class SharedResult: Sendable {
         private let done = DispatchGroup()
         private let result = Mutex<Result<LayerReader, StorageError>?>(nil)
 
         init() { done.enter() }
 
-        func wait() -> Result<LayerReader, StorageError> {
+        func wait() -> Result<LayerReader, StorageError>? {
             done.wait()
-            return result.withLock { $0 } ?? .failure(.cancelled("the download of a layer ended without a result"))
+            return result.withLock { $0 }
         }
 
-        func finish(_ r: Result<LayerReader, StorageError>) {
+        func finish(_ r: Result<LayerReader, StorageError>?) {
             result.withLock { $0 = r }
             done.leave()
         }

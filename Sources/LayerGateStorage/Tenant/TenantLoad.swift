@@ -115,9 +115,12 @@ extension Tenant {
         }
         if error.isResourceExhaustion {
             if let previous {
-                state.withLock { s in
+                let kept = state.withLock { s -> LayerMap in
                     _ = Self.move(&s, on: .resetAbandoned(restoring: previous))
+                    return s.layers
                 }
+                // The old map serves on: its layers own their files again (eviction, leftovers).
+                for layer in kept.layers { layer.unretire() }
                 logger.warning("reset could not reload the tenant; it serves on as before", metadata: ["error": "\(reason)"])
                 throw .resourceExhausted(
                     "tenant \(id): the reset could not reload it (\(reason)); it serves on as before the reset. Free space or file descriptors, then retry")
