@@ -248,16 +248,22 @@ struct RemoteEvictionTests {
         #expect(throws: StorageError.self) { try layer.local() }
         try f.failpoints.configure("remote-download-after-publish", .off)
         #expect(f.layerFiles() == [name])
-        try f.failpoints.configure("remote-leftover-before-unlink", .sleep(milliseconds: 300))
-        let leaving = Task.detached { layer.deleteWhenUnused() }
-        try await Task.sleep(for: .milliseconds(100))
-        let reader = try await Task.detached { try layer.local() }.value
+        // Both block (a pause, a wait): on threads of their own, never the few of Swift's pool.
+        try f.failpoints.configure("remote-leftover-before-unlink", .pause)
+        let leaving = onThread { layer.deleteWhenUnused() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !layer.isDownloading && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(layer.isDownloading, "the removal holds the layer")
+        // The read starts while the removal is held; it is let go once the read waits (or opened the leftover, before the mend).
+        let reading = onThread { Result { () throws(StorageError) in try layer.local() } }
+        try await Task.sleep(for: .milliseconds(200))
+        try f.failpoints.configure("remote-leftover-before-unlink", .off)
+        let reader = try await reading.value.get()
         await leaving.value
         #expect(f.layerFiles() == [name], "the read's file keeps its name while the read holds it")
         #expect(reader.descriptor.fileName == name)
         #expect(flaky.downloads.withLock { $0.values.reduce(0, +) } == 2, "downloaded again after the leftover went")
         withExtendedLifetime(reader) {}
-        try f.failpoints.configure("remote-leftover-before-unlink", .off)
         await f.manager.shutdown()
     }
 
@@ -494,5 +500,12 @@ struct RemoteEvictionTests {
         #expect(f.manager.evictLayers().evicted == 0)
         #expect(f.layerFiles().count == 3)
         await f.manager.shutdown()
+    }
+}
+
+/// Runs `body` on a dispatch thread: for calls that block until another task acts.
+private func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Task<T, Never> {
+    Task {
+        await withCheckedContinuation { c in DispatchQueue.global().async { c.resume(returning: body()) } }
     }
 }

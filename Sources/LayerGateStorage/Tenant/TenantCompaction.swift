@@ -293,7 +293,10 @@ extension Tenant {
             s.index = newIndex
             return (s.layers, gone)
         }
-        for layer in gone { layer.deleteWhenUnused() }  // outside the lock: it may unlink a file
+        if !gone.isEmpty {
+            // Outside the lock and off the async pool: it may unlink a file (a failed open's leftover).
+            _ = try? await BlockingIO.run { for layer in gone { layer.deleteWhenUnused() } }
+        }
         noteImageSet(layers)
         indexChanged()
         var r = CompactionResult()

@@ -65,6 +65,14 @@ final class TenantLayer: Sendable {
 
     var isLocal: Bool { resident != nil }
 
+    /// A download of it, or the removal of a failed open's leftover, is under way.
+    var isDownloading: Bool {
+        state.withLock { s in
+            if case .downloading = s.residence { return true }
+            return false
+        }
+    }
+
     /// The tick of its last read, for the eviction order.
     var lastUsed: UInt64 { lastUse.load(ordering: .relaxed) }
 

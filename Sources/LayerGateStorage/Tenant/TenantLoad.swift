@@ -120,7 +120,8 @@ extension Tenant {
                     return s.layers
                 }
                 // The old map serves on: its layers own their files again (eviction, leftovers).
-                for layer in kept.layers { layer.unretire() }
+                // A broken tenant's map serves nothing: it stays as the reset left it.
+                if previous == .active { for layer in kept.layers { layer.unretire() } }
                 logger.warning("reset could not reload the tenant; it serves on as before", metadata: ["error": "\(reason)"])
                 throw .resourceExhausted(
                     "tenant \(id): the reset could not reload it (\(reason)); it serves on as before the reset. Free space or file descriptors, then retry")
