@@ -236,6 +236,23 @@ struct RemoteEvictionTests {
         await f.manager.shutdown()
     }
 
+    /// The budget counts such a file as local, and an eviction pass removes
+    /// it as it removes an open file's name; a read then downloads it again.
+    @Test func anEvictionPassCountsAndRemovesTheFilesFailedOpensLeft() async throws {
+        let remote = Remote()
+        let (f, model, end, _) = try await evictedTenant("evict-leftover-budget", in: remote)
+        let layers = f.tenant.state.withLock { $0.layers.layers }
+        try f.failpoints.configure("remote-download-after-publish", .return)
+        for l in layers { #expect(throws: StorageError.self) { try l.local() } }
+        try f.failpoints.configure("remote-download-after-publish", .off)
+        #expect(f.layerFiles().count == layers.count && layers.allSatisfy(\.hasLeftover))
+        let pass = f.manager.evictLayers()
+        #expect(pass.evicted == layers.count && pass.localBytes == 0, "each counted against the budget, and removed")
+        #expect(f.layerFiles().isEmpty && !layers.contains(where: \.hasLeftover))
+        await expectPagesMatch(f.tenant, model, lsns: [end - 1])
+        await f.manager.shutdown()
+    }
+
     /// A read of the layer while its leftover goes waits, then downloads
     /// afresh: had it opened the leftover, its file would lose its name
     /// under it, and a later reopen of the descriptor would fail.

@@ -65,6 +65,9 @@ final class TenantLayer: Sendable {
 
     var isLocal: Bool { resident != nil }
 
+    /// A failed open left its file under its name: local bytes until a read opens it or it is removed.
+    var hasLeftover: Bool { state.withLock { $0.leftover != nil && !$0.retired } }
+
     /// A download of it, or the removal of a failed open's leftover, is under way.
     var isDownloading: Bool {
         state.withLock { s in
@@ -143,24 +146,47 @@ final class TenantLayer: Sendable {
         return try result.get()
     }
 
-    /// Removes the local file, keeping the layer readable from the store.
-    /// The caller has checked that the store holds it. Returns the bytes
-    /// freed (0 when it was not local, is being removed, or the file stays).
+    /// Removes the local file, keeping the layer readable from the store:
+    /// its open file's name, or a failed open's leftover. The caller has
+    /// checked that the store holds it. Returns the bytes freed (0 when it
+    /// was not local, is being removed, or the file stays).
     func evict() -> Int {
         guard download != nil else { return 0 }
-        let reader = state.withLock { s -> LayerReader? in
-            guard !s.evicting, !s.deleted, !s.retired, case .local(let r) = s.residence else { return nil }
-            s.evicting = true
-            return r
+        enum Step {
+            case reader(LayerReader)
+            case leftover(FileInfo, SharedResult)
         }
-        guard let reader else { return 0 }
-        // Reads that hold the reader go on; new ones download again once the name is gone.
-        let removed = reader.removeName()
-        state.withLock { s in
-            s.evicting = false
-            if removed { s.residence = .remote }
+        let step = state.withLock { s -> Step? in
+            guard !s.evicting, !s.deleted, !s.retired else { return nil }
+            switch s.residence {
+            case .local(let r):
+                s.evicting = true  // a reset waits until the name is gone (`retire`)
+                return .reader(r)
+            case .remote:
+                guard let (file, shared) = claimLeftover(&s) else { return nil }
+                s.evicting = true
+                return .leftover(file, shared)
+            case .downloading:
+                return nil
+            }
         }
-        return removed ? descriptor.size : 0
+        switch step {
+        case nil:
+            return 0
+        case .leftover(let file, let shared):
+            removeLeftover(file)
+            state.withLock { $0.evicting = false }
+            shared.finish(nil)
+            return descriptor.size
+        case .reader(let reader):
+            // Reads that hold the reader go on; new ones download again once the name is gone.
+            let removed = reader.removeName()
+            state.withLock { s in
+                s.evicting = false
+                if removed { s.residence = .remote }
+            }
+            return removed ? descriptor.size : 0
+        }
     }
 
     /// Its map is being replaced (a reset): it may no longer remove its file,
@@ -190,10 +216,7 @@ final class TenantLayer: Sendable {
             case .local(let r): return .reader(r)
             case .downloading: return .nothing  // its end sees `deleted`
             case .remote:
-                guard let file = takeLeftover(&s) else { return .nothing }
-                // Reads wait until the name is gone: one that opened the file now would lose its name.
-                let shared = SharedResult()
-                s.residence = .downloading(shared)
+                guard let (file, shared) = claimLeftover(&s) else { return .nothing }
                 return .leftover(file, shared)
             }
         }
@@ -217,6 +240,16 @@ final class TenantLayer: Sendable {
     private func takeLeftover(_ s: inout State) -> FileInfo? {
         defer { s.leftover = nil }
         return s.retired ? nil : s.leftover
+    }
+
+    /// Takes a `remote` layer's leftover for removal. Reads wait until the
+    /// name is gone (the residence is `downloading` until `removeLeftover`):
+    /// one that opened the file meanwhile would lose its name under it.
+    private func claimLeftover(_ s: inout State) -> (FileInfo, SharedResult)? {
+        guard let file = takeLeftover(&s) else { return nil }
+        let shared = SharedResult()
+        s.residence = .downloading(shared)
+        return (file, shared)
     }
 
     /// Unlinks the leftover, then lets reads download the layer afresh.
