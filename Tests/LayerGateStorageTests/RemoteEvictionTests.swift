@@ -246,6 +246,13 @@ struct RemoteEvictionTests {
         for l in layers { #expect(throws: StorageError.self) { try l.local() } }
         try f.failpoints.configure("remote-download-after-publish", .off)
         #expect(f.layerFiles().count == layers.count && layers.allSatisfy(\.hasLeftover))
+        let bytes = layers.reduce(0) { $0 + $1.descriptor.size }
+        // A removal that leaves the file frees nothing, and the file stays counted.
+        try f.failpoints.configure("remote-leftover-before-unlink", .return)
+        let kept = f.manager.evictLayers()
+        #expect(kept.evicted == 0 && kept.localBytes == bytes)
+        #expect(f.layerFiles().count == layers.count && layers.allSatisfy(\.hasLeftover))
+        try f.failpoints.configure("remote-leftover-before-unlink", .off)
         let pass = f.manager.evictLayers()
         #expect(pass.evicted == layers.count && pass.localBytes == 0, "each counted against the budget, and removed")
         #expect(f.layerFiles().isEmpty && !layers.contains(where: \.hasLeftover))

@@ -1,5 +1,9 @@
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Brings one evicted (or never local, after an attach) layer back from
 /// remote storage: into a temp file, checked against the size index.json
 /// gives and the CRC-32C the remote index lists, published through the gate
@@ -71,12 +75,16 @@ struct LayerDownload: Sendable {
     }
 
     /// Removes the name a failed open left (`fetch`'s `published`), if it
-    /// still names that file: the layer left the map before a read opened it.
-    func removeLeftover(_ layer: LayerDescriptor, file: FileInfo) {
+    /// still names that file. False when the file is still there under it
+    /// (the failpoint's `return`, or the unlink failed): the caller keeps it recorded.
+    func removeLeftover(_ layer: LayerDescriptor, file: FileInfo) -> Bool {
         let path = directory.child(layer.fileName)
         let fs = directory.fs
-        if (try? failpoints.hit("remote-leftover-before-unlink")) == nil { return }  // `return`: the file stays
-        if let now = try? fs.stat(path), now.isSameFile(as: file) { try? fs.unlink(path) }
+        if (try? failpoints.hit("remote-leftover-before-unlink")) == nil { return false }
+        let now: FileInfo
+        do throws(SystemError) { now = try fs.stat(path) } catch { return error.errno == ENOENT }
+        guard now.isSameFile(as: file) else { return true }  // not this file any more: nothing of it is left
+        return (try? fs.unlink(path)) != nil
     }
 
     private func open(_ layer: LayerDescriptor) throws(StorageError) -> LayerReader {

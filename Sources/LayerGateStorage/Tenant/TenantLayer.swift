@@ -174,10 +174,10 @@ final class TenantLayer: Sendable {
         case nil:
             return 0
         case .leftover(let file, let shared):
-            removeLeftover(file)
+            let removed = removeLeftover(file)
             state.withLock { $0.evicting = false }
             shared.finish(nil)
-            return descriptor.size
+            return removed ? descriptor.size : 0
         case .reader(let reader):
             // Reads that hold the reader go on; new ones download again once the name is gone.
             let removed = reader.removeName()
@@ -252,10 +252,16 @@ final class TenantLayer: Sendable {
         return (file, shared)
     }
 
-    /// Unlinks the leftover, then lets reads download the layer afresh.
-    private func removeLeftover(_ file: FileInfo) {
-        download?.removeLeftover(descriptor, file: file)
-        state.withLock { $0.residence = .remote }
+    /// Unlinks the leftover, then lets reads download the layer afresh (or
+    /// open the file, when it stayed: it is then recorded again). True when it went.
+    @discardableResult
+    private func removeLeftover(_ file: FileInfo) -> Bool {
+        let removed = download?.removeLeftover(descriptor, file: file) ?? true
+        state.withLock { s in
+            s.residence = .remote
+            if !removed { s.leftover = file }
+        }
+        return removed
     }
 
     private func touch() {
