@@ -66,7 +66,7 @@ public final class Failpoints: Sendable {
         "remote-download-before-publish",
         // Published, before it is opened.
         "remote-download-after-publish",
-        // Before the name such a failed open left is removed, its layer gone from the map (sleep, pause).
+        // Before the name such a failed open left is removed (its layer left the map, or an eviction).
         "remote-leftover-before-unlink",
         // The filesystem itself (FailpointFileSystem): a full disk, no descriptors.
         "disk-full",

@@ -49,6 +49,13 @@ struct RemoteEvictionTests {
         for (key, n) in counts { #expect(n == 1, "\(key) was downloaded \(n) times", sourceLocation: sourceLocation) }
     }
 
+    /// Downloads each layer with its open failing after the publish: each leaves its file under its name.
+    func leaveLeftovers(_ layers: [TenantLayer], in f: TenantFixture, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try f.failpoints.configure("remote-download-after-publish", .return)
+        for l in layers { #expect(throws: StorageError.self, sourceLocation: sourceLocation) { try l.local() } }
+        try f.failpoints.configure("remote-download-after-publish", .off)
+    }
+
     func localFlags(_ t: Tenant) -> [Bool] { t.status().layers.map(\.isLocal) }
 
     @Test func anEvictedLayerComesBackAsANewFileWithTheSameBytes() async throws {
@@ -223,10 +230,8 @@ struct RemoteEvictionTests {
         let layers = f.tenant.state.withLock { $0.layers.layers }
         try #require(layers.count >= 3)
         let (first, retired, rest) = (layers[0], layers[1], layers[2...])
-        try f.failpoints.configure("remote-download-after-publish", .return)
         first.deleteWhenUnused()  // gone from the map while remote: its download ends after
-        for l in layers { #expect(throws: StorageError.self) { try l.local() } }
-        try f.failpoints.configure("remote-download-after-publish", .off)
+        try leaveLeftovers(layers, in: f)
         #expect(!f.layerFiles().contains(first.descriptor.fileName), "a download that ends after its layer left removes what it published")
         #expect(Set(f.layerFiles()) == Set(layers.dropFirst().map(\.descriptor.fileName)), "the others keep their names")
         _ = retired.retire()
@@ -242,9 +247,7 @@ struct RemoteEvictionTests {
         let remote = Remote()
         let (f, model, end, _) = try await evictedTenant("evict-leftover-budget", in: remote)
         let layers = f.tenant.state.withLock { $0.layers.layers }
-        try f.failpoints.configure("remote-download-after-publish", .return)
-        for l in layers { #expect(throws: StorageError.self) { try l.local() } }
-        try f.failpoints.configure("remote-download-after-publish", .off)
+        try leaveLeftovers(layers, in: f)
         #expect(f.layerFiles().count == layers.count && layers.allSatisfy(\.hasLeftover))
         let bytes = layers.reduce(0) { $0 + $1.descriptor.size }
         // A removal that leaves the file frees nothing, and the file stays counted.
@@ -268,9 +271,7 @@ struct RemoteEvictionTests {
         let (f, _, _, flaky) = try await evictedTenant("evict-leftover-race", in: remote)
         let layer = try #require(f.tenant.state.withLock { $0.layers.layers.first })
         let name = layer.descriptor.fileName
-        try f.failpoints.configure("remote-download-after-publish", .return)
-        #expect(throws: StorageError.self) { try layer.local() }
-        try f.failpoints.configure("remote-download-after-publish", .off)
+        try leaveLeftovers([layer], in: f)
         #expect(f.layerFiles() == [name])
         // Both block (a pause, a wait): on threads of their own, never the few of Swift's pool.
         try f.failpoints.configure("remote-leftover-before-unlink", .pause)

@@ -72,8 +72,7 @@ public final class LayerReader: Sendable {
         cache.dropFile(fileId)
         if deleteOnDeinit.load(ordering: .acquiring) {
             // Only unlink the name if it is still this file (never someone else's).
-            let fs = file.fs
-            if let now = try? fs.stat(path), now.isSameFile(as: file.identity) { try? fs.unlink(path) }
+            _ = try? file.fs.unlink(path, ifItIs: file.identity)
         }
     }
 
@@ -84,9 +83,7 @@ public final class LayerReader: Sendable {
     /// own. False, with the file left as it was, when that cannot be done.
     func removeName() -> Bool {
         guard file.keepOpenWithoutName() else { return false }
-        let fs = file.fs
-        guard let now = try? fs.stat(path), now.isSameFile(as: file.identity) else { return false }
-        return (try? fs.unlink(path)) != nil
+        return (try? file.fs.unlink(path, ifItIs: file.identity)) == true
     }
 
     /// Runs `body` over block `n` through the page cache.

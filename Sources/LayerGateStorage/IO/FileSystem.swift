@@ -60,6 +60,17 @@ extension FileSystem {
     public var descriptorsAreReal: Bool { false }
 }
 
+extension FileSystem {
+    /// Unlinks `path` only while it names `file`: a name another file took
+    /// meanwhile is never removed. False when it names another file; throws
+    /// what the stat or the unlink met (ENOENT: no such name).
+    func unlink(_ path: String, ifItIs file: FileInfo) throws(SystemError) -> Bool {
+        guard try stat(path).isSameFile(as: file) else { return false }
+        try unlink(path)
+        return true
+    }
+}
+
 public enum OpenMode: Sendable, Equatable {
     /// Never blocks on open (a FIFO in place of a file must not hang a load).
     case readOnly

@@ -142,20 +142,16 @@ final class VirtualFile: Sendable {
         if unnamed.load(ordering: .acquiring) >= 0 { return true }
         let fs = table.fs
         guard table.reserveUnnamed() else { return false }
-        guard let fd = try? table.openDescriptor(path, direct: !refusedDirectReads) else {
-            table.releaseUnnamed()
-            return false
-        }
+        var kept = false
+        defer { if !kept { table.releaseUnnamed() } }  // given back by deinit once kept
+        guard let fd = try? table.openDescriptor(path, direct: !refusedDirectReads) else { return false }
         guard let info = try? fs.fstat(fd.fd), info.isSameFile(as: identity) else {
             fs.close(fd.fd)
-            table.releaseUnnamed()
             return false
         }
         unnamedDirect.store(fd.direct, ordering: .relaxed)
-        if !unnamed.compareExchange(expected: -1, desired: fd.fd, ordering: .acquiringAndReleasing).exchanged {
-            fs.close(fd.fd)
-            table.releaseUnnamed()
-        }
+        kept = unnamed.compareExchange(expected: -1, desired: fd.fd, ordering: .acquiringAndReleasing).exchanged
+        if !kept { fs.close(fd.fd) }  // another call kept one first
         return true
     }
 

@@ -78,13 +78,12 @@ struct LayerDownload: Sendable {
     /// still names that file. False when the file is still there under it
     /// (the failpoint's `return`, or the unlink failed): the caller keeps it recorded.
     func removeLeftover(_ layer: LayerDescriptor, file: FileInfo) -> Bool {
-        let path = directory.child(layer.fileName)
-        let fs = directory.fs
         if (try? failpoints.hit("remote-leftover-before-unlink")) == nil { return false }
-        let now: FileInfo
-        do throws(SystemError) { now = try fs.stat(path) } catch { return error.errno == ENOENT }
-        guard now.isSameFile(as: file) else { return true }  // not this file any more: nothing of it is left
-        return (try? fs.unlink(path)) != nil
+        // A name that is gone, or another file's now, leaves nothing of this one.
+        do throws(SystemError) { _ = try directory.fs.unlink(directory.child(layer.fileName), ifItIs: file) } catch {
+            return error.errno == ENOENT
+        }
+        return true
     }
 
     private func open(_ layer: LayerDescriptor) throws(StorageError) -> LayerReader {

@@ -35,6 +35,15 @@ final class TenantLayer: Sendable {
         /// A download published the file but could not open it: the name is
         /// this layer's until a read opens the file, or the layer leaves the map.
         var leftover: FileInfo?
+
+        /// The leftover this layer may remove: none once retired, the new map owns every name.
+        var ownLeftover: FileInfo? { retired ? nil : leftover }
+    }
+
+    /// What a removal took from the state, to finish outside the lock.
+    private enum Claimed {
+        case reader(LayerReader)
+        case leftover(FileInfo, SharedResult)
     }
 
     /// A layer whose file is open here.
@@ -66,7 +75,7 @@ final class TenantLayer: Sendable {
     var isLocal: Bool { resident != nil }
 
     /// A failed open left its file under its name: local bytes until a read opens it or it is removed.
-    var hasLeftover: Bool { state.withLock { $0.leftover != nil && !$0.retired } }
+    var hasLeftover: Bool { state.withLock { $0.ownLeftover != nil } }
 
     /// A download of it, or the removal of a failed open's leftover, is under way.
     var isDownloading: Bool {
@@ -152,11 +161,7 @@ final class TenantLayer: Sendable {
     /// was not local, is being removed, or the file stays).
     func evict() -> Int {
         guard download != nil else { return 0 }
-        enum Step {
-            case reader(LayerReader)
-            case leftover(FileInfo, SharedResult)
-        }
-        let step = state.withLock { s -> Step? in
+        let claimed = state.withLock { s -> Claimed? in
             guard !s.evicting, !s.deleted, !s.retired else { return nil }
             switch s.residence {
             case .local(let r):
@@ -170,7 +175,7 @@ final class TenantLayer: Sendable {
                 return nil
             }
         }
-        switch step {
+        switch claimed {
         case nil:
             return 0
         case .leftover(let file, let shared):
@@ -205,27 +210,20 @@ final class TenantLayer: Sendable {
     /// The layer left the map: its file goes when the last read ends.
     /// Unlinks a file (a failed open's leftover): call it outside other locks.
     func deleteWhenUnused() {
-        enum Leaving {
-            case reader(LayerReader)
-            case leftover(FileInfo, SharedResult)
-            case nothing
-        }
-        let leaving = state.withLock { s -> Leaving in
+        let claimed = state.withLock { s -> Claimed? in
             s.deleted = true
             switch s.residence {
             case .local(let r): return .reader(r)
-            case .downloading: return .nothing  // its end sees `deleted`
-            case .remote:
-                guard let (file, shared) = claimLeftover(&s) else { return .nothing }
-                return .leftover(file, shared)
+            case .downloading: return nil  // its end sees `deleted`
+            case .remote: return claimLeftover(&s).map { .leftover($0.0, $0.1) }
             }
         }
-        switch leaving {
+        switch claimed {
         case .reader(let r): r.deleteWhenUnused()
         case .leftover(let file, let shared):
             removeLeftover(file)
             shared.finish(nil)
-        case .nothing: break
+        case nil: break
         }
     }
 
@@ -239,7 +237,7 @@ final class TenantLayer: Sendable {
     /// residence `downloading` until `removeLeftover` has run.
     private func takeLeftover(_ s: inout State) -> FileInfo? {
         defer { s.leftover = nil }
-        return s.retired ? nil : s.leftover
+        return s.ownLeftover
     }
 
     /// Takes a `remote` layer's leftover for removal. Reads wait until the
