@@ -114,7 +114,9 @@ public final class Server: Service, Sendable {
             "tenants": "\(tenants.count)", "page_cache_pages": "\(cache.capacity)",
             "failpoints": "\(config.enableFailpoints ? "enabled" : "off")",
             "auth": "\(verifier == nil ? "off (SO_PEERCRED)" : "tokens (EdDSA)")",
-            "max_connections": "\(config.limits.maxConnections)", "event_loop": "\(config.eventLoop.rawValue)",
+            "max_connections": "\(config.limits.maxConnections)",
+            "reserved_connections": "\(config.limits.maxConnections - config.limits.connectionsForOtherPeers)",
+            "event_loop": "\(config.eventLoop.rawValue)",
             // Misses on the loop's io_uring as configured; a kernel without it said so above ("no io_uring").
             "layer_reads": "\(config.tenant.directLayerReads ? "direct" : "buffered")",
             "miss_reads": "\(config.makesKernelReads ? "io_uring" : "read threads")",

@@ -59,6 +59,13 @@ public enum EventLoopKind: String, Sendable, CaseIterable {
 public struct ServerLimits: Sendable {
     /// Connections beyond this get RESOURCE_EXHAUSTED (request id 0) and a close.
     public var maxConnections = 1024
+    /// Of `maxConnections`, kept for the server's uid and root (its ingester,
+    /// operators): other peers are refused before they take these, so readers
+    /// that fill the table never lock out writes and admin requests. At most
+    /// half of `maxConnections`, which the descriptor plan may have lowered.
+    public var reservedConnections = 8
+    /// Connections at which a peer other than the server's uid and root is refused.
+    public var connectionsForOtherPeers: Int { maxConnections - min(reservedConnections, maxConnections / 2) }
     /// Metrics (HTTP) connections held at once; a new one past it closes the
     /// one idle longest (`MetricsEndpoint`).
     public var maxMetricsConnections = 64

@@ -27,7 +27,7 @@ extension TenantManager {
         var candidates: [(layer: TenantLayer, upload: TenantUpload, lastUsed: UInt64)] = []
         for tenant in tenants.withLock({ Array($0.values) }) {
             let layers = tenant.state.withLock { $0.layers }
-            for layer in layers.layers where layer.isLocal || layer.hasLeftover {
+            for layer in layers.layers where layer.hasLocalFile {
                 local += layer.descriptor.size
                 if let upload = tenant.upload, upload.isSafelyStored(layer.descriptor.fileName) {
                     candidates.append((layer, upload, layer.lastUsed))

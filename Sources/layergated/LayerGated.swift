@@ -39,6 +39,8 @@ struct LayerGated: AsyncParsableCommand {
     @Option(help: "How layer files are read: direct (the default: O_DIRECT, so the page cache is the one cache of them, and every miss is one read of the disk, made by the event loop) or buffered (through the OS page cache too, read ahead: faster while the OS can hold the data, slower at the tail once it cannot). A filesystem without direct I/O reads buffered.")
     var layerReads = "direct"
     @Option(parsing: .unconditional, help: "Connections at most; one more gets RESOURCE_EXHAUSTED and is closed.") var maxConnections = 1024
+    @Option(parsing: .unconditional, help: "Of --max-connections, this many are kept for the server's own uid and root (its ingester, operators): other peers are refused before they take them. At most half of --max-connections.")
+    var reservedConnections = 8
     @Option(parsing: .unconditional, help: "A GetPage's wait_ms is capped to this many milliseconds.") var maxWaitLsnMs = 60_000
     @Option(parsing: .unconditional, help: "MiB of large requests being received, decoded or served at once; past it the server stops reading them.")
     var maxInflightMib = 256
@@ -91,6 +93,7 @@ struct LayerGated: AsyncParsableCommand {
             ("--compaction-period-s", compactionPeriodS, 1...seconds), ("--compaction-target-mib", compactionTargetMib, 1...mib),
             ("--max-frame-mib", maxFrameMib, 1...4095),  // a frame's length is 32 bits
             ("--max-open-layer-files", maxOpenLayerFiles, 1...any), ("--max-connections", maxConnections, 1...any),
+            ("--reserved-connections", reservedConnections, 0...any),
             ("--max-inflight-mib", maxInflightMib, 1...mib),
             ("--idle-timeout-s", idleTimeoutS, 1...seconds), ("--frame-timeout-s", frameTimeoutS, 1...seconds),
             ("--gc-horizon-mib", gcHorizonMib, 0...mib), ("--disk-reserve-mib", diskReserveMib, 0...mib),
@@ -145,6 +148,7 @@ struct LayerGated: AsyncParsableCommand {
         config.tenant.diskReserveBytes = diskReserveMib << 20
         config.tenant.directLayerReads = layerReads == "direct"
         config.limits.maxConnections = maxConnections
+        config.limits.reservedConnections = reservedConnections
         config.tenant.maxOpenLayerFiles = maxOpenLayerFiles
         config.limits.maxWaitLsn = .milliseconds(maxWaitLsnMs)
         config.limits.maxInflightBytes = maxInflightMib << 20

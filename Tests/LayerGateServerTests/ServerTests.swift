@@ -778,6 +778,85 @@ struct ServerCrashTests {
     }
 }
 
+extension ServerTests {
+    /// Peers of another uid that fill the connection table leave the
+    /// reserved connections to the server's uid and root: the ingester and
+    /// the operator get in, and the refusal says why.
+    @Test(arguments: eventLoops) func otherPeersLeaveTheReservedConnectionsToTheServersUid(eventLoop: String) async throws {
+        guard getuid() == 0 else {
+            print("skipped otherPeersLeaveTheReservedConnectionsToTheServersUid: needs root to connect as nobody (uid \(getuid()))")
+            return
+        }
+        guard let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }),
+              let python = ["/usr/bin/python3", "/bin/python3"].first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+        else {
+            print("skipped otherPeersLeaveTheReservedConnectionsToTheServersUid: needs setpriv and python3")
+            return
+        }
+        let dir = ServerDir()
+        let server = try await ServerProcess(dir: dir, extraArgs: [
+            "--socket-mode", "666", "--max-connections", "12", "--reserved-connections", "4", "--event-loop", eventLoop])
+        let owner = try await server.client()
+        try await owner.createTenant(tenantA)
+        // As nobody: 12 connections, held until stdin closes; prints how many the server refused, and with which reason.
+        let script = """
+            import socket, select, sys, time
+            path, n, want = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+            socks = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(n)]
+            for s in socks: s.connect(path)
+            refused, told, deadline = set(), 0, time.time() + 10
+            while len(refused) < want and time.time() < deadline:
+                r, _, _ = select.select([s for s in socks if s not in refused], [], [], 0.2)
+                for s in r:
+                    got = b""
+                    while True:
+                        b = s.recv(65536)
+                        if not b: break
+                        got += b
+                    refused.add(s)
+                    told += b"its own uid and root" in got
+            time.sleep(0.3)  # no more refusals come
+            r, _, _ = select.select([s for s in socks if s not in refused], [], [], 0)
+            print(len(refused) + len(r), told, flush=True)
+            sys.stdin.read()
+            """
+        let peers = Process()
+        peers.executableURL = URL(fileURLWithPath: setpriv)
+        peers.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", script, dir.socket, "12", "5"]
+        let (input, output) = (Pipe(), Pipe())
+        peers.standardInput = input
+        peers.standardOutput = output
+        try peers.run()
+        defer { try? input.fileHandleForWriting.close(); peers.waitUntilExit() }
+        // A blocking read: on a thread of its own, never one of Swift's few pool threads.
+        let line = await withCheckedContinuation { c in
+            DispatchQueue.global().async {
+                var got = Data()
+                while !got.contains(UInt8(ascii: "\n")) {
+                    let more = output.fileHandleForReading.availableData
+                    if more.isEmpty { break }
+                    got += more
+                }
+                c.resume(returning: String(decoding: got, as: UTF8.self))
+            }
+        }
+        let figures = line.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        // The owner's connection is one of the 12 (its uid counts like any other): nobody gets 12 - 4 - 1 = 7.
+        #expect(figures == [5, 5], "nobody's 12 connections: refused, with the reason: \(line)")
+        let ingester = try await server.client()
+        try await ingester.putRecords(tenant: tenantA, [wimage(1, 10)])
+        #expect(try await ingester.tenantStatus(tenantA).lastRecordLsn == 10, "the server's uid writes while others fill the table")
+        for _ in 0..<2 {
+            let operator_ = try await server.client()
+            #expect(try await operator_.listTenants() == [tenantA])
+            await operator_.close()
+        }
+        await ingester.close()
+        await owner.close()
+        #expect(await server.stop() == 0)
+    }
+}
+
 final class AckLog: Sendable {
     private let value = Mutex<UInt64>(0)
     func record(_ lsn: UInt64) { value.withLock { $0 = max($0, lsn) } }

@@ -95,7 +95,7 @@ struct RemoteEvictionTests {
         let t = f.tenant
         await expectPagesMatch(t, model, lsns: [end - 1, 150])
         let taken = t.state.withLock { $0.layers.layers }  // what a pass holds before it evicts
-        #expect(taken.contains { $0.isLocal })
+        #expect(taken.contains { $0.hasLocalFile })
         _ = try await t.reset(dropCache: true)
         let freed = taken.map { $0.evict() }.reduce(0, +)
         #expect(freed == 0, "the old map's layers removed \(freed) bytes of files the new map lists")
@@ -237,7 +237,7 @@ struct RemoteEvictionTests {
         _ = retired.retire()
         for l in layers.dropFirst() { l.deleteWhenUnused() }
         #expect(f.layerFiles() == [retired.descriptor.fileName], "each leaves with its layer, but for the reset's")
-        #expect(rest.allSatisfy { !$0.isLocal })
+        #expect(rest.allSatisfy { !$0.hasLocalFile })
         await f.manager.shutdown()
     }
 
@@ -249,6 +249,7 @@ struct RemoteEvictionTests {
         let layers = f.tenant.state.withLock { $0.layers.layers }
         try leaveLeftovers(layers, in: f)
         #expect(f.layerFiles().count == layers.count && layers.allSatisfy(\.hasLeftover))
+        #expect(localFlags(f.tenant).allSatisfy { $0 }, "the status shows such a file as local, as the budget counts it")
         let bytes = layers.reduce(0) { $0 + $1.descriptor.size }
         // A removal that leaves the file frees nothing, and the file stays counted.
         try f.failpoints.configure("remote-leftover-before-unlink", .return)
@@ -259,6 +260,40 @@ struct RemoteEvictionTests {
         let pass = f.manager.evictLayers()
         #expect(pass.evicted == layers.count && pass.localBytes == 0, "each counted against the budget, and removed")
         #expect(f.layerFiles().isEmpty && !layers.contains(where: \.hasLeftover))
+        #expect(localFlags(f.tenant).allSatisfy { !$0 })
+        await expectPagesMatch(f.tenant, model, lsns: [end - 1])
+        await f.manager.shutdown()
+    }
+
+    /// A reset waits for an eviction under way (a leftover's removal held at
+    /// a failpoint here) before its new map opens the files, and waits on a
+    /// thread of its own: the tenant's status is answered meanwhile.
+    @Test func aResetWaitsForAnEvictionUnderWayWithoutPolling() async throws {
+        let remote = Remote()
+        let (f, model, end, _) = try await evictedTenant("evict-reset-wait", in: remote)
+        let layers = f.tenant.state.withLock { $0.layers.layers }
+        try leaveLeftovers(layers, in: f)
+        try f.failpoints.configure("remote-leftover-before-unlink", .pause)
+        let pass = onThread { f.manager.evictLayers() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !layers.contains(where: \.isDownloading) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let held = try #require(layers.first { $0.isDownloading }, "the pass holds a removal")
+        let finished = ResetFinished()
+        let reset = Task {
+            defer { finished.value.store(true, ordering: .relaxed) }
+            return try await f.tenant.reset(dropCache: true)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let resetEnded = finished.value.load(ordering: .relaxed)
+        #expect(!resetEnded, "the reset waits while the eviction removes its file")
+        #expect(f.tenant.status().layers.count == layers.count)
+        try f.failpoints.configure("remote-leftover-before-unlink", .off)
+        _ = try await reset.value
+        let freed = await pass.value
+        #expect(freed.evicted == 1, "the held removal ended; the rest were the reset's by then")
+        #expect(!f.layerFiles().contains(held.descriptor.fileName))
+        let listed = f.tenant.status().layers.filter(\.isLocal).map(\.name)
+        #expect(Set(listed) == Set(f.layerFiles()), "the new map lists as local exactly the files there")
         await expectPagesMatch(f.tenant, model, lsns: [end - 1])
         await f.manager.shutdown()
     }
@@ -529,6 +564,10 @@ struct RemoteEvictionTests {
 }
 
 /// Runs `body` on a dispatch thread: for calls that block until another task acts.
+private final class ResetFinished: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
 private func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Task<T, Never> {
     Task {
         await withCheckedContinuation { c in DispatchQueue.global().async { c.resume(returning: body()) } }

@@ -129,10 +129,20 @@ final class Connection<Transport: ConnectionTransport> {
 
     func active() {
         let count = dispatcher.connectionCount.add(1, ordering: .relaxed).newValue
-        guard count <= limits.maxConnections else {
-            fail(code: .resourceExhausted,
-                 message: "the server holds its maximum of \(limits.maxConnections) connections; retry later", isRequest: false)
-            return
+        if dispatcher.isServerUser(peer) {
+            guard count <= limits.maxConnections else {
+                fail(code: .resourceExhausted,
+                     message: "the server holds its maximum of \(limits.maxConnections) connections; retry later", isRequest: false)
+                return
+            }
+        } else {
+            let limit = limits.connectionsForOtherPeers
+            guard count <= limit else {
+                fail(code: .resourceExhausted,
+                     message: "the server holds \(limit) connections, its maximum for peers other than its own uid and root (\(limits.maxConnections - limit) more are kept for those); retry later",
+                     isRequest: false)
+                return
+            }
         }
     }
 

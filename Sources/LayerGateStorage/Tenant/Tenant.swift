@@ -158,7 +158,7 @@ public final class Tenant: Sendable {
                 layers: s.layers.layers.map { l in
                     let n = l.descriptor.name
                     return LayerInfo(name: l.descriptor.fileName, isImage: n.kind == .image, lsnStart: n.lsnStart,
-                                     lsnEnd: n.lsnEnd, size: l.descriptor.size, isLocal: l.isLocal)
+                                     lsnEnd: n.lsnEnd, size: l.descriptor.size, isLocal: l.hasLocalFile)
                 },
                 inMemoryRecords: s.open.recordCount + s.frozen.reduce(0) { $0 + $1.recordCount },
                 flushFailures: s.flush.failures, lastFlushError: s.flush.lastError,

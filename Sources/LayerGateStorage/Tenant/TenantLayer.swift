@@ -27,7 +27,8 @@ final class TenantLayer: Sendable {
 
     private struct State {
         var residence: Residence
-        var evicting = false
+        /// An eviction under way, ended once its removal is done: a reset waits for it (`retire`).
+        var eviction: DispatchGroup?
         /// Removed from the map (compaction, GC): a file it gets is deleted when unused.
         var deleted = false
         /// Its map was replaced by a reset's: the new map's layer of the same name owns the file now.
@@ -72,10 +73,18 @@ final class TenantLayer: Sendable {
         }
     }
 
-    var isLocal: Bool { resident != nil }
-
     /// A failed open left its file under its name: local bytes until a read opens it or it is removed.
     var hasLeftover: Bool { state.withLock { $0.ownLeftover != nil } }
+
+    /// Its bytes take local disk: an open file, or a failed open's leftover.
+    /// What the local layer budget counts, and what a tenant's status shows as local.
+    var hasLocalFile: Bool {
+        if fixed != nil { return true }
+        return state.withLock { s in
+            if case .local = s.residence { return true }
+            return s.ownLeftover != nil
+        }
+    }
 
     /// A download of it, or the removal of a failed open's leftover, is under way.
     var isDownloading: Bool {
@@ -161,33 +170,34 @@ final class TenantLayer: Sendable {
     /// was not local, is being removed, or the file stays).
     func evict() -> Int {
         guard download != nil else { return 0 }
-        let claimed = state.withLock { s -> Claimed? in
-            guard !s.evicting, !s.deleted, !s.retired else { return nil }
+        let started = state.withLock { s -> (Claimed, DispatchGroup)? in
+            guard s.eviction == nil, !s.deleted, !s.retired else { return nil }
+            let claimed: Claimed
             switch s.residence {
-            case .local(let r):
-                s.evicting = true  // a reset waits until the name is gone (`retire`)
-                return .reader(r)
+            case .local(let r): claimed = .reader(r)
             case .remote:
                 guard let (file, shared) = claimLeftover(&s) else { return nil }
-                s.evicting = true
-                return .leftover(file, shared)
-            case .downloading:
-                return nil
+                claimed = .leftover(file, shared)
+            case .downloading: return nil
             }
+            let eviction = DispatchGroup()
+            eviction.enter()
+            s.eviction = eviction
+            return (claimed, eviction)
         }
+        guard let (claimed, eviction) = started else { return 0 }
+        defer { eviction.leave() }  // after the state says how it ended
         switch claimed {
-        case nil:
-            return 0
         case .leftover(let file, let shared):
             let removed = removeLeftover(file)
-            state.withLock { $0.evicting = false }
+            state.withLock { $0.eviction = nil }
             shared.finish(nil)
             return removed ? descriptor.size : 0
         case .reader(let reader):
             // Reads that hold the reader go on; new ones download again once the name is gone.
             let removed = reader.removeName()
             state.withLock { s in
-                s.evicting = false
+                s.eviction = nil
                 if removed { s.residence = .remote }
             }
             return removed ? descriptor.size : 0
@@ -198,12 +208,14 @@ final class TenantLayer: Sendable {
     /// which the new map opens under the same name. An eviction pass takes its
     /// layers before it removes any, so one may reach a layer of the old map
     /// after the reload; it would unlink a file the new map reads as local,
-    /// and every read of that layer failed until the next restart. True once
-    /// no eviction of it is under way; the reset waits for that before it loads.
-    func retire() -> Bool {
+    /// and every read of that layer failed until the next restart. Returns
+    /// the eviction under way, if one is: the reset waits for it to end
+    /// before it loads (no later one starts).
+    @discardableResult
+    func retire() -> DispatchGroup? {
         state.withLock { s in
             s.retired = true
-            return !s.evicting
+            return s.eviction
         }
     }
 

@@ -16,8 +16,10 @@ extension Tenant {
         let reloaded = try await tearDown(on: .resetRequested, failing: .tenantUnavailable(id, state: "resetting")) {
             previous throws(StorageError) -> ResetResult in
             let oldLayers = state.withLock { $0.layers }
-            while !oldLayers.layers.map({ $0.retire() }).allSatisfy({ $0 }) {
-                try? await Task.sleep(for: .milliseconds(1))  // an eviction of the old map's layer is removing its file
+            let evictions = oldLayers.layers.compactMap { $0.retire() }
+            if !evictions.isEmpty {
+                // An eviction of the old map's layer is removing its file: the new map must not open it first.
+                try await BlockingIO.run { for eviction in evictions { eviction.wait() } }
             }
             let result = try await loadLocked(restoring: previous)
             if dropCache { cache.dropFiles(Set(oldLayers.layers.compactMap { $0.resident?.fileId })) }

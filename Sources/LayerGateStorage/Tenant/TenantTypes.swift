@@ -83,7 +83,8 @@ public struct LayerInfo: Equatable, Sendable {
     public var lsnStart: Lsn
     public var lsnEnd: Lsn
     public var size: Int
-    /// False while the file is only in remote storage (evicted, or not read since an attach).
+    /// False while the file is only in remote storage (evicted, or not read since an attach). A file a
+    /// download published but could not open counts as local: it takes the disk until it is opened or removed.
     public var isLocal: Bool = true
 }
 
