@@ -268,7 +268,7 @@ struct RemoteEvictionTests {
     /// A reset waits for an eviction under way (a leftover's removal held at
     /// a failpoint here) before its new map opens the files, and waits on a
     /// thread of its own: the tenant's status is answered meanwhile.
-    @Test func aResetWaitsForAnEvictionUnderWayWithoutPolling() async throws {
+    @Test func aResetWaitsForAnEvictionUnderWay() async throws {
         let remote = Remote()
         let (f, model, end, _) = try await evictedTenant("evict-reset-wait", in: remote)
         let layers = f.tenant.state.withLock { $0.layers.layers }
@@ -295,6 +295,36 @@ struct RemoteEvictionTests {
         let listed = f.tenant.status().layers.filter(\.isLocal).map(\.name)
         #expect(Set(listed) == Set(f.layerFiles()), "the new map lists as local exactly the files there")
         await expectPagesMatch(f.tenant, model, lsns: [end - 1])
+        await f.manager.shutdown()
+    }
+
+    /// A reset waiting for an eviction held on a failing disk gives up when
+    /// the tenant stops: the close (a shutdown, a detach) waits for the
+    /// reset, and must not wait for the disk (helper-76: SIGTERM never ended).
+    @Test func aResetWaitingForAnEvictionGivesUpWhenTheTenantStops() async throws {
+        let remote = Remote()
+        let (f, _, _, _) = try await evictedTenant("evict-reset-stop", in: remote)
+        let layers = f.tenant.state.withLock { $0.layers.layers }
+        try leaveLeftovers(layers, in: f)
+        try f.failpoints.configure("remote-leftover-before-unlink", .pause)
+        let pass = onThread { f.manager.evictLayers() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !layers.contains(where: \.isDownloading) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let reset = Task { try await f.tenant.reset(dropCache: false) }
+        try await Task.sleep(for: .milliseconds(200))
+        // Let go after 3 s whatever happens, so that a close that waits for the eviction fails the test, not hangs it.
+        let release = Task {
+            try? await Task.sleep(for: .seconds(3))
+            try? f.failpoints.configure("remote-leftover-before-unlink", .off)
+        }
+        let start = ContinuousClock.now
+        await f.tenant.close()
+        #expect(ContinuousClock.now - start < .seconds(2), "the close did not wait for the held eviction")
+        await #expect(throws: StorageError.self) { try await reset.value }
+        #expect(f.tenant.lifecycle == .stopped)
+        release.cancel()
+        try f.failpoints.configure("remote-leftover-before-unlink", .off)
+        _ = await pass.value
         await f.manager.shutdown()
     }
 

@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,9 +18,9 @@ extension Tenant {
             previous throws(StorageError) -> ResetResult in
             let oldLayers = state.withLock { $0.layers }
             let evictions = oldLayers.layers.compactMap { $0.retire() }
-            if !evictions.isEmpty {
-                // An eviction of the old map's layer is removing its file: the new map must not open it first.
-                try await BlockingIO.run { for eviction in evictions { eviction.wait() } }
+            // An eviction of the old map's layer is removing its file: the new map must not open it first.
+            if !evictions.isEmpty, try await !BlockingIO.run({ self.waitForEvictions(evictions) }) {
+                throw .tenantUnavailable(id, state: "stopped")
             }
             let result = try await loadLocked(restoring: previous)
             if dropCache { cache.dropFiles(Set(oldLayers.layers.compactMap { $0.resident?.fileId })) }
@@ -29,6 +30,18 @@ extension Tenant {
             throw state.withLock { admission($0) } ?? .tenantUnavailable(id, state: lifecycle.name)
         }
         return reloaded
+    }
+
+    /// Blocks until every eviction has ended; false as soon as the tenant
+    /// stops instead (shutdown, detach), whose close waits for the reset:
+    /// an unlink held on a failing disk must not hold the server's exit.
+    private func waitForEvictions(_ evictions: [DispatchGroup]) -> Bool {
+        for eviction in evictions {
+            while eviction.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+                if state.withLock({ $0.lifecycle }) == .stopped { return false }
+            }
+        }
+        return true
     }
 
     /// Loads from disk and installs the result. On failure: a reset whose
