@@ -123,6 +123,24 @@ struct DiskFaultTests {
 
     /// Issue 9.4: descriptors running out is a retryable error, never a stop:
     /// a WAL roll, a reset and a create under EMFILE.
+    /// A close (a shutdown, a detach) that comes during a reset's reload
+    /// wins: the reset says the tenant stopped, never "reset" a tenant that
+    /// no longer serves.
+    @Test func aResetOvertakenByACloseSaysTheTenantStopped() async throws {
+        let f = try await TenantFixture.make(label: "reset-closed")
+        let t = f.tenant
+        _ = try await t.put([image(key(1), 10)])
+        try await t.flush()
+        try f.failpoints.configure("no-descriptors", .sleep(milliseconds: 200))  // each open of the reload is slow
+        let reset = Task { try await t.reset(dropCache: false) }
+        try await Task.sleep(for: .milliseconds(100))
+        await t.close()
+        await #expect { _ = try await reset.value } throws: { "\($0)".contains("stopped") }
+        #expect(t.lifecycle == .stopped)
+        try f.failpoints.configure("no-descriptors", .off)
+        await f.manager.shutdown()
+    }
+
     @Test func runningOutOfDescriptorsIsRetryable() async throws {
         let f = try await DiskFixture.open()
         let t = try await f.manager.create(testTenant)

@@ -23,6 +23,8 @@ extension Tenant {
                 throw .tenantUnavailable(id, state: "stopped")
             }
             let result = try await loadLocked(restoring: previous)
+            // A close (shutdown, detach) that came meanwhile has the tenant: the reload is not served.
+            if lifecycle == .stopped { throw .tenantUnavailable(id, state: "stopped") }
             if dropCache { cache.dropFiles(Set(oldLayers.layers.compactMap { $0.resident?.fileId })) }
             return result
         }
