@@ -58,6 +58,18 @@ struct RemoteEvictionTests {
 
     func localFlags(_ t: Tenant) -> [Bool] { t.status().layers.map(\.isLocal) }
 
+    /// Leaves leftovers, then starts an eviction pass (on a thread of its own)
+    /// that is held at the removal of the first; returns once it is held.
+    func holdAnEviction(of layers: [TenantLayer], in f: TenantFixture) async throws -> Task<(localBytes: Int, evicted: Int), Never> {
+        try leaveLeftovers(layers, in: f)
+        try f.failpoints.configure("remote-leftover-before-unlink", .pause)
+        let pass = onThread { f.manager.evictLayers() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !layers.contains(where: \.isDownloading) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(layers.contains { $0.isDownloading }, "the pass holds a removal")
+        return pass
+    }
+
     @Test func anEvictedLayerComesBackAsANewFileWithTheSameBytes() async throws {
         let remote = Remote()
         let (f, model, end) = try await uploadedTenant("evict-back", store: try remote.store())
@@ -272,12 +284,8 @@ struct RemoteEvictionTests {
         let remote = Remote()
         let (f, model, end, _) = try await evictedTenant("evict-reset-wait", in: remote)
         let layers = f.tenant.state.withLock { $0.layers.layers }
-        try leaveLeftovers(layers, in: f)
-        try f.failpoints.configure("remote-leftover-before-unlink", .pause)
-        let pass = onThread { f.manager.evictLayers() }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !layers.contains(where: \.isDownloading) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
-        let held = try #require(layers.first { $0.isDownloading }, "the pass holds a removal")
+        let pass = try await holdAnEviction(of: layers, in: f)
+        let held = try #require(layers.first { $0.isDownloading })
         let finished = ResetFinished()
         let reset = Task {
             defer { finished.value.store(true, ordering: .relaxed) }
@@ -305,11 +313,7 @@ struct RemoteEvictionTests {
         let remote = Remote()
         let (f, _, _, _) = try await evictedTenant("evict-reset-stop", in: remote)
         let layers = f.tenant.state.withLock { $0.layers.layers }
-        try leaveLeftovers(layers, in: f)
-        try f.failpoints.configure("remote-leftover-before-unlink", .pause)
-        let pass = onThread { f.manager.evictLayers() }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !layers.contains(where: \.isDownloading) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let pass = try await holdAnEviction(of: layers, in: f)
         let reset = Task { try await f.tenant.reset(dropCache: false) }
         try await Task.sleep(for: .milliseconds(200))
         // Let go after 3 s whatever happens, so that a close that waits for the eviction fails the test, not hangs it.
