@@ -115,7 +115,7 @@ public final class Server: Service, Sendable {
             "failpoints": "\(config.enableFailpoints ? "enabled" : "off")",
             "auth": "\(verifier == nil ? "off (SO_PEERCRED)" : "tokens (EdDSA)")",
             "max_connections": "\(config.limits.maxConnections)",
-            "reserved_connections": "\(config.limits.maxConnections - config.limits.connectionsForOtherPeers)",
+            "reserved_connections": "\(config.limits.keptForServerUser)",
             "event_loop": "\(config.eventLoop.rawValue)",
             // Misses on the loop's io_uring as configured; a kernel without it said so above ("no io_uring").
             "layer_reads": "\(config.tenant.directLayerReads ? "direct" : "buffered")",

@@ -64,8 +64,10 @@ public struct ServerLimits: Sendable {
     /// that fill the table never lock out writes and admin requests. At most
     /// half of `maxConnections`, which the descriptor plan may have lowered.
     public var reservedConnections = 8
-    /// Connections at which a peer other than the server's uid and root is refused.
-    public var connectionsForOtherPeers: Int { maxConnections - min(reservedConnections, maxConnections / 2) }
+    /// `reservedConnections` as it applies: at most half of `maxConnections`.
+    public var keptForServerUser: Int { min(reservedConnections, maxConnections / 2) }
+    /// Connections a peer other than the server's uid and root may be one of.
+    public var connectionsForOtherPeers: Int { maxConnections - keptForServerUser }
     /// Metrics (HTTP) connections held at once; a new one past it closes the
     /// one idle longest (`MetricsEndpoint`).
     public var maxMetricsConnections = 64

@@ -129,21 +129,12 @@ final class Connection<Transport: ConnectionTransport> {
 
     func active() {
         let count = dispatcher.connectionCount.add(1, ordering: .relaxed).newValue
-        if dispatcher.isServerUser(peer) {
-            guard count <= limits.maxConnections else {
-                fail(code: .resourceExhausted,
-                     message: "the server holds its maximum of \(limits.maxConnections) connections; retry later", isRequest: false)
-                return
-            }
-        } else {
-            let limit = limits.connectionsForOtherPeers
-            guard count <= limit else {
-                fail(code: .resourceExhausted,
-                     message: "the server holds \(limit) connections, its maximum for peers other than its own uid and root (\(limits.maxConnections - limit) more are kept for those); retry later",
-                     isRequest: false)
-                return
-            }
-        }
+        let serverUser = dispatcher.isServerUser(peer)
+        if count <= (serverUser ? limits.maxConnections : limits.connectionsForOtherPeers) { return }
+        let message = serverUser
+            ? "the server holds its maximum of \(limits.maxConnections) connections; retry later"
+            : "the server holds \(limits.connectionsForOtherPeers) connections, its maximum for peers other than its own uid and root (\(limits.keptForServerUser) more are kept for those); retry later"
+        fail(code: .resourceExhausted, message: message, isRequest: false)
     }
 
     func inactive() {

@@ -186,22 +186,21 @@ final class TenantLayer: Sendable {
             return (claimed, eviction)
         }
         guard let (claimed, eviction) = started else { return 0 }
-        defer { eviction.leave() }  // after the state says how it ended
+        defer {
+            state.withLock { $0.eviction = nil }
+            eviction.leave()  // after the state says how it ended
+        }
+        let removed: Bool
         switch claimed {
         case .leftover(let file, let shared):
-            let removed = removeLeftover(file)
-            state.withLock { $0.eviction = nil }
+            removed = removeLeftover(file)
             shared.finish(nil)
-            return removed ? descriptor.size : 0
         case .reader(let reader):
             // Reads that hold the reader go on; new ones download again once the name is gone.
-            let removed = reader.removeName()
-            state.withLock { s in
-                s.eviction = nil
-                if removed { s.residence = .remote }
-            }
-            return removed ? descriptor.size : 0
+            removed = reader.removeName()
+            if removed { state.withLock { $0.residence = .remote } }
         }
+        return removed ? descriptor.size : 0
     }
 
     /// Its map is being replaced (a reset): it may no longer remove its file,

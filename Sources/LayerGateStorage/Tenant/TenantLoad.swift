@@ -19,12 +19,12 @@ extension Tenant {
             let oldLayers = state.withLock { $0.layers }
             let evictions = oldLayers.layers.compactMap { $0.retire() }
             // An eviction of the old map's layer is removing its file: the new map must not open it first.
-            if !evictions.isEmpty, try await !BlockingIO.run({ self.waitForEvictions(evictions) }) {
-                throw .tenantUnavailable(id, state: "stopped")
-            }
+            if !evictions.isEmpty { try await BlockingIO.run { self.waitForEvictions(evictions) } }
+            // A close (shutdown, detach) that came meanwhile has the tenant: nothing is loaded, or served.
+            let stopped = StorageError.tenantUnavailable(id, state: "stopped")
+            guard lifecycle != .stopped else { throw stopped }
             let result = try await loadLocked(restoring: previous)
-            // A close (shutdown, detach) that came meanwhile has the tenant: the reload is not served.
-            if lifecycle == .stopped { throw .tenantUnavailable(id, state: "stopped") }
+            guard lifecycle != .stopped else { throw stopped }
             if dropCache { cache.dropFiles(Set(oldLayers.layers.compactMap { $0.resident?.fileId })) }
             return result
         }
@@ -34,16 +34,15 @@ extension Tenant {
         return reloaded
     }
 
-    /// Blocks until every eviction has ended; false as soon as the tenant
-    /// stops instead (shutdown, detach), whose close waits for the reset:
-    /// an unlink held on a failing disk must not hold the server's exit.
-    private func waitForEvictions(_ evictions: [DispatchGroup]) -> Bool {
+    /// Blocks until every eviction has ended, or the tenant stops (shutdown,
+    /// detach), whose close waits for the reset: an unlink held on a failing
+    /// disk must not hold the server's exit.
+    private func waitForEvictions(_ evictions: [DispatchGroup]) {
         for eviction in evictions {
             while eviction.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
-                if state.withLock({ $0.lifecycle }) == .stopped { return false }
+                if lifecycle == .stopped { return }
             }
         }
-        return true
     }
 
     /// Loads from disk and installs the result. On failure: a reset whose
