@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ typedef struct {
     long long sent;   /* request body bytes handed to curl */
     int to_file;      /* the current response is a 2xx and the caller gave out_fd */
     int write_failed;
+    int local_errno;  /* errno of a failed read of the request body or write of the answer */
 } transfer;
 
 static long long body_length(const request *req) {
@@ -46,7 +48,10 @@ static size_t read_body(char *dest, size_t size, size_t n, void *user) {
     do {
         got = pread(t->req->body_fd, dest, want, t->req->body_offset + t->sent);
     } while (got < 0 && errno == EINTR);
-    if (got <= 0) return CURL_READFUNC_ABORT;  /* a file that shrank under us: never send a short object */
+    if (got <= 0) {  /* a file that shrank under us: never send a short object */
+        t->local_errno = got < 0 ? errno : 0;
+        return CURL_READFUNC_ABORT;
+    }
     t->sent += got;
     return (size_t)got;
 }
@@ -61,6 +66,7 @@ static size_t write_body(char *src, size_t size, size_t n, void *user) {
             if (w < 0 && errno == EINTR) continue;
             if (w <= 0) {
                 t->write_failed = 1;
+                t->local_errno = w < 0 ? errno : ENOSPC;
                 return 0;
             }
             done += (size_t)w;
@@ -74,6 +80,7 @@ static size_t write_body(char *src, size_t size, size_t n, void *user) {
         char *grown = realloc(t->out->body, t->out->body_len + keep + 1);
         if (!grown) {
             t->write_failed = 1;
+            t->local_errno = ENOMEM;
             return 0;
         }
         memcpy(grown + t->out->body_len, src, keep);
@@ -125,6 +132,17 @@ static size_t read_header(char *line, size_t size, size_t n, void *user) {
     return len;
 }
 
+/* curl does not say why it could not make a socket: a transfer that failed
+   while this process can open no descriptor is put down to that. */
+static int descriptor_shortage(void) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    return errno == EMFILE || errno == ENFILE ? errno : 0;
+}
+
 int lg_http_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1; }
 
 int lg_http_perform(const char *method, const char *url, const char *sigv4, const char *userpwd, const char *header_lines,
@@ -137,6 +155,7 @@ int lg_http_perform(const char *method, const char *url, const char *sigv4, cons
     CURL *h = curl_easy_init();
     if (!h) {
         snprintf(out->error, sizeof out->error, "curl_easy_init failed");
+        out->os_errno = ENOMEM;
         return -1;
     }
     transfer t = {.req = req, .out = out};
@@ -188,6 +207,15 @@ int lg_http_perform(const char *method, const char *url, const char *sigv4, cons
     out->status = rc == CURLE_OK ? status : 0;
     if (rc != CURLE_OK) {
         snprintf(out->error, sizeof out->error, "%s", t.write_failed ? "writing the response failed" : curl_easy_strerror(rc));
+        long os_errno = 0;
+        if (!t.local_errno) curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+        if (!t.local_errno && !os_errno) os_errno = rc == CURLE_OUT_OF_MEMORY ? ENOMEM : descriptor_shortage();
+        out->os_errno = t.local_errno ? t.local_errno : (int)os_errno;
+        out->wrote_locally = t.write_failed && t.to_file;
+        if (out->os_errno) {
+            size_t used = strlen(out->error);
+            snprintf(out->error + used, sizeof out->error - used, " (%s)", strerror(out->os_errno));
+        }
     }
     curl_slist_free_all(headers);
     curl_easy_cleanup(h);

@@ -27,6 +27,7 @@ enum ErrorMapping {
         case .remote(_, let r):
             switch r {
             case .unavailable: code = .tenantUnavailable  // the store is down or refusing: retry later
+            case .exhausted: code = .resourceExhausted  // this server's descriptors, memory or disk: retry later
             case .conflict: code = .layerExists
             case .corruptIndex: code = .internal
             case .badConfiguration: code = .invalidArgument

@@ -74,11 +74,18 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The errno of a failed system call, when that is what this is.
+    public var errno: Int32? {
+        if case .io(_, _, let e) = self { return e }
+        return nil
+    }
+
     /// A full disk, no descriptors or no memory: the same call may work later.
     public var isResourceExhaustion: Bool {
         switch self {
         case .resourceExhausted: return true
         case .io(_, _, let e): return SystemError(e).isResourceExhaustion
+        case .remote(_, .exhausted): return true
         default: return false
         }
     }

@@ -17,19 +17,21 @@ public final class MountedTmpfs: Sendable {
         public let description: String
     }
 
-    /// `size` as mount takes it ("24m").
-    public static func mount(at path: String, size: String) -> Result<MountedTmpfs, Refusal> {
+    /// `size` as mount takes it ("24m"); `inodes` caps the files it can hold
+    /// (a disk can run out of those with bytes to spare).
+    public static func mount(at path: String, size: String, inodes: Int? = nil) -> Result<MountedTmpfs, Refusal> {
         guard getuid() == 0 else { return .failure(Refusal(description: "mounting a tmpfs needs root (uid \(getuid()))")) }
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        guard run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=\(size),mode=0700", "tmpfs", path]) == 0 else {
+        let options = "size=\(size),mode=0700" + (inodes.map { ",nr_inodes=\($0)" } ?? "")
+        guard run("/usr/bin/mount", ["-t", "tmpfs", "-o", options, "tmpfs", path]) == 0 else {
             return .failure(Refusal(description: "mount -t tmpfs failed (no CAP_SYS_ADMIN here?)"))
         }
         return .success(MountedTmpfs(path: path))
     }
 
     /// The same for a test: nil, after saying why the test `test` skips.
-    public static func mount(at path: String, size: String, test: String) -> MountedTmpfs? {
-        switch mount(at: path, size: size) {
+    public static func mount(at path: String, size: String, inodes: Int? = nil, test: String) -> MountedTmpfs? {
+        switch mount(at: path, size: size, inodes: inodes) {
         case .success(let tmpfs): return tmpfs
         case .failure(let refusal):
             print("skipped \(test): \(refusal)")

@@ -1,4 +1,6 @@
 import Foundation
+import Glibc
+import LayerGateClient
 import LayerGateTestSupport
 import LayerGateWire
 import Testing
@@ -95,6 +97,80 @@ struct RemoteStorageTests {
         // A tenant the store does not hold is refused, with the reason.
         let (rcode, _, rerr) = try runCLI(s + ["attach", "fedcba9876543210fedcba9876543210", "3"])
         #expect(rcode != 0 && rerr.contains("no remote index"), "\(rerr)")
+        #expect(await server.stop() == 0)
+    }
+
+    /// A layer that must come back from the store onto a data directory out
+    /// of inodes (a real tmpfs mounted with few: bytes to spare, so the
+    /// download is admitted, and its file cannot be made). That is this
+    /// server's shortage, not the store's: RESOURCE_EXHAUSTED, which says so
+    /// and names no path; once there is room the same read works.
+    @Test(arguments: ["file", "s3"])
+    func aDownloadOntoADataDirectoryOutOfInodesIsTheServersShortage(store: String) async throws {
+        let dir = ServerDir()
+        guard let tmpfs = MountedTmpfs.mount(at: dir.path + "/tmpfs", size: "512m", inodes: 200,
+                                             test: "aDownloadOntoADataDirectoryOutOfInodesIsTheServersShortage") else { return }
+        defer {
+            tmpfs.unmount()
+            withExtendedLifetime(dir) {}
+        }
+        let remote = TemporaryDirectory("remote-inodes")
+        var args = ["--remote-storage", "file://" + remote.path]
+        var environment: [String: String] = [:]
+        var moto: MotoServer?
+        if store == "s3" {
+            guard let m = try MotoServer.start(test: "a download onto a full data directory through s3://") else { return }
+            _ = try m.store(bucket: "layergate-inodes")
+            args = ["--remote-storage", "s3://layergate-inodes/servers", "--s3-endpoint", m.endpoint]
+            environment = ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"]
+            moto = m
+        }
+        defer { moto?.stop() }
+        let data = tmpfs.path + "/data"
+        let server = try await ServerProcess(dir: dir, extraArgs: args + ["--local-layer-budget-mib", "1", "--checkpoint-distance-mib", "1"],
+                                             environment: environment, dataDir: data)
+        let c = try await server.client()
+        try await c.createTenant(tenantA)
+        for start in stride(from: UInt64(0), to: 1200, by: 40) {
+            _ = try await c.putRecords(tenant: tenantA, (1...40 as ClosedRange<UInt64>).map { wimage(UInt32((start + $0) % 100), start + $0) })
+        }
+        _ = try await c.compact(tenant: tenantA, forceImageLayers: true)
+        // Uploaded, then evicted (a pass a second): no layer file is left here.
+        let tenantDir = data + "/tenants/" + tenantA
+        let deadline = ContinuousClock.now + .seconds(30)
+        var status = try await c.tenantStatus(tenantA)
+        func localLayers() -> [String] {
+            let here = Set((try? FileManager.default.contentsOfDirectory(atPath: tenantDir)) ?? [])
+            return status.layers.map(\.name).filter(here.contains)
+        }
+        while ContinuousClock.now < deadline, status.remoteConsistentLsn != status.lastRecordLsn || !localLayers().isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+            status = try await c.tenantStatus(tenantA)
+        }
+        #expect(localLayers().isEmpty && !status.layers.isEmpty, "every layer evicted: \(status)")
+        // Something else takes every inode left.
+        var fillers = 0
+        while FileManager.default.createFile(atPath: tmpfs.path + "/filler-\(fillers)", contents: nil) { fillers += 1 }
+        #expect(fillers > 0)
+        var refusals = 0
+        for block in 0..<5 as Range<UInt32> {
+            do {
+                _ = try await c.getPage(tenant: tenantA, key: wkey(block))
+            } catch let ClientError.server(code, message) {
+                #expect(code == .resourceExhausted, "\(message)")
+                #expect(message.contains("this server is short of") && !message.contains(dir.path), "\(message)")
+                refusals += 1
+            }
+        }
+        #expect(refusals == 5, "no read could bring its layer back")
+        for i in 0..<fillers { unlink(tmpfs.path + "/filler-\(i)") }
+        let last = status.lastRecordLsn
+        for block in 0..<5 as Range<UInt32> {
+            let lsn = (last - UInt64(block)) / 100 * 100 + UInt64(block)  // the block's last image
+            let got = try await c.getPage(tenant: tenantA, key: wkey(block))
+            #expect(got.page == wpage(UInt64(block) << 32 | lsn), "block \(block)")
+        }
+        await c.close()
         #expect(await server.stop() == 0)
     }
 

@@ -534,6 +534,43 @@ struct RemoteEvictionTests {
         await m.shutdown()
     }
 
+    /// A download whose file cannot be made for want of descriptors: this
+    /// server's shortage (`exhausted`, RESOURCE_EXHAUSTED on the wire), never
+    /// the store's; the reads work once descriptors are back.
+    @Test func aDownloadWithoutDescriptorsIsTheServersShortageNotTheStores() async throws {
+        let remote = Remote()
+        let (f, model, end, _) = try await evictedTenant("evict-emfile", in: remote)
+        try f.failpoints.configure("no-descriptors", .return)
+        var shortages = 0
+        for b in 0..<30 as Range<UInt32> {
+            switch await readResult(f.tenant, key(b), Lsn(end - 1)) {
+            case .failure(let e) where e.isResourceExhaustion:
+                guard case .remote(_, .exhausted(let op, _, _)) = e else { Issue.record("\(key(b)): \(e)"); continue }
+                #expect(op == "download")
+                shortages += 1
+            case .success, .failure(.pageNotFound): break
+            case .failure(let e): Issue.record("\(key(b)): \(e)")
+            }
+        }
+        #expect(shortages > 0)
+        try f.failpoints.configure("no-descriptors", .off)
+        await expectPagesMatch(f.tenant, model, lsns: [end - 1])
+        await f.manager.shutdown()
+    }
+
+    /// Whose shortage a failed system call is, as the store's calls report it.
+    @Test func aFailedCallIsTheServersShortageOnlyForItsOwnResources() {
+        func exhausted(_ e: RemoteError) -> Bool { if case .exhausted = e { return true } else { return false } }
+        for e in [EMFILE, ENFILE, ENOMEM] { #expect(exhausted(.failed("get", "k", "r", errno: e))) }
+        #expect(exhausted(.failed("download", "k", "r", errno: ENOSPC, wroteLocally: true)))
+        #expect(exhausted(.failed("download", "k", "r", errno: EDQUOT, wroteLocally: true)))
+        // A full store, a refused connection, an unknown cause: the store's.
+        #expect(!exhausted(.failed("write", "k", "r", errno: ENOSPC)))
+        #expect(!exhausted(.failed("GET", "k", "r", errno: ECONNREFUSED)))
+        #expect(!exhausted(.failed("GET", "k", "r", errno: nil)))
+        #expect(StorageError.remote(testTenant, .exhausted(operation: "get", key: "k", reason: "r")).isResourceExhaustion)
+    }
+
     /// After a restart the objects are known from the remote index only: each
     /// is read back before its local copy goes, and one with rotten bytes (the
     /// same size) keeps its local copy, with the conflict in the status.

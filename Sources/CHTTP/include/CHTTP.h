@@ -17,6 +17,9 @@ typedef struct {
     uint32_t meta_crc32c;
     long long content_length;    /* -1 if absent */
     char error[256];
+    int os_errno;                /* a failed transfer: errno of this process's own call (writing the answer to
+                                    out_fd, reading the request body, curl's socket), 0 when none is known */
+    int wrote_locally;           /* that call was a write of the answer to out_fd */
 } lg_http_result;
 
 /* method: GET, PUT, HEAD or DELETE. sigv4: "aws:amz:REGION:s3", or NULL for

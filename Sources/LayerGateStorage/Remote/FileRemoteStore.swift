@@ -25,7 +25,7 @@ public final class FileRemoteStore: RemoteStore {
     /// DIR as it is now.
     private func root(_ operation: String, _ key: String) throws(RemoteError) -> RealFileSystem {
         do throws(SystemError) { return try RealFileSystem(root: directory) } catch {
-            throw .unavailable(operation: operation, key: key, reason: "cannot open the store's directory: \(error)")
+            throw .failed(operation, key, "cannot open the store's directory: \(error)", errno: error.errno)
         }
     }
 
@@ -37,7 +37,7 @@ public final class FileRemoteStore: RemoteStore {
             return info.isRegularFile ? ObjectHead(size: info.size, crc32c: nil) : nil
         } catch {
             if error.errno == ENOENT { return nil }
-            throw .unavailable(operation: "head", key: key, reason: "\(error)")
+            throw .failed("head", key, error)
         }
     }
 
@@ -50,7 +50,7 @@ public final class FileRemoteStore: RemoteStore {
             return object.size == size && object.crc32c == crc32c
         } catch {
             if case .io(_, _, let e) = error, e == ENOENT { return false }
-            throw .unavailable(operation: "verify", key: key, reason: "\(error)")
+            throw .failed("verify", key, error)
         }
     }
 
@@ -75,7 +75,7 @@ public final class FileRemoteStore: RemoteStore {
         if try publish(fs, dir: dir, temp: temp, name: name, key: key) { return .created }
         let existing: LocalObject
         do throws(StorageError) { existing = try LocalObject.measure(fs: fs, path: key) } catch {
-            throw .unavailable(operation: "read back", key: key, reason: "\(error)")
+            throw .failed("read back", key, error)
         }
         return existing.size == source.size && existing.crc32c == source.crc32c ? .sameExists : .differentExists
     }
@@ -92,7 +92,7 @@ public final class FileRemoteStore: RemoteStore {
             try handle.trySync()
         } catch {
             try? fs.unlink(dir + "/" + temp)
-            throw .unavailable(operation: "replace", key: key, reason: "\(error)")
+            throw .failed("replace", key, error)
         }
     }
 
@@ -112,7 +112,7 @@ public final class FileRemoteStore: RemoteStore {
         } catch {
             try? fs.unlink(dir + "/" + temp)
             if case .layerExists = error { return false }
-            throw .unavailable(operation: "publish", key: key, reason: "\(error)")
+            throw .failed("publish", key, error)
         }
     }
 
@@ -125,7 +125,7 @@ public final class FileRemoteStore: RemoteStore {
             return try file.readAll(limit: limit)
         } catch {
             if case .io(_, _, let e) = error, e == ENOENT { return nil }
-            throw .unavailable(operation: "get", key: key, reason: "\(error)")
+            throw .failed("get", key, error)
         }
     }
 
@@ -135,7 +135,7 @@ public final class FileRemoteStore: RemoteStore {
         let input: RawFile
         do throws(StorageError) { input = try RawFile.open(fs, key, .readOnly) } catch {
             if case .io(_, _, let e) = error, e == ENOENT { return nil }
-            throw .unavailable(operation: "get", key: key, reason: "\(error)")
+            throw .failed("get", key, error)
         }
         defer { input.close() }
         do throws(StorageError) {
@@ -153,7 +153,7 @@ public final class FileRemoteStore: RemoteStore {
             return LocalObject(fs: local, path: path, size: size, crc32c: crc)
         } catch {
             try? local.unlink(path)
-            throw .unavailable(operation: "download", key: key, reason: "\(error)")
+            throw .failed("download", key, error, wroteLocally: true)
         }
     }
 
@@ -169,7 +169,7 @@ public final class FileRemoteStore: RemoteStore {
             return names.filter { !$0.contains(".___temp") }.map { prefix + $0 }
         } catch {
             if error.errno == ENOENT { return [] }
-            throw .unavailable(operation: "list", key: prefix, reason: "\(error)")
+            throw .failed("list", prefix, error)
         }
     }
 
@@ -184,7 +184,7 @@ public final class FileRemoteStore: RemoteStore {
             }
             try handle.trySync()
         } catch {
-            throw .unavailable(operation: "delete", key: key, reason: "\(error)")
+            throw .failed("delete", key, error)
         }
     }
 
@@ -222,7 +222,7 @@ public final class FileRemoteStore: RemoteStore {
             return temp
         } catch {
             try? fs.unlink(path)
-            throw .unavailable(operation: "write", key: dir + "/" + name, reason: "\(error)")
+            throw .failed("write", dir + "/" + name, error)
         }
     }
 

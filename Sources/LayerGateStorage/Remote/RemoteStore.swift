@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where layer files live beyond this machine's disk: an object store keyed
 /// by paths such as `tenants/<id>/<layer file name>`.
 ///
@@ -82,6 +86,10 @@ public enum RemotePut: Equatable, Sendable {
 public enum RemoteError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The store could not be reached or refused the operation: try again later.
     case unavailable(operation: String, key: String, reason: String)
+    /// This server ran out of its own file descriptors or memory, or of space
+    /// on its data directory, while it moved an object: the store is not at
+    /// fault, and the same call may work once those are freed.
+    case exhausted(operation: String, key: String, reason: String)
     /// An object under the key holds other bytes than ours: never overwritten.
     case conflict(key: String, reason: String)
     /// A remote index does not parse or contradicts itself.
@@ -92,10 +100,39 @@ public enum RemoteError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unavailable(let op, let key, let reason): return "remote storage: \(op) \(key): \(reason)"
+        case .exhausted(let op, let key, let reason):
+            return "remote storage: \(op) \(key): \(reason) (this server is short of file descriptors, memory or disk space; retry later)"
         case .conflict(let key, let reason): return "remote storage: object \(key) exists with other bytes: \(reason)"
         case .corruptIndex(let key, let reason): return "remote storage: corrupt remote index \(key): \(reason)"
         case .badConfiguration(let s): return "remote storage: \(s)"
         }
+    }
+}
+
+extension RemoteError {
+    /// A system call of this process that failed while it moved an object
+    /// (`errno`, nil when none is known): out of descriptors or memory is
+    /// this server's shortage, and so is a full disk when the call wrote to
+    /// the data directory (`wroteLocally`: a download's file); anything else,
+    /// a full store among them, is the store's.
+    static func failed(_ operation: String, _ key: String, _ reason: String, errno: Int32?, wroteLocally: Bool = false)
+        -> RemoteError
+    {
+        let ours = switch errno {
+        case EMFILE?, ENFILE?, ENOMEM?: true
+        case ENOSPC?, EDQUOT?: wroteLocally
+        default: false
+        }
+        return ours ? .exhausted(operation: operation, key: key, reason: reason)
+            : .unavailable(operation: operation, key: key, reason: reason)
+    }
+
+    static func failed(_ operation: String, _ key: String, _ error: StorageError, wroteLocally: Bool = false) -> RemoteError {
+        failed(operation, key, "\(error)", errno: error.errno, wroteLocally: wroteLocally)
+    }
+
+    static func failed(_ operation: String, _ key: String, _ error: SystemError, wroteLocally: Bool = false) -> RemoteError {
+        failed(operation, key, "\(error)", errno: error.errno, wroteLocally: wroteLocally)
     }
 }
 

@@ -104,7 +104,7 @@ public final class S3RemoteStore: RemoteStore {
         guard fs.descriptorsAreReal else { throw .badConfiguration("S3 downloads need the machine's filesystem") }
         let fd: Int32
         do throws(SystemError) { fd = try fs.open(path, .createExclusive) } catch {
-            throw .unavailable(operation: "download", key: key, reason: "create \(FileLabel.describe(path)): \(error)")
+            throw .failed("download", key, "create \(FileLabel.describe(path)): \(error)", errno: error.errno, wroteLocally: true)
         }
         var keep = false
         defer {
@@ -118,11 +118,11 @@ public final class S3RemoteStore: RemoteStore {
         default: throw unexpected("GET", key, answer)
         }
         do throws(SystemError) { try fs.fsync(fd) } catch {
-            throw .unavailable(operation: "download", key: key, reason: "fsync: \(error)")
+            throw .failed("download", key, "fsync: \(error)", errno: error.errno, wroteLocally: true)
         }
         let object: LocalObject
         do throws(StorageError) { object = try LocalObject.measure(fs: fs, path: path) } catch {
-            throw .unavailable(operation: "download", key: key, reason: "\(error)")
+            throw .failed("download", key, error)
         }
         keep = true
         return object
@@ -203,7 +203,7 @@ public final class S3RemoteStore: RemoteStore {
             body = source.fs.descriptorsAreReal ? .file(fd: file.fd, offset: 0, length: source.size)
                 : .bytes(try file.read(count: source.size, at: 0))
         } catch {
-            throw .unavailable(operation: "upload", key: key, reason: "\(error)")
+            throw .failed("upload", key, error)
         }
         defer { file.close() }
         return try send(body)

@@ -178,7 +178,7 @@ final class TenantUpload: Sendable {
             s.progress.lastError = error.description
             switch error {
             case .conflict, .corruptIndex, .badConfiguration: s.progress.needsOperator = index
-            case .unavailable: s.progress.needsOperator = nil
+            case .unavailable, .exhausted: s.progress.needsOperator = nil
             }
             return s.progress.failures
         }
