@@ -132,8 +132,10 @@ static size_t read_header(char *line, size_t size, size_t n, void *user) {
     return len;
 }
 
-/* curl does not say why it could not make a socket: a transfer that failed
-   while this process can open no descriptor is put down to that. */
+/* curl does not say why it could not make a socket: a connection that could
+   not be made, with no error from the connect itself, while this process can
+   open no descriptor, is put down to that. Only then: a store that fails
+   otherwise (no answer, a timeout) is the store's fault at any descriptor count. */
 static int descriptor_shortage(void) {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -209,7 +211,10 @@ int lg_http_perform(const char *method, const char *url, const char *sigv4, cons
         snprintf(out->error, sizeof out->error, "%s", t.write_failed ? "writing the response failed" : curl_easy_strerror(rc));
         long os_errno = 0;
         if (!t.local_errno) curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
-        if (!t.local_errno && !os_errno) os_errno = rc == CURLE_OUT_OF_MEMORY ? ENOMEM : descriptor_shortage();
+        if (!t.local_errno && !os_errno) {
+            if (rc == CURLE_OUT_OF_MEMORY) os_errno = ENOMEM;
+            else if (rc == CURLE_COULDNT_CONNECT) os_errno = descriptor_shortage();
+        }
         out->os_errno = t.local_errno ? t.local_errno : (int)os_errno;
         out->wrote_locally = t.write_failed && t.to_file;
         if (out->os_errno) {

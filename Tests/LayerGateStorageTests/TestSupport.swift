@@ -97,9 +97,13 @@ struct TenantFixture {
         return (m, try m.tenant(testTenant))
     }
 
-    /// Layer and temp files in the tenant directory.
+    /// Layer and temp files in the tenant directory: not its index, WAL and
+    /// remote claim, nor their temp files, there for a moment while a
+    /// background flush or the upload loop writes them.
     func layerFiles() -> [String] {
-        dir.files("tenants/\(testTenant)").filter { $0 != IndexFile.fileName && $0 != "wal" && $0 != RemoteClaim.fileName }
+        dir.files("tenants/\(testTenant)").filter {
+            ![IndexFile.fileName, IndexFile.tempName, "wal", RemoteClaim.fileName, RemoteClaim.tempName].contains($0)
+        }
     }
 }
 
