@@ -132,10 +132,11 @@ static size_t read_header(char *line, size_t size, size_t n, void *user) {
     return len;
 }
 
-/* curl does not say why it could not make a socket: a connection that could
-   not be made, with no error from the connect itself, while this process can
-   open no descriptor, is put down to that. Only then: a store that fails
-   otherwise (no answer, a timeout) is the store's fault at any descriptor count. */
+/* curl does not say why it could not make a socket, start its name lookup
+   (a thread and a socket pair) or open its CA file: such a failure, with no
+   error from the system call itself, while this process can open no
+   descriptor, is put down to that. Only these: a store that fails otherwise
+   (no answer, a timeout) is the store's fault at any descriptor count. */
 static int descriptor_shortage(void) {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -213,7 +214,9 @@ int lg_http_perform(const char *method, const char *url, const char *sigv4, cons
         if (!t.local_errno) curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
         if (!t.local_errno && !os_errno) {
             if (rc == CURLE_OUT_OF_MEMORY) os_errno = ENOMEM;
-            else if (rc == CURLE_COULDNT_CONNECT) os_errno = descriptor_shortage();
+            else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY
+                     || rc == CURLE_SSL_CACERT_BADFILE)
+                os_errno = descriptor_shortage();
         }
         out->os_errno = t.local_errno ? t.local_errno : (int)os_errno;
         out->wrote_locally = t.write_failed && t.to_file;

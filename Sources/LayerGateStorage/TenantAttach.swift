@@ -72,8 +72,13 @@ extension TenantManager {
             let why = tenant.status().remote.flatMap { r in
                 r.fencedByGeneration.map { "another server writes the remote copy with generation \($0)" } ?? r.lastUploadError
             } ?? "uploads are slow"
-            throw .remote(id, .unavailable(operation: "detach", key: RemoteIndex.prefix(id),
-                                           reason: "the remote copy did not catch up in \(config.detachTimeout): \(why); the tenant stays"))
+            let reason = "the remote copy did not catch up in \(config.detachTimeout): \(why); the tenant stays"
+            let key = RemoteIndex.prefix(id)
+            // Uploads held back by this server's own shortage are that shortage, not the store's failure.
+            if case .exhausted? = tenant.status().remote?.lastUploadFailure {
+                throw .remote(id, .exhausted(operation: "detach", key: key, reason: reason))
+            }
+            throw .remote(id, .unavailable(operation: "detach", key: key, reason: reason))
         }
         await tenant.close()
         let status = tenant.status()

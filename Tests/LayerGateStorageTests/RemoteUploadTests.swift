@@ -128,6 +128,39 @@ struct RemoteUploadTests {
         #expect(FileManager.default.fileExists(atPath: fresh), "a recent one may be an upload in progress")
     }
 
+    /// A detach whose uploads cannot catch up says whose fault that is: a
+    /// store that is down, TENANT_UNAVAILABLE; this server with no descriptor
+    /// left to read its layers with, RESOURCE_EXHAUSTED. Then it works.
+    @Test func aDetachHeldBackByTheServersOwnShortageSaysSo() async throws {
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        flaky.failing.withLock { $0 = [.putIfAbsent] }
+        let f = try await TenantFixture.make(label: "detach-shortage", remote: flaky) { c in
+            Self.fast(&c)
+            c.detachTimeout = .milliseconds(600)
+        }
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
+        func detachFailure() async -> RemoteError? {
+            do {
+                _ = try await f.manager.detach(testTenant)
+                Issue.record("the detach caught up")
+            } catch {
+                if case .remote(_, let r) = error { return r }
+                Issue.record("\(error)")
+            }
+            return nil
+        }
+        guard case .unavailable(let op, _, _)? = await detachFailure() else { Issue.record("the store's failure"); return }
+        #expect(op == "detach")
+        try f.failpoints.configure("no-descriptors", .return)
+        flaky.failing.withLock { $0 = [] }
+        guard case .exhausted(let op, _, let reason)? = await detachFailure() else { Issue.record("the server's shortage"); return }
+        #expect(op == "detach" && reason.contains("Too many open files"), "\(reason)")
+        try f.failpoints.configure("no-descriptors", .off)
+        #expect(try await f.manager.detach(testTenant) == Lsn(60))
+    }
+
     @Test func layersThenTheIndexAreUploadedAndReplacedLayersDeletedAfterTheNewIndex() async throws {
         let remote = Remote()
         let f = try await TenantFixture.make(label: "remote-up", remote: try remote.store(), configure: Self.fast)

@@ -55,6 +55,33 @@ struct S3RemoteTests {
         }
     }
 
+    /// The shim's own write of a downloaded object failing for want of space
+    /// (into /dev/full, which answers every write with ENOSPC) is this
+    /// server's shortage; the same GET into a file works, so the store is fine.
+    @Test func aDownloadWhoseLocalWriteFindsNoSpaceIsTheServersShortage() throws {
+        guard let endpoint = try Endpoint.start("a download into a full disk", bucket: "lg-full") else { return }
+        defer { endpoint.moto.stop() }
+        let dir = TempDir("s3-full")
+        let path = dir.path + "/object"
+        try Data(repeating: 7, count: 256 << 10).write(to: URL(fileURLWithPath: path))
+        #expect(try endpoint.store.putIfAbsent("full/object", from: LocalObject.measure(fs: testFS, path: path)) == .created)
+        let url = endpoint.moto.endpoint + "/lg-full/lg/full/object"
+        let signing = HTTPExchange.Signing(sigv4: "aws:amz:us-east-1:s3", userpwd: "testing:testing")
+        func get(into target: String) throws(RemoteError) -> Int {
+            let fd = open(target, O_WRONLY | O_CREAT, 0o600)
+            defer { close(fd) }
+            return try HTTPExchange.perform("GET", url, signing: signing, headers: [], into: fd).status
+        }
+        #expect(try get(into: dir.path + "/copy") == 200)
+        do {
+            _ = try get(into: "/dev/full")
+            Issue.record("a download into /dev/full succeeded")
+        } catch {
+            guard case .exhausted(_, _, let reason) = error else { Issue.record("the store was blamed: \(error)"); return }
+            #expect(reason.contains("No space left on device"), "\(reason)")
+        }
+    }
+
     @Test func layersAndIndexGoUpAndAFreshServerAttachesFromThem() async throws {
         guard let s3 = try Endpoint.start("S3 upload and attach", bucket: "attach") else { return }
         let f = try await TenantFixture.make(label: "s3-up", remote: s3.store, configure: RemoteUploadTests.fast)

@@ -97,13 +97,9 @@ struct TenantFixture {
         return (m, try m.tenant(testTenant))
     }
 
-    /// Layer and temp files in the tenant directory: not its index, WAL and
-    /// remote claim, nor their temp files, there for a moment while a
-    /// background flush or the upload loop writes them.
+    /// Layer and temp files in the tenant directory.
     func layerFiles() -> [String] {
-        dir.files("tenants/\(testTenant)").filter {
-            ![IndexFile.fileName, IndexFile.tempName, "wal", RemoteClaim.fileName, RemoteClaim.tempName].contains($0)
-        }
+        dir.files("tenants/\(testTenant)").filter { $0 != IndexFile.fileName && $0 != "wal" && $0 != RemoteClaim.fileName }
     }
 }
 

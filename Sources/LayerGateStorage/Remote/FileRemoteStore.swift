@@ -149,7 +149,8 @@ public final class FileRemoteStore: RemoteStore {
                 crc = Checksum.crc32c(chunk, seed: crc)
                 offset += chunk.count
             }
-            output.sync()
+            // Not `sync()`, which stops the server: a download that cannot be made durable is dropped, never published.
+            do throws(SystemError) { try local.fsync(output.fd) } catch { throw .io(operation: "fsync", path: path, errno: error.errno) }
             return LocalObject(fs: local, path: path, size: size, crc32c: crc)
         } catch {
             try? local.unlink(path)

@@ -118,11 +118,7 @@ extension RemoteError {
     static func failed(_ operation: String, _ key: String, _ reason: String, errno: Int32?, wroteLocally: Bool = false)
         -> RemoteError
     {
-        let ours = switch errno {
-        case EMFILE?, ENFILE?, ENOMEM?: true
-        case ENOSPC?, EDQUOT?: wroteLocally
-        default: false
-        }
+        let ours = errno.map { e in SystemError(e).isResourceExhaustion && (wroteLocally || (e != ENOSPC && e != EDQUOT)) } ?? false
         return ours ? .exhausted(operation: operation, key: key, reason: reason)
             : .unavailable(operation: operation, key: key, reason: reason)
     }

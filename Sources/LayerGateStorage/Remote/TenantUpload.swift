@@ -31,7 +31,7 @@ final class TenantUpload: Sendable {
         var remoteConsistentLsn: Lsn?
         var layersPendingUpload = 0
         var failures = 0
-        var lastError: String?
+        var lastFailure: RemoteError?
         /// Set once a newer generation's index was seen: uploads and deletions stopped.
         var fencedBy: UInt32?
         var uploadedBytes = 0
@@ -175,7 +175,7 @@ final class TenantUpload: Sendable {
     func recordFailure(_ error: RemoteError, passing index: IndexFile) -> Int {
         state.withLock { s in
             s.progress.failures += 1
-            s.progress.lastError = error.description
+            s.progress.lastFailure = error
             switch error {
             case .conflict, .corruptIndex, .badConfiguration: s.progress.needsOperator = index
             case .unavailable, .exhausted: s.progress.needsOperator = nil
@@ -217,7 +217,7 @@ final class TenantUpload: Sendable {
             let object: LocalObject
             do throws(StorageError) { object = try LocalObject.measure(fs: fs, path: directory + "/" + layer.name) } catch {
                 if case .io(_, _, let e) = error, e == ENOENT { return .stale(layer: layer.name) }
-                throw .unavailable(operation: "read local layer", key: layer.name, reason: "\(error)")
+                throw .failed("read local layer", layer.name, error)
             }
             let key = RemoteIndex.layerKey(tenant, layer.name)
             switch try store.putIfAbsent(key, from: object) {
@@ -303,7 +303,7 @@ final class TenantUpload: Sendable {
     private func caughtUp() -> Outcome {
         state.withLock { s in
             s.progress.failures = 0
-            s.progress.lastError = nil
+            s.progress.lastFailure = nil
             s.progress.needsOperator = nil
         }
         return .caughtUp
@@ -314,7 +314,7 @@ final class TenantUpload: Sendable {
     private func learn(generation: UInt32) throws(RemoteError) -> UInt32? {
         let claim: RemoteClaim
         do throws(StorageError) { claim = try RemoteClaim.read(fs: fs, directory: directory) } catch {
-            throw .unavailable(operation: "read the remote claim", key: RemoteClaim.fileName, reason: "\(error)")
+            throw .failed("read the remote claim", RemoteClaim.fileName, error)
         }
         state.withLock { $0.claim = claim }
         // Fenced once, fenced for good: a later load's higher generation must not win over the other server.
@@ -413,7 +413,7 @@ final class TenantUpload: Sendable {
         }
         do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
             state.withLock { $0.learnedGeneration = nil }
-            throw .unavailable(operation: "record the remote claim", key: RemoteClaim.fileName, reason: "\(error)")
+            throw .failed("record the remote claim", RemoteClaim.fileName, error, wroteLocally: true)
         }
     }
 

@@ -167,7 +167,7 @@ public final class Tenant: Sendable {
         }
         status.remote = progress.map { p in
             RemoteStatus(remoteConsistentLsn: p.remoteConsistentLsn, layersPendingUpload: p.layersPendingUpload,
-                         uploadFailures: p.failures, lastUploadError: p.lastError, fencedByGeneration: p.fencedBy,
+                         uploadFailures: p.failures, lastUploadFailure: p.lastFailure, fencedByGeneration: p.fencedBy,
                          uploadedBytes: p.uploadedBytes)
         }
         return status

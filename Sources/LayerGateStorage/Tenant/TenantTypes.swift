@@ -122,7 +122,8 @@ public struct RemoteStatus: Equatable, Sendable {
     public var layersPendingUpload: Int
     /// Consecutive failed upload passes (0 after one that caught up).
     public var uploadFailures: Int
-    public var lastUploadError: String?
+    public var lastUploadFailure: RemoteError?
+    public var lastUploadError: String? { lastUploadFailure?.description }
     /// A newer generation's remote index exists: this server no longer writes the tenant's objects.
     public var fencedByGeneration: UInt32?
     /// Bytes of layer objects stored since the server started.
