@@ -69,13 +69,14 @@ extension TenantManager {
         let tenant = try self.tenant(id)
         try await tenant.flush()
         guard await tenant.waitUntilUploaded(timeout: config.detachTimeout) else {
-            let why = tenant.status().remote.flatMap { r in
+            let remote = tenant.status().remote
+            let why = remote.flatMap { r in
                 r.fencedByGeneration.map { "another server writes the remote copy with generation \($0)" } ?? r.lastUploadError
             } ?? "uploads are slow"
             let reason = "the remote copy did not catch up in \(config.detachTimeout): \(why); the tenant stays"
             let key = RemoteIndex.prefix(id)
             // Uploads held back by this server's own shortage are that shortage, not the store's failure.
-            if case .exhausted? = tenant.status().remote?.lastUploadFailure {
+            if case .exhausted? = remote?.lastUploadFailure {
                 throw .remote(id, .exhausted(operation: "detach", key: key, reason: reason))
             }
             throw .remote(id, .unavailable(operation: "detach", key: key, reason: reason))

@@ -128,6 +128,24 @@ struct RemoteUploadTests {
         #expect(FileManager.default.fileExists(atPath: fresh), "a recent one may be an upload in progress")
     }
 
+    /// A download whose fsync fails is dropped and reported, not the engine's
+    /// stop on a failed fsync: nothing was published or acknowledged on it.
+    @Test func aDownloadWhoseFsyncFailsIsDroppedNotAStop() throws {
+        let remote = Remote()
+        let store = try remote.store()
+        let source = TempDir("fsync-source")
+        try Data(repeating: 5, count: 100_000).write(to: URL(fileURLWithPath: source.path + "/object"))
+        let object = try LocalObject.measure(fs: testFS, path: source.path + "/object")
+        #expect(try store.putIfAbsent("objects/one", from: object) == .created)
+        let disk = SimulatedDisk()
+        disk.inject(.init([.sync], errno: EIO))
+        #expect(throws: RemoteError.self) { _ = try store.download("objects/one", into: disk, path: "copy") }
+        #expect((try? disk.stat("copy")) == nil, "the unsynced copy is gone")
+        disk.clearFaults()
+        let copy = try #require(try store.download("objects/one", into: disk, path: "copy"))
+        #expect(copy.size == object.size && copy.crc32c == object.crc32c)
+    }
+
     /// A detach whose uploads cannot catch up says whose fault that is: a
     /// store that is down, TENANT_UNAVAILABLE; this server with no descriptor
     /// left to read its layers with, RESOURCE_EXHAUSTED. Then it works.

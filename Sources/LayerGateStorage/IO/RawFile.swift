@@ -116,6 +116,13 @@ final class RawFile: @unchecked Sendable {
     func sync() {
         do throws(SystemError) { try fs.fsync(fd) } catch { FatalIO.stop("fsync of \(FileLabel.describe(path)) failed: \(error)") }
     }
+
+    /// The same, failing instead: for a file nothing was acknowledged on yet
+    /// (an object written to a file:// store, a download not yet published),
+    /// which is dropped when its fsync fails.
+    func trySync() throws(StorageError) {
+        do throws(SystemError) { try fs.fsync(fd) } catch { throw .io(operation: "fsync", path: path, errno: error.errno) }
+    }
 }
 
 /// The one way the engine stops the process: when continuing could

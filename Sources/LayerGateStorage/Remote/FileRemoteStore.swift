@@ -150,7 +150,7 @@ public final class FileRemoteStore: RemoteStore {
                 offset += chunk.count
             }
             // Not `sync()`, which stops the server: a download that cannot be made durable is dropped, never published.
-            do throws(SystemError) { try local.fsync(output.fd) } catch { throw .io(operation: "fsync", path: path, errno: error.errno) }
+            try output.trySync()
             return LocalObject(fs: local, path: path, size: size, crc32c: crc)
         } catch {
             try? local.unlink(path)
@@ -219,7 +219,7 @@ public final class FileRemoteStore: RemoteStore {
             defer { file.close() }
             try fill(file)
             // Not `file.sync()`: an object store that cannot sync fails the upload, not the server.
-            do throws(SystemError) { try fs.fsync(file.fd) } catch { throw .io(operation: "fsync", path: path, errno: error.errno) }
+            try file.trySync()
             return temp
         } catch {
             try? fs.unlink(path)
