@@ -41,7 +41,16 @@ public final class MotoServer: @unchecked Sendable {
     }
 
     /// Starts one and waits until it answers; nil (after saying why `test` skips) when there is no moto.
-    public static func start(test: String) throws -> MotoServer? {
+    /// The wait is on a thread of its own: moto takes seconds to come up, and
+    /// a test that waited on Swift's concurrency pool held up every other
+    /// test's tasks meanwhile (a close timed by another test took 3 s).
+    public static func start(test: String) async throws -> MotoServer? {
+        try await withCheckedThrowingContinuation { c in
+            Thread { c.resume(with: Result { try startWaiting(test: test) }) }.start()
+        }
+    }
+
+    private static func startWaiting(test: String) throws -> MotoServer? {
         guard let moto = executable() else {
             print("skipped \(test): moto_server is not installed (pip install 'moto[server]', which make test does)")
             return nil

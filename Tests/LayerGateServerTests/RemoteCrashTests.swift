@@ -22,13 +22,13 @@ struct RemoteCrashTests {
         private let s3: S3RemoteStore?
 
         /// Nil when the backend cannot run here (moto missing: the test says why and skips).
-        static func make(_ backend: Backend, _ label: String) throws -> Store? {
+        static func make(_ backend: Backend, _ label: String) async throws -> Store? {
             switch backend {
             case .file:
                 let dir = TemporaryDirectory(label)
                 return Store(args: ["--remote-storage", "file://" + dir.path], environment: [:], directory: dir, moto: nil, s3: nil)
             case .s3:
-                guard let moto = try MotoServer.start(test: label + " (s3)") else { return nil }
+                guard let moto = try await MotoServer.start(test: label + " (s3)") else { return nil }
                 let store = try moto.store(bucket: label, prefix: "lg")
                 return Store(args: ["--remote-storage", "s3://\(label)/lg", "--s3-endpoint", moto.endpoint],
                              environment: ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"],
@@ -111,7 +111,7 @@ struct RemoteCrashTests {
 
     @Test(arguments: Backend.allCases)
     func aCrashBetweenALayerUploadAndTheIndexIsRetriedIdempotently(_ backend: Backend) async throws {
-        guard let remote = try Store.make(backend, "crash-up") else { return }
+        guard let remote = try await Store.make(backend, "crash-up") else { return }
         let dir = ServerDir()
         let args = remote.args + ["--checkpoint-distance-mib", "1", "--enable-failpoints"]
         let server = try await ServerProcess(dir: dir, extraArgs: args,
@@ -138,7 +138,7 @@ struct RemoteCrashTests {
 
     @Test(arguments: Backend.allCases)
     func aCrashDuringRemoteDeletionLeavesOrphansThatTheRestartDeletes(_ backend: Backend) async throws {
-        guard let remote = try Store.make(backend, "crash-del") else { return }
+        guard let remote = try await Store.make(backend, "crash-del") else { return }
         let dir = ServerDir()
         let args = remote.args + ["--checkpoint-distance-mib", "1", "--enable-failpoints"]
         let server = try await ServerProcess(dir: dir, extraArgs: args, environment: remote.environment)
@@ -167,7 +167,7 @@ struct RemoteCrashTests {
 
     @Test(arguments: Backend.allCases)
     func aLostHostsTenantIsAttachedOnAnEmptyDiskAndServedThroughDownloads(_ backend: Backend) async throws {
-        guard let remote = try Store.make(backend, "lost-host") else { return }
+        guard let remote = try await Store.make(backend, "lost-host") else { return }
         let args = remote.args + ["--checkpoint-distance-mib", "1"]
         let first = ServerDir()
         let server = try await ServerProcess(dir: first, extraArgs: args, environment: remote.environment)

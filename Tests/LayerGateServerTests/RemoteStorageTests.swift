@@ -53,7 +53,7 @@ struct RemoteStorageTests {
     }
 
     @Test func theSameThroughS3() async throws {
-        guard let moto = try MotoServer.start(test: "layergated with s3://") else { return }
+        guard let moto = try await MotoServer.start(test: "layergated with s3://") else { return }
         _ = try moto.store(bucket: "layergate-move")
         try await moveThroughTheStore(["--remote-storage", "s3://layergate-move/servers", "--s3-endpoint", moto.endpoint],
                                       environment: ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"])
@@ -119,7 +119,7 @@ struct RemoteStorageTests {
         var environment: [String: String] = [:]
         var moto: MotoServer?
         if store == "s3" {
-            guard let m = try MotoServer.start(test: "a download onto a full data directory through s3://") else { return }
+            guard let m = try await MotoServer.start(test: "a download onto a full data directory through s3://") else { return }
             _ = try m.store(bucket: "layergate-inodes")
             args = ["--remote-storage", "s3://layergate-inodes/servers", "--s3-endpoint", m.endpoint]
             environment = ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"]

@@ -16,8 +16,8 @@ struct S3RemoteTests {
         let store: S3RemoteStore
         var tenantPrefix: String { RemoteIndex.prefix(testTenant) }
 
-        static func start(_ test: String, bucket: String) throws -> Endpoint? {
-            guard let moto = try MotoServer.start(test: test) else { return nil }
+        static func start(_ test: String, bucket: String) async throws -> Endpoint? {
+            guard let moto = try await MotoServer.start(test: test) else { return nil }
             let store = try moto.store(bucket: bucket)
             let probeDir = TempDir("s3-probe")
             let path = probeDir.path + "/probe"
@@ -58,8 +58,8 @@ struct S3RemoteTests {
     /// The shim's own write of a downloaded object failing for want of space
     /// (into /dev/full, which answers every write with ENOSPC) is this
     /// server's shortage; the same GET into a file works, so the store is fine.
-    @Test func aDownloadWhoseLocalWriteFindsNoSpaceIsTheServersShortage() throws {
-        guard let endpoint = try Endpoint.start("a download into a full disk", bucket: "lg-full") else { return }
+    @Test func aDownloadWhoseLocalWriteFindsNoSpaceIsTheServersShortage() async throws {
+        guard let endpoint = try await Endpoint.start("a download into a full disk", bucket: "lg-full") else { return }
         defer { endpoint.moto.stop() }
         let dir = TempDir("s3-full")
         let path = dir.path + "/object"
@@ -83,7 +83,7 @@ struct S3RemoteTests {
     }
 
     @Test func layersAndIndexGoUpAndAFreshServerAttachesFromThem() async throws {
-        guard let s3 = try Endpoint.start("S3 upload and attach", bucket: "attach") else { return }
+        guard let s3 = try await Endpoint.start("S3 upload and attach", bucket: "attach") else { return }
         let f = try await TenantFixture.make(label: "s3-up", remote: s3.store, configure: RemoteUploadTests.fast)
         var model = PageModel()
         var end = try await ingest(f.tenant, &model, from: 1, count: 200, flushEvery: 20)
@@ -112,7 +112,7 @@ struct S3RemoteTests {
     }
 
     @Test func evictedLayersComeBackFromS3AndADamagedObjectIsRefused() async throws {
-        guard let s3 = try Endpoint.start("S3 eviction", bucket: "evict") else { return }
+        guard let s3 = try await Endpoint.start("S3 eviction", bucket: "evict") else { return }
         let (f, model, end) = try await RemoteEvictionTests().uploadedTenant("s3-evict", store: s3.store, images: true)
         let t = f.tenant
         #expect(f.manager.evictLayers().localBytes == 0)
@@ -145,7 +145,7 @@ struct S3RemoteTests {
 
     /// Scenario 3 on S3: generation g keeps ingesting and compacting after g+1 attached elsewhere.
     @Test func anOlderGenerationStillRunningNeverTouchesTheNewerOnesObjects() async throws {
-        guard let s3 = try Endpoint.start("S3 two generations", bucket: "generations") else { return }
+        guard let s3 = try await Endpoint.start("S3 two generations", bucket: "generations") else { return }
         let old = try await TenantFixture.make(label: "s3-gen-old", remote: s3.store, configure: RemoteUploadTests.fast)
         var model = PageModel()
         var end = try await ingest(old.tenant, &model, from: 1, count: 100, flushEvery: 20)
@@ -183,7 +183,7 @@ struct S3RemoteTests {
     }
 
     @Test func anObjectWithOtherBytesIsNeverOverwrittenAndARetryIsIdempotent() async throws {
-        guard let s3 = try Endpoint.start("S3 conflict", bucket: "conflict") else { return }
+        guard let s3 = try await Endpoint.start("S3 conflict", bucket: "conflict") else { return }
         let flaky = FlakyStore(s3.store)
         flaky.failing.withLock { $0 = [.list] }
         let f = try await TenantFixture.make(label: "s3-conflict", remote: flaky, configure: RemoteUploadTests.fast)
@@ -209,7 +209,7 @@ struct S3RemoteTests {
     }
 
     @Test func anOutageBacksOffAndCatchesUp() async throws {
-        guard let s3 = try Endpoint.start("S3 outage", bucket: "outage") else { return }
+        guard let s3 = try await Endpoint.start("S3 outage", bucket: "outage") else { return }
         let flaky = FlakyStore(s3.store)
         flaky.failing.withLock { $0 = [.putIfAbsent, .replace, .get, .list, .delete] }
         let f = try await TenantFixture.make(label: "s3-outage", remote: flaky, configure: RemoteUploadTests.fast)
@@ -225,7 +225,7 @@ struct S3RemoteTests {
     }
 
     @Test func theEndpointGoingAwayIsReportedWhileIngestAndReadsGoOn() async throws {
-        guard let s3 = try Endpoint.start("S3 endpoint down", bucket: "down") else { return }
+        guard let s3 = try await Endpoint.start("S3 endpoint down", bucket: "down") else { return }
         let endpoint = s3.moto.endpoint
         s3.moto.stop()
         let store = try S3RemoteStore(bucket: "down", prefix: "lg", endpoint: endpoint, region: "us-east-1",
