@@ -4,29 +4,24 @@ import LayerGateStorage
 /// A local S3 endpoint for tests: `moto_server` (PyPI `moto[server]`) on a
 /// loopback port, stopped by `stop()` or when the value goes away. `make test`
 /// installs moto when it is missing.
-public final class MotoServer: @unchecked Sendable {
-    // @unchecked: `process` is only stopped, once (`stop` is idempotent through Process).
+public final class MotoServer: Sendable {
     public let endpoint: String
-    private let process: Process
+    private let process: ChildProcess
 
-    private init(endpoint: String, process: Process) {
+    private init(endpoint: String, process: ChildProcess) {
         self.endpoint = endpoint
         self.process = process
     }
 
     deinit { stop() }
 
-    /// SIGTERM, then SIGKILL after 5 s; polls rather than `waitUntilExit`,
-    /// which can spin for ever off the main thread.
+    /// Kills it: moto keeps nothing worth a graceful end, and a SIGKILL ends
+    /// it at once, so a test's `defer { moto.stop() }` holds no thread of
+    /// Swift's pool for long. Idempotent.
     public func stop() {
         guard process.isRunning else { return }
-        let pid = process.processIdentifier
-        kill(pid, SIGTERM)
-        for i in 0..<100 {
-            if !process.isRunning { return }
-            if i == 50 { kill(pid, SIGKILL) }
-            usleep(100_000)
-        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 
     /// Where moto_server is: on PATH, or in pyenv's shims.
@@ -57,13 +52,8 @@ public final class MotoServer: @unchecked Sendable {
         }
         for _ in 0..<5 {
             let port = Int.random(in: 20000..<60000)
-            let process = Process()
             // exec: the process is moto itself, not pyenv's shim around it, so a signal reaches it.
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "exec \"$0\" -H 127.0.0.1 -p \(port)", moto]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            let process = try ChildProcess(executable: "/bin/sh", arguments: ["-c", "exec \"$0\" -H 127.0.0.1 -p \(port)", moto])
             let server = MotoServer(endpoint: "http://127.0.0.1:\(port)", process: process)
             let deadline = Date().addingTimeInterval(30)
             while Date() < deadline && process.isRunning {

@@ -1,5 +1,6 @@
 import Foundation
 import LayerGateClient
+import LayerGateTestSupport
 import LayerGateWire
 import Testing
 
@@ -479,13 +480,3 @@ final class FakePeer: Sendable {
     }
 }
 
-/// Runs blocking client calls on a thread of their own, off the test's executor.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws(ClientError) -> T) async throws(ClientError) -> T {
-    try await onThreadResult(body).get()
-}
-
-func onThreadResult<T: Sendable>(_ body: @escaping @Sendable () throws(ClientError) -> T) async -> Result<T, ClientError> {
-    await withCheckedContinuation { done in
-        Thread { done.resume(returning: Result { () throws(ClientError) in try body() }) }.start()
-    }
-}

@@ -1,5 +1,6 @@
 import Foundation
 import LayerGateClient
+import LayerGateTestSupport
 @testable import LayerGateServer
 import LayerGateWire
 import Testing
@@ -167,15 +168,10 @@ struct MetricsTests {
 
     @Test func aBadOrTakenAddressStopsTheStartWithAReason() async throws {
         let dir = ServerDir()
-        let bad = Process()
-        bad.executableURL = try builtExecutable("layergated")
-        bad.arguments = ["--socket", dir.socket, "--data-dir", dir.data, "--metrics-listen", "localhost"]
-        let err = Pipe()
-        bad.standardError = err
-        try bad.run()
-        let said = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        bad.waitUntilExit()
-        #expect(bad.terminationStatus == 64 && said.contains("--metrics-listen must be HOST:PORT"), "\(said)")
+        let bad = try await runToExit(try builtExecutable("layergated").path,
+                                      ["--socket", dir.socket, "--data-dir", dir.data, "--metrics-listen", "localhost"])
+        let said = bad.stderr
+        #expect(bad.status == 64 && said.contains("--metrics-listen must be HOST:PORT"), "\(said)")
 
         let holder = try TCPListener()
         do {

@@ -1,4 +1,5 @@
 import LayerGateClient
+import LayerGateTestSupport
 import LayerGateWire
 import Testing
 

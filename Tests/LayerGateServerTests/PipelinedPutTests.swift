@@ -66,7 +66,7 @@ struct PipelinedPutTests {
         let server = try await ServerProcess(dir: dir)
         let c = try await server.client()
         try await c.createTenant(tenantA)
-        let (code, out, err) = try runCLI(["put", tenantA, "--generate", "2000", "--batch", "8", "--pipeline", "32",
+        let (code, out, err) = try await runCLI(["put", tenantA, "--generate", "2000", "--batch", "8", "--pipeline", "32",
                                            "--socket", dir.socket, "--json"])
         #expect(code == 0, "\(err)")
         #expect(out.contains("2000"), "\(out)")

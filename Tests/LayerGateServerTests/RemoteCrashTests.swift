@@ -117,8 +117,8 @@ struct RemoteCrashTests {
         let server = try await ServerProcess(dir: dir, extraArgs: args,
                                              environment: remote.environment.merging(["LAYERGATE_FAILPOINTS": "remote-after-layer-upload=exit"]) { $1 })
         let s = ["--socket", dir.socket]
-        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
-        _ = try runCLI(s + ["put", tenantA, "--generate", "600", "--keys", "\(blocks)"])  // the server may die meanwhile
+        #expect(try await runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        _ = try await runCLI(s + ["put", tenantA, "--generate", "600", "--keys", "\(blocks)"])  // the server may die meanwhile
         #expect(await waitForExit(server), "the first layer upload stops the process")
         let uploaded = remote.files().filter { !$0.hasPrefix("index_part") }
         #expect(!uploaded.isEmpty, "a layer object was stored before the crash")
@@ -143,13 +143,13 @@ struct RemoteCrashTests {
         let args = remote.args + ["--checkpoint-distance-mib", "1", "--enable-failpoints"]
         let server = try await ServerProcess(dir: dir, extraArgs: args, environment: remote.environment)
         let s = ["--socket", dir.socket]
-        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
-        #expect(try runCLI(s + ["put", tenantA, "--generate", "900", "--keys", "\(blocks)"]).0 == 0)
+        #expect(try await runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        #expect(try await runCLI(s + ["put", tenantA, "--generate", "900", "--keys", "\(blocks)"]).0 == 0)
         let before = try await waitUntilMirrored(server, remote)
         #expect(before.layers.count >= 2, "\(before.layers.map(\.name))")
         let want = try await pages(server, lsn: before.diskConsistentLsn)
-        #expect(try runCLI(s + ["failpoint", "remote-before-delete", "exit"]).0 == 0)
-        _ = try runCLI(s + ["compact", tenantA])
+        #expect(try await runCLI(s + ["failpoint", "remote-before-delete", "exit"]).0 == 0)
+        _ = try await runCLI(s + ["compact", tenantA])
         #expect(await waitForExit(server), "the first remote deletion after the compaction stops the process")
         try expectNoIndexListsAMissingObject(remote)
         let orphans = Set(before.layers.map(\.name)).intersection(remote.files())
@@ -172,9 +172,9 @@ struct RemoteCrashTests {
         let first = ServerDir()
         let server = try await ServerProcess(dir: first, extraArgs: args, environment: remote.environment)
         var s = ["--socket", first.socket]
-        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
-        #expect(try runCLI(s + ["put", tenantA, "--generate", "1200", "--keys", "\(blocks)"]).0 == 0)
-        #expect(try runCLI(s + ["compact", tenantA]).0 == 0)
+        #expect(try await runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        #expect(try await runCLI(s + ["put", tenantA, "--generate", "1200", "--keys", "\(blocks)"]).0 == 0)
+        #expect(try await runCLI(s + ["compact", tenantA]).0 == 0)
         let status = try await waitUntilMirrored(server, remote)
         let want = try await pages(server, lsn: status.remoteConsistentLsn)
         #expect(await server.stop(SIGKILL) != 0)  // the host is lost, not shut down
@@ -184,7 +184,7 @@ struct RemoteCrashTests {
         let moved = try await ServerProcess(dir: second, extraArgs: args + ["--local-layer-budget-mib", "1"],
                                             environment: remote.environment)
         s = ["--socket", second.socket]
-        let (code, out, err) = try runCLI(s + ["attach", tenantA, "\(status.generation + 1)"])
+        let (code, out, err) = try await runCLI(s + ["attach", tenantA, "\(status.generation + 1)"])
         #expect(code == 0, "\(out)\(err)")
         #expect(layerFiles(second).isEmpty, "attach downloads nothing before a read needs it")
         #expect(try await pages(moved, lsn: nil) == want, "every page, through on-demand downloads")

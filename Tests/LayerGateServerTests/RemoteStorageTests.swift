@@ -16,9 +16,9 @@ struct RemoteStorageTests {
             "--remote-storage", "file://" + remote.path, "--checkpoint-distance-mib", "1", "--compaction-threshold", "4",
         ])
         let s = ["--socket", dir.socket]
-        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
-        #expect(try runCLI(s + ["put", tenantA, "--generate", "1500"]).0 == 0)
-        #expect(try runCLI(s + ["compact", tenantA]).0 == 0)
+        #expect(try await runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        #expect(try await runCLI(s + ["put", tenantA, "--generate", "1500"]).0 == 0)
+        #expect(try await runCLI(s + ["compact", tenantA]).0 == 0)
 
         let client = try await server.client()
         let deadline = ContinuousClock.now + .seconds(30)
@@ -41,7 +41,7 @@ struct RemoteStorageTests {
             let local = FileManager.default.contents(atPath: "\(dir.data)/tenants/\(tenantA)/\(layer.name)")
             #expect(local != nil && local == FileManager.default.contents(atPath: "\(remote.path)/tenants/\(tenantA)/\(layer.name)"))
         }
-        let (code, text, _) = try runCLI(s + ["status", tenantA])
+        let (code, text, _) = try await runCLI(s + ["status", tenantA])
         #expect(code == 0 && text.contains("remote: consistent up to \(status.diskConsistentLsn)") && text.contains("0 layers pending upload"),
                 "\(text)")
         #expect(await server.stop() == 0)
@@ -66,24 +66,24 @@ struct RemoteStorageTests {
         let first = ServerDir()
         var server = try await ServerProcess(dir: first, extraArgs: args, environment: environment)
         var s = ["--socket", first.socket]
-        #expect(try runCLI(s + ["create-tenant", tenantA]).0 == 0)
-        #expect(try runCLI(s + ["put", tenantA, "--generate", "600"]).0 == 0)
+        #expect(try await runCLI(s + ["create-tenant", tenantA]).0 == 0)
+        #expect(try await runCLI(s + ["put", tenantA, "--generate", "600"]).0 == 0)
         let client = try await server.client()
         let before = try await client.tenantStatus(tenantA)
         var pages: [Wire.GetPageResponse] = []
         for block in stride(from: UInt32(0), to: 600, by: 37) {
             pages.append(try await client.getPage(tenant: tenantA, key: Wire.PageKey(spcOid: 1663, dbOid: 5, relNumber: 1000, fork: 0, block: block), lsn: nil))
         }
-        let (code, out, err) = try runCLI(s + ["--json", "detach", tenantA])
+        let (code, out, err) = try await runCLI(s + ["--json", "detach", tenantA])
         #expect(code == 0 && out.contains("\"remote_consistent_lsn\":\(before.lastRecordLsn)"), "\(out)\(err)")
-        #expect(try runCLI(s + ["status", tenantA]).0 != 0, "a detached tenant is gone from the server")
+        #expect(try await runCLI(s + ["status", tenantA]).0 != 0, "a detached tenant is gone from the server")
         #expect(await server.stop() == 0)
         try FileManager.default.removeItem(atPath: first.data)  // and so is its disk
 
         let second = ServerDir()
         server = try await ServerProcess(dir: second, extraArgs: args, environment: environment)
         s = ["--socket", second.socket]
-        let (acode, aout, aerr) = try runCLI(s + ["attach", tenantA, "\(before.generation + 1)"])
+        let (acode, aout, aerr) = try await runCLI(s + ["attach", tenantA, "\(before.generation + 1)"])
         #expect(acode == 0 && aout.contains("generation \(before.generation + 1)"), "\(aout)\(aerr)")
         let moved = try await server.client()
         let after = try await moved.tenantStatus(tenantA)
@@ -95,7 +95,7 @@ struct RemoteStorageTests {
             i += 1
         }
         // A tenant the store does not hold is refused, with the reason.
-        let (rcode, _, rerr) = try runCLI(s + ["attach", "fedcba9876543210fedcba9876543210", "3"])
+        let (rcode, _, rerr) = try await runCLI(s + ["attach", "fedcba9876543210fedcba9876543210", "3"])
         #expect(rcode != 0 && rerr.contains("no remote index"), "\(rerr)")
         #expect(await server.stop() == 0)
     }
@@ -174,20 +174,15 @@ struct RemoteStorageTests {
         #expect(await server.stop() == 0)
     }
 
-    @Test func aRemoteStorageURLItCannotUseStopsTheServerWithTheReason() throws {
+    @Test func aRemoteStorageURLItCannotUseStopsTheServerWithTheReason() async throws {
         let dir = ServerDir()
-        let p = Process()
-        p.executableURL = try builtExecutable("layergated")
-        p.arguments = ["--socket", dir.socket, "--data-dir", dir.data, "--remote-storage", "s3://bucket/prefix"]
         var env = ProcessInfo.processInfo.environment
         env["AWS_ACCESS_KEY_ID"] = nil
         env["AWS_SECRET_ACCESS_KEY"] = nil
-        p.environment = env
-        let err = Pipe()
-        p.standardError = err
-        try p.run()
-        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 2 && message.contains("AWS_ACCESS_KEY_ID"), "\(message)")
+        let run = try await runToExit(try builtExecutable("layergated").path,
+                                      ["--socket", dir.socket, "--data-dir", dir.data, "--remote-storage", "s3://bucket/prefix"],
+                                      environment: env)
+        let message = run.stderr
+        #expect(run.status == 2 && message.contains("AWS_ACCESS_KEY_ID"), "\(message)")
     }
 }

@@ -16,15 +16,10 @@ struct ServerFaultTests {
     @Test func aSecondServerOnTheSameDataDirectoryRefusesToStart() async throws {
         let dir = ServerDir()
         let first = try await ServerProcess(dir: dir)
-        let second = Process()
-        second.executableURL = try builtExecutable("layergated")
-        second.arguments = ["--socket", dir.path + "/other.sock", "--data-dir", dir.data]
-        let err = Pipe()
-        second.standardError = err
-        try second.run()
-        second.waitUntilExit()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(second.terminationStatus == 2, "\(text)")
+        let second = try await runToExit(try builtExecutable("layergated").path,
+                                         ["--socket", dir.path + "/other.sock", "--data-dir", dir.data])
+        let text = second.stderr
+        #expect(second.status == 2, "\(text)")
         #expect(text.contains("pid \(first.process.processIdentifier)"), "\(text)")
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/other.sock"))
         let c = try await first.client()
@@ -399,21 +394,14 @@ extension ServerFaultTests {
     /// too few to serve one connection of one tenant: the server refuses to
     /// start (exit 2) and says why, where before it started with a table
     /// already full, paused every accept and left its tenant `loading`.
-    @Test func tooFewDescriptorsLeftRefusesToStart() throws {
+    @Test func tooFewDescriptorsLeftRefusesToStart() async throws {
         let dir = ServerDir()
         let server = try builtExecutable("layergated")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
         // Descriptors 16-60 open on /dev/null, then the server at a limit of 64 (prlimit keeps them open).
-        process.arguments = ["-c", "for i in $(seq 16 60); do eval \"exec $i</dev/null\"; done; "
-            + "exec /usr/bin/prlimit --nofile=64:64 -- \(server.path) --socket \(dir.socket) --data-dir \(dir.data)"]
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 2, "\(text)")
+        let run = try await runToExit("/bin/bash", ["-c", "for i in $(seq 16 60); do eval \"exec $i</dev/null\"; done; "
+            + "exec /usr/bin/prlimit --nofile=64:64 -- \(server.path) --socket \(dir.socket) --data-dir \(dir.data)"])
+        let text = run.stderr
+        #expect(run.status == 2, "\(text)")
         #expect(text.contains("descriptor limit (64)") && text.contains("ulimit -n"), "\(text)")
         #expect(!FileManager.default.fileExists(atPath: dir.socket))
     }

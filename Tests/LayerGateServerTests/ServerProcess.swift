@@ -31,7 +31,7 @@ final class ServerDir: Sendable {
 /// The real layergated as a subprocess.
 final class ServerProcess: @unchecked Sendable {
     let dir: ServerDir
-    let process = Process()
+    let process: ChildProcess
     let stderrFile: String
 
     /// Starts layergated (through `launcher`, like `prlimit … --`, when given)
@@ -48,19 +48,12 @@ final class ServerProcess: @unchecked Sendable {
                     "--log-level", "warning"] + extraArgs
             // LAYERGATE_SERVER_ARGS="--event-loop nio" runs these tests against the other event loop.
             + (ProcessInfo.processInfo.environment["LAYERGATE_SERVER_ARGS"]?.split(separator: " ").map(String.init) ?? [])
-        if let first = launcher.first {
-            process.executableURL = URL(fileURLWithPath: first)
-            process.arguments = Array(launcher.dropFirst()) + [server.path] + args
-        } else {
-            process.executableURL = server
-            process.arguments = args
-        }
+        let command = launcher.isEmpty ? [server.path] + args : launcher + [server.path] + args
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
-        process.environment = env
-        process.standardError = FileHandle(forWritingAtPath: stderrFile)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        // Started as a shell starts it (no signal blocked), so its SIGTERM is met as in production.
+        process = try ChildProcess(executable: command[0], arguments: Array(command.dropFirst()), environment: env,
+                                   stderr: .file(stderrFile))
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             if !process.isRunning { throw StartFailure(log: log) }
@@ -70,11 +63,9 @@ final class ServerProcess: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        process.terminate()
+        kill(process.processIdentifier, SIGKILL)
         throw StartFailure(log: log)
     }
-
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
 
     var log: String { (try? String(contentsOfFile: stderrFile, encoding: .utf8)) ?? "" }
 
@@ -86,8 +77,7 @@ final class ServerProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(30)
         while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        return process.terminationStatus
+        return await process.exited()
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import LayerGateClient
+import LayerGateTestSupport
 import LayerGateWire
 import Synchronization
 import Testing
@@ -614,15 +615,10 @@ struct ServerTests {
     @Test func aSecondServerOnTheSameSocketRefusesToStart() async throws {
         let dir = ServerDir()
         let first = try await ServerProcess(dir: dir)
-        let second = Process()
-        second.executableURL = try builtExecutable("layergated")
-        second.arguments = ["--socket", dir.socket, "--data-dir", dir.path + "/data2"]
-        let err = Pipe()
-        second.standardError = err
-        try second.run()
-        second.waitUntilExit()
-        #expect(second.terminationStatus != 0)
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let second = try await runToExit(try builtExecutable("layergated").path,
+                                         ["--socket", dir.socket, "--data-dir", dir.path + "/data2"])
+        #expect(second.status != 0)
+        let text = second.stderr
         #expect(text.contains("refusing to start"))
         // The first still serves; a stale socket file (no server) is replaced.
         let c = try await first.client()
@@ -829,16 +825,14 @@ extension ServerTests {
         try peers.run()
         defer { try? input.fileHandleForWriting.close(); peers.waitUntilExit() }
         // A blocking read: on a thread of its own, never one of Swift's few pool threads.
-        let line = await withCheckedContinuation { c in
-            DispatchQueue.global().async {
-                var got = Data()
-                while !got.contains(UInt8(ascii: "\n")) {
-                    let more = output.fileHandleForReading.availableData
-                    if more.isEmpty { break }
-                    got += more
-                }
-                c.resume(returning: String(decoding: got, as: UTF8.self))
+        let line = await onThread {
+            var got = Data()
+            while !got.contains(UInt8(ascii: "\n")) {
+                let more = output.fileHandleForReading.availableData
+                if more.isEmpty { break }
+                got += more
             }
+            return String(decoding: got, as: UTF8.self)
         }
         let figures = line.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         // The owner's connection is one of the 12 (its uid counts like any other): nobody gets 12 - 4 - 1 = 7.

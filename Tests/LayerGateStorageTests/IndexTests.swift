@@ -1,4 +1,5 @@
 import Foundation
+import LayerGateTestSupport
 import Testing
 
 @testable import LayerGateStorage
@@ -147,17 +148,22 @@ struct DataDirectoryTests {
         let dir = TempDir("lock")
         let first = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
                                       logger: quietLogger())
-        #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) {
-            _ = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
-                                  logger: quietLogger())
+        // A refusal comes after a second of retries (a lock of this process's own may be a spawning
+        // child's copy for a moment): on a thread of its own, never one of Swift's few pool threads.
+        let path = dir.path
+        let secondOwner = { @Sendable in
+            await onThreadResult {
+                _ = try TenantManager(dataDirectory: path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
+                                      logger: quietLogger())
+            }
         }
+        let refused = await secondOwner()
+        #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) { try refused.get() }
         #expect(StorageError.dataDirectoryLocked(pid: getpid()).description.contains("pid \(getpid())"))
         // Deleting the lock file does not let a second owner in: the directory is locked too.
         unlink(dir.path + "/" + DataDirectoryLock.fileName)
-        #expect(throws: StorageError.dataDirectoryLocked(pid: 0)) {
-            _ = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
-                                  logger: quietLogger())
-        }
+        let unnamed = await secondOwner()
+        #expect(throws: StorageError.dataDirectoryLocked(pid: 0)) { try unnamed.get() }
         await first.shutdown()
         let second = try TenantManager(dataDirectory: dir.path, cache: PageCache(capacity: 8), failpoints: Failpoints(),
                                        logger: quietLogger())
@@ -309,9 +315,10 @@ struct IndexRebuildTests {
 
     @Test func itRefusesWhileAServerHoldsTheDataDirectory() async throws {
         let f = try await TenantFixture.make()
-        #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) {
-            _ = try IndexRebuild.run(dataDirectory: f.dir.path, tenant: testTenant, dryRun: true)
-        }
+        // The refusal comes after a second of retries: on a thread of its own.
+        let path = f.dir.path
+        let refused = await onThreadResult { _ = try IndexRebuild.run(dataDirectory: path, tenant: testTenant, dryRun: true) }
+        #expect(throws: StorageError.dataDirectoryLocked(pid: getpid())) { try refused.get() }
         await f.manager.shutdown()
     }
 }

@@ -63,7 +63,7 @@ struct RemoteEvictionTests {
     func holdAnEviction(of layers: [TenantLayer], in f: TenantFixture) async throws -> Task<(localBytes: Int, evicted: Int), Never> {
         try leaveLeftovers(layers, in: f)
         try f.failpoints.configure("remote-leftover-before-unlink", .pause)
-        let pass = onThread { f.manager.evictLayers() }
+        let pass = inBackground { f.manager.evictLayers() }
         let deadline = ContinuousClock.now + .seconds(10)
         while !layers.contains(where: \.isDownloading) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(layers.contains { $0.isDownloading }, "the pass holds a removal")
@@ -346,12 +346,12 @@ struct RemoteEvictionTests {
         #expect(f.layerFiles() == [name])
         // Both block (a pause, a wait): on threads of their own, never the few of Swift's pool.
         try f.failpoints.configure("remote-leftover-before-unlink", .pause)
-        let leaving = onThread { layer.deleteWhenUnused() }
+        let leaving = inBackground { layer.deleteWhenUnused() }
         let deadline = ContinuousClock.now + .seconds(10)
         while !layer.isDownloading && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(layer.isDownloading, "the removal holds the layer")
         // The read starts while the removal is held; it is let go once the read waits (or opened the leftover, before the mend).
-        let reading = onThread { Result { () throws(StorageError) in try layer.local() } }
+        let reading = inBackground { Result { () throws(StorageError) in try layer.local() } }
         try await Task.sleep(for: .milliseconds(200))
         try f.failpoints.configure("remote-leftover-before-unlink", .off)
         let reader = try await reading.value.get()
@@ -637,13 +637,12 @@ struct RemoteEvictionTests {
     }
 }
 
-/// Runs `body` on a dispatch thread: for calls that block until another task acts.
+/// Set when the reset of `aResetWaitsForAnEvictionUnderWay` has ended, whichever way.
 private final class ResetFinished: Sendable {
     let value = Atomic<Bool>(false)
 }
 
-private func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Task<T, Never> {
-    Task {
-        await withCheckedContinuation { c in DispatchQueue.global().async { c.resume(returning: body()) } }
-    }
+/// Starts `body` on a thread of its own: for calls that block until another task acts.
+private func inBackground<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Task<T, Never> {
+    Task { await onThread(body) }
 }
