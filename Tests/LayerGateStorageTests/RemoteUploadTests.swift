@@ -212,7 +212,10 @@ struct RemoteUploadTests {
         var model = PageModel()
         _ = try await ingest(f.tenant, &model, from: 1, count: 60, flushEvery: 20)
         let local = try IndexFile.read(directory: f.tenant.path)
-        try await waitFor("every layer is uploaded") { remote.objects().isSuperset(of: local.layerNames) }
+        // Both: an object is in the store a moment before the upload loop counts it uploaded.
+        try await waitFor("every layer is uploaded") {
+            remote.objects().isSuperset(of: local.layerNames) && f.tenant.status().remote?.layersPendingUpload == 0
+        }
         let lagging = try #require(f.tenant.status().remote)
         #expect(lagging.layersPendingUpload == 0)
         #expect(lagging.remoteConsistentLsn == nil, "no index was stored, so nothing is remote-consistent")
