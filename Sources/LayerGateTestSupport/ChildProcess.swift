@@ -12,8 +12,15 @@ import Synchronization
 /// the pipe by which `Process` sees another child exit.
 public final class ChildProcess: Sendable {
     public let processIdentifier: pid_t
-    /// The wait status once reaped: the reaper sets it, every caller reads it.
-    private let reaped = Mutex<Int32?>(nil)
+    /// Set once, by whichever caller reaps the child, under the lock: so no
+    /// signal is sent after the pid is free for another process to take.
+    private let reaped = Mutex<Reaped?>(nil)
+
+    private enum Reaped {
+        case status(Int32)
+        /// Reaped by someone else (ECHILD): gone, how is not known.
+        case unknown
+    }
 
     /// What one of the standard streams is connected to.
     public enum Stream: Sendable {
@@ -64,17 +71,31 @@ public final class ChildProcess: Sendable {
 
     /// Kills and reaps a child nobody stopped, so none outlives its test.
     deinit {
-        if isRunning {
-            kill(processIdentifier, SIGKILL)
-            waitUntilExit()
+        if signal(SIGKILL) { waitUntilExit() }
+    }
+
+    /// Sends `signal` unless the child is reaped (its pid may be another's by then); true if sent.
+    @discardableResult
+    public func signal(_ signal: Int32) -> Bool {
+        reaped.withLock { reaped in
+            guard reaped == nil else { return false }
+            return kill(processIdentifier, signal) == 0
         }
     }
 
-    public var isRunning: Bool { reap(blocking: false) == nil }
+    public var isRunning: Bool { reapIfExited() == nil }
 
-    /// Blocks until the child exits: call it on a thread of its own (`onThread`),
+    /// Blocks until the child exits: call it on a thread of its own (`exited()`),
     /// or when the child is known to be going (after a SIGKILL).
-    public func waitUntilExit() { _ = reap(blocking: true) }
+    public func waitUntilExit() {
+        while reapIfExited() == nil {
+            // Waits without reaping, outside the lock; the reap itself is `reapIfExited`'s alone.
+            var info = siginfo_t()
+            if waitid(P_PID, id_t(processIdentifier), &info, WEXITED | WNOWAIT) != 0 && errno != EINTR && errno != ECHILD {
+                preconditionFailure("waitid for child \(processIdentifier): errno \(errno)")
+            }
+        }
+    }
 
     /// Waits for the exit on a thread of its own, never one of Swift's few pool threads.
     public func exited() async -> Int32 {
@@ -84,28 +105,30 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    /// The exit code, or 128 + the signal that killed it (as a shell reports it); -1 while running.
+    /// The exit code, or 128 + the signal that killed it (as a shell reports it);
+    /// -1 while running, or when something else reaped it.
     public var terminationStatus: Int32 {
-        guard let status = reaped.withLock({ $0 }) else { return -1 }
-        let signal = status & 0x7f
-        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        switch reaped.withLock({ $0 }) {
+        case .status(let status)?:
+            let signal = status & 0x7f
+            return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        case .unknown?, nil: return -1
+        }
     }
 
-    /// The wait status, reaping the child if it has exited (waiting for that when `blocking`).
-    private func reap(blocking: Bool) -> Int32? {
-        while true {
-            if let status = reaped.withLock({ $0 }) { return status }
+    /// Reaps the child if it has exited, without waiting; nil while it runs.
+    private func reapIfExited() -> Reaped? {
+        reaped.withLock { reaped in
+            if let reaped { return reaped }
             var status: Int32 = 0
-            let r = waitpid(processIdentifier, &status, blocking ? 0 : WNOHANG)
+            var r: pid_t
+            repeat { r = waitpid(processIdentifier, &status, WNOHANG) } while r < 0 && errno == EINTR
             if r == processIdentifier {
-                reaped.withLock { $0 = status }
-                return status
+                reaped = .status(status)
+            } else if r < 0 {
+                reaped = .unknown
             }
-            if r == 0 { return nil }
-            if r < 0 && errno == EINTR { continue }
-            // ECHILD: another caller reaped it a moment ago and is storing the status.
-            guard blocking else { return reaped.withLock { $0 } }
-            usleep(1_000)
+            return reaped
         }
     }
 

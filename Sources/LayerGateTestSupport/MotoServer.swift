@@ -19,9 +19,7 @@ public final class MotoServer: Sendable {
     /// it at once, so a test's `defer { moto.stop() }` holds no thread of
     /// Swift's pool for long. Idempotent.
     public func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        if process.signal(SIGKILL) { process.waitUntilExit() }
     }
 
     /// Where moto_server is: on PATH, or in pyenv's shims.
@@ -40,9 +38,7 @@ public final class MotoServer: Sendable {
     /// a test that waited on Swift's concurrency pool held up every other
     /// test's tasks meanwhile (a close timed by another test took 3 s).
     public static func start(test: String) async throws -> MotoServer? {
-        try await withCheckedThrowingContinuation { c in
-            Thread { c.resume(with: Result { try startWaiting(test: test) }) }.start()
-        }
+        try await onThread { try startWaiting(test: test) }
     }
 
     private static func startWaiting(test: String) throws -> MotoServer? {

@@ -44,9 +44,9 @@ struct AsyncClientExecutorTests {
         let c = try await LayerGateClient.connect(socketPath: server.dir.socket, loop: loop)
         try await readPages(c, 1)
         // Nothing is answered from here. kill returns before the server has stopped: wait for it.
-        kill(server.process.processIdentifier, SIGSTOP)
+        server.process.signal(SIGSTOP)
         #expect(try await stopped(server.process.processIdentifier))
-        defer { kill(server.process.processIdentifier, SIGCONT) }
+        defer { server.process.signal(SIGCONT) }
         let onLoop = OnTheLoop(c)
         let waiting: [Task<Bool, Never>] = (0..<30).map { i in
             switch i % 3 {
@@ -62,7 +62,7 @@ struct AsyncClientExecutorTests {
         // A call made after: its loop is gone, and it fails at once.
         let late = await within(.seconds(5)) { await failsToRead(c) }
         #expect(late == true, "a call on a client whose loop is shut down fails within 5 s")
-        kill(server.process.processIdentifier, SIGCONT)
+        server.process.signal(SIGCONT)
         await loop.shutdown()  // the tasks' work after the first shutdown may have started its next thread
         #expect(await server.stop() == 0)
     }

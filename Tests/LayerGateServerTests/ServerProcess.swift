@@ -29,7 +29,7 @@ final class ServerDir: Sendable {
 }
 
 /// The real layergated as a subprocess.
-final class ServerProcess: @unchecked Sendable {
+final class ServerProcess: Sendable {
     let dir: ServerDir
     let process: ChildProcess
     let stderrFile: String
@@ -63,7 +63,7 @@ final class ServerProcess: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        kill(process.processIdentifier, SIGKILL)
+        process.signal(SIGKILL)
         throw StartFailure(log: log)
     }
 
@@ -73,10 +73,10 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Sends a signal and waits for the exit status.
     func stop(_ signal: Int32 = SIGTERM) async -> Int32 {
-        kill(process.processIdentifier, signal)
+        process.signal(signal)
         let deadline = ContinuousClock.now + .seconds(30)
         while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.signal(SIGKILL)
         return await process.exited()
     }
 }

@@ -544,7 +544,7 @@ struct ServerTests {
         while try await probe.serverStatus().requests < before + 3 { try await Task.sleep(for: .milliseconds(5)) }
         await probe.close()
         let signalled = ContinuousClock.now
-        kill(server.process.processIdentifier, SIGTERM)
+        server.process.signal(SIGTERM)
         // It is answered at once, TENANT_UNAVAILABLE, not cut off and not left to wait out its minute.
         let answer = await waiting.value
         #expect(answer?.0 == .tenantUnavailable && answer?.1.contains("shutting down") == true, "\(String(describing: answer))")
@@ -599,7 +599,7 @@ struct ServerTests {
         }
         try await Task.sleep(for: .milliseconds(700))
         let signalled = ContinuousClock.now
-        kill(server.process.processIdentifier, SIGTERM)
+        server.process.signal(SIGTERM)
         var answered = 0
         for r in readers {
             let outcome = try await r.value.get()
@@ -745,26 +745,19 @@ struct ServerCrashTests {
         try await c.createTenant(tenantA)
         try await c.putRecords(tenant: tenantA, [wimage(1, 10)])
         let cli = try builtExecutable("layergate").path
-        func asNobody(_ args: [String]) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: setpriv)
-            p.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", cli, "--socket", dir.socket] + args
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        func asNobody(_ args: [String]) async throws -> (Int32, String) {
+            let run = try await runToExit(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", cli, "--socket", dir.socket] + args)
+            return (run.status, run.stderr)
         }
         // Without --auth-public-key only the server's uid (or root) writes pages or sees the
         // server: a peer that can connect may read the tenants it names, nothing more.
         for args in [["create-tenant", "ffffffffffffffffffffffffffffffff"], ["compact", tenantA], ["reset-tenant", tenantA],
                      ["failpoint", "index-before-rename", "off"], ["put", tenantA, "--generate", "3"], ["tenants"], ["status"]] {
-            let (status, err) = try asNobody(args)
+            let (status, err) = try await asNobody(args)
             #expect(status != 0 && err.contains("PERMISSION_DENIED"), "\(args): \(err)")
         }
         for args in [["get-page", tenantA, "--rel", "1000", "--block", "1", "--lsn", "10"], ["status", tenantA]] {
-            let (status, err) = try asNobody(args)
+            let (status, err) = try await asNobody(args)
             #expect(status == 0, "reads are for everyone who can connect: \(args): \(err)")
         }
         #expect(try await c.tenantStatus(tenantA).lastRecordLsn == 10, "nothing was written")

@@ -46,4 +46,19 @@ struct ChildProcessTests {
         let open = try String(contentsOfFile: descriptors, encoding: .utf8).split(separator: "\n").compactMap { Int32($0) }
         #expect(!open.contains(leaked) && open.allSatisfy { $0 < 200 }, "the child held this process's descriptors: \(open)")
     }
+
+    /// A command run to its end: one that outlives its deadline is killed and
+    /// the run throws (a test fails, never hangs); one that exits without
+    /// reading its input costs no broken pipe; a signal is reported as a shell does.
+    @Test func aRunToExitEndsWithinItsDeadlineWhateverTheCommandDoes() async throws {
+        let start = ContinuousClock.now
+        await #expect(throws: DidNotExit.self) { try await runToExit("/bin/sleep", ["30"], deadline: .milliseconds(300)) }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        let unread = try await runToExit("/bin/true", [], stdin: String(repeating: "x", count: 1 << 20))
+        #expect(unread.status == 0)
+        let echoed = try await runToExit("/bin/sh", ["-c", "cat; echo done >&2"], stdin: "in\n")
+        #expect(echoed.status == 0 && echoed.stdout == "in\n" && echoed.stderr == "done\n")
+        // SIGKILL: Foundation's Process passes on the blocked SIGTERM of the thread that starts it.
+        #expect(try await runToExit("/bin/sh", ["-c", "kill -KILL $$"]).status == 128 + SIGKILL)
+    }
 }
