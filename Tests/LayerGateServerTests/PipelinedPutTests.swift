@@ -292,11 +292,10 @@ struct LargeFramePiecesTests {
         let server = try await ServerProcess(dir: dir, extraArgs: ["--event-loop", eventLoop, "--max-inflight-mib", "1", "--frame-timeout-s", "1"])
         let c = try await server.client()
         try await c.createTenant(tenantA)
-        // A 12 MiB frame, larger than the budget, is let in alone: announced and
-        // not sent, it holds the whole budget for its frame time, 1 s + 12 s
-        // (with 3 MiB, a suite loading both cores once let the puts in after it).
+        // A 3 MiB frame, larger than the budget, is let in alone: announced and
+        // not sent, it holds the whole budget for its frame time, 1 s + 3 s.
         let holder = try RawConnection(dir.socket)
-        holder.send([0x00, 0xC0, 0x00, 0x00])
+        holder.send([0x00, 0x30, 0x00, 0x00])
         try await Task.sleep(for: .milliseconds(300))
         let writer = try await server.client()
         // Six puts of about 985 KB pipelined: the first waits for room, the rest are still being written.
