@@ -26,6 +26,7 @@ typedef struct {
     long long sent;   /* request body bytes handed to curl */
     int to_file;      /* the current response is a 2xx and the caller gave out_fd */
     int write_failed;
+    int read_failed;  /* reading the request body's file failed */
     int local_errno;  /* errno of a failed read of the request body or write of the answer */
 } transfer;
 
@@ -50,6 +51,7 @@ static size_t read_body(char *dest, size_t size, size_t n, void *user) {
     } while (got < 0 && errno == EINTR);
     if (got <= 0) {  /* a file that shrank under us: never send a short object */
         t->local_errno = got < 0 ? errno : 0;
+        t->read_failed = got < 0;
         return CURL_READFUNC_ABORT;
     }
     t->sent += got;
@@ -219,7 +221,8 @@ int lg_http_perform(const char *method, const char *url, const char *sigv4, cons
                 os_errno = descriptor_shortage();
         }
         out->os_errno = t.local_errno ? t.local_errno : (int)os_errno;
-        out->wrote_locally = t.write_failed && t.to_file;
+        /* The body's file or the answer's: this process's own disk, not the store. */
+        out->local_call = (t.write_failed && t.to_file) || t.read_failed;
         if (out->os_errno) {
             size_t used = strlen(out->error);
             snprintf(out->error + used, sizeof out->error - used, " (%s)", strerror(out->os_errno));

@@ -28,6 +28,7 @@ enum ErrorMapping {
             switch r {
             case .unavailable: code = .tenantUnavailable  // the store is down or refusing: retry later
             case .exhausted: code = .resourceExhausted  // this server's descriptors, memory or disk: retry later
+            case .localIO: code = .internal  // this server's disk failed: damage, not the store
             case .conflict: code = .layerExists
             case .corruptIndex: code = .internal
             case .badConfiguration: code = .invalidArgument

@@ -75,11 +75,12 @@ extension TenantManager {
             } ?? "uploads are slow"
             let reason = "the remote copy did not catch up in \(config.detachTimeout): \(why); the tenant stays"
             let key = RemoteIndex.prefix(id)
-            // Uploads held back by this server's own shortage are that shortage, not the store's failure.
-            if case .exhausted? = remote?.lastUploadFailure {
-                throw .remote(id, .exhausted(operation: "detach", key: key, reason: reason))
+            // Uploads held back by this server's own shortage or disk are that, not the store's failure.
+            switch remote?.lastUploadFailure {
+            case .exhausted?: throw .remote(id, .exhausted(operation: "detach", key: key, reason: reason))
+            case .localIO?: throw .remote(id, .localIO(operation: "detach", key: key, reason: reason))
+            default: throw .remote(id, .unavailable(operation: "detach", key: key, reason: reason))
             }
-            throw .remote(id, .unavailable(operation: "detach", key: key, reason: reason))
         }
         await tenant.close()
         let status = tenant.status()

@@ -536,6 +536,37 @@ struct RemoteEvictionTests {
         await m.shutdown()
     }
 
+    /// The tenant's directory turned read-only under the server (what ext4
+    /// does to a whole filesystem after an I/O error): a read that needs a
+    /// download is refused as this server's disk failing (`localIO`, INTERNAL
+    /// on the wire), not the store's (TENANT_UNAVAILABLE) nor a shortage,
+    /// names no path, leaves the tenant serving, and works once the
+    /// directory is writable again.
+    @Test func aDownloadOntoADiskTurnedReadOnlyBlamesThisServersDisk() async throws {
+        let remote = Remote()
+        let (f, model, end, _) = try await evictedTenant("evict-ro", in: remote)
+        guard let readOnly = try await ReadOnlyBind.make(f.tenant.path, test: "aDownloadOntoADiskTurnedReadOnlyBlamesThisServersDisk")
+        else { await f.manager.shutdown(); return }
+        defer { readOnly.release() }
+        var refused = 0
+        for b in 0..<30 as Range<UInt32> {
+            switch await readResult(f.tenant, key(b), Lsn(end - 1)) {
+            case .success(let got): #expect(got == model.page(key(b), at: Lsn(end - 1)))
+            case .failure(.pageNotFound) where model.page(key(b), at: Lsn(end - 1)) == nil: break
+            case .failure(let e):
+                guard case .remote(_, .localIO(let op, _, _)) = e else { Issue.record("\(key(b)): \(e)"); continue }
+                #expect(op == "download")
+                #expect(!"\(e)".contains(f.tenant.path) && "\(e)".contains("this server's own disk"), "\(e)")
+                refused += 1
+            }
+        }
+        #expect(refused > 0)
+        #expect(f.tenant.status().state == .active, "a read-only directory under a download does not break the tenant")
+        readOnly.release()
+        await expectPagesMatch(f.tenant, model, lsns: [end - 1])
+        await f.manager.shutdown()
+    }
+
     /// A download whose file cannot be made for want of descriptors or of
     /// space: this server's shortage (`exhausted`, RESOURCE_EXHAUSTED on the
     /// wire), never the store's; the reads work once there are some again.
@@ -561,17 +592,26 @@ struct RemoteEvictionTests {
         await f.manager.shutdown()
     }
 
-    /// Whose shortage a failed system call is, as the store's calls report it.
+    /// Whose failure a failed call is, as the store's calls report it.
     @Test func aFailedCallIsTheServersShortageOnlyForItsOwnResources() {
         func exhausted(_ e: RemoteError) -> Bool { if case .exhausted = e { return true } else { return false } }
-        for e in [EMFILE, ENFILE, ENOMEM] { #expect(exhausted(.failed("get", "k", "r", errno: e))) }
-        #expect(exhausted(.failed("download", "k", "r", errno: ENOSPC, wroteLocally: true)))
-        #expect(exhausted(.failed("download", "k", "r", errno: EDQUOT, wroteLocally: true)))
-        // A full store, a refused connection, an unknown cause: the store's.
-        #expect(!exhausted(.failed("write", "k", "r", errno: ENOSPC)))
-        #expect(!exhausted(.failed("GET", "k", "r", errno: ECONNREFUSED)))
-        #expect(!exhausted(.failed("GET", "k", "r", errno: nil)))
+        func unavailable(_ e: RemoteError) -> Bool { if case .unavailable = e { return true } else { return false } }
+        func localIO(_ e: RemoteError) -> Bool { if case .localIO = e { return true } else { return false } }
+        for e in [EMFILE, ENFILE, ENOMEM] {
+            #expect(exhausted(.failed("get", "k", "r", errno: e)))
+            #expect(exhausted(.failed("download", "k", "r", errno: e, local: true)))
+        }
+        #expect(exhausted(.failed("download", "k", "r", errno: ENOSPC, local: true)))
+        #expect(exhausted(.failed("download", "k", "r", errno: EDQUOT, local: true)))
+        // A full store, a refused connection, an unknown cause, the store's EIO: the store's.
+        #expect(unavailable(.failed("write", "k", "r", errno: ENOSPC)))
+        #expect(unavailable(.failed("GET", "k", "r", errno: ECONNREFUSED)))
+        #expect(unavailable(.failed("GET", "k", "r", errno: nil)))
+        #expect(unavailable(.failed("get", "k", "r", errno: EIO)))
+        // This server's disk failing a call of its own: neither a shortage nor the store.
+        for e in [EIO, EROFS, EFBIG] as [Int32?] + [nil] { #expect(localIO(.failed("download", "k", "r", errno: e, local: true))) }
         #expect(StorageError.remote(testTenant, .exhausted(operation: "get", key: "k", reason: "r")).isResourceExhaustion)
+        #expect(!StorageError.remote(testTenant, .localIO(operation: "get", key: "k", reason: "r")).isResourceExhaustion)
     }
 
     /// After a restart the objects are known from the remote index only: each

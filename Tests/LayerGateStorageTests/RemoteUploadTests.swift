@@ -128,9 +128,12 @@ struct RemoteUploadTests {
         #expect(FileManager.default.fileExists(atPath: fresh), "a recent one may be an upload in progress")
     }
 
-    /// A download whose fsync fails is dropped and reported, not the engine's
-    /// stop on a failed fsync: nothing was published or acknowledged on it.
-    @Test func aDownloadWhoseFsyncFailsIsDroppedNotAStop() throws {
+    /// A download whose fsync or write fails is dropped and reported, not the
+    /// engine's stop on a failed fsync: nothing was published or acknowledged
+    /// on it. The report blames this server's disk (`localIO`, INTERNAL on the
+    /// wire), not the store (TENANT_UNAVAILABLE) nor a shortage.
+    @Test(arguments: [SimulatedDisk.Operation.sync, .write])
+    func aDownloadWhoseWriteOrFsyncFailsIsDroppedAndBlamesThisDisk(failing: SimulatedDisk.Operation) throws {
         let remote = Remote()
         let store = try remote.store()
         let source = TempDir("fsync-source")
@@ -138,8 +141,15 @@ struct RemoteUploadTests {
         let object = try LocalObject.measure(fs: testFS, path: source.path + "/object")
         #expect(try store.putIfAbsent("objects/one", from: object) == .created)
         let disk = SimulatedDisk()
-        disk.inject(.init([.sync], errno: EIO))
-        #expect(throws: RemoteError.self) { _ = try store.download("objects/one", into: disk, path: "copy") }
+        disk.inject(.init([failing], errno: EIO))
+        do {
+            _ = try store.download("objects/one", into: disk, path: "copy")
+            Issue.record("the download succeeded")
+        } catch {
+            guard case .localIO(let op, let key, _) = error else { Issue.record("blamed elsewhere: \(error)"); return }
+            #expect(op == "download" && key == "objects/one")
+            #expect(error.description.contains("this server's own disk"), "\(error)")
+        }
         #expect((try? disk.stat("copy")) == nil, "the unsynced copy is gone")
         disk.clearFaults()
         let copy = try #require(try store.download("objects/one", into: disk, path: "copy"))

@@ -19,7 +19,8 @@ typedef struct {
     char error[256];
     int os_errno;                /* a failed transfer: errno of this process's own call (writing the answer to
                                     out_fd, reading the request body, curl's socket), 0 when none is known */
-    int wrote_locally;           /* that call was a write of the answer to out_fd */
+    int local_call;              /* that call was on this process's own files: writing the answer to out_fd
+                                    or reading the request body */
 } lg_http_result;
 
 /* method: GET, PUT, HEAD or DELETE. sigv4: "aws:amz:REGION:s3", or NULL for

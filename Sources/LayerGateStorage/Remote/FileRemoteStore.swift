@@ -138,23 +138,32 @@ public final class FileRemoteStore: RemoteStore {
             throw .failed("get", key, error)
         }
         defer { input.close() }
+        // Whose call failed: the store's file (its size, a chunk's read) or this server's (the rest).
+        var onStore = true
+        var created = false
         do throws(StorageError) {
             let size = try input.size()
+            onStore = false
             let output = try RawFile.open(local, path, .createExclusive)
+            created = true
             defer { output.close() }
             var offset = 0
             var crc: UInt32 = 0
+            onStore = true
             try ObjectCopy.chunks(of: input, size: size) { chunk throws(StorageError) in
+                onStore = false
                 try output.write(chunk, at: offset)
                 crc = Checksum.crc32c(chunk, seed: crc)
                 offset += chunk.count
+                onStore = true
             }
+            onStore = false
             // Not `sync()`, which stops the server: a download that cannot be made durable is dropped, never published.
             try output.trySync()
             return LocalObject(fs: local, path: path, size: size, crc32c: crc)
         } catch {
-            try? local.unlink(path)
-            throw .failed("download", key, error, wroteLocally: true)
+            if created { try? local.unlink(path) }
+            throw .failed("download", key, error, local: !onStore)
         }
     }
 

@@ -53,7 +53,7 @@ struct HTTPExchange {
         guard rc == 0 else {
             let reason = withUnsafeBytes(of: result.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             throw .failed(method, url, reason, errno: result.os_errno == 0 ? nil : result.os_errno,
-                          wroteLocally: result.wrote_locally != 0)
+                          local: result.local_call != 0)
         }
         let bodyBytes = result.body.map { Array(UnsafeRawBufferPointer(start: $0, count: result.body_len)) } ?? []
         return Answer(status: result.status, body: bodyBytes,

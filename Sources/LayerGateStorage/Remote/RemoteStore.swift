@@ -90,6 +90,10 @@ public enum RemoteError: Error, Equatable, Sendable, CustomStringConvertible {
     /// on its data directory, while it moved an object: the store is not at
     /// fault, and the same call may work once those are freed.
     case exhausted(operation: String, key: String, reason: String)
+    /// This server's own disk failed a call (an I/O error, a read-only
+    /// filesystem) while it moved an object: damage or a failing disk here,
+    /// not the store's fault nor a shortage a retry outlasts.
+    case localIO(operation: String, key: String, reason: String)
     /// An object under the key holds other bytes than ours: never overwritten.
     case conflict(key: String, reason: String)
     /// A remote index does not parse or contradicts itself.
@@ -102,6 +106,8 @@ public enum RemoteError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unavailable(let op, let key, let reason): return "remote storage: \(op) \(key): \(reason)"
         case .exhausted(let op, let key, let reason):
             return "remote storage: \(op) \(key): \(reason) (this server is short of file descriptors, memory or disk space; retry later)"
+        case .localIO(let op, let key, let reason):
+            return "remote storage: \(op) \(key): \(reason) (this server's own disk failed the call, not the store)"
         case .conflict(let key, let reason): return "remote storage: object \(key) exists with other bytes: \(reason)"
         case .corruptIndex(let key, let reason): return "remote storage: corrupt remote index \(key): \(reason)"
         case .badConfiguration(let s): return "remote storage: \(s)"
@@ -110,25 +116,29 @@ public enum RemoteError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 extension RemoteError {
-    /// A system call of this process that failed while it moved an object
-    /// (`errno`, nil when none is known): out of descriptors or memory is
-    /// this server's shortage, and so is a full disk when the call wrote to
-    /// the data directory (`wroteLocally`: a download's file); anything else,
-    /// a full store among them, is the store's.
-    static func failed(_ operation: String, _ key: String, _ reason: String, errno: Int32?, wroteLocally: Bool = false)
+    /// A call of this process that failed while it moved an object (`errno`,
+    /// nil when none is known), and whose it is. Out of descriptors or memory
+    /// is this server's shortage, and so is a full disk when the call was on
+    /// the data directory (`local`: a download's file, a local layer, the
+    /// remote claim). Any other failure of a local call is this server's
+    /// disk (`localIO`, INTERNAL on the wire: EIO is damage, not a store that
+    /// is down). Anything else, a full store among them, is the store's.
+    static func failed(_ operation: String, _ key: String, _ reason: String, errno: Int32?, local: Bool = false)
         -> RemoteError
     {
-        let ours = errno.map { e in SystemError(e).isResourceExhaustion && (wroteLocally || (e != ENOSPC && e != EDQUOT)) } ?? false
-        return ours ? .exhausted(operation: operation, key: key, reason: reason)
+        if let e = errno, SystemError(e).isResourceExhaustion, local || (e != ENOSPC && e != EDQUOT) {
+            return .exhausted(operation: operation, key: key, reason: reason)
+        }
+        return local ? .localIO(operation: operation, key: key, reason: reason)
             : .unavailable(operation: operation, key: key, reason: reason)
     }
 
-    static func failed(_ operation: String, _ key: String, _ error: StorageError, wroteLocally: Bool = false) -> RemoteError {
-        failed(operation, key, "\(error)", errno: error.errno, wroteLocally: wroteLocally)
+    static func failed(_ operation: String, _ key: String, _ error: StorageError, local: Bool = false) -> RemoteError {
+        failed(operation, key, "\(error)", errno: error.errno, local: local)
     }
 
-    static func failed(_ operation: String, _ key: String, _ error: SystemError, wroteLocally: Bool = false) -> RemoteError {
-        failed(operation, key, "\(error)", errno: error.errno, wroteLocally: wroteLocally)
+    static func failed(_ operation: String, _ key: String, _ error: SystemError, local: Bool = false) -> RemoteError {
+        failed(operation, key, "\(error)", errno: error.errno, local: local)
     }
 }
 

@@ -104,7 +104,7 @@ public final class S3RemoteStore: RemoteStore {
         guard fs.descriptorsAreReal else { throw .badConfiguration("S3 downloads need the machine's filesystem") }
         let fd: Int32
         do throws(SystemError) { fd = try fs.open(path, .createExclusive) } catch {
-            throw .failed("download", key, "create \(FileLabel.describe(path)): \(error)", errno: error.errno, wroteLocally: true)
+            throw .failed("download", key, "create \(FileLabel.describe(path)): \(error)", errno: error.errno, local: true)
         }
         var keep = false
         defer {
@@ -118,11 +118,11 @@ public final class S3RemoteStore: RemoteStore {
         default: throw unexpected("GET", key, answer)
         }
         do throws(SystemError) { try fs.fsync(fd) } catch {
-            throw .failed("download", key, "fsync: \(error)", errno: error.errno, wroteLocally: true)
+            throw .failed("download", key, "fsync: \(error)", errno: error.errno, local: true)
         }
         let object: LocalObject
         do throws(StorageError) { object = try LocalObject.measure(fs: fs, path: path) } catch {
-            throw .failed("download", key, error)
+            throw .failed("download", key, error, local: true)
         }
         keep = true
         return object

@@ -178,7 +178,7 @@ final class TenantUpload: Sendable {
             s.progress.lastFailure = error
             switch error {
             case .conflict, .corruptIndex, .badConfiguration: s.progress.needsOperator = index
-            case .unavailable, .exhausted: s.progress.needsOperator = nil
+            case .unavailable, .exhausted, .localIO: s.progress.needsOperator = nil
             }
             return s.progress.failures
         }
@@ -217,7 +217,7 @@ final class TenantUpload: Sendable {
             let object: LocalObject
             do throws(StorageError) { object = try LocalObject.measure(fs: fs, path: directory + "/" + layer.name) } catch {
                 if case .io(_, _, let e) = error, e == ENOENT { return .stale(layer: layer.name) }
-                throw .failed("read local layer", layer.name, error)
+                throw .failed("read local layer", layer.name, error, local: true)
             }
             let key = RemoteIndex.layerKey(tenant, layer.name)
             switch try store.putIfAbsent(key, from: object) {
@@ -314,7 +314,7 @@ final class TenantUpload: Sendable {
     private func learn(generation: UInt32) throws(RemoteError) -> UInt32? {
         let claim: RemoteClaim
         do throws(StorageError) { claim = try RemoteClaim.read(fs: fs, directory: directory) } catch {
-            throw .failed("read the remote claim", RemoteClaim.fileName, error)
+            throw .failed("read the remote claim", RemoteClaim.fileName, error, local: true)
         }
         state.withLock { $0.claim = claim }
         // Fenced once, fenced for good: a later load's higher generation must not win over the other server.
@@ -413,7 +413,7 @@ final class TenantUpload: Sendable {
         }
         do throws(StorageError) { try claim.write(fs: fs, directory: directory) } catch {
             state.withLock { $0.learnedGeneration = nil }
-            throw .failed("record the remote claim", RemoteClaim.fileName, error, wroteLocally: true)
+            throw .failed("record the remote claim", RemoteClaim.fileName, error, local: true)
         }
     }
 
