@@ -51,7 +51,7 @@ static size_t read_body(char *dest, size_t size, size_t n, void *user) {
     } while (got < 0 && errno == EINTR);
     if (got <= 0) {  /* a file that shrank under us: never send a short object */
         t->local_errno = got < 0 ? errno : 0;
-        t->read_failed = got < 0;
+        t->read_failed = 1;
         return CURL_READFUNC_ABORT;
     }
     t->sent += got;

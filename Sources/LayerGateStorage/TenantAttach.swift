@@ -71,7 +71,8 @@ extension TenantManager {
         guard await tenant.waitUntilUploaded(timeout: config.detachTimeout) else {
             let remote = tenant.status().remote
             let why = remote.flatMap { r in
-                r.fencedByGeneration.map { "another server writes the remote copy with generation \($0)" } ?? r.lastUploadError
+                r.fencedByGeneration.map { "another server writes the remote copy with generation \($0)" }
+                    ?? r.lastUploadFailure?.detail  // whose fault it is, the answer below says once
             } ?? "uploads are slow"
             let reason = "the remote copy did not catch up in \(config.detachTimeout): \(why); the tenant stays"
             let key = RemoteIndex.prefix(id)

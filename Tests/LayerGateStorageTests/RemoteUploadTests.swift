@@ -156,9 +156,10 @@ struct RemoteUploadTests {
         #expect(copy.size == object.size && copy.crc32c == object.crc32c)
     }
 
-    /// A detach whose uploads cannot catch up says whose fault that is: a
-    /// store that is down, TENANT_UNAVAILABLE; this server with no descriptor
-    /// left to read its layers with, RESOURCE_EXHAUSTED. Then it works.
+    /// A detach whose uploads cannot catch up says whose fault that is, once:
+    /// a store that is down, TENANT_UNAVAILABLE; this server with no
+    /// descriptor left to read its layers with, RESOURCE_EXHAUSTED; a layer
+    /// its own disk cannot read, INTERNAL. Then it works.
     @Test func aDetachHeldBackByTheServersOwnShortageSaysSo() async throws {
         let remote = Remote()
         let flaky = FlakyStore(try remote.store())
@@ -186,6 +187,17 @@ struct RemoteUploadTests {
         guard case .exhausted(let op, _, let reason)? = await detachFailure() else { Issue.record("the server's shortage"); return }
         #expect(op == "detach" && reason.contains("Too many open files"), "\(reason)")
         try f.failpoints.configure("no-descriptors", .off)
+
+        // A layer this server cannot read (a directory where its file was: EISDIR): its own disk, INTERNAL.
+        let layer = f.tenant.path + "/" + (try #require(try IndexFile.read(directory: f.tenant.path).layers.first)).name
+        try FileManager.default.moveItem(atPath: layer, toPath: layer + ".aside")
+        try FileManager.default.createDirectory(atPath: layer, withIntermediateDirectories: false)
+        guard case .localIO(let op, _, let reason)? = await detachFailure() else { Issue.record("the server's disk"); return }
+        #expect(op == "detach" && reason.contains("read local layer") && reason.contains("Is a directory"), "\(reason)")
+        let told = RemoteError.localIO(operation: op, key: "k", reason: reason).description
+        #expect(told.components(separatedBy: "this server's own disk").count == 2, "said once: \(told)")
+        try FileManager.default.removeItem(atPath: layer)
+        try FileManager.default.moveItem(atPath: layer + ".aside", toPath: layer)
         #expect(try await f.manager.detach(testTenant) == Lsn(60))
     }
 

@@ -57,20 +57,26 @@ public final class FileRemoteStore: RemoteStore {
     public func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut {
         let (dir, name) = try Self.split(key)
         let fs = try root("put", key)
-        let temp = try writeTemp(fs, dir: dir, name: name) { (file: RawFile) throws(StorageError) -> Void in
+        // Whose call failed: this server's layer (its open, a chunk's read, its checksum) or the store's copy.
+        var onSource = false
+        let temp = try writeTemp(fs, dir: dir, name: name, failedLocally: { onSource }) { (file: RawFile) throws(StorageError) -> Void in
+            onSource = true
             let input = try RawFile.open(source.fs, source.path, .readOnly)
             defer { input.close() }
             var offset = 0
             var crc: UInt32 = 0
             try ObjectCopy.chunks(of: input, size: source.size) { chunk throws(StorageError) in
+                onSource = false
                 try file.write(chunk, at: offset)
                 crc = Checksum.crc32c(chunk, seed: crc)
                 offset += chunk.count
+                onSource = true
             }
             // The file changed under us: what would be uploaded is not what was measured.
             guard crc == source.crc32c else {
                 throw .corruptLayer(file: source.path, reason: "its checksum changed while it was uploaded")
             }
+            onSource = false
         }
         if try publish(fs, dir: dir, temp: temp, name: name, key: key) { return .created }
         let existing: LocalObject
@@ -219,7 +225,9 @@ public final class FileRemoteStore: RemoteStore {
 
     /// A new temp file next to `name` in `dir` (created with its parents),
     /// filled by `fill` and fsynced; its name, or nothing left behind on failure.
-    private func writeTemp(_ fs: RealFileSystem, dir: String, name: String, _ fill: (RawFile) throws(StorageError) -> Void) throws(RemoteError) -> String {
+    /// `failedLocally`, asked on failure: the call that failed was on this server's own files.
+    private func writeTemp(_ fs: RealFileSystem, dir: String, name: String, failedLocally: () -> Bool = { false },
+                           _ fill: (RawFile) throws(StorageError) -> Void) throws(RemoteError) -> String {
         let temp = "\(name).___temp.\(getpid()).\(tempCounter.add(1, ordering: .relaxed).newValue)"
         let path = dir + "/" + temp
         do throws(StorageError) {
@@ -232,7 +240,7 @@ public final class FileRemoteStore: RemoteStore {
             return temp
         } catch {
             try? fs.unlink(path)
-            throw .failed("write", dir + "/" + name, error)
+            throw .failed("write", dir + "/" + name, error, local: failedLocally())
         }
     }
 

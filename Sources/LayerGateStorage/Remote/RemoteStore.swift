@@ -103,11 +103,18 @@ public enum RemoteError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .unavailable(let op, let key, let reason): return "remote storage: \(op) \(key): \(reason)"
-        case .exhausted(let op, let key, let reason):
-            return "remote storage: \(op) \(key): \(reason) (this server is short of file descriptors, memory or disk space; retry later)"
-        case .localIO(let op, let key, let reason):
-            return "remote storage: \(op) \(key): \(reason) (this server's own disk failed the call, not the store)"
+        case .exhausted: return detail + " (this server is short of file descriptors, memory or disk space; retry later)"
+        case .localIO: return detail + " (on this server's own disk, not the store)"
+        default: return detail
+        }
+    }
+
+    /// The description without whose fault it is: for a message that says so itself.
+    public var detail: String {
+        switch self {
+        case .unavailable(let op, let key, let reason), .exhausted(let op, let key, let reason),
+             .localIO(let op, let key, let reason):
+            return "remote storage: \(op) \(key): \(reason)"
         case .conflict(let key, let reason): return "remote storage: object \(key) exists with other bytes: \(reason)"
         case .corruptIndex(let key, let reason): return "remote storage: corrupt remote index \(key): \(reason)"
         case .badConfiguration(let s): return "remote storage: \(s)"

@@ -203,7 +203,7 @@ public final class S3RemoteStore: RemoteStore {
             body = source.fs.descriptorsAreReal ? .file(fd: file.fd, offset: 0, length: source.size)
                 : .bytes(try file.read(count: source.size, at: 0))
         } catch {
-            throw .failed("upload", key, error)
+            throw .failed("upload", key, error, local: true)
         }
         defer { file.close() }
         return try send(body)

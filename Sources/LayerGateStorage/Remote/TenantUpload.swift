@@ -178,6 +178,7 @@ final class TenantUpload: Sendable {
             s.progress.lastFailure = error
             switch error {
             case .conflict, .corruptIndex, .badConfiguration: s.progress.needsOperator = index
+            // A disk's fault may pass (a remount, a retried read): the next pass tries again, as for the store's.
             case .unavailable, .exhausted, .localIO: s.progress.needsOperator = nil
             }
             return s.progress.failures
