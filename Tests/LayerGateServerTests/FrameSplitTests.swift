@@ -92,7 +92,7 @@ struct FrameSplitTests {
         try await Task.sleep(for: .milliseconds(300))  // answers pile up: the server holds connections back
         for (i, (raw, stream)) in zip(raws, streams).enumerated() {
             var answered = Set<UInt64>()
-            while answered.count < stream.expected.count, let frame = raw.readFrame() {
+            while answered.count < stream.expected.count, let frame = await raw.readFrame() {
                 let answer = try Wire.decodeResponse(frame)
                 #expect(answered.insert(answer.requestId).inserted, "connection \(i): request \(answer.requestId) answered twice")
                 switch (stream.expected[answer.requestId], answer.body) {

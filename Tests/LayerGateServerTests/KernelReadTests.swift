@@ -58,7 +58,7 @@ struct KernelReadTests {
         }
         #expect(wrong == 0, "pages with the wrong bytes")
 
-        let scrape = try Scrape(port: port)
+        let scrape = try await Scrape(port: port)
         let misses = scrape.value("layergate_page_cache_misses_total") ?? 0
         let byLoop = scrape.value("layergate_page_cache_loop_reads_total") ?? -1
         #expect(misses > 1000, "a 1 MiB page cache over 24 MiB of layers should miss")
@@ -106,7 +106,7 @@ struct KernelReadTests {
         }
         await r.close()
         #expect(wrong == 0)
-        let scrape = try Scrape(port: port)
+        let scrape = try await Scrape(port: port)
         let reads = scrape.value("layergate_page_cache_loop_reads_total") ?? 0
         let submissions = scrape.value("layergate_loop_read_submissions_total") ?? 0
         #expect(reads > 1000 && submissions > 0, "blocks read by the loop \(reads), submissions \(submissions)")

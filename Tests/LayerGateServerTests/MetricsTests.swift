@@ -17,7 +17,7 @@ struct MetricsTests {
         let c = try await server.client()
         // A round trip first: a connect returns once the kernel queued it, maybe before the server took it.
         _ = try await c.listTenants()
-        let before = try Scrape(port: port)
+        let before = try await Scrape(port: port)
         #expect(before.value("layergate_tenants") == 0)
         #expect(before.value("layergate_connections") == 1)
 
@@ -35,7 +35,7 @@ struct MetricsTests {
         for block in 0..<10 as Range<UInt32> { _ = try await c.getPage(tenant: tenantA, key: wkey(block)) }
         try await Task.sleep(for: MetricsEndpoint.renderInterval * 2)  // not the rendering of the first scrape
 
-        let m = try Scrape(port: port)
+        let m = try await Scrape(port: port)
         #expect(m.value("layergate_requests_total", ["type": "get_page", "result": "ok"]) == 110)
         #expect(m.value("layergate_requests_total", ["type": "get_page", "result": "tenant_not_found"]) == 1)
         #expect(m.value("layergate_requests_total", ["type": "put_records", "result": "ok"]) == 30)
@@ -72,7 +72,7 @@ struct MetricsTests {
         #expect(m.value("layergate_tenant_layer_bytes", ["tenant": tenantA]) == Double(status.layers.reduce(0) { $0 + $1.size }))
 
         // A counter read from the cache's own totals moves by what happened, not by scrapes.
-        let again = try Scrape(port: port)
+        let again = try await Scrape(port: port)
         #expect(again.value("layergate_page_cache_hits_total") == m.value("layergate_page_cache_hits_total"))
         #expect(again.value("layergate_requests_total", ["type": "get_page", "result": "ok"]) == 110)
         await c.close()
@@ -89,7 +89,7 @@ struct MetricsTests {
         _ = try await c.getPage(tenant: tenantA, key: wkey(1))
         await expectServerError(.pageNotFound) { try await c.getPage(tenant: tenantA, key: wkey(99)) }
         _ = try await c.compact(tenant: tenantA)
-        let text = try Scrape(port: port).text
+        let text = try await Scrape(port: port).text
         let lint = try await runToExit(try #require(Self.promtool), ["check", "metrics"], stdin: text)
         let said = lint.stdout + lint.stderr
         #expect(lint.status == 0, "\(said)")
@@ -101,19 +101,19 @@ struct MetricsTests {
 
     @Test func theEndpointAnswersOnlyMetricsAndSurvivesJunk() async throws {
         let (dir, server, port) = try await Self.startServer()
-        #expect(try Scrape.raw(port: port, "GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 404"))
-        let post = try Scrape.raw(port: port, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+        #expect(try await Scrape.raw(port: port, "GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 404"))
+        let post = try await Scrape.raw(port: port, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
         #expect(post.hasPrefix("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"))
-        let head = try Scrape.raw(port: port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        let head = try await Scrape.raw(port: port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         #expect(head.hasPrefix("HTTP/1.1 200") && !head.contains("# TYPE"))
         // Not HTTP at all, and a header far past what the decoder takes: refused, the server serves on.
-        #expect(try Scrape.raw(port: port, String(repeating: "\u{1}nonsense\r\n", count: 1000)).hasPrefix("HTTP/1.1 400"))
+        #expect(try await Scrape.raw(port: port, String(repeating: "\u{1}nonsense\r\n", count: 1000)).hasPrefix("HTTP/1.1 400"))
         let huge = "GET /metrics HTTP/1.1\r\nX: " + String(repeating: "a", count: 1 << 20) + "\r\n\r\n"
-        #expect(!(try Scrape.raw(port: port, huge)).hasPrefix("HTTP/1.1 200"))
+        #expect(!(try await Scrape.raw(port: port, huge)).hasPrefix("HTTP/1.1 200"))
         // Two scrapes on one kept-alive connection.
-        let two = try Scrape.raw(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        let two = try await Scrape.raw(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         #expect(two.components(separatedBy: "HTTP/1.1 200 OK").count == 3)
-        #expect(try Scrape(port: port).value("layergate_tenants") == 0)
+        #expect(try await Scrape(port: port).value("layergate_tenants") == 0)
         let c = try await server.client()
         #expect(try await c.listTenants().isEmpty)
         await c.close()
@@ -126,12 +126,12 @@ struct MetricsTests {
         let (dir, server, port) = try await Self.startServer()
         let pid = server.process.processIdentifier
         // CONNECT and upgrades: refused at their head, the connection closed (the decoder would buffer what follows).
-        let connect = try Scrape.raw(port: port, "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n" + String(repeating: "z", count: 1 << 20))
+        let connect = try await Scrape.raw(port: port, "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n" + String(repeating: "z", count: 1 << 20))
         #expect(connect.hasPrefix("HTTP/1.1 400"), "\(connect.prefix(200))")
-        let upgrade = try Scrape.raw(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        let upgrade = try await Scrape.raw(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         #expect(upgrade.hasPrefix("HTTP/1.1 400"), "\(upgrade.prefix(200))")
         // An absolute-form target is the same resource.
-        #expect(try Scrape.raw(port: port, "GET http://127.0.0.1/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        #expect(try await Scrape.raw(port: port, "GET http://127.0.0.1/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
         // 50,000 pipelined requests from a peer that never reads: answered one at a time, the rest not read.
         let before = try Self.residentBytes(pid)
         let flooder = try RawTCP(port: port)
@@ -143,7 +143,7 @@ struct MetricsTests {
         // 64 silent connections fill the endpoint; a scraper still gets in (the silent one idle longest goes).
         let silent = try (0..<ServerLimits().maxMetricsConnections).map { _ in try RawTCP(port: port) }
         try await Task.sleep(for: .milliseconds(200))
-        #expect(try Scrape(port: port).value("layergate_tenants") == 0)
+        #expect(try await Scrape(port: port).value("layergate_tenants") == 0)
         _ = (silent, flooder)
         // And the page service never noticed.
         let c = try await server.client()
@@ -196,8 +196,8 @@ struct Scrape {
     let text: String
     private let samples: [String: Double]
 
-    init(port: Int) throws {
-        let answer = try Self.raw(port: port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    init(port: Int) async throws {
+        let answer = try await Self.raw(port: port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         guard answer.hasPrefix("HTTP/1.1 200"), let split = answer.range(of: "\r\n\r\n") else {
             throw ScrapeFailed(answer: String(answer.prefix(500)))
         }
@@ -224,8 +224,13 @@ struct Scrape {
         return String(series[..<open]) + "{" + labels.joined(separator: ",") + "}"
     }
 
-    /// Sends `request` to 127.0.0.1:`port` and reads until the server closes (10 s at most).
-    static func raw(port: Int, _ request: String) throws -> String {
+    /// Sends `request` to 127.0.0.1:`port` and reads until the server closes
+    /// (10 s at most), on a thread of its own (not Swift's pool, as `RawConnection.readFrame`).
+    static func raw(port: Int, _ request: String) async throws -> String {
+        try await onThread { () throws -> String in try rawNow(port: port, request) }
+    }
+
+    private static func rawNow(port: Int, _ request: String) throws -> String {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ScrapeFailed(answer: "socket: errno \(errno)") }
         defer { close(fd) }

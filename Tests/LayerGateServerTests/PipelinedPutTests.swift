@@ -129,7 +129,7 @@ struct LargeFramePiecesTests {
         writer.start()
         var problems: [String] = []
         for _ in 0..<expected.count {
-            guard let frame = raw.readFrame() else {
+            guard let frame = await raw.readFrame() else {
                 problems.append("the connection ended early")
                 break
             }
@@ -185,7 +185,7 @@ struct LargeFramePiecesTests {
         for (raw, bytes) in zip(raws, streams) { raw.sendAllInBackground(bytes) }
         for (t, raw) in zip(tenants, raws) {
             var answered: [UInt64] = []
-            while answered.count < 20, let frame = raw.readFrame() {  // nil after 10 s without a byte
+            while answered.count < 20, let frame = await raw.readFrame() {  // nil after 10 s without a byte
                 let answer = try Wire.decodeResponse(frame)
                 guard case .putRecords(let r)? = answer.body else {
                     Issue.record("tenant \(t), request \(answer.requestId): \(String(describing: answer.body).prefix(200))")
@@ -340,14 +340,14 @@ struct LargeFramePiecesTests {
         #expect(honest.stored, "refused \(honest.refusals.count) times")
         for raw in stalled {
             // Refused with a reason while waiting, or closed by its frame time once let in.
-            if let frame = raw.readFrame() {
+            if let frame = await raw.readFrame() {
                 let answer = try Wire.decodeResponse(frame)
                 guard case .error(let e)? = answer.body else {
                     Issue.record("a stalled peer got \(String(describing: answer.body))")
                     continue
                 }
                 #expect(answer.requestId == 0 && e.code == .resourceExhausted, "\(e.message)")
-                #expect(raw.isClosed())
+                #expect(await raw.isClosed())
             }
         }
         let allGone = ContinuousClock.now - start

@@ -119,7 +119,7 @@ struct ResourceBoundTests {
                         var text = "no connection"
                         if let conn = try? RawConnection(socket) {
                             conn.send(frame)
-                            let answer = conn.readFrame().flatMap { try? Wire.decodeResponse($0) }
+                            let answer = conn.readFrameNow().flatMap { try? Wire.decodeResponse($0) }
                             if case .error(let e)? = answer?.body { text = e.code.name } else { text = String(describing: answer) }
                         }
                         texts.insert(text)
@@ -343,7 +343,7 @@ final class LatencyProbe: Sendable {
                 var ok = false
                 if let c = conn {
                     c.send(request)
-                    if let answer = c.readFrame() {
+                    if let answer = c.readFrameNow() {
                         if case .getPage? = (try? Wire.decodeResponse(answer))?.body { ok = true }
                     } else {
                         conn = nil  // closed, or no answer within its 10 s receive timeout

@@ -152,15 +152,22 @@ final class RawConnection {
         return max(0, r)
     }
 
-    /// Reads one frame, or nil at end of stream.
-    func readFrame() -> [UInt8]? {
-        guard let header = readExactly(4) else { return nil }
-        let n = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
-        return readExactly(n)
+    /// Reads one frame, or nil at end of stream (or after 10 s without a
+    /// byte), on a thread of its own: a test awaiting a slow or hung server
+    /// must not hold one of the two threads of Swift's pool meanwhile.
+    func readFrame() async -> [UInt8]? {
+        let fd = self.fd
+        return await onThread { Self.readFrame(fd) }
     }
 
-    /// True when the server has closed the connection.
-    func isClosed() -> Bool { readExactly(1) == nil }
+    /// The same, blocking the calling thread: for threads of a test's own.
+    func readFrameNow() -> [UInt8]? { Self.readFrame(fd) }
+
+    /// True when the server has closed the connection (read off the pool, as `readFrame`).
+    func isClosed() async -> Bool {
+        let fd = self.fd
+        return await onThread { Self.readExactly(fd, 1) == nil }
+    }
 
     /// Whether the server has closed the connection, without waiting (what it sent is discarded).
     func isClosedNow() -> Bool {
@@ -172,7 +179,13 @@ final class RawConnection {
         }
     }
 
-    private func readExactly(_ n: Int) -> [UInt8]? {
+    private static func readFrame(_ fd: Int32) -> [UInt8]? {
+        guard let header = readExactly(fd, 4) else { return nil }
+        let n = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
+        return readExactly(fd, n)
+    }
+
+    private static func readExactly(_ fd: Int32, _ n: Int) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: n)
         var got = 0
         while got < n {

@@ -76,24 +76,24 @@ struct ServerTests {
         // A Request without a body: INVALID_ARGUMENT, and the connection stays usable.
         let raw = try RawConnection(dir.socket)
         raw.send(Wire.frame(Wire.encode(Wire.Request(requestId: 77, body: nil))))
-        let noBody = try Wire.decodeResponse(#require(raw.readFrame()))
+        let noBody = try Wire.decodeResponse(#require(await raw.readFrame()))
         #expect(noBody.requestId == 77)
         guard case .error(let e)? = noBody.body else { Issue.record("expected an error"); return }
         #expect(e.code == .invalidArgument)
         raw.send(Wire.frame(Wire.encode(Wire.Request(requestId: 78, body: .listTenants(Wire.ListTenantsRequest())))))
-        #expect(try Wire.decodeResponse(#require(raw.readFrame())).requestId == 78)
+        #expect(try Wire.decodeResponse(#require(await raw.readFrame())).requestId == 78)
         // Garbage: INVALID_ARGUMENT with request id 0, then the connection closes.
         let garbage = try RawConnection(dir.socket)
         garbage.send(Wire.frame([0xFF, 0xFF, 0xFF]))
-        let g = try Wire.decodeResponse(#require(garbage.readFrame()))
+        let g = try Wire.decodeResponse(#require(await garbage.readFrame()))
         #expect(g.requestId == 0 && g.body.map { if case .error(let e) = $0 { e.code == .invalidArgument } else { false } } == true)
-        #expect(garbage.isClosed())
+        #expect(await garbage.isClosed())
         // A frame larger than --max-frame-mib: FRAME_TOO_LARGE, id 0, closed; exactly the maximum is fine.
         let big = try RawConnection(dir.socket)
         big.send([0x00, 0x10, 0x00, 0x01])
-        let tooLarge = try Wire.decodeResponse(#require(big.readFrame()))
+        let tooLarge = try Wire.decodeResponse(#require(await big.readFrame()))
         #expect(tooLarge.requestId == 0 && tooLarge.body.map { if case .error(let e) = $0 { e.code == .frameTooLarge } else { false } } == true)
-        #expect(big.isClosed())
+        #expect(await big.isClosed())
         // Stored data is untouched and the server still serves.
         #expect(try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 10).page == wpage(1 << 32 | 10))
         #expect(try await c.tenantStatus(tenantA).lastRecordLsn == 10)
@@ -290,7 +290,7 @@ struct ServerTests {
         try await Task.sleep(for: .milliseconds(300))
         #expect(try await c.putRecords(tenant: tenantA, [wimage(2, 20)]) == 20)
         var answered = Set<UInt64>()
-        while let frame = raw.readFrame() {
+        while let frame = await raw.readFrame() {
             let answer = try Wire.decodeResponse(frame)
             #expect(answered.insert(answer.requestId).inserted, "request \(answer.requestId) answered twice")
             switch answer.body {
@@ -345,7 +345,7 @@ struct ServerTests {
         raw.sendAllInBackground(bytes)  // the reader below drains it
         try await Task.sleep(for: .milliseconds(500))  // let the server's socket buffer fill
         var answered = Set<UInt64>()
-        while answered.count < 600, let frame = raw.readFrame() {
+        while answered.count < 600, let frame = await raw.readFrame() {
             let answer = try Wire.decodeResponse(frame)
             #expect(answered.insert(answer.requestId).inserted, "request \(answer.requestId) answered twice")
             switch (expected[answer.requestId], answer.body) {
@@ -401,7 +401,7 @@ struct ServerTests {
         // Now it reads: every whole request it sent is answered, once, with the page.
         var answered = Set<UInt64>()
         for n in 1...whole {
-            guard let frame = greedy.readFrame(), let answer = try? Wire.decodeResponse(frame),
+            guard let frame = await greedy.readFrame(), let answer = try? Wire.decodeResponse(frame),
                   case .getPage(let p)? = answer.body, p.page == wpage(1 << 32 | 10) else {
                 Issue.record("answer \(n) of \(whole) is missing or not the page")
                 break
@@ -425,13 +425,13 @@ struct ServerTests {
         let held = try (0..<2).map { _ in try RawConnection(dir.socket) }
         try await Task.sleep(for: .milliseconds(200))
         let extra = try RawConnection(dir.socket)
-        let answer = extra.readFrame().flatMap { try? Wire.decodeResponse($0) }
+        let answer = (await extra.readFrame()).flatMap { try? Wire.decodeResponse($0) }
         guard case .error(let e)? = answer?.body else {
             Issue.record("expected an Error, got \(String(describing: answer))")
             return
         }
         #expect(answer?.requestId == 0 && e.code == .resourceExhausted && e.message.contains("maximum of 3"), "\(e.message)")
-        #expect(extra.isClosed())
+        #expect(await extra.isClosed())
         let start = ContinuousClock.now
         await expectServerError(.lsnNotAvailable) { try await c.getPage(tenant: tenantA, key: wkey(1), lsn: 99, waitMs: 60_000) }
         let waited = ContinuousClock.now - start

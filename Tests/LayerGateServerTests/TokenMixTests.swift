@@ -64,7 +64,7 @@ struct TokenMixTests {
             // Answers may come in another order (a token not yet verified is verified in a task).
             var answers: [UInt64: Wire.Response.Body?] = [:]
             for _ in expected {
-                let frame = try #require(connection.readFrame(), "batch \(batch): the server closed the connection")
+                let frame = try #require(await connection.readFrame(), "batch \(batch): the server closed the connection")
                 let response = try Wire.decodeResponse(frame)
                 answers[response.requestId] = response.body
             }
