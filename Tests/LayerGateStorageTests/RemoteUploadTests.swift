@@ -28,8 +28,11 @@ final class FlakyStore: RemoteStore {
         if failing.withLock({ $0.contains(op) }) { throw .unavailable(operation: "\(op)", key: key, reason: "the store is down (test)") }
     }
 
+    /// Runs before each put reaches the store (a compaction's GC taking the local file meanwhile, say).
+    let beforePut = Mutex<(@Sendable (LocalObject) -> Void)?>(nil)
     func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut {
         try check(.putIfAbsent, key)
+        beforePut.withLock { $0 }?(source)
         return try base.putIfAbsent(key, from: source)
     }
     func replace(_ key: String, bytes: [UInt8]) throws(RemoteError) {
@@ -154,6 +157,34 @@ struct RemoteUploadTests {
         disk.clearFaults()
         let copy = try #require(try store.download("objects/one", into: disk, path: "copy"))
         #expect(copy.size == object.size && copy.crc32c == object.crc32c)
+    }
+
+    /// A layer whose local file goes while it is being uploaded (a
+    /// compaction's GC removes what the new index replaced) makes the pass
+    /// stale, so the next one takes the new index; it is not this server's
+    /// disk failing (`localIO`), though the store's read of it failed here.
+    @Test func aLayerRemovedWhileItIsUploadedIsStaleNotADiskFailure() async throws {
+        let f = try await TenantFixture.make(label: "upload-gone")
+        var model = PageModel()
+        _ = try await ingest(f.tenant, &model, from: 1, count: 40, flushEvery: 20)
+        let index = try IndexFile.read(directory: f.tenant.path)
+        let remote = Remote()
+        let flaky = FlakyStore(try remote.store())
+        let upload = TenantUpload(tenant: testTenant, store: flaky, fs: testFS, directory: f.tenant.path,
+                                  failpoints: Failpoints(), logger: quietLogger())
+        let layer = f.tenant.path + "/" + (try #require(index.layers.first)).name
+        flaky.beforePut.withLock { $0 = { _ in try? FileManager.default.moveItem(atPath: layer, toPath: layer + ".aside") } }
+        do {
+            let outcome = try upload.pass(index)
+            guard case .stale(let name) = outcome else { Issue.record("\(outcome)"); return }
+            #expect(layer.hasSuffix("/" + name))
+        } catch {
+            Issue.record("the pass failed: \(error)")
+        }
+        flaky.beforePut.withLock { $0 = nil }
+        try FileManager.default.moveItem(atPath: layer + ".aside", toPath: layer)
+        guard case .caughtUp = try upload.pass(index) else { Issue.record("the next pass did not catch up"); return }
+        await f.manager.shutdown()
     }
 
     /// A detach whose uploads cannot catch up says whose fault that is, once:

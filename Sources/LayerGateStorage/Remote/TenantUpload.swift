@@ -221,7 +221,17 @@ final class TenantUpload: Sendable {
                 throw .failed("read local layer", layer.name, error, local: true)
             }
             let key = RemoteIndex.layerKey(tenant, layer.name)
-            switch try store.putIfAbsent(key, from: object) {
+            let put: RemotePut
+            do throws(RemoteError) { put = try store.putIfAbsent(key, from: object) } catch {
+                // Its file went while it was sent (a compaction's GC): not this disk's failure, a stale index.
+                if case .localIO = error {
+                    do throws(SystemError) { _ = try fs.stat(directory + "/" + layer.name) } catch {
+                        if error.errno == ENOENT { return .stale(layer: layer.name) }
+                    }
+                }
+                throw error
+            }
+            switch put {
             case .created, .sameExists:
                 state.withLock { s in
                     s.stored[layer.name] = object.crc32c
