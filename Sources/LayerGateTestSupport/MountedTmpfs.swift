@@ -23,7 +23,7 @@ public final class MountedTmpfs: Sendable {
         guard getuid() == 0 else { return .failure(Refusal(description: "mounting a tmpfs needs root (uid \(getuid()))")) }
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         let options = "size=\(size),mode=0700" + (inodes.map { ",nr_inodes=\($0)" } ?? "")
-        guard run("/usr/bin/mount", ["-t", "tmpfs", "-o", options, "tmpfs", path]) == 0 else {
+        guard runQuietly("/usr/bin/mount", ["-t", "tmpfs", "-o", options, "tmpfs", path]) == 0 else {
             return .failure(Refusal(description: "mount -t tmpfs failed (no CAP_SYS_ADMIN here?)"))
         }
         return .success(MountedTmpfs(path: path))
@@ -43,17 +43,6 @@ public final class MountedTmpfs: Sendable {
 
     public func unmount() {
         guard mounted.exchange(false, ordering: .relaxed) else { return }
-        _ = Self.run("/usr/bin/umount", ["-l", path])
-    }
-
-    private static func run(_ tool: String, _ args: [String]) -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tool)
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return -1 }
-        p.waitUntilExit()
-        return p.terminationStatus
+        _ = runQuietly("/usr/bin/umount", ["-l", path])
     }
 }

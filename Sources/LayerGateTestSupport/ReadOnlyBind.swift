@@ -35,12 +35,6 @@ public final class ReadOnlyBind: Sendable {
     /// Takes the bind mount away: the directory is writable again.
     public func release() {
         guard mounted.exchange(false, ordering: .relaxed) else { return }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/umount")
-        p.arguments = ["-l", path]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return }
-        p.waitUntilExit()
+        _ = runQuietly("/usr/bin/umount", ["-l", path])
     }
 }

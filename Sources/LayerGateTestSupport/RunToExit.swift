@@ -54,6 +54,20 @@ public func runToExit(_ executable: String, _ arguments: [String], environment: 
     }
 }
 
+/// Runs a short system tool (mount, umount) to its end on the calling thread,
+/// its output discarded; its exit status, or -1 when it could not start. For
+/// calls that cannot await (a deinit); `runToExit` for the rest.
+func runQuietly(_ tool: String, _ arguments: [String]) -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = arguments
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return -1 }
+    p.waitUntilExit()
+    return p.terminationStatus
+}
+
 /// A value computed on a thread of its own, waited for by blocking.
 private final class ThreadResult<T: Sendable>: @unchecked Sendable {
     // @unchecked: `result` is written once before the semaphore is signalled, read after the wait.

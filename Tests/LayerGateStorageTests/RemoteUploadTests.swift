@@ -131,18 +131,26 @@ struct RemoteUploadTests {
         #expect(FileManager.default.fileExists(atPath: fresh), "a recent one may be an upload in progress")
     }
 
+    /// A file:// store holding one object, `objects/one`, of 100,000 bytes
+    /// from a local file in `source`; the temp directories live as long as the values.
+    func storedObject(_ label: String) throws -> (Remote, FileRemoteStore, LocalObject, TempDir) {
+        let remote = Remote()
+        let store = try remote.store()
+        let source = TempDir(label)
+        try Data(repeating: 5, count: 100_000).write(to: URL(fileURLWithPath: source.path + "/object"))
+        let object = try LocalObject.measure(fs: testFS, path: source.path + "/object")
+        #expect(try store.putIfAbsent("objects/one", from: object) == .created)
+        return (remote, store, object, source)
+    }
+
     /// A download whose fsync or write fails is dropped and reported, not the
     /// engine's stop on a failed fsync: nothing was published or acknowledged
     /// on it. The report blames this server's disk (`localIO`, INTERNAL on the
     /// wire), not the store (TENANT_UNAVAILABLE) nor a shortage.
     @Test(arguments: [SimulatedDisk.Operation.sync, .write])
     func aDownloadWhoseWriteOrFsyncFailsIsDroppedAndBlamesThisDisk(failing: SimulatedDisk.Operation) throws {
-        let remote = Remote()
-        let store = try remote.store()
-        let source = TempDir("fsync-source")
-        try Data(repeating: 5, count: 100_000).write(to: URL(fileURLWithPath: source.path + "/object"))
-        let object = try LocalObject.measure(fs: testFS, path: source.path + "/object")
-        #expect(try store.putIfAbsent("objects/one", from: object) == .created)
+        let (remote, store, object, source) = try storedObject("fsync-source")
+        defer { withExtendedLifetime((remote, source)) {} }
         let disk = SimulatedDisk()
         disk.inject(.init([failing], errno: EIO))
         do {
@@ -157,6 +165,39 @@ struct RemoteUploadTests {
         disk.clearFaults()
         let copy = try #require(try store.download("objects/one", into: disk, path: "copy"))
         #expect(copy.size == object.size && copy.crc32c == object.crc32c)
+    }
+
+    /// A copy between the store and this server blames the side whose call
+    /// failed: a store object that cannot be read (a directory in its place:
+    /// EISDIR) or a store directory that refuses writes (read-only) is the
+    /// store's (`unavailable`); a local layer that cannot be read is this
+    /// server's disk (`localIO`).
+    @Test func aCopyBlamesTheSideWhoseCallFailed() async throws {
+        let (remote, store, object, source) = try storedObject("copy-sides")
+        func side(_ body: () throws(RemoteError) -> Void) -> String {
+            do throws(RemoteError) {
+                try body()
+                return "succeeded"
+            } catch {
+                switch error {
+                case .unavailable: return "store"
+                case .localIO: return "local"
+                default: return "\(error)"
+                }
+            }
+        }
+
+        try FileManager.default.moveItem(atPath: remote.dir.path + "/objects/one", toPath: remote.dir.path + "/aside")
+        try FileManager.default.createDirectory(atPath: remote.dir.path + "/objects/one", withIntermediateDirectories: false)
+        #expect(side { () throws(RemoteError) in _ = try store.download("objects/one", into: SimulatedDisk(), path: "copy") } == "store")
+
+        try FileManager.default.createDirectory(atPath: source.path + "/unreadable", withIntermediateDirectories: false)
+        let unreadable = LocalObject(fs: testFS, path: source.path + "/unreadable", size: object.size, crc32c: object.crc32c)
+        #expect(side { () throws(RemoteError) in _ = try store.putIfAbsent("objects/two", from: unreadable) } == "local")
+
+        guard let readOnly = try await ReadOnlyBind.make(remote.dir.path, test: "aCopyBlamesTheSideWhoseCallFailed (read-only store)") else { return }
+        defer { readOnly.release() }
+        #expect(side { () throws(RemoteError) in _ = try store.putIfAbsent("objects/three", from: object) } == "store")
     }
 
     /// A layer whose local file goes while it is being uploaded (a

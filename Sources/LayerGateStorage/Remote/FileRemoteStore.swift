@@ -57,26 +57,25 @@ public final class FileRemoteStore: RemoteStore {
     public func putIfAbsent(_ key: String, from source: LocalObject) throws(RemoteError) -> RemotePut {
         let (dir, name) = try Self.split(key)
         let fs = try root("put", key)
-        // Whose call failed: this server's layer (its open, a chunk's read, its checksum) or the store's copy.
-        var onSource = false
-        let temp = try writeTemp(fs, dir: dir, name: name, failedLocally: { onSource }) { (file: RawFile) throws(StorageError) -> Void in
-            onSource = true
-            let input = try RawFile.open(source.fs, source.path, .readOnly)
+        // Set where this server's layer failed (its open, a read, its checksum), not the store's copy.
+        var sourceFailed = false
+        let temp = try writeTemp(fs, dir: dir, name: name, failedLocally: { sourceFailed }) { (file: RawFile) throws(StorageError) -> Void in
+            let input: RawFile
+            do throws(StorageError) { input = try RawFile.open(source.fs, source.path, .readOnly) } catch {
+                sourceFailed = true
+                throw error
+            }
             defer { input.close() }
-            var offset = 0
-            var crc: UInt32 = 0
-            try ObjectCopy.chunks(of: input, size: source.size) { chunk throws(StorageError) in
-                onSource = false
-                try file.write(chunk, at: offset)
-                crc = Checksum.crc32c(chunk, seed: crc)
-                offset += chunk.count
-                onSource = true
+            let crc: UInt32
+            do throws(ObjectCopy.Failure) { crc = try ObjectCopy.copy(input, size: source.size, into: file) } catch {
+                sourceFailed = error.reading
+                throw error.error
             }
             // The file changed under us: what would be uploaded is not what was measured.
             guard crc == source.crc32c else {
+                sourceFailed = true
                 throw .corruptLayer(file: source.path, reason: "its checksum changed while it was uploaded")
             }
-            onSource = false
         }
         if try publish(fs, dir: dir, temp: temp, name: name, key: key) { return .created }
         let existing: LocalObject
@@ -144,32 +143,29 @@ public final class FileRemoteStore: RemoteStore {
             throw .failed("get", key, error)
         }
         defer { input.close() }
-        // Whose call failed: the store's file (its size, a chunk's read) or this server's (the rest).
-        var onStore = true
+        // Set where the store's file failed (its size, a read), not this server's copy.
+        var storeFailed = false
         var created = false
         do throws(StorageError) {
-            let size = try input.size()
-            onStore = false
+            let size: Int
+            do throws(StorageError) { size = try input.size() } catch {
+                storeFailed = true
+                throw error
+            }
             let output = try RawFile.open(local, path, .createExclusive)
             created = true
             defer { output.close() }
-            var offset = 0
-            var crc: UInt32 = 0
-            onStore = true
-            try ObjectCopy.chunks(of: input, size: size) { chunk throws(StorageError) in
-                onStore = false
-                try output.write(chunk, at: offset)
-                crc = Checksum.crc32c(chunk, seed: crc)
-                offset += chunk.count
-                onStore = true
+            let crc: UInt32
+            do throws(ObjectCopy.Failure) { crc = try ObjectCopy.copy(input, size: size, into: output) } catch {
+                storeFailed = error.reading
+                throw error.error
             }
-            onStore = false
             // Not `sync()`, which stops the server: a download that cannot be made durable is dropped, never published.
             try output.trySync()
             return LocalObject(fs: local, path: path, size: size, crc32c: crc)
         } catch {
             if created { try? local.unlink(path) }
-            throw .failed("download", key, error, local: !onStore)
+            throw .failed("download", key, error, local: !storeFailed)
         }
     }
 

@@ -153,6 +153,32 @@ extension RemoteError {
 enum ObjectCopy {
     static let chunkBytes = 1 << 20
 
+    /// A copy's failed call, and which file it was on: whose fault it is
+    /// (the store's or this server's) depends on which side each file is.
+    struct Failure: Error {
+        let error: StorageError
+        let reading: Bool
+    }
+
+    /// Copies `size` bytes of `input` into `output` from offset 0; the CRC-32C of what was copied.
+    static func copy(_ input: RawFile, size: Int, into output: RawFile) throws(Failure) -> UInt32 {
+        var crc: UInt32 = 0
+        var offset = 0
+        var writing = false
+        do throws(StorageError) {
+            try chunks(of: input, size: size) { chunk throws(StorageError) in
+                writing = true
+                try output.write(chunk, at: offset)
+                writing = false
+                crc = Checksum.crc32c(chunk, seed: crc)
+                offset += chunk.count
+            }
+        } catch {
+            throw Failure(error: error, reading: !writing)
+        }
+        return crc
+    }
+
     static func chunks(of file: RawFile, size: Int, _ body: (UnsafeRawBufferPointer) throws(StorageError) -> Void)
         throws(StorageError)
     {

@@ -224,11 +224,7 @@ final class TenantUpload: Sendable {
             let put: RemotePut
             do throws(RemoteError) { put = try store.putIfAbsent(key, from: object) } catch {
                 // Its file went while it was sent (a compaction's GC): not this disk's failure, a stale index.
-                if case .localIO = error {
-                    do throws(SystemError) { _ = try fs.stat(directory + "/" + layer.name) } catch {
-                        if error.errno == ENOENT { return .stale(layer: layer.name) }
-                    }
-                }
+                if case .localIO = error, isGone(layer.name) { return .stale(layer: layer.name) }
                 throw error
             }
             switch put {
@@ -318,6 +314,16 @@ final class TenantUpload: Sendable {
             s.progress.needsOperator = nil
         }
         return .caughtUp
+    }
+
+    /// True when the local file of `name` no longer exists (ENOENT; not any failure to look).
+    private func isGone(_ name: String) -> Bool {
+        do throws(SystemError) {
+            _ = try fs.stat(directory + "/" + name)
+            return false
+        } catch {
+            return error.errno == ENOENT
+        }
     }
 
     /// What the store holds for this tenant, from a listing and the newest
