@@ -76,11 +76,20 @@ public final class Dispatcher: Sendable {
     public enum InlineAnswer: Sendable {
         /// The page's answer, as a whole frame, was appended to the buffer.
         case frame
+        /// The page's answer was appended but for its page, an in-memory image
+        /// that the transport sends from where it is (`ImageShare`).
+        case frameSharing(SharedPage)
         /// An answer that is not a page (an error).
         case response(Wire.Response)
         /// A permitted GetPage whose blocks are not all cached: read them
         /// (`DiskRead.miss`) and `readWithoutWaiting` it again, or `readFromDisk` it on a read thread.
         case disk(DiskRead)
+    }
+
+    /// A page left out of its frame: it goes before the frame's last `bytesAfterPage` bytes.
+    public struct SharedPage: Sendable {
+        let image: [UInt8]
+        let bytesAfterPage: Int
     }
 
     /// A GetPage that was allowed, and needs the disk.
@@ -99,8 +108,10 @@ public final class Dispatcher: Sendable {
     /// more (an index block first, then the page's).
     public func readWithoutWaiting(_ read: DiskRead, into out: inout ByteBuffer) -> InlineAnswer? {
         do throws(StorageError) {
-            if let next = try writeWithoutWaiting(requestId: read.requestId, tenant: read.tenant, key: read.key, lsn: read.lsn,
-                                                  started: read.started, into: &out) { return .disk(next) }
+            var never = ImageShare(allowed: false)
+            let written = try writeWithoutWaiting(requestId: read.requestId, tenant: read.tenant, key: read.key, lsn: read.lsn,
+                                                  started: read.started, into: &out, share: &never)
+            if case .disk = written { return written }
             return answered(since: read.started)
         } catch {
             return answer(read.requestId, failure(error), since: read.started)
@@ -110,14 +121,23 @@ public final class Dispatcher: Sendable {
     /// Writes the page's answer frame into `out` when none of its blocks needs
     /// the disk (nil), else names the read to make, with the blocks it lacked:
     /// the one no-wait page read of a cache hit and of a kernel read's retry.
+    /// `.frame`, `.frameSharing` (an in-memory image left out, where `share`
+    /// allows it) or `.disk`; not counted here.
     private func writeWithoutWaiting(requestId: UInt64, tenant: Tenant, key: PageKey, lsn: Lsn?, started: NIODeadline,
-                                     into out: inout ByteBuffer) throws(StorageError) -> DiskRead? {
+                                     into out: inout ByteBuffer, share: inout ImageShare) throws(StorageError) -> InlineAnswer {
         var miss: BlockMiss?
-        let wrote = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
-            page throws(StorageError) -> UInt64? in
-            try tenant.getPageWithoutWaiting(key: key, lsn: lsn, into: page, miss: &miss)?.rawValue
+        let written = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
+            page throws(StorageError) -> Wire.FilledPage? in
+            try tenant.getPageWithoutWaiting(key: key, lsn: lsn, into: page, miss: &miss, share: &share)
+                .map { Wire.FilledPage(lsn: $0.rawValue, wrote: share.image == nil) }
         }
-        return wrote ? nil : DiskRead(requestId: requestId, tenant: tenant, key: key, lsn: lsn, started: started, miss: miss)
+        switch written {
+        case .whole?: return .frame
+        case .pageLeftOut(let after)?:
+            guard let image = share.image else { preconditionFailure("a page left out of its frame with nothing to send in its place") }
+            return .frameSharing(SharedPage(image: image, bytesAfterPage: after))
+        case nil: return .disk(DiskRead(requestId: requestId, tenant: tenant, key: key, lsn: lsn, started: started, miss: miss))
+        }
     }
 
     /// Answers `read` into `out`, reading the disk: call it on a read thread
@@ -175,8 +195,11 @@ public final class Dispatcher: Sendable {
     /// The same for a GetPage read in place (`Wire.readGetPageInPlace`): no
     /// request is built unless it is refused or not a cache hit. `right` is
     /// `readRight(grant)`; `grant` is evaluated only to word a refusal.
+    /// With `sharing`, a page that is an in-memory image as it is comes back
+    /// as `.frameSharing`, for a transport that sends it from where it is.
     public func handleInline(_ g: Wire.InPlaceGetPage, right: ReadRight, grant: @autoclosure () -> Result<Grant, TokenError>?,
-                             peer: PeerIdentity, since start: NIODeadline, into out: inout ByteBuffer) -> InlineAnswer? {
+                             peer: PeerIdentity, since start: NIODeadline, sharing: Bool = false,
+                             into out: inout ByteBuffer) -> InlineAnswer? {
         let allowed: Bool
         switch right {
         case .everyTenant: allowed = true
@@ -189,20 +212,21 @@ public final class Dispatcher: Sendable {
                 ?? Wire.Error(code: .permissionDenied, message: "the token does not cover tenant \(g.tenantId)")
             return answer(g.requestId, .error(denied), since: start)
         }
-        return inlinePage(requestId: g.requestId, since: start, into: &out) { () throws(StorageError) in
+        return inlinePage(requestId: g.requestId, since: start, sharing: sharing, into: &out) { () throws(StorageError) in
             (try manager.tenant(TenantId(high: g.tenantHigh, low: g.tenantLow)), g.key, g.latest ? nil : g.lsn)
         }
     }
 
     /// Writes the page's answer frame into `out` when the page is cached, else
     /// answers `.disk`; `target` names the tenant, key and LSN (nil: latest), or why not.
-    private func inlinePage(requestId: UInt64, since start: NIODeadline, into out: inout ByteBuffer,
+    private func inlinePage(requestId: UInt64, since start: NIODeadline, sharing: Bool = false, into out: inout ByteBuffer,
                             _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
         do throws(StorageError) {
             let (t, k, lsn) = try target()
-            if let read = try writeWithoutWaiting(requestId: requestId, tenant: t, key: try Self.pageKey(k), lsn: lsn.map(Lsn.init),
-                                                  started: start, into: &out) { return .disk(read) }
-            return .frame  // counted by the caller, with the pass's other answers (`countPagesAnswered`)
+            var share = ImageShare(allowed: sharing)
+            // A page is counted by the caller, with the pass's other answers (`countPagesAnswered`).
+            return try writeWithoutWaiting(requestId: requestId, tenant: t, key: try Self.pageKey(k), lsn: lsn.map(Lsn.init),
+                                           started: start, into: &out, share: &share)
         } catch {
             return answer(requestId, failure(error), since: start)
         }

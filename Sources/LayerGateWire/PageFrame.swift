@@ -21,7 +21,46 @@ extension Wire {
         requestId: UInt64, pageSize: Int, into buffer: inout ByteBuffer,
         fill: (UnsafeMutableRawBufferPointer) throws(E) -> UInt64?
     ) throws(E) -> Bool {
+        let written = try writePageFrame(requestId: requestId, pageSize: pageSize, into: &buffer) {
+            page throws(E) -> FilledPage? in try fill(page).map { FilledPage(lsn: $0, wrote: true) }
+        }
+        return written != nil
+    }
+
+    /// What `fill` of `writePageFrame(…leavingOut…)` did: the LSN the page
+    /// was read at, and whether it wrote the page (false: the caller sends
+    /// the page's bytes from where they are).
+    public struct FilledPage {
+        public let lsn: UInt64
+        public let wrote: Bool
+
+        @inlinable
+        public init(lsn: UInt64, wrote: Bool) {
+            self.lsn = lsn
+            self.wrote = wrote
+        }
+    }
+
+    /// How a frame went into the buffer.
+    public enum PageFrameWritten: Equatable {
+        /// Whole, page and all.
+        case whole
+        /// All but the page: it belongs before the frame's last `bytesAfterPage`
+        /// bytes, and the frame's length counts it. The caller sends it there.
+        case pageLeftOut(bytesAfterPage: Int)
+    }
+
+    /// The same, where `fill` may leave the page's bytes out of the buffer
+    /// (`FilledPage.wrote` false): the frame is then appended without them,
+    /// and the caller puts them in their place when it sends (a page shared
+    /// from memory, sent from where it is). Nil when `fill` returns nil.
+    @inlinable
+    public static func writePageFrame<E: Swift.Error>(
+        requestId: UInt64, pageSize: Int, into buffer: inout ByteBuffer,
+        fill: (UnsafeMutableRawBufferPointer) throws(E) -> FilledPage?
+    ) throws(E) -> PageFrameWritten? {
         let before = buffer.writerIndex
+        var leftOut: Int?
         let pageField = 1 + varintSize(UInt64(pageSize)) + pageSize
         let bodyLengthBytes = varintSize(UInt64(pageField))
         precondition(bodyLengthBytes == varintSize(UInt64(pageField + 11)), "a page whose frame layout depends on its LSN")
@@ -41,27 +80,32 @@ extension Wire {
             w.skip(bodyLengthBytes)
             w.byte(1 << 3 | 2)  // GetPageResponse.page
             w.varint(UInt64(pageSize))
-            let lsn: UInt64?
+            let pageAt = w.at
+            let filled: FilledPage?
             do throws(E) {
-                lsn = try fill(w.take(pageSize))
+                filled = try fill(w.take(pageSize))
             } catch {
                 failure = error
                 return 0
             }
-            guard let lsn else { return 0 }
+            guard let filled else { return 0 }
+            if !filled.wrote { w.at = pageAt }  // what follows the page goes where it would have been
             var bodyLength = pageField
-            if lsn != 0 {
+            if filled.lsn != 0 {
                 w.byte(2 << 3 | 0)  // GetPageResponse.lsn
                 let before = w.at
-                w.varint(lsn)
+                w.varint(filled.lsn)
                 bodyLength += 1 + w.at - before
             }
             w.varint(UInt64(bodyLength), at: bodyLengthAt, bytes: bodyLengthBytes)
-            w.uint32BigEndian(UInt32(w.at - 4), at: 0)
+            let frameLength = w.at - 4 + (filled.wrote ? 0 : pageSize)
+            w.uint32BigEndian(UInt32(frameLength), at: 0)
+            if !filled.wrote { leftOut = w.at - pageAt }
             return w.at
         }
         if let failure { throw failure }
-        return buffer.writerIndex != before
+        guard buffer.writerIndex != before else { return nil }
+        return leftOut.map { .pageLeftOut(bytesAfterPage: $0) } ?? .whole
     }
 
     @usableFromInline
@@ -83,7 +127,7 @@ extension Wire {
 @usableFromInline
 struct FrameBytes {
     @usableFromInline let out: UnsafeMutableRawBufferPointer
-    @usableFromInline var at = 0
+    @usableFromInline var at = 0  // set back by a frame that leaves its page out
 
     @inlinable
     init(_ out: UnsafeMutableRawBufferPointer) { self.out = out }

@@ -27,6 +27,41 @@ struct PageFrameTests {
         }
     }
 
+    /// A frame that leaves its page out is the whole frame with the page cut
+    /// out where `bytesAfterPage` says: put back there, it is byte for byte
+    /// protobuf-c's, for ids and LSNs at each varint length boundary.
+    @Test(arguments: edges)
+    func aFrameLeavingItsPageOutIsTheWholeFrameWithoutIt(requestId: UInt64) throws {
+        let page = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        for lsn in Self.edges {
+            var packed = ByteBufferAllocator().buffer(capacity: 0)
+            Wire.writeFrame(Wire.Response(requestId: requestId, body: .getPage(Wire.GetPageResponse(page: page, lsn: lsn))), into: &packed)
+            var buffer = ByteBufferAllocator().buffer(capacity: 0)
+            buffer.writeString("earlier answers")
+            let earlier = buffer.readableBytes
+            let written = Wire.writePageFrame(requestId: requestId, pageSize: page.count, into: &buffer) { out -> Wire.FilledPage? in
+                out.initializeMemory(as: UInt8.self, repeating: 0xEE)  // not the page: it must not be sent
+                return Wire.FilledPage(lsn: lsn, wrote: false)
+            }
+            guard case .pageLeftOut(let after)? = written else {
+                Issue.record("id \(requestId), lsn \(lsn): \(String(describing: written))")
+                continue
+            }
+            var bytes = Array(buffer.readableBytesView.dropFirst(earlier))
+            #expect(bytes.count == packed.readableBytes - page.count, "id \(requestId), lsn \(lsn)")
+            bytes.insert(contentsOf: page, at: bytes.count - after)
+            #expect(bytes == Array(packed.readableBytesView), "id \(requestId), lsn \(lsn)")
+            // Written whole, the same call says so.
+            var whole = ByteBufferAllocator().buffer(capacity: 0)
+            let wholeWritten = Wire.writePageFrame(requestId: requestId, pageSize: page.count, into: &whole) { out -> Wire.FilledPage? in
+                out.copyBytes(from: page)
+                return Wire.FilledPage(lsn: lsn, wrote: true)
+            }
+            #expect(wholeWritten == .whole)
+            #expect(Array(whole.readableBytesView) == Array(packed.readableBytesView))
+        }
+    }
+
     /// Nothing is left behind when the page cannot be served inline or its read fails.
     @Test func aRefusedPageLeavesTheBufferAsItWas() throws {
         var buffer = ByteBufferAllocator().buffer(capacity: 0)

@@ -495,9 +495,10 @@ final class Connection<Transport: ConnectionTransport> {
                 known = false
             }
         }
+        let sharing = transport?.sendsSharedPages ?? false
         if known, answeredInline(fallback: g.request(authToken: lastToken ?? ""), {
             dispatcher.handleInline(g, right: right, grant: self.lastTokenRight.map { TokenCache.verdict($0.grant, until: $0.until, at: self.now) },
-                                    peer: peer, since: self.now, into: &$0)
+                                    peer: peer, since: self.now, sharing: sharing, into: &$0)
         }) {
             return
         }
@@ -514,6 +515,11 @@ final class Connection<Transport: ConnectionTransport> {
         guard transport != nil else { return true }  // gone: nobody to answer
         switch transport?.writeFrame(handle) ?? nil {  // not bound with `let`: that costs a retain and a release
         case .frame?:
+            unflushed = true
+            answeredInPass += 1
+            return true
+        case .frameSharing(let page)?:
+            transport?.insertSharedPage(page.image, beforeLast: page.bytesAfterPage)
             unflushed = true
             answeredInPass += 1
             return true
@@ -537,8 +543,8 @@ final class Connection<Transport: ConnectionTransport> {
         case .response(let response)?:
             write(response)
             return true
-        case .disk?, nil:
-            return false
+        case .frameSharing?, .disk?, nil:
+            return false  // a page is shared only where a request asked for it (`takeInPlace`)
         }
     }
 
@@ -589,6 +595,9 @@ final class Connection<Transport: ConnectionTransport> {
         }
         switch transport?.writeFrame({ dispatcher.readWithoutWaiting(read, into: &$0) }) ?? nil {
         case .frame?:
+            unflushed = true
+        case .frameSharing(let page)?:
+            transport?.insertSharedPage(page.image, beforeLast: page.bytesAfterPage)
             unflushed = true
         case .response(let response)?:
             write(response)

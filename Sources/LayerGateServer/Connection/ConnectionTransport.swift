@@ -18,6 +18,14 @@ protocol ConnectionTransport: AnyObject, SendableMetatype {
     /// Appends a whole answer frame.
     func write(_ frame: ByteBuffer)
 
+    /// True where answers may leave a page out for `insertSharedPage` to send
+    /// from where it is (the epoll loop, whose sends gather it).
+    var sendsSharedPages: Bool { get }
+
+    /// Puts `page` into the answer just appended, before its last
+    /// `beforeLast` bytes; the page is sent from where it is, not copied.
+    func insertSharedPage(_ page: [UInt8], beforeLast: Int)
+
     /// Sends what was appended (many answers, one system call).
     func flush()
 
@@ -53,6 +61,10 @@ let closeGrace: Duration = .seconds(5)
 extension ConnectionTransport {
     func spareReadBuffer() -> ByteBuffer? { nil }
     func recycleReadBuffer(_ buffer: ByteBuffer) {}
+    var sendsSharedPages: Bool { false }
+    func insertSharedPage(_ page: [UInt8], beforeLast: Int) {
+        preconditionFailure("a page left out of its answer on a transport that does not send shared pages")
+    }
 }
 
 /// Runs closures on one thread, in order, from any thread.

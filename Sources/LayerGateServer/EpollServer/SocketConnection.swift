@@ -9,7 +9,8 @@ import Glibc
 /// Everything here runs on the loop thread.
 ///
 /// Answers are appended to one buffer (`out`), a cached page built straight
-/// into it, and sent with one `send` per pass. `out` comes from the loop's
+/// into it, and sent with one `send` per pass (one `sendmsg` that gathers the
+/// in-memory images left out of it, when there are any: `SharedPages`). `out` comes from the loop's
 /// spares and goes back once sent, so a GetPage served from the cache
 /// allocates nothing, and an idle connection holds no buffer. Unsent bytes
 /// over `highWater` make the connection unwritable until they fall under
@@ -30,6 +31,8 @@ final class SocketConnection: ConnectionTransport {
     // access to itself (`writeFrame` moves `out` into a local first); the
     // runtime's checks were a few percent of a cached GetPage's CPU.
     @exclusivity(unchecked) private var out: ByteBuffer?
+    /// Pages sent from where they are, between `out`'s bytes.
+    @exclusivity(unchecked) private var shared = SharedPages()
     /// Bytes appended to `out` and bytes sent, since the connection began.
     @exclusivity(unchecked) private var appended = 0
     @exclusivity(unchecked) private var sent = 0
@@ -119,14 +122,28 @@ final class SocketConnection: ConnectionTransport {
         _ = writeFrame { $0.writeImmutableBuffer(frame) }
     }
 
+    var sendsSharedPages: Bool { true }
+
+    func insertSharedPage(_ page: [UInt8], beforeLast: Int) {
+        guard !closed else { return }
+        shared.insert(page, at: appended - beforeLast)
+        appended += page.count
+        updateWritability()
+    }
+
+    /// Sends what is unsent: `out`'s bytes, with the shared pages between them when there are any.
     func flush() {
         guard !closed else { return }
-        if var buffer = out, buffer.readableBytes > 0 {
-            out = nil
-            while buffer.readableBytes > 0 {
-                let n = buffer.withUnsafeReadableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        if sent < appended {
+            var buffer = out ?? server.takeOutBuffer()
+            out = nil  // `buffer` is then the one reference: appended to and cleared in place
+            while sent < appended {
+                let n = buffer.withUnsafeReadableBytes { bytes in
+                    shared.isEmpty ? send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                        : shared.send(fd, buffered: bytes, from: sent)
+                }
                 if n > 0 {
-                    buffer.moveReaderIndex(forwardBy: n)
+                    buffer.moveReaderIndex(forwardBy: shared.isEmpty ? n : shared.sent(from: sent, to: sent + n))
                     sent += n
                 } else if n < 0 && errno == EINTR {
                     continue
@@ -137,8 +154,8 @@ final class SocketConnection: ConnectionTransport {
                     return
                 }
             }
-            if buffer.readableBytes == 0 {
-                buffer.clear()  // here, where `buffer` is the one reference: no copy
+            if buffer.readableBytes == 0 && shared.isEmpty {
+                buffer.clear()
                 server.giveBackOut(buffer)
             } else {
                 if buffer.readerIndex > buffer.capacity / 2 { buffer.discardReadBytes() }
@@ -171,6 +188,7 @@ final class SocketConnection: ConnectionTransport {
         closed = true
         isWritable = false
         out = nil
+        shared.removeAll()
         sent = appended
         server.forget(self)
         let connection = self.connection

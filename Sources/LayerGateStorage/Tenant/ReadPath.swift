@@ -31,18 +31,23 @@ enum ReadPath {
     /// the key has no record at or below `lsn` (`page` then holds nothing meaningful).
     static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
                             into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Bool {
-        try ReadFailure.onDisk { () throws(ReadFailure) in
-            try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, policy: .mayReadDisk)
+        var share = ImageShare.never
+        return try ReadFailure.onDisk { () throws(ReadFailure) in
+            try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, share: &share, policy: .mayReadDisk)
         }
     }
 
     /// The same without waiting for the disk (the server builds the page
     /// straight into its answer on its event loop): nil when a block needs
     /// the disk, and then `miss` names the blocks when they are a layer file's.
+    /// An in-memory image that is the whole page goes to `share` instead of
+    /// into `page`, when `share` allows it.
     static func reconstructWithoutWaiting(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
-                                          into page: UnsafeMutableRawBufferPointer, miss: inout BlockMiss?) throws(StorageError) -> Bool? {
+                                          into page: UnsafeMutableRawBufferPointer, miss: inout BlockMiss?,
+                                          share: inout ImageShare) throws(StorageError) -> Bool? {
         do throws(ReadFailure) {
-            return try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, policy: .withoutWaiting)
+            return try reconstruct(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, into: page, share: &share,
+                                   policy: .withoutWaiting)
         } catch {
             switch error {
             case .notCached(let blocks):
@@ -54,10 +59,12 @@ enum ReadPath {
     }
 
     private static func reconstruct(key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
-                                     into page: UnsafeMutableRawBufferPointer, policy: ReadPolicy) throws(ReadFailure) -> Bool {
+                                     into page: UnsafeMutableRawBufferPointer, share: inout ImageShare,
+                                     policy: ReadPolicy) throws(ReadFailure) -> Bool {
         precondition(page.count == pageSize, "a page is \(pageSize) bytes")
         var pending: [Step] = []  // deltas above the base, newest first; empty (no allocation) for a plain image
-        if try !gather(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, page: page, pending: &pending, policy: policy) {
+        if try !gather(key: key, lsn: lsn, open: open, frozen: frozen, layers: layers, page: page, pending: &pending,
+                       share: &share, policy: policy) {
             if pending.isEmpty { return false }
             // Deltas with no base below them start from a zero page.
             page.initializeMemory(as: UInt8.self, repeating: 0)
@@ -68,11 +75,11 @@ enum ReadPath {
 
     private static func gather(
         key: PageKey, lsn: Lsn, open: InMemoryLayer, frozen: [InMemoryLayer], layers: LayerMap,
-        page: UnsafeMutableRawBufferPointer, pending: inout [Step], policy: ReadPolicy
+        page: UnsafeMutableRawBufferPointer, pending: inout [Step], share: inout ImageShare, policy: ReadPolicy
     ) throws(ReadFailure) -> Bool {
         // The open layer is passed as it is, not picked into a variable: that would retain and release it.
-        if gatherMemory(key: key, lsn: lsn, in: open, page: page, pending: &pending) { return true }
-        for mem in frozen.reversed() where gatherMemory(key: key, lsn: lsn, in: mem, page: page, pending: &pending) {
+        if gatherMemory(key: key, lsn: lsn, in: open, page: page, pending: &pending, share: &share) { return true }
+        for mem in frozen.reversed() where gatherMemory(key: key, lsn: lsn, in: mem, page: page, pending: &pending, share: &share) {
             return true
         }
         var cursor = lsn
@@ -126,13 +133,18 @@ enum ReadPath {
         return based
     }
 
-    /// Gathers from one in-memory layer: true once a base is applied to `page`.
+    /// Gathers from one in-memory layer: true once a base is applied to `page`,
+    /// or handed to `share` (an image with no delta above it, where allowed).
     private static func gatherMemory(key: PageKey, lsn: Lsn, in mem: InMemoryLayer, page: UnsafeMutableRawBufferPointer,
-                                     pending: inout [Step]) -> Bool {
+                                     pending: inout [Step], share: inout ImageShare) -> Bool {
         mem.withVersions(of: key) { versions -> Bool in
             guard let versions else { return false }
             for v in versions.reversed() where v.lsn <= lsn {
                 if v.value.isBase {
+                    if share.allowed, pending.isEmpty, case .image(let bytes) = v.value, bytes.count == pageSize {
+                        share.image = bytes
+                        return true
+                    }
                     applyMemory(v.value, to: page)
                     return true
                 }

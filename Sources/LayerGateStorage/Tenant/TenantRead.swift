@@ -46,14 +46,17 @@ extension Tenant {
     /// nothing meaningful).
     public func getPageWithoutWaiting(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
         var miss: BlockMiss?
-        return try getPageWithoutWaiting(key: key, lsn: requested, into: page, miss: &miss)
+        var share = ImageShare.never
+        return try getPageWithoutWaiting(key: key, lsn: requested, into: page, miss: &miss, share: &share)
     }
 
     /// The same; when it needs the disk for blocks of a layer file, `miss`
-    /// names them (the event loop may read them itself, `BlockMiss`).
+    /// names them (the event loop may read them itself, `BlockMiss`). An
+    /// in-memory image that is the whole page goes to `share` instead of into
+    /// `page`, when `share` allows it.
     public func getPageWithoutWaiting(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer,
-                                      miss: inout BlockMiss?) throws(StorageError) -> Lsn? {
-        try readNow(key: key, lsn: requested, into: page, policy: .withoutWaiting, miss: &miss)
+                                      miss: inout BlockMiss?, share: inout ImageShare) throws(StorageError) -> Lsn? {
+        try readNow(key: key, lsn: requested, into: page, policy: .withoutWaiting, miss: &miss, share: &share)
     }
 
     /// The same, reading blocks from disk as needed: it blocks, so call it on
@@ -62,12 +65,13 @@ extension Tenant {
     /// (then use `getPage`, which waits).
     public func getPageFromDisk(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer) throws(StorageError) -> Lsn? {
         var miss: BlockMiss?
-        return try readNow(key: key, lsn: requested, into: page, policy: .mayReadDisk, miss: &miss)
+        var share = ImageShare.never
+        return try readNow(key: key, lsn: requested, into: page, policy: .mayReadDisk, miss: &miss, share: &share)
     }
 
     /// The LSN read at; nil when that LSN is not ingested yet, or (`.withoutWaiting`) a block needs the disk.
     private func readNow(key: PageKey, lsn requested: Lsn?, into page: UnsafeMutableRawBufferPointer,
-                         policy: ReadPolicy, miss: inout BlockMiss?) throws(StorageError) -> Lsn? {
+                         policy: ReadPolicy, miss: inout BlockMiss?, share: inout ImageShare) throws(StorageError) -> Lsn? {
         let snap = try snapshot()
         let lsn = requested ?? snap.lastRecordLsn
         guard lsn <= snap.lastRecordLsn else { return nil }
@@ -90,7 +94,7 @@ extension Tenant {
             }
         case .withoutWaiting:
             found = try ReadPath.reconstructWithoutWaiting(key: key, lsn: lsn, open: snap.open, frozen: snap.frozen,
-                                                      layers: snap.layers, into: page, miss: &miss)
+                                                      layers: snap.layers, into: page, miss: &miss, share: &share)
         }
         guard let found else { return nil }
         guard found else { throw .pageNotFound(id, key, lsn) }
