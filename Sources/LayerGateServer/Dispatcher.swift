@@ -105,14 +105,14 @@ public final class Dispatcher: Sendable {
 
     /// Answers `read` again without waiting, once the blocks it lacked are in
     /// the page cache: `.disk` again, naming the next blocks, when it needs
-    /// more (an index block first, then the page's).
-    public func readWithoutWaiting(_ read: DiskRead, into out: inout ByteBuffer) -> InlineAnswer? {
+    /// more (an index block first, then the page's). `sharing` as for `handleInline`.
+    public func readWithoutWaiting(_ read: DiskRead, sharing: Bool = false, into out: inout ByteBuffer) -> InlineAnswer? {
         do throws(StorageError) {
-            var never = ImageShare(allowed: false)
             let written = try writeWithoutWaiting(requestId: read.requestId, tenant: read.tenant, key: read.key, lsn: read.lsn,
-                                                  started: read.started, into: &out, share: &never)
+                                                  started: read.started, sharing: sharing, into: &out)
             if case .disk = written { return written }
-            return answered(since: read.started)
+            countPagesAnswered(1, since: read.started)
+            return written
         } catch {
             return answer(read.requestId, failure(error), since: read.started)
         }
@@ -121,11 +121,12 @@ public final class Dispatcher: Sendable {
     /// Writes the page's answer frame into `out` when none of its blocks needs
     /// the disk (nil), else names the read to make, with the blocks it lacked:
     /// the one no-wait page read of a cache hit and of a kernel read's retry.
-    /// `.frame`, `.frameSharing` (an in-memory image left out, where `share`
-    /// allows it) or `.disk`; not counted here.
+    /// `.frame`, `.frameSharing` (an in-memory image left out, with
+    /// `sharing`) or `.disk`; not counted here.
     private func writeWithoutWaiting(requestId: UInt64, tenant: Tenant, key: PageKey, lsn: Lsn?, started: NIODeadline,
-                                     into out: inout ByteBuffer, share: inout ImageShare) throws(StorageError) -> InlineAnswer {
+                                     sharing: Bool, into out: inout ByteBuffer) throws(StorageError) -> InlineAnswer {
         var miss: BlockMiss?
+        var share = ImageShare(allowed: sharing)
         let written = try Wire.writePageFrame(requestId: requestId, pageSize: pageSize, into: &out) {
             page throws(StorageError) -> Wire.FilledPage? in
             try tenant.getPageWithoutWaiting(key: key, lsn: lsn, into: page, miss: &miss, share: &share)
@@ -163,13 +164,15 @@ public final class Dispatcher: Sendable {
     /// `out`, the answer's frame. A `.frame` answer is not counted here: the
     /// caller counts it with `countPagesAnswered`. `start` is when the loop took
     /// the request's bytes (one clock reading per pass over a connection's frames).
+    /// With `sharing`, a page that is an in-memory image as it is comes back
+    /// as `.frameSharing`, for a transport that sends it from where it is.
     public func handleInline(_ request: Wire.Request, grant: Result<Grant, TokenError>?, peer: PeerIdentity,
-                             since start: NIODeadline, into out: inout ByteBuffer) -> InlineAnswer? {
+                             since start: NIODeadline, sharing: Bool = false, into out: inout ByteBuffer) -> InlineAnswer? {
         guard case .getPage(let r)? = request.body, let k = r.key else { return nil }
         if let denied = authorize(request, grant: grant, peer: peer) {
             return answer(request.requestId, .error(denied), since: start)
         }
-        return inlinePage(requestId: request.requestId, since: start, into: &out) { () throws(StorageError) in
+        return inlinePage(requestId: request.requestId, since: start, sharing: sharing, into: &out) { () throws(StorageError) in
             (try tenant(r.tenantId), k, r.latest ? nil : r.lsn)
         }
     }
@@ -195,8 +198,6 @@ public final class Dispatcher: Sendable {
     /// The same for a GetPage read in place (`Wire.readGetPageInPlace`): no
     /// request is built unless it is refused or not a cache hit. `right` is
     /// `readRight(grant)`; `grant` is evaluated only to word a refusal.
-    /// With `sharing`, a page that is an in-memory image as it is comes back
-    /// as `.frameSharing`, for a transport that sends it from where it is.
     public func handleInline(_ g: Wire.InPlaceGetPage, right: ReadRight, grant: @autoclosure () -> Result<Grant, TokenError>?,
                              peer: PeerIdentity, since start: NIODeadline, sharing: Bool = false,
                              into out: inout ByteBuffer) -> InlineAnswer? {
@@ -219,14 +220,13 @@ public final class Dispatcher: Sendable {
 
     /// Writes the page's answer frame into `out` when the page is cached, else
     /// answers `.disk`; `target` names the tenant, key and LSN (nil: latest), or why not.
-    private func inlinePage(requestId: UInt64, since start: NIODeadline, sharing: Bool = false, into out: inout ByteBuffer,
+    private func inlinePage(requestId: UInt64, since start: NIODeadline, sharing: Bool, into out: inout ByteBuffer,
                             _ target: () throws(StorageError) -> (Tenant, Wire.PageKey, UInt64?)) -> InlineAnswer? {
         do throws(StorageError) {
             let (t, k, lsn) = try target()
-            var share = ImageShare(allowed: sharing)
             // A page is counted by the caller, with the pass's other answers (`countPagesAnswered`).
             return try writeWithoutWaiting(requestId: requestId, tenant: t, key: try Self.pageKey(k), lsn: lsn.map(Lsn.init),
-                                           started: start, into: &out, share: &share)
+                                           started: start, sharing: sharing, into: &out)
         } catch {
             return answer(requestId, failure(error), since: start)
         }

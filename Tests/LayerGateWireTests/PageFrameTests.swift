@@ -9,21 +9,27 @@ struct PageFrameTests {
 
     static let edges: [UInt64] = [0, 1, 127, 128, 16_383, 16_384, 1 << 32, UInt64.max]
 
+    /// The answer's frame as protobuf-c encodes it.
+    static func protobufC(requestId: UInt64, page: [UInt8], lsn: UInt64) -> [UInt8] {
+        var packed = ByteBufferAllocator().buffer(capacity: 0)
+        Wire.writeFrame(Wire.Response(requestId: requestId, body: .getPage(Wire.GetPageResponse(page: page, lsn: lsn))), into: &packed)
+        return Array(packed.readableBytesView)
+    }
+
     /// The in-place writer and protobuf-c agree on every byte, for ids and
     /// LSNs at each varint length boundary (and zero, which protobuf-c leaves out).
     @Test(arguments: edges)
     func sameBytesAsProtobufC(requestId: UInt64) throws {
         let page = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
         for lsn in Self.edges {
-            var packed = ByteBufferAllocator().buffer(capacity: 0)
-            Wire.writeFrame(Wire.Response(requestId: requestId, body: .getPage(Wire.GetPageResponse(page: page, lsn: lsn))), into: &packed)
+            let packed = Self.protobufC(requestId: requestId, page: page, lsn: lsn)
             var inPlace = ByteBufferAllocator().buffer(capacity: 0)
             let wrote = Wire.writePageFrame(requestId: requestId, pageSize: page.count, into: &inPlace) { out -> UInt64? in
                 out.copyBytes(from: page)
                 return lsn
             }
             #expect(wrote)
-            #expect(Array(inPlace.readableBytesView) == Array(packed.readableBytesView), "id \(requestId), lsn \(lsn)")
+            #expect(Array(inPlace.readableBytesView) == packed, "id \(requestId), lsn \(lsn)")
         }
     }
 
@@ -34,8 +40,7 @@ struct PageFrameTests {
     func aFrameLeavingItsPageOutIsTheWholeFrameWithoutIt(requestId: UInt64) throws {
         let page = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
         for lsn in Self.edges {
-            var packed = ByteBufferAllocator().buffer(capacity: 0)
-            Wire.writeFrame(Wire.Response(requestId: requestId, body: .getPage(Wire.GetPageResponse(page: page, lsn: lsn))), into: &packed)
+            let packed = Self.protobufC(requestId: requestId, page: page, lsn: lsn)
             var buffer = ByteBufferAllocator().buffer(capacity: 0)
             buffer.writeString("earlier answers")
             let earlier = buffer.readableBytes
@@ -48,9 +53,9 @@ struct PageFrameTests {
                 continue
             }
             var bytes = Array(buffer.readableBytesView.dropFirst(earlier))
-            #expect(bytes.count == packed.readableBytes - page.count, "id \(requestId), lsn \(lsn)")
+            #expect(bytes.count == packed.count - page.count, "id \(requestId), lsn \(lsn)")
             bytes.insert(contentsOf: page, at: bytes.count - after)
-            #expect(bytes == Array(packed.readableBytesView), "id \(requestId), lsn \(lsn)")
+            #expect(bytes == packed, "id \(requestId), lsn \(lsn)")
             // Written whole, the same call says so.
             var whole = ByteBufferAllocator().buffer(capacity: 0)
             let wholeWritten = Wire.writePageFrame(requestId: requestId, pageSize: page.count, into: &whole) { out -> Wire.FilledPage? in
@@ -58,7 +63,7 @@ struct PageFrameTests {
                 return Wire.FilledPage(lsn: lsn, wrote: true)
             }
             #expect(wholeWritten == .whole)
-            #expect(Array(whole.readableBytesView) == Array(packed.readableBytesView))
+            #expect(Array(whole.readableBytesView) == packed)
         }
     }
 

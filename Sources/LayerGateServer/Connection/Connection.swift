@@ -472,8 +472,9 @@ final class Connection<Transport: ConnectionTransport> {
         } else {
             known = false
         }
-        if known, case .getPage? = request.body,
-           answeredInline(fallback: request, { dispatcher.handleInline(request, grant: grant, peer: peer, since: now, into: &$0) }) {
+        if known, case .getPage? = request.body, answeredInline(fallback: request, {
+            dispatcher.handleInline(request, grant: grant, peer: peer, since: now, sharing: sharesPages, into: &$0)
+        }) {
             return
         }
         run(charge: nil, isPut: request.isPut) { _, _ in .respond(request) }
@@ -495,10 +496,9 @@ final class Connection<Transport: ConnectionTransport> {
                 known = false
             }
         }
-        let sharing = transport?.sendsSharedPages ?? false
         if known, answeredInline(fallback: g.request(authToken: lastToken ?? ""), {
             dispatcher.handleInline(g, right: right, grant: self.lastTokenRight.map { TokenCache.verdict($0.grant, until: $0.until, at: self.now) },
-                                    peer: peer, since: self.now, sharing: sharing, into: &$0)
+                                    peer: peer, since: self.now, sharing: sharesPages, into: &$0)
         }) {
             return
         }
@@ -510,6 +510,14 @@ final class Connection<Transport: ConnectionTransport> {
     /// in place in what the socket is written from, or an error), or hands a
     /// read that needs the disk to a read thread; false when it needs a task.
     /// `fallback` is the request, for a disk read that finds it must wait for its LSN.
+    /// Whether answers built here may leave an in-memory page out for the transport to send from where it is.
+    private var sharesPages: Bool { transport?.sendsSharedPages ?? false }
+
+    private func appendShared(_ page: Dispatcher.SharedPage) {
+        transport?.insertSharedPage(page.image, beforeLast: page.bytesAfterPage)
+        unflushed = true
+    }
+
     private func answeredInline(fallback: @autoclosure () -> Wire.Request,
                                 _ handle: (inout ByteBuffer) -> Dispatcher.InlineAnswer?) -> Bool {
         guard transport != nil else { return true }  // gone: nobody to answer
@@ -519,8 +527,7 @@ final class Connection<Transport: ConnectionTransport> {
             answeredInPass += 1
             return true
         case .frameSharing(let page)?:
-            transport?.insertSharedPage(page.image, beforeLast: page.bytesAfterPage)
-            unflushed = true
+            appendShared(page)
             answeredInPass += 1
             return true
         case .response(let response)?:
@@ -544,7 +551,7 @@ final class Connection<Transport: ConnectionTransport> {
             write(response)
             return true
         case .frameSharing?, .disk?, nil:
-            return false  // a page is shared only where a request asked for it (`takeInPlace`)
+            return false  // a read thread builds its frame whole, away from the transport: never shared
         }
     }
 
@@ -593,12 +600,11 @@ final class Connection<Transport: ConnectionTransport> {
             process()
             return
         }
-        switch transport?.writeFrame({ dispatcher.readWithoutWaiting(read, into: &$0) }) ?? nil {
+        switch transport?.writeFrame({ dispatcher.readWithoutWaiting(read, sharing: sharesPages, into: &$0) }) ?? nil {
         case .frame?:
             unflushed = true
         case .frameSharing(let page)?:
-            transport?.insertSharedPage(page.image, beforeLast: page.bytesAfterPage)
-            unflushed = true
+            appendShared(page)
         case .response(let response)?:
             write(response)
         case .disk(let next)?:

@@ -63,10 +63,7 @@ struct SharedPages {
         }
         // Room for this page, the bytes before it and the buffered rest; else the rest waits for the next send.
         guard count + 3 <= iov.count else { return send(count) }
-        let page = pages[index]
-        guard page.end > cursor else {
-            return gather(into: iov, count: count, page: index + 1, cursor: cursor, bufferedAt: bufferedAt, buffered: buffered, send: send)
-        }
+        let page = pages[index]  // unsent, or partly sent when it is the first (`sent(from:to:)` drops the rest)
         var bufferedAt = bufferedAt
         if page.at > cursor {
             let gap = page.at - cursor
@@ -92,11 +89,11 @@ struct SharedPages {
     /// answer buffer's (the rest were pages').
     mutating func sent(from old: Int, to new: Int) -> Int {
         var pageBytes = 0
-        for p in pages {
-            guard p.at < new else { break }
+        var whole = 0
+        for p in pages where p.at < new {
             pageBytes += min(p.end, new) - max(p.at, old)
+            if p.end <= new { whole += 1 }
         }
-        let whole = pages.prefix { $0.end <= new }.count
         pages.removeFirst(whole)
         return new - old - pageBytes
     }

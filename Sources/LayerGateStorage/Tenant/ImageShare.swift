@@ -15,5 +15,6 @@ public struct ImageShare: Sendable {
 
     public init(allowed: Bool) { self.allowed = allowed }
 
+    /// For a read whose page must be written whole.
     static var never: ImageShare { ImageShare(allowed: false) }
 }
