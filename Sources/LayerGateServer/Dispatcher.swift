@@ -106,7 +106,7 @@ public final class Dispatcher: Sendable {
     /// Answers `read` again without waiting, once the blocks it lacked are in
     /// the page cache: `.disk` again, naming the next blocks, when it needs
     /// more (an index block first, then the page's). `sharing` as for `handleInline`.
-    public func readWithoutWaiting(_ read: DiskRead, sharing: Bool = false, into out: inout ByteBuffer) -> InlineAnswer? {
+    public func readWithoutWaiting(_ read: DiskRead, sharing: Bool, into out: inout ByteBuffer) -> InlineAnswer? {
         do throws(StorageError) {
             let written = try writeWithoutWaiting(requestId: read.requestId, tenant: read.tenant, key: read.key, lsn: read.lsn,
                                                   started: read.started, sharing: sharing, into: &out)

@@ -73,9 +73,10 @@ struct SharedPageTests {
     }
 
     /// Answers that wait in the server because their client does not read
-    /// them keep the pages they were read as: newer images put meanwhile, a
-    /// flush of the in-memory layer and a reset of the tenant change none of
-    /// their bytes. Then the same keys read anew give the newer images.
+    /// them keep the pages they were read as: newer images put meanwhile and
+    /// a reset of the tenant (its in-memory layers dropped and read again from
+    /// its WAL) change none of their bytes. Then the same keys read anew give
+    /// the newer images.
     @Test func answersWaitingToBeSentKeepThePagesTheyWereReadAs() async throws {
         let dir = ServerDir()
         let server = try await ServerProcess(dir: dir)

@@ -550,8 +550,10 @@ final class Connection<Transport: ConnectionTransport> {
         case .response(let response)?:
             write(response)
             return true
-        case .frameSharing?, .disk?, nil:
-            return false  // a read thread builds its frame whole, away from the transport: never shared
+        case .frameSharing?:
+            preconditionFailure("a read thread's answer shares a page: readFromDisk builds its frames whole")
+        case .disk?, nil:
+            return false
         }
     }
 
